@@ -1,0 +1,97 @@
+//! The one table of API errors: each maps to its HTTP status and its JSON body.
+//!
+//! Texts follow Braze where Braze defines one (`reference/braze-api.md` §1.4, §2.8, §3, §4.5).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// One entry of the `errors` array of `/users/track` (non-fatal, per object).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectError {
+    /// The error text, for example `'quantity' is not valid`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `attributes`, `events` or `purchases`.
+    pub input_array: String,
+    /// Zero-based position of the object in its array.
+    pub index: usize,
+}
+
+/// An error answered by the HTTP API.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// Missing, unknown or revoked REST API key.
+    #[error("Invalid API Key")]
+    InvalidApiKey,
+    /// The key exists but lacks the endpoint's permission.
+    #[error("The REST API key you are using does not have sufficient permissions for {0}")]
+    AccessDenied(&'static str),
+    /// Missing or wrong admin token.
+    #[error("invalid admin token")]
+    InvalidAdminToken,
+    /// No such route.
+    #[error("Invalid URL")]
+    NotFound,
+    /// Over the per-key, per-endpoint limit.
+    #[error("API rate limit exceeded")]
+    RateLimited,
+    /// Body larger than the configured limit (after decompression).
+    #[error("Request Entity Too Large")]
+    PayloadTooLarge,
+    /// The body is not the JSON the endpoint expects.
+    #[error("Invalid JSON in request body: {0}")]
+    BadJson(String),
+    /// More than 75 objects in one of the `/users/track` arrays.
+    #[error("Max Input Length Exceeded")]
+    MaxInputLength,
+    /// More than 50 identifiers on identify, alias, delete, merge or export.
+    #[error("The max number of external_ids and aliases per request was exceeded")]
+    TooManyIds,
+    /// `/users/track` with no valid object; carries the per-object errors.
+    #[error("Valid data must be provided in the 'attributes', 'events', or 'purchases' fields.")]
+    NoValidTrackData(Vec<ObjectError>),
+    /// Any other 400 with its own text.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A named admin resource does not exist.
+    #[error("{0} not found")]
+    ResourceNotFound(String),
+    /// A named admin resource already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The server is shutting down or its writer stopped.
+    #[error("service unavailable")]
+    Unavailable,
+    /// A storage or internal failure; the request was not applied.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    /// The HTTP status code of this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::InvalidApiKey | ApiError::InvalidAdminToken => 401,
+            ApiError::AccessDenied(_) => 403,
+            ApiError::NotFound | ApiError::ResourceNotFound(_) => 404,
+            ApiError::Conflict(_) => 409,
+            ApiError::PayloadTooLarge => 413,
+            ApiError::RateLimited => 429,
+            ApiError::BadJson(_)
+            | ApiError::MaxInputLength
+            | ApiError::TooManyIds
+            | ApiError::NoValidTrackData(_)
+            | ApiError::BadRequest(_) => 400,
+            ApiError::Unavailable => 503,
+            ApiError::Internal => 500,
+        }
+    }
+
+    /// The JSON body: `{"message": …}`, plus `errors` where Braze sends them.
+    pub fn body(&self) -> Value {
+        match self {
+            ApiError::NoValidTrackData(errors) => json!({"message": self.to_string(), "errors": errors}),
+            _ => json!({"message": self.to_string()}),
+        }
+    }
+}

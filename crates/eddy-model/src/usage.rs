@@ -1,0 +1,68 @@
+//! Data-point metering (`reference/braze-api.md` §5).
+//!
+//! Braze bills a write whether or not it changes anything. eddy meters the same data points
+//! but files a write that changes nothing under non-billable, so the usage report shows what a
+//! sender could have saved.
+
+use serde::{Deserialize, Serialize};
+
+/// Data points counted for one workspace and day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Points {
+    /// Writes Braze bills that changed the profile.
+    pub billable: u64,
+    /// Writes Braze does not bill, and billable writes that changed nothing.
+    pub non_billable: u64,
+}
+
+impl Points {
+    /// Counts `n` data points of a field: billable only if the field is billable and changed.
+    pub fn record(&mut self, n: u64, billable_field: bool, changed: bool) {
+        if billable_field && changed {
+            self.billable += n;
+        } else {
+            self.non_billable += n;
+        }
+    }
+
+    /// Adds another tally to this one.
+    pub fn add(&mut self, other: Points) {
+        self.billable += other.billable;
+        self.non_billable += other.non_billable;
+    }
+
+    /// True when nothing was counted.
+    pub fn is_zero(&self) -> bool {
+        self.billable == 0 && self.non_billable == 0
+    }
+}
+
+/// Whether Braze bills writes to a standard field.
+pub fn standard_field_billable(field: &str) -> bool {
+    !matches!(
+        field,
+        "email_subscribe"
+            | "push_subscribe"
+            | "subscription_groups"
+            | "facebook"
+            | "twitter"
+            | "email_open_tracking_disabled"
+            | "email_click_tracking_disabled"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unchanged_billable_writes_are_non_billable() {
+        let mut p = Points::default();
+        p.record(1, true, true);
+        p.record(2, true, false);
+        p.record(1, false, true);
+        assert_eq!(p, Points { billable: 1, non_billable: 3 });
+        assert!(standard_field_billable("first_name"));
+        assert!(!standard_field_billable("email_subscribe"));
+    }
+}

@@ -1,0 +1,185 @@
+//! Request and response bodies of the Braze REST API, shared by eddy's server and its clients.
+//!
+//! `/users/track` objects stay `serde_json::Value` on the way in so that one malformed object
+//! is reported at its index instead of failing the whole request; [`crate::track`] validates them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ObjectError;
+
+/// A user alias: one name per label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UserAlias {
+    /// The alias value, for example an email or a partner's id.
+    pub alias_name: String,
+    /// The alias namespace, for example `amplitude_id`.
+    pub alias_label: String,
+}
+
+/// `POST /users/track`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrackRequest {
+    /// User attributes objects (≤ 75).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<Vec<Value>>,
+    /// Event objects (≤ 75).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<Value>>,
+    /// Purchase objects (≤ 75).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchases: Option<Vec<Value>>,
+}
+
+/// The 201 answer of `/users/track`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrackResponse {
+    /// `success`.
+    pub message: String,
+    /// Present when the request had `attributes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes_processed: Option<usize>,
+    /// Present when the request had `events`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_processed: Option<usize>,
+    /// Present when the request had `purchases`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchases_processed: Option<usize>,
+    /// Non-fatal errors of single objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ObjectError>,
+}
+
+/// One entry of `aliases_to_identify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AliasToIdentify {
+    /// The identified user to merge into.
+    pub external_id: String,
+    /// The alias whose profile is merged.
+    pub user_alias: UserAlias,
+}
+
+/// One entry of `emails_to_identify` or `phone_numbers_to_identify`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContactToIdentify {
+    /// The identified user to merge into.
+    pub external_id: String,
+    /// Set for `emails_to_identify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Set for `phone_numbers_to_identify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Which of several matching profiles wins.
+    #[serde(default)]
+    pub prioritization: Vec<String>,
+}
+
+/// `POST /users/identify`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct IdentifyRequest {
+    /// Alias-only profiles to identify.
+    #[serde(default)]
+    pub aliases_to_identify: Vec<AliasToIdentify>,
+    /// Email-only profiles to identify.
+    #[serde(default)]
+    pub emails_to_identify: Vec<ContactToIdentify>,
+    /// Phone-only profiles to identify.
+    #[serde(default)]
+    pub phone_numbers_to_identify: Vec<ContactToIdentify>,
+}
+
+/// One entry of `/users/alias/new`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewAlias {
+    /// Adds the alias to this user; without it an alias-only user is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// The alias value.
+    pub alias_name: String,
+    /// The alias label.
+    pub alias_label: String,
+}
+
+/// `POST /users/alias/new`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AliasNewRequest {
+    /// Aliases to create (≤ 50).
+    #[serde(default)]
+    pub user_aliases: Vec<NewAlias>,
+}
+
+/// One entry of `/users/alias/update`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AliasUpdate {
+    /// The label of the alias to rename.
+    pub alias_label: String,
+    /// Its current name.
+    pub old_alias_name: String,
+    /// Its new name.
+    pub new_alias_name: String,
+}
+
+/// `POST /users/alias/update`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AliasUpdateRequest {
+    /// Renames (≤ 50).
+    #[serde(default)]
+    pub alias_updates: Vec<AliasUpdate>,
+}
+
+/// An email or phone with the rule choosing among several profiles that share it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrioritizedEmail {
+    /// The email address.
+    pub email: String,
+    /// Which of several matching profiles wins.
+    #[serde(default)]
+    pub prioritization: Vec<String>,
+}
+
+/// `POST /users/delete`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeleteRequest {
+    /// External ids to delete.
+    #[serde(default)]
+    pub external_ids: Vec<String>,
+    /// Aliases to delete.
+    #[serde(default)]
+    pub user_aliases: Vec<UserAlias>,
+    /// Braze ids to delete.
+    #[serde(default)]
+    pub braze_ids: Vec<String>,
+    /// Emails to delete.
+    #[serde(default)]
+    pub email_addresses: Vec<PrioritizedEmail>,
+    /// Phone numbers to delete.
+    #[serde(default)]
+    pub phone_numbers: Vec<String>,
+}
+
+/// `POST /users/export/ids`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExportIdsRequest {
+    /// External ids to export (≤ 50 with aliases).
+    #[serde(default)]
+    pub external_ids: Vec<String>,
+    /// Aliases to export.
+    #[serde(default)]
+    pub user_aliases: Vec<UserAlias>,
+    /// One device id.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// One Braze id.
+    #[serde(default)]
+    pub braze_id: Option<String>,
+    /// One email address.
+    #[serde(default)]
+    pub email_address: Option<String>,
+    /// One phone number.
+    #[serde(default)]
+    pub phone: Option<String>,
+    /// Fields to include; all when absent.
+    #[serde(default)]
+    pub fields_to_export: Option<Vec<String>>,
+}

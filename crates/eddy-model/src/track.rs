@@ -80,6 +80,8 @@ pub enum StdOp {
 /// A validated user attributes object.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttributesUpdate {
+    /// Position in the request's `attributes` array, for errors found while applying.
+    pub index: usize,
     /// Whom it updates.
     pub target: Target,
     /// Standard field operations, in request order.
@@ -153,7 +155,8 @@ pub fn validate_track(req: &TrackRequest, now_ms: i64) -> Result<TrackBatch, Api
     let mut nested_invalid = false;
     for (index, object) in attributes.iter().enumerate() {
         match validate_attributes(object) {
-            Ok((update, nested_error)) => {
+            Ok((mut update, nested_error)) => {
+                update.index = index;
                 if let Some(message) = nested_error {
                     nested_invalid = true;
                     errors.push(object_error(message, "attributes", index));
@@ -225,7 +228,7 @@ pub fn validate_attributes(object: &Value) -> Result<(AttributesUpdate, Option<S
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err("'_merge_objects' must be a boolean".into()),
     };
-    let mut update = AttributesUpdate { target, standard: Vec::new(), custom: Vec::new() };
+    let mut update = AttributesUpdate { index: 0, target, standard: Vec::new(), custom: Vec::new() };
     let mut nested_error = None;
     for (key, value) in map {
         if CONTROL_KEYS.contains(&key.as_str()) {

@@ -183,3 +183,20 @@ pub struct ExportIdsRequest {
     #[serde(default)]
     pub fields_to_export: Option<Vec<String>>,
 }
+
+/// The REST API permissions a key can hold (Braze's names).
+pub const PERMISSIONS: &[&str] = &[
+    "users.track",
+    "users.track.sync",
+    "users.delete",
+    "users.alias.new",
+    "users.alias.update",
+    "users.identify",
+    "users.export.ids",
+    "users.export.segment",
+    "users.merge",
+    "users.external_ids.rename",
+    "users.external_ids.remove",
+    "segments.list",
+    "segments.details",
+];

@@ -1,1 +1,196 @@
+//! eddy's durable store.
+//!
+//! - [`backend`]: the storage trait (ordered byte tables, atomic durable commits);
+//!   [`fjall_backend`] is the embedded default.
+//! - [`keys`] and [`meta`]: what lives under which key.
+//! - [`txn`]: a group commit's overlay, and identity resolution over any reader.
+//! - [`apply`]: the mutations (track, identify, alias, delete, merge, workspaces, keys).
+//! - [`writer`]: the single writer thread with group commit.
+//!
+//! [`Store`] is the handle the server holds: mutations go to the writer and return once on
+//! disk; reads go straight to the backend and see committed data.
 
+pub mod apply;
+pub mod backend;
+mod error;
+pub mod fjall_backend;
+pub mod ids;
+pub mod keys;
+pub mod meta;
+pub mod txn;
+pub mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use eddy_model::profile::{Limits, Profile};
+use eddy_model::track::Identifier;
+use eddy_model::usage::Points;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+pub use error::StoreError;
+pub use meta::{ApiKey, Workspace};
+pub use writer::{Mutation, Outcome, WriterStats};
+
+use backend::{Backend, Table};
+use txn::{Read, View};
+
+/// Settings of the store.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Block cache of the embedded engine, bytes.
+    pub cache_bytes: u64,
+    /// Profile rules (array caps).
+    pub limits: Limits,
+    /// Mutations that may wait for the writer before callers wait too.
+    pub queue: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { cache_bytes: 256 * 1024 * 1024, limits: Limits::default(), queue: 4096 }
+    }
+}
+
+/// The handle to a store: cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    tx: mpsc::Sender<writer::Msg>,
+    stats: Arc<WriterStats>,
+}
+
+impl Store {
+    /// Opens the embedded store in `dir` and starts its writer.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let backend = fjall_backend::FjallBackend::open(dir, options.cache_bytes)?;
+        Store::start(Arc::new(backend), options)
+    }
+
+    /// Starts a writer over any backend.
+    pub fn start(backend: Arc<dyn Backend>, options: StoreOptions) -> Result<Store, StoreError> {
+        let (tx, rx) = mpsc::channel(options.queue);
+        let stats = Arc::new(WriterStats::default());
+        let thread_backend = backend.clone();
+        let thread_stats = stats.clone();
+        std::thread::Builder::new()
+            .name("eddy-writer".into())
+            .spawn(move || writer::run(thread_backend, rx, options.limits, thread_stats))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Store { backend, tx, stats })
+    }
+
+    /// Applies a mutation; returns once it is on disk.
+    pub async fn apply(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job = writer::Msg::Job(writer::Job { mutation, reply });
+        self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops the writer once everything queued before this call is committed.
+    pub async fn close(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(writer::Msg::Stop(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Writer counters for metrics.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// The backend, for read-only queries.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// A workspace by name.
+    pub fn workspace(&self, name: &str) -> Result<Option<Workspace>, StoreError> {
+        match self.backend.get(Table::Meta, &meta::workspace_key(name))? {
+            Some(bytes) => decode(&bytes, "meta").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A workspace by id.
+    pub fn workspace_by_id(&self, id: u32) -> Result<Option<Workspace>, StoreError> {
+        match self.backend.get(Table::Meta, &meta::workspace_id_key(id))? {
+            Some(name) => self.workspace(&String::from_utf8_lossy(&name)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every workspace, by id.
+    pub fn workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
+        let mut out = Vec::new();
+        for (_, value) in self.backend.scan(Table::Meta, b"ws/name/", None, usize::MAX)? {
+            out.push(decode::<Workspace>(&value, "meta")?);
+        }
+        out.sort_by_key(|w| w.id);
+        Ok(out)
+    }
+
+    /// The API key whose secret hashes to `hash`.
+    pub fn api_key(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        match self.backend.get(Table::Meta, &meta::api_key_key(hash))? {
+            Some(bytes) => decode(&bytes, "meta").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The profile an identifier names, with its internal id.
+    pub fn find(&self, ws: u32, ident: &Identifier) -> Result<Option<(u32, Profile)>, StoreError> {
+        let mut view = View { backend: self.backend.as_ref() };
+        let Some(id) = view.resolve(ws, ident)? else { return Ok(None) };
+        Ok(view.profile(ws, id)?.map(|p| (id, p)))
+    }
+
+    /// The profile under a device id.
+    pub fn find_device(&self, ws: u32, device_id: &str) -> Result<Option<(u32, Profile)>, StoreError> {
+        let mut view = View { backend: self.backend.as_ref() };
+        let Some(id) = view.ident(ws, keys::kind::DEVICE, device_id.as_bytes())? else { return Ok(None) };
+        Ok(view.profile(ws, id)?.map(|p| (id, p)))
+    }
+
+    /// Data points per day of a workspace, oldest first.
+    pub fn usage(&self, ws: u32) -> Result<Vec<(String, Points)>, StoreError> {
+        let mut out = Vec::new();
+        for (key, value) in self.backend.scan(Table::Usage, &keys::workspace_prefix(ws), None, usize::MAX)? {
+            let day = String::from_utf8_lossy(&key[4..]).to_string();
+            out.push((day, decode(&value, "usage")?));
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` profiles of a workspace after internal id `after`.
+    pub fn profiles(&self, ws: u32, after: Option<u32>, limit: usize) -> Result<Vec<(u32, Profile)>, StoreError> {
+        let after_key = after.map(|id| keys::profile(ws, id));
+        let mut out = Vec::new();
+        for (key, value) in self.backend.scan(Table::Profiles, &keys::workspace_prefix(ws), after_key.as_deref(), limit)? {
+            if let Some(id) = keys::profile_id(&key) {
+                out.push((id, txn::decode_profile(&value)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Outbox entries from sequence `from` on, up to `limit`.
+    pub fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Value)>, StoreError> {
+        let after = from.checked_sub(1).map(keys::outbox);
+        let start = if from == 0 { None } else { after.as_deref() };
+        let mut out = Vec::new();
+        for (key, value) in self.backend.scan(Table::Outbox, b"", start, limit)? {
+            let seq = u64::from_be_bytes(key.as_slice().try_into().unwrap_or([0; 8]));
+            out.push((seq, decode(&value, "outbox")?));
+        }
+        Ok(out)
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], table: &'static str) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, reason: e.to_string() })
+}

@@ -1,0 +1,32 @@
+//! Errors of the store.
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The storage engine failed; the batch was not applied.
+    #[error("storage error: {0}")]
+    Backend(String),
+    /// A stored value could not be decoded.
+    #[error("corrupt value in {table}: {reason}")]
+    Corrupt {
+        /// The table it was read from.
+        table: &'static str,
+        /// The decoder's message.
+        reason: String,
+    },
+    /// A named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A named thing already exists.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The writer has stopped (shutdown or a fatal storage error).
+    #[error("writer stopped")]
+    Closed,
+}
+
+impl From<fjall::Error> for StoreError {
+    fn from(e: fjall::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}

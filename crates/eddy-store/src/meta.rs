@@ -1,0 +1,61 @@
+//! Records of the `meta` table: workspaces and API keys.
+
+use serde::{Deserialize, Serialize};
+
+/// A workspace (Braze's app group): its profiles, keys and usage are its own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workspace {
+    /// Dense internal id, the prefix of all its keys.
+    pub id: u32,
+    /// Unique name.
+    pub name: String,
+    /// The `app_group_id` of its Currents events (a UUID).
+    pub app_group_id: String,
+    /// Creation time, UTC ms.
+    pub created_at: i64,
+}
+
+/// A REST API key; only its SHA-256 is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Public identifier, used to delete it.
+    pub id: String,
+    /// The workspace it acts on.
+    pub workspace: u32,
+    /// A label for people.
+    pub name: String,
+    /// Braze permission names, e.g. `users.track`.
+    pub permissions: Vec<String>,
+    /// Creation time, UTC ms.
+    pub created_at: i64,
+}
+
+impl ApiKey {
+    /// True when the key holds `permission`.
+    pub fn allows(&self, permission: &str) -> bool {
+        self.permissions.iter().any(|p| p == permission)
+    }
+}
+
+pub(crate) fn workspace_key(name: &str) -> Vec<u8> {
+    format!("ws/name/{name}").into_bytes()
+}
+
+pub(crate) fn workspace_id_key(id: u32) -> Vec<u8> {
+    format!("ws/id/{id:010}").into_bytes()
+}
+
+pub(crate) fn api_key_key(hash: &str) -> Vec<u8> {
+    format!("key/hash/{hash}").into_bytes()
+}
+
+pub(crate) fn api_key_id_key(ws: u32, id: &str) -> Vec<u8> {
+    format!("key/id/{ws:010}/{id}").into_bytes()
+}
+
+pub(crate) const NEXT_WORKSPACE: &[u8] = b"next/workspace";
+pub(crate) const NEXT_OUTBOX: &[u8] = b"next/outbox";
+
+pub(crate) fn next_profile_key(ws: u32) -> Vec<u8> {
+    format!("next/profile/{ws:010}").into_bytes()
+}

@@ -1,0 +1,329 @@
+//! One group commit's view of the store: reads see the group's own earlier writes, and every
+//! write lands in one [`WriteSet`] at the end. Also the read-only [`View`] used outside the
+//! writer. Identity resolution is written once over the [`Read`] trait and serves both.
+
+use std::collections::HashMap;
+
+use eddy_model::currents::OutboxEvent;
+use eddy_model::profile::Profile;
+use eddy_model::track::Identifier;
+use eddy_model::usage::Points;
+
+use crate::backend::{Backend, Table, WriteSet};
+use crate::keys::{self, kind};
+use crate::meta;
+use crate::{StoreError, ids};
+
+/// Point reads, answered by the backend or by a transaction's overlay.
+pub trait Read {
+    /// Reads one key.
+    fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Reads and decodes one profile.
+    fn profile(&mut self, ws: u32, id: u32) -> Result<Option<Profile>, StoreError> {
+        match self.get(Table::Profiles, &keys::profile(ws, id))? {
+            Some(bytes) => decode_profile(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The single id an identifier kind maps to.
+    fn ident(&mut self, ws: u32, kind: u8, value: &[u8]) -> Result<Option<u32>, StoreError> {
+        Ok(self.get(Table::Idents, &keys::ident(ws, kind, value))?.as_deref().and_then(keys::decode_id))
+    }
+
+    /// Every id an email or phone maps to.
+    fn ident_list(&mut self, ws: u32, kind: u8, value: &[u8]) -> Result<Vec<u32>, StoreError> {
+        Ok(self.get(Table::Idents, &keys::ident(ws, kind, value))?.as_deref().map(keys::decode_ids).unwrap_or_default())
+    }
+
+    /// Resolves an identifier to an internal id, by Braze's rules for shared emails and phones:
+    /// the most recently updated profile with an external id, else the most recently updated.
+    fn resolve(&mut self, ws: u32, ident: &Identifier) -> Result<Option<u32>, StoreError> {
+        match ident {
+            Identifier::ExternalId(v) => self.ident(ws, kind::EXTERNAL, v.as_bytes()),
+            Identifier::BrazeId(v) => self.ident(ws, kind::BRAZE, v.as_bytes()),
+            Identifier::Alias(a) => self.ident(ws, kind::ALIAS, &keys::alias_value(&a.alias_label, &a.alias_name)),
+            Identifier::Email(v) => self.pick(ws, kind::EMAIL, v, &[]),
+            Identifier::Phone(v) => self.pick(ws, kind::PHONE, v, &[]),
+        }
+    }
+
+    /// Picks one of the profiles sharing an email or phone, following `prioritization`
+    /// (`identified`, `unidentified`, `most_recently_updated`, `least_recently_updated`).
+    fn pick(&mut self, ws: u32, kind: u8, value: &str, prioritization: &[String]) -> Result<Option<u32>, StoreError> {
+        let ids = self.ident_list(ws, kind, value.as_bytes())?;
+        let mut candidates = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(p) = self.profile(ws, id)? {
+                candidates.push((id, p.external_id.is_some(), p.updated_at));
+            }
+        }
+        if prioritization.is_empty() && candidates.iter().any(|c| c.1) {
+            candidates.retain(|c| c.1);
+        }
+        for rule in prioritization {
+            match rule.as_str() {
+                "identified" => candidates.retain(|c| c.1),
+                "unidentified" => candidates.retain(|c| !c.1),
+                _ => {}
+            }
+        }
+        let least = prioritization.iter().any(|r| r == "least_recently_updated");
+        let chosen = if least {
+            candidates.iter().min_by_key(|c| (c.2, c.0))
+        } else {
+            candidates.iter().max_by_key(|c| (c.2, c.0))
+        };
+        Ok(chosen.map(|c| c.0))
+    }
+}
+
+/// Decodes a stored profile.
+pub fn decode_profile(bytes: &[u8]) -> Result<Profile, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table: "profiles", reason: e.to_string() })
+}
+
+/// Reads straight from the backend (committed data only).
+pub struct View<'a> {
+    /// The backend read from.
+    pub backend: &'a dyn Backend,
+}
+
+impl Read for View<'_> {
+    fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.backend.get(table, key)
+    }
+}
+
+/// Counters the writer keeps in memory and persists with every batch.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    /// Next global outbox sequence number.
+    pub next_outbox: u64,
+    /// Next workspace id.
+    pub next_workspace: u32,
+    /// Next internal profile id per workspace; ids are never reused.
+    pub next_profile: HashMap<u32, u32>,
+}
+
+/// A group commit in progress.
+pub struct Txn<'a> {
+    backend: &'a dyn Backend,
+    counters: &'a mut Counters,
+    raw: HashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    profiles: HashMap<(u32, u32), Option<Profile>>,
+    order: Vec<(Table, Vec<u8>)>,
+    outbox: Vec<(u32, OutboxEvent)>,
+    usage: HashMap<(u32, String), Points>,
+    touched_profile_counters: Vec<u32>,
+    /// The time this group is applied at, UTC ms.
+    pub now_ms: i64,
+}
+
+impl Read for Txn<'_> {
+    fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(value) = self.raw.get(&(table, key.to_vec())) {
+            return Ok(value.clone());
+        }
+        self.backend.get(table, key)
+    }
+
+    fn profile(&mut self, ws: u32, id: u32) -> Result<Option<Profile>, StoreError> {
+        if let Some(p) = self.profiles.get(&(ws, id)) {
+            return Ok(p.clone());
+        }
+        match self.backend.get(Table::Profiles, &keys::profile(ws, id))? {
+            Some(bytes) => decode_profile(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl<'a> Txn<'a> {
+    /// Starts a group over `backend`.
+    pub fn new(backend: &'a dyn Backend, counters: &'a mut Counters, now_ms: i64) -> Txn<'a> {
+        Txn {
+            backend,
+            counters,
+            raw: HashMap::new(),
+            profiles: HashMap::new(),
+            order: Vec::new(),
+            outbox: Vec::new(),
+            usage: HashMap::new(),
+            touched_profile_counters: Vec::new(),
+            now_ms,
+        }
+    }
+
+    /// Writes a raw key.
+    pub fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+        self.set_raw(table, key, Some(value));
+    }
+
+    /// Deletes a raw key.
+    pub fn delete(&mut self, table: Table, key: Vec<u8>) {
+        self.set_raw(table, key, None);
+    }
+
+    fn set_raw(&mut self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.raw.insert((table, key.clone()), value).is_none() {
+            self.order.push((table, key));
+        }
+    }
+
+    /// Loads a profile for update.
+    pub fn load(&mut self, ws: u32, id: u32) -> Result<Option<Profile>, StoreError> {
+        Read::profile(self, ws, id)
+    }
+
+    /// Stores a profile.
+    pub fn save(&mut self, ws: u32, id: u32, profile: Profile) {
+        self.profiles.insert((ws, id), Some(profile));
+    }
+
+    /// Removes a profile.
+    pub fn remove_profile(&mut self, ws: u32, id: u32) {
+        self.profiles.insert((ws, id), None);
+    }
+
+    /// Allocates the next internal id of a workspace and a new profile for it.
+    pub fn create_profile(&mut self, ws: u32) -> (u32, Profile) {
+        let next = self.counters.next_profile.entry(ws).or_insert(0);
+        let id = *next;
+        *next += 1;
+        self.touched_profile_counters.push(ws);
+        let profile = Profile::new(ids::braze_id(self.now_ms), self.now_ms);
+        self.put(Table::Idents, keys::ident(ws, kind::BRAZE, profile.braze_id.as_bytes()), id.to_be_bytes().to_vec());
+        (id, profile)
+    }
+
+    /// Allocates the next workspace id.
+    pub fn next_workspace_id(&mut self) -> u32 {
+        let id = self.counters.next_workspace;
+        self.counters.next_workspace += 1;
+        let next = self.counters.next_workspace.to_be_bytes().to_vec();
+        self.put(Table::Meta, meta::NEXT_WORKSPACE.to_vec(), next);
+        id
+    }
+
+    /// Points a single-valued identifier at `id`.
+    pub fn link(&mut self, ws: u32, kind: u8, value: &[u8], id: u32) {
+        self.put(Table::Idents, keys::ident(ws, kind, value), id.to_be_bytes().to_vec());
+    }
+
+    /// Removes a single-valued identifier.
+    pub fn unlink(&mut self, ws: u32, kind: u8, value: &[u8]) {
+        self.delete(Table::Idents, keys::ident(ws, kind, value));
+    }
+
+    /// Adds `id` to an email or phone's list.
+    pub fn link_shared(&mut self, ws: u32, kind: u8, value: &str, id: u32) -> Result<(), StoreError> {
+        let mut ids = self.ident_list(ws, kind, value.as_bytes())?;
+        if !ids.contains(&id) {
+            ids.push(id);
+            self.put(Table::Idents, keys::ident(ws, kind, value.as_bytes()), keys::encode_ids(&ids));
+        }
+        Ok(())
+    }
+
+    /// Removes `id` from an email or phone's list.
+    pub fn unlink_shared(&mut self, ws: u32, kind: u8, value: &str, id: u32) -> Result<(), StoreError> {
+        let mut ids = self.ident_list(ws, kind, value.as_bytes())?;
+        let before = ids.len();
+        ids.retain(|x| *x != id);
+        if ids.len() == before {
+            return Ok(());
+        }
+        let key = keys::ident(ws, kind, value.as_bytes());
+        if ids.is_empty() {
+            self.delete(Table::Idents, key);
+        } else {
+            self.put(Table::Idents, key, keys::encode_ids(&ids));
+        }
+        Ok(())
+    }
+
+    /// Queues a Currents event in the outbox of this batch.
+    pub fn emit(&mut self, ws: u32, event: OutboxEvent) {
+        self.outbox.push((ws, event));
+    }
+
+    /// Adds data points to a workspace's tally for today.
+    pub fn meter(&mut self, ws: u32, points: Points) {
+        if points.is_zero() {
+            return;
+        }
+        let day = eddy_model::time::utc_day(self.now_ms);
+        self.usage.entry((ws, day)).or_default().add(points);
+    }
+
+    /// Turns the group into one write set, assigning outbox sequence numbers.
+    pub fn finish(mut self) -> Result<(WriteSet, u64), StoreError> {
+        let mut writes = WriteSet::default();
+        let profiles = std::mem::take(&mut self.profiles);
+        let mut profile_keys: Vec<_> = profiles.keys().copied().collect();
+        profile_keys.sort_unstable();
+        for (ws, id) in profile_keys {
+            let key = keys::profile(ws, id);
+            match &profiles[&(ws, id)] {
+                Some(p) => {
+                    let bytes = serde_json::to_vec(p).map_err(|e| StoreError::Backend(e.to_string()))?;
+                    writes.ops.push((Table::Profiles, key, Some(bytes)));
+                }
+                None => writes.ops.push((Table::Profiles, key, None)),
+            }
+        }
+        for (table, key) in std::mem::take(&mut self.order) {
+            let value = self.raw.remove(&(table, key.clone())).flatten();
+            writes.ops.push((table, key, value));
+        }
+        let mut emitted = 0;
+        for (ws, event) in std::mem::take(&mut self.outbox) {
+            let seq = self.counters.next_outbox;
+            self.counters.next_outbox += 1;
+            let entry = serde_json::json!({"ws": ws, "type": event.event_type, "record": event.record});
+            writes.ops.push((Table::Outbox, keys::outbox(seq), Some(entry.to_string().into_bytes())));
+            emitted += 1;
+        }
+        if emitted > 0 {
+            writes.ops.push((Table::Meta, meta::NEXT_OUTBOX.to_vec(), Some(self.counters.next_outbox.to_be_bytes().to_vec())));
+        }
+        for ((ws, day), points) in std::mem::take(&mut self.usage) {
+            let key = keys::usage(ws, &day);
+            let mut total: Points = match self.backend.get(Table::Usage, &key)? {
+                Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                None => Points::default(),
+            };
+            total.add(points);
+            let bytes = serde_json::to_vec(&total).map_err(|e| StoreError::Backend(e.to_string()))?;
+            writes.ops.push((Table::Usage, key, Some(bytes)));
+        }
+        let mut touched = std::mem::take(&mut self.touched_profile_counters);
+        touched.sort_unstable();
+        touched.dedup();
+        for ws in touched {
+            let next = self.counters.next_profile.get(&ws).copied().unwrap_or(0);
+            writes.ops.push((Table::Meta, meta::next_profile_key(ws), Some(next.to_be_bytes().to_vec())));
+        }
+        Ok((writes, emitted))
+    }
+}
+
+/// Loads the counters from the backend (at start, and after a failed commit).
+pub fn load_counters(backend: &dyn Backend) -> Result<Counters, StoreError> {
+    let mut counters = Counters::default();
+    if let Some(bytes) = backend.get(Table::Meta, meta::NEXT_OUTBOX)? {
+        counters.next_outbox = u64::from_be_bytes(bytes.as_slice().try_into().unwrap_or([0; 8]));
+    }
+    if let Some(bytes) = backend.get(Table::Meta, meta::NEXT_WORKSPACE)? {
+        counters.next_workspace = keys::decode_id(&bytes).unwrap_or(0);
+    }
+    for (key, value) in backend.scan(Table::Meta, b"next/profile/", None, usize::MAX)? {
+        let ws = std::str::from_utf8(&key[b"next/profile/".len()..]).ok().and_then(|s| s.parse::<u32>().ok());
+        if let (Some(ws), Some(next)) = (ws, keys::decode_id(&value)) {
+            counters.next_profile.insert(ws, next);
+        }
+    }
+    Ok(counters)
+}

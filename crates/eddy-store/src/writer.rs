@@ -1,0 +1,179 @@
+//! The single writer: one thread that takes whatever mutations are waiting, applies them in
+//! order to one transaction, commits it with one fsync, and only then answers every request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use eddy_model::profile::Limits;
+use eddy_model::track::TrackBatch;
+use eddy_model::wire::{AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::apply::Lookup;
+use crate::backend::Backend;
+use crate::meta::{ApiKey, Workspace};
+use crate::txn::{Counters, Txn, load_counters};
+use crate::StoreError;
+
+/// A mutation the writer applies.
+#[derive(Debug)]
+pub enum Mutation {
+    /// `/users/track`.
+    Track(Workspace, TrackBatch),
+    /// `/users/identify`.
+    Identify(Workspace, IdentifyRequest),
+    /// `/users/alias/new`.
+    AliasNew(Workspace, AliasNewRequest),
+    /// `/users/alias/update`.
+    AliasUpdate(Workspace, AliasUpdateRequest),
+    /// `/users/delete`.
+    Delete(Workspace, DeleteRequest),
+    /// `/users/merge`.
+    Merge(Workspace, Vec<(Lookup, Lookup)>),
+    /// Create a workspace by name.
+    CreateWorkspace(String),
+    /// Store an API key under its hash.
+    CreateApiKey(ApiKey, String),
+    /// Revoke an API key of a workspace by id.
+    DeleteApiKey(u32, String),
+}
+
+/// What a mutation answers once durable.
+#[derive(Debug)]
+pub enum Outcome {
+    /// `/users/track`'s body.
+    Track(TrackResponse),
+    /// A count (aliases processed, users deleted, merges done).
+    Count(usize),
+    /// The created workspace.
+    Workspace(Workspace),
+    /// Done.
+    Done,
+}
+
+pub(crate) struct Job {
+    pub mutation: Mutation,
+    pub reply: oneshot::Sender<Result<Outcome, StoreError>>,
+}
+
+/// What the writer's queue carries.
+pub(crate) enum Msg {
+    /// A mutation to apply.
+    Job(Job),
+    /// Commit what is queued before this, acknowledge, and stop.
+    Stop(oneshot::Sender<()>),
+}
+
+/// Counters the writer exposes for `/metrics`.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Group commits done.
+    pub commits: AtomicU64,
+    /// Mutations applied.
+    pub mutations: AtomicU64,
+    /// Outbox events written.
+    pub outbox_events: AtomicU64,
+    /// Microseconds spent in commits (including fsync).
+    pub commit_micros: AtomicU64,
+    /// Failed commits.
+    pub commit_failures: AtomicU64,
+}
+
+/// Most mutations folded into one group commit.
+const MAX_GROUP: usize = 512;
+
+pub(crate) fn run(backend: Arc<dyn Backend>, mut rx: mpsc::Receiver<Msg>, limits: Limits, stats: Arc<WriterStats>) {
+    let mut counters = match load_counters(backend.as_ref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "writer could not load its counters");
+            return;
+        }
+    };
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    let mut stop = None;
+    while stop.is_none() {
+        let Some(first) = rx.blocking_recv() else { break };
+        match first {
+            Msg::Job(job) => jobs.push(job),
+            Msg::Stop(ack) => stop = Some(ack),
+        }
+        while stop.is_none() && jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => jobs.push(job),
+                Ok(Msg::Stop(ack)) => stop = Some(ack),
+                Err(_) => break,
+            }
+        }
+        if !jobs.is_empty() {
+            commit_group(backend.as_ref(), &mut counters, &mut jobs, limits, &stats);
+        }
+    }
+    rx.close();
+    tracing::info!("writer stopped");
+    if let Some(ack) = stop {
+        let _ = ack.send(());
+    }
+}
+
+fn commit_group(backend: &dyn Backend, counters: &mut Counters, jobs: &mut Vec<Job>, limits: Limits, stats: &WriterStats) {
+    let started = Instant::now();
+    let mut saved = counters.clone();
+    let mut txn = Txn::new(backend, counters, eddy_model::time::now_ms());
+    let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(jobs.len());
+    let mut fatal = None;
+    for job in jobs.iter_mut() {
+        let mutation = std::mem::replace(&mut job.mutation, Mutation::CreateWorkspace(String::new()));
+        match apply(&mut txn, mutation, limits) {
+            Ok(outcome) => results.push(Ok(outcome)),
+            // Domain refusals touch nothing; storage failures poison the whole group.
+            Err(e @ (StoreError::Conflict(_) | StoreError::NotFound(_))) => results.push(Err(e)),
+            Err(e) => {
+                fatal = Some(e);
+                break;
+            }
+        }
+    }
+    let committed = match fatal {
+        Some(e) => Err(e),
+        None => txn.finish().and_then(|(writes, emitted)| {
+            backend.commit(writes)?;
+            Ok(emitted)
+        }),
+    };
+    match committed {
+        Ok(emitted) => {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats.mutations.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            stats.outbox_events.fetch_add(emitted, Ordering::Relaxed);
+            for (job, result) in jobs.drain(..).zip(results) {
+                let _ = job.reply.send(result);
+            }
+        }
+        Err(e) => {
+            stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, mutations = jobs.len(), "group commit failed, nothing of it was applied");
+            // Ids handed out in the failed group may be reused: nothing refers to them.
+            std::mem::swap(counters, &mut saved);
+            for job in jobs.drain(..) {
+                let _ = job.reply.send(Err(StoreError::Backend(e.to_string())));
+            }
+        }
+    }
+    stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+}
+
+fn apply(txn: &mut Txn<'_>, mutation: Mutation, limits: Limits) -> Result<Outcome, StoreError> {
+    match mutation {
+        Mutation::Track(ws, batch) => txn.track(&ws, batch, limits).map(Outcome::Track),
+        Mutation::Identify(ws, req) => txn.identify(&ws, &req).map(Outcome::Count),
+        Mutation::AliasNew(ws, req) => txn.alias_new(&ws, &req).map(Outcome::Count),
+        Mutation::AliasUpdate(ws, req) => txn.alias_update(&ws, &req).map(Outcome::Count),
+        Mutation::Delete(ws, req) => txn.delete_users(&ws, &req).map(Outcome::Count),
+        Mutation::Merge(ws, pairs) => txn.merge_users(&ws, &pairs).map(Outcome::Count),
+        Mutation::CreateWorkspace(name) => txn.create_workspace(&name).map(Outcome::Workspace),
+        Mutation::CreateApiKey(key, hash) => txn.create_api_key(&key, &hash).map(|_| Outcome::Done),
+        Mutation::DeleteApiKey(ws, id) => txn.delete_api_key(ws, &id).map(|_| Outcome::Done),
+    }
+}

@@ -1,1 +1,222 @@
+//! eddy's HTTP surface.
+//!
+//! - [`config`]: typed settings.
+//! - [`http`]: error bodies, JSON bodies, key and admin authentication.
+//! - [`users`]: the Braze-compatible `/users/*` endpoints.
+//! - [`admin`]: `/eddy/v1` workspaces, keys and usage.
+//! - [`ratelimit`] and [`metrics`]: what the edge middleware applies to every request.
+//!
+//! [`App::build`] opens the store and prepares the router; [`App::serve`] runs it until a
+//! shutdown signal, finishes in-flight requests and stops the writer after its last commit.
 
+pub mod admin;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod ratelimit;
+pub mod users;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use eddy_model::ApiError;
+use eddy_model::profile::Limits;
+use eddy_store::{Mutation, Store, StoreOptions, ids};
+use tokio::net::TcpListener;
+use tower_http::decompression::RequestDecompressionLayer;
+
+pub use config::Config;
+use http::HttpError;
+use metrics::Metrics;
+use ratelimit::{RateLimiter, group_of};
+
+/// Everything a handler needs.
+pub struct AppState {
+    /// The store.
+    pub store: Store,
+    /// SHA-256 of the admin token.
+    pub admin_token_hash: String,
+    /// Rate limits.
+    pub limiter: RateLimiter,
+    /// Request counters.
+    pub metrics: Metrics,
+}
+
+/// The state as handlers hold it.
+pub type SharedState = Arc<AppState>;
+
+/// A built server: its router and store.
+pub struct App {
+    /// The router with every route and layer.
+    pub router: Router,
+    /// The store (for shutdown).
+    pub store: Store,
+    /// Where the admin token was written, when it was generated.
+    pub admin_token_file: Option<std::path::PathBuf>,
+}
+
+/// Errors while starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] eddy_store::StoreError),
+    /// A file could not be written or read.
+    #[error("{0}")]
+    Io(String),
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl App {
+    /// Opens the store, makes sure the `default` workspace and an admin token exist, and builds the router.
+    pub async fn build(config: &Config) -> Result<App, StartError> {
+        let limiter = RateLimiter::new(&config.rate_limits).map_err(StartError::Config)?;
+        if config.max_array_length == 0 {
+            return Err(StartError::Config("max_array_length must be at least 1".into()));
+        }
+        let options = StoreOptions {
+            cache_bytes: config.cache_mib * 1024 * 1024,
+            limits: Limits { max_array_len: config.max_array_length },
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&config.data_dir.join("store"), options)?;
+        if store.workspace("default")?.is_none() && store.workspaces()?.is_empty() {
+            store.apply(Mutation::CreateWorkspace("default".into())).await?;
+        }
+        let (token, admin_token_file) = match &config.admin_token {
+            Some(token) if !token.is_empty() => (token.clone(), None),
+            _ => {
+                let path = config.data_dir.join("admin-token");
+                (admin_token_from_file(&path)?, Some(path))
+            }
+        };
+        let state = Arc::new(AppState {
+            store: store.clone(),
+            admin_token_hash: ids::sha256_hex(&token),
+            limiter,
+            metrics: Metrics::default(),
+        });
+        Ok(App { router: router(state, config.max_body_bytes), store, admin_token_file })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then drains and stops the writer.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        axum::serve(listener, self.router).with_graceful_shutdown(shutdown).await?;
+        self.store.close().await;
+        Ok(())
+    }
+}
+
+/// Reads the generated admin token, or generates one (mode 0600).
+fn admin_token_from_file(path: &Path) -> Result<String, StartError> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let token = existing.trim().to_string();
+        if !token.is_empty() {
+            return Ok(token);
+        }
+    }
+    let token = ids::secret_hex(32);
+    write_private(path, &token).map_err(|e| StartError::Io(format!("cannot write {}: {e}", path.display())))?;
+    Ok(token)
+}
+
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()
+}
+
+fn router(state: SharedState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/users/track", post(users::track))
+        .route("/users/identify", post(users::identify))
+        .route("/users/alias/new", post(users::alias_new))
+        .route("/users/alias/update", post(users::alias_update))
+        .route("/users/delete", post(users::delete))
+        .route("/users/merge", post(users::merge))
+        .route("/users/export/ids", post(users::export_ids))
+        .route("/eddy/v1/workspaces", post(admin::create_workspace).get(admin::list_workspaces))
+        .route("/eddy/v1/workspaces/{ws}/api-keys", post(admin::create_api_key))
+        .route("/eddy/v1/workspaces/{ws}/api-keys/{id}", delete(admin::delete_api_key))
+        .route("/eddy/v1/workspaces/{ws}/usage", get(admin::usage))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(RequestDecompressionLayer::new())
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
+        .with_state(state)
+}
+
+async fn health() -> Response {
+    http::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+async fn metrics_text(State(state): State<SharedState>) -> Response {
+    let text = state.metrics.render(state.store.stats());
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn not_found() -> Response {
+    HttpError(ApiError::NotFound).into_response()
+}
+
+/// Applies the rate limit of the request's group, then sets `X-RateLimit-*` on the answer and
+/// counts it, whatever the handler answered.
+async fn edge(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let group = group_of(req.uri().path());
+    let caller = caller_of(&req);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let decision = state.limiter.check(caller, group, now);
+    let mut response = if decision.allowed {
+        next.run(req).await
+    } else {
+        HttpError(ApiError::RateLimited).into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert("x-ratelimit-reset", HeaderValue::from(decision.reset));
+    state.metrics.record(group, response.status().as_u16());
+    response
+}
+
+/// A cheap hash of whatever key the request presents; requests without one share a bucket.
+fn caller_of(req: &Request) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match req.headers().get(axum::http::header::AUTHORIZATION) {
+        Some(value) => value.as_bytes().hash(&mut hasher),
+        None => http::query_param(req.uri().query(), "api_key").hash(&mut hasher),
+    }
+    hasher.finish()
+}
+
+/// Binds `config.listen` and serves until `shutdown`.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+    let app = App::build(&config).await?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| StartError::Io(format!("cannot listen on {}: {e}", config.listen)))?;
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "eddy serving");
+    if let Some(path) = &app.admin_token_file {
+        tracing::info!(path = %path.display(), "admin token file");
+    }
+    app.serve(listener, shutdown).await.map_err(|e| StartError::Io(e.to_string()))
+}

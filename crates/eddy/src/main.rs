@@ -1,1 +1,231 @@
-fn main() {}
+//! The `eddy` binary: `eddy serve` runs the hub; `eddy admin …` is a thin client of its admin API.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use eddy_server::Config;
+use serde_json::{Value, json};
+
+/// A self-hosted, Braze-compatible customer data hub.
+#[derive(Parser)]
+#[command(name = "eddy", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Manage a running server through its admin API.
+    Admin(AdminArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "EDDY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./eddy-data].
+    #[arg(long, env = "EDDY_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8780].
+    #[arg(long, env = "EDDY_LISTEN")]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Args)]
+struct AdminArgs {
+    /// Base URL of the server.
+    #[arg(long, env = "EDDY_URL", default_value = "http://127.0.0.1:8780")]
+    url: String,
+    /// Admin token; read from <data-dir>/admin-token when not given.
+    #[arg(long, env = "EDDY_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Data directory holding the generated admin token.
+    #[arg(long, env = "EDDY_DATA_DIR", default_value = "./eddy-data")]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// REST API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Workspaces.
+    Workspaces {
+        #[command(subcommand)]
+        command: WorkspacesCommand,
+    },
+    /// Data points per day of a workspace.
+    Usage {
+        /// Workspace name.
+        #[arg(long, default_value = "default")]
+        workspace: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key; it is printed once.
+    Create {
+        /// Workspace name.
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// A label for the key.
+        #[arg(long)]
+        name: String,
+        /// A permission, e.g. users.track (repeat; all permissions when none is given).
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+    },
+    /// Revoke a key by id.
+    Delete {
+        /// Workspace name.
+        #[arg(long, default_value = "default")]
+        workspace: String,
+        /// The key's id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum WorkspacesCommand {
+    /// Create a workspace.
+    Create {
+        /// Its name.
+        name: String,
+    },
+    /// List workspaces.
+    List,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Admin(args) => runtime.block_on(admin(args)),
+    }
+}
+
+fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Ok(token) = std::env::var("EDDY_ADMIN_TOKEN")
+        && !token.is_empty()
+    {
+        config.admin_token = Some(token);
+    }
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = load_config(&args)?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    eddy_server::run(config, shutdown_signal()).await?;
+    tracing::info!("eddy stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested: finishing in-flight requests");
+}
+
+fn admin_token(args: &AdminArgs) -> anyhow::Result<String> {
+    if let Some(token) = &args.token {
+        return Ok(token.clone());
+    }
+    let path = args.data_dir.join("admin-token");
+    read_token(&path)
+}
+
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(path)
+        .with_context(|| format!("no --token given and cannot read {} (pass --token or --data-dir)", path.display()))?;
+    Ok(token.trim().to_string())
+}
+
+async fn admin(args: AdminArgs) -> anyhow::Result<()> {
+    let token = admin_token(&args)?;
+    let base = args.url.trim_end_matches('/').to_string();
+    let client = reqwest::Client::new();
+    let (method, path, body) = match &args.command {
+        AdminCommand::Keys { command: KeysCommand::Create { workspace, name, permissions } } => {
+            let mut body = json!({"name": name});
+            if !permissions.is_empty() {
+                body["permissions"] = json!(permissions);
+            }
+            (reqwest::Method::POST, format!("/eddy/v1/workspaces/{workspace}/api-keys"), Some(body))
+        }
+        AdminCommand::Keys { command: KeysCommand::Delete { workspace, id } } => {
+            (reqwest::Method::DELETE, format!("/eddy/v1/workspaces/{workspace}/api-keys/{id}"), None)
+        }
+        AdminCommand::Workspaces { command: WorkspacesCommand::Create { name } } => {
+            (reqwest::Method::POST, "/eddy/v1/workspaces".to_string(), Some(json!({"name": name})))
+        }
+        AdminCommand::Workspaces { command: WorkspacesCommand::List } => {
+            (reqwest::Method::GET, "/eddy/v1/workspaces".to_string(), None)
+        }
+        AdminCommand::Usage { workspace } => (reqwest::Method::GET, format!("/eddy/v1/workspaces/{workspace}/usage"), None),
+    };
+    let mut request = client.request(method, format!("{base}{path}")).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.with_context(|| format!("cannot reach {base}"))?;
+    let status = response.status();
+    let text = response.text().await?;
+    if !status.is_success() {
+        bail!("{status}: {text}");
+    }
+    if text.is_empty() {
+        println!("ok");
+    } else {
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(())
+}

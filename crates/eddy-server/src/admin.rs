@@ -1,0 +1,112 @@
+//! The admin API under `/eddy/v1` (admin token): workspaces, API keys, usage.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use eddy_model::ApiError;
+use eddy_model::usage::Points;
+use eddy_model::wire::PERMISSIONS;
+use eddy_store::{ApiKey, Mutation, Outcome, Workspace, ids};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::SharedState;
+use crate::http::{HttpError, authorize_admin, body_bytes, json_response, parse};
+
+type Body = Result<Bytes, BytesRejection>;
+type Answer = Result<Response, HttpError>;
+
+fn workspace_json(ws: &Workspace) -> serde_json::Value {
+    json!({"id": ws.id, "name": ws.name, "app_group_id": ws.app_group_id, "created_at": eddy_model::time::format_iso(ws.created_at)})
+}
+
+/// Checks a workspace name: 1 to 64 of `A-Z a-z 0-9 _ -`.
+pub fn valid_workspace_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn workspace(state: &SharedState, name: &str) -> Result<Workspace, HttpError> {
+    state.store.workspace(name)?.ok_or_else(|| ApiError::ResourceNotFound(format!("workspace '{name}'")).into())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewWorkspace {
+    name: String,
+}
+
+/// `POST /eddy/v1/workspaces`.
+pub async fn create_workspace(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let req: NewWorkspace = parse(&body_bytes(body)?)?;
+    if !valid_workspace_name(&req.name) {
+        return Err(ApiError::BadRequest("workspace names are 1 to 64 letters, digits, '_' or '-'".into()).into());
+    }
+    let Outcome::Workspace(ws) = state.store.apply(Mutation::CreateWorkspace(req.name)).await? else {
+        return Err(ApiError::Internal.into());
+    };
+    Ok(json_response(StatusCode::CREATED, &workspace_json(&ws)))
+}
+
+/// `GET /eddy/v1/workspaces`.
+pub async fn list_workspaces(State(state): State<SharedState>, headers: HeaderMap) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let list: Vec<_> = state.store.workspaces()?.iter().map(workspace_json).collect();
+    Ok(json_response(StatusCode::OK, &json!({"workspaces": list})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewApiKey {
+    name: String,
+    #[serde(default)]
+    permissions: Option<Vec<String>>,
+}
+
+/// `POST /eddy/v1/workspaces/{ws}/api-keys` → `{"id","key"}`; the key is shown only here.
+pub async fn create_api_key(State(state): State<SharedState>, Path(ws): Path<String>, headers: HeaderMap, body: Body) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let req: NewApiKey = parse(&body_bytes(body)?)?;
+    let ws = workspace(&state, &ws)?;
+    let permissions = match req.permissions {
+        None => PERMISSIONS.iter().map(|p| (*p).to_string()).collect(),
+        Some(list) => {
+            if let Some(unknown) = list.iter().find(|p| !PERMISSIONS.contains(&p.as_str())) {
+                return Err(ApiError::BadRequest(format!("unknown permission '{unknown}'")).into());
+            }
+            list
+        }
+    };
+    let secret = ids::uuid_v4();
+    let key = ApiKey { id: ids::secret_hex(8), workspace: ws.id, name: req.name, permissions, created_at: eddy_model::time::now_ms() };
+    let id = key.id.clone();
+    let permissions = key.permissions.clone();
+    state.store.apply(Mutation::CreateApiKey(key, ids::sha256_hex(&secret))).await?;
+    Ok(json_response(StatusCode::CREATED, &json!({"id": id, "key": secret, "workspace": ws.name, "permissions": permissions})))
+}
+
+/// `DELETE /eddy/v1/workspaces/{ws}/api-keys/{id}`.
+pub async fn delete_api_key(State(state): State<SharedState>, Path((ws, id)): Path<(String, String)>, headers: HeaderMap) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let ws = workspace(&state, &ws)?;
+    state.store.apply(Mutation::DeleteApiKey(ws.id, id)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /eddy/v1/workspaces/{ws}/usage`: data points per day.
+pub async fn usage(State(state): State<SharedState>, Path(ws): Path<String>, headers: HeaderMap) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let ws = workspace(&state, &ws)?;
+    let mut total = Points::default();
+    let mut days = Vec::new();
+    for (day, points) in state.store.usage(ws.id)? {
+        total.add(points);
+        days.push(json!({"date": day, "billable": points.billable, "non_billable": points.non_billable}));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"workspace": ws.name, "days": days, "total": {"billable": total.billable, "non_billable": total.non_billable}}),
+    ))
+}

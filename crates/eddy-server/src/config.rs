@@ -1,0 +1,58 @@
+//! The server's typed configuration (TOML). Every option has a default that works.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `eddy serve` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the store and the generated admin token live.
+    pub data_dir: PathBuf,
+    /// Admin token; generated into `<data_dir>/admin-token` when absent.
+    pub admin_token: Option<String>,
+    /// Largest request body accepted, after gzip decompression (Braze: 4 MB).
+    pub max_body_bytes: usize,
+    /// Longest custom attribute array kept (Braze's default: 25).
+    pub max_array_length: usize,
+    /// Block cache of the embedded store, MiB.
+    pub cache_mib: u64,
+    /// Rate limit overrides by group name (see [`crate::ratelimit::GROUPS`]).
+    pub rate_limits: BTreeMap<String, RateLimit>,
+}
+
+/// A fixed-window request limit.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per window.
+    pub limit: u64,
+    /// Window length in seconds.
+    pub window_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8780)),
+            data_dir: PathBuf::from("./eddy-data"),
+            admin_token: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            max_array_length: 25,
+            cache_mib: 256,
+            rate_limits: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}

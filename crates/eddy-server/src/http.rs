@@ -1,0 +1,169 @@
+//! Shared HTTP plumbing: error responses, JSON bodies, key and admin authentication.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use eddy_model::ApiError;
+use eddy_store::{ApiKey, StoreError, Workspace, ids};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::AppState;
+
+/// An [`ApiError`] as an HTTP response.
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl From<StoreError> for HttpError {
+    fn from(e: StoreError) -> Self {
+        HttpError(store_error(e))
+    }
+}
+
+/// Maps a store failure to the API error a client sees.
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Closed => ApiError::Unavailable,
+        StoreError::Conflict(what) => ApiError::Conflict(what),
+        StoreError::NotFound(what) => ApiError::ResourceNotFound(what),
+        other => {
+            tracing::error!(error = %other, "store failure");
+            ApiError::Internal
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        json_response(status, &self.0.body())
+    }
+}
+
+/// A JSON response with a status.
+pub fn json_response(status: StatusCode, body: &Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// Turns the raw body into bytes, answering 413 for bodies over the limit.
+pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    match body {
+        Ok(bytes) => Ok(bytes),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
+        Err(rejection) => Err(ApiError::BadJson(rejection.body_text())),
+    }
+}
+
+/// Parses a JSON body into `T`.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadJson("empty body".into()));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadJson(e.to_string()))
+}
+
+/// The REST API key of a request: `Authorization: Bearer KEY`, else the legacy `api_key`
+/// query parameter or body field Braze still accepts.
+pub fn presented_key(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Option<String> {
+    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+        // Braze: the key must not be quoted.
+        if token.is_empty() || token.starts_with('"') || token.starts_with('\'') {
+            return None;
+        }
+        return Some(token.to_string());
+    }
+    if let Some(key) = query_param(query, "api_key") {
+        return Some(key);
+    }
+    #[derive(serde::Deserialize)]
+    struct Legacy {
+        api_key: Option<String>,
+    }
+    serde_json::from_slice::<Legacy>(body).ok().and_then(|l| l.api_key)
+}
+
+/// One query parameter, percent-decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    let query = query?;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            return Some(percent_decode(v));
+        }
+    }
+    None
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+/// Authenticates a REST API key and checks one permission.
+pub fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+    permission: &'static str,
+) -> Result<(ApiKey, Workspace), ApiError> {
+    let Some(secret) = presented_key(headers, query, body) else {
+        return Err(ApiError::InvalidApiKey);
+    };
+    let key = state.store.api_key(&ids::sha256_hex(&secret)).map_err(store_error)?.ok_or(ApiError::InvalidApiKey)?;
+    if !key.allows(permission) {
+        return Err(ApiError::AccessDenied(permission));
+    }
+    let workspace = state.store.workspace_by_id(key.workspace).map_err(store_error)?.ok_or(ApiError::InvalidApiKey)?;
+    Ok((key, workspace))
+}
+
+/// Checks the admin token.
+pub fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::InvalidAdminToken)?;
+    // Compare hashes so the comparison time does not depend on the secret's prefix.
+    if ids::sha256_hex(presented) == state.admin_token_hash {
+        Ok(())
+    } else {
+        Err(ApiError::InvalidAdminToken)
+    }
+}

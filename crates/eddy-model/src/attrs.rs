@@ -116,11 +116,17 @@ pub struct CustomError {
 }
 
 fn plain(message: String) -> CustomError {
-    CustomError { nested: false, message }
+    CustomError {
+        nested: false,
+        message,
+    }
 }
 
 fn nested(name: &str, why: &str) -> CustomError {
-    CustomError { nested: true, message: format!("nested custom attribute '{name}' is invalid: {why}") }
+    CustomError {
+        nested: true,
+        message: format!("nested custom attribute '{name}' is invalid: {why}"),
+    }
 }
 
 /// Validates a custom attribute name.
@@ -129,16 +135,25 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err("custom attribute names must be non-empty strings".into());
     }
     if name.chars().count() > MAX_STRING_CHARS {
-        return Err(format!("custom attribute name '{}…' is longer than 255 characters", truncate(name, 32)));
+        return Err(format!(
+            "custom attribute name '{}…' is longer than 255 characters",
+            truncate(name, 32)
+        ));
     }
     if name.starts_with('$') {
-        return Err(format!("custom attribute name '{name}' must not start with '$'"));
+        return Err(format!(
+            "custom attribute name '{name}' must not start with '$'"
+        ));
     }
     Ok(())
 }
 
 /// Parses one custom attribute's JSON value into an operation.
-pub fn parse_custom(name: &str, value: &Value, merge_objects: bool) -> Result<CustomOp, CustomError> {
+pub fn parse_custom(
+    name: &str,
+    value: &Value,
+    merge_objects: bool,
+) -> Result<CustomOp, CustomError> {
     check_name(name).map_err(plain)?;
     match value {
         Value::Null => Ok(CustomOp::Remove),
@@ -159,7 +174,9 @@ fn number_value(n: &serde_json::Number) -> AttrValue {
 
 fn parse_string(name: &str, s: &str) -> Result<AttrValue, CustomError> {
     if s.chars().count() > MAX_STRING_CHARS {
-        return Err(plain(format!("custom attribute '{name}' is longer than 255 characters")));
+        return Err(plain(format!(
+            "custom attribute '{name}' is longer than 255 characters"
+        )));
     }
     if let Some(ms) = parse_date_like(s) {
         return Ok(AttrValue::Time(ms));
@@ -182,10 +199,16 @@ fn scalar_items(name: &str, items: &[Value]) -> Result<Vec<Value>, CustomError> 
     for item in items {
         match item {
             Value::String(s) if s.chars().count() > MAX_STRING_CHARS => {
-                return Err(plain(format!("custom attribute '{name}' has an array value longer than 255 characters")));
+                return Err(plain(format!(
+                    "custom attribute '{name}' has an array value longer than 255 characters"
+                )));
             }
             Value::String(_) | Value::Number(_) | Value::Bool(_) => {}
-            _ => return Err(plain(format!("custom attribute '{name}' arrays may only hold strings, numbers and booleans"))),
+            _ => {
+                return Err(plain(format!(
+                    "custom attribute '{name}' arrays may only hold strings, numbers and booleans"
+                )));
+            }
         }
         if !out.contains(item) {
             out.push(item.clone());
@@ -194,13 +217,19 @@ fn scalar_items(name: &str, items: &[Value]) -> Result<Vec<Value>, CustomError> 
     Ok(out)
 }
 
-fn parse_object(name: &str, map: &Map<String, Value>, merge_objects: bool) -> Result<CustomOp, CustomError> {
+fn parse_object(
+    name: &str,
+    map: &Map<String, Value>,
+    merge_objects: bool,
+) -> Result<CustomOp, CustomError> {
     if map.len() == 1
         && let Some(inc) = map.get("inc")
     {
         return match inc.as_i64() {
             Some(n) => Ok(CustomOp::Inc(n)),
-            None => Err(plain(format!("custom attribute '{name}' must be incremented by an integer"))),
+            None => Err(plain(format!(
+                "custom attribute '{name}' must be incremented by an integer"
+            ))),
         };
     }
     let is_array_edit = !map.is_empty() && map.keys().all(|k| k == "add" || k == "remove");
@@ -209,7 +238,9 @@ fn parse_object(name: &str, map: &Map<String, Value>, merge_objects: bool) -> Re
         let mut remove = Vec::new();
         for (key, list) in map {
             let Value::Array(items) = list else {
-                return Err(plain(format!("custom attribute '{name}' {key} must be an array")));
+                return Err(plain(format!(
+                    "custom attribute '{name}' {key} must be an array"
+                )));
             };
             let items = scalar_items(name, items)?;
             if key == "add" {
@@ -231,7 +262,9 @@ fn parse_object(name: &str, map: &Map<String, Value>, merge_objects: bool) -> Re
     {
         return match parse_time(t) {
             Some(ms) => Ok(CustomOp::Set(AttrValue::Time(ms))),
-            None => Err(plain(format!("custom attribute '{name}' has an invalid $time"))),
+            None => Err(plain(format!(
+                "custom attribute '{name}' has an invalid $time"
+            ))),
         };
     }
     let mut normalized = map.clone();
@@ -246,7 +279,12 @@ fn parse_object(name: &str, map: &Map<String, Value>, merge_objects: bool) -> Re
     }
 }
 
-fn parse_object_array_op(name: &str, op: &str, arg: &Value, merge_objects: bool) -> Result<CustomOp, CustomError> {
+fn parse_object_array_op(
+    name: &str,
+    op: &str,
+    arg: &Value,
+    merge_objects: bool,
+) -> Result<CustomOp, CustomError> {
     let Value::Array(items) = arg else {
         return Err(nested(name, &format!("{op} must be an array")));
     };
@@ -289,8 +327,14 @@ fn object_match(name: &str, item: &Value) -> Result<ObjectMatch, CustomError> {
     let key = item.get("$identifier_key").and_then(Value::as_str);
     let value = item.get("$identifier_value");
     match (key, value) {
-        (Some(key), Some(value)) if !value.is_null() => Ok(ObjectMatch { key: key.to_string(), value: value.clone() }),
-        _ => Err(nested(name, "entries need '$identifier_key' and '$identifier_value'")),
+        (Some(key), Some(value)) if !value.is_null() => Ok(ObjectMatch {
+            key: key.to_string(),
+            value: value.clone(),
+        }),
+        _ => Err(nested(
+            name,
+            "entries need '$identifier_key' and '$identifier_value'",
+        )),
     }
 }
 
@@ -314,7 +358,10 @@ fn check_nested(name: &str, map: &mut Map<String, Value>, depth: usize) -> Resul
     }
     for (key, value) in map.iter_mut() {
         if key.is_empty() || key.contains(' ') || key.contains('.') || key.starts_with('$') {
-            return Err(nested(name, &format!("key '{key}' must be non-empty without spaces, '.' or a leading '$'")));
+            return Err(nested(
+                name,
+                &format!("key '{key}' must be non-empty without spaces, '.' or a leading '$'"),
+            ));
         }
         if key.chars().count() > MAX_STRING_CHARS {
             return Err(nested(name, "keys must be at most 255 characters"));
@@ -355,7 +402,9 @@ fn check_nested_value(name: &str, value: &mut Value, depth: usize) -> Result<(),
 }
 
 fn serialized_len(value: &Value) -> usize {
-    serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX)
+    serde_json::to_vec(value)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX)
 }
 
 fn truncate(s: &str, chars: usize) -> String {
@@ -366,7 +415,9 @@ fn truncate(s: &str, chars: usize) -> String {
 pub fn deep_merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
     for (key, value) in patch {
         match (target.get_mut(key), value) {
-            (Some(Value::Object(existing)), Value::Object(incoming)) if !incoming.contains_key("$time") => {
+            (Some(Value::Object(existing)), Value::Object(incoming))
+                if !incoming.contains_key("$time") =>
+            {
                 deep_merge(existing, incoming);
             }
             _ => {
@@ -381,7 +432,9 @@ pub fn leaf_keys(map: &Map<String, Value>) -> u64 {
     let mut count = 0;
     for value in map.values() {
         match value {
-            Value::Object(inner) if !inner.contains_key("$time") => count += leaf_keys(inner).max(1),
+            Value::Object(inner) if !inner.contains_key("$time") => {
+                count += leaf_keys(inner).max(1)
+            }
             _ => count += 1,
         }
     }
@@ -402,10 +455,19 @@ mod tests {
         assert_eq!(op(json!(true)), Ok(CustomOp::Set(AttrValue::Bool(true))));
         assert_eq!(op(json!(12)), Ok(CustomOp::Set(AttrValue::Int(12))));
         assert_eq!(op(json!(1.5)), Ok(CustomOp::Set(AttrValue::Float(1.5))));
-        assert_eq!(op(json!("x")), Ok(CustomOp::Set(AttrValue::String("x".into()))));
+        assert_eq!(
+            op(json!("x")),
+            Ok(CustomOp::Set(AttrValue::String("x".into())))
+        );
         assert_eq!(op(json!(null)), Ok(CustomOp::Remove));
-        assert!(matches!(op(json!("2021-12-01")), Ok(CustomOp::Set(AttrValue::Time(_)))));
-        assert!(matches!(op(json!("12/1/2021")), Ok(CustomOp::Set(AttrValue::Time(_)))));
+        assert!(matches!(
+            op(json!("2021-12-01")),
+            Ok(CustomOp::Set(AttrValue::Time(_)))
+        ));
+        assert!(matches!(
+            op(json!("12/1/2021")),
+            Ok(CustomOp::Set(AttrValue::Time(_)))
+        ));
         assert!(op(json!("x".repeat(256))).is_err());
         assert!(op(json!("é".repeat(255))).is_ok());
     }
@@ -414,12 +476,18 @@ mod tests {
     fn arrays_are_sets() {
         assert_eq!(
             op(json!(["hotdog", "hotdog", "pizza", "hotdog"])),
-            Ok(CustomOp::Set(AttrValue::Array(vec![json!("hotdog"), json!("pizza")])))
+            Ok(CustomOp::Set(AttrValue::Array(vec![
+                json!("hotdog"),
+                json!("pizza")
+            ])))
         );
         assert!(op(json!([["nested"]])).is_err());
         assert_eq!(
             op(json!({"add": ["a"], "remove": ["b"]})),
-            Ok(CustomOp::ArrayEdit { add: vec![json!("a")], remove: vec![json!("b")] })
+            Ok(CustomOp::ArrayEdit {
+                add: vec![json!("a")],
+                remove: vec![json!("b")]
+            })
         );
         assert!(op(json!({"add": "a"})).is_err());
     }
@@ -433,7 +501,9 @@ mod tests {
     #[test]
     fn nested_objects() {
         let ok = op(json!({"brand": "x", "when": {"$time": "2020-05-28"}})).unwrap();
-        let CustomOp::Set(AttrValue::Object(map)) = ok else { panic!("not an object: {ok:?}") };
+        let CustomOp::Set(AttrValue::Object(map)) = ok else {
+            panic!("not an object: {ok:?}")
+        };
         assert_eq!(map["when"], json!({"$time": "2020-05-28T00:00:00.000Z"}));
         for bad in [
             json!({"a b": 1}),
@@ -452,8 +522,14 @@ mod tests {
 
     #[test]
     fn object_arrays() {
-        assert!(matches!(op(json!([{"id": 1}, {"id": 2}])), Ok(CustomOp::Set(AttrValue::ObjectArray(_)))));
-        assert!(matches!(op(json!({"$add": [{"id": 3}]})), Ok(CustomOp::ObjectsAdd(_))));
+        assert!(matches!(
+            op(json!([{"id": 1}, {"id": 2}])),
+            Ok(CustomOp::Set(AttrValue::ObjectArray(_)))
+        ));
+        assert!(matches!(
+            op(json!({"$add": [{"id": 3}]})),
+            Ok(CustomOp::ObjectsAdd(_))
+        ));
         assert!(op(json!({"$update": [{"$identifier_key": "id", "$identifier_value": 1, "$new_object": {}}]})).is_err());
         let update = parse_custom(
             "attr",
@@ -477,10 +553,16 @@ mod tests {
 
     #[test]
     fn merge_and_leaves() {
-        let mut target = json!({"a": {"b": 1, "c": 2}, "d": 1}).as_object().unwrap().clone();
+        let mut target = json!({"a": {"b": 1, "c": 2}, "d": 1})
+            .as_object()
+            .unwrap()
+            .clone();
         let patch = json!({"a": {"b": 9}, "e": 5}).as_object().unwrap().clone();
         deep_merge(&mut target, &patch);
-        assert_eq!(Value::Object(target.clone()), json!({"a": {"b": 9, "c": 2}, "d": 1, "e": 5}));
+        assert_eq!(
+            Value::Object(target.clone()),
+            json!({"a": {"b": 9, "c": 2}, "d": 1, "e": 5})
+        );
         assert_eq!(leaf_keys(&target), 4);
     }
 }

@@ -60,8 +60,14 @@ pub fn custom_event(id: String, user: UserRef<'_>, event: &EventInput) -> Outbox
         record.insert("app_id".into(), json!(app));
     }
     record.insert("name".into(), json!(event.name));
-    record.insert("properties".into(), json!(Value::Object(event.properties.clone()).to_string()));
-    OutboxEvent { event_type: CUSTOM_EVENT.into(), record }
+    record.insert(
+        "properties".into(),
+        json!(Value::Object(event.properties.clone()).to_string()),
+    );
+    OutboxEvent {
+        event_type: CUSTOM_EVENT.into(),
+        record,
+    }
 }
 
 /// One unit of a purchase (Braze records quantity q as q purchases of one).
@@ -73,8 +79,14 @@ pub fn purchase(id: String, user: UserRef<'_>, p: &PurchaseInput) -> OutboxEvent
     record.insert("product_id".into(), json!(p.product_id));
     record.insert("price".into(), json!(p.price));
     record.insert("currency".into(), json!(p.currency));
-    record.insert("properties".into(), json!(Value::Object(p.properties.clone()).to_string()));
-    OutboxEvent { event_type: PURCHASE.into(), record }
+    record.insert(
+        "properties".into(),
+        json!(Value::Object(p.properties.clone()).to_string()),
+    );
+    OutboxEvent {
+        event_type: PURCHASE.into(),
+        record,
+    }
 }
 
 /// The Currents text of a global subscription state.
@@ -102,7 +114,10 @@ pub fn global_state_change(
     record.insert("state_change_source".into(), json!("REST API"));
     record.insert("subscription_status".into(), json!(global_status(state)));
     record.insert("channel".into(), json!(channel));
-    OutboxEvent { event_type: GLOBAL_STATE_CHANGE.into(), record }
+    OutboxEvent {
+        event_type: GLOBAL_STATE_CHANGE.into(),
+        record,
+    }
 }
 
 /// A change of a subscription group's state.
@@ -123,20 +138,35 @@ pub fn group_state_change(
         record.insert("phone_number".into(), json!(phone));
     }
     record.insert("subscription_group_id".into(), json!(group_id));
-    let status = if state == "subscribed" { "Subscribed" } else { "Unsubscribed" };
+    let status = if state == "subscribed" {
+        "Subscribed"
+    } else {
+        "Unsubscribed"
+    };
     record.insert("subscription_status".into(), json!(status));
     record.insert("state_change_source".into(), json!("REST API"));
-    OutboxEvent { event_type: GROUP_STATE_CHANGE.into(), record }
+    OutboxEvent {
+        event_type: GROUP_STATE_CHANGE.into(),
+        record,
+    }
 }
 
 /// A deleted user. The schema carries no external id.
-pub fn user_delete_request(id: String, braze_id: &str, app_group_id: &str, time_ms: i64) -> OutboxEvent {
+pub fn user_delete_request(
+    id: String,
+    braze_id: &str,
+    app_group_id: &str,
+    time_ms: i64,
+) -> OutboxEvent {
     let mut record = Map::new();
     record.insert("id".into(), json!(id));
     record.insert("user_id".into(), json!(braze_id));
     record.insert("app_group_id".into(), json!(app_group_id));
     record.insert("time".into(), json!(time_ms.div_euclid(1000)));
-    OutboxEvent { event_type: USER_DELETE_REQUEST.into(), record }
+    OutboxEvent {
+        event_type: USER_DELETE_REQUEST.into(),
+        record,
+    }
 }
 
 #[cfg(test)]
@@ -146,11 +176,18 @@ mod tests {
 
     #[test]
     fn custom_event_matches_schema_fields() {
-        let user = UserRef { braze_id: "b", external_id: Some("e"), app_group_id: "g" };
+        let user = UserRef {
+            braze_id: "b",
+            external_id: Some("e"),
+            app_group_id: "g",
+        };
         let mut properties = Map::new();
         properties.insert("k".into(), json!(1));
         let ev = EventInput {
-            target: Target { ident: Identifier::ExternalId("e".into()), update_existing_only: false },
+            target: Target {
+                ident: Identifier::ExternalId("e".into()),
+                update_existing_only: false,
+            },
             app_id: None,
             name: "n".into(),
             time_ms: 1_500,

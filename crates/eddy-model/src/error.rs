@@ -90,7 +90,9 @@ impl ApiError {
     /// The JSON body: `{"message": …}`, plus `errors` where Braze sends them.
     pub fn body(&self) -> Value {
         match self {
-            ApiError::NoValidTrackData(errors) => json!({"message": self.to_string(), "errors": errors}),
+            ApiError::NoValidTrackData(errors) => {
+                json!({"message": self.to_string(), "errors": errors})
+            }
             _ => json!({"message": self.to_string()}),
         }
     }

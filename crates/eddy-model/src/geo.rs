@@ -38,7 +38,11 @@ pub fn language_code(input: &str) -> Option<&'static str> {
 }
 
 fn fold(s: &str) -> String {
-    s.trim().chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect()
+    s.trim()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 #[cfg(test)]

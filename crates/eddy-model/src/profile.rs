@@ -112,7 +112,12 @@ pub enum SubscriptionChange {
 impl Profile {
     /// A new, empty profile.
     pub fn new(braze_id: String, now_ms: i64) -> Profile {
-        Profile { braze_id, created_at: now_ms, updated_at: now_ms, ..Profile::default() }
+        Profile {
+            braze_id,
+            created_at: now_ms,
+            updated_at: now_ms,
+            ..Profile::default()
+        }
     }
 
     /// The email field, if set.
@@ -126,7 +131,12 @@ impl Profile {
     }
 
     /// Applies one standard field operation; counts its data points and reports subscription changes.
-    pub fn apply_standard(&mut self, op: &StdOp, points: &mut Points, changes: &mut Vec<SubscriptionChange>) {
+    pub fn apply_standard(
+        &mut self,
+        op: &StdOp,
+        points: &mut Points,
+        changes: &mut Vec<SubscriptionChange>,
+    ) {
         match op {
             StdOp::Set(field, value) => {
                 let changed = self.fields.get(*field) != Some(value);
@@ -147,14 +157,21 @@ impl Profile {
                 let changed = self.subscription_groups.get(id) != Some(state);
                 if changed {
                     self.subscription_groups.insert(id.clone(), state.clone());
-                    changes.push(SubscriptionChange::Group { id: id.clone(), state: state.clone() });
+                    changes.push(SubscriptionChange::Group {
+                        id: id.clone(),
+                        state: state.clone(),
+                    });
                 }
                 points.record(1, false, changed);
             }
             StdOp::PushToken(token) => {
                 // Push tokens are not data points.
                 let mut token = token.clone();
-                if let Some(existing) = self.push_tokens.iter_mut().find(|t| t.app_id == token.app_id && t.token == token.token) {
+                if let Some(existing) = self
+                    .push_tokens
+                    .iter_mut()
+                    .find(|t| t.app_id == token.app_id && t.token == token.token)
+                {
                     if token.device_id.is_some() {
                         existing.device_id = token.device_id.take();
                     }
@@ -170,7 +187,13 @@ impl Profile {
 
     /// Applies one custom attribute operation. `Err` when it does not fit the stored type
     /// (an `inc` on a string, say): the operation is skipped and reported.
-    pub fn apply_custom(&mut self, name: &str, op: &CustomOp, limits: Limits, points: &mut Points) -> Result<(), String> {
+    pub fn apply_custom(
+        &mut self,
+        name: &str,
+        op: &CustomOp,
+        limits: Limits,
+        points: &mut Points,
+    ) -> Result<(), String> {
         let old = self.custom.get(name).cloned();
         let (new, n) = next_value(name, old.as_ref(), op, limits)?;
         let changed = old != new;
@@ -188,14 +211,24 @@ impl Profile {
 
     /// Records one custom event occurrence.
     pub fn record_event(&mut self, name: &str, time_ms: i64) {
-        let entry = self.events.entry(name.to_string()).or_insert(Occurrences { first: time_ms, last: time_ms, count: 0 });
+        let entry = self.events.entry(name.to_string()).or_insert(Occurrences {
+            first: time_ms,
+            last: time_ms,
+            count: 0,
+        });
         entry.record(time_ms, 1);
     }
 
     /// Records a purchase of `quantity` units.
     pub fn record_purchase(&mut self, product_id: &str, price: f64, quantity: u32, time_ms: i64) {
-        let entry =
-            self.purchases.entry(product_id.to_string()).or_insert(Occurrences { first: time_ms, last: time_ms, count: 0 });
+        let entry = self
+            .purchases
+            .entry(product_id.to_string())
+            .or_insert(Occurrences {
+                first: time_ms,
+                last: time_ms,
+                count: 0,
+            });
         entry.record(time_ms, u64::from(quantity));
         self.total_revenue += price * f64::from(quantity);
     }
@@ -205,19 +238,31 @@ impl Profile {
     /// event and purchase history is summed, devices and push tokens are united.
     pub fn absorb(&mut self, other: &Profile) {
         for (field, value) in &other.fields {
-            self.fields.entry(field.clone()).or_insert_with(|| value.clone());
+            self.fields
+                .entry(field.clone())
+                .or_insert_with(|| value.clone());
         }
         for (name, value) in &other.custom {
-            self.custom.entry(name.clone()).or_insert_with(|| value.clone());
+            self.custom
+                .entry(name.clone())
+                .or_insert_with(|| value.clone());
         }
         for (id, state) in &other.subscription_groups {
-            self.subscription_groups.entry(id.clone()).or_insert_with(|| state.clone());
+            self.subscription_groups
+                .entry(id.clone())
+                .or_insert_with(|| state.clone());
         }
         for (name, occ) in &other.events {
-            self.events.entry(name.clone()).and_modify(|o| o.absorb(occ)).or_insert(*occ);
+            self.events
+                .entry(name.clone())
+                .and_modify(|o| o.absorb(occ))
+                .or_insert(*occ);
         }
         for (name, occ) in &other.purchases {
-            self.purchases.entry(name.clone()).and_modify(|o| o.absorb(occ)).or_insert(*occ);
+            self.purchases
+                .entry(name.clone())
+                .and_modify(|o| o.absorb(occ))
+                .or_insert(*occ);
         }
         self.total_revenue += other.total_revenue;
         for device in &other.devices {
@@ -226,7 +271,11 @@ impl Profile {
             }
         }
         for token in &other.push_tokens {
-            if !self.push_tokens.iter().any(|t| t.app_id == token.app_id && t.token == token.token) {
+            if !self
+                .push_tokens
+                .iter()
+                .any(|t| t.app_id == token.app_id && t.token == token.token)
+            {
                 self.push_tokens.push(token.clone());
             }
         }
@@ -254,7 +303,11 @@ impl Profile {
             }
         }
         if wanted("custom_attributes") && !self.custom.is_empty() {
-            let attrs: Map<String, Value> = self.custom.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
+            let attrs: Map<String, Value> = self
+                .custom
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect();
             out.insert("custom_attributes".into(), Value::Object(attrs));
         }
         if wanted("custom_events") && !self.events.is_empty() {
@@ -278,11 +331,18 @@ impl Profile {
             out.insert("subscription_groups".into(), Value::Array(groups));
         }
         if wanted("devices") && !self.devices.is_empty() {
-            let devices: Vec<Value> = self.devices.iter().map(|d| json!({"device_id": d})).collect();
+            let devices: Vec<Value> = self
+                .devices
+                .iter()
+                .map(|d| json!({"device_id": d}))
+                .collect();
             out.insert("devices".into(), Value::Array(devices));
         }
         if wanted("created_at") {
-            out.insert("created_at".into(), json!(format_braze_utc(self.created_at)));
+            out.insert(
+                "created_at".into(),
+                json!(format_braze_utc(self.created_at)),
+            );
         }
         Value::Object(out)
     }
@@ -305,15 +365,28 @@ fn global_channel(field: &str) -> Option<&'static str> {
 }
 
 /// Computes the value after `op` and how many data points it costs.
-fn next_value(name: &str, old: Option<&AttrValue>, op: &CustomOp, limits: Limits) -> Result<(Option<AttrValue>, u64), String> {
+fn next_value(
+    name: &str,
+    old: Option<&AttrValue>,
+    op: &CustomOp,
+    limits: Limits,
+) -> Result<(Option<AttrValue>, u64), String> {
     let mismatch = || format!("custom attribute '{name}' holds another type");
     match op {
         CustomOp::Remove => Ok((None, 1)),
-        CustomOp::Set(AttrValue::Array(items)) => {
-            Ok((Some(AttrValue::Array(keep_last(items.clone(), limits.max_array_len))), 1))
+        CustomOp::Set(AttrValue::Array(items)) => Ok((
+            Some(AttrValue::Array(keep_last(
+                items.clone(),
+                limits.max_array_len,
+            ))),
+            1,
+        )),
+        CustomOp::Set(value @ AttrValue::Object(map)) => {
+            Ok((Some(value.clone()), leaf_keys(map).max(1)))
         }
-        CustomOp::Set(value @ AttrValue::Object(map)) => Ok((Some(value.clone()), leaf_keys(map).max(1))),
-        CustomOp::Set(value @ AttrValue::ObjectArray(items)) => Ok((Some(value.clone()), object_keys(items).max(1))),
+        CustomOp::Set(value @ AttrValue::ObjectArray(items)) => {
+            Ok((Some(value.clone()), object_keys(items).max(1)))
+        }
         CustomOp::Set(value) => Ok((Some(value.clone()), 1)),
         CustomOp::Inc(n) => match old {
             None => Ok((Some(AttrValue::Int(*n)), 1)),
@@ -349,13 +422,19 @@ fn next_value(name: &str, old: Option<&AttrValue>, op: &CustomOp, limits: Limits
         CustomOp::ObjectsAdd(new_items) => {
             let mut items = object_array(old).ok_or_else(mismatch)?;
             items.extend(new_items.iter().cloned());
-            Ok((Some(AttrValue::ObjectArray(items)), object_keys(new_items).max(1)))
+            Ok((
+                Some(AttrValue::ObjectArray(items)),
+                object_keys(new_items).max(1),
+            ))
         }
         CustomOp::ObjectsUpdate(updates) => {
             let mut items = object_array(old).ok_or_else(mismatch)?;
             let mut n = 0;
             for (matcher, patch) in updates {
-                for item in items.iter_mut().filter(|item| matches_object(item, matcher)) {
+                for item in items
+                    .iter_mut()
+                    .filter(|item| matches_object(item, matcher))
+                {
                     if let Value::Object(map) = item {
                         deep_merge(map, patch);
                         n += leaf_keys(patch);
@@ -367,7 +446,10 @@ fn next_value(name: &str, old: Option<&AttrValue>, op: &CustomOp, limits: Limits
         CustomOp::ObjectsRemove(matchers) => {
             let mut items = object_array(old).ok_or_else(mismatch)?;
             items.retain(|item| !matchers.iter().any(|m| matches_object(item, m)));
-            Ok((Some(AttrValue::ObjectArray(items)), matchers.len().max(1) as u64))
+            Ok((
+                Some(AttrValue::ObjectArray(items)),
+                matchers.len().max(1) as u64,
+            ))
         }
     }
 }
@@ -385,7 +467,10 @@ fn matches_object(item: &Value, matcher: &ObjectMatch) -> bool {
 }
 
 fn object_keys(items: &[Value]) -> u64 {
-    items.iter().map(|item| item.as_object().map_or(1, leaf_keys)).sum()
+    items
+        .iter()
+        .map(|item| item.as_object().map_or(1, leaf_keys))
+        .sum()
 }
 
 fn keep_last(mut items: Vec<Value>, max: usize) -> Vec<Value> {
@@ -403,7 +488,8 @@ mod tests {
     fn apply(p: &mut Profile, name: &str, v: Value, merge: bool) -> Points {
         let op = parse_custom(name, &v, merge).unwrap();
         let mut points = Points::default();
-        p.apply_custom(name, &op, Limits::default(), &mut points).unwrap();
+        p.apply_custom(name, &op, Limits::default(), &mut points)
+            .unwrap();
         points
     }
 
@@ -411,12 +497,28 @@ mod tests {
     fn arrays_move_added_values_to_the_end_and_cap() {
         let mut p = Profile::default();
         apply(&mut p, "a", json!(["x", "y", "z"]), false);
-        let points = apply(&mut p, "a", json!({"add": ["x", "w"], "remove": ["y"]}), false);
-        assert_eq!(p.custom["a"], AttrValue::Array(vec![json!("z"), json!("x"), json!("w")]));
-        assert_eq!(points, Points { billable: 3, non_billable: 0 });
+        let points = apply(
+            &mut p,
+            "a",
+            json!({"add": ["x", "w"], "remove": ["y"]}),
+            false,
+        );
+        assert_eq!(
+            p.custom["a"],
+            AttrValue::Array(vec![json!("z"), json!("x"), json!("w")])
+        );
+        assert_eq!(
+            points,
+            Points {
+                billable: 3,
+                non_billable: 0
+            }
+        );
         let many: Vec<Value> = (0..30).map(|i| json!(i)).collect();
         apply(&mut p, "a", json!({"add": many}), false);
-        let AttrValue::Array(items) = &p.custom["a"] else { panic!() };
+        let AttrValue::Array(items) = &p.custom["a"] else {
+            panic!()
+        };
         assert_eq!(items.len(), 25);
         assert_eq!(items[0], json!(5));
     }
@@ -428,10 +530,19 @@ mod tests {
         apply(&mut p, "n", json!({"inc": -5}), false);
         assert_eq!(p.custom["n"], AttrValue::Int(-3));
         let same = apply(&mut p, "n", json!(-3), false);
-        assert_eq!(same, Points { billable: 0, non_billable: 1 });
+        assert_eq!(
+            same,
+            Points {
+                billable: 0,
+                non_billable: 1
+            }
+        );
         apply(&mut p, "s", json!("text"), false);
         let op = parse_custom("s", &json!({"inc": 1}), false).unwrap();
-        assert!(p.apply_custom("s", &op, Limits::default(), &mut Points::default()).is_err());
+        assert!(
+            p.apply_custom("s", &op, Limits::default(), &mut Points::default())
+                .is_err()
+        );
         apply(&mut p, "s", json!(null), false);
         assert!(!p.custom.contains_key("s"));
     }
@@ -439,20 +550,46 @@ mod tests {
     #[test]
     fn nested_merge_and_object_arrays() {
         let mut p = Profile::default();
-        apply(&mut p, "car", json!({"make": "x", "spec": {"hp": 100, "doors": 4}}), false);
+        apply(
+            &mut p,
+            "car",
+            json!({"make": "x", "spec": {"hp": 100, "doors": 4}}),
+            false,
+        );
         let points = apply(&mut p, "car", json!({"spec": {"hp": 120}}), true);
         assert_eq!(points.billable, 1);
-        assert_eq!(p.custom["car"].to_json(), json!({"make": "x", "spec": {"hp": 120, "doors": 4}}));
-        apply(&mut p, "pets", json!([{"id": 1, "type": "dog"}, {"id": 2, "type": "cat"}]), false);
-        apply(&mut p, "pets", json!({"$add": [{"id": 3, "type": "dog"}]}), false);
+        assert_eq!(
+            p.custom["car"].to_json(),
+            json!({"make": "x", "spec": {"hp": 120, "doors": 4}})
+        );
+        apply(
+            &mut p,
+            "pets",
+            json!([{"id": 1, "type": "dog"}, {"id": 2, "type": "cat"}]),
+            false,
+        );
+        apply(
+            &mut p,
+            "pets",
+            json!({"$add": [{"id": 3, "type": "dog"}]}),
+            false,
+        );
         apply(
             &mut p,
             "pets",
             json!({"$update": [{"$identifier_key": "id", "$identifier_value": 2, "$new_object": {"breed": "siamese"}}]}),
             true,
         );
-        apply(&mut p, "pets", json!({"$remove": [{"$identifier_key": "type", "$identifier_value": "dog"}]}), false);
-        assert_eq!(p.custom["pets"].to_json(), json!([{"id": 2, "type": "cat", "breed": "siamese"}]));
+        apply(
+            &mut p,
+            "pets",
+            json!({"$remove": [{"$identifier_key": "type", "$identifier_value": "dog"}]}),
+            false,
+        );
+        assert_eq!(
+            p.custom["pets"].to_json(),
+            json!([{"id": 2, "type": "cat", "breed": "siamese"}])
+        );
     }
 
     #[test]
@@ -460,11 +597,36 @@ mod tests {
         let mut p = Profile::default();
         let mut points = Points::default();
         let mut changes = Vec::new();
-        p.apply_standard(&StdOp::Set("email_subscribe", json!("opted_in")), &mut points, &mut changes);
-        p.apply_standard(&StdOp::Set("email_subscribe", json!("opted_in")), &mut points, &mut changes);
-        p.apply_standard(&StdOp::Set("first_name", json!("Jo")), &mut points, &mut changes);
-        p.apply_standard(&StdOp::SubscriptionGroup { id: "g".into(), state: "subscribed".into() }, &mut points, &mut changes);
-        assert_eq!(points, Points { billable: 1, non_billable: 3 });
+        p.apply_standard(
+            &StdOp::Set("email_subscribe", json!("opted_in")),
+            &mut points,
+            &mut changes,
+        );
+        p.apply_standard(
+            &StdOp::Set("email_subscribe", json!("opted_in")),
+            &mut points,
+            &mut changes,
+        );
+        p.apply_standard(
+            &StdOp::Set("first_name", json!("Jo")),
+            &mut points,
+            &mut changes,
+        );
+        p.apply_standard(
+            &StdOp::SubscriptionGroup {
+                id: "g".into(),
+                state: "subscribed".into(),
+            },
+            &mut points,
+            &mut changes,
+        );
+        assert_eq!(
+            points,
+            Points {
+                billable: 1,
+                non_billable: 3
+            }
+        );
         assert_eq!(changes.len(), 2);
     }
 
@@ -482,7 +644,14 @@ mod tests {
         keep.absorb(&gone);
         assert_eq!(keep.fields["first_name"], json!("Keep"));
         assert_eq!(keep.fields["last_name"], json!("Last"));
-        assert_eq!(keep.events["open"], Occurrences { first: 20, last: 80, count: 3 });
+        assert_eq!(
+            keep.events["open"],
+            Occurrences {
+                first: 20,
+                last: 80,
+                count: 3
+            }
+        );
         assert_eq!(keep.created_at, 10);
         assert_eq!(keep.custom["x"], AttrValue::Int(1));
     }

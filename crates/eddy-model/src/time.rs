@@ -29,7 +29,11 @@ pub fn parse_time(input: &str) -> Option<i64> {
     if let Some(ms) = parse_slash_date(s, '/') {
         return Some(ms);
     }
-    for fmt in ["%a %m %d %H:%M:%S.%:z %Y", "%a %b %d %H:%M:%S %z %Y", "%a %b %d %H:%M:%S %Y"] {
+    for fmt in [
+        "%a %m %d %H:%M:%S.%:z %Y",
+        "%a %b %d %H:%M:%S %z %Y",
+        "%a %b %d %H:%M:%S %Y",
+    ] {
         if let Ok(zoned) = jiff::fmt::strtime::parse(fmt, s) {
             if let Ok(ts) = zoned.to_timestamp() {
                 return Some(ts.as_millisecond());
@@ -51,7 +55,10 @@ pub fn parse_date_like(input: &str) -> Option<i64> {
         return None;
     }
     let ms = parse_time(s).or_else(|| parse_slash_date(s, '-'))?;
-    let year = Timestamp::from_millisecond(ms).ok()?.to_zoned(TimeZone::UTC).year();
+    let year = Timestamp::from_millisecond(ms)
+        .ok()?
+        .to_zoned(TimeZone::UTC)
+        .year();
     if (0..=3000).contains(&year) {
         Some(ms)
     } else {
@@ -151,7 +158,10 @@ mod tests {
         assert_eq!(parse_time("2013-07-16T19:20:45+01:00"), Some(T));
         assert_eq!(parse_time("2013-07-16T18:20:45Z"), Some(T));
         assert_eq!(parse_time("2013-07-16T18:20:45.250Z"), Some(T + 250));
-        assert_eq!(parse_time("2020-01-24T11:59:02.403+05:30"), Some(1_579_847_342_403));
+        assert_eq!(
+            parse_time("2020-01-24T11:59:02.403+05:30"),
+            Some(1_579_847_342_403)
+        );
     }
 
     #[test]
@@ -159,14 +169,24 @@ mod tests {
         assert_eq!(parse_time("2013-07-16T18:20:45:250Z"), Some(T + 250));
         assert_eq!(parse_time("2013-07-16T18:20:45"), Some(T));
         assert_eq!(parse_time("2013-07-16 18:20:45"), Some(T));
-        assert_eq!(parse_time("2013-07-16"), Some(T - (18 * 3600 + 20 * 60 + 45) * 1000));
+        assert_eq!(
+            parse_time("2013-07-16"),
+            Some(T - (18 * 3600 + 20 * 60 + 45) * 1000)
+        );
         assert_eq!(parse_time("07/16/2013"), parse_time("2013-07-16"));
         assert_eq!(parse_time("Tue Jul 16 19:20:45 +0100 2013"), Some(T));
     }
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "yesterday", "2013-13-01", "2013-02-30", "16/07/2013", "12345"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2013-13-01",
+            "2013-02-30",
+            "16/07/2013",
+            "12345",
+        ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }

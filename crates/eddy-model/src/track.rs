@@ -19,7 +19,8 @@ pub const MAX_EVENT_PROPERTIES_BYTES: usize = 100 * 1024;
 pub const MAX_PURCHASE_PROPERTIES_BYTES: usize = 50 * 1024;
 
 /// Braze's error text for an object without any identifier.
-pub const IDENTIFIER_REQUIRED: &str = "'external_id', 'braze_id', 'user_alias', 'email' or 'phone' is required";
+pub const IDENTIFIER_REQUIRED: &str =
+    "'external_id', 'braze_id', 'user_alias', 'email' or 'phone' is required";
 /// Braze's error text for an invalid email.
 pub const INVALID_EMAIL: &str = "The value provided for the 'email' field is not a valid email.";
 
@@ -198,7 +199,11 @@ pub fn validate_track(req: &TrackRequest, now_ms: i64) -> Result<TrackBatch, Api
 }
 
 fn object_error(message: String, array: &str, index: usize) -> ObjectError {
-    ObjectError { kind: message, input_array: array.to_string(), index }
+    ObjectError {
+        kind: message,
+        input_array: array.to_string(),
+        index,
+    }
 }
 
 /// Keys of an attributes object that are never custom attributes.
@@ -228,7 +233,12 @@ pub fn validate_attributes(object: &Value) -> Result<(AttributesUpdate, Option<S
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err("'_merge_objects' must be a boolean".into()),
     };
-    let mut update = AttributesUpdate { index: 0, target, standard: Vec::new(), custom: Vec::new() };
+    let mut update = AttributesUpdate {
+        index: 0,
+        target,
+        standard: Vec::new(),
+        custom: Vec::new(),
+    };
     let mut nested_error = None;
     for (key, value) in map {
         if CONTROL_KEYS.contains(&key.as_str()) {
@@ -265,7 +275,10 @@ fn target_of(map: &Map<String, Value>) -> Result<Target, String> {
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err("'_update_existing_only' must be a boolean".into()),
     };
-    Ok(Target { ident, update_existing_only })
+    Ok(Target {
+        ident,
+        update_existing_only,
+    })
 }
 
 fn identifier_of(map: &Map<String, Value>) -> Result<Identifier, String> {
@@ -280,7 +293,9 @@ fn identifier_of(map: &Map<String, Value>) -> Result<Identifier, String> {
     }
     if let Some(value) = present(map, "email") {
         let email = value.as_str().ok_or_else(|| INVALID_EMAIL.to_string())?;
-        return normalize_email(email).map(Identifier::Email).ok_or_else(|| INVALID_EMAIL.to_string());
+        return normalize_email(email)
+            .map(Identifier::Email)
+            .ok_or_else(|| INVALID_EMAIL.to_string());
     }
     if let Some(value) = present(map, "phone") {
         return non_empty_string(value, "phone").map(Identifier::Phone);
@@ -301,10 +316,19 @@ fn non_empty_string(value: &Value, field: &str) -> Result<String, String> {
 
 /// Parses `{"alias_name": …, "alias_label": …}`; both must be non-empty strings.
 pub fn parse_alias(value: &Value) -> Result<UserAlias, String> {
-    let name = value.get("alias_name").and_then(Value::as_str).filter(|s| !s.is_empty());
-    let label = value.get("alias_label").and_then(Value::as_str).filter(|s| !s.is_empty());
+    let name = value
+        .get("alias_name")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    let label = value
+        .get("alias_label")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
     match (name, label) {
-        (Some(name), Some(label)) => Ok(UserAlias { alias_name: name.into(), alias_label: label.into() }),
+        (Some(name), Some(label)) => Ok(UserAlias {
+            alias_name: name.into(),
+            alias_label: label.into(),
+        }),
         _ => Err("'user_alias' must have string 'alias_name' and 'alias_label'".into()),
     }
 }
@@ -360,7 +384,11 @@ fn invalid(field: &str) -> String {
     format!("'{field}' is not valid")
 }
 
-fn validate_standard(field: &'static str, value: &Value, out: &mut Vec<StdOp>) -> Result<(), String> {
+fn validate_standard(
+    field: &'static str,
+    value: &Value,
+    out: &mut Vec<StdOp>,
+) -> Result<(), String> {
     if value.is_null() {
         if matches!(field, "push_tokens" | "subscription_groups") {
             return Ok(());
@@ -370,15 +398,24 @@ fn validate_standard(field: &'static str, value: &Value, out: &mut Vec<StdOp>) -
     }
     match field {
         "first_name" | "last_name" | "home_city" | "phone" => {
-            let s = value.as_str().filter(|s| s.chars().count() <= MAX_STRING_CHARS).ok_or_else(|| invalid(field))?;
+            let s = value
+                .as_str()
+                .filter(|s| s.chars().count() <= MAX_STRING_CHARS)
+                .ok_or_else(|| invalid(field))?;
             out.push(StdOp::Set(field, Value::String(s.to_string())));
         }
         "image_url" => {
-            let s = value.as_str().filter(|s| s.chars().count() <= 1024).ok_or_else(|| invalid(field))?;
+            let s = value
+                .as_str()
+                .filter(|s| s.chars().count() <= 1024)
+                .ok_or_else(|| invalid(field))?;
             out.push(StdOp::Set(field, Value::String(s.to_string())));
         }
         "email" => {
-            let email = value.as_str().and_then(normalize_email).ok_or_else(|| INVALID_EMAIL.to_string())?;
+            let email = value
+                .as_str()
+                .and_then(normalize_email)
+                .ok_or_else(|| INVALID_EMAIL.to_string())?;
             out.push(StdOp::Set(field, Value::String(email)));
         }
         "country" => {
@@ -400,11 +437,17 @@ fn validate_standard(field: &'static str, value: &Value, out: &mut Vec<StdOp>) -
             }
         }
         "dob" => {
-            let date = value.as_str().and_then(parse_dob).ok_or_else(|| invalid(field))?;
+            let date = value
+                .as_str()
+                .and_then(parse_dob)
+                .ok_or_else(|| invalid(field))?;
             out.push(StdOp::Set(field, Value::String(date.to_string())));
         }
         "gender" => {
-            let g = value.as_str().and_then(gender_code).ok_or_else(|| invalid(field))?;
+            let g = value
+                .as_str()
+                .and_then(gender_code)
+                .ok_or_else(|| invalid(field))?;
             out.push(StdOp::Set(field, Value::String(g.into())));
         }
         "email_subscribe" | "push_subscribe" => {
@@ -415,7 +458,10 @@ fn validate_standard(field: &'static str, value: &Value, out: &mut Vec<StdOp>) -
             out.push(StdOp::Set(field, Value::String(s.into())));
         }
         "date_of_first_session" | "date_of_last_session" | "marked_email_as_spam_at" => {
-            let ms = value.as_str().and_then(parse_time).ok_or_else(|| invalid(field))?;
+            let ms = value
+                .as_str()
+                .and_then(parse_time)
+                .ok_or_else(|| invalid(field))?;
             out.push(StdOp::Set(field, Value::String(format_iso(ms))));
         }
         "email_open_tracking_disabled" | "email_click_tracking_disabled" => {
@@ -423,36 +469,73 @@ fn validate_standard(field: &'static str, value: &Value, out: &mut Vec<StdOp>) -
             out.push(StdOp::Set(field, Value::Bool(b)));
         }
         "current_location" => {
-            let lon = value.get("longitude").and_then(Value::as_f64).filter(|v| (-180.0..=180.0).contains(v));
-            let lat = value.get("latitude").and_then(Value::as_f64).filter(|v| (-90.0..=90.0).contains(v));
-            let (Some(lon), Some(lat)) = (lon, lat) else { return Err(invalid(field)) };
-            out.push(StdOp::Set(field, serde_json::json!({"longitude": lon, "latitude": lat})));
+            let lon = value
+                .get("longitude")
+                .and_then(Value::as_f64)
+                .filter(|v| (-180.0..=180.0).contains(v));
+            let lat = value
+                .get("latitude")
+                .and_then(Value::as_f64)
+                .filter(|v| (-90.0..=90.0).contains(v));
+            let (Some(lon), Some(lat)) = (lon, lat) else {
+                return Err(invalid(field));
+            };
+            out.push(StdOp::Set(
+                field,
+                serde_json::json!({"longitude": lon, "latitude": lat}),
+            ));
         }
-        "facebook" => out.push(StdOp::Set(field, social(value, field, &[("id", 's'), ("likes", 'a'), ("num_friends", 'i')])?)),
+        "facebook" => out.push(StdOp::Set(
+            field,
+            social(
+                value,
+                field,
+                &[("id", 's'), ("likes", 'a'), ("num_friends", 'i')],
+            )?,
+        )),
         "twitter" => out.push(StdOp::Set(
             field,
             social(
                 value,
                 field,
-                &[("id", 'i'), ("screen_name", 's'), ("followers_count", 'i'), ("friends_count", 'i'), ("statuses_count", 'i')],
+                &[
+                    ("id", 'i'),
+                    ("screen_name", 's'),
+                    ("followers_count", 'i'),
+                    ("friends_count", 'i'),
+                    ("statuses_count", 'i'),
+                ],
             )?,
         )),
         "subscription_groups" => {
-            let Value::Array(items) = value else { return Err(invalid(field)) };
+            let Value::Array(items) = value else {
+                return Err(invalid(field));
+            };
             for item in items {
-                let id = item.get("subscription_group_id").and_then(Value::as_str).filter(|s| !s.is_empty());
+                let id = item
+                    .get("subscription_group_id")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty());
                 let state = item
                     .get("subscription_state")
                     .and_then(Value::as_str)
                     .filter(|s| matches!(*s, "subscribed" | "unsubscribed"));
-                let (Some(id), Some(state)) = (id, state) else { return Err(invalid(field)) };
-                out.push(StdOp::SubscriptionGroup { id: id.into(), state: state.into() });
+                let (Some(id), Some(state)) = (id, state) else {
+                    return Err(invalid(field));
+                };
+                out.push(StdOp::SubscriptionGroup {
+                    id: id.into(),
+                    state: state.into(),
+                });
             }
         }
         "push_tokens" => {
-            let Value::Array(items) = value else { return Err(invalid(field)) };
+            let Value::Array(items) = value else {
+                return Err(invalid(field));
+            };
             for item in items {
-                let token: PushToken = serde_json::from_value(item.clone()).map_err(|_| invalid(field))?;
+                let token: PushToken =
+                    serde_json::from_value(item.clone()).map_err(|_| invalid(field))?;
                 if token.app_id.is_empty() || token.token.is_empty() {
                     return Err(invalid(field));
                 }
@@ -466,9 +549,13 @@ fn validate_standard(field: &'static str, value: &Value, out: &mut Vec<StdOp>) -
 
 /// Checks a `facebook`/`twitter` hash: known keys only, each of its kind (s string, i integer, a string array).
 fn social(value: &Value, field: &str, keys: &[(&str, char)]) -> Result<Value, String> {
-    let Value::Object(map) = value else { return Err(invalid(field)) };
+    let Value::Object(map) = value else {
+        return Err(invalid(field));
+    };
     for (key, v) in map {
-        let Some((_, kind)) = keys.iter().find(|(k, _)| k == key) else { return Err(invalid(field)) };
+        let Some((_, kind)) = keys.iter().find(|(k, _)| k == key) else {
+            return Err(invalid(field));
+        };
         let ok = match kind {
             's' => v.is_string(),
             'i' => v.is_i64() || v.is_u64(),
@@ -520,7 +607,9 @@ pub fn time_zone_name(input: &str) -> Option<String> {
     if input.is_empty() || input.len() > 64 {
         return None;
     }
-    jiff::tz::TimeZone::get(input).ok().map(|_| input.to_string())
+    jiff::tz::TimeZone::get(input)
+        .ok()
+        .map(|_| input.to_string())
 }
 
 fn validate_event(object: &Value, now_ms: i64) -> Result<EventInput, String> {
@@ -529,13 +618,21 @@ fn validate_event(object: &Value, now_ms: i64) -> Result<EventInput, String> {
     };
     let target = target_of(map)?;
     let name = match map.get("name") {
-        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_STRING_CHARS => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_STRING_CHARS => {
+            s.clone()
+        }
         Some(_) => return Err(invalid("name")),
         None => return Err("'name' is required".into()),
     };
     let time_ms = event_time(map, now_ms)?;
     let properties = properties_of(map, MAX_EVENT_PROPERTIES_BYTES)?;
-    Ok(EventInput { target, app_id: app_id_of(map)?, name, time_ms, properties })
+    Ok(EventInput {
+        target,
+        app_id: app_id_of(map)?,
+        name,
+        time_ms,
+        properties,
+    })
 }
 
 fn validate_purchase(object: &Value, now_ms: i64) -> Result<PurchaseInput, String> {
@@ -544,17 +641,24 @@ fn validate_purchase(object: &Value, now_ms: i64) -> Result<PurchaseInput, Strin
     };
     let target = target_of(map)?;
     let product_id = match map.get("product_id") {
-        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_STRING_CHARS => s.clone(),
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_STRING_CHARS => {
+            s.clone()
+        }
         Some(_) => return Err(invalid("product_id")),
         None => return Err("'product_id' is required".into()),
     };
     let currency = match map.get("currency") {
-        Some(Value::String(s)) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) => s.to_ascii_uppercase(),
+        Some(Value::String(s)) if s.len() == 3 && s.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            s.to_ascii_uppercase()
+        }
         Some(_) => return Err(invalid("currency")),
         None => return Err("'currency' is required".into()),
     };
     let price = match map.get("price") {
-        Some(Value::Number(n)) => n.as_f64().filter(|p| p.is_finite()).ok_or_else(|| invalid("price"))?,
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|p| p.is_finite())
+            .ok_or_else(|| invalid("price"))?,
         Some(_) => return Err(invalid("price")),
         None => return Err("'price' is required".into()),
     };
@@ -567,7 +671,16 @@ fn validate_purchase(object: &Value, now_ms: i64) -> Result<PurchaseInput, Strin
     };
     let time_ms = event_time(map, now_ms)?;
     let properties = properties_of(map, MAX_PURCHASE_PROPERTIES_BYTES)?;
-    Ok(PurchaseInput { target, app_id: app_id_of(map)?, product_id, currency, price, quantity, time_ms, properties })
+    Ok(PurchaseInput {
+        target,
+        app_id: app_id_of(map)?,
+        product_id,
+        currency,
+        price,
+        quantity,
+        time_ms,
+        properties,
+    })
 }
 
 fn app_id_of(map: &Map<String, Value>) -> Result<Option<String>, String> {
@@ -597,7 +710,9 @@ fn properties_of(map: &Map<String, Value>, max_bytes: usize) -> Result<Map<Strin
     let mut complex = false;
     for (key, value) in props {
         if key.is_empty() || key.chars().count() > MAX_STRING_CHARS || key.starts_with('$') {
-            return Err(format!("property name '{key}' must be 1 to 255 characters without a leading '$'"));
+            return Err(format!(
+                "property name '{key}' must be 1 to 255 characters without a leading '$'"
+            ));
         }
         if key == "time" || key == "event_name" {
             return Err(format!("property name '{key}' is reserved"));
@@ -611,9 +726,14 @@ fn properties_of(map: &Map<String, Value>, max_bytes: usize) -> Result<Map<Strin
         }
     }
     if complex {
-        let size = serde_json::to_vec(props).map(|v| v.len()).unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(props)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if size > max_bytes {
-            return Err(format!("'properties' is larger than {} KB", max_bytes / 1024));
+            return Err(format!(
+                "'properties' is larger than {} KB",
+                max_bytes / 1024
+            ));
         }
     }
     Ok(props.clone())
@@ -636,10 +756,19 @@ mod tests {
         let map = json!({"external_id": "e", "braze_id": "b", "email": "A@B.co"});
         let (update, _) = validate_attributes(&map).unwrap();
         assert_eq!(update.target.ident, Identifier::ExternalId("e".into()));
-        assert!(update.standard.contains(&StdOp::Set("email", json!("a@b.co"))));
-        let (update, _) = validate_attributes(&json!({"email": "x@y.io", "phone": "+1555"})).unwrap();
+        assert!(
+            update
+                .standard
+                .contains(&StdOp::Set("email", json!("a@b.co")))
+        );
+        let (update, _) =
+            validate_attributes(&json!({"email": "x@y.io", "phone": "+1555"})).unwrap();
         assert_eq!(update.target.ident, Identifier::Email("x@y.io".into()));
-        assert!(update.standard.contains(&StdOp::Set("phone", json!("+1555"))));
+        assert!(
+            update
+                .standard
+                .contains(&StdOp::Set("phone", json!("+1555")))
+        );
     }
 
     #[test]
@@ -666,7 +795,12 @@ mod tests {
         assert_eq!(batch.response.attributes_processed, Some(1));
         assert_eq!(batch.response.events_processed, Some(1));
         assert_eq!(batch.response.purchases_processed, Some(0));
-        let errs: Vec<_> = batch.response.errors.iter().map(|e| (e.kind.as_str(), e.input_array.as_str(), e.index)).collect();
+        let errs: Vec<_> = batch
+            .response
+            .errors
+            .iter()
+            .map(|e| (e.kind.as_str(), e.input_array.as_str(), e.index))
+            .collect();
         assert_eq!(
             errs,
             vec![
@@ -682,11 +816,19 @@ mod tests {
         let err = track(json!({"events": [{"name": "x", "time": "2020-01-01"}]})).unwrap_err();
         assert_eq!(err.status(), 400);
         let body = err.body();
-        assert_eq!(body["message"], "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields.");
+        assert_eq!(
+            body["message"],
+            "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."
+        );
         assert_eq!(body["errors"][0]["type"], IDENTIFIER_REQUIRED);
         assert!(track(json!({})).is_err());
-        let too_many: Vec<Value> = (0..76).map(|i| json!({"external_id": i.to_string()})).collect();
-        assert_eq!(track(json!({"attributes": too_many})).unwrap_err(), ApiError::MaxInputLength);
+        let too_many: Vec<Value> = (0..76)
+            .map(|i| json!({"external_id": i.to_string()}))
+            .collect();
+        assert_eq!(
+            track(json!({"attributes": too_many})).unwrap_err(),
+            ApiError::MaxInputLength
+        );
     }
 
     #[test]
@@ -702,13 +844,28 @@ mod tests {
         assert!(u.standard.contains(&StdOp::Set("language", json!("pt"))));
         assert!(u.standard.contains(&StdOp::Set("gender", json!("F"))));
         assert!(u.standard.contains(&StdOp::Unset("home_city")));
-        assert!(!u.standard.iter().any(|op| matches!(op, StdOp::Set("time_zone", _))));
+        assert!(
+            !u.standard
+                .iter()
+                .any(|op| matches!(op, StdOp::Set("time_zone", _)))
+        );
         assert!(u.custom.is_empty());
-        let (u, _) = validate_attributes(&json!({"external_id": "e", "country": "Atlantis"})).unwrap();
+        let (u, _) =
+            validate_attributes(&json!({"external_id": "e", "country": "Atlantis"})).unwrap();
         assert_eq!(u.standard, vec![StdOp::Unset("country")]);
-        assert_eq!(time_zone_name("Eastern Time (US & Canada)").as_deref(), Some("America/New_York"));
-        assert_eq!(time_zone_name("Europe/Paris").as_deref(), Some("Europe/Paris"));
-        for bad in [json!({"dob": "12/21/1980"}), json!({"gender": "X"}), json!({"email_subscribe": "yes"})] {
+        assert_eq!(
+            time_zone_name("Eastern Time (US & Canada)").as_deref(),
+            Some("America/New_York")
+        );
+        assert_eq!(
+            time_zone_name("Europe/Paris").as_deref(),
+            Some("Europe/Paris")
+        );
+        for bad in [
+            json!({"dob": "12/21/1980"}),
+            json!({"gender": "X"}),
+            json!({"email_subscribe": "yes"}),
+        ] {
             let mut obj = bad.as_object().unwrap().clone();
             obj.insert("external_id".into(), json!("e"));
             assert!(validate_attributes(&Value::Object(obj)).is_err(), "{bad}");
@@ -745,7 +902,19 @@ mod tests {
         assert_eq!(batch.events[0].time_ms, NOW);
         assert_eq!(batch.purchases[0].currency, "USD");
         assert_eq!(batch.purchases[0].quantity, 1);
-        let kinds: Vec<_> = batch.response.errors.iter().map(|e| e.kind.clone()).collect();
-        assert_eq!(kinds, vec!["property name 'time' is reserved", "'time' is not valid", "'name' is required"]);
+        let kinds: Vec<_> = batch
+            .response
+            .errors
+            .iter()
+            .map(|e| e.kind.clone())
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "property name 'time' is reserved",
+                "'time' is not valid",
+                "'name' is required"
+            ]
+        );
     }
 }

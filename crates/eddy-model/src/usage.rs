@@ -61,7 +61,13 @@ mod tests {
         p.record(1, true, true);
         p.record(2, true, false);
         p.record(1, false, true);
-        assert_eq!(p, Points { billable: 1, non_billable: 3 });
+        assert_eq!(
+            p,
+            Points {
+                billable: 1,
+                non_billable: 3
+            }
+        );
         assert!(standard_field_billable("first_name"));
         assert!(!standard_field_billable("email_subscribe"));
     }

@@ -24,11 +24,18 @@ fn workspace_json(ws: &Workspace) -> serde_json::Value {
 
 /// Checks a workspace name: 1 to 64 of `A-Z a-z 0-9 _ -`.
 pub fn valid_workspace_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn workspace(state: &SharedState, name: &str) -> Result<Workspace, HttpError> {
-    state.store.workspace(name)?.ok_or_else(|| ApiError::ResourceNotFound(format!("workspace '{name}'")).into())
+    state
+        .store
+        .workspace(name)?
+        .ok_or_else(|| ApiError::ResourceNotFound(format!("workspace '{name}'")).into())
 }
 
 #[derive(Deserialize)]
@@ -38,13 +45,24 @@ struct NewWorkspace {
 }
 
 /// `POST /eddy/v1/workspaces`.
-pub async fn create_workspace(State(state): State<SharedState>, headers: HeaderMap, body: Body) -> Answer {
+pub async fn create_workspace(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
     authorize_admin(&state, &headers)?;
     let req: NewWorkspace = parse(&body_bytes(body)?)?;
     if !valid_workspace_name(&req.name) {
-        return Err(ApiError::BadRequest("workspace names are 1 to 64 letters, digits, '_' or '-'".into()).into());
+        return Err(ApiError::BadRequest(
+            "workspace names are 1 to 64 letters, digits, '_' or '-'".into(),
+        )
+        .into());
     }
-    let Outcome::Workspace(ws) = state.store.apply(Mutation::CreateWorkspace(req.name)).await? else {
+    let Outcome::Workspace(ws) = state
+        .store
+        .apply(Mutation::CreateWorkspace(req.name))
+        .await?
+    else {
         return Err(ApiError::Internal.into());
     };
     Ok(json_response(StatusCode::CREATED, &workspace_json(&ws)))
@@ -53,7 +71,12 @@ pub async fn create_workspace(State(state): State<SharedState>, headers: HeaderM
 /// `GET /eddy/v1/workspaces`.
 pub async fn list_workspaces(State(state): State<SharedState>, headers: HeaderMap) -> Answer {
     authorize_admin(&state, &headers)?;
-    let list: Vec<_> = state.store.workspaces()?.iter().map(workspace_json).collect();
+    let list: Vec<_> = state
+        .store
+        .workspaces()?
+        .iter()
+        .map(workspace_json)
+        .collect();
     Ok(json_response(StatusCode::OK, &json!({"workspaces": list})))
 }
 
@@ -66,7 +89,12 @@ struct NewApiKey {
 }
 
 /// `POST /eddy/v1/workspaces/{ws}/api-keys` → `{"id","key"}`; the key is shown only here.
-pub async fn create_api_key(State(state): State<SharedState>, Path(ws): Path<String>, headers: HeaderMap, body: Body) -> Answer {
+pub async fn create_api_key(
+    State(state): State<SharedState>,
+    Path(ws): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
     authorize_admin(&state, &headers)?;
     let req: NewApiKey = parse(&body_bytes(body)?)?;
     let ws = workspace(&state, &ws)?;
@@ -80,15 +108,31 @@ pub async fn create_api_key(State(state): State<SharedState>, Path(ws): Path<Str
         }
     };
     let secret = ids::uuid_v4();
-    let key = ApiKey { id: ids::secret_hex(8), workspace: ws.id, name: req.name, permissions, created_at: eddy_model::time::now_ms() };
+    let key = ApiKey {
+        id: ids::secret_hex(8),
+        workspace: ws.id,
+        name: req.name,
+        permissions,
+        created_at: eddy_model::time::now_ms(),
+    };
     let id = key.id.clone();
     let permissions = key.permissions.clone();
-    state.store.apply(Mutation::CreateApiKey(key, ids::sha256_hex(&secret))).await?;
-    Ok(json_response(StatusCode::CREATED, &json!({"id": id, "key": secret, "workspace": ws.name, "permissions": permissions})))
+    state
+        .store
+        .apply(Mutation::CreateApiKey(key, ids::sha256_hex(&secret)))
+        .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"id": id, "key": secret, "workspace": ws.name, "permissions": permissions}),
+    ))
 }
 
 /// `DELETE /eddy/v1/workspaces/{ws}/api-keys/{id}`.
-pub async fn delete_api_key(State(state): State<SharedState>, Path((ws, id)): Path<(String, String)>, headers: HeaderMap) -> Answer {
+pub async fn delete_api_key(
+    State(state): State<SharedState>,
+    Path((ws, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
     authorize_admin(&state, &headers)?;
     let ws = workspace(&state, &ws)?;
     state.store.apply(Mutation::DeleteApiKey(ws.id, id)).await?;
@@ -96,14 +140,20 @@ pub async fn delete_api_key(State(state): State<SharedState>, Path((ws, id)): Pa
 }
 
 /// `GET /eddy/v1/workspaces/{ws}/usage`: data points per day.
-pub async fn usage(State(state): State<SharedState>, Path(ws): Path<String>, headers: HeaderMap) -> Answer {
+pub async fn usage(
+    State(state): State<SharedState>,
+    Path(ws): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
     authorize_admin(&state, &headers)?;
     let ws = workspace(&state, &ws)?;
     let mut total = Points::default();
     let mut days = Vec::new();
     for (day, points) in state.store.usage(ws.id)? {
         total.add(points);
-        days.push(json!({"date": day, "billable": points.billable, "non_billable": points.non_billable}));
+        days.push(
+            json!({"date": day, "billable": points.billable, "non_billable": points.non_billable}),
+        );
     }
     Ok(json_response(
         StatusCode::OK,

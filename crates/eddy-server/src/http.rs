@@ -41,21 +41,29 @@ pub fn store_error(e: StoreError) -> ApiError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         json_response(status, &self.0.body())
     }
 }
 
 /// A JSON response with a status.
 pub fn json_response(status: StatusCode, body: &Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// Turns the raw body into bytes, answering 413 for bodies over the limit.
 pub fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     match body {
         Ok(bytes) => Ok(bytes),
-        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::PayloadTooLarge)
+        }
         Err(rejection) => Err(ApiError::BadJson(rejection.body_text())),
     }
 }
@@ -71,8 +79,14 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// The REST API key of a request: `Authorization: Bearer KEY`, else the legacy `api_key`
 /// query parameter or body field Braze still accepts.
 pub fn presented_key(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Option<String> {
-    if let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?.trim();
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?
+            .trim();
         // Braze: the key must not be quoted.
         if token.is_empty() || token.starts_with('"') || token.starts_with('\'') {
             return None;
@@ -86,7 +100,9 @@ pub fn presented_key(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> O
     struct Legacy {
         api_key: Option<String>,
     }
-    serde_json::from_slice::<Legacy>(body).ok().and_then(|l| l.api_key)
+    serde_json::from_slice::<Legacy>(body)
+        .ok()
+        .and_then(|l| l.api_key)
 }
 
 /// One query parameter, percent-decoded.
@@ -108,7 +124,9 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
                         out.push(b);
@@ -144,11 +162,19 @@ pub fn authorize(
     let Some(secret) = presented_key(headers, query, body) else {
         return Err(ApiError::InvalidApiKey);
     };
-    let key = state.store.api_key(&ids::sha256_hex(&secret)).map_err(store_error)?.ok_or(ApiError::InvalidApiKey)?;
+    let key = state
+        .store
+        .api_key(&ids::sha256_hex(&secret))
+        .map_err(store_error)?
+        .ok_or(ApiError::InvalidApiKey)?;
     if !key.allows(permission) {
         return Err(ApiError::AccessDenied(permission));
     }
-    let workspace = state.store.workspace_by_id(key.workspace).map_err(store_error)?.ok_or(ApiError::InvalidApiKey)?;
+    let workspace = state
+        .store
+        .workspace_by_id(key.workspace)
+        .map_err(store_error)?
+        .ok_or(ApiError::InvalidApiKey)?;
     Ok((key, workspace))
 }
 

@@ -21,12 +21,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::Router;
 use eddy_model::ApiError;
 use eddy_model::profile::Limits;
 use eddy_store::{Mutation, Store, StoreOptions, ids};
@@ -82,16 +82,22 @@ impl App {
     pub async fn build(config: &Config) -> Result<App, StartError> {
         let limiter = RateLimiter::new(&config.rate_limits).map_err(StartError::Config)?;
         if config.max_array_length == 0 {
-            return Err(StartError::Config("max_array_length must be at least 1".into()));
+            return Err(StartError::Config(
+                "max_array_length must be at least 1".into(),
+            ));
         }
         let options = StoreOptions {
             cache_bytes: config.cache_mib * 1024 * 1024,
-            limits: Limits { max_array_len: config.max_array_length },
+            limits: Limits {
+                max_array_len: config.max_array_length,
+            },
             ..StoreOptions::default()
         };
         let store = Store::open(&config.data_dir.join("store"), options)?;
         if store.workspace("default")?.is_none() && store.workspaces()?.is_empty() {
-            store.apply(Mutation::CreateWorkspace("default".into())).await?;
+            store
+                .apply(Mutation::CreateWorkspace("default".into()))
+                .await?;
         }
         let (token, admin_token_file) = match &config.admin_token {
             Some(token) if !token.is_empty() => (token.clone(), None),
@@ -106,12 +112,22 @@ impl App {
             limiter,
             metrics: Metrics::default(),
         });
-        Ok(App { router: router(state, config.max_body_bytes), store, admin_token_file })
+        Ok(App {
+            router: router(state, config.max_body_bytes),
+            store,
+            admin_token_file,
+        })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains and stops the writer.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(listener, self.router).with_graceful_shutdown(shutdown).await?;
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
         self.store.close().await;
         Ok(())
     }
@@ -126,7 +142,8 @@ fn admin_token_from_file(path: &Path) -> Result<String, StartError> {
         }
     }
     let token = ids::secret_hex(32);
-    write_private(path, &token).map_err(|e| StartError::Io(format!("cannot write {}: {e}", path.display())))?;
+    write_private(path, &token)
+        .map_err(|e| StartError::Io(format!("cannot write {}: {e}", path.display())))?;
     Ok(token)
 }
 
@@ -153,9 +170,18 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/users/delete", post(users::delete))
         .route("/users/merge", post(users::merge))
         .route("/users/export/ids", post(users::export_ids))
-        .route("/eddy/v1/workspaces", post(admin::create_workspace).get(admin::list_workspaces))
-        .route("/eddy/v1/workspaces/{ws}/api-keys", post(admin::create_api_key))
-        .route("/eddy/v1/workspaces/{ws}/api-keys/{id}", delete(admin::delete_api_key))
+        .route(
+            "/eddy/v1/workspaces",
+            post(admin::create_workspace).get(admin::list_workspaces),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/api-keys",
+            post(admin::create_api_key),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/api-keys/{id}",
+            delete(admin::delete_api_key),
+        )
         .route("/eddy/v1/workspaces/{ws}/usage", get(admin::usage))
         .route("/health", get(health))
         .route("/metrics", get(metrics_text))
@@ -172,7 +198,14 @@ async fn health() -> Response {
 
 async fn metrics_text(State(state): State<SharedState>) -> Response {
     let text = state.metrics.render(state.store.stats());
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn not_found() -> Response {
@@ -184,7 +217,10 @@ async fn not_found() -> Response {
 async fn edge(State(state): State<SharedState>, req: Request, next: Next) -> Response {
     let group = group_of(req.uri().path());
     let caller = caller_of(&req);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let decision = state.limiter.check(caller, group, now);
     let mut response = if decision.allowed {
         next.run(req).await
@@ -193,7 +229,10 @@ async fn edge(State(state): State<SharedState>, req: Request, next: Next) -> Res
     };
     let headers = response.headers_mut();
     headers.insert("x-ratelimit-limit", HeaderValue::from(decision.limit));
-    headers.insert("x-ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(decision.remaining),
+    );
     headers.insert("x-ratelimit-reset", HeaderValue::from(decision.reset));
     state.metrics.record(group, response.status().as_u16());
     response
@@ -211,12 +250,19 @@ fn caller_of(req: &Request) -> u64 {
 }
 
 /// Binds `config.listen` and serves until `shutdown`.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
     let app = App::build(&config).await?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| StartError::Io(format!("cannot listen on {}: {e}", config.listen)))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError::Io(format!("cannot listen on {}: {e}", config.listen)))?;
     tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "eddy serving");
     if let Some(path) = &app.admin_token_file {
         tracing::info!(path = %path.display(), "admin token file");
     }
-    app.serve(listener, shutdown).await.map_err(|e| StartError::Io(e.to_string()))
+    app.serve(listener, shutdown)
+        .await
+        .map_err(|e| StartError::Io(e.to_string()))
 }

@@ -18,7 +18,12 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics { requests: (0..GROUPS.len() * STATUSES.len()).map(|_| AtomicU64::new(0)).collect(), other_status: AtomicU64::new(0) }
+        Metrics {
+            requests: (0..GROUPS.len() * STATUSES.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            other_status: AtomicU64::new(0),
+        }
     }
 }
 
@@ -28,7 +33,9 @@ impl Metrics {
         let g = GROUPS.iter().position(|(name, _, _)| *name == group);
         let s = STATUSES.iter().position(|x| *x == status);
         match (g, s) {
-            (Some(g), Some(s)) => self.requests[g * STATUSES.len() + s].fetch_add(1, Ordering::Relaxed),
+            (Some(g), Some(s)) => {
+                self.requests[g * STATUSES.len() + s].fetch_add(1, Ordering::Relaxed)
+            }
             _ => self.other_status.fetch_add(1, Ordering::Relaxed),
         };
     }
@@ -42,26 +49,59 @@ impl Metrics {
             for (s, status) in STATUSES.iter().enumerate() {
                 let n = self.requests[g * STATUSES.len() + s].load(Ordering::Relaxed);
                 if n > 0 {
-                    let _ = writeln!(out, "eddy_http_requests_total{{group=\"{group}\",status=\"{status}\"}} {n}");
+                    let _ = writeln!(
+                        out,
+                        "eddy_http_requests_total{{group=\"{group}\",status=\"{status}\"}} {n}"
+                    );
                 }
             }
         }
-        let _ = writeln!(out, "eddy_http_requests_total{{group=\"other\",status=\"other\"}} {}", self.other_status.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "eddy_http_requests_total{{group=\"other\",status=\"other\"}} {}",
+            self.other_status.load(Ordering::Relaxed)
+        );
         let counters = [
-            ("eddy_writer_commits_total", "Group commits written.", &writer.commits),
-            ("eddy_writer_mutations_total", "Mutations applied by the writer.", &writer.mutations),
-            ("eddy_outbox_events_total", "Currents events written to the outbox.", &writer.outbox_events),
-            ("eddy_writer_commit_seconds_total", "", &writer.commit_micros),
-            ("eddy_writer_commit_failures_total", "Group commits that failed (nothing applied).", &writer.commit_failures),
+            (
+                "eddy_writer_commits_total",
+                "Group commits written.",
+                &writer.commits,
+            ),
+            (
+                "eddy_writer_mutations_total",
+                "Mutations applied by the writer.",
+                &writer.mutations,
+            ),
+            (
+                "eddy_outbox_events_total",
+                "Currents events written to the outbox.",
+                &writer.outbox_events,
+            ),
+            (
+                "eddy_writer_commit_seconds_total",
+                "",
+                &writer.commit_micros,
+            ),
+            (
+                "eddy_writer_commit_failures_total",
+                "Group commits that failed (nothing applied).",
+                &writer.commit_failures,
+            ),
         ];
         for (name, help, value) in counters {
             let v = value.load(Ordering::Relaxed);
             if name == "eddy_writer_commit_seconds_total" {
-                let _ = writeln!(out, "# HELP {name} Time spent applying and syncing group commits.\n# TYPE {name} counter");
+                let _ = writeln!(
+                    out,
+                    "# HELP {name} Time spent applying and syncing group commits.\n# TYPE {name} counter"
+                );
                 let _ = writeln!(out, "{name} {}", v as f64 / 1e6);
                 continue;
             }
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
         }
         out
     }

@@ -21,7 +21,11 @@ pub const GROUPS: &[(&str, u64, u64)] = &[
 pub fn group_of(path: &str) -> &'static str {
     match path {
         "/users/track" => "users.track",
-        "/users/delete" | "/users/alias/new" | "/users/alias/update" | "/users/identify" | "/users/merge" => "users.write",
+        "/users/delete"
+        | "/users/alias/new"
+        | "/users/alias/update"
+        | "/users/identify"
+        | "/users/merge" => "users.write",
         "/users/export/ids" => "users.export.ids",
         "/users/export/segment" | "/segments/list" | "/segments/details" => "segments",
         p if p.starts_with("/partners/") => "partners",
@@ -47,10 +51,13 @@ const SHARDS: usize = 16;
 /// Windows remembered per shard before old ones are swept.
 const MAX_WINDOWS_PER_SHARD: usize = 16_384;
 
+/// (caller hash, group) → (window start, requests counted in it).
+type Windows = HashMap<(u64, &'static str), (u64, u64)>;
+
 /// Fixed-window counters keyed by (caller, group), sharded to keep lock hold times tiny.
 pub struct RateLimiter {
     limits: HashMap<&'static str, RateLimit>,
-    shards: Vec<Mutex<HashMap<(u64, &'static str), (u64, u64)>>>,
+    shards: Vec<Mutex<Windows>>,
 }
 
 impl RateLimiter {
@@ -58,14 +65,22 @@ impl RateLimiter {
     pub fn new(overrides: &BTreeMap<String, RateLimit>) -> Result<RateLimiter, String> {
         let mut limits = HashMap::new();
         for (name, limit, window) in GROUPS {
-            limits.insert(*name, RateLimit { limit: *limit, window_seconds: *window });
+            limits.insert(
+                *name,
+                RateLimit {
+                    limit: *limit,
+                    window_seconds: *window,
+                },
+            );
         }
         for (name, limit) in overrides {
             let Some((group, _, _)) = GROUPS.iter().find(|(g, _, _)| g == name) else {
                 return Err(format!("unknown rate limit group '{name}'"));
             };
             if limit.window_seconds == 0 {
-                return Err(format!("rate limit group '{name}' needs window_seconds > 0"));
+                return Err(format!(
+                    "rate limit group '{name}' needs window_seconds > 0"
+                ));
             }
             limits.insert(*group, *limit);
         }
@@ -75,11 +90,19 @@ impl RateLimiter {
 
     /// Counts a request of `caller` (a hash of its key) in `group` at `now` (epoch seconds).
     pub fn check(&self, caller: u64, group: &'static str, now: u64) -> Decision {
-        let limit = self.limits.get(group).copied().unwrap_or(RateLimit { limit: u64::MAX, window_seconds: 60 });
+        let limit = self.limits.get(group).copied().unwrap_or(RateLimit {
+            limit: u64::MAX,
+            window_seconds: 60,
+        });
         let window_start = now - now % limit.window_seconds;
         let reset = window_start + limit.window_seconds;
         let Ok(mut shard) = self.shards[(caller as usize) % SHARDS].lock() else {
-            return Decision { allowed: true, limit: limit.limit, remaining: limit.limit, reset };
+            return Decision {
+                allowed: true,
+                limit: limit.limit,
+                remaining: limit.limit,
+                reset,
+            };
         };
         if shard.len() > MAX_WINDOWS_PER_SHARD {
             shard.retain(|_, (start, _)| *start >= window_start);
@@ -89,10 +112,20 @@ impl RateLimiter {
             *entry = (window_start, 0);
         }
         if entry.1 >= limit.limit {
-            return Decision { allowed: false, limit: limit.limit, remaining: 0, reset };
+            return Decision {
+                allowed: false,
+                limit: limit.limit,
+                remaining: 0,
+                reset,
+            };
         }
         entry.1 += 1;
-        Decision { allowed: true, limit: limit.limit, remaining: limit.limit - entry.1, reset }
+        Decision {
+            allowed: true,
+            limit: limit.limit,
+            remaining: limit.limit - entry.1,
+            reset,
+        }
     }
 }
 
@@ -103,15 +136,39 @@ mod tests {
     #[test]
     fn windows_reset() {
         let mut overrides = BTreeMap::new();
-        overrides.insert("users.track".to_string(), RateLimit { limit: 2, window_seconds: 10 });
+        overrides.insert(
+            "users.track".to_string(),
+            RateLimit {
+                limit: 2,
+                window_seconds: 10,
+            },
+        );
         let rl = RateLimiter::new(&overrides).unwrap();
         let a = rl.check(1, "users.track", 100);
         assert_eq!((a.allowed, a.remaining, a.reset), (true, 1, 110));
         assert!(rl.check(1, "users.track", 101).allowed);
         assert!(!rl.check(1, "users.track", 109).allowed);
-        assert!(rl.check(2, "users.track", 109).allowed, "other callers have their own window");
-        assert!(rl.check(1, "users.track", 110).allowed, "a new window starts");
-        assert!(RateLimiter::new(&[("nope".to_string(), RateLimit { limit: 1, window_seconds: 1 })].into()).is_err());
+        assert!(
+            rl.check(2, "users.track", 109).allowed,
+            "other callers have their own window"
+        );
+        assert!(
+            rl.check(1, "users.track", 110).allowed,
+            "a new window starts"
+        );
+        assert!(
+            RateLimiter::new(
+                &[(
+                    "nope".to_string(),
+                    RateLimit {
+                        limit: 1,
+                        window_seconds: 1
+                    }
+                )]
+                .into()
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -7,15 +7,16 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use eddy_model::track::{Identifier, parse_alias, validate_track};
 use eddy_model::wire::{
-    AliasNewRequest, AliasUpdateRequest, DeleteRequest, ExportIdsRequest, IdentifyRequest, TrackRequest,
+    AliasNewRequest, AliasUpdateRequest, DeleteRequest, ExportIdsRequest, IdentifyRequest,
+    TrackRequest,
 };
 use eddy_model::{ApiError, time};
 use eddy_store::apply::Lookup;
 use eddy_store::{Mutation, Outcome};
 use serde_json::{Value, json};
 
-use crate::http::{HttpError, authorize, body_bytes, json_response, parse};
 use crate::SharedState;
+use crate::http::{HttpError, authorize, body_bytes, json_response, parse};
 
 /// Most identifiers per request on identify, alias, delete, merge and export.
 const MAX_IDS: usize = 50;
@@ -28,7 +29,12 @@ async fn mutate(state: &SharedState, mutation: Mutation) -> Result<Outcome, Http
 }
 
 /// `POST /users/track`.
-pub async fn track(State(state): State<SharedState>, headers: HeaderMap, RawQuery(q): RawQuery, body: Body) -> Answer {
+pub async fn track(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Answer {
     let bytes = body_bytes(body)?;
     let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.track")?;
     let req: TrackRequest = parse(&bytes)?;
@@ -40,11 +46,18 @@ pub async fn track(State(state): State<SharedState>, headers: HeaderMap, RawQuer
 }
 
 /// `POST /users/identify`.
-pub async fn identify(State(state): State<SharedState>, headers: HeaderMap, RawQuery(q): RawQuery, body: Body) -> Answer {
+pub async fn identify(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Answer {
     let bytes = body_bytes(body)?;
     let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.identify")?;
     let req: IdentifyRequest = parse(&bytes)?;
-    let total = req.aliases_to_identify.len() + req.emails_to_identify.len() + req.phone_numbers_to_identify.len();
+    let total = req.aliases_to_identify.len()
+        + req.emails_to_identify.len()
+        + req.phone_numbers_to_identify.len();
     if total == 0 {
         return Err(ApiError::BadRequest(
             "one of 'aliases_to_identify', 'emails_to_identify' or 'phone_numbers_to_identify' is required".into(),
@@ -55,28 +68,46 @@ pub async fn identify(State(state): State<SharedState>, headers: HeaderMap, RawQ
         return Err(ApiError::TooManyIds.into());
     }
     for entry in &req.aliases_to_identify {
-        if entry.external_id.is_empty() || entry.user_alias.alias_name.is_empty() || entry.user_alias.alias_label.is_empty() {
-            return Err(ApiError::BadRequest("'external_id' and 'user_alias' must be non-empty".into()).into());
+        if entry.external_id.is_empty()
+            || entry.user_alias.alias_name.is_empty()
+            || entry.user_alias.alias_label.is_empty()
+        {
+            return Err(ApiError::BadRequest(
+                "'external_id' and 'user_alias' must be non-empty".into(),
+            )
+            .into());
         }
     }
     for entry in &req.emails_to_identify {
         if entry.external_id.is_empty() || entry.email.as_deref().is_none_or(str::is_empty) {
-            return Err(ApiError::BadRequest("'external_id' and 'email' must be non-empty".into()).into());
+            return Err(
+                ApiError::BadRequest("'external_id' and 'email' must be non-empty".into()).into(),
+            );
         }
     }
     for entry in &req.phone_numbers_to_identify {
         if entry.external_id.is_empty() || entry.phone.as_deref().is_none_or(str::is_empty) {
-            return Err(ApiError::BadRequest("'external_id' and 'phone' must be non-empty".into()).into());
+            return Err(
+                ApiError::BadRequest("'external_id' and 'phone' must be non-empty".into()).into(),
+            );
         }
     }
     let Outcome::Count(n) = mutate(&state, Mutation::Identify(ws, req)).await? else {
         return Err(ApiError::Internal.into());
     };
-    Ok(json_response(StatusCode::CREATED, &json!({"aliases_processed": n, "message": "success"})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"aliases_processed": n, "message": "success"}),
+    ))
 }
 
 /// `POST /users/alias/new`.
-pub async fn alias_new(State(state): State<SharedState>, headers: HeaderMap, RawQuery(q): RawQuery, body: Body) -> Answer {
+pub async fn alias_new(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Answer {
     let bytes = body_bytes(body)?;
     let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.alias.new")?;
     let req: AliasNewRequest = parse(&bytes)?;
@@ -85,17 +116,28 @@ pub async fn alias_new(State(state): State<SharedState>, headers: HeaderMap, Raw
     }
     for alias in &req.user_aliases {
         if alias.alias_name.is_empty() || alias.alias_label.is_empty() {
-            return Err(ApiError::BadRequest("'alias_name' and 'alias_label' must be non-empty strings".into()).into());
+            return Err(ApiError::BadRequest(
+                "'alias_name' and 'alias_label' must be non-empty strings".into(),
+            )
+            .into());
         }
     }
     let Outcome::Count(n) = mutate(&state, Mutation::AliasNew(ws, req)).await? else {
         return Err(ApiError::Internal.into());
     };
-    Ok(json_response(StatusCode::CREATED, &json!({"aliases_processed": n, "message": "success"})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"aliases_processed": n, "message": "success"}),
+    ))
 }
 
 /// `POST /users/alias/update`.
-pub async fn alias_update(State(state): State<SharedState>, headers: HeaderMap, RawQuery(q): RawQuery, body: Body) -> Answer {
+pub async fn alias_update(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Answer {
     let bytes = body_bytes(body)?;
     let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.alias.update")?;
     let req: AliasUpdateRequest = parse(&bytes)?;
@@ -103,9 +145,13 @@ pub async fn alias_update(State(state): State<SharedState>, headers: HeaderMap, 
         return Err(ApiError::TooManyIds.into());
     }
     for update in &req.alias_updates {
-        if update.alias_label.is_empty() || update.old_alias_name.is_empty() || update.new_alias_name.is_empty() {
+        if update.alias_label.is_empty()
+            || update.old_alias_name.is_empty()
+            || update.new_alias_name.is_empty()
+        {
             return Err(ApiError::BadRequest(
-                "'alias_label', 'old_alias_name' and 'new_alias_name' must be non-empty strings".into(),
+                "'alias_label', 'old_alias_name' and 'new_alias_name' must be non-empty strings"
+                    .into(),
             )
             .into());
         }
@@ -113,11 +159,19 @@ pub async fn alias_update(State(state): State<SharedState>, headers: HeaderMap, 
     let Outcome::Count(n) = mutate(&state, Mutation::AliasUpdate(ws, req)).await? else {
         return Err(ApiError::Internal.into());
     };
-    Ok(json_response(StatusCode::CREATED, &json!({"aliases_processed": n, "message": "success"})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"aliases_processed": n, "message": "success"}),
+    ))
 }
 
 /// `POST /users/delete`.
-pub async fn delete(State(state): State<SharedState>, headers: HeaderMap, RawQuery(q): RawQuery, body: Body) -> Answer {
+pub async fn delete(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Answer {
     let bytes = body_bytes(body)?;
     let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.delete")?;
     let req: DeleteRequest = parse(&bytes)?;
@@ -138,33 +192,52 @@ pub async fn delete(State(state): State<SharedState>, headers: HeaderMap, RawQue
     let Outcome::Count(n) = mutate(&state, Mutation::Delete(ws, req)).await? else {
         return Err(ApiError::Internal.into());
     };
-    Ok(json_response(StatusCode::CREATED, &json!({"deleted": n, "message": "success"})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"deleted": n, "message": "success"}),
+    ))
 }
 
 const MERGE_NOT_ARRAY: &str = "'merge_updates' must be an array of objects";
 const MERGE_TOO_MANY: &str = "a single request may not contain more than 50 merge updates";
-const MERGE_KEYS: &str = "'merge_updates' must only have 'identifier_to_merge' and 'identifier_to_keep'";
+const MERGE_KEYS: &str =
+    "'merge_updates' must only have 'identifier_to_merge' and 'identifier_to_keep'";
 const MERGE_IDENTIFIER: &str = "identifiers must be objects with an 'external_id' property that is a string, 'user_alias' property that is an object, 'email' property that is a string, or 'phone' property that is a string";
 
 /// `POST /users/merge`, with Braze's exact 400 texts.
-pub async fn merge(State(state): State<SharedState>, headers: HeaderMap, RawQuery(q): RawQuery, body: Body) -> Answer {
+pub async fn merge(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Answer {
     let bytes = body_bytes(body)?;
     let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.merge")?;
     let req: Value = parse(&bytes)?;
     let pairs = parse_merge(&req).map_err(|m| ApiError::BadRequest(m.into()))?;
     mutate(&state, Mutation::Merge(ws, pairs)).await?;
-    Ok(json_response(StatusCode::ACCEPTED, &json!({"message": "success"})))
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"message": "success"}),
+    ))
 }
 
 fn parse_merge(req: &Value) -> Result<Vec<(Lookup, Lookup)>, &'static str> {
-    let Some(Value::Array(updates)) = req.get("merge_updates") else { return Err(MERGE_NOT_ARRAY) };
+    let Some(Value::Array(updates)) = req.get("merge_updates") else {
+        return Err(MERGE_NOT_ARRAY);
+    };
     if updates.len() > MAX_IDS {
         return Err(MERGE_TOO_MANY);
     }
     let mut pairs = Vec::with_capacity(updates.len());
     for update in updates {
-        let Value::Object(map) = update else { return Err(MERGE_NOT_ARRAY) };
-        if map.len() != 2 || !map.contains_key("identifier_to_merge") || !map.contains_key("identifier_to_keep") {
+        let Value::Object(map) = update else {
+            return Err(MERGE_NOT_ARRAY);
+        };
+        if map.len() != 2
+            || !map.contains_key("identifier_to_merge")
+            || !map.contains_key("identifier_to_keep")
+        {
             return Err(MERGE_KEYS);
         }
         let gone = merge_identifier(&map["identifier_to_merge"]).ok_or(MERGE_IDENTIFIER)?;
@@ -178,7 +251,10 @@ fn merge_identifier(value: &Value) -> Option<Lookup> {
     let map = value.as_object()?;
     let prioritization: Vec<String> = match map.get("prioritization") {
         None => Vec::new(),
-        Some(Value::Array(items)) => items.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<_>>()?,
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<_>>()?,
         Some(_) => return None,
     };
     let ident = if let Some(v) = map.get("external_id") {
@@ -195,11 +271,19 @@ fn merge_identifier(value: &Value) -> Option<Lookup> {
     } else {
         return None;
     };
-    Some(Lookup { ident, prioritization })
+    Some(Lookup {
+        ident,
+        prioritization,
+    })
 }
 
 /// `POST /users/export/ids`.
-pub async fn export_ids(State(state): State<SharedState>, headers: HeaderMap, RawQuery(q): RawQuery, body: Body) -> Answer {
+pub async fn export_ids(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Answer {
     let bytes = body_bytes(body)?;
     let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.export.ids")?;
     let req: ExportIdsRequest = parse(&bytes)?;
@@ -221,7 +305,11 @@ pub async fn export_ids(State(state): State<SharedState>, headers: HeaderMap, Ra
         false
     };
     for ext in &req.external_ids {
-        if !push(state.store.find(ws.id, &Identifier::ExternalId(ext.clone()))?) {
+        if !push(
+            state
+                .store
+                .find(ws.id, &Identifier::ExternalId(ext.clone()))?,
+        ) {
             invalid.push(ext.clone());
         }
     }
@@ -232,7 +320,11 @@ pub async fn export_ids(State(state): State<SharedState>, headers: HeaderMap, Ra
         push(state.store.find(ws.id, &Identifier::BrazeId(id.clone()))?);
     }
     if let Some(email) = &req.email_address {
-        push(state.store.find(ws.id, &Identifier::Email(email.to_ascii_lowercase()))?);
+        push(
+            state
+                .store
+                .find(ws.id, &Identifier::Email(email.to_ascii_lowercase()))?,
+        );
     }
     if let Some(phone) = &req.phone {
         push(state.store.find(ws.id, &Identifier::Phone(phone.clone()))?);
@@ -254,11 +346,17 @@ mod tests {
     #[test]
     fn merge_texts() {
         assert_eq!(parse_merge(&json!({})).unwrap_err(), MERGE_NOT_ARRAY);
-        assert_eq!(parse_merge(&json!({"merge_updates": [1]})).unwrap_err(), MERGE_NOT_ARRAY);
+        assert_eq!(
+            parse_merge(&json!({"merge_updates": [1]})).unwrap_err(),
+            MERGE_NOT_ARRAY
+        );
         let many: Vec<Value> = (0..51)
             .map(|_| json!({"identifier_to_merge": {"external_id": "a"}, "identifier_to_keep": {"external_id": "b"}}))
             .collect();
-        assert_eq!(parse_merge(&json!({"merge_updates": many})).unwrap_err(), MERGE_TOO_MANY);
+        assert_eq!(
+            parse_merge(&json!({"merge_updates": many})).unwrap_err(),
+            MERGE_TOO_MANY
+        );
         let extra = json!({"merge_updates": [{"identifier_to_merge": {"external_id": "a"}, "identifier_to_keep": {"external_id": "b"}, "x": 1}]});
         assert_eq!(parse_merge(&extra).unwrap_err(), MERGE_KEYS);
         let bad = json!({"merge_updates": [{"identifier_to_merge": {"external_id": 1}, "identifier_to_keep": {"external_id": "b"}}]});

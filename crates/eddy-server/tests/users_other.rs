@@ -20,19 +20,40 @@ async fn identify_merges_alias_profile_and_keeps_history() {
         "attributes": [{"user_alias": a, "_update_existing_only": false, "from_alias": true, "first_name": "Anon"}]
     }))
     .await;
-    app.track(json!({"events": [{"user_alias": a, "name": "open", "time": "2020-01-01"}]})).await;
+    app.track(json!({"events": [{"user_alias": a, "name": "open", "time": "2020-01-01"}]}))
+        .await;
     app.track(json!({
         "attributes": [{"external_id": "u1", "first_name": "Known"}],
         "events": [{"external_id": "u1", "name": "open", "time": "2021-01-01"}]
     }))
     .await;
-    let (status, body) = app.post("/users/identify", json!({"aliases_to_identify": [{"external_id": "u1", "user_alias": a}]})).await;
-    assert_eq!((status, body), (201, json!({"aliases_processed": 1, "message": "success"})));
+    let (status, body) = app
+        .post(
+            "/users/identify",
+            json!({"aliases_to_identify": [{"external_id": "u1", "user_alias": a}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (201, json!({"aliases_processed": 1, "message": "success"}))
+    );
     let user = app.user("u1").await.unwrap();
-    assert_eq!(user["first_name"], "Known", "the identified profile's fields win");
-    assert_eq!(user["custom_attributes"]["from_alias"], true, "missing attributes come from the alias profile");
-    assert_eq!(user["custom_events"][0]["count"], 2, "event history is summed");
-    assert_eq!(user["custom_events"][0]["first"], "2020-01-01T00:00:00.000Z");
+    assert_eq!(
+        user["first_name"], "Known",
+        "the identified profile's fields win"
+    );
+    assert_eq!(
+        user["custom_attributes"]["from_alias"], true,
+        "missing attributes come from the alias profile"
+    );
+    assert_eq!(
+        user["custom_events"][0]["count"], 2,
+        "event history is summed"
+    );
+    assert_eq!(
+        user["custom_events"][0]["first"],
+        "2020-01-01T00:00:00.000Z"
+    );
     assert_eq!(user["user_aliases"], json!([a]));
     // The alias now names the identified profile; the alias-only profile is gone.
     let by_alias = app.user_by(json!({"user_aliases": [a]})).await.unwrap();
@@ -43,23 +64,44 @@ async fn identify_merges_alias_profile_and_keeps_history() {
 async fn identify_assigns_external_id_when_it_is_new() {
     let app = spawn_app().await;
     let a = alias("x", "l");
-    app.track(json!({"attributes": [{"user_alias": a, "_update_existing_only": false, "k": 1}]})).await;
-    app.post("/users/identify", json!({"aliases_to_identify": [{"external_id": "fresh", "user_alias": a}]})).await;
+    app.track(json!({"attributes": [{"user_alias": a, "_update_existing_only": false, "k": 1}]}))
+        .await;
+    app.post(
+        "/users/identify",
+        json!({"aliases_to_identify": [{"external_id": "fresh", "user_alias": a}]}),
+    )
+    .await;
     let user = app.user("fresh").await.unwrap();
     assert_eq!(user["custom_attributes"]["k"], 1);
     // An identified user with another alias of the same label is not combined.
     let b = alias("y", "l");
-    app.track(json!({"attributes": [{"user_alias": b, "_update_existing_only": false, "k": 2}]})).await;
-    app.post("/users/identify", json!({"aliases_to_identify": [{"external_id": "fresh", "user_alias": b}]})).await;
-    assert_eq!(app.user("fresh").await.unwrap()["custom_attributes"]["k"], 1);
-    assert!(app.user_by(json!({"user_aliases": [b]})).await.unwrap().get("external_id").is_none());
+    app.track(json!({"attributes": [{"user_alias": b, "_update_existing_only": false, "k": 2}]}))
+        .await;
+    app.post(
+        "/users/identify",
+        json!({"aliases_to_identify": [{"external_id": "fresh", "user_alias": b}]}),
+    )
+    .await;
+    assert_eq!(
+        app.user("fresh").await.unwrap()["custom_attributes"]["k"],
+        1
+    );
+    assert!(
+        app.user_by(json!({"user_aliases": [b]}))
+            .await
+            .unwrap()
+            .get("external_id")
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn identify_by_email() {
     let app = spawn_app().await;
-    app.track(json!({"attributes": [{"email": "e@x.io", "src": "email"}]})).await;
-    app.track(json!({"attributes": [{"external_id": "u", "first_name": "U"}]})).await;
+    app.track(json!({"attributes": [{"email": "e@x.io", "src": "email"}]}))
+        .await;
+    app.track(json!({"attributes": [{"external_id": "u", "first_name": "U"}]}))
+        .await;
     let (status, _) = app
         .post(
             "/users/identify",
@@ -77,16 +119,24 @@ async fn identify_validation() {
     let app = spawn_app().await;
     let (status, _) = app.post("/users/identify", json!({})).await;
     assert_eq!(status, 400);
-    let many: Vec<Value> = (0..51).map(|i| json!({"external_id": "u", "user_alias": alias(&i.to_string(), "l")})).collect();
-    let (status, body) = app.post("/users/identify", json!({"aliases_to_identify": many})).await;
+    let many: Vec<Value> = (0..51)
+        .map(|i| json!({"external_id": "u", "user_alias": alias(&i.to_string(), "l")}))
+        .collect();
+    let (status, body) = app
+        .post("/users/identify", json!({"aliases_to_identify": many}))
+        .await;
     assert_eq!(status, 400);
-    assert_eq!(body["message"], "The max number of external_ids and aliases per request was exceeded");
+    assert_eq!(
+        body["message"],
+        "The max number of external_ids and aliases per request was exceeded"
+    );
 }
 
 #[tokio::test]
 async fn alias_new_and_update() {
     let app = spawn_app().await;
-    app.track(json!({"attributes": [{"external_id": "u", "x": 1}]})).await;
+    app.track(json!({"attributes": [{"external_id": "u", "x": 1}]}))
+        .await;
     let (status, body) = app
         .post(
             "/users/alias/new",
@@ -98,15 +148,37 @@ async fn alias_new_and_update() {
         )
         .await;
     assert_eq!((status, body["aliases_processed"].clone()), (201, json!(3)));
-    assert_eq!(app.user_by(json!({"user_aliases": [alias("n1", "crm")]})).await.unwrap()["external_id"], "u");
-    assert!(app.user_by(json!({"user_aliases": [alias("anon", "crm")]})).await.is_some(), "alias-only user created");
-    assert!(app.user_by(json!({"user_aliases": [alias("n2", "crm")]})).await.is_none(), "unknown external id: not added");
+    assert_eq!(
+        app.user_by(json!({"user_aliases": [alias("n1", "crm")]}))
+            .await
+            .unwrap()["external_id"],
+        "u"
+    );
+    assert!(
+        app.user_by(json!({"user_aliases": [alias("anon", "crm")]}))
+            .await
+            .is_some(),
+        "alias-only user created"
+    );
+    assert!(
+        app.user_by(json!({"user_aliases": [alias("n2", "crm")]}))
+            .await
+            .is_none(),
+        "unknown external id: not added"
+    );
     let (status, _) = app
         .post("/users/alias/update", json!({"alias_updates": [{"alias_label": "crm", "old_alias_name": "n1", "new_alias_name": "n9"}]}))
         .await;
     assert_eq!(status, 201);
-    assert!(app.user_by(json!({"user_aliases": [alias("n1", "crm")]})).await.is_none());
-    assert_eq!(app.user("u").await.unwrap()["user_aliases"], json!([alias("n9", "crm")]));
+    assert!(
+        app.user_by(json!({"user_aliases": [alias("n1", "crm")]}))
+            .await
+            .is_none()
+    );
+    assert_eq!(
+        app.user("u").await.unwrap()["user_aliases"],
+        json!([alias("n9", "crm")])
+    );
 }
 
 #[tokio::test]
@@ -119,14 +191,28 @@ async fn delete_removes_profiles_and_identifiers() {
     ]}))
     .await;
     let (status, body) = app
-        .post("/users/delete", json!({"external_ids": ["a", "b", "zzz"], "user_aliases": [alias("c", "l")]}))
+        .post(
+            "/users/delete",
+            json!({"external_ids": ["a", "b", "zzz"], "user_aliases": [alias("c", "l")]}),
+        )
         .await;
-    assert_eq!((status, body), (201, json!({"deleted": 3, "message": "success"})));
+    assert_eq!(
+        (status, body),
+        (201, json!({"deleted": 3, "message": "success"}))
+    );
     assert!(app.user("a").await.is_none());
-    assert!(app.user_by(json!({"email_address": "a@x.io"})).await.is_none());
+    assert!(
+        app.user_by(json!({"email_address": "a@x.io"}))
+            .await
+            .is_none()
+    );
     // The external id is free again: a new profile with a new braze id.
-    app.track(json!({"attributes": [{"external_id": "a", "x": 1}]})).await;
-    assert_eq!(app.user("a").await.unwrap()["custom_attributes"], json!({"x": 1}));
+    app.track(json!({"attributes": [{"external_id": "a", "x": 1}]}))
+        .await;
+    assert_eq!(
+        app.user("a").await.unwrap()["custom_attributes"],
+        json!({"x": 1})
+    );
     let (status, _) = app.post("/users/delete", json!({})).await;
     assert_eq!(status, 400);
 }
@@ -148,8 +234,13 @@ async fn merge_folds_profiles_with_braze_texts() {
     assert_eq!(user["first_name"], "New");
     assert_eq!(user["custom_attributes"]["only_old"], 1);
     assert_eq!(user["purchases"][0]["count"], 1);
-    let (status, body) = app.post("/users/merge", json!({"merge_updates": "x"})).await;
-    assert_eq!((status, body["message"].as_str()), (400, Some("'merge_updates' must be an array of objects")));
+    let (status, body) = app
+        .post("/users/merge", json!({"merge_updates": "x"}))
+        .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("'merge_updates' must be an array of objects"))
+    );
 }
 
 #[tokio::test]
@@ -158,73 +249,160 @@ async fn auth_errors_and_permissions() {
     let body = json!({"attributes": [{"external_id": "u", "x": 1}]});
     let (status, resp) = app.post_as("wrong-key", "/users/track", body.clone()).await;
     assert_eq!((status, resp), (401, json!({"message": "Invalid API Key"})));
-    let r = app.client.post(app.url("/users/track")).json(&body).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/users/track"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "missing key");
-    let r = app.client.post(app.url("/users/track")).header("authorization", format!("Bearer \"{}\"", app.key)).json(&body).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/users/track"))
+        .header("authorization", format!("Bearer \"{}\"", app.key))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "quoted key");
     let export_only = app.create_key("default", Some(&["users.export.ids"])).await;
-    let (status, resp) = app.post_as(&export_only, "/users/track", body.clone()).await;
+    let (status, resp) = app
+        .post_as(&export_only, "/users/track", body.clone())
+        .await;
     assert_eq!(status, 403);
-    assert!(resp["message"].as_str().unwrap().contains("users.track"), "{resp}");
+    assert!(
+        resp["message"].as_str().unwrap().contains("users.track"),
+        "{resp}"
+    );
     // Legacy: api_key in the body or the query string.
     let mut legacy = body.clone();
     legacy["api_key"] = json!(app.key);
-    let r = app.client.post(app.url("/users/track")).json(&legacy).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    let r = app.client.post(app.url(&format!("/users/track?api_key={}", app.key))).json(&body).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    // A revoked key stops working.
-    let (_, created) = app.admin_post("/eddy/v1/workspaces/default/api-keys", json!({"name": "tmp"})).await;
     let r = app
         .client
-        .delete(app.url(&format!("/eddy/v1/workspaces/default/api-keys/{}", created["id"].as_str().unwrap())))
+        .post(app.url("/users/track"))
+        .json(&legacy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = app
+        .client
+        .post(app.url(&format!("/users/track?api_key={}", app.key)))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // A revoked key stops working.
+    let (_, created) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/api-keys",
+            json!({"name": "tmp"}),
+        )
+        .await;
+    let r = app
+        .client
+        .delete(app.url(&format!(
+            "/eddy/v1/workspaces/default/api-keys/{}",
+            created["id"].as_str().unwrap()
+        )))
         .bearer_auth(&app.admin_token)
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    assert_eq!(app.post_as(created["key"].as_str().unwrap(), "/users/track", body).await.0, 401);
+    assert_eq!(
+        app.post_as(created["key"].as_str().unwrap(), "/users/track", body)
+            .await
+            .0,
+        401
+    );
 }
 
 #[tokio::test]
 async fn keys_belong_to_one_workspace() {
     let app = spawn_app().await;
-    let (status, ws) = app.admin_post("/eddy/v1/workspaces", json!({"name": "other"})).await;
+    let (status, ws) = app
+        .admin_post("/eddy/v1/workspaces", json!({"name": "other"}))
+        .await;
     assert_eq!(status, 201, "{ws}");
     let other = app.create_key("other", None).await;
-    app.post_as(&other, "/users/track", json!({"attributes": [{"external_id": "u", "ws": "other"}]})).await;
-    assert!(app.user("u").await.is_none(), "the default workspace does not see it");
-    let (_, found) = app.post_as(&other, "/users/export/ids", json!({"external_ids": ["u"]})).await;
+    app.post_as(
+        &other,
+        "/users/track",
+        json!({"attributes": [{"external_id": "u", "ws": "other"}]}),
+    )
+    .await;
+    assert!(
+        app.user("u").await.is_none(),
+        "the default workspace does not see it"
+    );
+    let (_, found) = app
+        .post_as(&other, "/users/export/ids", json!({"external_ids": ["u"]}))
+        .await;
     assert_eq!(found["users"][0]["custom_attributes"]["ws"], "other");
-    let (status, _) = app.admin_post("/eddy/v1/workspaces", json!({"name": "other"})).await;
+    let (status, _) = app
+        .admin_post("/eddy/v1/workspaces", json!({"name": "other"}))
+        .await;
     assert_eq!(status, 409);
     let (_, list) = app.admin_get("/eddy/v1/workspaces").await;
     assert_eq!(list["workspaces"].as_array().unwrap().len(), 2);
-    let r = app.client.get(app.url("/eddy/v1/workspaces")).bearer_auth("nope").send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/eddy/v1/workspaces"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
 }
 
 #[tokio::test]
 async fn rate_limits_and_headers() {
     let app = spawn_with(|c| {
-        c.rate_limits.insert("users.track".into(), RateLimit { limit: 2, window_seconds: 3600 });
+        c.rate_limits.insert(
+            "users.track".into(),
+            RateLimit {
+                limit: 2,
+                window_seconds: 3600,
+            },
+        );
     })
     .await;
     let body = json!({"attributes": [{"external_id": "u", "x": 1}]});
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let r = app.client.post(app.url("/users/track")).bearer_auth(&app.key).json(&body).send().await.unwrap();
+        let r = app
+            .client
+            .post(app.url("/users/track"))
+            .bearer_auth(&app.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let h = r.headers();
         seen.push((
             r.status().as_u16(),
             h["x-ratelimit-limit"].to_str().unwrap().to_string(),
             h["x-ratelimit-remaining"].to_str().unwrap().to_string(),
         ));
-        assert!(h["x-ratelimit-reset"].to_str().unwrap().parse::<u64>().unwrap() > 1_700_000_000);
+        assert!(
+            h["x-ratelimit-reset"]
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                > 1_700_000_000
+        );
     }
     assert_eq!(
         seen,
-        vec![(201, "2".into(), "1".into()), (201, "2".into(), "0".into()), (429, "2".into(), "0".into())]
+        vec![
+            (201, "2".into(), "1".into()),
+            (201, "2".into(), "0".into()),
+            (429, "2".into(), "0".into())
+        ]
     );
     // Other endpoints have their own windows, and every response carries the headers.
     for path in ["/health", "/nope", "/metrics"] {
@@ -240,7 +418,10 @@ async fn body_limits_and_gzip() {
     let app = spawn_with(|c| c.max_body_bytes = 2048).await;
     let big = json!({"attributes": [{"external_id": "u", "x": "y".repeat(250), "z": "y".repeat(250), "w": "y".repeat(250)}], "pad": "p".repeat(3000)});
     let (status, body) = app.track(big).await;
-    assert_eq!((status, body), (413, json!({"message": "Request Entity Too Large"})));
+    assert_eq!(
+        (status, body),
+        (413, json!({"message": "Request Entity Too Large"}))
+    );
     let small = json!({"attributes": [{"external_id": "gz", "x": 1}]});
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     encoder.write_all(small.to_string().as_bytes()).unwrap();
@@ -283,8 +464,13 @@ async fn acknowledged_writes_survive_a_restart() {
     again.key = key;
     assert_eq!(again.user("u").await.unwrap(), before);
     // Ids keep growing after a restart: a new user gets a new braze id.
-    again.track(json!({"attributes": [{"external_id": "v", "x": 1}]})).await;
-    assert_ne!(again.user("v").await.unwrap()["braze_id"], before["braze_id"]);
+    again
+        .track(json!({"attributes": [{"external_id": "v", "x": 1}]}))
+        .await;
+    assert_ne!(
+        again.user("v").await.unwrap()["braze_id"],
+        before["braze_id"]
+    );
     again.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -299,9 +485,13 @@ async fn writes_fill_the_currents_outbox_atomically() {
         "purchases": [{"external_id": "u", "product_id": "p", "currency": "EUR", "price": 1.5, "quantity": 2, "time": "2020-01-01"}]
     }))
     .await;
-    app.post("/users/delete", json!({"external_ids": ["u"]})).await;
+    app.post("/users/delete", json!({"external_ids": ["u"]}))
+        .await;
     let outbox = app.store.outbox(0, 100).unwrap();
-    let types: Vec<&str> = outbox.iter().map(|(_, e)| e["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = outbox
+        .iter()
+        .map(|(_, e)| e["type"].as_str().unwrap())
+        .collect();
     assert_eq!(
         types,
         vec![
@@ -322,18 +512,36 @@ async fn writes_fill_the_currents_outbox_atomically() {
     assert_eq!(event["properties"], "{\"k\":\"v\"}");
     assert_eq!(outbox[0].1["record"]["subscription_status"], "Opted In");
     assert_eq!(outbox[0].1["record"]["email_address"], "u@x.io");
-    let ids: std::collections::HashSet<&str> = outbox.iter().map(|(_, e)| e["record"]["id"].as_str().unwrap()).collect();
+    let ids: std::collections::HashSet<&str> = outbox
+        .iter()
+        .map(|(_, e)| e["record"]["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 6, "every event has its own id");
-    assert_eq!(outbox[5].1["record"]["user_id"], outbox[2].1["record"]["user_id"]);
+    assert_eq!(
+        outbox[5].1["record"]["user_id"],
+        outbox[2].1["record"]["user_id"]
+    );
 }
 
 #[tokio::test]
 async fn metrics_and_health() {
     let app = spawn_app().await;
-    app.track(json!({"attributes": [{"external_id": "u", "x": 1}]})).await;
+    app.track(json!({"attributes": [{"external_id": "u", "x": 1}]}))
+        .await;
     let r = app.client.get(app.url("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(text.contains("eddy_http_requests_total{group=\"users.track\",status=\"201\"} 1"), "{text}");
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("eddy_http_requests_total{group=\"users.track\",status=\"201\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("eddy_writer_commits_total"), "{text}");
 }

@@ -18,12 +18,18 @@ async fn creates_users_and_answers_with_counts() {
         }))
         .await;
     assert_eq!(status, 201);
-    assert_eq!(body, json!({"message": "success", "attributes_processed": 1, "events_processed": 1, "purchases_processed": 1}));
+    assert_eq!(
+        body,
+        json!({"message": "success", "attributes_processed": 1, "events_processed": 1, "purchases_processed": 1})
+    );
     let user = app.user("u1").await.expect("user exists");
     assert_eq!(user["first_name"], "Jane");
     assert_eq!(user["custom_attributes"]["loyalty_points"], 1982);
     assert_eq!(user["custom_events"][0]["name"], "rented_movie");
-    assert_eq!(user["custom_events"][0]["first"], "2013-07-16T18:20:45.000Z");
+    assert_eq!(
+        user["custom_events"][0]["first"],
+        "2013-07-16T18:20:45.000Z"
+    );
     assert_eq!(user["purchases"][0]["name"], "backpack");
     assert_eq!(user["braze_id"].as_str().map(str::len), Some(24));
 }
@@ -31,7 +37,9 @@ async fn creates_users_and_answers_with_counts() {
 #[tokio::test]
 async fn only_present_arrays_get_counts() {
     let app = spawn_app().await;
-    let (status, body) = app.track(json!({"events": [{"external_id": "u", "name": "e", "time": "2020-01-01"}]})).await;
+    let (status, body) = app
+        .track(json!({"events": [{"external_id": "u", "name": "e", "time": "2020-01-01"}]}))
+        .await;
     assert_eq!(status, 201);
     assert_eq!(body, json!({"message": "success", "events_processed": 1}));
 }
@@ -69,10 +77,18 @@ async fn invalid_objects_never_cost_valid_ones() {
 #[tokio::test]
 async fn nothing_valid_is_a_400_with_braze_text() {
     let app = spawn_app().await;
-    let (status, body) = app.track(json!({"events": [{"name": "x", "time": "2020-01-01"}]})).await;
+    let (status, body) = app
+        .track(json!({"events": [{"name": "x", "time": "2020-01-01"}]}))
+        .await;
     assert_eq!(status, 400);
-    assert_eq!(body["message"], "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields.");
-    assert_eq!(body["errors"], json!([{"type": IDENTIFIER_REQUIRED, "input_array": "events", "index": 0}]));
+    assert_eq!(
+        body["message"],
+        "Valid data must be provided in the 'attributes', 'events', or 'purchases' fields."
+    );
+    assert_eq!(
+        body["errors"],
+        json!([{"type": IDENTIFIER_REQUIRED, "input_array": "events", "index": 0}])
+    );
     let (status, body) = app.track(json!({})).await;
     assert_eq!(status, 400);
     assert_eq!(body["errors"], json!([]));
@@ -81,12 +97,16 @@ async fn nothing_valid_is_a_400_with_braze_text() {
 #[tokio::test]
 async fn more_than_75_objects_is_rejected() {
     let app = spawn_app().await;
-    let objects: Vec<Value> = (0..76).map(|i| json!({"external_id": format!("u{i}"), "x": 1})).collect();
+    let objects: Vec<Value> = (0..76)
+        .map(|i| json!({"external_id": format!("u{i}"), "x": 1}))
+        .collect();
     let (status, body) = app.track(json!({"attributes": objects})).await;
     assert_eq!(status, 400);
     assert_eq!(body["message"], "Max Input Length Exceeded");
     assert!(app.user("u0").await.is_none());
-    let objects: Vec<Value> = (0..75).map(|i| json!({"external_id": format!("u{i}"), "x": 1})).collect();
+    let objects: Vec<Value> = (0..75)
+        .map(|i| json!({"external_id": format!("u{i}"), "x": 1}))
+        .collect();
     assert_eq!(app.track(json!({"attributes": objects})).await.0, 201);
 }
 
@@ -104,7 +124,13 @@ async fn malformed_json_is_a_400() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().starts_with("Invalid JSON in request body"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid JSON in request body"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -112,40 +138,68 @@ async fn update_existing_only_rules() {
     let app = spawn_app().await;
     // Aliases default to update-only: nothing is created.
     let alias = json!({"alias_name": "a@b.co", "alias_label": "email"});
-    let (status, _) = app.track(json!({"attributes": [{"user_alias": alias, "x": 1}]})).await;
+    let (status, _) = app
+        .track(json!({"attributes": [{"user_alias": alias, "x": 1}]}))
+        .await;
     assert_eq!(status, 201);
-    assert!(app.user_by(json!({"user_aliases": [alias]})).await.is_none());
+    assert!(
+        app.user_by(json!({"user_aliases": [alias]}))
+            .await
+            .is_none()
+    );
     // With _update_existing_only false an alias-only profile is created.
-    app.track(json!({"attributes": [{"user_alias": alias, "_update_existing_only": false, "x": 1}]})).await;
-    let user = app.user_by(json!({"user_aliases": [alias]})).await.expect("alias-only profile");
+    app.track(
+        json!({"attributes": [{"user_alias": alias, "_update_existing_only": false, "x": 1}]}),
+    )
+    .await;
+    let user = app
+        .user_by(json!({"user_aliases": [alias]}))
+        .await
+        .expect("alias-only profile");
     assert_eq!(user["user_aliases"], json!([alias]));
     assert!(user.get("external_id").is_none());
     // Events on aliases are update-only too, and then land on the existing profile.
-    app.track(json!({"events": [{"user_alias": alias, "name": "e", "time": "2020-01-01"}]})).await;
+    app.track(json!({"events": [{"user_alias": alias, "name": "e", "time": "2020-01-01"}]}))
+        .await;
     let user = app.user_by(json!({"user_aliases": [alias]})).await.unwrap();
     assert_eq!(user["custom_events"][0]["count"], 1);
     // External ids are created unless update-only is asked for.
-    app.track(json!({"attributes": [{"external_id": "ghost", "_update_existing_only": true, "x": 1}]})).await;
+    app.track(
+        json!({"attributes": [{"external_id": "ghost", "_update_existing_only": true, "x": 1}]}),
+    )
+    .await;
     assert!(app.user("ghost").await.is_none());
     // An unknown braze_id names nobody.
-    let (status, _) = app.track(json!({"attributes": [{"braze_id": "000000000000000000000000", "x": 1}]})).await;
+    let (status, _) = app
+        .track(json!({"attributes": [{"braze_id": "000000000000000000000000", "x": 1}]}))
+        .await;
     assert_eq!(status, 201);
 }
 
 #[tokio::test]
 async fn email_identifies_and_prefers_the_identified_profile() {
     let app = spawn_app().await;
-    app.track(json!({"attributes": [{"email": "Jo@Example.com", "first_name": "EmailOnly"}]})).await;
-    let user = app.user_by(json!({"email_address": "jo@example.com"})).await.expect("email-only user");
+    app.track(json!({"attributes": [{"email": "Jo@Example.com", "first_name": "EmailOnly"}]}))
+        .await;
+    let user = app
+        .user_by(json!({"email_address": "jo@example.com"}))
+        .await
+        .expect("email-only user");
     assert_eq!(user["first_name"], "EmailOnly");
     assert!(user.get("external_id").is_none());
     // A second profile with the same email and an external id takes precedence.
-    app.track(json!({"attributes": [{"external_id": "jo", "email": "jo@example.com"}]})).await;
-    app.track(json!({"attributes": [{"email": "jo@example.com", "last_name": "Routed"}]})).await;
+    app.track(json!({"attributes": [{"external_id": "jo", "email": "jo@example.com"}]}))
+        .await;
+    app.track(json!({"attributes": [{"email": "jo@example.com", "last_name": "Routed"}]}))
+        .await;
     assert_eq!(app.user("jo").await.unwrap()["last_name"], "Routed");
     // Phone works the same; email wins when both are given.
-    app.track(json!({"attributes": [{"phone": "+15555550100", "first_name": "Phone"}]})).await;
-    assert_eq!(app.user_by(json!({"phone": "+15555550100"})).await.unwrap()["first_name"], "Phone");
+    app.track(json!({"attributes": [{"phone": "+15555550100", "first_name": "Phone"}]}))
+        .await;
+    assert_eq!(
+        app.user_by(json!({"phone": "+15555550100"})).await.unwrap()["first_name"],
+        "Phone"
+    );
 }
 
 #[tokio::test]
@@ -173,7 +227,10 @@ async fn custom_attribute_types() {
         "gone": null
     }]}))
     .await;
-    app.track(json!({"attributes": [{"external_id": "u", "pets": {"$add": [{"id": 3, "type": "dog"}]}}]})).await;
+    app.track(
+        json!({"attributes": [{"external_id": "u", "pets": {"$add": [{"id": 3, "type": "dog"}]}}]}),
+    )
+    .await;
     app.track(json!({"attributes": [{"external_id": "u", "pets": {"$remove": [{"$identifier_key": "type", "$identifier_value": "dog"}]}}]}))
         .await;
     let attrs = app.user("u").await.unwrap()["custom_attributes"].clone();
@@ -189,16 +246,24 @@ async fn custom_attribute_types() {
         attrs["car"],
         json!({"make": "Volvo", "bought": {"$time": "2020-05-28T00:00:00.000Z"}, "spec": {"hp": 120, "doors": 4}})
     );
-    assert_eq!(attrs["pets"], json!([{"id": 2, "type": "cat", "breed": "siamese"}]));
+    assert_eq!(
+        attrs["pets"],
+        json!([{"id": 2, "type": "cat", "breed": "siamese"}])
+    );
     assert!(attrs.get("gone").is_none());
 }
 
 #[tokio::test]
 async fn arrays_are_capped_oldest_first() {
     let app = spawn_with(|c| c.max_array_length = 3).await;
-    app.track(json!({"attributes": [{"external_id": "u", "arr": ["a", "b", "c"]}]})).await;
-    app.track(json!({"attributes": [{"external_id": "u", "arr": {"add": ["d"]}}]})).await;
-    assert_eq!(app.user("u").await.unwrap()["custom_attributes"]["arr"], json!(["b", "c", "d"]));
+    app.track(json!({"attributes": [{"external_id": "u", "arr": ["a", "b", "c"]}]}))
+        .await;
+    app.track(json!({"attributes": [{"external_id": "u", "arr": {"add": ["d"]}}]}))
+        .await;
+    assert_eq!(
+        app.user("u").await.unwrap()["custom_attributes"]["arr"],
+        json!(["b", "c", "d"])
+    );
 }
 
 #[tokio::test]
@@ -219,11 +284,20 @@ async fn invalid_nested_attribute_drops_every_nested_update_of_the_request() {
 #[tokio::test]
 async fn type_mismatch_is_reported_and_the_rest_applies() {
     let app = spawn_app().await;
-    app.track(json!({"attributes": [{"external_id": "u", "name_attr": "text"}]})).await;
-    let (status, body) = app.track(json!({"attributes": [{"external_id": "u", "name_attr": {"inc": 1}, "other": 2}]})).await;
+    app.track(json!({"attributes": [{"external_id": "u", "name_attr": "text"}]}))
+        .await;
+    let (status, body) = app
+        .track(json!({"attributes": [{"external_id": "u", "name_attr": {"inc": 1}, "other": 2}]}))
+        .await;
     assert_eq!(status, 201);
-    assert_eq!(body["errors"][0]["type"], "custom attribute 'name_attr' holds another type");
-    assert_eq!(app.user("u").await.unwrap()["custom_attributes"]["other"], 2);
+    assert_eq!(
+        body["errors"][0]["type"],
+        "custom attribute 'name_attr' holds another type"
+    );
+    assert_eq!(
+        app.user("u").await.unwrap()["custom_attributes"]["other"],
+        2
+    );
 }
 
 #[tokio::test]
@@ -246,12 +320,21 @@ async fn standard_fields_are_validated_and_mapped() {
     assert_eq!(user["dob"], "1980-12-21");
     assert!(user.get("time_zone").is_none());
     assert_eq!(user["email_subscribe"], "opted_in");
-    assert_eq!(user["subscription_groups"], json!([{"id": "sg1", "status": "subscribed"}]));
+    assert_eq!(
+        user["subscription_groups"],
+        json!([{"id": "sg1", "status": "subscribed"}])
+    );
     assert_eq!(user["push_tokens"][0]["token"], "tok");
-    assert!(user.get("custom_attributes").is_none(), "standard fields are not custom attributes");
+    assert!(
+        user.get("custom_attributes").is_none(),
+        "standard fields are not custom attributes"
+    );
     // An unmappable country becomes null; a bad dob fails the object.
     let (_, body) = app.track(json!({"attributes": [{"external_id": "u", "country": "Atlantis"}, {"external_id": "u", "dob": "21/12/1980"}]})).await;
-    assert_eq!(body["errors"], json!([{"type": "'dob' is not valid", "input_array": "attributes", "index": 1}]));
+    assert_eq!(
+        body["errors"],
+        json!([{"type": "'dob' is not valid", "input_array": "attributes", "index": 1}])
+    );
     assert!(app.user("u").await.unwrap().get("country").is_none());
 }
 
@@ -270,8 +353,17 @@ async fn event_rules() {
     assert_eq!(body["events_processed"], 2);
     assert_eq!(body["errors"].as_array().unwrap().len(), 2);
     let user = app.user("u").await.unwrap();
-    let future = user["custom_events"].as_array().unwrap().iter().find(|e| e["name"] == "future").unwrap().clone();
-    assert!(future["first"].as_str().unwrap() < "2999", "future times are clamped to now: {future}");
+    let future = user["custom_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "future")
+        .unwrap()
+        .clone();
+    assert!(
+        future["first"].as_str().unwrap() < "2999",
+        "future times are clamped to now: {future}"
+    );
 }
 
 #[tokio::test]
@@ -292,10 +384,21 @@ async fn data_points_file_no_op_writes_as_non_billable() {
     app.track(json!({"attributes": [{"external_id": "u", "first_name": "A", "x": 1, "email_subscribe": "subscribed"}]})).await;
     // external_id (non-billable) + first_name + x (billable) + email_subscribe (non-billable).
     assert_eq!(app.usage_total().await, (2, 2));
-    app.track(json!({"attributes": [{"external_id": "u", "first_name": "A", "x": 1}]})).await;
-    assert_eq!(app.usage_total().await, (2, 4), "unchanged values are non-billable");
-    app.track(json!({"attributes": [{"external_id": "u", "arr": {"add": ["a", "b", "c"]}}]})).await;
-    assert_eq!(app.usage_total().await, (5, 4), "incremental array adds cost one point per value");
-    app.track(json!({"events": [{"external_id": "u", "name": "e", "time": "2020-01-01"}]})).await;
+    app.track(json!({"attributes": [{"external_id": "u", "first_name": "A", "x": 1}]}))
+        .await;
+    assert_eq!(
+        app.usage_total().await,
+        (2, 4),
+        "unchanged values are non-billable"
+    );
+    app.track(json!({"attributes": [{"external_id": "u", "arr": {"add": ["a", "b", "c"]}}]}))
+        .await;
+    assert_eq!(
+        app.usage_total().await,
+        (5, 4),
+        "incremental array adds cost one point per value"
+    );
+    app.track(json!({"events": [{"external_id": "u", "name": "e", "time": "2020-01-01"}]}))
+        .await;
     assert_eq!(app.usage_total().await, (6, 4));
 }

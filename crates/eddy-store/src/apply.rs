@@ -1,6 +1,7 @@
 //! The mutations, applied inside a group commit. Each validates what it needs first and then
 //! writes, so a mutation that is refused leaves nothing behind in the group.
 
+use eddy_model::ObjectError;
 use eddy_model::currents::{self, UserRef};
 use eddy_model::profile::{Limits, Profile, SubscriptionChange};
 use eddy_model::track::{Identifier, Target, TrackBatch};
@@ -8,7 +9,6 @@ use eddy_model::usage::Points;
 use eddy_model::wire::{
     AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse, UserAlias,
 };
-use eddy_model::ObjectError;
 
 use crate::backend::Table;
 use crate::keys::{self, kind};
@@ -57,27 +57,51 @@ impl Txn<'_> {
                 self.link(ws, kind::EXTERNAL, ext.as_bytes(), id);
             }
             Identifier::Alias(alias) => {
-                self.link(ws, kind::ALIAS, &keys::alias_value(&alias.alias_label, &alias.alias_name), id);
+                self.link(
+                    ws,
+                    kind::ALIAS,
+                    &keys::alias_value(&alias.alias_label, &alias.alias_name),
+                    id,
+                );
                 profile.aliases.push(alias.clone());
             }
             Identifier::Email(email) => {
-                profile.fields.insert("email".into(), serde_json::Value::String(email.clone()));
+                profile
+                    .fields
+                    .insert("email".into(), serde_json::Value::String(email.clone()));
                 self.link_shared(ws, kind::EMAIL, email, id)?;
             }
             Identifier::Phone(phone) => {
-                profile.fields.insert("phone".into(), serde_json::Value::String(phone.clone()));
+                profile
+                    .fields
+                    .insert("phone".into(), serde_json::Value::String(phone.clone()));
                 self.link_shared(ws, kind::PHONE, phone, id)?;
             }
             Identifier::BrazeId(_) => {}
         }
         // The identifier itself is a non-billable data point.
-        self.meter(ws, Points { billable: 0, non_billable: 1 });
+        self.meter(
+            ws,
+            Points {
+                billable: 0,
+                non_billable: 1,
+            },
+        );
         Ok(Some((id, profile)))
     }
 
     /// Keeps the email and phone indexes in line with a profile's fields.
-    fn reindex_contacts(&mut self, ws: u32, id: u32, before: &Profile, after: &Profile) -> Result<(), StoreError> {
-        for (kind, old, new) in [(kind::EMAIL, before.email(), after.email()), (kind::PHONE, before.phone(), after.phone())] {
+    fn reindex_contacts(
+        &mut self,
+        ws: u32,
+        id: u32,
+        before: &Profile,
+        after: &Profile,
+    ) -> Result<(), StoreError> {
+        for (kind, old, new) in [
+            (kind::EMAIL, before.email(), after.email()),
+            (kind::PHONE, before.phone(), after.phone()),
+        ] {
             if old == new {
                 continue;
             }
@@ -92,11 +116,18 @@ impl Txn<'_> {
     }
 
     /// `/users/track`: attributes, then events, then purchases, as Braze orders them.
-    pub fn track(&mut self, ws: &Workspace, batch: TrackBatch, limits: Limits) -> Result<TrackResponse, StoreError> {
+    pub fn track(
+        &mut self,
+        ws: &Workspace,
+        batch: TrackBatch,
+        limits: Limits,
+    ) -> Result<TrackResponse, StoreError> {
         let mut response = batch.response;
         let now = self.now_ms;
         for update in batch.attributes {
-            let Some((id, mut profile)) = self.target(ws.id, &update.target)? else { continue };
+            let Some((id, mut profile)) = self.target(ws.id, &update.target)? else {
+                continue;
+            };
             let before = profile.clone();
             let mut points = Points::default();
             let mut changes = Vec::new();
@@ -105,16 +136,29 @@ impl Txn<'_> {
             }
             for (name, op) in &update.custom {
                 if let Err(message) = profile.apply_custom(name, op, limits, &mut points) {
-                    response.errors.push(ObjectError { kind: message, input_array: "attributes".into(), index: update.index });
+                    response.errors.push(ObjectError {
+                        kind: message,
+                        input_array: "attributes".into(),
+                        index: update.index,
+                    });
                 }
             }
             self.reindex_contacts(ws.id, id, &before, &profile)?;
             for change in changes {
-                let user = UserRef { braze_id: &profile.braze_id, external_id: profile.external_id.as_deref(), app_group_id: &ws.app_group_id };
+                let user = UserRef {
+                    braze_id: &profile.braze_id,
+                    external_id: profile.external_id.as_deref(),
+                    app_group_id: &ws.app_group_id,
+                };
                 let event = match change {
-                    SubscriptionChange::Global { channel, state } => {
-                        currents::global_state_change(ids::uuid_v4(), user, now, channel, &state, profile.email())
-                    }
+                    SubscriptionChange::Global { channel, state } => currents::global_state_change(
+                        ids::uuid_v4(),
+                        user,
+                        now,
+                        channel,
+                        &state,
+                        profile.email(),
+                    ),
                     SubscriptionChange::Group { id: group, state } => currents::group_state_change(
                         ids::uuid_v4(),
                         user,
@@ -134,25 +178,54 @@ impl Txn<'_> {
             self.save(ws.id, id, profile);
         }
         for event in batch.events {
-            let Some((id, mut profile)) = self.target(ws.id, &event.target)? else { continue };
+            let Some((id, mut profile)) = self.target(ws.id, &event.target)? else {
+                continue;
+            };
             profile.record_event(&event.name, event.time_ms);
             profile.updated_at = now;
-            let user = UserRef { braze_id: &profile.braze_id, external_id: profile.external_id.as_deref(), app_group_id: &ws.app_group_id };
+            let user = UserRef {
+                braze_id: &profile.braze_id,
+                external_id: profile.external_id.as_deref(),
+                app_group_id: &ws.app_group_id,
+            };
             let record = currents::custom_event(ids::uuid_v4(), user, &event);
             self.emit(ws.id, record);
-            self.meter(ws.id, Points { billable: 1, non_billable: 0 });
+            self.meter(
+                ws.id,
+                Points {
+                    billable: 1,
+                    non_billable: 0,
+                },
+            );
             self.save(ws.id, id, profile);
         }
         for purchase in batch.purchases {
-            let Some((id, mut profile)) = self.target(ws.id, &purchase.target)? else { continue };
-            profile.record_purchase(&purchase.product_id, purchase.price, purchase.quantity, purchase.time_ms);
+            let Some((id, mut profile)) = self.target(ws.id, &purchase.target)? else {
+                continue;
+            };
+            profile.record_purchase(
+                &purchase.product_id,
+                purchase.price,
+                purchase.quantity,
+                purchase.time_ms,
+            );
             profile.updated_at = now;
             for _ in 0..purchase.quantity {
-                let user = UserRef { braze_id: &profile.braze_id, external_id: profile.external_id.as_deref(), app_group_id: &ws.app_group_id };
+                let user = UserRef {
+                    braze_id: &profile.braze_id,
+                    external_id: profile.external_id.as_deref(),
+                    app_group_id: &ws.app_group_id,
+                };
                 let record = currents::purchase(ids::uuid_v4(), user, &purchase);
                 self.emit(ws.id, record);
             }
-            self.meter(ws.id, Points { billable: u64::from(purchase.quantity), non_billable: 0 });
+            self.meter(
+                ws.id,
+                Points {
+                    billable: u64::from(purchase.quantity),
+                    non_billable: 0,
+                },
+            );
             self.save(ws.id, id, profile);
         }
         Ok(response)
@@ -161,19 +234,35 @@ impl Txn<'_> {
     /// Folds profile `gone` into `keep`: data, devices and contacts move, `gone` is deleted and
     /// remembered as merged into `keep`. Aliases move when `move_aliases` (identify) and their
     /// label is free on `keep`.
-    fn merge_profiles(&mut self, ws: u32, keep: u32, gone: u32, move_aliases: bool) -> Result<(), StoreError> {
-        let (Some(mut survivor), Some(merged)) = (self.load(ws, keep)?, self.load(ws, gone)?) else {
+    fn merge_profiles(
+        &mut self,
+        ws: u32,
+        keep: u32,
+        gone: u32,
+        move_aliases: bool,
+    ) -> Result<(), StoreError> {
+        let (Some(mut survivor), Some(merged)) = (self.load(ws, keep)?, self.load(ws, gone)?)
+        else {
             return Ok(());
         };
         let before = survivor.clone();
         survivor.absorb(&merged);
         if move_aliases {
             for alias in &merged.aliases {
-                if survivor.aliases.iter().any(|a| a.alias_label == alias.alias_label) {
+                if survivor
+                    .aliases
+                    .iter()
+                    .any(|a| a.alias_label == alias.alias_label)
+                {
                     continue;
                 }
                 survivor.aliases.push(alias.clone());
-                self.link(ws, kind::ALIAS, &keys::alias_value(&alias.alias_label, &alias.alias_name), keep);
+                self.link(
+                    ws,
+                    kind::ALIAS,
+                    &keys::alias_value(&alias.alias_label, &alias.alias_name),
+                    keep,
+                );
             }
         }
         for device in &merged.devices {
@@ -189,14 +278,24 @@ impl Txn<'_> {
     }
 
     /// Removes the identifiers of a profile that is going away, except those now on `heir`.
-    fn drop_identifiers(&mut self, ws: u32, id: u32, profile: &Profile, heir: &Profile) -> Result<(), StoreError> {
+    fn drop_identifiers(
+        &mut self,
+        ws: u32,
+        id: u32,
+        profile: &Profile,
+        heir: &Profile,
+    ) -> Result<(), StoreError> {
         self.unlink(ws, kind::BRAZE, profile.braze_id.as_bytes());
         if let Some(ext) = &profile.external_id {
             self.unlink(ws, kind::EXTERNAL, ext.as_bytes());
         }
         for alias in &profile.aliases {
             if !heir.aliases.contains(alias) {
-                self.unlink(ws, kind::ALIAS, &keys::alias_value(&alias.alias_label, &alias.alias_name));
+                self.unlink(
+                    ws,
+                    kind::ALIAS,
+                    &keys::alias_value(&alias.alias_label, &alias.alias_name),
+                );
             }
         }
         for device in &profile.devices {
@@ -219,8 +318,15 @@ impl Txn<'_> {
     }
 
     /// Gives an unidentified profile an external id.
-    fn assign_external_id(&mut self, ws: u32, id: u32, external_id: &str) -> Result<(), StoreError> {
-        let Some(mut profile) = self.load(ws, id)? else { return Ok(()) };
+    fn assign_external_id(
+        &mut self,
+        ws: u32,
+        id: u32,
+        external_id: &str,
+    ) -> Result<(), StoreError> {
+        let Some(mut profile) = self.load(ws, id)? else {
+            return Ok(());
+        };
         if profile.external_id.is_some() {
             return Ok(());
         }
@@ -237,19 +343,32 @@ impl Txn<'_> {
         for entry in &req.aliases_to_identify {
             processed += 1;
             let alias = &entry.user_alias;
-            let Some(alias_id) = self.ident(ws.id, kind::ALIAS, &keys::alias_value(&alias.alias_label, &alias.alias_name))? else {
+            let Some(alias_id) = self.ident(
+                ws.id,
+                kind::ALIAS,
+                &keys::alias_value(&alias.alias_label, &alias.alias_name),
+            )?
+            else {
                 continue;
             };
             match self.identified(ws.id, &entry.external_id)? {
                 None => self.assign_external_id(ws.id, alias_id, &entry.external_id)?,
                 Some(keep) if keep == alias_id => {}
                 Some(keep) => {
-                    let Some(target) = self.load(ws.id, keep)? else { continue };
+                    let Some(target) = self.load(ws.id, keep)? else {
+                        continue;
+                    };
                     // Braze: if the identified user already has an alias with this label, no merge.
-                    if target.aliases.iter().any(|a| a.alias_label == alias.alias_label) {
+                    if target
+                        .aliases
+                        .iter()
+                        .any(|a| a.alias_label == alias.alias_label)
+                    {
                         continue;
                     }
-                    let Some(source) = self.load(ws.id, alias_id)? else { continue };
+                    let Some(source) = self.load(ws.id, alias_id)? else {
+                        continue;
+                    };
                     if source.external_id.is_some() {
                         continue;
                     }
@@ -260,8 +379,16 @@ impl Txn<'_> {
         let contacts = req
             .emails_to_identify
             .iter()
-            .filter_map(|e| e.email.as_ref().map(|v| (e, kind::EMAIL, v.to_ascii_lowercase())))
-            .chain(req.phone_numbers_to_identify.iter().filter_map(|e| e.phone.as_ref().map(|v| (e, kind::PHONE, v.clone()))));
+            .filter_map(|e| {
+                e.email
+                    .as_ref()
+                    .map(|v| (e, kind::EMAIL, v.to_ascii_lowercase()))
+            })
+            .chain(
+                req.phone_numbers_to_identify
+                    .iter()
+                    .filter_map(|e| e.phone.as_ref().map(|v| (e, kind::PHONE, v.clone()))),
+            );
         let contacts: Vec<_> = contacts.collect();
         for (entry, kind, value) in contacts {
             processed += 1;
@@ -269,7 +396,9 @@ impl Txn<'_> {
             if !rules.iter().any(|r| r == "unidentified") {
                 rules.insert(0, "unidentified".into());
             }
-            let Some(source) = self.pick(ws.id, kind, &value, &rules)? else { continue };
+            let Some(source) = self.pick(ws.id, kind, &value, &rules)? else {
+                continue;
+            };
             match self.identified(ws.id, &entry.external_id)? {
                 None => self.assign_external_id(ws.id, source, &entry.external_id)?,
                 Some(keep) if keep == source => {}
@@ -280,7 +409,11 @@ impl Txn<'_> {
     }
 
     /// `/users/alias/new`.
-    pub fn alias_new(&mut self, ws: &Workspace, req: &AliasNewRequest) -> Result<usize, StoreError> {
+    pub fn alias_new(
+        &mut self,
+        ws: &Workspace,
+        req: &AliasNewRequest,
+    ) -> Result<usize, StoreError> {
         let mut processed = 0;
         for entry in &req.user_aliases {
             processed += 1;
@@ -288,44 +421,75 @@ impl Txn<'_> {
             if self.ident(ws.id, kind::ALIAS, &value)?.is_some() {
                 continue;
             }
-            let alias = UserAlias { alias_name: entry.alias_name.clone(), alias_label: entry.alias_label.clone() };
+            let alias = UserAlias {
+                alias_name: entry.alias_name.clone(),
+                alias_label: entry.alias_label.clone(),
+            };
             let (id, mut profile) = match &entry.external_id {
                 Some(ext) => {
                     // Braze: an alias for an external id that does not exist is not added.
-                    let Some(id) = self.identified(ws.id, ext)? else { continue };
-                    let Some(profile) = self.load(ws.id, id)? else { continue };
+                    let Some(id) = self.identified(ws.id, ext)? else {
+                        continue;
+                    };
+                    let Some(profile) = self.load(ws.id, id)? else {
+                        continue;
+                    };
                     (id, profile)
                 }
                 None => self.create_profile(ws.id),
             };
             // One alias per label: a new name under a label replaces the old one.
-            if let Some(old) = profile.aliases.iter().position(|a| a.alias_label == alias.alias_label) {
+            if let Some(old) = profile
+                .aliases
+                .iter()
+                .position(|a| a.alias_label == alias.alias_label)
+            {
                 let old = profile.aliases.remove(old);
-                self.unlink(ws.id, kind::ALIAS, &keys::alias_value(&old.alias_label, &old.alias_name));
+                self.unlink(
+                    ws.id,
+                    kind::ALIAS,
+                    &keys::alias_value(&old.alias_label, &old.alias_name),
+                );
             }
             profile.aliases.push(alias);
             profile.updated_at = self.now_ms;
             self.link(ws.id, kind::ALIAS, &value, id);
             self.save(ws.id, id, profile);
-            self.meter(ws.id, Points { billable: 0, non_billable: 1 });
+            self.meter(
+                ws.id,
+                Points {
+                    billable: 0,
+                    non_billable: 1,
+                },
+            );
         }
         Ok(processed)
     }
 
     /// `/users/alias/update`.
-    pub fn alias_update(&mut self, ws: &Workspace, req: &AliasUpdateRequest) -> Result<usize, StoreError> {
+    pub fn alias_update(
+        &mut self,
+        ws: &Workspace,
+        req: &AliasUpdateRequest,
+    ) -> Result<usize, StoreError> {
         let mut processed = 0;
         for entry in &req.alias_updates {
             processed += 1;
             let old = keys::alias_value(&entry.alias_label, &entry.old_alias_name);
             let new = keys::alias_value(&entry.alias_label, &entry.new_alias_name);
-            let Some(id) = self.ident(ws.id, kind::ALIAS, &old)? else { continue };
+            let Some(id) = self.ident(ws.id, kind::ALIAS, &old)? else {
+                continue;
+            };
             if self.ident(ws.id, kind::ALIAS, &new)?.is_some() {
                 continue;
             }
-            let Some(mut profile) = self.load(ws.id, id)? else { continue };
+            let Some(mut profile) = self.load(ws.id, id)? else {
+                continue;
+            };
             for alias in profile.aliases.iter_mut() {
-                if alias.alias_label == entry.alias_label && alias.alias_name == entry.old_alias_name {
+                if alias.alias_label == entry.alias_label
+                    && alias.alias_name == entry.old_alias_name
+                {
                     alias.alias_name = entry.new_alias_name.clone();
                 }
             }
@@ -338,24 +502,56 @@ impl Txn<'_> {
     }
 
     /// `/users/delete`: returns how many profiles were deleted.
-    pub fn delete_users(&mut self, ws: &Workspace, req: &DeleteRequest) -> Result<usize, StoreError> {
+    pub fn delete_users(
+        &mut self,
+        ws: &Workspace,
+        req: &DeleteRequest,
+    ) -> Result<usize, StoreError> {
         let mut lookups: Vec<Lookup> = Vec::new();
-        let plain = |ident| Lookup { ident, prioritization: Vec::new() };
-        lookups.extend(req.external_ids.iter().map(|v| plain(Identifier::ExternalId(v.clone()))));
-        lookups.extend(req.user_aliases.iter().map(|a| plain(Identifier::Alias(a.clone()))));
-        lookups.extend(req.braze_ids.iter().map(|v| plain(Identifier::BrazeId(v.clone()))));
+        let plain = |ident| Lookup {
+            ident,
+            prioritization: Vec::new(),
+        };
+        lookups.extend(
+            req.external_ids
+                .iter()
+                .map(|v| plain(Identifier::ExternalId(v.clone()))),
+        );
+        lookups.extend(
+            req.user_aliases
+                .iter()
+                .map(|a| plain(Identifier::Alias(a.clone()))),
+        );
+        lookups.extend(
+            req.braze_ids
+                .iter()
+                .map(|v| plain(Identifier::BrazeId(v.clone()))),
+        );
         lookups.extend(req.email_addresses.iter().map(|e| Lookup {
             ident: Identifier::Email(e.email.to_ascii_lowercase()),
             prioritization: e.prioritization.clone(),
         }));
-        lookups.extend(req.phone_numbers.iter().map(|p| plain(Identifier::Phone(p.clone()))));
+        lookups.extend(
+            req.phone_numbers
+                .iter()
+                .map(|p| plain(Identifier::Phone(p.clone()))),
+        );
         let mut deleted = 0;
         for lookup in &lookups {
-            let Some(id) = self.find(ws.id, lookup)? else { continue };
-            let Some(profile) = self.load(ws.id, id)? else { continue };
+            let Some(id) = self.find(ws.id, lookup)? else {
+                continue;
+            };
+            let Some(profile) = self.load(ws.id, id)? else {
+                continue;
+            };
             self.drop_identifiers(ws.id, id, &profile, &Profile::default())?;
             self.remove_profile(ws.id, id);
-            let event = currents::user_delete_request(ids::uuid_v4(), &profile.braze_id, &ws.app_group_id, self.now_ms);
+            let event = currents::user_delete_request(
+                ids::uuid_v4(),
+                &profile.braze_id,
+                &ws.app_group_id,
+                self.now_ms,
+            );
             self.emit(ws.id, event);
             deleted += 1;
         }
@@ -363,10 +559,17 @@ impl Txn<'_> {
     }
 
     /// `/users/merge`: each pair folds the first profile into the second.
-    pub fn merge_users(&mut self, ws: &Workspace, pairs: &[(Lookup, Lookup)]) -> Result<usize, StoreError> {
+    pub fn merge_users(
+        &mut self,
+        ws: &Workspace,
+        pairs: &[(Lookup, Lookup)],
+    ) -> Result<usize, StoreError> {
         let mut merged = 0;
         for (gone, keep) in pairs {
-            let (Some(gone), Some(keep)) = (self.find(ws.id, gone)?, self.find(ws.id, keep)?) else { continue };
+            let (Some(gone), Some(keep)) = (self.find(ws.id, gone)?, self.find(ws.id, keep)?)
+            else {
+                continue;
+            };
             if gone == keep {
                 continue;
             }
@@ -382,10 +585,20 @@ impl Txn<'_> {
             return Err(StoreError::Conflict(format!("workspace '{name}'")));
         }
         let id = self.next_workspace_id();
-        let workspace = Workspace { id, name: name.to_string(), app_group_id: ids::uuid_v4(), created_at: self.now_ms };
-        let bytes = serde_json::to_vec(&workspace).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let workspace = Workspace {
+            id,
+            name: name.to_string(),
+            app_group_id: ids::uuid_v4(),
+            created_at: self.now_ms,
+        };
+        let bytes =
+            serde_json::to_vec(&workspace).map_err(|e| StoreError::Backend(e.to_string()))?;
         self.put(Table::Meta, meta::workspace_key(name), bytes);
-        self.put(Table::Meta, meta::workspace_id_key(id), name.as_bytes().to_vec());
+        self.put(
+            Table::Meta,
+            meta::workspace_id_key(id),
+            name.as_bytes().to_vec(),
+        );
         Ok(workspace)
     }
 
@@ -393,7 +606,11 @@ impl Txn<'_> {
     pub fn create_api_key(&mut self, key: &ApiKey, hash: &str) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(key).map_err(|e| StoreError::Backend(e.to_string()))?;
         self.put(Table::Meta, meta::api_key_key(hash), bytes);
-        self.put(Table::Meta, meta::api_key_id_key(key.workspace, &key.id), hash.as_bytes().to_vec());
+        self.put(
+            Table::Meta,
+            meta::api_key_id_key(key.workspace, &key.id),
+            hash.as_bytes().to_vec(),
+        );
         Ok(())
     }
 

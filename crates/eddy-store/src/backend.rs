@@ -21,7 +21,13 @@ pub enum Table {
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 5] = [Table::Meta, Table::Profiles, Table::Idents, Table::Outbox, Table::Usage];
+    pub const ALL: [Table; 5] = [
+        Table::Meta,
+        Table::Profiles,
+        Table::Idents,
+        Table::Outbox,
+        Table::Usage,
+    ];
 
     /// The table's storage name.
     pub fn name(self) -> &'static str {
@@ -50,7 +56,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Reads one key.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Reads up to `limit` pairs whose key starts with `prefix` and sorts after `after`.
-    fn scan(&self, table: Table, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Pair>, StoreError>;
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Pair>, StoreError>;
     /// Applies a write set atomically and durably (fsync'd before it returns).
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError>;
 }

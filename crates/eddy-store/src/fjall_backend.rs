@@ -35,7 +35,13 @@ impl Backend for FjallBackend {
         Ok(self.keyspace(table).get(key)?.map(|v| v.to_vec()))
     }
 
-    fn scan(&self, table: Table, prefix: &[u8], after: Option<&[u8]>, limit: usize) -> Result<Vec<Pair>, StoreError> {
+    fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Pair>, StoreError> {
         let keyspace = self.keyspace(table);
         let mut out = Vec::new();
         let iter = match after {

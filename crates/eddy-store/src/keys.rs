@@ -74,7 +74,10 @@ pub fn encode_ids(ids: &[u32]) -> Vec<u8> {
 
 /// Decodes an internal id list.
 pub fn decode_ids(bytes: &[u8]) -> Vec<u32> {
-    bytes.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 /// Decodes one internal id.

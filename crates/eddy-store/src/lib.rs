@@ -49,7 +49,11 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_bytes: 256 * 1024 * 1024, limits: Limits::default(), queue: 4096 }
+        StoreOptions {
+            cache_bytes: 256 * 1024 * 1024,
+            limits: Limits::default(),
+            queue: 4096,
+        }
     }
 }
 
@@ -85,7 +89,7 @@ impl Store {
     /// Applies a mutation; returns once it is on disk.
     pub async fn apply(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
         let (reply, answer) = oneshot::channel();
-        let job = writer::Msg::Job(writer::Job { mutation, reply });
+        let job = writer::Msg::Job(Box::new(writer::Job { mutation, reply }));
         self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
@@ -127,7 +131,10 @@ impl Store {
     /// Every workspace, by id.
     pub fn workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
         let mut out = Vec::new();
-        for (_, value) in self.backend.scan(Table::Meta, b"ws/name/", None, usize::MAX)? {
+        for (_, value) in self
+            .backend
+            .scan(Table::Meta, b"ws/name/", None, usize::MAX)?
+        {
             out.push(decode::<Workspace>(&value, "meta")?);
         }
         out.sort_by_key(|w| w.id);
@@ -144,22 +151,37 @@ impl Store {
 
     /// The profile an identifier names, with its internal id.
     pub fn find(&self, ws: u32, ident: &Identifier) -> Result<Option<(u32, Profile)>, StoreError> {
-        let mut view = View { backend: self.backend.as_ref() };
-        let Some(id) = view.resolve(ws, ident)? else { return Ok(None) };
+        let mut view = View {
+            backend: self.backend.as_ref(),
+        };
+        let Some(id) = view.resolve(ws, ident)? else {
+            return Ok(None);
+        };
         Ok(view.profile(ws, id)?.map(|p| (id, p)))
     }
 
     /// The profile under a device id.
-    pub fn find_device(&self, ws: u32, device_id: &str) -> Result<Option<(u32, Profile)>, StoreError> {
-        let mut view = View { backend: self.backend.as_ref() };
-        let Some(id) = view.ident(ws, keys::kind::DEVICE, device_id.as_bytes())? else { return Ok(None) };
+    pub fn find_device(
+        &self,
+        ws: u32,
+        device_id: &str,
+    ) -> Result<Option<(u32, Profile)>, StoreError> {
+        let mut view = View {
+            backend: self.backend.as_ref(),
+        };
+        let Some(id) = view.ident(ws, keys::kind::DEVICE, device_id.as_bytes())? else {
+            return Ok(None);
+        };
         Ok(view.profile(ws, id)?.map(|p| (id, p)))
     }
 
     /// Data points per day of a workspace, oldest first.
     pub fn usage(&self, ws: u32) -> Result<Vec<(String, Points)>, StoreError> {
         let mut out = Vec::new();
-        for (key, value) in self.backend.scan(Table::Usage, &keys::workspace_prefix(ws), None, usize::MAX)? {
+        for (key, value) in
+            self.backend
+                .scan(Table::Usage, &keys::workspace_prefix(ws), None, usize::MAX)?
+        {
             let day = String::from_utf8_lossy(&key[4..]).to_string();
             out.push((day, decode(&value, "usage")?));
         }
@@ -167,10 +189,20 @@ impl Store {
     }
 
     /// Up to `limit` profiles of a workspace after internal id `after`.
-    pub fn profiles(&self, ws: u32, after: Option<u32>, limit: usize) -> Result<Vec<(u32, Profile)>, StoreError> {
+    pub fn profiles(
+        &self,
+        ws: u32,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<(u32, Profile)>, StoreError> {
         let after_key = after.map(|id| keys::profile(ws, id));
         let mut out = Vec::new();
-        for (key, value) in self.backend.scan(Table::Profiles, &keys::workspace_prefix(ws), after_key.as_deref(), limit)? {
+        for (key, value) in self.backend.scan(
+            Table::Profiles,
+            &keys::workspace_prefix(ws),
+            after_key.as_deref(),
+            limit,
+        )? {
             if let Some(id) = keys::profile_id(&key) {
                 out.push((id, txn::decode_profile(&value)?));
             }
@@ -191,6 +223,12 @@ impl Store {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], table: &'static str) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table, reason: e.to_string() })
+fn decode<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    table: &'static str,
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table,
+        reason: e.to_string(),
+    })
 }

@@ -29,12 +29,19 @@ pub trait Read {
 
     /// The single id an identifier kind maps to.
     fn ident(&mut self, ws: u32, kind: u8, value: &[u8]) -> Result<Option<u32>, StoreError> {
-        Ok(self.get(Table::Idents, &keys::ident(ws, kind, value))?.as_deref().and_then(keys::decode_id))
+        Ok(self
+            .get(Table::Idents, &keys::ident(ws, kind, value))?
+            .as_deref()
+            .and_then(keys::decode_id))
     }
 
     /// Every id an email or phone maps to.
     fn ident_list(&mut self, ws: u32, kind: u8, value: &[u8]) -> Result<Vec<u32>, StoreError> {
-        Ok(self.get(Table::Idents, &keys::ident(ws, kind, value))?.as_deref().map(keys::decode_ids).unwrap_or_default())
+        Ok(self
+            .get(Table::Idents, &keys::ident(ws, kind, value))?
+            .as_deref()
+            .map(keys::decode_ids)
+            .unwrap_or_default())
     }
 
     /// Resolves an identifier to an internal id, by Braze's rules for shared emails and phones:
@@ -43,7 +50,11 @@ pub trait Read {
         match ident {
             Identifier::ExternalId(v) => self.ident(ws, kind::EXTERNAL, v.as_bytes()),
             Identifier::BrazeId(v) => self.ident(ws, kind::BRAZE, v.as_bytes()),
-            Identifier::Alias(a) => self.ident(ws, kind::ALIAS, &keys::alias_value(&a.alias_label, &a.alias_name)),
+            Identifier::Alias(a) => self.ident(
+                ws,
+                kind::ALIAS,
+                &keys::alias_value(&a.alias_label, &a.alias_name),
+            ),
             Identifier::Email(v) => self.pick(ws, kind::EMAIL, v, &[]),
             Identifier::Phone(v) => self.pick(ws, kind::PHONE, v, &[]),
         }
@@ -51,7 +62,13 @@ pub trait Read {
 
     /// Picks one of the profiles sharing an email or phone, following `prioritization`
     /// (`identified`, `unidentified`, `most_recently_updated`, `least_recently_updated`).
-    fn pick(&mut self, ws: u32, kind: u8, value: &str, prioritization: &[String]) -> Result<Option<u32>, StoreError> {
+    fn pick(
+        &mut self,
+        ws: u32,
+        kind: u8,
+        value: &str,
+        prioritization: &[String],
+    ) -> Result<Option<u32>, StoreError> {
         let ids = self.ident_list(ws, kind, value.as_bytes())?;
         let mut candidates = Vec::with_capacity(ids.len());
         for id in ids {
@@ -81,7 +98,10 @@ pub trait Read {
 
 /// Decodes a stored profile.
 pub fn decode_profile(bytes: &[u8]) -> Result<Profile, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { table: "profiles", reason: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        table: "profiles",
+        reason: e.to_string(),
+    })
 }
 
 /// Reads straight from the backend (committed data only).
@@ -194,7 +214,11 @@ impl<'a> Txn<'a> {
         *next += 1;
         self.touched_profile_counters.push(ws);
         let profile = Profile::new(ids::braze_id(self.now_ms), self.now_ms);
-        self.put(Table::Idents, keys::ident(ws, kind::BRAZE, profile.braze_id.as_bytes()), id.to_be_bytes().to_vec());
+        self.put(
+            Table::Idents,
+            keys::ident(ws, kind::BRAZE, profile.braze_id.as_bytes()),
+            id.to_be_bytes().to_vec(),
+        );
         (id, profile)
     }
 
@@ -209,7 +233,11 @@ impl<'a> Txn<'a> {
 
     /// Points a single-valued identifier at `id`.
     pub fn link(&mut self, ws: u32, kind: u8, value: &[u8], id: u32) {
-        self.put(Table::Idents, keys::ident(ws, kind, value), id.to_be_bytes().to_vec());
+        self.put(
+            Table::Idents,
+            keys::ident(ws, kind, value),
+            id.to_be_bytes().to_vec(),
+        );
     }
 
     /// Removes a single-valued identifier.
@@ -218,17 +246,33 @@ impl<'a> Txn<'a> {
     }
 
     /// Adds `id` to an email or phone's list.
-    pub fn link_shared(&mut self, ws: u32, kind: u8, value: &str, id: u32) -> Result<(), StoreError> {
+    pub fn link_shared(
+        &mut self,
+        ws: u32,
+        kind: u8,
+        value: &str,
+        id: u32,
+    ) -> Result<(), StoreError> {
         let mut ids = self.ident_list(ws, kind, value.as_bytes())?;
         if !ids.contains(&id) {
             ids.push(id);
-            self.put(Table::Idents, keys::ident(ws, kind, value.as_bytes()), keys::encode_ids(&ids));
+            self.put(
+                Table::Idents,
+                keys::ident(ws, kind, value.as_bytes()),
+                keys::encode_ids(&ids),
+            );
         }
         Ok(())
     }
 
     /// Removes `id` from an email or phone's list.
-    pub fn unlink_shared(&mut self, ws: u32, kind: u8, value: &str, id: u32) -> Result<(), StoreError> {
+    pub fn unlink_shared(
+        &mut self,
+        ws: u32,
+        kind: u8,
+        value: &str,
+        id: u32,
+    ) -> Result<(), StoreError> {
         let mut ids = self.ident_list(ws, kind, value.as_bytes())?;
         let before = ids.len();
         ids.retain(|x| *x != id);
@@ -268,7 +312,8 @@ impl<'a> Txn<'a> {
             let key = keys::profile(ws, id);
             match &profiles[&(ws, id)] {
                 Some(p) => {
-                    let bytes = serde_json::to_vec(p).map_err(|e| StoreError::Backend(e.to_string()))?;
+                    let bytes =
+                        serde_json::to_vec(p).map_err(|e| StoreError::Backend(e.to_string()))?;
                     writes.ops.push((Table::Profiles, key, Some(bytes)));
                 }
                 None => writes.ops.push((Table::Profiles, key, None)),
@@ -282,12 +327,21 @@ impl<'a> Txn<'a> {
         for (ws, event) in std::mem::take(&mut self.outbox) {
             let seq = self.counters.next_outbox;
             self.counters.next_outbox += 1;
-            let entry = serde_json::json!({"ws": ws, "type": event.event_type, "record": event.record});
-            writes.ops.push((Table::Outbox, keys::outbox(seq), Some(entry.to_string().into_bytes())));
+            let entry =
+                serde_json::json!({"ws": ws, "type": event.event_type, "record": event.record});
+            writes.ops.push((
+                Table::Outbox,
+                keys::outbox(seq),
+                Some(entry.to_string().into_bytes()),
+            ));
             emitted += 1;
         }
         if emitted > 0 {
-            writes.ops.push((Table::Meta, meta::NEXT_OUTBOX.to_vec(), Some(self.counters.next_outbox.to_be_bytes().to_vec())));
+            writes.ops.push((
+                Table::Meta,
+                meta::NEXT_OUTBOX.to_vec(),
+                Some(self.counters.next_outbox.to_be_bytes().to_vec()),
+            ));
         }
         for ((ws, day), points) in std::mem::take(&mut self.usage) {
             let key = keys::usage(ws, &day);
@@ -296,7 +350,8 @@ impl<'a> Txn<'a> {
                 None => Points::default(),
             };
             total.add(points);
-            let bytes = serde_json::to_vec(&total).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let bytes =
+                serde_json::to_vec(&total).map_err(|e| StoreError::Backend(e.to_string()))?;
             writes.ops.push((Table::Usage, key, Some(bytes)));
         }
         let mut touched = std::mem::take(&mut self.touched_profile_counters);
@@ -304,7 +359,11 @@ impl<'a> Txn<'a> {
         touched.dedup();
         for ws in touched {
             let next = self.counters.next_profile.get(&ws).copied().unwrap_or(0);
-            writes.ops.push((Table::Meta, meta::next_profile_key(ws), Some(next.to_be_bytes().to_vec())));
+            writes.ops.push((
+                Table::Meta,
+                meta::next_profile_key(ws),
+                Some(next.to_be_bytes().to_vec()),
+            ));
         }
         Ok((writes, emitted))
     }
@@ -320,7 +379,9 @@ pub fn load_counters(backend: &dyn Backend) -> Result<Counters, StoreError> {
         counters.next_workspace = keys::decode_id(&bytes).unwrap_or(0);
     }
     for (key, value) in backend.scan(Table::Meta, b"next/profile/", None, usize::MAX)? {
-        let ws = std::str::from_utf8(&key[b"next/profile/".len()..]).ok().and_then(|s| s.parse::<u32>().ok());
+        let ws = std::str::from_utf8(&key[b"next/profile/".len()..])
+            .ok()
+            .and_then(|s| s.parse::<u32>().ok());
         if let (Some(ws), Some(next)) = (ws, keys::decode_id(&value)) {
             counters.next_profile.insert(ws, next);
         }

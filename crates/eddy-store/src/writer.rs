@@ -7,14 +7,16 @@ use std::time::Instant;
 
 use eddy_model::profile::Limits;
 use eddy_model::track::TrackBatch;
-use eddy_model::wire::{AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse};
+use eddy_model::wire::{
+    AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse,
+};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::StoreError;
 use crate::apply::Lookup;
 use crate::backend::Backend;
 use crate::meta::{ApiKey, Workspace};
 use crate::txn::{Counters, Txn, load_counters};
-use crate::StoreError;
 
 /// A mutation the writer applies.
 #[derive(Debug)]
@@ -60,7 +62,7 @@ pub(crate) struct Job {
 /// What the writer's queue carries.
 pub(crate) enum Msg {
     /// A mutation to apply.
-    Job(Job),
+    Job(Box<Job>),
     /// Commit what is queued before this, acknowledge, and stop.
     Stop(oneshot::Sender<()>),
 }
@@ -83,7 +85,12 @@ pub struct WriterStats {
 /// Most mutations folded into one group commit.
 const MAX_GROUP: usize = 512;
 
-pub(crate) fn run(backend: Arc<dyn Backend>, mut rx: mpsc::Receiver<Msg>, limits: Limits, stats: Arc<WriterStats>) {
+pub(crate) fn run(
+    backend: Arc<dyn Backend>,
+    mut rx: mpsc::Receiver<Msg>,
+    limits: Limits,
+    stats: Arc<WriterStats>,
+) {
     let mut counters = match load_counters(backend.as_ref()) {
         Ok(c) => c,
         Err(e) => {
@@ -94,14 +101,16 @@ pub(crate) fn run(backend: Arc<dyn Backend>, mut rx: mpsc::Receiver<Msg>, limits
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stop = None;
     while stop.is_none() {
-        let Some(first) = rx.blocking_recv() else { break };
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
         match first {
-            Msg::Job(job) => jobs.push(job),
+            Msg::Job(job) => jobs.push(*job),
             Msg::Stop(ack) => stop = Some(ack),
         }
         while stop.is_none() && jobs.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(Msg::Job(job)) => jobs.push(job),
+                Ok(Msg::Job(job)) => jobs.push(*job),
                 Ok(Msg::Stop(ack)) => stop = Some(ack),
                 Err(_) => break,
             }
@@ -117,14 +126,21 @@ pub(crate) fn run(backend: Arc<dyn Backend>, mut rx: mpsc::Receiver<Msg>, limits
     }
 }
 
-fn commit_group(backend: &dyn Backend, counters: &mut Counters, jobs: &mut Vec<Job>, limits: Limits, stats: &WriterStats) {
+fn commit_group(
+    backend: &dyn Backend,
+    counters: &mut Counters,
+    jobs: &mut Vec<Job>,
+    limits: Limits,
+    stats: &WriterStats,
+) {
     let started = Instant::now();
     let mut saved = counters.clone();
     let mut txn = Txn::new(backend, counters, eddy_model::time::now_ms());
     let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(jobs.len());
     let mut fatal = None;
     for job in jobs.iter_mut() {
-        let mutation = std::mem::replace(&mut job.mutation, Mutation::CreateWorkspace(String::new()));
+        let mutation =
+            std::mem::replace(&mut job.mutation, Mutation::CreateWorkspace(String::new()));
         match apply(&mut txn, mutation, limits) {
             Ok(outcome) => results.push(Ok(outcome)),
             // Domain refusals touch nothing; storage failures poison the whole group.
@@ -145,7 +161,9 @@ fn commit_group(backend: &dyn Backend, counters: &mut Counters, jobs: &mut Vec<J
     match committed {
         Ok(emitted) => {
             stats.commits.fetch_add(1, Ordering::Relaxed);
-            stats.mutations.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+            stats
+                .mutations
+                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
             stats.outbox_events.fetch_add(emitted, Ordering::Relaxed);
             for (job, result) in jobs.drain(..).zip(results) {
                 let _ = job.reply.send(result);
@@ -161,7 +179,9 @@ fn commit_group(backend: &dyn Backend, counters: &mut Counters, jobs: &mut Vec<J
             }
         }
     }
-    stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    stats
+        .commit_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
 }
 
 fn apply(txn: &mut Txn<'_>, mutation: Mutation, limits: Limits) -> Result<Outcome, StoreError> {

@@ -111,11 +111,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Admin(args) => runtime.block_on(admin(args)),
@@ -125,7 +129,8 @@ fn main() -> anyhow::Result<()> {
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     let mut config = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             Config::from_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
         None => Config::default(),
@@ -146,7 +151,8 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     eddy_server::run(config, shutdown_signal()).await?;
     tracing::info!("eddy stopped");
     Ok(())
@@ -183,8 +189,12 @@ fn admin_token(args: &AdminArgs) -> anyhow::Result<String> {
 }
 
 fn read_token(path: &Path) -> anyhow::Result<String> {
-    let token = std::fs::read_to_string(path)
-        .with_context(|| format!("no --token given and cannot read {} (pass --token or --data-dir)", path.display()))?;
+    let token = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "no --token given and cannot read {} (pass --token or --data-dir)",
+            path.display()
+        )
+    })?;
     Ok(token.trim().to_string())
 }
 
@@ -193,29 +203,61 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let base = args.url.trim_end_matches('/').to_string();
     let client = reqwest::Client::new();
     let (method, path, body) = match &args.command {
-        AdminCommand::Keys { command: KeysCommand::Create { workspace, name, permissions } } => {
+        AdminCommand::Keys {
+            command:
+                KeysCommand::Create {
+                    workspace,
+                    name,
+                    permissions,
+                },
+        } => {
             let mut body = json!({"name": name});
             if !permissions.is_empty() {
                 body["permissions"] = json!(permissions);
             }
-            (reqwest::Method::POST, format!("/eddy/v1/workspaces/{workspace}/api-keys"), Some(body))
+            (
+                reqwest::Method::POST,
+                format!("/eddy/v1/workspaces/{workspace}/api-keys"),
+                Some(body),
+            )
         }
-        AdminCommand::Keys { command: KeysCommand::Delete { workspace, id } } => {
-            (reqwest::Method::DELETE, format!("/eddy/v1/workspaces/{workspace}/api-keys/{id}"), None)
-        }
-        AdminCommand::Workspaces { command: WorkspacesCommand::Create { name } } => {
-            (reqwest::Method::POST, "/eddy/v1/workspaces".to_string(), Some(json!({"name": name})))
-        }
-        AdminCommand::Workspaces { command: WorkspacesCommand::List } => {
-            (reqwest::Method::GET, "/eddy/v1/workspaces".to_string(), None)
-        }
-        AdminCommand::Usage { workspace } => (reqwest::Method::GET, format!("/eddy/v1/workspaces/{workspace}/usage"), None),
+        AdminCommand::Keys {
+            command: KeysCommand::Delete { workspace, id },
+        } => (
+            reqwest::Method::DELETE,
+            format!("/eddy/v1/workspaces/{workspace}/api-keys/{id}"),
+            None,
+        ),
+        AdminCommand::Workspaces {
+            command: WorkspacesCommand::Create { name },
+        } => (
+            reqwest::Method::POST,
+            "/eddy/v1/workspaces".to_string(),
+            Some(json!({"name": name})),
+        ),
+        AdminCommand::Workspaces {
+            command: WorkspacesCommand::List,
+        } => (
+            reqwest::Method::GET,
+            "/eddy/v1/workspaces".to_string(),
+            None,
+        ),
+        AdminCommand::Usage { workspace } => (
+            reqwest::Method::GET,
+            format!("/eddy/v1/workspaces/{workspace}/usage"),
+            None,
+        ),
     };
-    let mut request = client.request(method, format!("{base}{path}")).bearer_auth(token);
+    let mut request = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
     }
-    let response = request.send().await.with_context(|| format!("cannot reach {base}"))?;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {base}"))?;
     let status = response.status();
     let text = response.text().await?;
     if !status.is_success() {

@@ -35,11 +35,17 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Starts a server on an existing data dir (for restarts).
 pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
-    let mut config = Config { data_dir: dir.clone(), admin_token: Some("admin-secret".into()), ..Config::default() };
+    let mut config = Config {
+        data_dir: dir.clone(),
+        admin_token: Some("admin-secret".into()),
+        ..Config::default()
+    };
     tweak(&mut config);
     let app = App::build(&config).await.expect("app builds");
     let store = app.store.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
@@ -74,19 +80,34 @@ impl TestApp {
         if let Some(p) = permissions {
             body["permissions"] = json!(p);
         }
-        let (status, body) = self.admin_post(&format!("/eddy/v1/workspaces/{ws}/api-keys"), body).await;
+        let (status, body) = self
+            .admin_post(&format!("/eddy/v1/workspaces/{ws}/api-keys"), body)
+            .await;
         assert_eq!(status, 201, "{body}");
         body["key"].as_str().expect("key").to_string()
     }
 
     pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.client.post(self.url(path)).bearer_auth(&self.admin_token).json(&body).send().await.expect("send");
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(&self.admin_token)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(self.url(path)).bearer_auth(&self.admin_token).send().await.expect("send");
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("send");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -97,7 +118,14 @@ impl TestApp {
     }
 
     pub async fn post_as(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
-        let r = self.client.post(self.url(path)).bearer_auth(key).json(&body).send().await.expect("send");
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -108,7 +136,9 @@ impl TestApp {
 
     /// The exported profile of an external id, or `None`.
     pub async fn user(&self, external_id: &str) -> Option<Value> {
-        let (status, body) = self.post("/users/export/ids", json!({"external_ids": [external_id]})).await;
+        let (status, body) = self
+            .post("/users/export/ids", json!({"external_ids": [external_id]}))
+            .await;
         assert_eq!(status, 201, "{body}");
         body["users"].as_array().and_then(|u| u.first().cloned())
     }
@@ -121,7 +151,10 @@ impl TestApp {
 
     pub async fn usage_total(&self) -> (u64, u64) {
         let (_, body) = self.admin_get("/eddy/v1/workspaces/default/usage").await;
-        (body["total"]["billable"].as_u64().unwrap_or(0), body["total"]["non_billable"].as_u64().unwrap_or(0))
+        (
+            body["total"]["billable"].as_u64().unwrap_or(0),
+            body["total"]["non_billable"].as_u64().unwrap_or(0),
+        )
     }
 
     /// Graceful stop: in-flight requests finish, the writer commits and stops.

@@ -130,13 +130,14 @@ impl Profile {
         self.fields.get("phone").and_then(Value::as_str)
     }
 
-    /// Applies one standard field operation; counts its data points and reports subscription changes.
+    /// Applies one standard field operation; counts its data points, reports subscription
+    /// changes, and returns whether the profile changed.
     pub fn apply_standard(
         &mut self,
         op: &StdOp,
         points: &mut Points,
         changes: &mut Vec<SubscriptionChange>,
-    ) {
+    ) -> bool {
         match op {
             StdOp::Set(field, value) => {
                 let changed = self.fields.get(*field) != Some(value);
@@ -148,10 +149,12 @@ impl Profile {
                     }
                 }
                 points.record(1, standard_field_billable(field), changed);
+                changed
             }
             StdOp::Unset(field) => {
                 let changed = self.fields.remove(*field).is_some();
                 points.record(1, standard_field_billable(field), changed);
+                changed
             }
             StdOp::SubscriptionGroup { id, state } => {
                 let changed = self.subscription_groups.get(id) != Some(state);
@@ -163,6 +166,7 @@ impl Profile {
                     });
                 }
                 points.record(1, false, changed);
+                changed
             }
             StdOp::PushToken(token) => {
                 // Push tokens are not data points.
@@ -172,41 +176,45 @@ impl Profile {
                     .iter_mut()
                     .find(|t| t.app_id == token.app_id && t.token == token.token)
                 {
-                    if token.device_id.is_some() {
+                    if token.device_id.is_some() && existing.device_id != token.device_id {
                         existing.device_id = token.device_id.take();
+                        return true;
                     }
-                    return;
+                    return false;
                 }
                 if token.device_id.is_none() {
                     token.device_id = Some(format!("{}-{}", self.braze_id, self.push_tokens.len()));
                 }
                 self.push_tokens.push(token);
+                true
             }
         }
     }
 
-    /// Applies one custom attribute operation. `Err` when it does not fit the stored type
-    /// (an `inc` on a string, say): the operation is skipped and reported.
+    /// Applies one custom attribute operation and returns whether the profile changed. `Err`
+    /// when it does not fit the stored type (an `inc` on a string, say): the op is skipped.
     pub fn apply_custom(
         &mut self,
         name: &str,
         op: &CustomOp,
         limits: Limits,
         points: &mut Points,
-    ) -> Result<(), String> {
-        let old = self.custom.get(name).cloned();
-        let (new, n) = next_value(name, old.as_ref(), op, limits)?;
-        let changed = old != new;
-        match new {
-            Some(value) => {
-                self.custom.insert(name.to_string(), value);
-            }
-            None => {
-                self.custom.remove(name);
+    ) -> Result<bool, String> {
+        let old = self.custom.get(name);
+        let (new, n) = next_value(name, old, op, limits)?;
+        let changed = old != new.as_ref();
+        if changed {
+            match new {
+                Some(value) => {
+                    self.custom.insert(name.to_string(), value);
+                }
+                None => {
+                    self.custom.remove(name);
+                }
             }
         }
         points.record(n, true, changed);
-        Ok(())
+        Ok(changed)
     }
 
     /// Records one custom event occurrence.

@@ -38,10 +38,11 @@ impl Txn<'_> {
         }
     }
 
-    /// Finds the target's profile, creating it when the rules allow.
+    /// Takes the target's profile out for update, creating it when the rules allow. The
+    /// caller must save it back.
     fn target(&mut self, ws: u32, target: &Target) -> Result<Option<(u32, Profile)>, StoreError> {
         if let Some(id) = self.resolve(ws, &target.ident)? {
-            return Ok(self.load(ws, id)?.map(|p| (id, p)));
+            return Ok(self.take(ws, id)?.map(|p| (id, p)));
         }
         if target.update_existing_only {
             return Ok(None);
@@ -95,12 +96,12 @@ impl Txn<'_> {
         &mut self,
         ws: u32,
         id: u32,
-        before: &Profile,
+        (old_email, old_phone): (Option<&str>, Option<&str>),
         after: &Profile,
     ) -> Result<(), StoreError> {
         for (kind, old, new) in [
-            (kind::EMAIL, before.email(), after.email()),
-            (kind::PHONE, before.phone(), after.phone()),
+            (kind::EMAIL, old_email, after.email()),
+            (kind::PHONE, old_phone, after.phone()),
         ] {
             if old == new {
                 continue;
@@ -128,22 +129,26 @@ impl Txn<'_> {
             let Some((id, mut profile)) = self.target(ws.id, &update.target)? else {
                 continue;
             };
-            let before = profile.clone();
+            let old_email = profile.email().map(str::to_string);
+            let old_phone = profile.phone().map(str::to_string);
+            let mut changed = false;
             let mut points = Points::default();
             let mut changes = Vec::new();
             for op in &update.standard {
-                profile.apply_standard(op, &mut points, &mut changes);
+                changed |= profile.apply_standard(op, &mut points, &mut changes);
             }
             for (name, op) in &update.custom {
-                if let Err(message) = profile.apply_custom(name, op, limits, &mut points) {
-                    response.errors.push(ObjectError {
+                match profile.apply_custom(name, op, limits, &mut points) {
+                    Ok(c) => changed |= c,
+                    Err(message) => response.errors.push(ObjectError {
                         kind: message,
                         input_array: "attributes".into(),
                         index: update.index,
-                    });
+                    }),
                 }
             }
-            self.reindex_contacts(ws.id, id, &before, &profile)?;
+            let old_contacts = (old_email.as_deref(), old_phone.as_deref());
+            self.reindex_contacts(ws.id, id, old_contacts, &profile)?;
             for change in changes {
                 let user = UserRef {
                     braze_id: &profile.braze_id,
@@ -152,7 +157,7 @@ impl Txn<'_> {
                 };
                 let event = match change {
                     SubscriptionChange::Global { channel, state } => currents::global_state_change(
-                        ids::uuid_v4(),
+                        ids::event_id(),
                         user,
                         now,
                         channel,
@@ -160,7 +165,7 @@ impl Txn<'_> {
                         profile.email(),
                     ),
                     SubscriptionChange::Group { id: group, state } => currents::group_state_change(
-                        ids::uuid_v4(),
+                        ids::event_id(),
                         user,
                         now,
                         &group,
@@ -171,7 +176,7 @@ impl Txn<'_> {
                 };
                 self.emit(ws.id, event);
             }
-            if profile != before {
+            if changed {
                 profile.updated_at = now;
             }
             self.meter(ws.id, points);
@@ -188,7 +193,7 @@ impl Txn<'_> {
                 external_id: profile.external_id.as_deref(),
                 app_group_id: &ws.app_group_id,
             };
-            let record = currents::custom_event(ids::uuid_v4(), user, &event);
+            let record = currents::custom_event(ids::event_id(), user, &event);
             self.emit(ws.id, record);
             self.meter(
                 ws.id,
@@ -216,7 +221,7 @@ impl Txn<'_> {
                     external_id: profile.external_id.as_deref(),
                     app_group_id: &ws.app_group_id,
                 };
-                let record = currents::purchase(ids::uuid_v4(), user, &purchase);
+                let record = currents::purchase(ids::event_id(), user, &purchase);
                 self.emit(ws.id, record);
             }
             self.meter(
@@ -269,7 +274,7 @@ impl Txn<'_> {
             self.link(ws, kind::DEVICE, device.as_bytes(), keep);
         }
         self.drop_identifiers(ws, gone, &merged, &survivor)?;
-        self.reindex_contacts(ws, keep, &before, &survivor)?;
+        self.reindex_contacts(ws, keep, (before.email(), before.phone()), &survivor)?;
         survivor.updated_at = self.now_ms;
         self.save(ws, keep, survivor);
         self.remove_profile(ws, gone);
@@ -547,7 +552,7 @@ impl Txn<'_> {
             self.drop_identifiers(ws.id, id, &profile, &Profile::default())?;
             self.remove_profile(ws.id, id);
             let event = currents::user_delete_request(
-                ids::uuid_v4(),
+                ids::event_id(),
                 &profile.braze_id,
                 &ws.app_group_id,
                 self.now_ms,

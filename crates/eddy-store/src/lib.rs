@@ -45,6 +45,8 @@ pub struct StoreOptions {
     pub limits: Limits,
     /// Mutations that may wait for the writer before callers wait too.
     pub queue: usize,
+    /// Decoded profiles the writer keeps in memory between group commits.
+    pub cache_profiles: usize,
 }
 
 impl Default for StoreOptions {
@@ -53,6 +55,7 @@ impl Default for StoreOptions {
             cache_bytes: 256 * 1024 * 1024,
             limits: Limits::default(),
             queue: 4096,
+            cache_profiles: 200_000,
         }
     }
 }
@@ -81,7 +84,15 @@ impl Store {
         let thread_stats = stats.clone();
         std::thread::Builder::new()
             .name("eddy-writer".into())
-            .spawn(move || writer::run(thread_backend, rx, options.limits, thread_stats))
+            .spawn(move || {
+                writer::run(
+                    thread_backend,
+                    rx,
+                    options.limits,
+                    options.cache_profiles,
+                    thread_stats,
+                )
+            })
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Store { backend, tx, stats })
     }

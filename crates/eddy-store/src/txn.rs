@@ -127,10 +127,73 @@ pub struct Counters {
     pub next_profile: HashMap<u32, u32>,
 }
 
+/// Decoded profiles the writer keeps between groups. It only ever holds committed state:
+/// profiles move out of it into a transaction and come back after the commit succeeds.
+#[derive(Debug, Default)]
+pub struct ProfileCache {
+    map: HashMap<(u32, u32), Profile>,
+    capacity: usize,
+}
+
+impl ProfileCache {
+    /// A cache of at most `capacity` profiles (0 disables it).
+    pub fn new(capacity: usize) -> ProfileCache {
+        ProfileCache {
+            map: HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// Takes in what a committed group wrote.
+    pub fn absorb(&mut self, written: Vec<((u32, u32), Option<Profile>)>) {
+        for (key, profile) in written {
+            match profile {
+                Some(p) if self.capacity > 0 => {
+                    self.map.insert(key, p);
+                }
+                _ => {
+                    self.map.remove(&key);
+                }
+            }
+        }
+        if self.map.len() > self.capacity {
+            // Evict about a tenth, in the map's arbitrary order: cheap and unbiased enough
+            // for Zipf-shaped traffic, whose hot profiles come straight back.
+            let mut excess = self.map.len() - self.capacity * 9 / 10;
+            self.map.retain(|_, _| {
+                if excess == 0 {
+                    return true;
+                }
+                excess -= 1;
+                false
+            });
+        }
+    }
+
+    /// Forgets everything (after a failed commit).
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    /// Profiles held.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Profiles a group wrote (`None`: deleted), handed back to the cache after the commit.
+pub type Written = Vec<((u32, u32), Option<Profile>)>;
+
 /// A group commit in progress.
 pub struct Txn<'a> {
     backend: &'a dyn Backend,
     counters: &'a mut Counters,
+    cache: &'a mut ProfileCache,
     raw: HashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
     profiles: HashMap<(u32, u32), Option<Profile>>,
     order: Vec<(Table, Vec<u8>)>,
@@ -153,6 +216,9 @@ impl Read for Txn<'_> {
         if let Some(p) = self.profiles.get(&(ws, id)) {
             return Ok(p.clone());
         }
+        if let Some(p) = self.cache.map.get(&(ws, id)) {
+            return Ok(Some(p.clone()));
+        }
         match self.backend.get(Table::Profiles, &keys::profile(ws, id))? {
             Some(bytes) => decode_profile(&bytes).map(Some),
             None => Ok(None),
@@ -162,10 +228,16 @@ impl Read for Txn<'_> {
 
 impl<'a> Txn<'a> {
     /// Starts a group over `backend`.
-    pub fn new(backend: &'a dyn Backend, counters: &'a mut Counters, now_ms: i64) -> Txn<'a> {
+    pub fn new(
+        backend: &'a dyn Backend,
+        counters: &'a mut Counters,
+        cache: &'a mut ProfileCache,
+        now_ms: i64,
+    ) -> Txn<'a> {
         Txn {
             backend,
             counters,
+            cache,
             raw: HashMap::new(),
             profiles: HashMap::new(),
             order: Vec::new(),
@@ -195,6 +267,21 @@ impl<'a> Txn<'a> {
     /// Loads a profile for update.
     pub fn load(&mut self, ws: u32, id: u32) -> Result<Option<Profile>, StoreError> {
         Read::profile(self, ws, id)
+    }
+
+    /// Moves a profile out for update without copying it; the caller must [`Txn::save`] it
+    /// back (or remove it), or the group forgets its earlier changes to it.
+    pub fn take(&mut self, ws: u32, id: u32) -> Result<Option<Profile>, StoreError> {
+        if let Some(entry) = self.profiles.get_mut(&(ws, id)) {
+            return Ok(entry.take());
+        }
+        if let Some(p) = self.cache.map.remove(&(ws, id)) {
+            return Ok(Some(p));
+        }
+        match self.backend.get(Table::Profiles, &keys::profile(ws, id))? {
+            Some(bytes) => decode_profile(&bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Stores a profile.
@@ -302,15 +389,15 @@ impl<'a> Txn<'a> {
         self.usage.entry((ws, day)).or_default().add(points);
     }
 
-    /// Turns the group into one write set, assigning outbox sequence numbers.
-    pub fn finish(mut self) -> Result<(WriteSet, u64), StoreError> {
+    /// Turns the group into one write set, assigning outbox sequence numbers. Also returns the
+    /// profiles written, for the cache once the write set is committed.
+    pub fn finish(mut self) -> Result<(WriteSet, u64, Written), StoreError> {
         let mut writes = WriteSet::default();
-        let profiles = std::mem::take(&mut self.profiles);
-        let mut profile_keys: Vec<_> = profiles.keys().copied().collect();
-        profile_keys.sort_unstable();
-        for (ws, id) in profile_keys {
-            let key = keys::profile(ws, id);
-            match &profiles[&(ws, id)] {
+        let mut written: Written = std::mem::take(&mut self.profiles).into_iter().collect();
+        written.sort_unstable_by_key(|(key, _)| *key);
+        for ((ws, id), profile) in &written {
+            let key = keys::profile(*ws, *id);
+            match profile {
                 Some(p) => {
                     let bytes =
                         serde_json::to_vec(p).map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -327,13 +414,16 @@ impl<'a> Txn<'a> {
         for (ws, event) in std::mem::take(&mut self.outbox) {
             let seq = self.counters.next_outbox;
             self.counters.next_outbox += 1;
-            let entry =
-                serde_json::json!({"ws": ws, "type": event.event_type, "record": event.record});
-            writes.ops.push((
-                Table::Outbox,
-                keys::outbox(seq),
-                Some(entry.to_string().into_bytes()),
-            ));
+            let entry = OutboxEntry {
+                ws,
+                event_type: &event.event_type,
+                record: &event.record,
+            };
+            let bytes =
+                serde_json::to_vec(&entry).map_err(|e| StoreError::Backend(e.to_string()))?;
+            writes
+                .ops
+                .push((Table::Outbox, keys::outbox(seq), Some(bytes)));
             emitted += 1;
         }
         if emitted > 0 {
@@ -365,8 +455,17 @@ impl<'a> Txn<'a> {
                 Some(next.to_be_bytes().to_vec()),
             ));
         }
-        Ok((writes, emitted))
+        Ok((writes, emitted, written))
     }
+}
+
+/// How an outbox entry is stored: the workspace, the event type and its record.
+#[derive(serde::Serialize)]
+struct OutboxEntry<'a> {
+    ws: u32,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    record: &'a serde_json::Map<String, serde_json::Value>,
 }
 
 /// Loads the counters from the backend (at start, and after a failed commit).

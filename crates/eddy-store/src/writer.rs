@@ -16,7 +16,7 @@ use crate::StoreError;
 use crate::apply::Lookup;
 use crate::backend::Backend;
 use crate::meta::{ApiKey, Workspace};
-use crate::txn::{Counters, Txn, load_counters};
+use crate::txn::{Counters, ProfileCache, Txn, load_counters};
 
 /// A mutation the writer applies.
 #[derive(Debug)]
@@ -89,6 +89,7 @@ pub(crate) fn run(
     backend: Arc<dyn Backend>,
     mut rx: mpsc::Receiver<Msg>,
     limits: Limits,
+    cache_profiles: usize,
     stats: Arc<WriterStats>,
 ) {
     let mut counters = match load_counters(backend.as_ref()) {
@@ -98,6 +99,7 @@ pub(crate) fn run(
             return;
         }
     };
+    let mut cache = ProfileCache::new(cache_profiles);
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stop = None;
     while stop.is_none() {
@@ -116,7 +118,14 @@ pub(crate) fn run(
             }
         }
         if !jobs.is_empty() {
-            commit_group(backend.as_ref(), &mut counters, &mut jobs, limits, &stats);
+            commit_group(
+                backend.as_ref(),
+                &mut counters,
+                &mut cache,
+                &mut jobs,
+                limits,
+                &stats,
+            );
         }
     }
     rx.close();
@@ -129,13 +138,14 @@ pub(crate) fn run(
 fn commit_group(
     backend: &dyn Backend,
     counters: &mut Counters,
+    cache: &mut ProfileCache,
     jobs: &mut Vec<Job>,
     limits: Limits,
     stats: &WriterStats,
 ) {
     let started = Instant::now();
     let mut saved = counters.clone();
-    let mut txn = Txn::new(backend, counters, eddy_model::time::now_ms());
+    let mut txn = Txn::new(backend, counters, cache, eddy_model::time::now_ms());
     let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(jobs.len());
     let mut fatal = None;
     for job in jobs.iter_mut() {
@@ -153,13 +163,14 @@ fn commit_group(
     }
     let committed = match fatal {
         Some(e) => Err(e),
-        None => txn.finish().and_then(|(writes, emitted)| {
+        None => txn.finish().and_then(|(writes, emitted, written)| {
             backend.commit(writes)?;
-            Ok(emitted)
+            Ok((emitted, written))
         }),
     };
     match committed {
-        Ok(emitted) => {
+        Ok((emitted, written)) => {
+            cache.absorb(written);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats
                 .mutations
@@ -174,6 +185,9 @@ fn commit_group(
             tracing::error!(error = %e, mutations = jobs.len(), "group commit failed, nothing of it was applied");
             // Ids handed out in the failed group may be reused: nothing refers to them.
             std::mem::swap(counters, &mut saved);
+            // Profiles taken out of the cache by the failed group are gone from it; drop the
+            // rest too so nothing stale can survive a storage error.
+            cache.clear();
             for job in jobs.drain(..) {
                 let _ = job.reply.send(Err(StoreError::Backend(e.to_string())));
             }

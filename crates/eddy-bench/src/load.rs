@@ -1,0 +1,339 @@
+//! The ingest benchmark: request generation, the load loop, the baseline server, the report.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use clap::Args;
+use eddy_model::track::validate_track;
+use eddy_model::wire::TrackRequest;
+use serde_json::{Value, json};
+
+use crate::zipf::{Rng, Zipf};
+
+/// Options of `eddy-bench ingest`.
+#[derive(Args, Clone)]
+pub struct IngestArgs {
+    /// Seconds of measured load per target.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Seconds of unmeasured warm-up per target.
+    #[arg(long, default_value_t = 3)]
+    warmup: u64,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Distinct external ids (Zipf ranks).
+    #[arg(long, default_value_t = 1_000_000)]
+    profiles: usize,
+    /// Zipf exponent.
+    #[arg(long, default_value_t = 1.0)]
+    zipf: f64,
+    /// Distinct request bodies generated up front.
+    #[arg(long, default_value_t = 2000)]
+    bodies: usize,
+    /// Path of the eddy binary [default: next to eddy-bench].
+    #[arg(long)]
+    eddy: Option<PathBuf>,
+    /// Run the internal parse-and-discard server (used by the harness itself).
+    #[arg(long, hide = true)]
+    discard_server: bool,
+}
+
+const OBJECTS_PER_REQUEST: usize = 150;
+const ADMIN: &str = "bench-admin-token";
+
+/// Builds one `/users/track` body: 75 attribute objects and 75 events on Zipf-drawn users.
+fn request_body(zipf: &Zipf, rng: &mut Rng) -> Bytes {
+    const EVENTS: [&str; 8] = [
+        "opened_app",
+        "viewed_item",
+        "added_to_cart",
+        "searched",
+        "shared",
+        "rated",
+        "played",
+        "paused",
+    ];
+    let mut attributes = Vec::with_capacity(75);
+    let mut events = Vec::with_capacity(75);
+    const PLANS: [&str; 3] = ["free", "pro", "team"];
+    for _ in 0..75 {
+        let user = format!("user-{}", zipf.sample(rng));
+        let plan = PLANS[(rng.next_u64() % 3) as usize];
+        attributes.push(json!({
+            "external_id": user,
+            "first_name": format!("name{}", rng.next_u64() % 1000),
+            "plan": plan,
+            "score": rng.next_u64() % 10_000,
+            "active": rng.next_u64() % 2 == 0,
+            "last_seen": "2024-05-01T12:00:00Z",
+        }));
+        let user = format!("user-{}", zipf.sample(rng));
+        events.push(json!({
+            "external_id": user,
+            "name": EVENTS[(rng.next_u64() % 8) as usize],
+            "time": "2024-05-01T12:00:00Z",
+            "properties": {"item": format!("sku-{}", rng.next_u64() % 5000), "value": rng.next_u64() % 100},
+        }));
+    }
+    Bytes::from(json!({"attributes": attributes, "events": events}).to_string())
+}
+
+/// Results of one load run.
+struct Stats {
+    requests: u64,
+    errors: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Stats {
+    fn objects_per_second(&self) -> f64 {
+        (self.requests * OBJECTS_PER_REQUEST as u64) as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+async fn run_load(
+    url: &str,
+    key: &str,
+    bodies: &[Bytes],
+    connections: usize,
+    duration: Duration,
+) -> Stats {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections)
+        .build()
+        .expect("client");
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(connections);
+    for c in 0..connections {
+        let client = client.clone();
+        let url = format!("{url}/users/track");
+        let key = key.to_string();
+        let bodies = bodies.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng::new(1 + c as u64);
+            let mut latencies = Vec::new();
+            let mut errors = 0u64;
+            while Instant::now() < deadline {
+                let body = bodies[(rng.next_u64() % bodies.len() as u64) as usize].clone();
+                let sent = Instant::now();
+                let result = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                match result {
+                    Ok(r) if r.status().as_u16() == 201 => {
+                        let _ = r.bytes().await;
+                        latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let mut stats = Stats {
+        requests: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+    };
+    for task in tasks {
+        if let Ok((latencies, errors)) = task.await {
+            stats.requests += latencies.len() as u64;
+            stats.errors += errors;
+            stats.latencies_us.extend(latencies);
+        }
+    }
+    stats.elapsed = start.elapsed();
+    stats.latencies_us.sort_unstable();
+    stats
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+async fn wait_healthy(url: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..600 {
+        if let Ok(r) = client.get(format!("{url}/health")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{url} did not become healthy")
+}
+
+/// Peak and current resident memory of a process, MiB, from `/proc`.
+fn rss_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+}
+
+/// The parse-and-discard endpoint: same HTTP stack, JSON parsing and validation, no storage.
+async fn discard(body: Bytes) -> axum::response::Response {
+    let Ok(req) = serde_json::from_slice::<TrackRequest>(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    match validate_track(&req, eddy_model::time::now_ms()) {
+        Ok(batch) => (StatusCode::CREATED, json!(batch.response).to_string()).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, e.body().to_string()).into_response(),
+    }
+}
+
+async fn discard_server(port: u16) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route("/users/track", post(discard))
+        .route("/health", axum::routing::get(|| async { "ok" }))
+        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Runs the ingest benchmark (or, with `--discard-server`, the baseline server itself).
+pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
+    if args.discard_server {
+        let port = std::env::var("EDDY_BENCH_PORT")?.parse()?;
+        return discard_server(port).await;
+    }
+    eprintln!(
+        "generating {} request bodies over {} Zipf({}) ids",
+        args.bodies, args.profiles, args.zipf
+    );
+    let zipf = Zipf::new(args.profiles, args.zipf);
+    let mut rng = Rng::new(42);
+    let bodies: Vec<Bytes> = (0..args.bodies)
+        .map(|_| request_body(&zipf, &mut rng))
+        .collect();
+    let warmup = Duration::from_secs(args.warmup);
+    let measured = Duration::from_secs(args.seconds);
+
+    // Baseline: a separate process, like eddy, so the load generator competes the same way.
+    let port = free_port()?;
+    let baseline = Command::new(std::env::current_exe()?)
+        .args(["ingest", "--discard-server"])
+        .env("EDDY_BENCH_PORT", port.to_string())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let url = format!("http://127.0.0.1:{port}");
+    wait_healthy(&url).await?;
+    run_load(&url, "none", &bodies, args.connections, warmup).await;
+    let base = run_load(&url, "none", &bodies, args.connections, measured).await;
+    let (base_peak, _) = rss_mib(baseline.id());
+    stop(baseline);
+
+    // eddy serve, durable, on a fresh data dir, Braze's rate limits lifted.
+    let data = tempfile::tempdir()?;
+    let config = data.path().join("eddy.toml");
+    std::fs::write(
+        &config,
+        "[rate_limits]\n\"users.track\" = { limit = 1000000000, window_seconds = 1 }\n",
+    )?;
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let eddy = args.eddy.clone().unwrap_or_else(crate::sibling_eddy);
+    let server = Command::new(&eddy)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data.path().join("data"))
+        .arg("--config")
+        .arg(&config)
+        .env("EDDY_ADMIN_TOKEN", ADMIN)
+        .env("RUST_LOG", "warn")
+        .spawn()?;
+    wait_healthy(&url).await?;
+    let created: Value = reqwest::Client::new()
+        .post(format!("{url}/eddy/v1/workspaces/default/api-keys"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let key = created["key"].as_str().unwrap_or_default().to_string();
+    run_load(&url, &key, &bodies, args.connections, warmup).await;
+    let stats = run_load(&url, &key, &bodies, args.connections, measured).await;
+    let (peak, now) = rss_mib(server.id());
+    let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    stop(server);
+
+    let ratio = stats.objects_per_second() / base.objects_per_second().max(1.0);
+    let commits = metric(&metrics, "eddy_writer_commits_total");
+    let mutations = metric(&metrics, "eddy_writer_mutations_total");
+    println!("| target | objects/s | requests/s | p50 ms | p99 ms | errors | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, s, rss) in [
+        ("parse-and-discard baseline", &base, base_peak),
+        ("eddy serve (durable)", &stats, peak),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.1} | {:.1} | {} | {:.0} |",
+            s.objects_per_second(),
+            s.requests as f64 / s.elapsed.as_secs_f64(),
+            s.percentile_ms(0.50),
+            s.percentile_ms(0.99),
+            s.errors,
+            rss
+        );
+    }
+    println!();
+    println!("eddy / baseline: {:.0}%", ratio * 100.0);
+    println!(
+        "group commits: {commits:.0}, mutations per commit: {:.1}, eddy RSS at end: {now:.0} MiB",
+        mutations / commits.max(1.0)
+    );
+    println!(
+        "settings: {} connections, {} s measured after {} s warm-up, {} ids Zipf({}), {} objects per request",
+        args.connections, args.seconds, args.warmup, args.profiles, args.zipf, OBJECTS_PER_REQUEST
+    );
+    Ok(())
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -40,6 +40,12 @@ pub struct IngestArgs {
     /// Path of the eddy binary [default: next to eddy-bench].
     #[arg(long)]
     eddy: Option<PathBuf>,
+    /// Drive an already running server at this base URL instead (no baseline); for profiling.
+    #[arg(long, requires = "key")]
+    url: Option<String>,
+    /// REST API key for `--url`.
+    #[arg(long)]
+    key: Option<String>,
     /// Run the internal parse-and-discard server (used by the harness itself).
     #[arg(long, hide = true)]
     discard_server: bool,
@@ -248,6 +254,19 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         .collect();
     let warmup = Duration::from_secs(args.warmup);
     let measured = Duration::from_secs(args.seconds);
+
+    if let (Some(url), Some(key)) = (&args.url, &args.key) {
+        run_load(url, key, &bodies, args.connections, warmup).await;
+        let stats = run_load(url, key, &bodies, args.connections, measured).await;
+        println!(
+            "{url}: {:.0} objects/s, p50 {:.1} ms, p99 {:.1} ms, {} errors",
+            stats.objects_per_second(),
+            stats.percentile_ms(0.50),
+            stats.percentile_ms(0.99),
+            stats.errors
+        );
+        return Ok(());
+    }
 
     // Baseline: a separate process, like eddy, so the load generator competes the same way.
     let port = free_port()?;

@@ -127,73 +127,91 @@ pub struct Counters {
     pub next_profile: HashMap<u32, u32>,
 }
 
-/// Decoded profiles the writer keeps between groups. It only ever holds committed state:
-/// profiles move out of it into a transaction and come back after the commit succeeds.
+/// What the writer keeps in memory between group commits: decoded profiles and identifier
+/// index values (misses included). It only ever holds committed state: profiles move out of it
+/// into a transaction and come back, and identifier writes are applied, after the commit
+/// succeeds. The writer is the only writer of both tables, so nothing else can make it stale.
 #[derive(Debug, Default)]
-pub struct ProfileCache {
-    map: HashMap<(u32, u32), Profile>,
+pub struct WriterCache {
+    profiles: HashMap<(u32, u32), Profile>,
+    idents: HashMap<Vec<u8>, Option<Vec<u8>>>,
     capacity: usize,
 }
 
-impl ProfileCache {
-    /// A cache of at most `capacity` profiles (0 disables it).
-    pub fn new(capacity: usize) -> ProfileCache {
-        ProfileCache {
-            map: HashMap::new(),
-            capacity,
-        }
+impl WriterCache {
+    /// A cache of at most `capacity` profiles and as many identifier entries (0 disables it).
+    pub fn new(capacity: usize) -> WriterCache {
+        WriterCache { profiles: HashMap::new(), idents: HashMap::new(), capacity }
     }
 
     /// Takes in what a committed group wrote.
-    pub fn absorb(&mut self, written: Vec<((u32, u32), Option<Profile>)>) {
-        for (key, profile) in written {
+    pub fn absorb(&mut self, written: Written) {
+        for (key, profile) in written.profiles {
             match profile {
                 Some(p) if self.capacity > 0 => {
-                    self.map.insert(key, p);
+                    self.profiles.insert(key, p);
                 }
                 _ => {
-                    self.map.remove(&key);
+                    self.profiles.remove(&key);
                 }
             }
         }
-        if self.map.len() > self.capacity {
-            // Evict about a tenth, in the map's arbitrary order: cheap and unbiased enough
-            // for Zipf-shaped traffic, whose hot profiles come straight back.
-            let mut excess = self.map.len() - self.capacity * 9 / 10;
-            self.map.retain(|_, _| {
-                if excess == 0 {
-                    return true;
-                }
-                excess -= 1;
-                false
-            });
+        if self.capacity > 0 {
+            for (key, value) in written.idents {
+                self.idents.insert(key, value);
+            }
         }
+        evict(&mut self.profiles, self.capacity);
+        evict(&mut self.idents, self.capacity);
     }
 
     /// Forgets everything (after a failed commit).
     pub fn clear(&mut self) {
-        self.map.clear();
+        self.profiles.clear();
+        self.idents.clear();
     }
 
     /// Profiles held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.profiles.len()
     }
 
-    /// True when empty.
+    /// True when no profile is held.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.profiles.is_empty()
     }
 }
 
-/// Profiles a group wrote (`None`: deleted), handed back to the cache after the commit.
-pub type Written = Vec<((u32, u32), Option<Profile>)>;
+/// Drops about a tenth of an over-full map, in its arbitrary order: cheap, and unbiased enough
+/// for Zipf-shaped traffic, whose hot entries come straight back.
+fn evict<K, V>(map: &mut HashMap<K, V>, capacity: usize) {
+    if map.len() <= capacity {
+        return;
+    }
+    let mut excess = map.len() - capacity * 9 / 10;
+    map.retain(|_, _| {
+        if excess == 0 {
+            return true;
+        }
+        excess -= 1;
+        false
+    });
+}
+
+/// What a group wrote, handed to the cache after the commit.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Profiles by (workspace, id); `None` when deleted.
+    pub profiles: Vec<((u32, u32), Option<Profile>)>,
+    /// Identifier index keys and their new values; `None` when deleted.
+    pub idents: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
 
 /// A group commit in progress.
 pub struct Txn<'a> {
     backend: &'a dyn Backend,
     counters: &'a mut Counters,
-    cache: &'a mut ProfileCache,
+    cache: &'a mut WriterCache,
     raw: HashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
     profiles: HashMap<(u32, u32), Option<Profile>>,
     order: Vec<(Table, Vec<u8>)>,
@@ -209,14 +227,25 @@ impl Read for Txn<'_> {
         if let Some(value) = self.raw.get(&(table, key.to_vec())) {
             return Ok(value.clone());
         }
-        self.backend.get(table, key)
+        if table != Table::Idents {
+            return self.backend.get(table, key);
+        }
+        if let Some(value) = self.cache.idents.get(key) {
+            return Ok(value.clone());
+        }
+        // A backend read is committed state, so it may enter the cache at once.
+        let value = self.backend.get(table, key)?;
+        if self.cache.capacity > 0 {
+            self.cache.idents.insert(key.to_vec(), value.clone());
+        }
+        Ok(value)
     }
 
     fn profile(&mut self, ws: u32, id: u32) -> Result<Option<Profile>, StoreError> {
         if let Some(p) = self.profiles.get(&(ws, id)) {
             return Ok(p.clone());
         }
-        if let Some(p) = self.cache.map.get(&(ws, id)) {
+        if let Some(p) = self.cache.profiles.get(&(ws, id)) {
             return Ok(Some(p.clone()));
         }
         match self.backend.get(Table::Profiles, &keys::profile(ws, id))? {
@@ -231,7 +260,7 @@ impl<'a> Txn<'a> {
     pub fn new(
         backend: &'a dyn Backend,
         counters: &'a mut Counters,
-        cache: &'a mut ProfileCache,
+        cache: &'a mut WriterCache,
         now_ms: i64,
     ) -> Txn<'a> {
         Txn {
@@ -275,7 +304,7 @@ impl<'a> Txn<'a> {
         if let Some(entry) = self.profiles.get_mut(&(ws, id)) {
             return Ok(entry.take());
         }
-        if let Some(p) = self.cache.map.remove(&(ws, id)) {
+        if let Some(p) = self.cache.profiles.remove(&(ws, id)) {
             return Ok(Some(p));
         }
         match self.backend.get(Table::Profiles, &keys::profile(ws, id))? {
@@ -389,13 +418,16 @@ impl<'a> Txn<'a> {
         self.usage.entry((ws, day)).or_default().add(points);
     }
 
-    /// Turns the group into one write set, assigning outbox sequence numbers. Also returns the
-    /// profiles written, for the cache once the write set is committed.
+    /// Turns the group into one write set, assigning outbox sequence numbers. Also returns what
+    /// was written, for the cache once the write set is committed.
     pub fn finish(mut self) -> Result<(WriteSet, u64, Written), StoreError> {
         let mut writes = WriteSet::default();
-        let mut written: Written = std::mem::take(&mut self.profiles).into_iter().collect();
-        written.sort_unstable_by_key(|(key, _)| *key);
-        for ((ws, id), profile) in &written {
+        let mut written = Written {
+            profiles: std::mem::take(&mut self.profiles).into_iter().collect(),
+            idents: Vec::new(),
+        };
+        written.profiles.sort_unstable_by_key(|(key, _)| *key);
+        for ((ws, id), profile) in &written.profiles {
             let key = keys::profile(*ws, *id);
             match profile {
                 Some(p) => {
@@ -408,6 +440,9 @@ impl<'a> Txn<'a> {
         }
         for (table, key) in std::mem::take(&mut self.order) {
             let value = self.raw.remove(&(table, key.clone())).flatten();
+            if table == Table::Idents {
+                written.idents.push((key.clone(), value.clone()));
+            }
             writes.ops.push((table, key, value));
         }
         let mut emitted = 0;

@@ -16,7 +16,7 @@ use crate::StoreError;
 use crate::apply::Lookup;
 use crate::backend::Backend;
 use crate::meta::{ApiKey, Workspace};
-use crate::txn::{Counters, ProfileCache, Txn, load_counters};
+use crate::txn::{Counters, WriterCache, Txn, load_counters};
 
 /// A mutation the writer applies.
 #[derive(Debug)]
@@ -99,7 +99,7 @@ pub(crate) fn run(
             return;
         }
     };
-    let mut cache = ProfileCache::new(cache_profiles);
+    let mut cache = WriterCache::new(cache_profiles);
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stop = None;
     while stop.is_none() {
@@ -138,7 +138,7 @@ pub(crate) fn run(
 fn commit_group(
     backend: &dyn Backend,
     counters: &mut Counters,
-    cache: &mut ProfileCache,
+    cache: &mut WriterCache,
     jobs: &mut Vec<Job>,
     limits: Limits,
     stats: &WriterStats,
@@ -186,7 +186,7 @@ fn commit_group(
             // Ids handed out in the failed group may be reused: nothing refers to them.
             std::mem::swap(counters, &mut saved);
             // Profiles taken out of the cache by the failed group are gone from it; drop the
-            // rest too so nothing stale can survive a storage error.
+            // rest too so that nothing unsure survives a storage error.
             cache.clear();
             for job in jobs.drain(..) {
                 let _ = job.reply.send(Err(StoreError::Backend(e.to_string())));

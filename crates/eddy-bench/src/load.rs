@@ -312,14 +312,19 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         .await?;
     let key = created["key"].as_str().unwrap_or_default().to_string();
     run_load(&url, &key, &bodies, args.connections, warmup).await;
+    let before = reqwest::get(format!("{url}/metrics")).await?.text().await?;
     let stats = run_load(&url, &key, &bodies, args.connections, measured).await;
-    let (peak, now) = rss_mib(server.id());
     let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    let (peak, now) = rss_mib(server.id());
     stop(server);
+    let delta = |name: &str| metric(&metrics, name) - metric(&before, name);
+    let writer_seconds = delta("eddy_writer_commit_seconds_total");
+    let writer_mutations = delta("eddy_writer_mutations_total");
+    let sync_seconds = delta("eddy_writer_sync_seconds_total");
 
     let ratio = stats.objects_per_second() / base.objects_per_second().max(1.0);
-    let commits = metric(&metrics, "eddy_writer_commits_total");
-    let mutations = metric(&metrics, "eddy_writer_mutations_total");
+    let commits = delta("eddy_writer_commits_total");
+    let mutations = writer_mutations;
     println!("| target | objects/s | requests/s | p50 ms | p99 ms | errors | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (name, s, rss) in [
@@ -339,8 +344,16 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     println!();
     println!("eddy / baseline: {:.0}%", ratio * 100.0);
     println!(
-        "group commits: {commits:.0}, mutations per commit: {:.1}, eddy RSS at end: {now:.0} MiB",
+        "writer: busy {:.0}% of the measured time, {:.0} µs per request ({:.2} µs per object); {:.0} group commits of {:.1} requests",
+        100.0 * writer_seconds / stats.elapsed.as_secs_f64(),
+        1e6 * writer_seconds / writer_mutations.max(1.0),
+        1e6 * writer_seconds / (writer_mutations.max(1.0) * OBJECTS_PER_REQUEST as f64),
+        commits,
         mutations / commits.max(1.0)
+    );
+    println!(
+        "writer: {:.0}% of its busy time writing and fsyncing; eddy RSS at end: {now:.0} MiB",
+        100.0 * sync_seconds / writer_seconds.max(1e-9)
     );
     println!(
         "settings: {} connections, {} s measured after {} s warm-up, {} ids Zipf({}), {} objects per request",

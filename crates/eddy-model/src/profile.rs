@@ -205,9 +205,13 @@ impl Profile {
         let changed = old != new.as_ref();
         if changed {
             match new {
-                Some(value) => {
-                    self.custom.insert(name.to_string(), value);
-                }
+                // Replace in place when the name exists: no new key allocation.
+                Some(value) => match self.custom.get_mut(name) {
+                    Some(slot) => *slot = value,
+                    None => {
+                        self.custom.insert(name.to_string(), value);
+                    }
+                },
                 None => {
                     self.custom.remove(name);
                 }
@@ -219,25 +223,17 @@ impl Profile {
 
     /// Records one custom event occurrence.
     pub fn record_event(&mut self, name: &str, time_ms: i64) {
-        let entry = self.events.entry(name.to_string()).or_insert(Occurrences {
-            first: time_ms,
-            last: time_ms,
-            count: 0,
-        });
-        entry.record(time_ms, 1);
+        record_occurrence(&mut self.events, name, time_ms, 1);
     }
 
     /// Records a purchase of `quantity` units.
     pub fn record_purchase(&mut self, product_id: &str, price: f64, quantity: u32, time_ms: i64) {
-        let entry = self
-            .purchases
-            .entry(product_id.to_string())
-            .or_insert(Occurrences {
-                first: time_ms,
-                last: time_ms,
-                count: 0,
-            });
-        entry.record(time_ms, u64::from(quantity));
+        record_occurrence(
+            &mut self.purchases,
+            product_id,
+            time_ms,
+            u64::from(quantity),
+        );
         self.total_revenue += price * f64::from(quantity);
     }
 
@@ -353,6 +349,28 @@ impl Profile {
             );
         }
         Value::Object(out)
+    }
+}
+
+/// Counts `count` occurrences of `name` at `time_ms`, allocating a key only for a new name.
+fn record_occurrence(
+    map: &mut BTreeMap<String, Occurrences>,
+    name: &str,
+    time_ms: i64,
+    count: u64,
+) {
+    match map.get_mut(name) {
+        Some(occurrences) => occurrences.record(time_ms, count),
+        None => {
+            map.insert(
+                name.to_string(),
+                Occurrences {
+                    first: time_ms,
+                    last: time_ms,
+                    count,
+                },
+            );
+        }
     }
 }
 

@@ -61,47 +61,53 @@ impl Metrics {
             "eddy_http_requests_total{{group=\"other\",status=\"other\"}} {}",
             self.other_status.load(Ordering::Relaxed)
         );
+        // (name, help, counter, whether it counts microseconds shown as seconds)
         let counters = [
             (
                 "eddy_writer_commits_total",
                 "Group commits written.",
                 &writer.commits,
+                false,
             ),
             (
                 "eddy_writer_mutations_total",
                 "Mutations applied by the writer.",
                 &writer.mutations,
+                false,
             ),
             (
                 "eddy_outbox_events_total",
                 "Currents events written to the outbox.",
                 &writer.outbox_events,
+                false,
             ),
             (
                 "eddy_writer_commit_seconds_total",
-                "",
+                "Time spent in group commits: applying, writing and fsyncing.",
                 &writer.commit_micros,
+                true,
+            ),
+            (
+                "eddy_writer_sync_seconds_total",
+                "Time spent writing and fsyncing group commits.",
+                &writer.sync_micros,
+                true,
             ),
             (
                 "eddy_writer_commit_failures_total",
                 "Group commits that failed (nothing applied).",
                 &writer.commit_failures,
+                false,
             ),
         ];
-        for (name, help, value) in counters {
-            let v = value.load(Ordering::Relaxed);
-            if name == "eddy_writer_commit_seconds_total" {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} Time spent applying and syncing group commits.\n# TYPE {name} counter"
-                );
+        for (name, help, counter, micros) in counters {
+            let v = counter.load(Ordering::Relaxed);
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            if micros {
                 let _ = writeln!(out, "{name} {}", v as f64 / 1e6);
-                continue;
+            } else {
+                let _ = writeln!(out, "{name} {v}");
             }
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
         }
         out
     }

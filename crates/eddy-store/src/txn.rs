@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use eddy_model::currents::OutboxEvent;
 use eddy_model::profile::Profile;
 use eddy_model::track::Identifier;
@@ -96,14 +98,20 @@ pub trait Read {
     }
 }
 
-/// Decodes a stored profile.
+/// Decodes a stored profile (MessagePack with field names).
 pub fn decode_profile(bytes: &[u8]) -> Result<Profile, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt {
         table: "profiles",
         reason: e.to_string(),
     })
 }
 
+/// Encodes a profile for storage. MessagePack with field names: self-describing (custom values
+/// hold arbitrary JSON), tolerant of added fields, and without JSON's string escaping, which
+/// was the writer's largest serialization cost.
+pub fn encode_profile(profile: &Profile) -> Result<Vec<u8>, StoreError> {
+    rmp_serde::to_vec_named(profile).map_err(|e| StoreError::Backend(e.to_string()))
+}
 /// Reads straight from the backend (committed data only).
 pub struct View<'a> {
     /// The backend read from.
@@ -141,7 +149,11 @@ pub struct WriterCache {
 impl WriterCache {
     /// A cache of at most `capacity` profiles and as many identifier entries (0 disables it).
     pub fn new(capacity: usize) -> WriterCache {
-        WriterCache { profiles: HashMap::new(), idents: HashMap::new(), capacity }
+        WriterCache {
+            profiles: HashMap::new(),
+            idents: HashMap::new(),
+            capacity,
+        }
     }
 
     /// Takes in what a committed group wrote.
@@ -212,11 +224,11 @@ pub struct Txn<'a> {
     backend: &'a dyn Backend,
     counters: &'a mut Counters,
     cache: &'a mut WriterCache,
-    raw: HashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
-    profiles: HashMap<(u32, u32), Option<Profile>>,
+    raw: FxHashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    profiles: FxHashMap<(u32, u32), Option<Profile>>,
     order: Vec<(Table, Vec<u8>)>,
     outbox: Vec<(u32, OutboxEvent)>,
-    usage: HashMap<(u32, String), Points>,
+    usage: FxHashMap<(u32, String), Points>,
     touched_profile_counters: Vec<u32>,
     /// The time this group is applied at, UTC ms.
     pub now_ms: i64,
@@ -267,11 +279,11 @@ impl<'a> Txn<'a> {
             backend,
             counters,
             cache,
-            raw: HashMap::new(),
-            profiles: HashMap::new(),
+            raw: FxHashMap::default(),
+            profiles: FxHashMap::default(),
             order: Vec::new(),
             outbox: Vec::new(),
-            usage: HashMap::new(),
+            usage: FxHashMap::default(),
             touched_profile_counters: Vec::new(),
             now_ms,
         }
@@ -431,9 +443,9 @@ impl<'a> Txn<'a> {
             let key = keys::profile(*ws, *id);
             match profile {
                 Some(p) => {
-                    let bytes =
-                        serde_json::to_vec(p).map_err(|e| StoreError::Backend(e.to_string()))?;
-                    writes.ops.push((Table::Profiles, key, Some(bytes)));
+                    writes
+                        .ops
+                        .push((Table::Profiles, key, Some(encode_profile(p)?)));
                 }
                 None => writes.ops.push((Table::Profiles, key, None)),
             }

@@ -16,7 +16,7 @@ use crate::StoreError;
 use crate::apply::Lookup;
 use crate::backend::Backend;
 use crate::meta::{ApiKey, Workspace};
-use crate::txn::{Counters, WriterCache, Txn, load_counters};
+use crate::txn::{Counters, Txn, WriterCache, load_counters};
 
 /// A mutation the writer applies.
 #[derive(Debug)]
@@ -76,8 +76,10 @@ pub struct WriterStats {
     pub mutations: AtomicU64,
     /// Outbox events written.
     pub outbox_events: AtomicU64,
-    /// Microseconds spent in commits (including fsync).
+    /// Microseconds spent in group commits, applying included.
     pub commit_micros: AtomicU64,
+    /// Microseconds of those spent writing and syncing the write set to disk.
+    pub sync_micros: AtomicU64,
     /// Failed commits.
     pub commit_failures: AtomicU64,
 }
@@ -164,7 +166,12 @@ fn commit_group(
     let committed = match fatal {
         Some(e) => Err(e),
         None => txn.finish().and_then(|(writes, emitted, written)| {
-            backend.commit(writes)?;
+            let syncing = Instant::now();
+            let result = backend.commit(writes);
+            stats
+                .sync_micros
+                .fetch_add(syncing.elapsed().as_micros() as u64, Ordering::Relaxed);
+            result?;
             Ok((emitted, written))
         }),
     };

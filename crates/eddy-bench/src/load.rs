@@ -77,7 +77,7 @@ fn request_body(zipf: &Zipf, rng: &mut Rng) -> Bytes {
             "first_name": format!("name{}", rng.next_u64() % 1000),
             "plan": plan,
             "score": rng.next_u64() % 10_000,
-            "active": rng.next_u64() % 2 == 0,
+            "active": rng.next_u64().is_multiple_of(2),
             "last_seen": "2024-05-01T12:00:00Z",
         }));
         let user = format!("user-{}", zipf.sample(rng));

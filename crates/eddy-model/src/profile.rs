@@ -24,8 +24,11 @@ impl Default for Limits {
     }
 }
 
-/// First, last and count of an event name or product.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Days of per-day counts kept for `within_days` segment filters (Braze allows up to 30).
+pub const RECENT_DAYS: i32 = 30;
+
+/// First, last and count of an event name or product, with per-day counts of recent days.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Occurrences {
     /// First time, UTC ms.
     pub first: i64,
@@ -33,19 +36,64 @@ pub struct Occurrences {
     pub last: i64,
     /// How many.
     pub count: u64,
+    /// (days since the epoch, count) for the last [`RECENT_DAYS`] days before `last`, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<(i32, u32)>,
+}
+
+/// UTC days since the epoch of a millisecond time.
+pub fn epoch_day(ms: i64) -> i32 {
+    ms.div_euclid(86_400_000) as i32
 }
 
 impl Occurrences {
+    fn new(time_ms: i64) -> Occurrences {
+        Occurrences {
+            first: time_ms,
+            last: time_ms,
+            count: 0,
+            recent: Vec::new(),
+        }
+    }
+
     fn record(&mut self, time_ms: i64, count: u64) {
         self.first = self.first.min(time_ms);
         self.last = self.last.max(time_ms);
         self.count += count;
+        add_day(
+            &mut self.recent,
+            epoch_day(time_ms),
+            count.min(u64::from(u32::MAX)) as u32,
+        );
+        let newest = epoch_day(self.last);
+        self.recent.retain(|(day, _)| *day > newest - RECENT_DAYS);
     }
 
     fn absorb(&mut self, other: &Occurrences) {
         self.first = self.first.min(other.first);
         self.last = self.last.max(other.last);
         self.count += other.count;
+        for (day, n) in &other.recent {
+            add_day(&mut self.recent, *day, *n);
+        }
+        let newest = epoch_day(self.last);
+        self.recent.retain(|(day, _)| *day > newest - RECENT_DAYS);
+    }
+
+    /// Occurrences during the `days` days ending with `today` (1 ≤ days ≤ [`RECENT_DAYS`]).
+    pub fn count_within(&self, today: i32, days: i32) -> u64 {
+        self.recent
+            .iter()
+            .filter(|(day, _)| *day <= today && *day > today - days)
+            .map(|(_, n)| u64::from(*n))
+            .sum()
+    }
+}
+
+fn add_day(recent: &mut Vec<(i32, u32)>, day: i32, n: u32) {
+    match recent.binary_search_by_key(&day, |(d, _)| *d) {
+        Ok(i) => recent[i].1 = recent[i].1.saturating_add(n),
+        Err(i) => recent.insert(i, (day, n)),
     }
 }
 
@@ -260,13 +308,13 @@ impl Profile {
             self.events
                 .entry(name.clone())
                 .and_modify(|o| o.absorb(occ))
-                .or_insert(*occ);
+                .or_insert_with(|| occ.clone());
         }
         for (name, occ) in &other.purchases {
             self.purchases
                 .entry(name.clone())
                 .and_modify(|o| o.absorb(occ))
-                .or_insert(*occ);
+                .or_insert_with(|| occ.clone());
         }
         self.total_revenue += other.total_revenue;
         for device in &other.devices {
@@ -362,14 +410,9 @@ fn record_occurrence(
     match map.get_mut(name) {
         Some(occurrences) => occurrences.record(time_ms, count),
         None => {
-            map.insert(
-                name.to_string(),
-                Occurrences {
-                    first: time_ms,
-                    last: time_ms,
-                    count,
-                },
-            );
+            let mut occurrences = Occurrences::new(time_ms);
+            occurrences.record(time_ms, count);
+            map.insert(name.to_string(), occurrences);
         }
     }
 }
@@ -670,16 +713,34 @@ mod tests {
         keep.absorb(&gone);
         assert_eq!(keep.fields["first_name"], json!("Keep"));
         assert_eq!(keep.fields["last_name"], json!("Last"));
-        assert_eq!(
-            keep.events["open"],
-            Occurrences {
-                first: 20,
-                last: 80,
-                count: 3
-            }
-        );
+        let open = &keep.events["open"];
+        assert_eq!((open.first, open.last, open.count), (20, 80, 3));
+        assert_eq!(open.recent, vec![(0, 3)]);
         assert_eq!(keep.created_at, 10);
         assert_eq!(keep.custom["x"], AttrValue::Int(1));
+    }
+
+    #[test]
+    fn recent_days_are_counted_and_pruned() {
+        let day = 86_400_000;
+        let mut p = Profile::default();
+        p.record_event("e", 100 * day);
+        p.record_event("e", 100 * day + 5);
+        p.record_event("e", 110 * day);
+        p.record_event("e", 95 * day);
+        let e = &p.events["e"];
+        assert_eq!(e.count, 4);
+        assert_eq!(e.recent, vec![(95, 1), (100, 2), (110, 1)]);
+        assert_eq!(e.count_within(110, 1), 1);
+        assert_eq!(e.count_within(110, 11), 3);
+        assert_eq!(e.count_within(110, 30), 4);
+        p.record_event("e", 140 * day);
+        assert_eq!(
+            p.events["e"].recent,
+            vec![(140, 1)],
+            "days older than 30 are dropped"
+        );
+        assert_eq!(p.events["e"].count, 5);
     }
 
     #[test]

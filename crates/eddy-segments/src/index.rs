@@ -1,0 +1,480 @@
+//! The segment index: per workspace, bitmaps and typed columns over dense internal ids, kept
+//! current from the writer's change feed, answering filters exactly.
+
+use std::collections::{BTreeMap, HashMap};
+
+use eddy_model::profile::{Occurrences, Profile};
+use roaring::RoaringBitmap;
+use serde_json::Value;
+
+use crate::filter::{
+    CountOp, Filter, Op, Operand, Val, attribute, count_matches, occurrences_count, value_matches,
+};
+
+const NO_WORD: u32 = u32::MAX;
+
+/// One attribute's values over all profiles of a workspace, typed.
+#[derive(Debug, Default)]
+struct Column {
+    present: RoaringBitmap,
+    dict: HashMap<String, u32>,
+    words: Vec<String>,
+    by_word: Vec<RoaringBitmap>,
+    word_of: Vec<u32>,
+    nums: Vec<f64>,
+    num_set: RoaringBitmap,
+    trues: RoaringBitmap,
+    falses: RoaringBitmap,
+    times: Vec<i64>,
+    time_set: RoaringBitmap,
+    items: HashMap<String, RoaringBitmap>,
+    items_of: HashMap<u32, Vec<String>>,
+}
+
+/// The key of an array item, shared by items and `includes_value` operands.
+fn item_key(item: &Value) -> Option<String> {
+    match item {
+        Value::String(s) => Some(format!("s:{s}")),
+        Value::Number(n) => n.as_f64().map(|f| format!("n:{f}")),
+        Value::Bool(b) => Some(format!("b:{b}")),
+        _ => None,
+    }
+}
+
+fn operand_key(operand: &Operand) -> Option<String> {
+    match operand {
+        Operand::Str(s) => Some(format!("s:{s}")),
+        Operand::Num(n) => Some(format!("n:{n}")),
+        Operand::Bool(b) => Some(format!("b:{b}")),
+        _ => None,
+    }
+}
+
+fn grow<T: Clone>(v: &mut Vec<T>, id: u32, fill: T) {
+    let need = id as usize + 1;
+    if v.len() < need {
+        v.resize(need, fill);
+    }
+}
+
+impl Column {
+    fn clear(&mut self, id: u32) {
+        if !self.present.remove(id) {
+            return;
+        }
+        if let Some(word) = self.word_of.get(id as usize).copied()
+            && word != NO_WORD
+        {
+            self.by_word[word as usize].remove(id);
+            self.word_of[id as usize] = NO_WORD;
+        }
+        self.num_set.remove(id);
+        self.trues.remove(id);
+        self.falses.remove(id);
+        self.time_set.remove(id);
+        if let Some(items) = self.items_of.remove(&id) {
+            for item in items {
+                if let Some(bitmap) = self.items.get_mut(&item) {
+                    bitmap.remove(id);
+                }
+            }
+        }
+    }
+
+    fn set(&mut self, id: u32, value: Val) {
+        self.clear(id);
+        self.present.insert(id);
+        match value {
+            Val::Str(s) => {
+                let word = match self.dict.get(&s) {
+                    Some(w) => *w,
+                    None => {
+                        let w = self.words.len() as u32;
+                        self.dict.insert(s.clone(), w);
+                        self.words.push(s);
+                        self.by_word.push(RoaringBitmap::new());
+                        w
+                    }
+                };
+                grow(&mut self.word_of, id, NO_WORD);
+                self.word_of[id as usize] = word;
+                self.by_word[word as usize].insert(id);
+            }
+            Val::Num(n) => {
+                grow(&mut self.nums, id, f64::NAN);
+                self.nums[id as usize] = n;
+                self.num_set.insert(id);
+            }
+            Val::Bool(true) => {
+                self.trues.insert(id);
+            }
+            Val::Bool(false) => {
+                self.falses.insert(id);
+            }
+            Val::Time(t) => {
+                grow(&mut self.times, id, i64::MIN);
+                self.times[id as usize] = t;
+                self.time_set.insert(id);
+            }
+            Val::List(items) => {
+                let keys: Vec<String> = items.iter().filter_map(item_key).collect();
+                for key in &keys {
+                    self.items.entry(key.clone()).or_default().insert(id);
+                }
+                self.items_of.insert(id, keys);
+            }
+        }
+    }
+
+    /// Ids in `within` whose value satisfies the leaf, by the oracle's own rule for scans.
+    fn eval(
+        &self,
+        op: Op,
+        operand: &Operand,
+        within: &RoaringBitmap,
+        now_ms: i64,
+    ) -> RoaringBitmap {
+        match op {
+            Op::Exists => return &self.present & within,
+            Op::NotExists => return within - &self.present,
+            Op::NotEquals => return within - &self.eval(Op::Equals, operand, within, now_ms),
+            _ => {}
+        }
+        let mut out = RoaringBitmap::new();
+        match (op, operand) {
+            (Op::Equals, Operand::Str(s)) => {
+                if let Some(word) = self.dict.get(s) {
+                    out |= &self.by_word[*word as usize] & within;
+                }
+            }
+            (Op::Equals, Operand::Bool(true)) => return &self.trues & within,
+            (Op::Equals, Operand::Bool(false)) => return &self.falses & within,
+            (Op::IncludesValue, operand) => {
+                if let Some(bitmap) = operand_key(operand).and_then(|k| self.items.get(&k)) {
+                    return bitmap & within;
+                }
+                return out;
+            }
+            (Op::Contains | Op::MatchesRegex, _) => {
+                for (word, text) in self.words.iter().enumerate() {
+                    if value_matches(Some(&Val::Str(text.clone())), op, operand, now_ms) {
+                        out |= &self.by_word[word] & within;
+                    }
+                }
+                return out;
+            }
+            _ => {}
+        }
+        for id in &(&self.num_set & within) {
+            if value_matches(Some(&Val::Num(self.nums[id as usize])), op, operand, now_ms) {
+                out.insert(id);
+            }
+        }
+        for id in &(&self.time_set & within) {
+            if value_matches(
+                Some(&Val::Time(self.times[id as usize])),
+                op,
+                operand,
+                now_ms,
+            ) {
+                out.insert(id);
+            }
+        }
+        out
+    }
+}
+
+/// One workspace's index.
+#[derive(Debug, Default)]
+pub struct WorkspaceIndex {
+    all: RoaringBitmap,
+    columns: HashMap<String, Column>,
+    events: HashMap<String, HashMap<u32, Occurrences>>,
+    purchases: HashMap<String, HashMap<u32, Occurrences>>,
+    cohorts: HashMap<(String, String), RoaringBitmap>,
+}
+
+/// The values of a profile the index keeps, by attribute name.
+fn indexed_values(profile: &Profile) -> Vec<(String, Val)> {
+    let mut out = Vec::with_capacity(profile.fields.len() + profile.custom.len() + 4);
+    let specials = ["external_id", "braze_id", "created_at", "total_revenue"];
+    let names = specials
+        .iter()
+        .map(|s| s.to_string())
+        .chain(profile.fields.keys().cloned())
+        .chain(
+            profile
+                .custom
+                .keys()
+                .filter(|k| !profile.fields.contains_key(*k))
+                .cloned(),
+        );
+    for name in names {
+        if let Some(value) = attribute(profile, &name) {
+            out.push((name, value));
+        }
+    }
+    out
+}
+
+fn sync_occurrences(
+    maps: &mut HashMap<String, HashMap<u32, Occurrences>>,
+    id: u32,
+    now: &BTreeMap<String, Occurrences>,
+) {
+    for (name, ids) in maps.iter_mut() {
+        if !now.contains_key(name) {
+            ids.remove(&id);
+        }
+    }
+    for (name, occ) in now {
+        maps.entry(name.clone())
+            .or_default()
+            .insert(id, occ.clone());
+    }
+}
+
+impl WorkspaceIndex {
+    /// Indexes a profile's current state (replacing what was indexed for it).
+    pub fn upsert(&mut self, id: u32, profile: &Profile) {
+        self.all.insert(id);
+        let values = indexed_values(profile);
+        for (name, column) in self.columns.iter_mut() {
+            if column.present.contains(id) && !values.iter().any(|(n, _)| n == name) {
+                column.clear(id);
+            }
+        }
+        for (name, value) in values {
+            self.columns.entry(name).or_default().set(id, value);
+        }
+        sync_occurrences(&mut self.events, id, &profile.events);
+        sync_occurrences(&mut self.purchases, id, &profile.purchases);
+    }
+
+    /// Forgets a deleted profile, cohort memberships included.
+    pub fn remove(&mut self, id: u32) {
+        self.all.remove(id);
+        for column in self.columns.values_mut() {
+            column.clear(id);
+        }
+        for ids in self.events.values_mut().chain(self.purchases.values_mut()) {
+            ids.remove(&id);
+        }
+        for members in self.cohorts.values_mut() {
+            members.remove(id);
+        }
+    }
+
+    /// Adds or removes a cohort member.
+    pub fn set_member(&mut self, partner: &str, cohort_id: &str, id: u32, member: bool) {
+        let key = (partner.to_string(), cohort_id.to_string());
+        if member {
+            self.cohorts.entry(key).or_default().insert(id);
+        } else if let Some(members) = self.cohorts.get_mut(&key) {
+            members.remove(id);
+        }
+    }
+
+    /// Whether `id` is in a cohort.
+    pub fn is_member(&self, partner: &str, cohort_id: &str, id: u32) -> bool {
+        self.cohorts
+            .get(&(partner.to_string(), cohort_id.to_string()))
+            .is_some_and(|m| m.contains(id))
+    }
+
+    /// The members of a cohort.
+    pub fn cohort_members(&self, partner: &str, cohort_id: &str) -> RoaringBitmap {
+        self.cohorts
+            .get(&(partner.to_string(), cohort_id.to_string()))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The cohorts a profile belongs to, by partner.
+    pub fn memberships(&self, id: u32) -> BTreeMap<String, Vec<String>> {
+        let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for ((partner, cohort_id), members) in &self.cohorts {
+            if members.contains(id) {
+                out.entry(partner.clone())
+                    .or_default()
+                    .push(cohort_id.clone());
+            }
+        }
+        for ids in out.values_mut() {
+            ids.sort();
+        }
+        out
+    }
+
+    /// Every indexed profile.
+    pub fn all(&self) -> &RoaringBitmap {
+        &self.all
+    }
+
+    /// The profiles matching `filter` at `now_ms`.
+    pub fn eval(&self, filter: &Filter, now_ms: i64) -> RoaringBitmap {
+        self.eval_within(filter, &self.all, now_ms)
+    }
+
+    fn eval_within(&self, filter: &Filter, within: &RoaringBitmap, now_ms: i64) -> RoaringBitmap {
+        match filter {
+            Filter::And(children) => {
+                let mut ordered: Vec<&Filter> = children.iter().collect();
+                ordered.sort_by_key(|c| cost(c));
+                let mut acc = within.clone();
+                for child in ordered {
+                    if acc.is_empty() {
+                        break;
+                    }
+                    acc = self.eval_within(child, &acc, now_ms);
+                }
+                acc
+            }
+            Filter::Or(children) => {
+                let mut acc = RoaringBitmap::new();
+                for child in children {
+                    acc |= self.eval_within(child, within, now_ms);
+                }
+                acc
+            }
+            Filter::Not(child) => within - &self.eval_within(child, within, now_ms),
+            Filter::Attr { name, op, value } => match self.columns.get(name) {
+                Some(column) => column.eval(*op, value, within, now_ms),
+                // Nobody has the attribute: only the leaves true of an absent value match.
+                None if value_matches(None, *op, value, now_ms) => within.clone(),
+                None => RoaringBitmap::new(),
+            },
+            Filter::Cohort {
+                partner,
+                op,
+                cohort_id,
+            } => {
+                let mut any = RoaringBitmap::new();
+                if let Some(id) = cohort_id.as_ref().filter(|_| *op == Op::IncludesValue) {
+                    if let Some(members) = self.cohorts.get(&(partner.clone(), id.clone())) {
+                        return members & within;
+                    }
+                    return any;
+                }
+                for ((p, _), members) in &self.cohorts {
+                    if p == partner {
+                        any |= members;
+                    }
+                }
+                match op {
+                    Op::NotExists => within - &any,
+                    _ => &any & within,
+                }
+            }
+            Filter::Event {
+                name,
+                op,
+                count,
+                within_days,
+            } => {
+                let empty = HashMap::new();
+                let ids = self.events.get(name).unwrap_or(&empty);
+                count_leaf(
+                    ids.iter()
+                        .map(|(id, o)| (*id, occurrences_count(Some(o), *within_days, now_ms))),
+                    *op,
+                    *count,
+                    within,
+                )
+            }
+            Filter::Purchase {
+                product: Some(product),
+                op,
+                count,
+                within_days,
+            } => {
+                let empty = HashMap::new();
+                let ids = self.purchases.get(product).unwrap_or(&empty);
+                count_leaf(
+                    ids.iter()
+                        .map(|(id, o)| (*id, occurrences_count(Some(o), *within_days, now_ms))),
+                    *op,
+                    *count,
+                    within,
+                )
+            }
+            Filter::Purchase {
+                product: None,
+                op,
+                count,
+                within_days,
+            } => {
+                let mut totals: HashMap<u32, u64> = HashMap::new();
+                for ids in self.purchases.values() {
+                    for (id, o) in ids {
+                        *totals.entry(*id).or_default() +=
+                            occurrences_count(Some(o), *within_days, now_ms);
+                    }
+                }
+                count_leaf(totals.into_iter(), *op, *count, within)
+            }
+        }
+    }
+}
+
+/// Ids in `within` whose count satisfies the leaf; ids without any count have 0.
+fn count_leaf(
+    counts: impl Iterator<Item = (u32, u64)>,
+    op: CountOp,
+    n: u64,
+    within: &RoaringBitmap,
+) -> RoaringBitmap {
+    if count_matches(0, op, n) {
+        // Zero counts match: start from everyone and drop those whose count does not.
+        let mut out = within.clone();
+        for (id, c) in counts {
+            if !count_matches(c, op, n) {
+                out.remove(id);
+            }
+        }
+        return out;
+    }
+    let mut out = RoaringBitmap::new();
+    for (id, c) in counts {
+        if within.contains(id) && count_matches(c, op, n) {
+            out.insert(id);
+        }
+    }
+    out
+}
+
+/// Evaluation order inside an `and`: bitmap lookups first, scans after, on fewer candidates.
+fn cost(filter: &Filter) -> u8 {
+    match filter {
+        Filter::Cohort { .. } => 0,
+        Filter::Attr { op, value, .. } => match (op, value) {
+            (Op::Exists | Op::NotExists | Op::IncludesValue, _) => 0,
+            (Op::Equals | Op::NotEquals, Operand::Str(_) | Operand::Bool(_)) => 1,
+            (Op::Contains | Op::MatchesRegex, _) => 2,
+            _ => 3,
+        },
+        Filter::Event { .. } | Filter::Purchase { .. } => 4,
+        Filter::Not(child) => cost(child),
+        Filter::And(children) | Filter::Or(children) => {
+            children.iter().map(cost).max().unwrap_or(0)
+        }
+    }
+}
+
+/// All workspaces' indexes.
+#[derive(Debug, Default)]
+pub struct Index {
+    workspaces: HashMap<u32, WorkspaceIndex>,
+}
+
+impl Index {
+    /// A workspace's index, created on first use.
+    pub fn workspace_mut(&mut self, ws: u32) -> &mut WorkspaceIndex {
+        self.workspaces.entry(ws).or_default()
+    }
+
+    /// A workspace's index, if it has any profile.
+    pub fn workspace(&self, ws: u32) -> Option<&WorkspaceIndex> {
+        self.workspaces.get(&ws)
+    }
+}

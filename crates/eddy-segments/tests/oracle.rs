@@ -15,7 +15,7 @@ const NOW: i64 = 20_000 * DAY;
 
 #[derive(Debug, Clone)]
 enum Change {
-    Upsert(u32, Profile),
+    Upsert(u32, Box<Profile>),
     Remove(u32),
     Member(&'static str, &'static str, u32, bool),
 }
@@ -65,7 +65,7 @@ fn profile() -> impl Strategy<Value = Profile> {
 
 fn change() -> impl Strategy<Value = Change> {
     prop_oneof![
-        4 => (0u32..16, profile()).prop_map(|(id, p)| Change::Upsert(id, p)),
+        4 => (0u32..16, profile()).prop_map(|(id, p)| Change::Upsert(id, Box::new(p))),
         1 => (0u32..16).prop_map(Change::Remove),
         2 => (prop::sample::select(vec!["amplitude", "mixpanel"]), prop::sample::select(vec!["c1", "c2"]), 0u32..16, any::<bool>())
             .prop_map(|(p, c, id, m)| Change::Member(p, c, id, m)),
@@ -126,7 +126,7 @@ proptest! {
             match change {
                 Change::Upsert(id, p) => {
                     index.upsert(id, &p);
-                    profiles.insert(id, p);
+                    profiles.insert(id, *p);
                 }
                 Change::Remove(id) => {
                     index.remove(id);

@@ -29,6 +29,9 @@ pub enum ApiError {
     /// Missing or wrong admin token.
     #[error("invalid admin token")]
     InvalidAdminToken,
+    /// A 401 with its own text (partner keys and client secrets).
+    #[error("{0}")]
+    Unauthorized(String),
     /// No such route.
     #[error("Invalid URL")]
     NotFound,
@@ -71,7 +74,9 @@ impl ApiError {
     /// The HTTP status code of this error.
     pub fn status(&self) -> u16 {
         match self {
-            ApiError::InvalidApiKey | ApiError::InvalidAdminToken => 401,
+            ApiError::InvalidApiKey | ApiError::InvalidAdminToken | ApiError::Unauthorized(_) => {
+                401
+            }
             ApiError::AccessDenied(_) => 403,
             ApiError::NotFound | ApiError::ResourceNotFound(_) => 404,
             ApiError::Conflict(_) => 409,

@@ -22,23 +22,34 @@ enum Change {
 
 fn attr_value() -> impl Strategy<Value = AttrValue> {
     prop_oneof![
-        prop::sample::select(vec!["free", "pro", "team", "Pro"]).prop_map(|s| AttrValue::String(s.into())),
+        prop::sample::select(vec!["free", "pro", "team", "Pro"])
+            .prop_map(|s| AttrValue::String(s.into())),
         (-3i64..6).prop_map(AttrValue::Int),
         prop::sample::select(vec![0.5, 2.0, 2.5]).prop_map(AttrValue::Float),
         any::<bool>().prop_map(AttrValue::Bool),
         (-40i64..5).prop_map(|d| AttrValue::Time(NOW + d * DAY)),
-        prop::collection::vec(prop::sample::select(vec![json!("a"), json!("b"), json!(2), json!(true)]), 0..3)
-            .prop_map(AttrValue::Array),
+        prop::collection::vec(
+            prop::sample::select(vec![json!("a"), json!("b"), json!(2), json!(true)]),
+            0..3
+        )
+        .prop_map(AttrValue::Array),
     ]
 }
 
 fn profile() -> impl Strategy<Value = Profile> {
     (
-        prop::collection::btree_map(prop::sample::select(vec!["plan", "score", "vip", "tags", "seen"]), attr_value(), 0..4),
+        prop::collection::btree_map(
+            prop::sample::select(vec!["plan", "score", "vip", "tags", "seen"]),
+            attr_value(),
+            0..4,
+        ),
         prop::option::of(prop::sample::select(vec!["Ada", "Bob", "Cy"])),
         prop::option::of(prop::sample::select(vec!["1980-12-21", "2001-01-01"])),
         prop::collection::vec((prop::sample::select(vec!["open", "buy"]), -35i64..1), 0..4),
-        prop::collection::vec((prop::sample::select(vec!["p1", "p2"]), -35i64..1, 1u32..3), 0..3),
+        prop::collection::vec(
+            (prop::sample::select(vec!["p1", "p2"]), -35i64..1, 1u32..3),
+            0..3,
+        ),
         prop::option::of(prop::sample::select(vec!["e1", "e2"])),
     )
         .prop_map(|(custom, name, dob, events, purchases, ext)| {
@@ -73,9 +84,20 @@ fn change() -> impl Strategy<Value = Change> {
 }
 
 fn leaf() -> impl Strategy<Value = Value> {
-    let names = prop::sample::select(vec!["plan", "score", "vip", "tags", "seen", "first_name", "dob", "missing", "external_id"]);
+    let names = prop::sample::select(vec![
+        "plan",
+        "score",
+        "vip",
+        "tags",
+        "seen",
+        "first_name",
+        "dob",
+        "missing",
+        "external_id",
+    ]);
     let operand = prop_oneof![
-        prop::sample::select(vec!["free", "pro", "Ada", "a", "1980-12-21", "e1"]).prop_map(|s| json!(s)),
+        prop::sample::select(vec!["free", "pro", "Ada", "a", "1980-12-21", "e1"])
+            .prop_map(|s| json!(s)),
         (-3i64..6).prop_map(|n| json!(n)),
         Just(json!(2.5)),
         any::<bool>().prop_map(|b| json!(b)),

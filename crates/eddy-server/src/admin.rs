@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use eddy_model::ApiError;
 use eddy_model::usage::Points;
 use eddy_model::wire::PERMISSIONS;
+use eddy_store::meta::Partner;
 use eddy_store::{ApiKey, Mutation, Outcome, Workspace, ids};
 use serde::Deserialize;
 use serde_json::json;
@@ -31,7 +32,8 @@ pub fn valid_workspace_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn workspace(state: &SharedState, name: &str) -> Result<Workspace, HttpError> {
+/// The workspace of an admin path, or 404.
+pub fn workspace(state: &SharedState, name: &str) -> Result<Workspace, HttpError> {
     state
         .store
         .workspace(name)?
@@ -159,4 +161,99 @@ pub async fn usage(
         StatusCode::OK,
         &json!({"workspace": ws.name, "days": days, "total": {"billable": total.billable, "non_billable": total.non_billable}}),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutPartner {
+    partner_api_key: String,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+/// Checks a partner name: 1 to 64 of `a-z 0-9 _ -`.
+fn valid_partner_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// `PUT /eddy/v1/partners/{partner}` `{"partner_api_key", "display_name"?}`.
+pub async fn put_partner(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let req: PutPartner = parse(&body_bytes(body)?)?;
+    if !valid_partner_name(&name) {
+        return Err(ApiError::BadRequest(
+            "partner names are 1 to 64 of a-z, 0-9, '_' or '-'".into(),
+        )
+        .into());
+    }
+    if req.partner_api_key.len() < 8 {
+        return Err(
+            ApiError::BadRequest("partner_api_key must be at least 8 characters".into()).into(),
+        );
+    }
+    let display_name = req
+        .display_name
+        .filter(|d| !d.trim().is_empty())
+        .unwrap_or_else(|| crate::partners::default_display_name(&name));
+    let partner = Partner {
+        name: name.clone(),
+        display_name: display_name.clone(),
+        key_hash: ids::sha256_hex(&req.partner_api_key),
+    };
+    state.store.apply(Mutation::PutPartner(partner)).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"name": name, "display_name": display_name}),
+    ))
+}
+
+/// `POST /eddy/v1/workspaces/{ws}/partners/{partner}/data-import-key` → 201 `{"key"}`; a new key
+/// replaces (invalidates) the previous one.
+pub async fn create_data_import_key(
+    State(state): State<SharedState>,
+    Path((ws, partner)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let ws = workspace(&state, &ws)?;
+    if state.store.partner(&partner)?.is_none() {
+        return Err(ApiError::ResourceNotFound(format!("partner '{partner}'")).into());
+    }
+    let key = ids::uuid_v4();
+    state
+        .store
+        .apply(Mutation::SetDataImportKey(
+            ws.id,
+            partner.clone(),
+            Some(ids::sha256_hex(&key)),
+        ))
+        .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"key": key, "workspace": ws.name, "partner": partner}),
+    ))
+}
+
+/// `DELETE /eddy/v1/workspaces/{ws}/partners/{partner}/data-import-key`: invalidates the key.
+pub async fn delete_data_import_key(
+    State(state): State<SharedState>,
+    Path((ws, partner)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let ws = workspace(&state, &ws)?;
+    state
+        .store
+        .apply(Mutation::SetDataImportKey(ws.id, partner, None))
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

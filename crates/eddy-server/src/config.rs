@@ -22,6 +22,8 @@ pub struct Config {
     pub max_array_length: usize,
     /// Block cache of the embedded store, MiB.
     pub cache_mib: u64,
+    /// Where `/users/export/segment` writes its files [default: `<data_dir>/exports`].
+    pub export_dir: Option<PathBuf>,
     /// Rate limit overrides by group name (see [`crate::ratelimit::GROUPS`]).
     pub rate_limits: BTreeMap<String, RateLimit>,
 }
@@ -45,6 +47,7 @@ impl Default for Config {
             max_body_bytes: 4 * 1024 * 1024,
             max_array_length: 25,
             cache_mib: 256,
+            export_dir: None,
             rate_limits: BTreeMap::new(),
         }
     }

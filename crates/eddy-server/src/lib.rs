@@ -10,10 +10,13 @@
 //! shutdown signal, finishes in-flight requests and stops the writer after its last commit.
 
 pub mod admin;
+pub mod archive;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod partners;
 pub mod ratelimit;
+pub mod segments;
 pub mod users;
 
 use std::future::Future;
@@ -26,7 +29,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use eddy_model::ApiError;
 use eddy_model::profile::Limits;
 use eddy_store::{Mutation, Store, StoreOptions, ids};
@@ -48,6 +51,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Request counters.
     pub metrics: Metrics,
+    /// Where segment exports are written.
+    pub export_dir: std::path::PathBuf,
 }
 
 /// The state as handlers hold it.
@@ -111,6 +116,10 @@ impl App {
             admin_token_hash: ids::sha256_hex(&token),
             limiter,
             metrics: Metrics::default(),
+            export_dir: config
+                .export_dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("exports")),
         });
         Ok(App {
             router: router(state, config.max_body_bytes),
@@ -170,6 +179,24 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/users/delete", post(users::delete))
         .route("/users/merge", post(users::merge))
         .route("/users/export/ids", post(users::export_ids))
+        .route("/users/export/segment", post(segments::export))
+        .route("/segments/list", get(segments::list))
+        .route("/segments/details", get(segments::details))
+        .route("/partners/{partner}/cohorts", post(partners::cohorts))
+        .route(
+            "/partners/{partner}/cohorts/users",
+            post(partners::cohort_users),
+        )
+        .route("/eddy/v1/partners/{partner}", put(admin::put_partner))
+        .route(
+            "/eddy/v1/workspaces/{ws}/partners/{partner}/data-import-key",
+            post(admin::create_data_import_key).delete(admin::delete_data_import_key),
+        )
+        .route("/eddy/v1/workspaces/{ws}/segments", post(segments::create))
+        .route(
+            "/eddy/v1/workspaces/{ws}/segments/{id}",
+            get(segments::get).delete(segments::delete),
+        )
         .route(
             "/eddy/v1/workspaces",
             post(admin::create_workspace).get(admin::list_workspaces),

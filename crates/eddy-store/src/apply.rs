@@ -12,7 +12,7 @@ use eddy_model::wire::{
 
 use crate::backend::Table;
 use crate::keys::{self, kind};
-use crate::meta::{self, ApiKey, Workspace};
+use crate::meta::{self, ApiKey, Cohort, DataImportKey, Partner, Segment, Workspace};
 use crate::txn::{Read, Txn};
 use crate::{StoreError, ids};
 
@@ -149,6 +149,7 @@ impl Txn<'_> {
             }
             let old_contacts = (old_email.as_deref(), old_phone.as_deref());
             self.reindex_contacts(ws.id, id, old_contacts, &profile)?;
+            self.register_devices(ws.id, id, &mut profile);
             for change in changes {
                 let user = UserRef {
                     braze_id: &profile.braze_id,
@@ -277,6 +278,10 @@ impl Txn<'_> {
         self.reindex_contacts(ws, keep, (before.email(), before.phone()), &survivor)?;
         survivor.updated_at = self.now_ms;
         self.save(ws, keep, survivor);
+        for (partner, cohort_id) in self.memberships(ws, gone) {
+            self.set_member(ws, &partner, &cohort_id, keep, true);
+            self.set_member(ws, &partner, &cohort_id, gone, false);
+        }
         self.remove_profile(ws, gone);
         self.link(ws, kind::MERGED, &gone.to_be_bytes(), keep);
         Ok(())
@@ -550,6 +555,9 @@ impl Txn<'_> {
                 continue;
             };
             self.drop_identifiers(ws.id, id, &profile, &Profile::default())?;
+            for (partner, cohort_id) in self.memberships(ws.id, id) {
+                self.set_member(ws.id, &partner, &cohort_id, id, false);
+            }
             self.remove_profile(ws.id, id);
             let event = currents::user_delete_request(
                 ids::event_id(),
@@ -630,4 +638,169 @@ impl Txn<'_> {
         self.delete(Table::Meta, id_key);
         Ok(())
     }
+
+    /// Records the device ids of a profile's push tokens, so cohorts can match them.
+    fn register_devices(&mut self, ws: u32, id: u32, profile: &mut Profile) {
+        let devices: Vec<String> = profile
+            .push_tokens
+            .iter()
+            .filter_map(|t| t.device_id.clone())
+            .filter(|d| !profile.devices.contains(d))
+            .collect();
+        for device in devices {
+            self.link(ws, kind::DEVICE, device.as_bytes(), id);
+            profile.devices.push(device);
+        }
+    }
+
+    /// Registers a partner or replaces its key.
+    pub fn put_partner(&mut self, partner: &Partner) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(partner).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put(Table::Meta, meta::partner_key(&partner.name), bytes);
+        Ok(())
+    }
+
+    /// Sets (or with `None` invalidates) a workspace's Data Import Key for a partner; the previous
+    /// key stops working either way.
+    pub fn set_data_import_key(
+        &mut self,
+        ws: u32,
+        partner: &str,
+        hash: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let owner_key = meta::import_key_owner_key(ws, partner);
+        if let Some(old) = self.get(Table::Meta, &owner_key)? {
+            self.delete(
+                Table::Meta,
+                meta::import_key_hash_key(&String::from_utf8_lossy(&old)),
+            );
+        }
+        match hash {
+            Some(hash) => {
+                let record = DataImportKey {
+                    workspace: ws,
+                    partner: partner.to_string(),
+                };
+                let bytes =
+                    serde_json::to_vec(&record).map_err(|e| StoreError::Backend(e.to_string()))?;
+                self.put(Table::Meta, meta::import_key_hash_key(hash), bytes);
+                self.put(Table::Meta, owner_key, hash.as_bytes().to_vec());
+            }
+            None => self.delete(Table::Meta, owner_key),
+        }
+        Ok(())
+    }
+
+    /// Creates a cohort or renames it (an idempotent upsert, as partners call it repeatedly).
+    pub fn upsert_cohort(
+        &mut self,
+        ws: u32,
+        partner: &str,
+        cohort_id: &str,
+        name: &str,
+        created_at: &str,
+    ) -> Result<(), StoreError> {
+        let key = meta::cohort_key(ws, partner, cohort_id);
+        let existing: Option<Cohort> = match self.get(Table::Meta, &key)? {
+            Some(bytes) => serde_json::from_slice(&bytes).ok(),
+            None => None,
+        };
+        let cohort = Cohort {
+            partner: partner.to_string(),
+            cohort_id: cohort_id.to_string(),
+            name: name.to_string(),
+            created_at: created_at.to_string(),
+            imported_at: existing.as_ref().map_or(self.now_ms, |c| c.imported_at),
+        };
+        if existing.as_ref() == Some(&cohort) {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&cohort).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put(Table::Meta, key, bytes);
+        Ok(())
+    }
+
+    /// Adds and removes cohort members. Only existing users are matched; a device id matches
+    /// only an anonymous profile. Returns how many memberships changed.
+    pub fn cohort_changes(
+        &mut self,
+        ws: u32,
+        partner: &str,
+        cohort_id: &str,
+        changes: &[MemberChange],
+    ) -> Result<usize, StoreError> {
+        if self
+            .get(Table::Meta, &meta::cohort_key(ws, partner, cohort_id))?
+            .is_none()
+        {
+            let created = eddy_model::time::format_iso(self.now_ms);
+            self.upsert_cohort(ws, partner, cohort_id, cohort_id, &created)?;
+        }
+        let mut changed = 0;
+        let mut points = Points::default();
+        for change in changes {
+            let id = match &change.member {
+                CohortMember::ExternalId(ext) => self.ident(ws, kind::EXTERNAL, ext.as_bytes())?,
+                CohortMember::Alias(a) => self.ident(
+                    ws,
+                    kind::ALIAS,
+                    &keys::alias_value(&a.alias_label, &a.alias_name),
+                )?,
+                CohortMember::DeviceId(device) => {
+                    match self.ident(ws, kind::DEVICE, device.as_bytes())? {
+                        // Braze: a device id never matches an identified user.
+                        Some(id) if self.load(ws, id)?.is_some_and(|p| p.external_id.is_none()) => {
+                            Some(id)
+                        }
+                        _ => None,
+                    }
+                }
+            };
+            let Some(id) = id else { continue };
+            let did = self.set_member(ws, partner, cohort_id, id, change.add);
+            if did {
+                changed += 1;
+            }
+            points.record(1, true, did);
+        }
+        self.meter(ws, points);
+        Ok(changed)
+    }
+
+    /// Saves a segment definition.
+    pub fn put_segment(&mut self, ws: u32, segment: &Segment) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(segment).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put(Table::Meta, meta::segment_key(ws, &segment.id), bytes);
+        Ok(())
+    }
+
+    /// Deletes a segment definition; `NotFound` if there is none.
+    pub fn delete_segment(&mut self, ws: u32, id: &str) -> Result<(), StoreError> {
+        let key = meta::segment_key(ws, id);
+        if self.get(Table::Meta, &key)?.is_none() {
+            return Err(StoreError::NotFound(format!("segment '{id}'")));
+        }
+        self.delete(Table::Meta, key);
+        Ok(())
+    }
+}
+
+/// A user named in a cohort change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CohortMember {
+    /// By external id.
+    ExternalId(String),
+    /// By device id (anonymous users only).
+    DeviceId(String),
+    /// By alias.
+    Alias(UserAlias),
+}
+
+/// Add or remove one user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberChange {
+    /// Who.
+    pub member: CohortMember,
+    /// True to add, false to remove.
+    pub add: bool,
 }

@@ -17,16 +17,19 @@ pub enum Table {
     Outbox,
     /// Data points by (workspace, day).
     Usage,
+    /// Cohort memberships by (workspace, partner, cohort id, internal id).
+    Members,
 }
 
 impl Table {
     /// Every table, in a fixed order.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Meta,
         Table::Profiles,
         Table::Idents,
         Table::Outbox,
         Table::Usage,
+        Table::Members,
     ];
 
     /// The table's storage name.
@@ -37,6 +40,7 @@ impl Table {
             Table::Idents => "idents",
             Table::Outbox => "outbox",
             Table::Usage => "usage",
+            Table::Members => "members",
         }
     }
 }

@@ -85,3 +85,43 @@ pub fn decode_id(bytes: &[u8]) -> Option<u32> {
     let bytes: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
     Some(u32::from_be_bytes(bytes))
 }
+
+/// `members`: workspace, partner, NUL, cohort id, NUL, internal id.
+pub fn member(ws: u32, partner: &str, cohort_id: &str, id: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(14 + partner.len() + cohort_id.len());
+    key.extend_from_slice(&ws.to_be_bytes());
+    key.extend_from_slice(partner.as_bytes());
+    key.push(0);
+    key.extend_from_slice(cohort_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// Splits a `members` key into (workspace, partner, cohort id, internal id).
+pub fn parse_member(key: &[u8]) -> Option<(u32, String, String, u32)> {
+    if key.len() < 10 {
+        return None;
+    }
+    let ws = u32::from_be_bytes(key[..4].try_into().ok()?);
+    let id = u32::from_be_bytes(key[key.len() - 4..].try_into().ok()?);
+    let middle = &key[4..key.len() - 5];
+    let split = middle.iter().position(|b| *b == 0)?;
+    let partner = String::from_utf8(middle[..split].to_vec()).ok()?;
+    let cohort_id = String::from_utf8(middle[split + 1..].to_vec()).ok()?;
+    Some((ws, partner, cohort_id, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_keys_round_trip() {
+        let key = member(7, "amplitude", "abc 1", 42);
+        assert_eq!(
+            parse_member(&key),
+            Some((7, "amplitude".into(), "abc 1".into(), 42))
+        );
+    }
+}

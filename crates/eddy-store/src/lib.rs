@@ -21,11 +21,12 @@ pub mod txn;
 pub mod writer;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use eddy_model::profile::{Limits, Profile};
 use eddy_model::track::Identifier;
 use eddy_model::usage::Points;
+use eddy_segments::Index;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
@@ -66,6 +67,7 @@ pub struct Store {
     backend: Arc<dyn Backend>,
     tx: mpsc::Sender<writer::Msg>,
     stats: Arc<WriterStats>,
+    index: Arc<RwLock<Index>>,
 }
 
 impl Store {
@@ -76,12 +78,14 @@ impl Store {
         Store::start(Arc::new(backend), options)
     }
 
-    /// Starts a writer over any backend.
+    /// Rebuilds the segment index from the backend, then starts a writer over it.
     pub fn start(backend: Arc<dyn Backend>, options: StoreOptions) -> Result<Store, StoreError> {
+        let index = Arc::new(RwLock::new(rebuild_index(backend.as_ref())?));
         let (tx, rx) = mpsc::channel(options.queue);
         let stats = Arc::new(WriterStats::default());
         let thread_backend = backend.clone();
         let thread_stats = stats.clone();
+        let thread_index = index.clone();
         std::thread::Builder::new()
             .name("eddy-writer".into())
             .spawn(move || {
@@ -90,11 +94,83 @@ impl Store {
                     rx,
                     options.limits,
                     options.cache_profiles,
+                    thread_index,
                     thread_stats,
                 )
             })
             .map_err(|e| StoreError::Backend(e.to_string()))?;
-        Ok(Store { backend, tx, stats })
+        Ok(Store {
+            backend,
+            tx,
+            stats,
+            index,
+        })
+    }
+
+    /// The segment index (committed state; the writer updates it after each commit).
+    pub fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        match self.index.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// A registered partner.
+    pub fn partner(&self, name: &str) -> Result<Option<meta::Partner>, StoreError> {
+        self.meta_record(&meta::partner_key(name))
+    }
+
+    /// The owner of a Data Import Key, by the key's hash.
+    pub fn data_import_key(&self, hash: &str) -> Result<Option<meta::DataImportKey>, StoreError> {
+        self.meta_record(&meta::import_key_hash_key(hash))
+    }
+
+    /// A cohort.
+    pub fn cohort(
+        &self,
+        ws: u32,
+        partner: &str,
+        cohort_id: &str,
+    ) -> Result<Option<meta::Cohort>, StoreError> {
+        self.meta_record(&meta::cohort_key(ws, partner, cohort_id))
+    }
+
+    /// Every cohort of a workspace.
+    pub fn cohorts(&self, ws: u32) -> Result<Vec<meta::Cohort>, StoreError> {
+        self.meta_records(&meta::cohorts_prefix(ws))
+    }
+
+    /// A segment.
+    pub fn segment(&self, ws: u32, id: &str) -> Result<Option<meta::Segment>, StoreError> {
+        self.meta_record(&meta::segment_key(ws, id))
+    }
+
+    /// Every segment of a workspace, oldest first.
+    pub fn segments(&self, ws: u32) -> Result<Vec<meta::Segment>, StoreError> {
+        let mut list: Vec<meta::Segment> = self.meta_records(&meta::segments_prefix(ws))?;
+        list.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(list)
+    }
+
+    fn meta_record<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.backend.get(Table::Meta, key)? {
+            Some(bytes) => decode(&bytes, "meta").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn meta_records<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &[u8],
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        for (_, value) in self.backend.scan(Table::Meta, prefix, None, usize::MAX)? {
+            out.push(decode(&value, "meta")?);
+        }
+        Ok(out)
     }
 
     /// Applies a mutation; returns once it is on disk.
@@ -171,6 +247,14 @@ impl Store {
         Ok(view.profile(ws, id)?.map(|p| (id, p)))
     }
 
+    /// A profile by internal id.
+    pub fn profile(&self, ws: u32, id: u32) -> Result<Option<Profile>, StoreError> {
+        View {
+            backend: self.backend.as_ref(),
+        }
+        .profile(ws, id)
+    }
+
     /// The profile under a device id.
     pub fn find_device(
         &self,
@@ -232,6 +316,39 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Builds the segment index from every stored profile and cohort membership.
+fn rebuild_index(backend: &dyn Backend) -> Result<Index, StoreError> {
+    let mut index = Index::default();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = backend.scan(Table::Profiles, b"", after.as_deref(), 4096)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (key, value) in &page {
+            let (Some(ws), Some(id)) = (keys::decode_id(key), keys::profile_id(key)) else {
+                continue;
+            };
+            index
+                .workspace_mut(ws)
+                .upsert(id, &txn::decode_profile(value)?);
+        }
+    }
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = backend.scan(Table::Members, b"", after.as_deref(), 4096)?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (key, _) in &page {
+            if let Some((ws, partner, cohort_id, id)) = keys::parse_member(key) {
+                index
+                    .workspace_mut(ws)
+                    .set_member(&partner, &cohort_id, id, true);
+            }
+        }
+    }
+    Ok(index)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(

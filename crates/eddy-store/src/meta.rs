@@ -59,3 +59,79 @@ pub(crate) const NEXT_OUTBOX: &[u8] = b"next/outbox";
 pub(crate) fn next_profile_key(ws: u32) -> Vec<u8> {
     format!("next/profile/{ws:010}").into_bytes()
 }
+
+/// A cohort-import partner (amplitude, mixpanel, segment, …) and the hash of its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Partner {
+    /// Path name, e.g. `amplitude`.
+    pub name: String,
+    /// Shown in cohort names, e.g. `Amplitude`.
+    pub display_name: String,
+    /// SHA-256 of its `partner_api_key`.
+    pub key_hash: String,
+}
+
+/// Which workspace and partner a Data Import Key belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataImportKey {
+    /// The workspace cohorts are imported into.
+    pub workspace: u32,
+    /// The partner the key was generated for.
+    pub partner: String,
+}
+
+/// A partner cohort.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cohort {
+    /// Partner name.
+    pub partner: String,
+    /// The partner's id for it.
+    pub cohort_id: String,
+    /// Its current name.
+    pub name: String,
+    /// When the partner created it (as sent).
+    pub created_at: String,
+    /// When eddy first saw it, UTC ms.
+    pub imported_at: i64,
+}
+
+/// A segment defined through the admin API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Its id (a UUID).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// The filter as given (JSON).
+    pub filter: serde_json::Value,
+    /// Creation time, UTC ms.
+    pub created_at: i64,
+}
+
+pub(crate) fn partner_key(name: &str) -> Vec<u8> {
+    format!("partner/{name}").into_bytes()
+}
+
+pub(crate) fn import_key_hash_key(hash: &str) -> Vec<u8> {
+    format!("dik/hash/{hash}").into_bytes()
+}
+
+pub(crate) fn import_key_owner_key(ws: u32, partner: &str) -> Vec<u8> {
+    format!("dik/ws/{ws:010}/{partner}").into_bytes()
+}
+
+pub(crate) fn cohort_key(ws: u32, partner: &str, cohort_id: &str) -> Vec<u8> {
+    format!("cohort/{ws:010}/{partner}/{cohort_id}").into_bytes()
+}
+
+pub(crate) fn cohorts_prefix(ws: u32) -> Vec<u8> {
+    format!("cohort/{ws:010}/").into_bytes()
+}
+
+pub(crate) fn segment_key(ws: u32, id: &str) -> Vec<u8> {
+    format!("segment/{ws:010}/{id}").into_bytes()
+}
+
+pub(crate) fn segments_prefix(ws: u32) -> Vec<u8> {
+    format!("segment/{ws:010}/").into_bytes()
+}

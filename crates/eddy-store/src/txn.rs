@@ -10,6 +10,7 @@ use eddy_model::currents::OutboxEvent;
 use eddy_model::profile::Profile;
 use eddy_model::track::Identifier;
 use eddy_model::usage::Points;
+use eddy_segments::Index;
 
 use crate::backend::{Backend, Table, WriteSet};
 use crate::keys::{self, kind};
@@ -210,13 +211,33 @@ fn evict<K, V>(map: &mut HashMap<K, V>, capacity: usize) {
     });
 }
 
-/// What a group wrote, handed to the cache after the commit.
+/// What a group wrote, handed to the index and the cache after the commit.
 #[derive(Debug, Default)]
 pub struct Written {
     /// Profiles by (workspace, id); `None` when deleted.
     pub profiles: Vec<((u32, u32), Option<Profile>)>,
     /// Identifier index keys and their new values; `None` when deleted.
     pub idents: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Cohort membership changes: (workspace, partner, cohort id, internal id, member).
+    pub members: Vec<(u32, String, String, u32, bool)>,
+}
+
+impl Written {
+    /// Brings the segment index up to date with this committed group.
+    pub fn feed(&self, index: &mut Index) {
+        for ((ws, id), profile) in &self.profiles {
+            let workspace = index.workspace_mut(*ws);
+            match profile {
+                Some(p) => workspace.upsert(*id, p),
+                None => workspace.remove(*id),
+            }
+        }
+        for (ws, partner, cohort_id, id, member) in &self.members {
+            index
+                .workspace_mut(*ws)
+                .set_member(partner, cohort_id, *id, *member);
+        }
+    }
 }
 
 /// A group commit in progress.
@@ -230,6 +251,8 @@ pub struct Txn<'a> {
     outbox: Vec<(u32, OutboxEvent)>,
     usage: FxHashMap<(u32, String), Points>,
     touched_profile_counters: Vec<u32>,
+    index: &'a Index,
+    members: FxHashMap<(u32, String, String, u32), bool>,
     /// The time this group is applied at, UTC ms.
     pub now_ms: i64,
 }
@@ -273,6 +296,7 @@ impl<'a> Txn<'a> {
         backend: &'a dyn Backend,
         counters: &'a mut Counters,
         cache: &'a mut WriterCache,
+        index: &'a Index,
         now_ms: i64,
     ) -> Txn<'a> {
         Txn {
@@ -285,8 +309,68 @@ impl<'a> Txn<'a> {
             outbox: Vec::new(),
             usage: FxHashMap::default(),
             touched_profile_counters: Vec::new(),
+            index,
+            members: FxHashMap::default(),
             now_ms,
         }
+    }
+
+    /// Whether a profile is in a cohort, this group's changes included.
+    pub fn is_member(&self, ws: u32, partner: &str, cohort_id: &str, id: u32) -> bool {
+        let key = (ws, partner.to_string(), cohort_id.to_string(), id);
+        if let Some(member) = self.members.get(&key) {
+            return *member;
+        }
+        self.index
+            .workspace(ws)
+            .is_some_and(|w| w.is_member(partner, cohort_id, id))
+    }
+
+    /// Adds a profile to a cohort or removes it; true when that changed anything.
+    pub fn set_member(
+        &mut self,
+        ws: u32,
+        partner: &str,
+        cohort_id: &str,
+        id: u32,
+        member: bool,
+    ) -> bool {
+        if self.is_member(ws, partner, cohort_id, id) == member {
+            return false;
+        }
+        let row = keys::member(ws, partner, cohort_id, id);
+        if member {
+            self.put(Table::Members, row, Vec::new());
+        } else {
+            self.delete(Table::Members, row);
+        }
+        self.members
+            .insert((ws, partner.to_string(), cohort_id.to_string(), id), member);
+        true
+    }
+
+    /// The cohorts a profile is in, this group's changes included, as (partner, cohort id).
+    pub fn memberships(&self, ws: u32, id: u32) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        if let Some(index) = self.index.workspace(ws) {
+            for (partner, ids) in index.memberships(id) {
+                for cohort_id in ids {
+                    out.push((partner.clone(), cohort_id));
+                }
+            }
+        }
+        for ((w, partner, cohort_id, member_id), member) in &self.members {
+            if *w != ws || *member_id != id {
+                continue;
+            }
+            let pair = (partner.clone(), cohort_id.clone());
+            match (*member, out.contains(&pair)) {
+                (true, false) => out.push(pair),
+                (false, true) => out.retain(|p| *p != pair),
+                _ => {}
+            }
+        }
+        out
     }
 
     /// Writes a raw key.
@@ -437,6 +521,10 @@ impl<'a> Txn<'a> {
         let mut written = Written {
             profiles: std::mem::take(&mut self.profiles).into_iter().collect(),
             idents: Vec::new(),
+            members: std::mem::take(&mut self.members)
+                .into_iter()
+                .map(|((ws, partner, cohort_id, id), member)| (ws, partner, cohort_id, id, member))
+                .collect(),
         };
         written.profiles.sort_unstable_by_key(|(key, _)| *key);
         for ((ws, id), profile) in &written.profiles {

@@ -1,8 +1,8 @@
 //! The single writer: one thread that takes whatever mutations are waiting, applies them in
 //! order to one transaction, commits it with one fsync, and only then answers every request.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use eddy_model::profile::Limits;
@@ -10,12 +10,13 @@ use eddy_model::track::TrackBatch;
 use eddy_model::wire::{
     AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse,
 };
+use eddy_segments::Index;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
-use crate::apply::Lookup;
+use crate::apply::{Lookup, MemberChange};
 use crate::backend::Backend;
-use crate::meta::{ApiKey, Workspace};
+use crate::meta::{ApiKey, Partner, Segment, Workspace};
 use crate::txn::{Counters, Txn, WriterCache, load_counters};
 
 /// A mutation the writer applies.
@@ -39,6 +40,18 @@ pub enum Mutation {
     CreateApiKey(ApiKey, String),
     /// Revoke an API key of a workspace by id.
     DeleteApiKey(u32, String),
+    /// Register a partner or replace its key.
+    PutPartner(Partner),
+    /// Set (`Some(hash)`) or invalidate (`None`) a workspace's Data Import Key for a partner.
+    SetDataImportKey(u32, String, Option<String>),
+    /// Create or rename a cohort: workspace, partner, cohort id, name, created_at.
+    UpsertCohort(u32, String, String, String, String),
+    /// Change a cohort's members: workspace, partner, cohort id, changes.
+    CohortChanges(u32, String, String, Vec<MemberChange>),
+    /// Save a segment.
+    PutSegment(u32, Segment),
+    /// Delete a segment by id.
+    DeleteSegment(u32, String),
 }
 
 /// What a mutation answers once durable.
@@ -92,6 +105,7 @@ pub(crate) fn run(
     mut rx: mpsc::Receiver<Msg>,
     limits: Limits,
     cache_profiles: usize,
+    index: Arc<RwLock<Index>>,
     stats: Arc<WriterStats>,
 ) {
     let mut counters = match load_counters(backend.as_ref()) {
@@ -124,6 +138,7 @@ pub(crate) fn run(
                 backend.as_ref(),
                 &mut counters,
                 &mut cache,
+                &index,
                 &mut jobs,
                 limits,
                 &stats,
@@ -141,13 +156,25 @@ fn commit_group(
     backend: &dyn Backend,
     counters: &mut Counters,
     cache: &mut WriterCache,
+    index: &RwLock<Index>,
     jobs: &mut Vec<Job>,
     limits: Limits,
     stats: &WriterStats,
 ) {
     let started = Instant::now();
     let mut saved = counters.clone();
-    let mut txn = Txn::new(backend, counters, cache, eddy_model::time::now_ms());
+    // The writer is the index's only writer, so reading it while applying cannot race.
+    let committed_index = match index.read() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    let mut txn = Txn::new(
+        backend,
+        counters,
+        cache,
+        &committed_index,
+        eddy_model::time::now_ms(),
+    );
     let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(jobs.len());
     let mut fatal = None;
     for job in jobs.iter_mut() {
@@ -163,20 +190,26 @@ fn commit_group(
             }
         }
     }
-    let committed = match fatal {
+    let finished = match fatal {
         Some(e) => Err(e),
-        None => txn.finish().and_then(|(writes, emitted, written)| {
-            let syncing = Instant::now();
-            let result = backend.commit(writes);
-            stats
-                .sync_micros
-                .fetch_add(syncing.elapsed().as_micros() as u64, Ordering::Relaxed);
-            result?;
-            Ok((emitted, written))
-        }),
+        None => txn.finish(),
     };
+    drop(committed_index);
+    let committed = finished.and_then(|(writes, emitted, written)| {
+        let syncing = Instant::now();
+        let result = backend.commit(writes);
+        stats
+            .sync_micros
+            .fetch_add(syncing.elapsed().as_micros() as u64, Ordering::Relaxed);
+        result?;
+        Ok((emitted, written))
+    });
     match committed {
         Ok((emitted, written)) => {
+            match index.write() {
+                Ok(mut guard) => written.feed(&mut guard),
+                Err(poisoned) => written.feed(&mut poisoned.into_inner()),
+            }
             cache.absorb(written);
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats
@@ -216,5 +249,17 @@ fn apply(txn: &mut Txn<'_>, mutation: Mutation, limits: Limits) -> Result<Outcom
         Mutation::CreateWorkspace(name) => txn.create_workspace(&name).map(Outcome::Workspace),
         Mutation::CreateApiKey(key, hash) => txn.create_api_key(&key, &hash).map(|_| Outcome::Done),
         Mutation::DeleteApiKey(ws, id) => txn.delete_api_key(ws, &id).map(|_| Outcome::Done),
+        Mutation::PutPartner(partner) => txn.put_partner(&partner).map(|_| Outcome::Done),
+        Mutation::SetDataImportKey(ws, partner, hash) => txn
+            .set_data_import_key(ws, &partner, hash.as_deref())
+            .map(|_| Outcome::Done),
+        Mutation::UpsertCohort(ws, partner, id, name, created_at) => txn
+            .upsert_cohort(ws, &partner, &id, &name, &created_at)
+            .map(|_| Outcome::Done),
+        Mutation::CohortChanges(ws, partner, id, changes) => txn
+            .cohort_changes(ws, &partner, &id, &changes)
+            .map(Outcome::Count),
+        Mutation::PutSegment(ws, segment) => txn.put_segment(ws, &segment).map(|_| Outcome::Done),
+        Mutation::DeleteSegment(ws, id) => txn.delete_segment(ws, &id).map(|_| Outcome::Done),
     }
 }

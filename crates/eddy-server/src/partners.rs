@@ -1,0 +1,237 @@
+//! The partner cohort import API (`/partners/{partner}/cohorts[/users]`), keys in the body,
+//! with Braze's texts (`reference/braze-api.md` §4).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use eddy_model::ApiError;
+use eddy_model::time::parse_time;
+use eddy_store::apply::{CohortMember, MemberChange};
+use eddy_store::{Mutation, ids};
+use serde_json::{Value, json};
+
+use crate::SharedState;
+use crate::http::{HttpError, body_bytes, json_response, parse};
+
+type Body = Result<Bytes, BytesRejection>;
+type Answer = Result<Response, HttpError>;
+
+/// Most user ids, device ids and aliases in one `/cohorts/users` request.
+pub const MAX_COHORT_IDS: usize = 1000;
+
+const BAD_COHORT_ID: &str = "cohort_id must be a valid string";
+const BAD_CHANGES: &str = "cohort_changes must be an array of objects each with key user_ids and/or device_ids mapping to an array of strings, or an aliases object";
+const TOO_MANY: &str = "Only 1,000 user_ids, device_ids, and aliases are allowed per request";
+const BAD_NAME: &str = "name must be a non-empty string";
+const BAD_CREATED_AT: &str = "created_at must be a valid time as an ISO-8601 string";
+
+fn unauthorized(message: String) -> HttpError {
+    HttpError(ApiError::Unauthorized(message))
+}
+
+/// Checks `partner_api_key` and `client_secret`; returns the workspace id.
+fn authorize_partner(state: &SharedState, partner: &str, body: &Value) -> Result<u32, HttpError> {
+    let registered = state.store.partner(partner)?;
+    let key = body.get("partner_api_key").and_then(Value::as_str);
+    let valid_key = match (&registered, key) {
+        (Some(p), Some(k)) => ids::sha256_hex(k) == p.key_hash,
+        _ => false,
+    };
+    if !valid_key {
+        return Err(unauthorized("Invalid Partner API key".into()));
+    }
+    let Some(secret) = body
+        .get("client_secret")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+    else {
+        return Err(unauthorized("Invalid client secret".into()));
+    };
+    let Some(owner) = state.store.data_import_key(&ids::sha256_hex(secret))? else {
+        return Err(unauthorized("Invalid client secret".into()));
+    };
+    if owner.partner != partner {
+        return Err(unauthorized(format!(
+            "Partner not enabled for client with client secret: {secret}"
+        )));
+    }
+    Ok(owner.workspace)
+}
+
+fn cohort_id(body: &Value) -> Result<String, HttpError> {
+    match body.get("cohort_id") {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => Ok(s.clone()),
+        _ => Err(ApiError::BadRequest(BAD_COHORT_ID.into()).into()),
+    }
+}
+
+/// `POST /partners/{partner}/cohorts`: create or rename a cohort.
+pub async fn cohorts(
+    State(state): State<SharedState>,
+    Path(partner): Path<String>,
+    body: Body,
+) -> Answer {
+    let body: Value = parse(&body_bytes(body)?)?;
+    let ws = authorize_partner(&state, &partner, &body)?;
+    let id = cohort_id(&body)?;
+    let name = match body.get("name") {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        _ => return Err(ApiError::BadRequest(BAD_NAME.into()).into()),
+    };
+    let created_at = match body.get("created_at").and_then(Value::as_str) {
+        Some(s) if parse_time(s).is_some() => s.to_string(),
+        _ => return Err(ApiError::BadRequest(BAD_CREATED_AT.into()).into()),
+    };
+    state
+        .store
+        .apply(Mutation::UpsertCohort(ws, partner, id, name, created_at))
+        .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"message": "success"}),
+    ))
+}
+
+/// Parses `cohort_changes` into member changes, with Braze's texts.
+pub fn parse_changes(body: &Value) -> Result<Vec<MemberChange>, &'static str> {
+    let Some(Value::Array(groups)) = body.get("cohort_changes") else {
+        return Err(BAD_CHANGES);
+    };
+    let mut out = Vec::new();
+    for group in groups {
+        let Value::Object(map) = group else {
+            return Err(BAD_CHANGES);
+        };
+        let add = match map.get("should_remove") {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(remove)) => !remove,
+            Some(_) => return Err(BAD_CHANGES),
+        };
+        if !map.contains_key("user_ids")
+            && !map.contains_key("device_ids")
+            && !map.contains_key("aliases")
+        {
+            return Err(BAD_CHANGES);
+        }
+        for (key, make) in [
+            (
+                "user_ids",
+                CohortMember::ExternalId as fn(String) -> CohortMember,
+            ),
+            ("device_ids", CohortMember::DeviceId),
+        ] {
+            match map.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(items)) => {
+                    for item in items {
+                        let Some(s) = item.as_str().filter(|s| !s.is_empty()) else {
+                            return Err(BAD_CHANGES);
+                        };
+                        out.push(MemberChange {
+                            member: make(s.to_string()),
+                            add,
+                        });
+                    }
+                }
+                Some(_) => return Err(BAD_CHANGES),
+            }
+        }
+        match map.get("aliases") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    let alias = eddy_model::track::parse_alias(item).map_err(|_| BAD_CHANGES)?;
+                    out.push(MemberChange {
+                        member: CohortMember::Alias(alias),
+                        add,
+                    });
+                }
+            }
+            Some(_) => return Err(BAD_CHANGES),
+        }
+        if out.len() > MAX_COHORT_IDS {
+            return Err(TOO_MANY);
+        }
+    }
+    Ok(out)
+}
+
+/// `POST /partners/{partner}/cohorts/users`: add and remove members.
+pub async fn cohort_users(
+    State(state): State<SharedState>,
+    Path(partner): Path<String>,
+    body: Body,
+) -> Answer {
+    let body: Value = parse(&body_bytes(body)?)?;
+    let ws = authorize_partner(&state, &partner, &body)?;
+    let id = cohort_id(&body)?;
+    let changes = parse_changes(&body).map_err(|m| ApiError::BadRequest(m.into()))?;
+    if !changes.is_empty() {
+        state
+            .store
+            .apply(Mutation::CohortChanges(ws, partner, id, changes))
+            .await?;
+    }
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"message": "success"}),
+    ))
+}
+
+/// How a partner's name is shown in cohort names: `amplitude` → `Amplitude`.
+pub fn default_display_name(partner: &str) -> String {
+    let mut chars = partner.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+/// A cohort as Braze shows it in filters: `[Amplitude] TEST_COHORT: abcd1234`.
+pub fn cohort_display_name(partner_display: &str, name: &str, cohort_id: &str) -> String {
+    format!("[{partner_display}] {name}: {cohort_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(default_display_name("amplitude"), "Amplitude");
+        assert_eq!(
+            cohort_display_name("Amplitude", "TEST_COHORT", "abcd1234"),
+            "[Amplitude] TEST_COHORT: abcd1234"
+        );
+    }
+
+    #[test]
+    fn changes() {
+        let ok = json!({"cohort_changes": [
+            {"user_ids": ["a", "b"], "device_ids": [], "aliases": []},
+            {"user_ids": ["c"], "device_ids": ["d"], "aliases": [{"alias_name": "n", "alias_label": "l"}], "should_remove": true}
+        ]});
+        let parsed = parse_changes(&ok).unwrap();
+        assert_eq!(parsed.len(), 5);
+        assert!(parsed[0].add && !parsed[2].add);
+        assert_eq!(
+            parse_changes(&json!({"cohort_changes": []})).unwrap(),
+            vec![]
+        );
+        for bad in [
+            json!({}),
+            json!({"cohort_changes": [{}]}),
+            json!({"cohort_changes": [{"user_ids": [1]}]}),
+            json!({"cohort_changes": [{"user_ids": "a"}]}),
+        ] {
+            assert_eq!(parse_changes(&bad).unwrap_err(), BAD_CHANGES, "{bad}");
+        }
+        let many: Vec<String> = (0..1001).map(|i| i.to_string()).collect();
+        assert_eq!(
+            parse_changes(&json!({"cohort_changes": [{"user_ids": many}]})).unwrap_err(),
+            TOO_MANY
+        );
+    }
+}

@@ -5,8 +5,12 @@
 //! Zipf-distributed external ids over 1M profiles, many connections, against `eddy serve`
 //! (durable: every 201 is fsync'd) and against a parse-and-discard endpoint that runs the same
 //! HTTP stack, JSON parsing and Braze validation but stores nothing.
+//!
+//! `eddy-bench segments`: the exact size of a 4-leaf segment over 10M profiles, eddy's bitmap
+//! index against DuckDB on the same data.
 
 mod load;
+mod segments;
 mod zipf;
 
 use std::path::PathBuf;
@@ -27,6 +31,8 @@ struct Cli {
 enum Command {
     /// `/users/track` ingest: eddy (durable) vs a parse-and-discard baseline.
     Ingest(load::IngestArgs),
+    /// Exact size of a 4-leaf segment: eddy's index vs DuckDB on the same data.
+    Segments(segments::SegmentArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +42,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Ingest(args) => runtime.block_on(load::ingest(args)),
+        Command::Segments(args) => segments::run(args),
     }
 }
 

@@ -165,23 +165,72 @@ impl Column {
             }
             _ => {}
         }
-        for id in &(&self.num_set & within) {
-            if value_matches(Some(&Val::Num(self.nums[id as usize])), op, operand, now_ms) {
-                out.insert(id);
-            }
+        if let (Some(cmp), Operand::Num(v)) = (num_comparison(op), operand) {
+            out |= scan(&self.num_set, within, |id| cmp(self.nums[id as usize], *v));
+        } else {
+            out |= scan(&self.num_set, within, |id| {
+                value_matches(Some(&Val::Num(self.nums[id as usize])), op, operand, now_ms)
+            });
         }
-        for id in &(&self.time_set & within) {
-            if value_matches(
+        out |= scan(&self.time_set, within, |id| {
+            value_matches(
                 Some(&Val::Time(self.times[id as usize])),
                 op,
                 operand,
                 now_ms,
-            ) {
-                out.insert(id);
-            }
-        }
+            )
+        });
         out
     }
+}
+
+impl Column {
+    /// How many ids in `within` satisfy the leaf; like `eval(..).len()` without building it.
+    fn count(&self, op: Op, operand: &Operand, within: &RoaringBitmap, now_ms: i64) -> u64 {
+        match (op, operand) {
+            (Op::Exists, _) => self.present.intersection_len(within),
+            (Op::NotExists, _) => within.len() - self.present.intersection_len(within),
+            (Op::Equals, Operand::Bool(true)) => self.trues.intersection_len(within),
+            (Op::Equals, Operand::Bool(false)) => self.falses.intersection_len(within),
+            (Op::GreaterThan | Op::LessThan | Op::AtLeast | Op::AtMost, Operand::Num(v))
+                if self.time_set.is_empty() =>
+            {
+                let Some(cmp) = num_comparison(op) else {
+                    return 0;
+                };
+                let mut n = 0;
+                for id in &(&self.num_set & within) {
+                    n += u64::from(cmp(self.nums[id as usize], *v));
+                }
+                n
+            }
+            _ => self.eval(op, operand, within, now_ms).len(),
+        }
+    }
+}
+
+/// The comparison of a numeric leaf, as `value_matches` defines it for numbers.
+fn num_comparison(op: Op) -> Option<fn(f64, f64) -> bool> {
+    Some(match op {
+        Op::Equals => |a, b| a == b,
+        Op::GreaterThan => |a, b| a > b,
+        Op::LessThan => |a, b| a < b,
+        Op::AtLeast => |a, b| a >= b,
+        Op::AtMost => |a, b| a <= b,
+        _ => return None,
+    })
+}
+
+/// The ids of `set ∩ within` that satisfy `keep`, built in bulk from the sorted ids.
+fn scan(set: &RoaringBitmap, within: &RoaringBitmap, keep: impl Fn(u32) -> bool) -> RoaringBitmap {
+    let candidates = set & within;
+    let mut ids = Vec::with_capacity(candidates.len() as usize);
+    for id in &candidates {
+        if keep(id) {
+            ids.push(id);
+        }
+    }
+    RoaringBitmap::from_sorted_iter(ids).unwrap_or_default()
 }
 
 /// One workspace's index.
@@ -314,6 +363,45 @@ impl WorkspaceIndex {
     /// The profiles matching `filter` at `now_ms`.
     pub fn eval(&self, filter: &Filter, now_ms: i64) -> RoaringBitmap {
         self.eval_within(filter, &self.all, now_ms)
+    }
+
+    /// How many profiles match `filter` at `now_ms` (a segment's exact size). Equal to
+    /// `eval(..).len()`, but the last leaf of an `and` is counted, not built.
+    pub fn count(&self, filter: &Filter, now_ms: i64) -> u64 {
+        self.count_within(filter, &self.all, now_ms)
+    }
+
+    fn count_within(&self, filter: &Filter, within: &RoaringBitmap, now_ms: i64) -> u64 {
+        match filter {
+            Filter::And(children) => {
+                let mut ordered: Vec<&Filter> = children.iter().collect();
+                ordered.sort_by_key(|c| cost(c));
+                let Some((last, rest)) = ordered.split_last() else {
+                    return within.len();
+                };
+                let mut acc = within.clone();
+                for child in rest {
+                    if acc.is_empty() {
+                        return 0;
+                    }
+                    acc = self.eval_within(child, &acc, now_ms);
+                }
+                self.count_within(last, &acc, now_ms)
+            }
+            Filter::Attr { name, op, value } => match self.columns.get(name) {
+                Some(column) => column.count(*op, value, within, now_ms),
+                None => self.eval_within(filter, within, now_ms).len(),
+            },
+            Filter::Cohort {
+                partner,
+                op: Op::IncludesValue,
+                cohort_id: Some(id),
+            } => self
+                .cohorts
+                .get(&(partner.clone(), id.clone()))
+                .map_or(0, |members| members.intersection_len(within)),
+            _ => self.eval_within(filter, within, now_ms).len(),
+        }
     }
 
     fn eval_within(&self, filter: &Filter, within: &RoaringBitmap, now_ms: i64) -> RoaringBitmap {

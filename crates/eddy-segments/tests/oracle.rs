@@ -180,6 +180,7 @@ proptest! {
                 }
             }
             let got: BTreeSet<u32> = index.eval(&filter, NOW).iter().collect();
+            prop_assert_eq!(index.count(&filter, NOW), expected.len() as u64, "count of filter {}", raw);
             prop_assert_eq!(got, expected, "filter {}", raw);
         }
     }

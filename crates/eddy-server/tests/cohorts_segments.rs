@@ -20,13 +20,24 @@ async fn amplitude(app: &TestApp) -> String {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let (status, body) = app.admin_post("/eddy/v1/workspaces/default/partners/amplitude/data-import-key", json!({})).await;
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/partners/amplitude/data-import-key",
+            json!({}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     body["key"].as_str().unwrap().to_string()
 }
 
 async fn partner_post(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let r = app.client.post(app.url(path)).json(&body).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
 }
@@ -51,13 +62,23 @@ async fn change(app: &TestApp, secret: &str, id: &str, changes: Value) -> (u16, 
 }
 
 async fn segment(app: &TestApp, filter: Value) -> (String, u64) {
-    let (status, body) = app.admin_post("/eddy/v1/workspaces/default/segments", json!({"name": "s", "filter": filter})).await;
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/segments",
+            json!({"name": "s", "filter": filter}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
-    (body["id"].as_str().unwrap().to_string(), body["size"].as_u64().unwrap())
+    (
+        body["id"].as_str().unwrap().to_string(),
+        body["size"].as_u64().unwrap(),
+    )
 }
 
 async fn size(app: &TestApp, id: &str) -> u64 {
-    let (status, body) = app.admin_get(&format!("/eddy/v1/workspaces/default/segments/{id}")).await;
+    let (status, body) = app
+        .admin_get(&format!("/eddy/v1/workspaces/default/segments/{id}"))
+        .await;
     assert_eq!(status, 200, "{body}");
     body["size"].as_u64().unwrap()
 }
@@ -78,28 +99,53 @@ async fn cohort_import_end_to_end() {
         {"external_id": "u3", "push_tokens": [{"app_id": "app", "token": "t2", "device_id": "dev-known"}]}
     ]}))
     .await;
-    assert_eq!(name_cohort(&app, &secret, "abcd1234", "TEST_COHORT").await, (201, json!({"message": "success"})));
+    assert_eq!(
+        name_cohort(&app, &secret, "abcd1234", "TEST_COHORT").await,
+        (201, json!({"message": "success"}))
+    );
     let (seg, before) = segment(&app, in_cohort("abcd1234")).await;
     assert_eq!(before, 0);
     let changes = json!([{"user_ids": ["u1", "u2", "nobody"], "device_ids": ["dev-anon", "dev-known"],
                           "aliases": [{"alias_name": "a1", "alias_label": "amp"}]}]);
-    assert_eq!(change(&app, &secret, "abcd1234", changes.clone()).await.0, 201);
+    assert_eq!(
+        change(&app, &secret, "abcd1234", changes.clone()).await.0,
+        201
+    );
     // u1, u2, the alias and the anonymous device; not the identified user's device, not unknown ids.
     assert_eq!(size(&app, &seg).await, 4);
-    assert!(app.user("nobody").await.is_none(), "cohort import never creates users");
+    assert!(
+        app.user("nobody").await.is_none(),
+        "cohort import never creates users"
+    );
     let (_, usage_once) = app.admin_get("/eddy/v1/workspaces/default/usage").await;
     // Replaying changes nothing.
     assert_eq!(change(&app, &secret, "abcd1234", changes).await.0, 201);
     assert_eq!(size(&app, &seg).await, 4);
     let (_, usage_twice) = app.admin_get("/eddy/v1/workspaces/default/usage").await;
-    assert_eq!(usage_twice["total"]["billable"], usage_once["total"]["billable"], "replays are not billable");
+    assert_eq!(
+        usage_twice["total"]["billable"], usage_once["total"]["billable"],
+        "replays are not billable"
+    );
     // Removal.
-    assert_eq!(change(&app, &secret, "abcd1234", json!([{"user_ids": ["u2"], "should_remove": true}])).await.0, 201);
+    assert_eq!(
+        change(
+            &app,
+            &secret,
+            "abcd1234",
+            json!([{"user_ids": ["u2"], "should_remove": true}])
+        )
+        .await
+        .0,
+        201
+    );
     assert_eq!(size(&app, &seg).await, 3);
     // An empty change list with valid keys is a 2xx (partners use it to test credentials).
     assert_eq!(change(&app, &secret, "abcd1234", json!([])).await.0, 201);
     // Renaming is an upsert.
-    assert_eq!(name_cohort(&app, &secret, "abcd1234", "RENAMED").await.0, 201);
+    assert_eq!(
+        name_cohort(&app, &secret, "abcd1234", "RENAMED").await.0,
+        201
+    );
     assert_eq!(size(&app, &seg).await, 3);
 }
 
@@ -108,26 +154,70 @@ async fn partner_errors_have_braze_texts() {
     let app = spawn_app().await;
     let secret = amplitude(&app).await;
     let (status, body) = partner_post(&app, "/partners/amplitude/cohorts", json!({"partner_api_key": "wrong", "client_secret": secret, "cohort_id": "c", "name": "n", "created_at": "2021-01-01T00:00:00Z"})).await;
-    assert_eq!((status, body), (401, json!({"message": "Invalid Partner API key"})));
+    assert_eq!(
+        (status, body),
+        (401, json!({"message": "Invalid Partner API key"}))
+    );
     let (status, body) = name_cohort(&app, "wrong-secret", "c", "n").await;
-    assert_eq!((status, body), (401, json!({"message": "Invalid client secret"})));
+    assert_eq!(
+        (status, body),
+        (401, json!({"message": "Invalid client secret"}))
+    );
     let (status, body) = name_cohort(&app, &secret, "c", "").await;
-    assert_eq!((status, body), (400, json!({"message": "name must be a non-empty string"})));
+    assert_eq!(
+        (status, body),
+        (400, json!({"message": "name must be a non-empty string"}))
+    );
     let (status, body) = partner_post(&app, "/partners/amplitude/cohorts", json!({"partner_api_key": PARTNER_KEY, "client_secret": secret, "cohort_id": "c", "name": "n", "created_at": "yesterday"})).await;
-    assert_eq!((status, body["message"].as_str()), (400, Some("created_at must be a valid time as an ISO-8601 string")));
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (
+            400,
+            Some("created_at must be a valid time as an ISO-8601 string")
+        )
+    );
     let (status, body) = partner_post(&app, "/partners/amplitude/cohorts/users", json!({"partner_api_key": PARTNER_KEY, "client_secret": secret, "cohort_id": 5, "cohort_changes": []})).await;
-    assert_eq!((status, body["message"].as_str()), (400, Some("cohort_id must be a valid string")));
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("cohort_id must be a valid string"))
+    );
     let (status, body) = change(&app, &secret, "c", json!([{"user_ids": "u1"}])).await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().starts_with("cohort_changes must be an array of objects"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cohort_changes must be an array of objects")
+    );
     let many: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
     let (status, body) = change(&app, &secret, "c", json!([{"user_ids": many}])).await;
-    assert_eq!((status, body["message"].as_str()), (400, Some("Only 1,000 user_ids, device_ids, and aliases are allowed per request")));
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (
+            400,
+            Some("Only 1,000 user_ids, device_ids, and aliases are allowed per request")
+        )
+    );
     // A secret generated for another partner.
-    let r = app.client.put(app.url("/eddy/v1/partners/mixpanel")).bearer_auth(&app.admin_token).json(&json!({"partner_api_key": "mixpanel-key-1"})).send().await.unwrap();
+    let r = app
+        .client
+        .put(app.url("/eddy/v1/partners/mixpanel"))
+        .bearer_auth(&app.admin_token)
+        .json(&json!({"partner_api_key": "mixpanel-key-1"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let (status, body) = partner_post(&app, "/partners/mixpanel/cohorts", json!({"partner_api_key": "mixpanel-key-1", "client_secret": secret, "cohort_id": "c", "name": "n", "created_at": "2021-01-01T00:00:00Z"})).await;
-    assert_eq!((status, body["message"].as_str().map(str::to_string)), (401, Some(format!("Partner not enabled for client with client secret: {secret}"))));
+    assert_eq!(
+        (status, body["message"].as_str().map(str::to_string)),
+        (
+            401,
+            Some(format!(
+                "Partner not enabled for client with client secret: {secret}"
+            ))
+        )
+    );
 }
 
 #[tokio::test]
@@ -135,11 +225,26 @@ async fn data_import_keys_rotate_and_invalidate() {
     let app = spawn_app().await;
     let first = amplitude(&app).await;
     assert_eq!(name_cohort(&app, &first, "c", "n").await.0, 201);
-    let (_, body) = app.admin_post("/eddy/v1/workspaces/default/partners/amplitude/data-import-key", json!({})).await;
+    let (_, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/partners/amplitude/data-import-key",
+            json!({}),
+        )
+        .await;
     let second = body["key"].as_str().unwrap().to_string();
-    assert_eq!(name_cohort(&app, &first, "c", "n").await.0, 401, "rotation invalidates the old key");
+    assert_eq!(
+        name_cohort(&app, &first, "c", "n").await.0,
+        401,
+        "rotation invalidates the old key"
+    );
     assert_eq!(name_cohort(&app, &second, "c", "n").await.0, 201);
-    let r = app.client.delete(app.url("/eddy/v1/workspaces/default/partners/amplitude/data-import-key")).bearer_auth(&app.admin_token).send().await.unwrap();
+    let r = app
+        .client
+        .delete(app.url("/eddy/v1/workspaces/default/partners/amplitude/data-import-key"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(name_cohort(&app, &second, "c", "n").await.0, 401);
 }
@@ -155,7 +260,13 @@ async fn segments_stay_current_through_writes_merges_and_deletes() {
         {"external_id": "d", "score": 20, "plan": "pro", "vip": true}
     ]}))
     .await;
-    change(&app, &secret, "k", json!([{"user_ids": ["a", "b", "c", "d"]}])).await;
+    change(
+        &app,
+        &secret,
+        "k",
+        json!([{"user_ids": ["a", "b", "c", "d"]}]),
+    )
+    .await;
     let four_leaf = json!({"and": [
         in_cohort("k"),
         {"attribute": "score", "op": "at_least", "value": 5},
@@ -164,23 +275,37 @@ async fn segments_stay_current_through_writes_merges_and_deletes() {
     ]});
     let (seg, n) = segment(&app, four_leaf).await;
     assert_eq!(n, 1, "only a");
-    app.track(json!({"attributes": [{"external_id": "b", "score": 7}]})).await;
+    app.track(json!({"attributes": [{"external_id": "b", "score": 7}]}))
+        .await;
     assert_eq!(size(&app, &seg).await, 2, "b now qualifies");
-    app.track(json!({"attributes": [{"external_id": "d", "vip": false}]})).await;
+    app.track(json!({"attributes": [{"external_id": "d", "vip": false}]}))
+        .await;
     assert_eq!(size(&app, &seg).await, 3, "d now qualifies");
     // Merge a cohort member into a non-member: the survivor joins the cohort.
-    app.track(json!({"attributes": [{"external_id": "e", "score": 9, "plan": "pro", "vip": false}]})).await;
+    app.track(
+        json!({"attributes": [{"external_id": "e", "score": 9, "plan": "pro", "vip": false}]}),
+    )
+    .await;
     assert_eq!(size(&app, &seg).await, 3);
     app.post("/users/merge", json!({"merge_updates": [{"identifier_to_merge": {"external_id": "a"}, "identifier_to_keep": {"external_id": "e"}}]})).await;
-    assert_eq!(size(&app, &seg).await, 3, "a is gone, e took its cohort membership");
+    assert_eq!(
+        size(&app, &seg).await,
+        3,
+        "a is gone, e took its cohort membership"
+    );
     let (eseg, _) = segment(&app, json!({"and": [in_cohort("k"), {"attribute": "external_id", "op": "equals", "value": "e"}]})).await;
     assert_eq!(size(&app, &eseg).await, 1);
-    app.post("/users/delete", json!({"external_ids": ["d"]})).await;
+    app.post("/users/delete", json!({"external_ids": ["d"]}))
+        .await;
     assert_eq!(size(&app, &seg).await, 2);
     // Events with windows.
     let now = jiff::Timestamp::now().to_string();
     app.track(json!({"events": [{"external_id": "b", "name": "played", "time": now}, {"external_id": "b", "name": "played", "time": now}]})).await;
-    let (ev, n) = segment(&app, json!({"event": "played", "op": "count_at_least", "value": 2, "within_days": 7})).await;
+    let (ev, n) = segment(
+        &app,
+        json!({"event": "played", "op": "count_at_least", "value": 2, "within_days": 7}),
+    )
+    .await;
     assert_eq!(n, 1);
     // Survives a restart: definitions are stored, the index is rebuilt.
     let key = app.key.clone();
@@ -198,9 +323,15 @@ async fn segments_stay_current_through_writes_merges_and_deletes() {
 async fn invalid_filters_are_refused_clearly() {
     let app = spawn_app().await;
     let (status, body) = app
-        .admin_post("/eddy/v1/workspaces/default/segments", json!({"name": "s", "filter": {"attribute": "x", "op": "bigger", "value": 1}}))
+        .admin_post(
+            "/eddy/v1/workspaces/default/segments",
+            json!({"name": "s", "filter": {"attribute": "x", "op": "bigger", "value": 1}}),
+        )
         .await;
-    assert_eq!((status, body["message"].as_str()), (400, Some("invalid filter: unknown operator 'bigger'")));
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("invalid filter: unknown operator 'bigger'"))
+    );
 }
 
 #[tokio::test]
@@ -208,31 +339,69 @@ async fn braze_segment_endpoints() {
     let app = spawn_app().await;
     let (first, _) = segment(&app, json!({"attribute": "plan", "op": "exists"})).await;
     let (second, _) = segment(&app, json!({"attribute": "plan", "op": "not_exists"})).await;
-    let r = app.client.get(app.url("/segments/list?page=0&sort_direction=desc")).bearer_auth(&app.key).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/segments/list?page=0&sort_direction=desc"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["message"], "success");
-    let ids: Vec<&str> = body["segments"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = body["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![second.as_str(), first.as_str()]);
     assert_eq!(body["segments"][0]["analytics_tracking_enabled"], false);
-    let r = app.client.get(app.url("/segments/list?page=1")).bearer_auth(&app.key).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/segments/list?page=1"))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.json::<Value>().await.unwrap()["segments"], json!([]));
-    let r = app.client.get(app.url(&format!("/segments/details?segment_id={first}"))).bearer_auth(&app.key).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url(&format!("/segments/details?segment_id={first}")))
+        .bearer_auth(&app.key)
+        .send()
+        .await
+        .unwrap();
     let body: Value = r.json().await.unwrap();
-    assert_eq!((body["message"].as_str(), body["name"].as_str()), (Some("success"), Some("s")));
+    assert_eq!(
+        (body["message"].as_str(), body["name"].as_str()),
+        (Some("success"), Some("s"))
+    );
     let track_only = app.create_key("default", Some(&["users.track"])).await;
-    let r = app.client.get(app.url("/segments/list")).bearer_auth(&track_only).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/segments/list"))
+        .bearer_auth(&track_only)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 }
 
 /// Reads the NDJSON lines of a one-file ZIP written by the export.
 fn unzip(bytes: &[u8]) -> String {
-    assert_eq!(&bytes[..4], &[0x50, 0x4b, 0x03, 0x04], "a local file header");
+    assert_eq!(
+        &bytes[..4],
+        &[0x50, 0x4b, 0x03, 0x04],
+        "a local file header"
+    );
     let packed = u32::from_le_bytes(bytes[18..22].try_into().unwrap()) as usize;
     let name_len = u16::from_le_bytes(bytes[26..28].try_into().unwrap()) as usize;
     let start = 30 + name_len;
     let mut text = String::new();
-    flate2::read::DeflateDecoder::new(&bytes[start..start + packed]).read_to_string(&mut text).unwrap();
+    flate2::read::DeflateDecoder::new(&bytes[start..start + packed])
+        .read_to_string(&mut text)
+        .unwrap();
     text
 }
 
@@ -248,7 +417,11 @@ async fn segment_export_writes_braze_shaped_files_and_calls_back() {
     ]}))
     .await;
     change(&app, &secret, "abcd1234", json!([{"user_ids": ["x1"]}])).await;
-    let (seg, _) = segment(&app, json!({"attribute": "plan", "op": "equals", "value": "pro"})).await;
+    let (seg, _) = segment(
+        &app,
+        json!({"attribute": "plan", "op": "equals", "value": "pro"}),
+    )
+    .await;
     // A callback receiver.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(1);
     let receiver = axum::Router::new().route(
@@ -265,20 +438,32 @@ async fn segment_export_writes_braze_shaped_files_and_calls_back() {
     let callback = format!("http://{}/done", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, receiver).await });
     let (status, body) = app
-        .post("/users/export/segment", json!({"segment_id": seg, "callback_endpoint": callback,
+        .post(
+            "/users/export/segment",
+            json!({"segment_id": seg, "callback_endpoint": callback,
                "fields_to_export": ["external_id", "first_name", "custom_attributes", "cohorts"],
-               "custom_attributes_to_export": ["plan"]}))
+               "custom_attributes_to_export": ["plan"]}),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["message"], "success");
     let prefix = body["object_prefix"].as_str().unwrap().to_string();
-    let done = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+    let done = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(done["success"], true);
     let dir = std::path::PathBuf::from(body["url"].as_str().unwrap().trim_start_matches("file://"));
-    assert!(dir.to_string_lossy().contains(&format!("segment-export/{seg}/")));
+    assert!(
+        dir.to_string_lossy()
+            .contains(&format!("segment-export/{seg}/"))
+    );
     assert!(dir.ends_with(&prefix));
     let bytes = std::fs::read(dir.join("part-00000.zip")).unwrap();
-    let mut users: Vec<Value> = unzip(&bytes).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut users: Vec<Value> = unzip(&bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     users.sort_by_key(|u| u["external_id"].as_str().unwrap().to_string());
     assert_eq!(
         users,
@@ -300,10 +485,19 @@ async fn segment_export_writes_braze_shaped_files_and_calls_back() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let mut text = String::new();
-    flate2::read::GzDecoder::new(std::fs::File::open(&file).unwrap()).read_to_string(&mut text).unwrap();
+    flate2::read::GzDecoder::new(std::fs::File::open(&file).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
     assert_eq!(text.lines().count(), 2);
-    let (status, _) = app.post("/users/export/segment", json!({"segment_id": seg})).await;
+    let (status, _) = app
+        .post("/users/export/segment", json!({"segment_id": seg}))
+        .await;
     assert_eq!(status, 400, "fields_to_export is required");
-    let (status, _) = app.post("/users/export/segment", json!({"segment_id": "nope", "fields_to_export": ["external_id"]})).await;
+    let (status, _) = app
+        .post(
+            "/users/export/segment",
+            json!({"segment_id": "nope", "fields_to_export": ["external_id"]}),
+        )
+        .await;
     assert_eq!(status, 400);
 }

@@ -175,13 +175,13 @@ async fn run_load(
     stats
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-async fn wait_healthy(url: &str) -> anyhow::Result<()> {
+pub(crate) async fn wait_healthy(url: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for _ in 0..600 {
         if let Ok(r) = client.get(format!("{url}/health")).send().await
@@ -195,7 +195,7 @@ async fn wait_healthy(url: &str) -> anyhow::Result<()> {
 }
 
 /// Peak and current resident memory of a process, MiB, from `/proc`.
-fn rss_mib(pid: u32) -> (f64, f64) {
+pub(crate) fn rss_mib(pid: u32) -> (f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -208,7 +208,7 @@ fn rss_mib(pid: u32) -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
-fn stop(mut child: Child) {
+pub(crate) fn stop(mut child: Child) {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

@@ -9,6 +9,7 @@
 //! `eddy-bench segments`: the exact size of a 4-leaf segment over 10M profiles, eddy's bitmap
 //! index against DuckDB on the same data.
 
+mod cohorts;
 mod load;
 mod segments;
 mod zipf;
@@ -33,6 +34,8 @@ enum Command {
     Ingest(load::IngestArgs),
     /// Exact size of a 4-leaf segment: eddy's index vs DuckDB on the same data.
     Segments(segments::SegmentArgs),
+    /// Partner cohort import through `eddy serve`: membership changes per second.
+    Cohorts(cohorts::CohortArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,6 +46,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => runtime.block_on(load::ingest(args)),
         Command::Segments(args) => segments::run(args),
+        Command::Cohorts(args) => runtime.block_on(cohorts::run(args)),
     }
 }
 

@@ -324,6 +324,28 @@ impl WorkspaceIndex {
         }
     }
 
+    /// A cohort's members, if it has any.
+    pub fn cohort_bitmap(&self, partner: &str, cohort_id: &str) -> Option<&RoaringBitmap> {
+        self.cohorts
+            .get(&(partner.to_string(), cohort_id.to_string()))
+    }
+
+    /// Applies one cohort's committed membership changes.
+    pub fn apply_members(
+        &mut self,
+        partner: &str,
+        cohort_id: &str,
+        added: &RoaringBitmap,
+        removed: &RoaringBitmap,
+    ) {
+        let members = self
+            .cohorts
+            .entry((partner.to_string(), cohort_id.to_string()))
+            .or_default();
+        *members |= added;
+        *members -= removed;
+    }
+
     /// Whether `id` is in a cohort.
     pub fn is_member(&self, partner: &str, cohort_id: &str, id: u32) -> bool {
         self.cohorts

@@ -736,8 +736,7 @@ impl Txn<'_> {
             let created = eddy_model::time::format_iso(self.now_ms);
             self.upsert_cohort(ws, partner, cohort_id, cohort_id, &created)?;
         }
-        let mut changed = 0;
-        let mut points = Points::default();
+        let mut resolved = Vec::with_capacity(changes.len());
         for change in changes {
             let id = match &change.member {
                 CohortMember::ExternalId(ext) => self.ident(ws, kind::EXTERNAL, ext.as_bytes())?,
@@ -756,14 +755,19 @@ impl Txn<'_> {
                     }
                 }
             };
-            let Some(id) = id else { continue };
-            let did = self.set_member(ws, partner, cohort_id, id, change.add);
-            if did {
-                changed += 1;
+            if let Some(id) = id {
+                resolved.push((id, change.add));
             }
-            points.record(1, true, did);
         }
-        self.meter(ws, points);
+        let changed = self.set_members(ws, partner, cohort_id, &resolved);
+        // Assignments are billable; those that changed nothing are filed as non-billable.
+        self.meter(
+            ws,
+            Points {
+                billable: changed as u64,
+                non_billable: (resolved.len() - changed) as u64,
+            },
+        );
         Ok(changed)
     }
 

@@ -32,6 +32,11 @@ impl Table {
         Table::Members,
     ];
 
+    /// The table's position in [`Table::ALL`].
+    pub fn position(self) -> usize {
+        self as usize
+    }
+
     /// The table's storage name.
     pub fn name(self) -> &'static str {
         match self {

@@ -11,6 +11,7 @@ use eddy_model::profile::Profile;
 use eddy_model::track::Identifier;
 use eddy_model::usage::Points;
 use eddy_segments::Index;
+use roaring::RoaringBitmap;
 
 use crate::backend::{Backend, Table, WriteSet};
 use crate::keys::{self, kind};
@@ -142,8 +143,9 @@ pub struct Counters {
 /// succeeds. The writer is the only writer of both tables, so nothing else can make it stale.
 #[derive(Debug, Default)]
 pub struct WriterCache {
-    profiles: HashMap<(u32, u32), Profile>,
-    idents: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    // Keys come from clients (external ids); foldhash is fast and randomly seeded per process.
+    profiles: HashMap<(u32, u32), Profile, foldhash::fast::RandomState>,
+    idents: HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>,
     capacity: usize,
 }
 
@@ -151,8 +153,8 @@ impl WriterCache {
     /// A cache of at most `capacity` profiles and as many identifier entries (0 disables it).
     pub fn new(capacity: usize) -> WriterCache {
         WriterCache {
-            profiles: HashMap::new(),
-            idents: HashMap::new(),
+            profiles: HashMap::default(),
+            idents: HashMap::default(),
             capacity,
         }
     }
@@ -197,7 +199,7 @@ impl WriterCache {
 
 /// Drops about a tenth of an over-full map, in its arbitrary order: cheap, and unbiased enough
 /// for Zipf-shaped traffic, whose hot entries come straight back.
-fn evict<K, V>(map: &mut HashMap<K, V>, capacity: usize) {
+fn evict<K, V, S>(map: &mut HashMap<K, V, S>, capacity: usize) {
     if map.len() <= capacity {
         return;
     }
@@ -218,8 +220,45 @@ pub struct Written {
     pub profiles: Vec<((u32, u32), Option<Profile>)>,
     /// Identifier index keys and their new values; `None` when deleted.
     pub idents: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// Cohort membership changes: (workspace, partner, cohort id, internal id, member).
-    pub members: Vec<(u32, String, String, u32, bool)>,
+    /// Cohort membership changes by (workspace, partner, cohort id).
+    pub members: Vec<((u32, String, String), CohortDelta)>,
+}
+
+/// One cohort's membership changes in one group, relative to the committed members.
+#[derive(Debug, Default, Clone)]
+pub struct CohortDelta {
+    /// Ids that joined (were not members).
+    pub added: RoaringBitmap,
+    /// Ids that left (were members).
+    pub removed: RoaringBitmap,
+}
+
+impl CohortDelta {
+    fn contains(&self, committed: Option<&RoaringBitmap>, id: u32) -> bool {
+        if committed.is_some_and(|c| c.contains(id)) {
+            !self.removed.contains(id)
+        } else {
+            self.added.contains(id)
+        }
+    }
+
+    fn set(&mut self, committed: Option<&RoaringBitmap>, id: u32, member: bool) {
+        let was = committed.is_some_and(|c| c.contains(id));
+        match (member, was) {
+            (true, true) => {
+                self.removed.remove(id);
+            }
+            (true, false) => {
+                self.added.insert(id);
+            }
+            (false, true) => {
+                self.removed.insert(id);
+            }
+            (false, false) => {
+                self.added.remove(id);
+            }
+        }
+    }
 }
 
 impl Written {
@@ -232,10 +271,13 @@ impl Written {
                 None => workspace.remove(*id),
             }
         }
-        for (ws, partner, cohort_id, id, member) in &self.members {
-            index
-                .workspace_mut(*ws)
-                .set_member(partner, cohort_id, *id, *member);
+        for ((ws, partner, cohort_id), delta) in &self.members {
+            index.workspace_mut(*ws).apply_members(
+                partner,
+                cohort_id,
+                &delta.added,
+                &delta.removed,
+            );
         }
     }
 }
@@ -245,21 +287,21 @@ pub struct Txn<'a> {
     backend: &'a dyn Backend,
     counters: &'a mut Counters,
     cache: &'a mut WriterCache,
-    raw: FxHashMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    raw: Vec<FxHashMap<Vec<u8>, Option<Vec<u8>>>>,
     profiles: FxHashMap<(u32, u32), Option<Profile>>,
     order: Vec<(Table, Vec<u8>)>,
     outbox: Vec<(u32, OutboxEvent)>,
     usage: FxHashMap<(u32, String), Points>,
     touched_profile_counters: Vec<u32>,
     index: &'a Index,
-    members: FxHashMap<(u32, String, String, u32), bool>,
+    members: FxHashMap<(u32, String, String), CohortDelta>,
     /// The time this group is applied at, UTC ms.
     pub now_ms: i64,
 }
 
 impl Read for Txn<'_> {
     fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(value) = self.raw.get(&(table, key.to_vec())) {
+        if let Some(value) = self.raw[table.position()].get(key) {
             return Ok(value.clone());
         }
         if table != Table::Idents {
@@ -274,6 +316,23 @@ impl Read for Txn<'_> {
             self.cache.idents.insert(key.to_vec(), value.clone());
         }
         Ok(value)
+    }
+
+    /// Like [`Read::ident`], decoding in place instead of copying the stored value.
+    fn ident(&mut self, ws: u32, kind: u8, value: &[u8]) -> Result<Option<u32>, StoreError> {
+        let key = keys::ident(ws, kind, value);
+        if let Some(stored) = self.raw[Table::Idents.position()].get(&key) {
+            return Ok(stored.as_deref().and_then(keys::decode_id));
+        }
+        if let Some(stored) = self.cache.idents.get(&key) {
+            return Ok(stored.as_deref().and_then(keys::decode_id));
+        }
+        let stored = self.backend.get(Table::Idents, &key)?;
+        let id = stored.as_deref().and_then(keys::decode_id);
+        if self.cache.capacity > 0 {
+            self.cache.idents.insert(key, stored);
+        }
+        Ok(id)
     }
 
     fn profile(&mut self, ws: u32, id: u32) -> Result<Option<Profile>, StoreError> {
@@ -303,7 +362,7 @@ impl<'a> Txn<'a> {
             backend,
             counters,
             cache,
-            raw: FxHashMap::default(),
+            raw: Table::ALL.iter().map(|_| FxHashMap::default()).collect(),
             profiles: FxHashMap::default(),
             order: Vec::new(),
             outbox: Vec::new(),
@@ -317,13 +376,26 @@ impl<'a> Txn<'a> {
 
     /// Whether a profile is in a cohort, this group's changes included.
     pub fn is_member(&self, ws: u32, partner: &str, cohort_id: &str, id: u32) -> bool {
-        let key = (ws, partner.to_string(), cohort_id.to_string(), id);
-        if let Some(member) = self.members.get(&key) {
-            return *member;
+        let committed = self.committed_members(ws, partner, cohort_id);
+        match self
+            .members
+            .get(&(ws, partner.to_string(), cohort_id.to_string()))
+        {
+            Some(delta) => delta.contains(committed, id),
+            None => committed.is_some_and(|c| c.contains(id)),
         }
-        self.index
+    }
+
+    fn committed_members(
+        &self,
+        ws: u32,
+        partner: &str,
+        cohort_id: &str,
+    ) -> Option<&'a RoaringBitmap> {
+        let index: &'a Index = self.index;
+        index
             .workspace(ws)
-            .is_some_and(|w| w.is_member(partner, cohort_id, id))
+            .and_then(|w| w.cohort_bitmap(partner, cohort_id))
     }
 
     /// Adds a profile to a cohort or removes it; true when that changed anything.
@@ -335,18 +407,30 @@ impl<'a> Txn<'a> {
         id: u32,
         member: bool,
     ) -> bool {
-        if self.is_member(ws, partner, cohort_id, id) == member {
-            return false;
+        self.set_members(ws, partner, cohort_id, &[(id, member)]) == 1
+    }
+
+    /// Applies membership changes to one cohort in order; returns how many changed anything.
+    pub fn set_members(
+        &mut self,
+        ws: u32,
+        partner: &str,
+        cohort_id: &str,
+        changes: &[(u32, bool)],
+    ) -> usize {
+        let committed = self.committed_members(ws, partner, cohort_id);
+        let delta = self
+            .members
+            .entry((ws, partner.to_string(), cohort_id.to_string()))
+            .or_default();
+        let mut changed = 0;
+        for (id, member) in changes {
+            if delta.contains(committed, *id) != *member {
+                delta.set(committed, *id, *member);
+                changed += 1;
+            }
         }
-        let row = keys::member(ws, partner, cohort_id, id);
-        if member {
-            self.put(Table::Members, row, Vec::new());
-        } else {
-            self.delete(Table::Members, row);
-        }
-        self.members
-            .insert((ws, partner.to_string(), cohort_id.to_string(), id), member);
-        true
+        changed
     }
 
     /// The cohorts a profile is in, this group's changes included, as (partner, cohort id).
@@ -359,15 +443,15 @@ impl<'a> Txn<'a> {
                 }
             }
         }
-        for ((w, partner, cohort_id, member_id), member) in &self.members {
-            if *w != ws || *member_id != id {
+        for ((w, partner, cohort_id), delta) in &self.members {
+            if *w != ws {
                 continue;
             }
             let pair = (partner.clone(), cohort_id.clone());
-            match (*member, out.contains(&pair)) {
-                (true, false) => out.push(pair),
-                (false, true) => out.retain(|p| *p != pair),
-                _ => {}
+            if delta.added.contains(id) && !out.contains(&pair) {
+                out.push(pair);
+            } else if delta.removed.contains(id) {
+                out.retain(|p| *p != pair);
             }
         }
         out
@@ -384,7 +468,10 @@ impl<'a> Txn<'a> {
     }
 
     fn set_raw(&mut self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) {
-        if self.raw.insert((table, key.clone()), value).is_none() {
+        if self.raw[table.position()]
+            .insert(key.clone(), value)
+            .is_none()
+        {
             self.order.push((table, key));
         }
     }
@@ -521,10 +608,7 @@ impl<'a> Txn<'a> {
         let mut written = Written {
             profiles: std::mem::take(&mut self.profiles).into_iter().collect(),
             idents: Vec::new(),
-            members: std::mem::take(&mut self.members)
-                .into_iter()
-                .map(|((ws, partner, cohort_id, id), member)| (ws, partner, cohort_id, id, member))
-                .collect(),
+            members: std::mem::take(&mut self.members).into_iter().collect(),
         };
         written.profiles.sort_unstable_by_key(|(key, _)| *key);
         for ((ws, id), profile) in &written.profiles {
@@ -539,11 +623,27 @@ impl<'a> Txn<'a> {
             }
         }
         for (table, key) in std::mem::take(&mut self.order) {
-            let value = self.raw.remove(&(table, key.clone())).flatten();
+            let value = self.raw[table.position()].remove(&key).flatten();
             if table == Table::Idents {
                 written.idents.push((key.clone(), value.clone()));
             }
             writes.ops.push((table, key, value));
+        }
+        for ((ws, partner, cohort_id), delta) in &written.members {
+            for id in &delta.added {
+                writes.ops.push((
+                    Table::Members,
+                    keys::member(*ws, partner, cohort_id, id),
+                    Some(Vec::new()),
+                ));
+            }
+            for id in &delta.removed {
+                writes.ops.push((
+                    Table::Members,
+                    keys::member(*ws, partner, cohort_id, id),
+                    None,
+                ));
+            }
         }
         let mut emitted = 0;
         for (ws, event) in std::mem::take(&mut self.outbox) {

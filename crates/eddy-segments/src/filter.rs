@@ -398,39 +398,92 @@ const DATE_FIELDS: &[&str] = &[
     "marked_email_as_spam_at",
 ];
 
+/// A profile value as filters see it, borrowed from the profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValRef<'a> {
+    /// A string.
+    Str(&'a str),
+    /// A number.
+    Num(f64),
+    /// A boolean.
+    Bool(bool),
+    /// An instant, UTC ms.
+    Time(i64),
+    /// An array of scalars.
+    List(&'a [Value]),
+}
+
+impl ValRef<'_> {
+    /// An owned copy.
+    pub fn to_owned(self) -> Val {
+        match self {
+            ValRef::Str(s) => Val::Str(s.to_string()),
+            ValRef::Num(n) => Val::Num(n),
+            ValRef::Bool(b) => Val::Bool(b),
+            ValRef::Time(t) => Val::Time(t),
+            ValRef::List(items) => Val::List(items.to_vec()),
+        }
+    }
+}
+
+/// Names that are not stored as fields or custom attributes but are filterable.
+pub const SPECIAL_ATTRIBUTES: [&str; 4] =
+    ["external_id", "braze_id", "created_at", "total_revenue"];
+
 /// The value of a standard field or custom attribute, as filters compare it.
 pub fn attribute(profile: &Profile, name: &str) -> Option<Val> {
+    attribute_ref(profile, name).map(ValRef::to_owned)
+}
+
+/// [`attribute`] without copying.
+pub fn attribute_ref<'a>(profile: &'a Profile, name: &str) -> Option<ValRef<'a>> {
     match name {
-        "external_id" => return profile.external_id.clone().map(Val::Str),
-        "braze_id" => return Some(Val::Str(profile.braze_id.clone())),
-        "created_at" => return Some(Val::Time(profile.created_at)),
-        "total_revenue" => return Some(Val::Num(profile.total_revenue)),
+        "external_id" => return profile.external_id.as_deref().map(ValRef::Str),
+        "braze_id" => return Some(ValRef::Str(&profile.braze_id)),
+        "created_at" => return Some(ValRef::Time(profile.created_at)),
+        "total_revenue" => return Some(ValRef::Num(profile.total_revenue)),
         _ => {}
     }
     if let Some(value) = profile.fields.get(name) {
         if DATE_FIELDS.contains(&name) {
-            return value.as_str().and_then(parse_time).map(Val::Time);
+            return value.as_str().and_then(parse_time).map(ValRef::Time);
         }
-        return scalar(value);
+        return match value {
+            Value::String(s) => Some(ValRef::Str(s)),
+            Value::Number(n) => n.as_f64().map(ValRef::Num),
+            Value::Bool(b) => Some(ValRef::Bool(*b)),
+            _ => None,
+        };
     }
     match profile.custom.get(name)? {
-        AttrValue::String(s) => Some(Val::Str(s.clone())),
-        AttrValue::Int(i) => Some(Val::Num(*i as f64)),
-        AttrValue::Float(f) => Some(Val::Num(*f)),
-        AttrValue::Bool(b) => Some(Val::Bool(*b)),
-        AttrValue::Time(ms) => Some(Val::Time(*ms)),
-        AttrValue::Array(items) => Some(Val::List(items.clone())),
+        AttrValue::String(s) => Some(ValRef::Str(s)),
+        AttrValue::Int(i) => Some(ValRef::Num(*i as f64)),
+        AttrValue::Float(f) => Some(ValRef::Num(*f)),
+        AttrValue::Bool(b) => Some(ValRef::Bool(*b)),
+        AttrValue::Time(ms) => Some(ValRef::Time(*ms)),
+        AttrValue::Array(items) => Some(ValRef::List(items)),
         // Nested objects are not filterable here.
         AttrValue::Object(_) | AttrValue::ObjectArray(_) => None,
     }
 }
 
-fn scalar(value: &Value) -> Option<Val> {
-    match value {
-        Value::String(s) => Some(Val::Str(s.clone())),
-        Value::Number(n) => n.as_f64().map(Val::Num),
-        Value::Bool(b) => Some(Val::Bool(*b)),
-        _ => None,
+/// Calls `visit` with every filterable attribute of a profile.
+pub fn for_each_attribute<'a>(profile: &'a Profile, mut visit: impl FnMut(&'a str, ValRef<'a>)) {
+    let names = SPECIAL_ATTRIBUTES
+        .iter()
+        .copied()
+        .chain(profile.fields.keys().map(String::as_str))
+        .chain(
+            profile
+                .custom
+                .keys()
+                .map(String::as_str)
+                .filter(|k| !profile.fields.contains_key(*k)),
+        );
+    for name in names {
+        if let Some(value) = attribute_ref(profile, name) {
+            visit(name, value);
+        }
     }
 }
 

@@ -8,7 +8,8 @@ use roaring::RoaringBitmap;
 use serde_json::Value;
 
 use crate::filter::{
-    CountOp, Filter, Op, Operand, Val, attribute, count_matches, occurrences_count, value_matches,
+    CountOp, Filter, Op, Operand, Val, ValRef, attribute_ref, count_matches, for_each_attribute,
+    occurrences_count, value_matches,
 };
 
 const NO_WORD: u32 = u32::MAX;
@@ -81,17 +82,39 @@ impl Column {
         }
     }
 
-    fn set(&mut self, id: u32, value: Val) {
+    /// Whether the column already holds exactly this value for `id`.
+    fn holds(&self, id: u32, value: ValRef<'_>) -> bool {
+        let i = id as usize;
+        match value {
+            ValRef::Str(s) => match self.word_of.get(i) {
+                Some(w) if *w != NO_WORD => self.words[*w as usize] == s,
+                _ => false,
+            },
+            ValRef::Num(n) => self.num_set.contains(id) && self.nums[i] == n,
+            ValRef::Bool(true) => self.trues.contains(id),
+            ValRef::Bool(false) => self.falses.contains(id),
+            ValRef::Time(t) => self.time_set.contains(id) && self.times[i] == t,
+            ValRef::List(items) => {
+                let keys: Vec<String> = items.iter().filter_map(item_key).collect();
+                self.items_of.get(&id) == Some(&keys)
+            }
+        }
+    }
+
+    fn set(&mut self, id: u32, value: ValRef<'_>) {
+        if self.holds(id, value) {
+            return;
+        }
         self.clear(id);
         self.present.insert(id);
         match value {
-            Val::Str(s) => {
-                let word = match self.dict.get(&s) {
+            ValRef::Str(s) => {
+                let word = match self.dict.get(s) {
                     Some(w) => *w,
                     None => {
                         let w = self.words.len() as u32;
-                        self.dict.insert(s.clone(), w);
-                        self.words.push(s);
+                        self.dict.insert(s.to_string(), w);
+                        self.words.push(s.to_string());
                         self.by_word.push(RoaringBitmap::new());
                         w
                     }
@@ -100,23 +123,23 @@ impl Column {
                 self.word_of[id as usize] = word;
                 self.by_word[word as usize].insert(id);
             }
-            Val::Num(n) => {
+            ValRef::Num(n) => {
                 grow(&mut self.nums, id, f64::NAN);
                 self.nums[id as usize] = n;
                 self.num_set.insert(id);
             }
-            Val::Bool(true) => {
+            ValRef::Bool(true) => {
                 self.trues.insert(id);
             }
-            Val::Bool(false) => {
+            ValRef::Bool(false) => {
                 self.falses.insert(id);
             }
-            Val::Time(t) => {
+            ValRef::Time(t) => {
                 grow(&mut self.times, id, i64::MIN);
                 self.times[id as usize] = t;
                 self.time_set.insert(id);
             }
-            Val::List(items) => {
+            ValRef::List(items) => {
                 let keys: Vec<String> = items.iter().filter_map(item_key).collect();
                 for key in &keys {
                     self.items.entry(key.clone()).or_default().insert(id);
@@ -243,29 +266,6 @@ pub struct WorkspaceIndex {
     cohorts: HashMap<(String, String), RoaringBitmap>,
 }
 
-/// The values of a profile the index keeps, by attribute name.
-fn indexed_values(profile: &Profile) -> Vec<(String, Val)> {
-    let mut out = Vec::with_capacity(profile.fields.len() + profile.custom.len() + 4);
-    let specials = ["external_id", "braze_id", "created_at", "total_revenue"];
-    let names = specials
-        .iter()
-        .map(|s| s.to_string())
-        .chain(profile.fields.keys().cloned())
-        .chain(
-            profile
-                .custom
-                .keys()
-                .filter(|k| !profile.fields.contains_key(*k))
-                .cloned(),
-        );
-    for name in names {
-        if let Some(value) = attribute(profile, &name) {
-            out.push((name, value));
-        }
-    }
-    out
-}
-
 fn sync_occurrences(
     maps: &mut HashMap<String, HashMap<u32, Occurrences>>,
     id: u32,
@@ -277,9 +277,18 @@ fn sync_occurrences(
         }
     }
     for (name, occ) in now {
-        maps.entry(name.clone())
-            .or_default()
-            .insert(id, occ.clone());
+        match maps.get_mut(name) {
+            Some(ids) => {
+                if ids.get(&id) != Some(occ) {
+                    ids.insert(id, occ.clone());
+                }
+            }
+            None => {
+                maps.entry(name.clone())
+                    .or_default()
+                    .insert(id, occ.clone());
+            }
+        }
     }
 }
 
@@ -287,15 +296,20 @@ impl WorkspaceIndex {
     /// Indexes a profile's current state (replacing what was indexed for it).
     pub fn upsert(&mut self, id: u32, profile: &Profile) {
         self.all.insert(id);
-        let values = indexed_values(profile);
         for (name, column) in self.columns.iter_mut() {
-            if column.present.contains(id) && !values.iter().any(|(n, _)| n == name) {
+            if column.present.contains(id) && attribute_ref(profile, name).is_none() {
                 column.clear(id);
             }
         }
-        for (name, value) in values {
-            self.columns.entry(name).or_default().set(id, value);
-        }
+        let columns = &mut self.columns;
+        for_each_attribute(profile, |name, value| match columns.get_mut(name) {
+            Some(column) => column.set(id, value),
+            None => {
+                let mut column = Column::default();
+                column.set(id, value);
+                columns.insert(name.to_string(), column);
+            }
+        });
         sync_occurrences(&mut self.events, id, &profile.events);
         sync_occurrences(&mut self.purchases, id, &profile.purchases);
     }

@@ -15,6 +15,7 @@ pub mod backend;
 mod error;
 pub mod fjall_backend;
 pub mod ids;
+pub mod indexer;
 pub mod keys;
 pub mod meta;
 pub mod txn;
@@ -68,6 +69,7 @@ pub struct Store {
     tx: mpsc::Sender<writer::Msg>,
     stats: Arc<WriterStats>,
     index: Arc<RwLock<Index>>,
+    progress: Arc<indexer::Progress>,
 }
 
 impl Store {
@@ -86,29 +88,36 @@ impl Store {
         let thread_backend = backend.clone();
         let thread_stats = stats.clone();
         let thread_index = index.clone();
+        let progress = Arc::new(indexer::Progress::default());
+        let feed = writer::IndexFeed {
+            tx: indexer::start(index.clone(), progress.clone())
+                .map_err(|e| StoreError::Backend(e.to_string()))?,
+            progress: progress.clone(),
+        };
+        let writer = writer::Writer {
+            backend: thread_backend,
+            limits: options.limits,
+            cache: txn::WriterCache::new(options.cache_profiles),
+            index: thread_index,
+            feed,
+            stats: thread_stats,
+        };
         std::thread::Builder::new()
             .name("eddy-writer".into())
-            .spawn(move || {
-                writer::run(
-                    thread_backend,
-                    rx,
-                    options.limits,
-                    options.cache_profiles,
-                    thread_index,
-                    thread_stats,
-                )
-            })
+            .spawn(move || writer::run(writer, rx))
             .map_err(|e| StoreError::Backend(e.to_string()))?;
         Ok(Store {
             backend,
             tx,
             stats,
             index,
+            progress,
         })
     }
 
-    /// The segment index (committed state; the writer updates it after each commit).
+    /// The segment index, once it reflects every group committed before this call.
     pub fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.progress.wait(std::time::Duration::from_secs(10));
         match self.index.read() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),

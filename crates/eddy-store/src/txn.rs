@@ -222,6 +222,8 @@ pub struct Written {
     pub idents: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Cohort membership changes by (workspace, partner, cohort id).
     pub members: Vec<((u32, String, String), CohortDelta)>,
+    /// The profiles as encoded for storage, for the indexer.
+    pub encoded: crate::indexer::Batch,
 }
 
 /// One cohort's membership changes in one group, relative to the committed members.
@@ -262,15 +264,8 @@ impl CohortDelta {
 }
 
 impl Written {
-    /// Brings the segment index up to date with this committed group.
-    pub fn feed(&self, index: &mut Index) {
-        for ((ws, id), profile) in &self.profiles {
-            let workspace = index.workspace_mut(*ws);
-            match profile {
-                Some(p) => workspace.upsert(*id, p),
-                None => workspace.remove(*id),
-            }
-        }
+    /// Applies this committed group's cohort membership changes to the index.
+    pub fn feed_members(&self, index: &mut Index) {
         for ((ws, partner, cohort_id), delta) in &self.members {
             index.workspace_mut(*ws).apply_members(
                 partner,
@@ -609,18 +604,14 @@ impl<'a> Txn<'a> {
             profiles: std::mem::take(&mut self.profiles).into_iter().collect(),
             idents: Vec::new(),
             members: std::mem::take(&mut self.members).into_iter().collect(),
+            encoded: Vec::new(),
         };
         written.profiles.sort_unstable_by_key(|(key, _)| *key);
         for ((ws, id), profile) in &written.profiles {
             let key = keys::profile(*ws, *id);
-            match profile {
-                Some(p) => {
-                    writes
-                        .ops
-                        .push((Table::Profiles, key, Some(encode_profile(p)?)));
-                }
-                None => writes.ops.push((Table::Profiles, key, None)),
-            }
+            let bytes = profile.as_ref().map(encode_profile).transpose()?;
+            written.encoded.push(((*ws, *id), bytes.clone()));
+            writes.ops.push((Table::Profiles, key, bytes));
         }
         for (table, key) in std::mem::take(&mut self.order) {
             let value = self.raw[table.position()].remove(&key).flatten();

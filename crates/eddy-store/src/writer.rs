@@ -97,25 +97,33 @@ pub struct WriterStats {
     pub commit_failures: AtomicU64,
 }
 
+/// Where the writer hands committed profiles for re-indexing.
+pub(crate) struct IndexFeed {
+    pub tx: std::sync::mpsc::Sender<crate::indexer::Batch>,
+    pub progress: Arc<crate::indexer::Progress>,
+}
+
 /// Most mutations folded into one group commit.
 const MAX_GROUP: usize = 512;
 
-pub(crate) fn run(
-    backend: Arc<dyn Backend>,
-    mut rx: mpsc::Receiver<Msg>,
-    limits: Limits,
-    cache_profiles: usize,
-    index: Arc<RwLock<Index>>,
-    stats: Arc<WriterStats>,
-) {
-    let mut counters = match load_counters(backend.as_ref()) {
+/// The writer thread's state.
+pub(crate) struct Writer {
+    pub backend: Arc<dyn Backend>,
+    pub limits: Limits,
+    pub cache: WriterCache,
+    pub index: Arc<RwLock<Index>>,
+    pub feed: IndexFeed,
+    pub stats: Arc<WriterStats>,
+}
+
+pub(crate) fn run(mut writer: Writer, mut rx: mpsc::Receiver<Msg>) {
+    let mut counters = match load_counters(writer.backend.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "writer could not load its counters");
             return;
         }
     };
-    let mut cache = WriterCache::new(cache_profiles);
     let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
     let mut stop = None;
     while stop.is_none() {
@@ -134,15 +142,7 @@ pub(crate) fn run(
             }
         }
         if !jobs.is_empty() {
-            commit_group(
-                backend.as_ref(),
-                &mut counters,
-                &mut cache,
-                &index,
-                &mut jobs,
-                limits,
-                &stats,
-            );
+            writer.commit_group(&mut counters, &mut jobs);
         }
     }
     rx.close();
@@ -152,90 +152,96 @@ pub(crate) fn run(
     }
 }
 
-fn commit_group(
-    backend: &dyn Backend,
-    counters: &mut Counters,
-    cache: &mut WriterCache,
-    index: &RwLock<Index>,
-    jobs: &mut Vec<Job>,
-    limits: Limits,
-    stats: &WriterStats,
-) {
-    let started = Instant::now();
-    let mut saved = counters.clone();
-    // The writer is the index's only writer, so reading it while applying cannot race.
-    let committed_index = match index.read() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    let mut txn = Txn::new(
-        backend,
-        counters,
-        cache,
-        &committed_index,
-        eddy_model::time::now_ms(),
-    );
-    let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(jobs.len());
-    let mut fatal = None;
-    for job in jobs.iter_mut() {
-        let mutation =
-            std::mem::replace(&mut job.mutation, Mutation::CreateWorkspace(String::new()));
-        match apply(&mut txn, mutation, limits) {
-            Ok(outcome) => results.push(Ok(outcome)),
-            // Domain refusals touch nothing; storage failures poison the whole group.
-            Err(e @ (StoreError::Conflict(_) | StoreError::NotFound(_))) => results.push(Err(e)),
-            Err(e) => {
-                fatal = Some(e);
-                break;
+impl Writer {
+    fn commit_group(&mut self, counters: &mut Counters, jobs: &mut Vec<Job>) {
+        let (backend, limits, stats) = (self.backend.as_ref(), self.limits, self.stats.as_ref());
+        let (cache, index, feed) = (&mut self.cache, self.index.as_ref(), &self.feed);
+        let started = Instant::now();
+        let mut saved = counters.clone();
+        // The writer is the index's only writer, so reading it while applying cannot race.
+        let committed_index = match index.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut txn = Txn::new(
+            backend,
+            counters,
+            cache,
+            &committed_index,
+            eddy_model::time::now_ms(),
+        );
+        let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(jobs.len());
+        let mut fatal = None;
+        for job in jobs.iter_mut() {
+            let mutation =
+                std::mem::replace(&mut job.mutation, Mutation::CreateWorkspace(String::new()));
+            match apply(&mut txn, mutation, limits) {
+                Ok(outcome) => results.push(Ok(outcome)),
+                // Domain refusals touch nothing; storage failures poison the whole group.
+                Err(e @ (StoreError::Conflict(_) | StoreError::NotFound(_))) => {
+                    results.push(Err(e))
+                }
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
             }
         }
-    }
-    let finished = match fatal {
-        Some(e) => Err(e),
-        None => txn.finish(),
-    };
-    drop(committed_index);
-    let committed = finished.and_then(|(writes, emitted, written)| {
-        let syncing = Instant::now();
-        let result = backend.commit(writes);
-        stats
-            .sync_micros
-            .fetch_add(syncing.elapsed().as_micros() as u64, Ordering::Relaxed);
-        result?;
-        Ok((emitted, written))
-    });
-    match committed {
-        Ok((emitted, written)) => {
-            match index.write() {
-                Ok(mut guard) => written.feed(&mut guard),
-                Err(poisoned) => written.feed(&mut poisoned.into_inner()),
-            }
-            cache.absorb(written);
-            stats.commits.fetch_add(1, Ordering::Relaxed);
+        let finished = match fatal {
+            Some(e) => Err(e),
+            None => txn.finish(),
+        };
+        drop(committed_index);
+        let committed = finished.and_then(|(writes, emitted, written)| {
+            let syncing = Instant::now();
+            let result = backend.commit(writes);
             stats
-                .mutations
-                .fetch_add(jobs.len() as u64, Ordering::Relaxed);
-            stats.outbox_events.fetch_add(emitted, Ordering::Relaxed);
-            for (job, result) in jobs.drain(..).zip(results) {
-                let _ = job.reply.send(result);
+                .sync_micros
+                .fetch_add(syncing.elapsed().as_micros() as u64, Ordering::Relaxed);
+            result?;
+            Ok((emitted, written))
+        });
+        match committed {
+            Ok((emitted, written)) => {
+                match index.write() {
+                    Ok(mut guard) => written.feed_members(&mut guard),
+                    Err(poisoned) => written.feed_members(&mut poisoned.into_inner()),
+                }
+                let mut written = written;
+                let encoded = std::mem::take(&mut written.encoded);
+                feed.progress.committed();
+                if feed.tx.send(encoded).is_err() {
+                    tracing::error!(
+                        "the indexer stopped; segment sizes no longer follow profile changes"
+                    );
+                }
+                cache.absorb(written);
+                stats.commits.fetch_add(1, Ordering::Relaxed);
+                stats
+                    .mutations
+                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                stats.outbox_events.fetch_add(emitted, Ordering::Relaxed);
+                for (job, result) in jobs.drain(..).zip(results) {
+                    let _ = job.reply.send(result);
+                }
+            }
+            Err(e) => {
+                stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, mutations = jobs.len(), "group commit failed, nothing of it was applied");
+                // Ids handed out in the failed group may be reused: nothing refers to them.
+                std::mem::swap(counters, &mut saved);
+                // Profiles taken out of the cache by the failed group are gone from it; drop the
+                // rest too so that nothing unsure survives a storage error.
+                cache.clear();
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(StoreError::Backend(e.to_string())));
+                }
             }
         }
-        Err(e) => {
-            stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %e, mutations = jobs.len(), "group commit failed, nothing of it was applied");
-            // Ids handed out in the failed group may be reused: nothing refers to them.
-            std::mem::swap(counters, &mut saved);
-            // Profiles taken out of the cache by the failed group are gone from it; drop the
-            // rest too so that nothing unsure survives a storage error.
-            cache.clear();
-            for job in jobs.drain(..) {
-                let _ = job.reply.send(Err(StoreError::Backend(e.to_string())));
-            }
-        }
+        stats
+            .commit_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
-    stats
-        .commit_micros
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
 }
 
 fn apply(txn: &mut Txn<'_>, mutation: Mutation, limits: Limits) -> Result<Outcome, StoreError> {

@@ -8,16 +8,21 @@ use roaring::RoaringBitmap;
 use serde_json::Value;
 
 use crate::filter::{
-    CountOp, Filter, Op, Operand, Val, ValRef, attribute_ref, count_matches, for_each_attribute,
+    CountOp, Filter, Op, Operand, Val, ValRef, count_matches, for_each_attribute,
     occurrences_count, value_matches,
 };
 
 const NO_WORD: u32 = u32::MAX;
 
+/// Maps keyed by attribute or event names; names come from clients, so the hasher is seeded.
+type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// One attribute's values over all profiles of a workspace, typed.
 #[derive(Debug, Default)]
 struct Column {
     present: RoaringBitmap,
+    /// The upsert that last visited this column (see [`WorkspaceIndex::upsert`]).
+    stamp: u64,
     dict: HashMap<String, u32>,
     words: Vec<String>,
     by_word: Vec<RoaringBitmap>,
@@ -260,14 +265,15 @@ fn scan(set: &RoaringBitmap, within: &RoaringBitmap, keep: impl Fn(u32) -> bool)
 #[derive(Debug, Default)]
 pub struct WorkspaceIndex {
     all: RoaringBitmap,
-    columns: HashMap<String, Column>,
-    events: HashMap<String, HashMap<u32, Occurrences>>,
-    purchases: HashMap<String, HashMap<u32, Occurrences>>,
+    columns: NameMap<Column>,
+    events: NameMap<HashMap<u32, Occurrences>>,
+    purchases: NameMap<HashMap<u32, Occurrences>>,
+    upserts: u64,
     cohorts: HashMap<(String, String), RoaringBitmap>,
 }
 
 fn sync_occurrences(
-    maps: &mut HashMap<String, HashMap<u32, Occurrences>>,
+    maps: &mut NameMap<HashMap<u32, Occurrences>>,
     id: u32,
     now: &BTreeMap<String, Occurrences>,
 ) {
@@ -296,20 +302,23 @@ impl WorkspaceIndex {
     /// Indexes a profile's current state (replacing what was indexed for it).
     pub fn upsert(&mut self, id: u32, profile: &Profile) {
         self.all.insert(id);
-        for (name, column) in self.columns.iter_mut() {
-            if column.present.contains(id) && attribute_ref(profile, name).is_none() {
+        self.upserts += 1;
+        let stamp = self.upserts;
+        let columns = &mut self.columns;
+        for_each_attribute(profile, |name, value| {
+            let column = match columns.get_mut(name) {
+                Some(column) => column,
+                None => columns.entry(name.to_string()).or_default(),
+            };
+            column.stamp = stamp;
+            column.set(id, value);
+        });
+        // Attributes the profile no longer has.
+        for column in self.columns.values_mut() {
+            if column.stamp != stamp && column.present.contains(id) {
                 column.clear(id);
             }
         }
-        let columns = &mut self.columns;
-        for_each_attribute(profile, |name, value| match columns.get_mut(name) {
-            Some(column) => column.set(id, value),
-            None => {
-                let mut column = Column::default();
-                column.set(id, value);
-                columns.insert(name.to_string(), column);
-            }
-        });
         sync_occurrences(&mut self.events, id, &profile.events);
         sync_occurrences(&mut self.purchases, id, &profile.purchases);
     }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use eddy_model::ApiError;
 use eddy_model::usage::Points;
 use eddy_model::wire::PERMISSIONS;
-use eddy_store::meta::Partner;
+use eddy_store::meta::{ExportStorage, Partner};
 use eddy_store::{ApiKey, Mutation, Outcome, Workspace, ids};
 use serde::Deserialize;
 use serde_json::json;
@@ -256,4 +256,51 @@ pub async fn delete_data_import_key(
         .apply(Mutation::SetDataImportKey(ws.id, partner, None))
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The export storage setting as answered: the secret never leaves the server.
+fn redacted(storage: &ExportStorage) -> serde_json::Value {
+    let mut value = serde_json::to_value(storage).unwrap_or_default();
+    if let Some(secret) = value.get_mut("secret_access_key")
+        && !secret.is_null()
+    {
+        *secret = json!("[REDACTED]");
+    }
+    value
+}
+
+/// `PUT /eddy/v1/workspaces/{ws}/export-storage` `{"type":"local"}` or
+/// `{"type":"s3","bucket","prefix"?,"region"?,"endpoint"?,"access_key_id"?,"secret_access_key"?}`.
+pub async fn put_export_storage(
+    State(state): State<SharedState>,
+    Path(ws): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let ws = workspace(&state, &ws)?;
+    let storage: ExportStorage = parse(&body_bytes(body)?)?;
+    if let ExportStorage::S3(settings) = &storage {
+        crate::segments::s3_store(settings)
+            .map_err(|e| ApiError::BadRequest(format!("invalid S3 settings: {e}")))?;
+    }
+    state
+        .store
+        .apply(Mutation::SetExportStorage(ws.id, storage.clone()))
+        .await?;
+    Ok(json_response(StatusCode::OK, &redacted(&storage)))
+}
+
+/// `GET /eddy/v1/workspaces/{ws}/export-storage`.
+pub async fn get_export_storage(
+    State(state): State<SharedState>,
+    Path(ws): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let ws = workspace(&state, &ws)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &redacted(&state.store.export_storage(ws.id)?),
+    ))
 }

@@ -192,6 +192,10 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
             "/eddy/v1/workspaces/{ws}/partners/{partner}/data-import-key",
             post(admin::create_data_import_key).delete(admin::delete_data_import_key),
         )
+        .route(
+            "/eddy/v1/workspaces/{ws}/export-storage",
+            put(admin::put_export_storage).get(admin::get_export_storage),
+        )
         .route("/eddy/v1/workspaces/{ws}/segments", post(segments::create))
         .route(
             "/eddy/v1/workspaces/{ws}/segments/{id}",

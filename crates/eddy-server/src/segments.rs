@@ -1,7 +1,8 @@
 //! Segments: admin definitions with exact sizes, Braze's `/segments/list` and
 //! `/segments/details`, and `/users/export/segment`.
 
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -10,8 +11,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eddy_model::{ApiError, time};
 use eddy_segments::Filter;
-use eddy_store::meta::Segment;
+use eddy_store::meta::{ExportStorage, S3Settings, Segment};
 use eddy_store::{Mutation, ids};
+use object_store::ObjectStoreExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -231,12 +234,24 @@ pub async fn export(
     let day = jiff::Timestamp::from_millisecond(now)
         .map(|t| t.strftime("%Y-%m-%d").to_string())
         .unwrap_or_default();
-    let dir = state
-        .export_dir
-        .join("segment-export")
-        .join(&segment_id)
-        .join(day)
-        .join(&prefix);
+    let relative = format!("segment-export/{segment_id}/{day}/{prefix}");
+    let (destination, url) = match state.store.export_storage(ws.id)? {
+        ExportStorage::Local => {
+            let dir = state.export_dir.join(&relative);
+            let url = format!("file://{}", dir.display());
+            (Destination::Local(dir), Some(url))
+        }
+        ExportStorage::S3(settings) => {
+            let store = s3_store(&settings)
+                .map_err(|e| ApiError::BadRequest(format!("export storage: {e}")))?;
+            let key = if settings.prefix.is_empty() {
+                relative
+            } else {
+                format!("{}/{relative}", settings.prefix.trim_end_matches('/'))
+            };
+            (Destination::S3 { store, prefix: key }, None)
+        }
+    };
     let members = state
         .store
         .index()
@@ -250,19 +265,19 @@ pub async fn export(
         fields,
         custom: req.custom_attributes_to_export,
         gzip,
-        dir: dir.clone(),
     };
     let callback = req.callback_endpoint;
-    let url = format!("file://{}", dir.display());
     let callback_url = url.clone();
     tokio::spawn(async move {
-        let result = tokio::task::spawn_blocking(move || job.run()).await;
-        let success = matches!(result, Ok(Ok(_)));
-        if let Ok(Err(e)) = &result {
+        let result = job.run(&destination).await;
+        if let Err(e) = &result {
             tracing::error!(error = %e, "segment export failed");
         }
         if let Some(endpoint) = callback {
-            let body = json!({"success": success, "url": callback_url});
+            let mut body = json!({"success": result.is_ok()});
+            if let Some(url) = callback_url {
+                body["url"] = json!(url);
+            }
             if let Err(e) = reqwest::Client::new()
                 .post(&endpoint)
                 .json(&body)
@@ -273,10 +288,36 @@ pub async fn export(
             }
         }
     });
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"message": "success", "object_prefix": prefix, "url": url}),
-    ))
+    let mut body = json!({"message": "success", "object_prefix": prefix});
+    if let Some(url) = url {
+        body["url"] = json!(url);
+    }
+    Ok(json_response(StatusCode::CREATED, &body))
+}
+
+/// An S3 client for a destination (path-style, plain HTTP allowed for local servers).
+pub fn s3_store(settings: &S3Settings) -> Result<AmazonS3, object_store::Error> {
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(&settings.bucket)
+        .with_region(&settings.region);
+    if let Some(endpoint) = &settings.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false);
+    }
+    if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
+        builder = builder
+            .with_access_key_id(id)
+            .with_secret_access_key(secret);
+    }
+    builder.build()
+}
+
+/// Where export files go.
+enum Destination {
+    Local(PathBuf),
+    S3 { store: AmazonS3, prefix: String },
 }
 
 struct ExportJob {
@@ -286,39 +327,73 @@ struct ExportJob {
     fields: Vec<String>,
     custom: Option<Vec<String>>,
     gzip: bool,
-    dir: PathBuf,
 }
 
 impl ExportJob {
-    fn run(self) -> Result<(), String> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| e.to_string())?;
-        let want_cohorts = self.fields.iter().any(|f| f == "cohorts");
-        for (part, chunk) in self.members.chunks(USERS_PER_FILE).enumerate() {
-            let mut lines = Vec::new();
-            for id in chunk {
-                let Some(profile) = self
-                    .state
-                    .store
-                    .profile(self.ws, *id)
-                    .map_err(|e| e.to_string())?
-                else {
-                    continue;
-                };
-                let mut user = profile.export(Some(&self.fields));
-                if let (Some(wanted), Some(Value::Object(attrs))) =
-                    (&self.custom, user.get_mut("custom_attributes"))
-                {
-                    attrs.retain(|name, _| wanted.contains(name));
+    async fn run(self, destination: &Destination) -> Result<(), String> {
+        if let Destination::Local(dir) = destination {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let job = Arc::new(self);
+        let parts = job.members.len().div_ceil(USERS_PER_FILE);
+        for part in 0..parts {
+            let worker = job.clone();
+            let bytes = tokio::task::spawn_blocking(move || worker.build_part(part))
+                .await
+                .map_err(|e| e.to_string())??;
+            let name = part_name(part, job.gzip);
+            match destination {
+                Destination::Local(dir) => tokio::fs::write(dir.join(&name), bytes)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                Destination::S3 { store, prefix } => {
+                    let path = object_store::path::Path::from(format!("{prefix}/{name}"));
+                    store
+                        .put(&path, bytes.into())
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
-                if want_cohorts {
-                    user["cohorts"] = json!(self.cohort_names(*id)?);
-                }
-                lines.extend_from_slice(user.to_string().as_bytes());
-                lines.push(b'\n');
             }
-            write_part(&self.dir, part, &lines, self.gzip).map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    /// One file: up to 5,000 users as newline-delimited JSON, compressed.
+    fn build_part(&self, part: usize) -> Result<Vec<u8>, String> {
+        let want_cohorts = self.fields.iter().any(|f| f == "cohorts");
+        let start = part * USERS_PER_FILE;
+        let end = (start + USERS_PER_FILE).min(self.members.len());
+        let mut lines = Vec::new();
+        for id in &self.members[start..end] {
+            let Some(profile) = self
+                .state
+                .store
+                .profile(self.ws, *id)
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            let mut user = profile.export(Some(&self.fields));
+            if let (Some(wanted), Some(Value::Object(attrs))) =
+                (&self.custom, user.get_mut("custom_attributes"))
+            {
+                attrs.retain(|name, _| wanted.contains(name));
+            }
+            if want_cohorts {
+                user["cohorts"] = json!(self.cohort_names(*id)?);
+            }
+            lines.extend_from_slice(user.to_string().as_bytes());
+            lines.push(b'\n');
+        }
+        let stem = format!("part-{part:05}");
+        let packed = if self.gzip {
+            crate::archive::gzip(&lines)
+        } else {
+            crate::archive::zip_one(&format!("{stem}.txt"), &lines)
+        };
+        packed.map_err(|e| e.to_string())
     }
 
     fn cohort_names(&self, id: u32) -> Result<Vec<String>, String> {
@@ -358,17 +433,10 @@ impl ExportJob {
     }
 }
 
-fn write_part(dir: &FsPath, part: usize, lines: &[u8], gzip: bool) -> std::io::Result<()> {
-    let stem = format!("part-{part:05}");
+fn part_name(part: usize, gzip: bool) -> String {
     if gzip {
-        std::fs::write(
-            dir.join(format!("{stem}.txt.gz")),
-            crate::archive::gzip(lines)?,
-        )
+        format!("part-{part:05}.txt.gz")
     } else {
-        std::fs::write(
-            dir.join(format!("{stem}.zip")),
-            crate::archive::zip_one(&format!("{stem}.txt"), lines)?,
-        )
+        format!("part-{part:05}.zip")
     }
 }

@@ -501,3 +501,67 @@ async fn segment_export_writes_braze_shaped_files_and_calls_back() {
         .await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn segment_export_to_an_s3_bucket() {
+    let app = spawn_app().await;
+    let s3 = common::TestS3::start().await;
+    let r = app
+        .client
+        .put(app.url("/eddy/v1/workspaces/default/export-storage"))
+        .bearer_auth(&app.admin_token)
+        .json(
+            &json!({"type": "s3", "bucket": "exports", "prefix": "braze", "endpoint": s3.endpoint,
+                      "access_key_id": "test", "secret_access_key": "test-secret"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let shown: Value = r.json().await.unwrap();
+    assert_eq!(shown["secret_access_key"], "[REDACTED]");
+    app.track(json!({"attributes": [{"external_id": "s1", "plan": "pro"}, {"external_id": "s2", "plan": "pro"}]})).await;
+    let (seg, _) = segment(
+        &app,
+        json!({"attribute": "plan", "op": "equals", "value": "pro"}),
+    )
+    .await;
+    let (status, body) = app
+        .post(
+            "/users/export/segment",
+            json!({"segment_id": seg, "fields_to_export": ["external_id"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        body.get("url").is_none(),
+        "Braze gives a URL only without own storage"
+    );
+    let prefix = body["object_prefix"].as_str().unwrap().to_string();
+    let mut keys = Vec::new();
+    for _ in 0..200 {
+        keys = s3.keys();
+        if !keys.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key = &keys[0];
+    assert!(
+        key.starts_with(&format!("exports/braze/segment-export/{seg}/")),
+        "{key}"
+    );
+    assert!(key.ends_with(&format!("/{prefix}/part-00000.zip")), "{key}");
+    let mut ids: Vec<String> = unzip(&s3.get(key).unwrap())
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["external_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["s1", "s2"]);
+}

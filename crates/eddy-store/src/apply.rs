@@ -12,7 +12,9 @@ use eddy_model::wire::{
 
 use crate::backend::Table;
 use crate::keys::{self, kind};
-use crate::meta::{self, ApiKey, Cohort, DataImportKey, Partner, Segment, Workspace};
+use crate::meta::{
+    self, ApiKey, Cohort, DataImportKey, ExportStorage, Partner, Segment, Workspace,
+};
 use crate::txn::{Read, Txn};
 use crate::{StoreError, ids};
 
@@ -769,6 +771,17 @@ impl Txn<'_> {
             },
         );
         Ok(changed)
+    }
+
+    /// Sets where a workspace's segment exports go.
+    pub fn set_export_storage(
+        &mut self,
+        ws: u32,
+        storage: &ExportStorage,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(storage).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put(Table::Meta, meta::export_storage_key(ws), bytes);
+        Ok(())
     }
 
     /// Saves a segment definition.

@@ -154,6 +154,13 @@ impl Store {
         self.meta_record(&meta::segment_key(ws, id))
     }
 
+    /// Where a workspace's segment exports go (the local export directory unless set).
+    pub fn export_storage(&self, ws: u32) -> Result<meta::ExportStorage, StoreError> {
+        Ok(self
+            .meta_record(&meta::export_storage_key(ws))?
+            .unwrap_or(meta::ExportStorage::Local))
+    }
+
     /// Every segment of a workspace, oldest first.
     pub fn segments(&self, ws: u32) -> Result<Vec<meta::Segment>, StoreError> {
         let mut list: Vec<meta::Segment> = self.meta_records(&meta::segments_prefix(ws))?;

@@ -135,3 +135,44 @@ pub(crate) fn segment_key(ws: u32, id: &str) -> Vec<u8> {
 pub(crate) fn segments_prefix(ws: u32) -> Vec<u8> {
     format!("segment/{ws:010}/").into_bytes()
 }
+
+/// Where a workspace's segment exports go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ExportStorage {
+    /// The server's export directory.
+    Local,
+    /// An S3 bucket (AWS or any S3-compatible server).
+    S3(S3Settings),
+}
+
+/// An S3 destination. Credentials are kept in the data directory as given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Settings {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix inside the bucket.
+    #[serde(default)]
+    pub prefix: String,
+    /// Region [default: us-east-1].
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Endpoint of an S3-compatible server, e.g. `http://127.0.0.1:9000`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Access key id; taken from the environment when absent.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// Secret access key.
+    #[serde(default)]
+    pub secret_access_key: Option<String>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+pub(crate) fn export_storage_key(ws: u32) -> Vec<u8> {
+    format!("export-storage/{ws:010}").into_bytes()
+}

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::StoreError;
 use crate::apply::{Lookup, MemberChange};
 use crate::backend::Backend;
-use crate::meta::{ApiKey, Partner, Segment, Workspace};
+use crate::meta::{ApiKey, ExportStorage, Partner, Segment, Workspace};
 use crate::txn::{Counters, Txn, WriterCache, load_counters};
 
 /// A mutation the writer applies.
@@ -52,6 +52,8 @@ pub enum Mutation {
     PutSegment(u32, Segment),
     /// Delete a segment by id.
     DeleteSegment(u32, String),
+    /// Set where a workspace's segment exports go.
+    SetExportStorage(u32, ExportStorage),
 }
 
 /// What a mutation answers once durable.
@@ -267,5 +269,8 @@ fn apply(txn: &mut Txn<'_>, mutation: Mutation, limits: Limits) -> Result<Outcom
             .map(Outcome::Count),
         Mutation::PutSegment(ws, segment) => txn.put_segment(ws, &segment).map(|_| Outcome::Done),
         Mutation::DeleteSegment(ws, id) => txn.delete_segment(ws, &id).map(|_| Outcome::Done),
+        Mutation::SetExportStorage(ws, storage) => {
+            txn.set_export_storage(ws, &storage).map(|_| Outcome::Done)
+        }
     }
 }

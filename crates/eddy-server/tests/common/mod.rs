@@ -173,3 +173,61 @@ impl TestApp {
         dir
     }
 }
+
+/// A small in-process S3-compatible server for tests: path-style PUT and GET of objects,
+/// keys kept exactly as sent (`+` included). It ignores signatures.
+pub struct TestS3 {
+    pub endpoint: String,
+    objects: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>,
+}
+
+impl TestS3 {
+    pub async fn start() -> TestS3 {
+        use axum::extract::{Path, State};
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+        type Objects =
+            std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>;
+        let objects: Objects = Default::default();
+        async fn put(
+            State(objects): State<Objects>,
+            Path((bucket, key)): Path<(String, String)>,
+            body: axum::body::Bytes,
+        ) -> impl IntoResponse {
+            let etag = format!("\"{:x}\"", body.len());
+            objects
+                .lock()
+                .unwrap()
+                .insert(format!("{bucket}/{key}"), body.to_vec());
+            (StatusCode::OK, [("ETag", etag)])
+        }
+        async fn get(
+            State(objects): State<Objects>,
+            Path((bucket, key)): Path<(String, String)>,
+        ) -> axum::response::Response {
+            match objects.lock().unwrap().get(&format!("{bucket}/{key}")) {
+                Some(bytes) => (StatusCode::OK, bytes.clone()).into_response(),
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+        let app = axum::Router::new()
+            .route("/{bucket}/{*key}", axum::routing::put(put).get(get))
+            .with_state(objects.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind s3");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        TestS3 { endpoint, objects }
+    }
+
+    /// Every object key (`bucket/key`).
+    pub fn keys(&self) -> Vec<String> {
+        self.objects.lock().unwrap().keys().cloned().collect()
+    }
+
+    /// One object's bytes.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        self.objects.lock().unwrap().get(key).cloned()
+    }
+}

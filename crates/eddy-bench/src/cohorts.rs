@@ -1,13 +1,12 @@
 //! `eddy-bench cohorts`: partner cohort import through `eddy serve`, 1,000 user ids per
 //! request, every id a real membership change; membership changes per second.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::{Value, json};
 
-use crate::load::{free_port, rss_mib, stop, wait_healthy};
+use crate::load::{ADMIN, EddyServer, rss_mib};
 
 /// Options of `eddy-bench cohorts`.
 #[derive(Args)]
@@ -26,7 +25,6 @@ pub struct CohortArgs {
     eddy: Option<std::path::PathBuf>,
 }
 
-const ADMIN: &str = "bench-admin-token";
 const PARTNER_KEY: &str = "bench-partner-key";
 
 /// Sends `bodies` to `url` over `connections` connections; returns the elapsed time.
@@ -76,35 +74,10 @@ async fn send_all(
 
 /// Runs the benchmark.
 pub async fn run(args: CohortArgs) -> anyhow::Result<()> {
-    let data = tempfile::tempdir()?;
-    let config = data.path().join("eddy.toml");
-    std::fs::write(
-        &config,
-        "[rate_limits]\n\"users.track\" = { limit = 1000000000, window_seconds = 1 }\n\"partners\" = { limit = 1000000000, window_seconds = 1 }\n",
-    )?;
-    let port = free_port()?;
-    let url = format!("http://127.0.0.1:{port}");
     let eddy = args.eddy.clone().unwrap_or_else(crate::sibling_eddy);
-    let server = Command::new(&eddy)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data.path().join("data"))
-        .arg("--config")
-        .arg(&config)
-        .env("EDDY_ADMIN_TOKEN", ADMIN)
-        .env("RUST_LOG", "warn")
-        .spawn()?;
-    wait_healthy(&url).await?;
+    let server = EddyServer::start(&eddy, &["users.track", "partners"]).await?;
+    let (url, key) = (server.url.clone(), server.key.clone());
     let client = reqwest::Client::new();
-    let created: Value = client
-        .post(format!("{url}/eddy/v1/workspaces/default/api-keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let key = created["key"].as_str().unwrap_or_default().to_string();
     let users: Vec<String> = (0..args.users).map(|i| format!("member-{i}")).collect();
     let track: Vec<String> = users
         .chunks(75)
@@ -174,8 +147,8 @@ pub async fn run(args: CohortArgs) -> anyhow::Result<()> {
         segment["size"],
         args.users
     );
-    let (peak, _) = rss_mib(server.id());
-    stop(server);
+    let (peak, _) = rss_mib(server.child.id());
+    server.stop();
     println!(
         "| requests | ids per request | membership changes | seconds | changes/s | peak RSS MiB |"
     );

@@ -52,7 +52,8 @@ pub struct IngestArgs {
 }
 
 const OBJECTS_PER_REQUEST: usize = 150;
-const ADMIN: &str = "bench-admin-token";
+/// The admin token of servers the harness starts.
+pub(crate) const ADMIN: &str = "bench-admin-token";
 
 /// Builds one `/users/track` body: 75 attribute objects and 75 events on Zipf-drawn users.
 fn request_body(zipf: &Zipf, rng: &mut Rng) -> Bytes {
@@ -283,40 +284,15 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     stop(baseline);
 
     // eddy serve, durable, on a fresh data dir, Braze's rate limits lifted.
-    let data = tempfile::tempdir()?;
-    let config = data.path().join("eddy.toml");
-    std::fs::write(
-        &config,
-        "[rate_limits]\n\"users.track\" = { limit = 1000000000, window_seconds = 1 }\n",
-    )?;
-    let port = free_port()?;
-    let url = format!("http://127.0.0.1:{port}");
     let eddy = args.eddy.clone().unwrap_or_else(crate::sibling_eddy);
-    let server = Command::new(&eddy)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data.path().join("data"))
-        .arg("--config")
-        .arg(&config)
-        .env("EDDY_ADMIN_TOKEN", ADMIN)
-        .env("RUST_LOG", "warn")
-        .spawn()?;
-    wait_healthy(&url).await?;
-    let created: Value = reqwest::Client::new()
-        .post(format!("{url}/eddy/v1/workspaces/default/api-keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "bench"}))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let key = created["key"].as_str().unwrap_or_default().to_string();
+    let server = EddyServer::start(&eddy, &["users.track"]).await?;
+    let (url, key) = (server.url.clone(), server.key.clone());
     run_load(&url, &key, &bodies, args.connections, warmup).await;
     let before = reqwest::get(format!("{url}/metrics")).await?.text().await?;
     let stats = run_load(&url, &key, &bodies, args.connections, measured).await;
     let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
-    let (peak, now) = rss_mib(server.id());
-    stop(server);
+    let (peak, now) = rss_mib(server.child.id());
+    server.stop();
     let delta = |name: &str| metric(&metrics, name) - metric(&before, name);
     let writer_seconds = delta("eddy_writer_commit_seconds_total");
     let writer_mutations = delta("eddy_writer_mutations_total");
@@ -360,6 +336,61 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         args.connections, args.seconds, args.warmup, args.profiles, args.zipf, OBJECTS_PER_REQUEST
     );
     Ok(())
+}
+
+/// `eddy serve` on a fresh data directory with some rate-limit groups lifted, and a REST key.
+pub(crate) struct EddyServer {
+    pub child: Child,
+    pub url: String,
+    pub key: String,
+    _data: tempfile::TempDir,
+}
+
+impl EddyServer {
+    /// Starts the binary at `eddy` and creates a key with every permission.
+    pub async fn start(eddy: &std::path::Path, lifted: &[&str]) -> anyhow::Result<EddyServer> {
+        let data = tempfile::tempdir()?;
+        let config = data.path().join("eddy.toml");
+        let mut text = String::from("[rate_limits]\n");
+        for group in lifted {
+            text.push_str(&format!(
+                "\"{group}\" = {{ limit = 1000000000, window_seconds = 1 }}\n"
+            ));
+        }
+        std::fs::write(&config, text)?;
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let child = Command::new(eddy)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data.path().join("data"))
+            .arg("--config")
+            .arg(&config)
+            .env("EDDY_ADMIN_TOKEN", ADMIN)
+            .env("RUST_LOG", "warn")
+            .spawn()?;
+        wait_healthy(&url).await?;
+        let created: Value = reqwest::Client::new()
+            .post(format!("{url}/eddy/v1/workspaces/default/api-keys"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"name": "bench"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let key = created["key"].as_str().unwrap_or_default().to_string();
+        Ok(EddyServer {
+            child,
+            url,
+            key,
+            _data: data,
+        })
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(self) {
+        stop(self.child);
+    }
 }
 
 fn metric(text: &str, name: &str) -> f64 {

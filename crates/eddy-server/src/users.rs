@@ -28,6 +28,22 @@ async fn mutate(state: &SharedState, mutation: Mutation) -> Result<Outcome, Http
     Ok(state.store.apply(mutation).await?)
 }
 
+/// Applies a mutation that answers a count.
+async fn mutate_count(state: &SharedState, mutation: Mutation) -> Result<usize, HttpError> {
+    match mutate(state, mutation).await? {
+        Outcome::Count(n) => Ok(n),
+        _ => Err(ApiError::Internal.into()),
+    }
+}
+
+/// The 201 of identify and the alias endpoints.
+fn aliases_processed(n: usize) -> Response {
+    json_response(
+        StatusCode::CREATED,
+        &json!({"aliases_processed": n, "message": "success"}),
+    )
+}
+
 /// `POST /users/track`.
 pub async fn track(
     State(state): State<SharedState>,
@@ -92,13 +108,8 @@ pub async fn identify(
             );
         }
     }
-    let Outcome::Count(n) = mutate(&state, Mutation::Identify(ws, req)).await? else {
-        return Err(ApiError::Internal.into());
-    };
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"aliases_processed": n, "message": "success"}),
-    ))
+    let n = mutate_count(&state, Mutation::Identify(ws, req)).await?;
+    Ok(aliases_processed(n))
 }
 
 /// `POST /users/alias/new`.
@@ -122,13 +133,8 @@ pub async fn alias_new(
             .into());
         }
     }
-    let Outcome::Count(n) = mutate(&state, Mutation::AliasNew(ws, req)).await? else {
-        return Err(ApiError::Internal.into());
-    };
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"aliases_processed": n, "message": "success"}),
-    ))
+    let n = mutate_count(&state, Mutation::AliasNew(ws, req)).await?;
+    Ok(aliases_processed(n))
 }
 
 /// `POST /users/alias/update`.
@@ -156,13 +162,8 @@ pub async fn alias_update(
             .into());
         }
     }
-    let Outcome::Count(n) = mutate(&state, Mutation::AliasUpdate(ws, req)).await? else {
-        return Err(ApiError::Internal.into());
-    };
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"aliases_processed": n, "message": "success"}),
-    ))
+    let n = mutate_count(&state, Mutation::AliasUpdate(ws, req)).await?;
+    Ok(aliases_processed(n))
 }
 
 /// `POST /users/delete`.
@@ -189,9 +190,7 @@ pub async fn delete(
     if total > MAX_IDS {
         return Err(ApiError::TooManyIds.into());
     }
-    let Outcome::Count(n) = mutate(&state, Mutation::Delete(ws, req)).await? else {
-        return Err(ApiError::Internal.into());
-    };
+    let n = mutate_count(&state, Mutation::Delete(ws, req)).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"deleted": n, "message": "success"}),

@@ -172,11 +172,11 @@ impl Writer {
             &committed_index,
             eddy_model::time::now_ms(),
         );
-        let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(jobs.len());
+        let (mutations, replies): (Vec<Mutation>, Vec<_>) =
+            jobs.drain(..).map(|job| (job.mutation, job.reply)).unzip();
+        let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(replies.len());
         let mut fatal = None;
-        for job in jobs.iter_mut() {
-            let mutation =
-                std::mem::replace(&mut job.mutation, Mutation::CreateWorkspace(String::new()));
+        for mutation in mutations {
             match apply(&mut txn, mutation, limits) {
                 Ok(outcome) => results.push(Ok(outcome)),
                 // Domain refusals touch nothing; storage failures poison the whole group.
@@ -221,22 +221,22 @@ impl Writer {
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 stats
                     .mutations
-                    .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+                    .fetch_add(replies.len() as u64, Ordering::Relaxed);
                 stats.outbox_events.fetch_add(emitted, Ordering::Relaxed);
-                for (job, result) in jobs.drain(..).zip(results) {
-                    let _ = job.reply.send(result);
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
                 }
             }
             Err(e) => {
                 stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, mutations = jobs.len(), "group commit failed, nothing of it was applied");
+                tracing::error!(error = %e, mutations = replies.len(), "group commit failed, nothing of it was applied");
                 // Ids handed out in the failed group may be reused: nothing refers to them.
                 std::mem::swap(counters, &mut saved);
                 // Profiles taken out of the cache by the failed group are gone from it; drop the
                 // rest too so that nothing unsure survives a storage error.
                 cache.clear();
-                for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(StoreError::Backend(e.to_string())));
+                for reply in replies {
+                    let _ = reply.send(Err(StoreError::Backend(e.to_string())));
                 }
             }
         }

@@ -199,4 +199,5 @@ pub const PERMISSIONS: &[&str] = &[
     "users.external_ids.remove",
     "segments.list",
     "segments.details",
+    "currents.events",
 ];

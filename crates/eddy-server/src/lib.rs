@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod archive;
 pub mod config;
+pub mod currents;
 pub mod http;
 pub mod metrics;
 pub mod partners;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Where segment exports are written.
     pub export_dir: std::path::PathBuf,
+    /// The Currents connectors.
+    pub currents: Arc<eddy_currents::Currents>,
 }
 
 /// The state as handlers hold it.
@@ -64,6 +67,8 @@ pub struct App {
     pub router: Router,
     /// The store (for shutdown).
     pub store: Store,
+    /// The Currents connectors (flushed at shutdown).
+    pub currents: Arc<eddy_currents::Currents>,
     /// Where the admin token was written, when it was generated.
     pub admin_token_file: Option<std::path::PathBuf>,
 }
@@ -111,6 +116,8 @@ impl App {
                 (admin_token_from_file(&path)?, Some(path))
             }
         };
+        let currents = eddy_currents::Currents::start(store.clone())
+            .map_err(|e| StartError::Config(e.to_string()))?;
         let state = Arc::new(AppState {
             store: store.clone(),
             admin_token_hash: ids::sha256_hex(&token),
@@ -120,10 +127,12 @@ impl App {
                 .export_dir
                 .clone()
                 .unwrap_or_else(|| config.data_dir.join("exports")),
+            currents: currents.clone(),
         });
         Ok(App {
             router: router(state, config.max_body_bytes),
             store,
+            currents,
             admin_token_file,
         })
     }
@@ -137,6 +146,10 @@ impl App {
         axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await?;
+        // What connectors buffered is also in the outbox; flushing only spares the next start a re-read.
+        self.currents
+            .flush_all(std::time::Duration::from_secs(10))
+            .await;
         self.store.close().await;
         Ok(())
     }
@@ -195,6 +208,16 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
         .route(
             "/eddy/v1/workspaces/{ws}/export-storage",
             put(admin::put_export_storage).get(admin::get_export_storage),
+        )
+        .route("/currents/events", post(currents::events))
+        .route("/eddy/v1/workspaces/{ws}/currents", post(currents::create))
+        .route(
+            "/eddy/v1/workspaces/{ws}/currents/{name}",
+            get(currents::get),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/currents/{name}/flush",
+            post(currents::flush),
         )
         .route("/eddy/v1/workspaces/{ws}/segments", post(segments::create))
         .route(

@@ -29,6 +29,7 @@ pub fn group_of(path: &str) -> &'static str {
         "/users/export/ids" => "users.export.ids",
         "/users/export/segment" | "/segments/list" | "/segments/details" => "segments",
         p if p.starts_with("/partners/") => "partners",
+        "/currents/events" => "users.track",
         p if p.starts_with("/eddy/") => "admin",
         _ => "internal",
     }

@@ -14,7 +14,7 @@ use eddy_segments::Filter;
 use eddy_store::meta::{ExportStorage, S3Settings, Segment};
 use eddy_store::{Mutation, ids};
 use object_store::ObjectStoreExt;
-use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::aws::AmazonS3;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -295,23 +295,9 @@ pub async fn export(
     Ok(json_response(StatusCode::CREATED, &body))
 }
 
-/// An S3 client for a destination (path-style, plain HTTP allowed for local servers).
+/// An S3 client for an export destination.
 pub fn s3_store(settings: &S3Settings) -> Result<AmazonS3, object_store::Error> {
-    let mut builder = AmazonS3Builder::from_env()
-        .with_bucket_name(&settings.bucket)
-        .with_region(&settings.region);
-    if let Some(endpoint) = &settings.endpoint {
-        builder = builder
-            .with_endpoint(endpoint)
-            .with_allow_http(true)
-            .with_virtual_hosted_style_request(false);
-    }
-    if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
-        builder = builder
-            .with_access_key_id(id)
-            .with_secret_access_key(secret);
-    }
-    builder.build()
+    eddy_currents::s3_store(settings, None)
 }
 
 /// Where export files go.

@@ -784,6 +784,23 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// Saves a Currents connector's configuration, or (`state`) its delivery state.
+    pub fn put_connector(
+        &mut self,
+        ws: u32,
+        name: &str,
+        value: &serde_json::Value,
+        state: bool,
+    ) -> Result<(), StoreError> {
+        let key = if state {
+            meta::connector_state_key(ws, name)
+        } else {
+            meta::connector_key(ws, name)
+        };
+        self.put(Table::Meta, key, value.to_string().into_bytes());
+        Ok(())
+    }
+
     /// Saves a segment definition.
     pub fn put_segment(&mut self, ws: u32, segment: &Segment) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(segment).map_err(|e| StoreError::Backend(e.to_string()))?;

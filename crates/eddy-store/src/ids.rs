@@ -1,6 +1,7 @@
 //! Random identifiers: UUIDs for events, keys and app groups; 24-hex Braze ids.
 
-fn random<const N: usize>() -> [u8; N] {
+/// N bytes from the OS generator.
+pub fn random<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     // The OS generator only fails on broken systems; a zeroed id would still be unique by its
     // other parts (time, counters) where it matters.

@@ -161,6 +161,42 @@ impl Store {
             .unwrap_or(meta::ExportStorage::Local))
     }
 
+    /// A Currents connector's configuration.
+    pub fn connector(&self, ws: u32, name: &str) -> Result<Option<Value>, StoreError> {
+        self.meta_record(&meta::connector_key(ws, name))
+    }
+
+    /// A Currents connector's delivery state.
+    pub fn connector_state(&self, ws: u32, name: &str) -> Result<Option<Value>, StoreError> {
+        self.meta_record(&meta::connector_state_key(ws, name))
+    }
+
+    /// Every Currents connector of every workspace, as (workspace, configuration).
+    pub fn connectors(&self) -> Result<Vec<(u32, Value)>, StoreError> {
+        let mut out = Vec::new();
+        for (key, value) in self
+            .backend
+            .scan(Table::Meta, b"currents/", None, usize::MAX)?
+        {
+            let ws = std::str::from_utf8(&key[b"currents/".len()..])
+                .ok()
+                .and_then(|rest| rest.get(..10))
+                .and_then(|w| w.parse::<u32>().ok());
+            if let Some(ws) = ws {
+                out.push((ws, decode(&value, "meta")?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The sequence number the next outbox event will get.
+    pub fn outbox_head(&self) -> Result<u64, StoreError> {
+        Ok(match self.backend.get(Table::Meta, meta::NEXT_OUTBOX)? {
+            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().unwrap_or([0; 8])),
+            None => 0,
+        })
+    }
+
     /// Every segment of a workspace, oldest first.
     pub fn segments(&self, ws: u32) -> Result<Vec<meta::Segment>, StoreError> {
         let mut list: Vec<meta::Segment> = self.meta_records(&meta::segments_prefix(ws))?;

@@ -176,3 +176,11 @@ fn default_region() -> String {
 pub(crate) fn export_storage_key(ws: u32) -> Vec<u8> {
     format!("export-storage/{ws:010}").into_bytes()
 }
+
+pub(crate) fn connector_key(ws: u32, name: &str) -> Vec<u8> {
+    format!("currents/{ws:010}/{name}").into_bytes()
+}
+
+pub(crate) fn connector_state_key(ws: u32, name: &str) -> Vec<u8> {
+    format!("currents-state/{ws:010}/{name}").into_bytes()
+}

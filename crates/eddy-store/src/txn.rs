@@ -642,6 +642,7 @@ impl<'a> Txn<'a> {
             self.counters.next_outbox += 1;
             let entry = OutboxEntry {
                 ws,
+                at: self.now_ms,
                 event_type: &event.event_type,
                 record: &event.record,
             };
@@ -689,6 +690,8 @@ impl<'a> Txn<'a> {
 #[derive(serde::Serialize)]
 struct OutboxEntry<'a> {
     ws: u32,
+    /// When the event was queued, UTC ms (Currents' `date=` partition is its hour).
+    at: i64,
     #[serde(rename = "type")]
     event_type: &'a str,
     record: &'a serde_json::Map<String, serde_json::Value>,

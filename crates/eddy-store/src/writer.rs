@@ -54,6 +54,12 @@ pub enum Mutation {
     DeleteSegment(u32, String),
     /// Set where a workspace's segment exports go.
     SetExportStorage(u32, ExportStorage),
+    /// Save a Currents connector's configuration (JSON owned by eddy-currents).
+    PutConnector(u32, String, serde_json::Value),
+    /// Save a Currents connector's delivery state (cursor and counters).
+    PutConnectorState(u32, String, serde_json::Value),
+    /// Append producer-posted events to the outbox.
+    Emit(u32, Vec<eddy_model::currents::OutboxEvent>),
 }
 
 /// What a mutation answers once durable.
@@ -271,6 +277,19 @@ fn apply(txn: &mut Txn<'_>, mutation: Mutation, limits: Limits) -> Result<Outcom
         Mutation::DeleteSegment(ws, id) => txn.delete_segment(ws, &id).map(|_| Outcome::Done),
         Mutation::SetExportStorage(ws, storage) => {
             txn.set_export_storage(ws, &storage).map(|_| Outcome::Done)
+        }
+        Mutation::PutConnector(ws, name, config) => txn
+            .put_connector(ws, &name, &config, false)
+            .map(|_| Outcome::Done),
+        Mutation::PutConnectorState(ws, name, state) => txn
+            .put_connector(ws, &name, &state, true)
+            .map(|_| Outcome::Done),
+        Mutation::Emit(ws, events) => {
+            let n = events.len();
+            for event in events {
+                txn.emit(ws, event);
+            }
+            Ok(Outcome::Count(n))
         }
     }
 }

@@ -179,32 +179,38 @@ impl TestApp {
 pub struct TestS3 {
     pub endpoint: String,
     objects: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TestS3 {
     pub async fn start() -> TestS3 {
         use axum::extract::{Path, State};
         use axum::http::StatusCode;
-        use axum::response::IntoResponse;
+        use axum::response::{IntoResponse, Response};
         type Objects =
             std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>;
+        type Failing = std::sync::Arc<std::sync::atomic::AtomicBool>;
         let objects: Objects = Default::default();
+        let failing: Failing = Default::default();
         async fn put(
-            State(objects): State<Objects>,
+            State((objects, failing)): State<(Objects, Failing)>,
             Path((bucket, key)): Path<(String, String)>,
             body: axum::body::Bytes,
-        ) -> impl IntoResponse {
+        ) -> Response {
+            if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
             let etag = format!("\"{:x}\"", body.len());
             objects
                 .lock()
                 .unwrap()
                 .insert(format!("{bucket}/{key}"), body.to_vec());
-            (StatusCode::OK, [("ETag", etag)])
+            (StatusCode::OK, [("ETag", etag)]).into_response()
         }
         async fn get(
-            State(objects): State<Objects>,
+            State((objects, _)): State<(Objects, Failing)>,
             Path((bucket, key)): Path<(String, String)>,
-        ) -> axum::response::Response {
+        ) -> Response {
             match objects.lock().unwrap().get(&format!("{bucket}/{key}")) {
                 Some(bytes) => (StatusCode::OK, bytes.clone()).into_response(),
                 None => StatusCode::NOT_FOUND.into_response(),
@@ -212,13 +218,23 @@ impl TestS3 {
         }
         let app = axum::Router::new()
             .route("/{bucket}/{*key}", axum::routing::put(put).get(get))
-            .with_state(objects.clone());
+            .with_state((objects.clone(), failing.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind s3");
         let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
         tokio::spawn(async move { axum::serve(listener, app).await });
-        TestS3 { endpoint, objects }
+        TestS3 {
+            endpoint,
+            objects,
+            failing,
+        }
+    }
+
+    /// Makes every PUT answer 503 (an outage) or work again.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Every object key (`bucket/key`).

@@ -1,0 +1,31 @@
+//! Embeds every `schemas/*.avsc` so the binary carries the Currents catalogue.
+
+use std::fmt::Write;
+
+fn main() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("schemas directory")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".avsc"))
+        .collect();
+    names.sort();
+    let mut out = String::from(
+        "/// (event type, writer schema JSON) for every Currents event type.\npub static SCHEMAS: &[(&str, &str)] = &[\n",
+    );
+    for name in names {
+        let event_type = name.trim_end_matches(".avsc");
+        let path = dir.join(&name);
+        let _ = writeln!(
+            out,
+            "    ({event_type:?}, include_str!({:?})),",
+            path.display().to_string()
+        );
+    }
+    out.push_str("];\n");
+    let target =
+        std::path::Path::new(&std::env::var("OUT_DIR").expect("OUT_DIR")).join("schemas.rs");
+    std::fs::write(target, out).expect("write schemas.rs");
+}

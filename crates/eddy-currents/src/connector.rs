@@ -1,0 +1,342 @@
+//! Connector configuration (Braze's Currents settings), key layout and field transformations.
+
+use eddy_store::meta::S3Settings;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::Digest;
+
+use crate::avro::Codec;
+use crate::catalogue;
+
+/// Currents release of the embedded schemas (the `version=` path segment).
+pub const CURRENTS_VERSION: u32 = 10;
+/// The cluster segment of file keys.
+pub const CLUSTER: &str = "eddy-01";
+/// The environment segment of file keys.
+pub const ENVIRONMENT: &str = "eddy";
+
+/// A field transformation applied to every event type that has the field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transform {
+    /// The field.
+    pub field: String,
+    /// `remove` (→ `"[REDACTED]"`) or `hash` (→ SHA-256, lowercase hex).
+    pub action: TransformAction,
+}
+
+/// What a transformation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransformAction {
+    /// Replace with `"[REDACTED]"`.
+    Remove,
+    /// Replace with the SHA-256 of the value, lowercase hex.
+    Hash,
+}
+
+/// S3 connector settings, Braze's names and defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct S3Connector {
+    /// Bucket, region, endpoint and credentials.
+    pub s3: S3Settings,
+    /// Seconds between flushes [default: 300].
+    #[serde(default = "default_flush")]
+    pub flush_interval_seconds: u64,
+    /// Events per file at most [default: 15,000].
+    #[serde(default = "default_max_events")]
+    pub max_events_per_file: usize,
+    /// Block codec [default: null, as Braze].
+    #[serde(default)]
+    pub codec: Codec,
+    /// `x-amz-server-side-encryption` value, e.g. `AES256`.
+    #[serde(default)]
+    pub server_side_encryption: Option<String>,
+}
+
+fn default_flush() -> u64 {
+    300
+}
+
+fn default_max_events() -> usize {
+    15_000
+}
+
+/// A connector as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Connector {
+    /// Unique per workspace.
+    pub name: String,
+    /// 24-hex integration id (the `integration.<id>` of keys).
+    pub integration_id: String,
+    /// Event types delivered; all when absent.
+    #[serde(default)]
+    pub event_types: Option<Vec<String>>,
+    /// Field transformations.
+    #[serde(default)]
+    pub transforms: Vec<Transform>,
+    /// Where events go.
+    pub sink: Sink,
+}
+
+/// A destination.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum Sink {
+    /// Avro files in an S3 bucket.
+    S3(S3Connector),
+}
+
+/// Delivery state, saved through the store's writer after each delivered file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryState {
+    /// The next outbox sequence number not yet delivered (or dropped).
+    pub cursor: u64,
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events dropped (never silently: counted here).
+    pub dropped: u64,
+    /// The last delivery error, cleared by the next success.
+    pub last_error: Option<String>,
+    /// Incremented at each start: the `<partition>` of file names, so a restart never reuses a key.
+    pub generation: u64,
+}
+
+/// The admin API's creation body (settings flat, as `PRODUCT.md` §3.4 lists them).
+#[derive(Debug, Deserialize)]
+pub struct CreateRequest {
+    /// Name.
+    pub name: String,
+    /// `s3` (and later `amplitude`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Selected event types.
+    #[serde(default)]
+    pub event_types: Option<Vec<String>>,
+    /// Field transformations.
+    #[serde(default)]
+    pub transforms: Vec<Transform>,
+    /// The sink's settings.
+    #[serde(flatten)]
+    pub settings: Map<String, Value>,
+}
+
+impl CreateRequest {
+    /// Validates the request into a connector with the given integration id.
+    pub fn into_connector(self, integration_id: String) -> Result<Connector, String> {
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err("connector names are 1 to 64 letters, digits, '-' or '_'".into());
+        }
+        if let Some(types) = &self.event_types {
+            if types.is_empty() {
+                return Err("event_types, when given, must name at least one event type".into());
+            }
+            if let Some(unknown) = types.iter().find(|t| catalogue::schema(t).is_none()) {
+                return Err(format!("unknown event type '{unknown}'"));
+            }
+        }
+        let sink = match self.kind.as_str() {
+            "s3" => Sink::S3(s3_settings(self.settings)?),
+            "amplitude" => return Err("amplitude connectors are not available yet".into()),
+            other => {
+                return Err(format!(
+                    "unknown connector type '{other}' (s3 or amplitude)"
+                ));
+            }
+        };
+        Ok(Connector {
+            name: self.name,
+            integration_id,
+            event_types: self.event_types,
+            transforms: self.transforms,
+            sink,
+        })
+    }
+}
+
+/// The S3 settings of a creation body.
+fn s3_settings(mut flat: Map<String, Value>) -> Result<S3Connector, String> {
+    const S3_KEYS: [&str; 6] = [
+        "bucket",
+        "prefix",
+        "region",
+        "endpoint",
+        "access_key_id",
+        "secret_access_key",
+    ];
+    const SINK_KEYS: [&str; 4] = [
+        "flush_interval_seconds",
+        "max_events_per_file",
+        "codec",
+        "server_side_encryption",
+    ];
+    if let Some(unknown) = flat
+        .keys()
+        .find(|k| !S3_KEYS.contains(&k.as_str()) && !SINK_KEYS.contains(&k.as_str()))
+    {
+        return Err(format!("unknown s3 setting '{unknown}'"));
+    }
+    flat.entry("prefix")
+        .or_insert_with(|| Value::String("currents".into()));
+    let mut s3 = Map::new();
+    for key in S3_KEYS {
+        if let Some(v) = flat.remove(key) {
+            s3.insert(key.to_string(), v);
+        }
+    }
+    flat.insert("s3".into(), Value::Object(s3));
+    let settings: S3Connector = serde_json::from_value(Value::Object(flat))
+        .map_err(|e| format!("invalid s3 settings: {e}"))?;
+    if settings.flush_interval_seconds == 0 || settings.max_events_per_file == 0 {
+        return Err("flush_interval_seconds and max_events_per_file must be at least 1".into());
+    }
+    Ok(settings)
+}
+
+impl Connector {
+    /// Whether this connector delivers an event type.
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.event_types
+            .as_ref()
+            .is_none_or(|types| types.iter().any(|t| t == event_type))
+    }
+
+    /// Applies the field transformations to a record.
+    pub fn transform(&self, record: &mut Map<String, Value>) {
+        for t in &self.transforms {
+            if let Some(Value::String(value)) = record.get_mut(&t.field) {
+                *value = match t.action {
+                    TransformAction::Remove => "[REDACTED]".to_string(),
+                    TransformAction::Hash => sha2::Sha256::digest(value.as_bytes())
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                };
+            }
+        }
+    }
+}
+
+/// The object key of a file, in Braze's layout.
+pub fn object_key(
+    prefix: &str,
+    integration_id: &str,
+    event_type: &str,
+    hour: &str,
+    partition: u64,
+    offset: u64,
+) -> String {
+    let topic = format!("dataexport.{CLUSTER}.S3.integration.{integration_id}");
+    let prefix = prefix.trim_matches('/');
+    let lead = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    format!(
+        "{lead}{topic}/event_type={event_type}/date={hour}/version={CURRENTS_VERSION}/{ENVIRONMENT}/{topic}+{partition}+{offset}.avro"
+    )
+}
+
+/// The `YYYY-MM-DD-HH` UTC hour of a millisecond time.
+pub fn hour_of(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d-%H").to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_follow_braze_layout() {
+        assert_eq!(
+            object_key(
+                "currents",
+                "69cadaaed2d51b7c75b1a3e5",
+                "users.behaviors.CustomEvent",
+                "2025-04-01-17",
+                0,
+                123456
+            ),
+            "currents/dataexport.eddy-01.S3.integration.69cadaaed2d51b7c75b1a3e5/event_type=users.behaviors.CustomEvent/date=2025-04-01-17/version=10/eddy/dataexport.eddy-01.S3.integration.69cadaaed2d51b7c75b1a3e5+0+123456.avro"
+        );
+        assert_eq!(hour_of(1_743_526_800_000), "2025-04-01-17");
+    }
+
+    #[test]
+    fn transforms() {
+        let c = Connector {
+            name: "c".into(),
+            integration_id: "i".into(),
+            event_types: None,
+            transforms: vec![
+                Transform {
+                    field: "email_address".into(),
+                    action: TransformAction::Remove,
+                },
+                Transform {
+                    field: "external_user_id".into(),
+                    action: TransformAction::Hash,
+                },
+            ],
+            sink: Sink::S3(
+                s3_settings(json!({"bucket": "b"}).as_object().unwrap().clone()).unwrap(),
+            ),
+        };
+        let mut record = json!({"email_address": "a@b.c", "external_user_id": "abc", "time": 1})
+            .as_object()
+            .unwrap()
+            .clone();
+        c.transform(&mut record);
+        assert_eq!(record["email_address"], "[REDACTED]");
+        assert_eq!(
+            record["external_user_id"],
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn creation_checks() {
+        let req = |v: Value| {
+            serde_json::from_value::<CreateRequest>(v)
+                .unwrap()
+                .into_connector("i".into())
+        };
+        let ok =
+            req(json!({"name": "s3-main", "type": "s3", "bucket": "b", "endpoint": "http://x"}))
+                .unwrap();
+        let Sink::S3(s3) = &ok.sink;
+        assert_eq!(
+            (
+                s3.s3.prefix.as_str(),
+                s3.flush_interval_seconds,
+                s3.max_events_per_file
+            ),
+            ("currents", 300, 15_000)
+        );
+        assert!(
+            req(json!({"name": "x", "type": "s3", "bucket": "b", "event_types": ["nope"]}))
+                .unwrap_err()
+                .contains("unknown event type")
+        );
+        assert!(
+            req(json!({"name": "x", "type": "kafka"}))
+                .unwrap_err()
+                .contains("unknown connector type")
+        );
+        assert!(
+            req(json!({"name": "x", "type": "s3"}))
+                .unwrap_err()
+                .contains("bucket")
+        );
+    }
+}

@@ -1,0 +1,485 @@
+//! Delivery: one task per connector reads the outbox from its durable cursor, buffers records
+//! per (event type, queue hour), writes Avro files on size, interval or request, and moves the
+//! cursor only past events whose files are stored. At-least-once: after a crash the events after
+//! the cursor are delivered again (in files of a new partition, so no key is ever reused).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eddy_store::{Mutation, Store, StoreError, ids};
+use object_store::ObjectStoreExt;
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use serde_json::{Map, Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::avro::Container;
+use crate::catalogue;
+use crate::connector::{
+    Connector, CreateRequest, DeliveryState, S3Connector, Sink, hour_of, object_key,
+};
+
+/// Errors of the Currents API.
+#[derive(Debug, thiserror::Error)]
+pub enum CurrentsError {
+    /// Bad settings.
+    #[error("{0}")]
+    Invalid(String),
+    /// The name is taken.
+    #[error("connector '{0}' already exists")]
+    Exists(String),
+    /// No such connector.
+    #[error("connector '{0}' not found")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a connector shows through the admin API.
+#[derive(Debug, Clone, Default)]
+struct Status {
+    delivered: u64,
+    dropped: u64,
+    pending: u64,
+    last_error: Option<String>,
+}
+
+type FlushReply = oneshot::Sender<Result<u64, String>>;
+
+struct Running {
+    connector: Connector,
+    flush: mpsc::Sender<FlushReply>,
+    status: Arc<Mutex<Status>>,
+}
+
+/// Every running connector.
+pub struct Currents {
+    store: Store,
+    running: Mutex<HashMap<(u32, String), Running>>,
+}
+
+/// An S3 client for connector or export settings: path-style, plain HTTP allowed for local servers.
+pub fn s3_store(
+    settings: &eddy_store::meta::S3Settings,
+    sse: Option<&str>,
+) -> Result<AmazonS3, object_store::Error> {
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(&settings.bucket)
+        .with_region(&settings.region);
+    if let Some(endpoint) = &settings.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_virtual_hosted_style_request(false);
+    }
+    if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
+        builder = builder
+            .with_access_key_id(id)
+            .with_secret_access_key(secret);
+    }
+    if let Some(sse) = sse {
+        // The key's enum is not re-exported; its documented name parses to it.
+        let key: AmazonS3ConfigKey = "aws_server_side_encryption".parse()?;
+        builder = builder.with_config(key, sse);
+    }
+    builder.build()
+}
+
+impl Currents {
+    /// Starts every stored connector.
+    pub fn start(store: Store) -> Result<Arc<Currents>, CurrentsError> {
+        let currents = Arc::new(Currents {
+            store: store.clone(),
+            running: Mutex::new(HashMap::new()),
+        });
+        for (ws, value) in store.connectors()? {
+            match serde_json::from_value::<Connector>(value) {
+                Ok(connector) => currents.spawn(ws, connector)?,
+                Err(e) => tracing::error!(error = %e, ws, "unreadable Currents connector"),
+            }
+        }
+        Ok(currents)
+    }
+
+    /// Creates and starts a connector; it delivers events queued from now on.
+    pub async fn create(
+        &self,
+        ws: u32,
+        request: CreateRequest,
+    ) -> Result<Connector, CurrentsError> {
+        if self.store.connector(ws, &request.name)?.is_some() {
+            return Err(CurrentsError::Exists(request.name));
+        }
+        let integration_id = ids::secret_hex(12);
+        let connector = request
+            .into_connector(integration_id)
+            .map_err(CurrentsError::Invalid)?;
+        let Sink::S3(s3) = &connector.sink;
+        s3_store(&s3.s3, s3.server_side_encryption.as_deref())
+            .map_err(|e| CurrentsError::Invalid(format!("invalid s3 settings: {e}")))?;
+        let state = DeliveryState {
+            cursor: self.store.outbox_head()?,
+            ..DeliveryState::default()
+        };
+        let config =
+            serde_json::to_value(&connector).map_err(|e| CurrentsError::Invalid(e.to_string()))?;
+        let state_json =
+            serde_json::to_value(&state).map_err(|e| CurrentsError::Invalid(e.to_string()))?;
+        self.store
+            .apply(Mutation::PutConnectorState(
+                ws,
+                connector.name.clone(),
+                state_json,
+            ))
+            .await?;
+        self.store
+            .apply(Mutation::PutConnector(ws, connector.name.clone(), config))
+            .await?;
+        self.spawn(ws, connector.clone())?;
+        Ok(connector)
+    }
+
+    fn spawn(&self, ws: u32, connector: Connector) -> Result<(), CurrentsError> {
+        let state: DeliveryState = match self.store.connector_state(ws, &connector.name)? {
+            Some(v) => serde_json::from_value(v).unwrap_or_default(),
+            None => DeliveryState::default(),
+        };
+        let (flush, requests) = mpsc::channel(16);
+        let status = Arc::new(Mutex::new(Status {
+            delivered: state.delivered,
+            dropped: state.dropped,
+            ..Status::default()
+        }));
+        let Sink::S3(settings) = &connector.sink;
+        let task = S3Task {
+            store: self.store.clone(),
+            ws,
+            connector: connector.clone(),
+            settings: settings.clone(),
+            saved: state.clone(),
+            state,
+            status: status.clone(),
+            buffers: BTreeMap::new(),
+            files: Vec::new(),
+            read_pos: 0,
+        };
+        tokio::spawn(task.run(requests));
+        let mut running = self
+            .running
+            .lock()
+            .map_err(|_| CurrentsError::Invalid("poisoned".into()))?;
+        running.insert(
+            (ws, connector.name.clone()),
+            Running {
+                connector,
+                flush,
+                status,
+            },
+        );
+        Ok(())
+    }
+
+    /// A connector's state, counters and last error, as the admin API shows them.
+    pub fn status(&self, ws: u32, name: &str) -> Option<Value> {
+        let running = self.running.lock().ok()?;
+        let r = running.get(&(ws, name.to_string()))?;
+        let status = r.status.lock().ok()?.clone();
+        let kind = match r.connector.sink {
+            Sink::S3(_) => "s3",
+        };
+        Some(json!({
+            "name": r.connector.name, "type": kind, "integration_id": r.connector.integration_id,
+            "event_types": r.connector.event_types, "transforms": r.connector.transforms,
+            "state": if status.last_error.is_some() { "error" } else { "active" },
+            "delivered": status.delivered, "pending": status.pending, "dropped": status.dropped,
+            "last_error": status.last_error,
+        }))
+    }
+
+    /// Writes what a connector has buffered now; returns how many events it stored.
+    pub async fn flush(&self, ws: u32, name: &str) -> Result<u64, CurrentsError> {
+        let sender = {
+            let running = self
+                .running
+                .lock()
+                .map_err(|_| CurrentsError::Invalid("poisoned".into()))?;
+            running
+                .get(&(ws, name.to_string()))
+                .map(|r| r.flush.clone())
+                .ok_or_else(|| CurrentsError::NotFound(name.to_string()))?
+        };
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(reply)
+            .await
+            .map_err(|_| CurrentsError::Invalid("connector stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| CurrentsError::Invalid("connector stopped".into()))?
+            .map_err(CurrentsError::Invalid)
+    }
+
+    /// Flushes every connector (at shutdown), each for at most `timeout`.
+    pub async fn flush_all(&self, timeout: Duration) {
+        let names: Vec<(u32, String)> = match self.running.lock() {
+            Ok(running) => running.keys().cloned().collect(),
+            Err(_) => return,
+        };
+        for (ws, name) in names {
+            match tokio::time::timeout(timeout, self.flush(ws, &name)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(ws, connector = name, error = %e, "flush at shutdown failed; the outbox keeps the events")
+                }
+                Err(_) => tracing::warn!(
+                    ws,
+                    connector = name,
+                    "flush at shutdown timed out; the outbox keeps the events"
+                ),
+            }
+        }
+    }
+}
+
+/// Records of one event type queued in one hour, not yet written.
+struct Buffer {
+    container: Container,
+    first: u64,
+    opened: Instant,
+}
+
+/// A finished file waiting to be stored (retried until it is).
+struct File {
+    key: String,
+    bytes: Vec<u8>,
+    events: u64,
+    first: u64,
+}
+
+struct S3Task {
+    store: Store,
+    ws: u32,
+    connector: Connector,
+    settings: S3Connector,
+    state: DeliveryState,
+    /// The state as last saved.
+    saved: DeliveryState,
+    status: Arc<Mutex<Status>>,
+    buffers: BTreeMap<(String, String), Buffer>,
+    files: Vec<File>,
+    read_pos: u64,
+}
+
+/// Outbox entries read per page.
+const PAGE: usize = 4096;
+
+impl S3Task {
+    async fn run(mut self, mut requests: mpsc::Receiver<FlushReply>) {
+        self.state.generation += 1;
+        self.read_pos = self.state.cursor;
+        self.save().await;
+        let store = match s3_store(
+            &self.settings.s3,
+            self.settings.server_side_encryption.as_deref(),
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                self.fail(format!("invalid s3 settings: {e}"));
+                return;
+            }
+        };
+        let interval = Duration::from_secs(self.settings.flush_interval_seconds);
+        let mut ticker = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            let request = tokio::select! {
+                _ = ticker.tick() => None,
+                request = requests.recv() => match request {
+                    Some(reply) => Some(reply),
+                    None => return,
+                },
+            };
+            if let Err(e) = self.read() {
+                self.fail(format!("reading the outbox: {e}"));
+            }
+            let now = Instant::now();
+            let due: Vec<(String, String)> = self
+                .buffers
+                .iter()
+                .filter(|(_, b)| request.is_some() || now.duration_since(b.opened) >= interval)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in due {
+                self.close(&key);
+            }
+            let stored = self.upload(&store).await;
+            self.save().await;
+            if let Some(reply) = request {
+                let result = match (
+                    &self.status.lock().ok().and_then(|s| s.last_error.clone()),
+                    self.files.is_empty(),
+                ) {
+                    (Some(e), false) => Err(e.clone()),
+                    _ => Ok(stored),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Reads every new outbox entry into the buffers, closing those that reach the size limit.
+    fn read(&mut self) -> Result<(), StoreError> {
+        loop {
+            let page = self.store.outbox(self.read_pos, PAGE)?;
+            let full = page.len() == PAGE;
+            for (seq, entry) in page {
+                self.read_pos = seq + 1;
+                self.take(seq, entry);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    fn take(&mut self, seq: u64, entry: Value) {
+        if entry.get("ws").and_then(Value::as_u64) != Some(u64::from(self.ws)) {
+            return;
+        }
+        let Some(event_type) = entry.get("type").and_then(Value::as_str) else {
+            return;
+        };
+        if !self.connector.wants(event_type) {
+            return;
+        }
+        let Some(schema) = catalogue::schema(event_type) else {
+            return;
+        };
+        let Some(Value::Object(record)) = entry.get("record") else {
+            return;
+        };
+        let mut record: Map<String, Value> = record.clone();
+        self.connector.transform(&mut record);
+        let hour = hour_of(entry.get("at").and_then(Value::as_i64).unwrap_or_default());
+        let key = (event_type.to_string(), hour);
+        let buffer = self.buffers.entry(key.clone()).or_insert_with(|| Buffer {
+            container: Container::new(schema, self.settings.codec, ids::random::<16>()),
+            first: seq,
+            opened: Instant::now(),
+        });
+        if let Err(e) = buffer.container.append(&record) {
+            // The outbox only holds records built from the schemas; one that still does not fit
+            // is counted as dropped rather than blocking the connector.
+            tracing::error!(event_type, seq, error = %e, "outbox record does not fit its schema; dropped");
+            self.state.dropped += 1;
+            return;
+        }
+        if buffer.container.len() as usize >= self.settings.max_events_per_file {
+            self.close(&key);
+        }
+    }
+
+    /// Turns a buffer into a file waiting to be stored. Never called on an empty buffer.
+    fn close(&mut self, key: &(String, String)) {
+        let Some(buffer) = self.buffers.remove(key) else {
+            return;
+        };
+        let events = buffer.container.len();
+        let (event_type, hour) = key;
+        let name = object_key(
+            &self.settings.s3.prefix,
+            &self.connector.integration_id,
+            event_type,
+            hour,
+            self.state.generation,
+            buffer.first,
+        );
+        match buffer.container.finish() {
+            Ok(bytes) => self.files.push(File {
+                key: name,
+                bytes,
+                events,
+                first: buffer.first,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "could not build an Avro file; its events are dropped");
+                self.state.dropped += events;
+            }
+        }
+    }
+
+    /// Stores waiting files in order; stops at the first failure (retried next tick).
+    async fn upload(&mut self, store: &AmazonS3) -> u64 {
+        let mut stored = 0;
+        while let Some(file) = self.files.first() {
+            let path = object_store::path::Path::from(file.key.as_str());
+            match store.put(&path, file.bytes.clone().into()).await {
+                Ok(_) => {
+                    stored += file.events;
+                    self.state.delivered += file.events;
+                    self.state.last_error = None;
+                    self.files.remove(0);
+                }
+                Err(e) => {
+                    self.fail(format!("writing {}: {e}", file.key));
+                    break;
+                }
+            }
+        }
+        stored
+    }
+
+    fn fail(&mut self, message: String) {
+        tracing::warn!(
+            connector = self.connector.name,
+            error = message,
+            "currents delivery error"
+        );
+        self.state.last_error = Some(message);
+    }
+
+    /// Moves the cursor to the first event not yet stored and saves the state if it changed.
+    async fn save(&mut self) {
+        let first_unstored = self
+            .files
+            .iter()
+            .map(|f| f.first)
+            .chain(self.buffers.values().map(|b| b.first))
+            .min();
+        self.state.cursor = first_unstored
+            .unwrap_or(self.read_pos)
+            .max(self.state.cursor);
+        let pending = self.files.iter().map(|f| f.events).sum::<u64>()
+            + self
+                .buffers
+                .values()
+                .map(|b| b.container.len())
+                .sum::<u64>();
+        if let Ok(mut status) = self.status.lock() {
+            *status = Status {
+                delivered: self.state.delivered,
+                dropped: self.state.dropped,
+                pending,
+                last_error: self.state.last_error.clone(),
+            };
+        }
+        if self.state == self.saved {
+            return;
+        }
+        let Ok(value) = serde_json::to_value(&self.state) else {
+            return;
+        };
+        match self
+            .store
+            .apply(Mutation::PutConnectorState(
+                self.ws,
+                self.connector.name.clone(),
+                value,
+            ))
+            .await
+        {
+            Ok(_) => self.saved = self.state.clone(),
+            Err(e) => tracing::error!(error = %e, "could not save the connector's cursor"),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Currents over HTTP: connectors in the admin API, and `POST /currents/events` for producers
+//! (a messaging system routing email, push, SMS, … events through eddy).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use eddy_currents::connector::CreateRequest;
+use eddy_currents::{CurrentsError, catalogue};
+use eddy_model::ApiError;
+use eddy_model::currents::OutboxEvent;
+use eddy_store::Mutation;
+use serde_json::{Value, json};
+
+use crate::SharedState;
+use crate::admin::workspace;
+use crate::http::{
+    HttpError, authorize, authorize_admin, body_bytes, json_response, parse, store_error,
+};
+
+type Body = Result<Bytes, BytesRejection>;
+type Answer = Result<Response, HttpError>;
+
+/// Most events in one `POST /currents/events`.
+const MAX_EVENTS: usize = 1000;
+
+impl From<CurrentsError> for HttpError {
+    fn from(e: CurrentsError) -> Self {
+        HttpError(match e {
+            CurrentsError::Invalid(m) => ApiError::BadRequest(m),
+            CurrentsError::Exists(name) => ApiError::Conflict(format!("connector '{name}'")),
+            CurrentsError::NotFound(name) => {
+                ApiError::ResourceNotFound(format!("connector '{name}'"))
+            }
+            CurrentsError::Store(e) => store_error(e),
+        })
+    }
+}
+
+/// `POST /eddy/v1/workspaces/{ws}/currents` → 201 with the connector's status.
+pub async fn create(
+    State(state): State<SharedState>,
+    Path(ws): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let ws = workspace(&state, &ws)?;
+    let request: CreateRequest = parse(&body_bytes(body)?)?;
+    let connector = state.currents.create(ws.id, request).await?;
+    let status = state
+        .currents
+        .status(ws.id, &connector.name)
+        .unwrap_or_default();
+    Ok(json_response(StatusCode::CREATED, &status))
+}
+
+/// `GET /eddy/v1/workspaces/{ws}/currents/{name}` → state, delivered, pending, dropped, last error.
+pub async fn get(
+    State(state): State<SharedState>,
+    Path((ws, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let ws = workspace(&state, &ws)?;
+    let status = state
+        .currents
+        .status(ws.id, &name)
+        .ok_or_else(|| ApiError::ResourceNotFound(format!("connector '{name}'")))?;
+    Ok(json_response(StatusCode::OK, &status))
+}
+
+/// `POST /eddy/v1/workspaces/{ws}/currents/{name}/flush`: writes what is buffered now.
+pub async fn flush(
+    State(state): State<SharedState>,
+    Path((ws, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let ws = workspace(&state, &ws)?;
+    let written = state.currents.flush(ws.id, &name).await?;
+    let mut status = state.currents.status(ws.id, &name).unwrap_or_default();
+    status["flushed"] = json!(written);
+    Ok(json_response(StatusCode::OK, &status))
+}
+
+/// `POST /currents/events` `{"events": [{"event_type", "record"}]}` (permission `currents.events`):
+/// each record is checked against its event type's schema; valid ones enter the outbox durably.
+pub async fn events(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Body,
+) -> Answer {
+    let bytes = body_bytes(body)?;
+    let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "currents.events")?;
+    let body: Value = parse(&bytes)?;
+    let Some(Value::Array(items)) = body.get("events") else {
+        return Err(ApiError::BadRequest(
+            "'events' must be an array of {\"event_type\", \"record\"} objects".into(),
+        )
+        .into());
+    };
+    if items.len() > MAX_EVENTS {
+        return Err(
+            ApiError::BadRequest(format!("at most {MAX_EVENTS} events per request")).into(),
+        );
+    }
+    let mut valid = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        match check_event(item) {
+            Ok(event) => valid.push(event),
+            Err(message) => errors.push(json!({"type": message, "index": index})),
+        }
+    }
+    if valid.is_empty() {
+        return Ok(json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"message": "no valid events", "errors": errors}),
+        ));
+    }
+    let n = valid.len();
+    state.store.apply(Mutation::Emit(ws.id, valid)).await?;
+    let mut answer = json!({"message": "success", "events_processed": n});
+    if !errors.is_empty() {
+        answer["errors"] = json!(errors);
+    }
+    Ok(json_response(StatusCode::CREATED, &answer))
+}
+
+fn check_event(item: &Value) -> Result<OutboxEvent, String> {
+    let Some(event_type) = item.get("event_type").and_then(Value::as_str) else {
+        return Err("'event_type' is required".into());
+    };
+    let Some(schema) = catalogue::schema(event_type) else {
+        return Err(format!("unknown event type '{event_type}'"));
+    };
+    let Some(Value::Object(record)) = item.get("record") else {
+        return Err("'record' must be an object".into());
+    };
+    schema
+        .validate(record)
+        .map_err(|e| format!("{event_type}: {e}"))?;
+    Ok(OutboxEvent {
+        event_type: event_type.to_string(),
+        record: record.clone(),
+    })
+}

@@ -1,0 +1,371 @@
+//! Currents to S3 through HTTP: connectors, Avro files in Braze's key layout, selection,
+//! transformations, producer events, outages and restarts.
+
+mod common;
+
+use common::{TestApp, TestS3, spawn_app, start};
+use eddy_currents::avro::{Schema, Type};
+use serde_json::{Map, Value, json};
+
+fn read_long(b: &[u8], pos: &mut usize) -> i64 {
+    let (mut n, mut shift) = (0u64, 0);
+    loop {
+        let byte = b[*pos];
+        *pos += 1;
+        n |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    ((n >> 1) as i64) ^ -((n & 1) as i64)
+}
+
+fn read_bytes<'a>(b: &'a [u8], pos: &mut usize) -> &'a [u8] {
+    let len = read_long(b, pos) as usize;
+    let out = &b[*pos..*pos + len];
+    *pos += len;
+    out
+}
+
+fn read_value(ty: &Type, b: &[u8], pos: &mut usize) -> Value {
+    match ty {
+        Type::Null => Value::Null,
+        Type::Boolean => {
+            *pos += 1;
+            json!(b[*pos - 1] == 1)
+        }
+        Type::Int | Type::Long => json!(read_long(b, pos)),
+        Type::Float => {
+            let v = f32::from_le_bytes(b[*pos..*pos + 4].try_into().unwrap());
+            *pos += 4;
+            json!(v)
+        }
+        Type::Double => {
+            let v = f64::from_le_bytes(b[*pos..*pos + 8].try_into().unwrap());
+            *pos += 8;
+            json!(v)
+        }
+        Type::String => json!(String::from_utf8(read_bytes(b, pos).to_vec()).unwrap()),
+        Type::Union(branches) => {
+            let i = read_long(b, pos) as usize;
+            read_value(&branches[i], b, pos)
+        }
+        Type::Array(items) => {
+            let mut out = Vec::new();
+            loop {
+                let n = read_long(b, pos);
+                if n == 0 {
+                    break;
+                }
+                for _ in 0..n {
+                    out.push(read_value(items, b, pos));
+                }
+            }
+            json!(out)
+        }
+    }
+}
+
+/// Reads an Object Container File (null codec): its schema JSON and records.
+fn read_avro(file: &[u8]) -> (String, Vec<Map<String, Value>>) {
+    assert_eq!(&file[..4], b"Obj\x01");
+    let mut pos = 4;
+    let mut schema_json = String::new();
+    loop {
+        let entries = read_long(file, &mut pos);
+        if entries == 0 {
+            break;
+        }
+        for _ in 0..entries {
+            let key = String::from_utf8(read_bytes(file, &mut pos).to_vec()).unwrap();
+            let value = read_bytes(file, &mut pos).to_vec();
+            if key == "avro.schema" {
+                schema_json = String::from_utf8(value).unwrap();
+            } else {
+                assert_eq!(
+                    (key.as_str(), value.as_slice()),
+                    ("avro.codec", b"null".as_slice())
+                );
+            }
+        }
+    }
+    let sync = file[pos..pos + 16].to_vec();
+    pos += 16;
+    let schema = Schema::parse(Box::leak(schema_json.clone().into_boxed_str())).unwrap();
+    let mut records = Vec::new();
+    while pos < file.len() {
+        let count = read_long(file, &mut pos);
+        let _size = read_long(file, &mut pos);
+        for _ in 0..count {
+            let mut record = Map::new();
+            for field in &schema.fields {
+                record.insert(field.name.clone(), read_value(&field.ty, file, &mut pos));
+            }
+            records.push(record);
+        }
+        assert_eq!(
+            &file[pos..pos + 16],
+            sync.as_slice(),
+            "sync marker after the block"
+        );
+        pos += 16;
+    }
+    (schema_json, records)
+}
+
+async fn connector(app: &TestApp, s3: &TestS3, body: Value) -> Value {
+    let mut body = body;
+    body["bucket"] = json!("currents-bucket");
+    body["endpoint"] = json!(s3.endpoint);
+    body["access_key_id"] = json!("test");
+    body["secret_access_key"] = json!("test");
+    let (status, created) = app
+        .admin_post("/eddy/v1/workspaces/default/currents", body)
+        .await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+async fn flush(app: &TestApp, name: &str) -> Value {
+    let (status, body) = app
+        .admin_post(
+            &format!("/eddy/v1/workspaces/default/currents/{name}/flush"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Every file of an event type: (key, records).
+fn files(s3: &TestS3, event_type: &str) -> Vec<(String, Vec<Map<String, Value>>)> {
+    s3.keys()
+        .into_iter()
+        .filter(|k| k.contains(&format!("/event_type={event_type}/")))
+        .map(|k| {
+            let (_, records) = read_avro(&s3.get(&k).unwrap());
+            (k, records)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn events_reach_s3_as_avro_in_braze_layout() {
+    let app = spawn_app().await;
+    let s3 = TestS3::start().await;
+    let created = connector(
+        &app,
+        &s3,
+        json!({"name": "main", "type": "s3",
+        "transforms": [{"field": "email_address", "action": "remove"}]}),
+    )
+    .await;
+    let integration = created["integration_id"].as_str().unwrap().to_string();
+    assert_eq!(integration.len(), 24);
+    app.track(json!({
+        "attributes": [{"external_id": "u1", "email": "u1@x.io", "email_subscribe": "unsubscribed"}],
+        "events": [{"external_id": "u1", "name": "played", "time": "2024-01-01T00:00:10Z", "properties": {"level": 3}},
+                   {"external_id": "u1", "name": "paused", "time": "2024-01-01T00:00:20Z"}],
+        "purchases": [{"external_id": "u1", "product_id": "p", "currency": "USD", "price": 2.5, "time": "2024-01-01"}]
+    }))
+    .await;
+    let flushed = flush(&app, "main").await;
+    assert_eq!(flushed["flushed"], 4);
+    assert_eq!(
+        (flushed["delivered"].as_u64(), flushed["pending"].as_u64()),
+        (Some(4), Some(0))
+    );
+    let custom = files(&s3, "users.behaviors.CustomEvent");
+    assert_eq!(custom.len(), 1, "one file per event type per flush");
+    let (key, records) = &custom[0];
+    let prefix = format!(
+        "currents-bucket/currents/dataexport.eddy-01.S3.integration.{integration}/event_type=users.behaviors.CustomEvent/date="
+    );
+    assert!(key.starts_with(&prefix), "{key}");
+    assert!(
+        key.contains(&format!(
+            "/version=10/eddy/dataexport.eddy-01.S3.integration.{integration}+1+"
+        )),
+        "{key}"
+    );
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["name"], "played");
+    assert_eq!(records[0]["external_user_id"], "u1");
+    assert_eq!(records[0]["time"], 1_704_067_210);
+    assert_eq!(records[0]["properties"], "{\"level\":3}");
+    assert_eq!(records[0]["platform"], Value::Null);
+    assert_eq!(records[0]["id"].as_str().unwrap().len(), 36);
+    let purchase = &files(&s3, "users.behaviors.Purchase")[0].1[0];
+    assert_eq!(
+        (
+            purchase["product_id"].as_str(),
+            purchase["price"].as_f64(),
+            purchase["currency"].as_str()
+        ),
+        (Some("p"), Some(2.5), Some("USD"))
+    );
+    let change = &files(&s3, "users.behaviors.subscription.GlobalStateChange")[0].1[0];
+    assert_eq!(
+        change["email_address"], "[REDACTED]",
+        "transformations apply to every type with the field"
+    );
+    assert_eq!(change["subscription_status"], "Unsubscribed");
+    // Nothing new: nothing written (never an empty file).
+    let before = s3.keys().len();
+    assert_eq!(flush(&app, "main").await["flushed"], 0);
+    assert_eq!(s3.keys().len(), before);
+}
+
+#[tokio::test]
+async fn selection_producer_events_and_validation() {
+    let app = spawn_app().await;
+    let s3 = TestS3::start().await;
+    connector(
+        &app,
+        &s3,
+        json!({"name": "email-only", "type": "s3", "event_types": ["users.messages.email.Send"]}),
+    )
+    .await;
+    let send = json!({"id": "e-1", "user_id": "b1", "external_user_id": "u1", "time": 1_700_000_000,
+                      "email_address": "u1@x.io", "dispatch_id": "d", "send_id": "s"});
+    let (status, body) = app
+        .post(
+            "/currents/events",
+            json!({"events": [
+                {"event_type": "users.messages.email.Send", "record": send},
+                {"event_type": "users.messages.email.Send", "record": {"id": "e-2"}},
+                {"event_type": "users.messages.nope.Send", "record": {}}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["events_processed"], 1);
+    let errors: Vec<(&str, u64)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["index"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        errors[1],
+        ("unknown event type 'users.messages.nope.Send'", 2)
+    );
+    assert!(
+        errors[0].0.starts_with("users.messages.email.Send: '")
+            && errors[0].0.ends_with("' is required"),
+        "{errors:?}"
+    );
+    let (status, _) = app
+        .post(
+            "/currents/events",
+            json!({"events": [{"event_type": "users.messages.email.Send", "record": {"id": 1}}]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    app.track(json!({"events": [{"external_id": "u1", "name": "ignored", "time": "2024-01-01"}]}))
+        .await;
+    flush(&app, "email-only").await;
+    let keys = s3.keys();
+    assert_eq!(keys.len(), 1, "only the selected type: {keys:?}");
+    let records = &files(&s3, "users.messages.email.Send")[0].1;
+    assert_eq!(records[0]["email_address"], "u1@x.io");
+    assert_eq!(records[0]["id"], "e-1");
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/currents",
+            json!({"name": "bad", "type": "s3", "bucket": "b", "event_types": ["x.y"]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (400, Some("unknown event type 'x.y'"))
+    );
+}
+
+#[tokio::test]
+async fn outages_lose_nothing_and_restarts_resume_from_the_cursor() {
+    let app = spawn_app().await;
+    let s3 = TestS3::start().await;
+    connector(
+        &app,
+        &s3,
+        json!({"name": "main", "type": "s3", "event_types": ["users.behaviors.CustomEvent"]}),
+    )
+    .await;
+    s3.set_failing(true);
+    app.track(json!({"events": [{"external_id": "u", "name": "a", "time": "2024-01-01"}]}))
+        .await;
+    let (status, body) = app
+        .admin_post("/eddy/v1/workspaces/default/currents/main/flush", json!({}))
+        .await;
+    assert_eq!(
+        status, 400,
+        "a flush that cannot store reports the error: {body}"
+    );
+    let (_, state) = app
+        .admin_get("/eddy/v1/workspaces/default/currents/main")
+        .await;
+    assert_eq!(
+        (
+            state["state"].as_str(),
+            state["pending"].as_u64(),
+            state["delivered"].as_u64()
+        ),
+        (Some("error"), Some(1), Some(0))
+    );
+    assert!(
+        state["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("writing currents/")
+    );
+    s3.set_failing(false);
+    flush(&app, "main").await;
+    let (_, state) = app
+        .admin_get("/eddy/v1/workspaces/default/currents/main")
+        .await;
+    assert_eq!(
+        (
+            state["state"].as_str(),
+            state["pending"].as_u64(),
+            state["delivered"].as_u64()
+        ),
+        (Some("active"), Some(0), Some(1))
+    );
+    // A restart: the cursor holds; new events go to files of a new partition.
+    app.track(json!({"events": [{"external_id": "u", "name": "b", "time": "2024-01-01"}]}))
+        .await;
+    let key = app.key.clone();
+    let dir = app.stop().await;
+    let mut again = start(dir.clone(), |_| {}).await;
+    again.key = key;
+    again
+        .track(json!({"events": [{"external_id": "u", "name": "c", "time": "2024-01-01"}]}))
+        .await;
+    flush(&again, "main").await;
+    let mut names: Vec<String> = Vec::new();
+    let mut partitions = Vec::new();
+    for (k, records) in files(&s3, "users.behaviors.CustomEvent") {
+        partitions.push(k.split('+').nth(1).unwrap().to_string());
+        names.extend(
+            records
+                .iter()
+                .map(|r| r["name"].as_str().unwrap().to_string()),
+        );
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["a", "b", "c"],
+        "every event once: the shutdown flush wrote b, the restart c"
+    );
+    partitions.sort();
+    partitions.dedup();
+    assert!(
+        partitions.len() >= 2,
+        "a restart writes under a new partition: {partitions:?}"
+    );
+    again.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -9,6 +9,7 @@
 //! `eddy-bench segments`: the exact size of a 4-leaf segment over 10M profiles, eddy's bitmap
 //! index against DuckDB on the same data.
 
+mod avro;
 mod cohorts;
 mod load;
 mod segments;
@@ -36,6 +37,8 @@ enum Command {
     Segments(segments::SegmentArgs),
     /// Partner cohort import through `eddy serve`: membership changes per second.
     Cohorts(cohorts::CohortArgs),
+    /// Avro encoding of CustomEvent records: eddy vs fastavro.
+    Avro(avro::AvroArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -47,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest(args) => runtime.block_on(load::ingest(args)),
         Command::Segments(args) => segments::run(args),
         Command::Cohorts(args) => runtime.block_on(cohorts::run(args)),
+        Command::Avro(args) => avro::run(args),
     }
 }
 

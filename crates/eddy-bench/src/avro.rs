@@ -37,7 +37,7 @@ fn record(i: usize, rng: &mut Rng) -> Map<String, Value> {
         "time": 1_714_564_800 + (i as i64 % 86_400),
         "name": name,
         "properties": format!("{{\"item\":\"sku-{}\",\"value\":{}}}", rng.next_u64() % 5000, rng.next_u64() % 100),
-        "platform": if i % 3 == 0 { Value::Null } else { json!("ios") },
+        "platform": if i.is_multiple_of(3) { Value::Null } else { json!("ios") },
         "app_group_id": "f47ac10b-58cc-4372-a567-0e02b2c3d479",
     });
     match value {
@@ -73,8 +73,15 @@ pub fn run(args: AvroArgs) -> anyhow::Result<()> {
     }
     println!("| encoder | records | best s | records/s | MB written |");
     println!("|---|---:|---:|---:|---:|");
-    println!("| eddy | {} | {best:.3} | {:.0} | {:.1} |", args.records, args.records as f64 / best, bytes as f64 / 1e6);
-    let Some(python) = &args.python else { return Ok(()) };
+    println!(
+        "| eddy | {} | {best:.3} | {:.0} | {:.1} |",
+        args.records,
+        args.records as f64 / best,
+        bytes as f64 / 1e6
+    );
+    let Some(python) = &args.python else {
+        return Ok(());
+    };
     let dir = tempfile::tempdir()?;
     let ndjson = dir.path().join("records.ndjson");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&ndjson)?);
@@ -89,13 +96,34 @@ pub fn run(args: AvroArgs) -> anyhow::Result<()> {
     let schema_path = dir.path().join("schema.avsc");
     std::fs::write(&schema_path, schema.json)?;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/avro_fastavro.py");
-    let output = Command::new(python).arg(script).arg(&ndjson).arg(&schema_path).arg(&eddy_file).output()?;
-    anyhow::ensure!(output.status.success(), "fastavro failed: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(python)
+        .arg(script)
+        .arg(&ndjson)
+        .arg(&schema_path)
+        .arg(&eddy_file)
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "fastavro failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let result: Value = serde_json::from_slice(&output.stdout)?;
     let fast = result["best_s"].as_f64().unwrap_or(f64::NAN);
-    anyhow::ensure!(result["read_back"].as_u64() == Some(PER_FILE.min(args.records) as u64), "fastavro read back {}", result["read_back"]);
-    println!("| fastavro {} | {} | {fast:.3} | {:.0} | |", result["fastavro"].as_str().unwrap_or("?"), result["records"], args.records as f64 / fast);
+    anyhow::ensure!(
+        result["read_back"].as_u64() == Some(PER_FILE.min(args.records) as u64),
+        "fastavro read back {}",
+        result["read_back"]
+    );
+    println!(
+        "| fastavro {} | {} | {fast:.3} | {:.0} | |",
+        result["fastavro"].as_str().unwrap_or("?"),
+        result["records"],
+        args.records as f64 / fast
+    );
     println!();
-    println!("eddy is {:.1}x faster than fastavro (best of 3 runs each); fastavro read eddy's first file back", fast / best);
+    println!(
+        "eddy is {:.1}x faster than fastavro (best of 3 runs each); fastavro read eddy's first file back",
+        fast / best
+    );
     Ok(())
 }

@@ -35,6 +35,40 @@ pub fn event_types() -> Vec<&'static str> {
     types
 }
 
+/// The `time` Braze's test events carry.
+pub const TEST_TIME: i64 = 2_033_802_504;
+
+/// A placeholder record of an event type, as Braze's "Send Test Events": every field filled with a
+/// value of its type (strings with the field's name).
+pub fn placeholder(event_type: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    use crate::avro::Type;
+    use serde_json::{Value, json};
+    fn value(name: &str, ty: &Type) -> Value {
+        match ty {
+            Type::Null => Value::Null,
+            Type::Boolean => json!(true),
+            Type::Int | Type::Long if name == "time" => json!(TEST_TIME),
+            Type::Long if name.ends_with("_ms") => json!(TEST_TIME * 1000),
+            Type::Int | Type::Long => json!(1),
+            Type::Float | Type::Double => json!(1.5),
+            Type::String => json!(name),
+            Type::Array(items) => json!([value(name, items)]),
+            Type::Union(branches) => branches
+                .iter()
+                .find(|b| **b != Type::Null)
+                .map_or(Value::Null, |b| value(name, b)),
+        }
+    }
+    let schema = schema(event_type)?;
+    Some(
+        schema
+            .fields
+            .iter()
+            .map(|f| (f.name.clone(), value(&f.name, &f.ty)))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,5 +92,17 @@ mod tests {
                 .len(),
             16
         );
+    }
+
+    #[test]
+    fn every_type_has_an_encodable_placeholder() {
+        for event_type in event_types() {
+            let record = placeholder(event_type).expect("placeholder");
+            let schema = schema(event_type).expect("schema");
+            schema.validate(&record).unwrap_or_else(|e| panic!("{event_type}: {e}"));
+            let mut out = Vec::new();
+            schema.encode(&record, &mut out).unwrap_or_else(|e| panic!("{event_type}: {e}"));
+            assert_eq!(record["time"].as_i64(), Some(TEST_TIME), "{event_type}");
+        }
     }
 }

@@ -45,11 +45,19 @@ struct Status {
     last_error: Option<String>,
 }
 
-type FlushReply = oneshot::Sender<Result<u64, String>>;
+type Reply = oneshot::Sender<Result<u64, String>>;
+
+/// What a connector's task is asked to do besides its periodic work.
+enum Request {
+    /// Write what is buffered now.
+    Flush(Reply),
+    /// Write what is buffered, then deliver again from this outbox sequence number.
+    Replay(u64, Reply),
+}
 
 struct Running {
     connector: Connector,
-    flush: mpsc::Sender<FlushReply>,
+    requests: mpsc::Sender<Request>,
     status: Arc<Mutex<Status>>,
 }
 
@@ -145,7 +153,7 @@ impl Currents {
             Some(v) => serde_json::from_value(v).unwrap_or_default(),
             None => DeliveryState::default(),
         };
-        let (flush, requests) = mpsc::channel(16);
+        let (sender, requests) = mpsc::channel(16);
         let status = Arc::new(Mutex::new(Status {
             delivered: state.delivered,
             dropped: state.dropped,
@@ -173,7 +181,7 @@ impl Currents {
             (ws, connector.name.clone()),
             Running {
                 connector,
-                flush,
+                requests: sender,
                 status,
             },
         );
@@ -199,6 +207,55 @@ impl Currents {
 
     /// Writes what a connector has buffered now; returns how many events it stored.
     pub async fn flush(&self, ws: u32, name: &str) -> Result<u64, CurrentsError> {
+        self.ask(ws, name, Request::Flush).await
+    }
+
+    /// Delivers again every event queued since `from_ms` (within the outbox's retention);
+    /// returns the outbox sequence number delivery restarts from.
+    pub async fn replay(&self, ws: u32, name: &str, from_ms: i64) -> Result<u64, CurrentsError> {
+        let seq = self.store.outbox_seq_at(from_ms)?;
+        self.ask(ws, name, |reply| Request::Replay(seq, reply))
+            .await
+    }
+
+    /// Sends one placeholder event of each selected type through the connector alone, as
+    /// Braze's "Send Test Events", and writes them at once; returns how many it stored.
+    pub async fn send_test_events(&self, ws: u32, name: &str) -> Result<u64, CurrentsError> {
+        let connector = {
+            let running = self
+                .running
+                .lock()
+                .map_err(|_| CurrentsError::Invalid("poisoned".into()))?;
+            running
+                .get(&(ws, name.to_string()))
+                .map(|r| r.connector.clone())
+                .ok_or_else(|| CurrentsError::NotFound(name.to_string()))?
+        };
+        let types: Vec<String> = match &connector.event_types {
+            Some(types) => types.clone(),
+            None => catalogue::event_types()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+        };
+        let mut events = Vec::with_capacity(types.len());
+        for event_type in types {
+            if let Some(record) = catalogue::placeholder(&event_type) {
+                events.push(eddy_model::currents::OutboxEvent { event_type, record });
+            }
+        }
+        self.store
+            .apply(Mutation::Emit(ws, events, Some(name.to_string())))
+            .await?;
+        self.flush(ws, name).await
+    }
+
+    async fn ask(
+        &self,
+        ws: u32,
+        name: &str,
+        request: impl FnOnce(Reply) -> Request,
+    ) -> Result<u64, CurrentsError> {
         let sender = {
             let running = self
                 .running
@@ -206,12 +263,12 @@ impl Currents {
                 .map_err(|_| CurrentsError::Invalid("poisoned".into()))?;
             running
                 .get(&(ws, name.to_string()))
-                .map(|r| r.flush.clone())
+                .map(|r| r.requests.clone())
                 .ok_or_else(|| CurrentsError::NotFound(name.to_string()))?
         };
         let (reply, answer) = oneshot::channel();
         sender
-            .send(reply)
+            .send(request(reply))
             .await
             .map_err(|_| CurrentsError::Invalid("connector stopped".into()))?;
         answer
@@ -275,7 +332,7 @@ struct S3Task {
 const PAGE: usize = 4096;
 
 impl S3Task {
-    async fn run(mut self, mut requests: mpsc::Receiver<FlushReply>) {
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         self.state.generation += 1;
         self.read_pos = self.state.cursor;
         self.save().await;
@@ -295,7 +352,7 @@ impl S3Task {
             let request = tokio::select! {
                 _ = ticker.tick() => None,
                 request = requests.recv() => match request {
-                    Some(reply) => Some(reply),
+                    Some(request) => Some(request),
                     None => return,
                 },
             };
@@ -313,15 +370,28 @@ impl S3Task {
                 self.close(&key);
             }
             let stored = self.upload(&store).await;
+            let failed = if self.files.is_empty() {
+                None
+            } else {
+                self.state.last_error.clone()
+            };
+            let reply = match request {
+                None => None,
+                Some(Request::Flush(reply)) => Some((reply, failed.map_or(Ok(stored), Err))),
+                Some(Request::Replay(seq, reply)) => match failed {
+                    Some(e) => Some((reply, Err(e))),
+                    None => {
+                        // Everything read so far is stored: restart reading from `seq`, in a new
+                        // partition, so the files written again never reuse a key.
+                        self.read_pos = seq;
+                        self.state.cursor = seq;
+                        self.state.generation += 1;
+                        Some((reply, Ok(seq)))
+                    }
+                },
+            };
             self.save().await;
-            if let Some(reply) = request {
-                let result = match (
-                    &self.status.lock().ok().and_then(|s| s.last_error.clone()),
-                    self.files.is_empty(),
-                ) {
-                    (Some(e), false) => Err(e.clone()),
-                    _ => Ok(stored),
-                };
+            if let Some((reply, result)) = reply {
                 let _ = reply.send(result);
             }
         }
@@ -344,6 +414,13 @@ impl S3Task {
 
     fn take(&mut self, seq: u64, entry: Value) {
         if entry.get("ws").and_then(Value::as_u64) != Some(u64::from(self.ws)) {
+            return;
+        }
+        if entry
+            .get("to")
+            .and_then(Value::as_str)
+            .is_some_and(|to| to != self.connector.name)
+        {
             return;
         }
         let Some(event_type) = entry.get("type").and_then(Value::as_str) else {

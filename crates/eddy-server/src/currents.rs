@@ -85,6 +85,46 @@ pub async fn flush(
     Ok(json_response(StatusCode::OK, &status))
 }
 
+/// `POST /eddy/v1/workspaces/{ws}/currents/{name}/test`: one placeholder event per selected type.
+pub async fn test(
+    State(state): State<SharedState>,
+    Path((ws, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let ws = workspace(&state, &ws)?;
+    let sent = state.currents.send_test_events(ws.id, &name).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"message": "success", "test_events": sent}),
+    ))
+}
+
+/// `POST /eddy/v1/workspaces/{ws}/currents/{name}/replay` `{"from": time}`: delivers again every
+/// event queued since then that the outbox still holds.
+pub async fn replay(
+    State(state): State<SharedState>,
+    Path((ws, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    authorize_admin(&state, &headers)?;
+    let ws = workspace(&state, &ws)?;
+    let body: Value = parse(&body_bytes(body)?)?;
+    let Some(from) = body
+        .get("from")
+        .and_then(Value::as_str)
+        .and_then(eddy_model::time::parse_time)
+    else {
+        return Err(ApiError::BadRequest("'from' must be a date or time".into()).into());
+    };
+    let seq = state.currents.replay(ws.id, &name, from).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"message": "success", "from_sequence": seq}),
+    ))
+}
+
 /// `POST /currents/events` `{"events": [{"event_type", "record"}]}` (permission `currents.events`):
 /// each record is checked against its event type's schema; valid ones enter the outbox durably.
 pub async fn events(
@@ -122,7 +162,10 @@ pub async fn events(
         ));
     }
     let n = valid.len();
-    state.store.apply(Mutation::Emit(ws.id, valid)).await?;
+    state
+        .store
+        .apply(Mutation::Emit(ws.id, valid, None))
+        .await?;
     let mut answer = json!({"message": "success", "events_processed": n});
     if !errors.is_empty() {
         answer["errors"] = json!(errors);

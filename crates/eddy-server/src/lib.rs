@@ -219,6 +219,14 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
             "/eddy/v1/workspaces/{ws}/currents/{name}/flush",
             post(currents::flush),
         )
+        .route(
+            "/eddy/v1/workspaces/{ws}/currents/{name}/test",
+            post(currents::test),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/currents/{name}/replay",
+            post(currents::replay),
+        )
         .route("/eddy/v1/workspaces/{ws}/segments", post(segments::create))
         .route(
             "/eddy/v1/workspaces/{ws}/segments/{id}",

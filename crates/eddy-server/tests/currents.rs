@@ -369,3 +369,61 @@ async fn outages_lose_nothing_and_restarts_resume_from_the_cursor() {
     again.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn test_events_go_to_one_connector_and_replay_redelivers() {
+    let app = spawn_app().await;
+    let s3 = TestS3::start().await;
+    connector(&app, &s3, json!({"name": "a", "type": "s3", "prefix": "a", "event_types": ["users.behaviors.CustomEvent", "users.messages.email.Send"]})).await;
+    connector(&app, &s3, json!({"name": "b", "type": "s3", "prefix": "b", "event_types": ["users.behaviors.CustomEvent"]})).await;
+    let (status, body) = app
+        .admin_post("/eddy/v1/workspaces/default/currents/a/test", json!({}))
+        .await;
+    assert_eq!(
+        (status, body["test_events"].as_u64()),
+        (200, Some(2)),
+        "{body}"
+    );
+    let send = &files(&s3, "users.messages.email.Send")[0].1[0];
+    assert_eq!(
+        (send["email_address"].as_str(), send["time"].as_i64()),
+        (Some("email_address"), Some(2_033_802_504))
+    );
+    assert_eq!(send["campaign_name"], "campaign_name");
+    flush(&app, "b").await;
+    assert!(
+        s3.keys()
+            .iter()
+            .all(|k| k.starts_with("currents-bucket/a/")),
+        "connector b got no test event: {:?}",
+        s3.keys()
+    );
+    // Replay: events delivered once are delivered again from the given time.
+    let before = jiff::Timestamp::now().to_string();
+    app.track(json!({"events": [{"external_id": "u", "name": "x", "time": "2024-01-01"}, {"external_id": "u", "name": "y", "time": "2024-01-01"}]})).await;
+    flush(&app, "b").await;
+    let count = |s3: &TestS3| {
+        files(s3, "users.behaviors.CustomEvent")
+            .iter()
+            .filter(|(k, _)| k.starts_with("currents-bucket/b/"))
+            .map(|(_, r)| r.len())
+            .sum::<usize>()
+    };
+    assert_eq!(count(&s3), 2);
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/currents/b/replay",
+            json!({"from": before}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    flush(&app, "b").await;
+    assert_eq!(count(&s3), 4, "both events delivered again");
+    let (status, _) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/currents/b/replay",
+            json!({"from": "soon"}),
+        )
+        .await;
+    assert_eq!(status, 400);
+}

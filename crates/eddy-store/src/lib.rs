@@ -197,6 +197,32 @@ impl Store {
         })
     }
 
+    /// The first outbox sequence number queued at or after `ms` (the head when none is).
+    pub fn outbox_seq_at(&self, ms: i64) -> Result<u64, StoreError> {
+        let head = self.outbox_head()?;
+        let Some((first, _)) = self.outbox(0, 1)?.into_iter().next() else {
+            return Ok(head);
+        };
+        let (mut low, mut high) = (first, head);
+        // Queue times only grow with the sequence number: binary search on point reads.
+        while low < high {
+            let mid = low + (high - low) / 2;
+            let at = match self.backend.get(Table::Outbox, &keys::outbox(mid))? {
+                Some(bytes) => decode::<Value>(&bytes, "outbox")?
+                    .get("at")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(i64::MIN),
+                None => i64::MIN,
+            };
+            if at < ms {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        Ok(low)
+    }
+
     /// Every segment of a workspace, oldest first.
     pub fn segments(&self, ws: u32) -> Result<Vec<meta::Segment>, StoreError> {
         let mut list: Vec<meta::Segment> = self.meta_records(&meta::segments_prefix(ws))?;

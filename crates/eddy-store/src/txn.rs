@@ -285,7 +285,7 @@ pub struct Txn<'a> {
     raw: Vec<FxHashMap<Vec<u8>, Option<Vec<u8>>>>,
     profiles: FxHashMap<(u32, u32), Option<Profile>>,
     order: Vec<(Table, Vec<u8>)>,
-    outbox: Vec<(u32, OutboxEvent)>,
+    outbox: Vec<(u32, OutboxEvent, Option<String>)>,
     usage: FxHashMap<(u32, String), Points>,
     touched_profile_counters: Vec<u32>,
     index: &'a Index,
@@ -584,7 +584,12 @@ impl<'a> Txn<'a> {
 
     /// Queues a Currents event in the outbox of this batch.
     pub fn emit(&mut self, ws: u32, event: OutboxEvent) {
-        self.outbox.push((ws, event));
+        self.outbox.push((ws, event, None));
+    }
+
+    /// Queues a Currents event for one connector only (test events).
+    pub fn emit_to(&mut self, ws: u32, event: OutboxEvent, connector: String) {
+        self.outbox.push((ws, event, Some(connector)));
     }
 
     /// Adds data points to a workspace's tally for today.
@@ -637,7 +642,7 @@ impl<'a> Txn<'a> {
             }
         }
         let mut emitted = 0;
-        for (ws, event) in std::mem::take(&mut self.outbox) {
+        for (ws, event, to) in std::mem::take(&mut self.outbox) {
             let seq = self.counters.next_outbox;
             self.counters.next_outbox += 1;
             let entry = OutboxEntry {
@@ -645,6 +650,7 @@ impl<'a> Txn<'a> {
                 at: self.now_ms,
                 event_type: &event.event_type,
                 record: &event.record,
+                to: to.as_deref(),
             };
             let bytes =
                 serde_json::to_vec(&entry).map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -690,6 +696,9 @@ impl<'a> Txn<'a> {
 #[derive(serde::Serialize)]
 struct OutboxEntry<'a> {
     ws: u32,
+    /// Only this connector delivers it (test events).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<&'a str>,
     /// When the event was queued, UTC ms (Currents' `date=` partition is its hour).
     at: i64,
     #[serde(rename = "type")]

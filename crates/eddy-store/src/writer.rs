@@ -58,8 +58,8 @@ pub enum Mutation {
     PutConnector(u32, String, serde_json::Value),
     /// Save a Currents connector's delivery state (cursor and counters).
     PutConnectorState(u32, String, serde_json::Value),
-    /// Append producer-posted events to the outbox.
-    Emit(u32, Vec<eddy_model::currents::OutboxEvent>),
+    /// Append producer-posted events to the outbox; with a connector name, for it alone.
+    Emit(u32, Vec<eddy_model::currents::OutboxEvent>, Option<String>),
 }
 
 /// What a mutation answers once durable.
@@ -284,10 +284,13 @@ fn apply(txn: &mut Txn<'_>, mutation: Mutation, limits: Limits) -> Result<Outcom
         Mutation::PutConnectorState(ws, name, state) => txn
             .put_connector(ws, &name, &state, true)
             .map(|_| Outcome::Done),
-        Mutation::Emit(ws, events) => {
+        Mutation::Emit(ws, events, to) => {
             let n = events.len();
             for event in events {
-                txn.emit(ws, event);
+                match &to {
+                    Some(connector) => txn.emit_to(ws, event, connector.clone()),
+                    None => txn.emit(ws, event),
+                }
             }
             Ok(Outcome::Count(n))
         }

@@ -175,7 +175,7 @@ impl TestApp {
 }
 
 /// A small in-process S3-compatible server for tests: path-style PUT and GET of objects,
-/// keys kept exactly as sent (`+` included). It ignores signatures.
+/// keys kept exactly as sent (`+` included). It ignores signatures and refuses overwrites.
 pub struct TestS3 {
     pub endpoint: String,
     objects: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>,
@@ -201,10 +201,12 @@ impl TestS3 {
                 return StatusCode::SERVICE_UNAVAILABLE.into_response();
             }
             let etag = format!("\"{:x}\"", body.len());
-            objects
-                .lock()
-                .unwrap()
-                .insert(format!("{bucket}/{key}"), body.to_vec());
+            let mut objects = objects.lock().unwrap();
+            // eddy never overwrites an object: refusing makes any attempt fail its test.
+            if objects.contains_key(&format!("{bucket}/{key}")) {
+                return (StatusCode::CONFLICT, "object exists").into_response();
+            }
+            objects.insert(format!("{bucket}/{key}"), body.to_vec());
             (StatusCode::OK, [("ETag", etag)]).into_response()
         }
         async fn get(

@@ -99,9 +99,13 @@ mod tests {
         for event_type in event_types() {
             let record = placeholder(event_type).expect("placeholder");
             let schema = schema(event_type).expect("schema");
-            schema.validate(&record).unwrap_or_else(|e| panic!("{event_type}: {e}"));
+            schema
+                .validate(&record)
+                .unwrap_or_else(|e| panic!("{event_type}: {e}"));
             let mut out = Vec::new();
-            schema.encode(&record, &mut out).unwrap_or_else(|e| panic!("{event_type}: {e}"));
+            schema
+                .encode(&record, &mut out)
+                .unwrap_or_else(|e| panic!("{event_type}: {e}"));
             assert_eq!(record["time"].as_i64(), Some(TEST_TIME), "{event_type}");
         }
     }

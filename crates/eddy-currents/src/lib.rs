@@ -4,7 +4,9 @@
 //! - [`avro`]: Avro binary encoding and Object Container Files for those schemas.
 //! - [`connector`]: connector settings (Braze's), the object key layout, field transformations.
 //! - [`runtime`]: one delivery task per connector, from a durable outbox cursor to S3.
+//! - [`amplitude`]: Braze's mapping of Currents records to Amplitude HTTP API v2 events.
 
+pub mod amplitude;
 pub mod avro;
 pub mod catalogue;
 pub mod connector;

@@ -85,6 +85,57 @@ pub struct Connector {
 pub enum Sink {
     /// Avro files in an S3 bucket.
     S3(S3Connector),
+    /// Amplitude's HTTP API v2.
+    Amplitude(AmplitudeConnector),
+}
+
+/// Amplitude settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmplitudeConnector {
+    /// The Amplitude project's API key.
+    pub api_key: String,
+    /// `US` or `EU`.
+    #[serde(default = "default_amplitude_region")]
+    pub region: String,
+    /// Base URL replacing the region's (an emulator, a proxy); `/2/httpapi` is appended.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Seconds a throttled device waits after a 429 [default: 30, Amplitude's guidance].
+    #[serde(default = "default_throttle")]
+    pub throttle_seconds: u64,
+    /// Events per second per device or user [default: 30, Amplitude's limit].
+    #[serde(default = "default_device_rate")]
+    pub events_per_second_per_device: u32,
+    /// Hours an undeliverable event is kept before it is dropped and counted [default: 48].
+    #[serde(default = "default_retention")]
+    pub retention_hours: u64,
+}
+
+fn default_amplitude_region() -> String {
+    "US".into()
+}
+
+fn default_throttle() -> u64 {
+    30
+}
+
+fn default_device_rate() -> u32 {
+    30
+}
+
+fn default_retention() -> u64 {
+    48
+}
+
+impl AmplitudeConnector {
+    /// The URL events are posted to.
+    pub fn url(&self) -> Option<String> {
+        match &self.endpoint {
+            Some(base) => Some(format!("{}/2/httpapi", base.trim_end_matches('/'))),
+            None => crate::amplitude::endpoint(&self.region).map(str::to_string),
+        }
+    }
 }
 
 /// Delivery state, saved through the store's writer after each delivered file.
@@ -96,6 +147,9 @@ pub struct DeliveryState {
     pub delivered: u64,
     /// Events dropped (never silently: counted here).
     pub dropped: u64,
+    /// Events not sent because Braze would not send them (Amplitude: no external id or device id).
+    #[serde(default)]
+    pub skipped: u64,
     /// The last delivery error, cleared by the next success.
     pub last_error: Option<String>,
     /// Incremented at each start: the `<partition>` of file names, so a restart never reuses a key.
@@ -143,7 +197,23 @@ impl CreateRequest {
         }
         let sink = match self.kind.as_str() {
             "s3" => Sink::S3(s3_settings(self.settings)?),
-            "amplitude" => return Err("amplitude connectors are not available yet".into()),
+            "amplitude" => {
+                let settings: AmplitudeConnector =
+                    serde_json::from_value(Value::Object(self.settings))
+                        .map_err(|e| format!("invalid amplitude settings: {e}"))?;
+                if settings.api_key.is_empty() || settings.url().is_none() {
+                    return Err(
+                        "amplitude connectors need an api_key and a region of US or EU".into(),
+                    );
+                }
+                if settings.events_per_second_per_device == 0 || settings.retention_hours == 0 {
+                    return Err(
+                        "events_per_second_per_device and retention_hours must be at least 1"
+                            .into(),
+                    );
+                }
+                Sink::Amplitude(settings)
+            }
             other => {
                 return Err(format!(
                     "unknown connector type '{other}' (s3 or amplitude)"
@@ -314,7 +384,9 @@ mod tests {
         let ok =
             req(json!({"name": "s3-main", "type": "s3", "bucket": "b", "endpoint": "http://x"}))
                 .unwrap();
-        let Sink::S3(s3) = &ok.sink;
+        let Sink::S3(s3) = &ok.sink else {
+            panic!("not s3")
+        };
         assert_eq!(
             (
                 s3.s3.prefix.as_str(),

@@ -10,6 +10,8 @@ pub mod amplitude;
 pub mod avro;
 pub mod catalogue;
 pub mod connector;
+pub mod deliver;
 pub mod runtime;
+mod source;
 
 pub use runtime::{Currents, CurrentsError, s3_store};

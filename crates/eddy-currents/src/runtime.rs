@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use eddy_store::{Mutation, Store, StoreError, ids};
 use object_store::ObjectStoreExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::avro::Container;
@@ -18,6 +18,7 @@ use crate::catalogue;
 use crate::connector::{
     Connector, CreateRequest, DeliveryState, S3Connector, Sink, hour_of, object_key,
 };
+use crate::source::{Item, Source};
 
 /// Errors of the Currents API.
 #[derive(Debug, thiserror::Error)]
@@ -38,17 +39,18 @@ pub enum CurrentsError {
 
 /// What a connector shows through the admin API.
 #[derive(Debug, Clone, Default)]
-struct Status {
-    delivered: u64,
-    dropped: u64,
-    pending: u64,
-    last_error: Option<String>,
+pub(crate) struct Status {
+    pub delivered: u64,
+    pub dropped: u64,
+    pub skipped: u64,
+    pub pending: u64,
+    pub last_error: Option<String>,
 }
 
-type Reply = oneshot::Sender<Result<u64, String>>;
+pub(crate) type Reply = oneshot::Sender<Result<u64, String>>;
 
 /// What a connector's task is asked to do besides its periodic work.
-enum Request {
+pub(crate) enum Request {
     /// Write what is buffered now.
     Flush(Reply),
     /// Write what is buffered, then deliver again from this outbox sequence number.
@@ -123,9 +125,10 @@ impl Currents {
         let connector = request
             .into_connector(integration_id)
             .map_err(CurrentsError::Invalid)?;
-        let Sink::S3(s3) = &connector.sink;
-        s3_store(&s3.s3, s3.server_side_encryption.as_deref())
-            .map_err(|e| CurrentsError::Invalid(format!("invalid s3 settings: {e}")))?;
+        if let Sink::S3(s3) = &connector.sink {
+            s3_store(&s3.s3, s3.server_side_encryption.as_deref())
+                .map_err(|e| CurrentsError::Invalid(format!("invalid s3 settings: {e}")))?;
+        }
         let state = DeliveryState {
             cursor: self.store.outbox_head()?,
             ..DeliveryState::default()
@@ -159,20 +162,35 @@ impl Currents {
             dropped: state.dropped,
             ..Status::default()
         }));
-        let Sink::S3(settings) = &connector.sink;
-        let task = S3Task {
+        let source = Source {
             store: self.store.clone(),
             ws,
             connector: connector.clone(),
-            settings: settings.clone(),
-            saved: state.clone(),
-            state,
-            status: status.clone(),
-            buffers: BTreeMap::new(),
-            files: Vec::new(),
-            read_pos: 0,
+            read_pos: state.cursor,
         };
-        tokio::spawn(task.run(requests));
+        match &connector.sink {
+            Sink::S3(settings) => {
+                let task = S3Task {
+                    source,
+                    settings: settings.clone(),
+                    saved: state.clone(),
+                    state,
+                    status: status.clone(),
+                    buffers: BTreeMap::new(),
+                    files: Vec::new(),
+                };
+                tokio::spawn(task.run(requests));
+            }
+            Sink::Amplitude(settings) => {
+                let task = crate::deliver::AmplitudeTask::new(
+                    source,
+                    settings.clone(),
+                    state,
+                    status.clone(),
+                );
+                tokio::spawn(task.run(requests));
+            }
+        }
         let mut running = self
             .running
             .lock()
@@ -195,12 +213,14 @@ impl Currents {
         let status = r.status.lock().ok()?.clone();
         let kind = match r.connector.sink {
             Sink::S3(_) => "s3",
+            Sink::Amplitude(_) => "amplitude",
         };
         Some(json!({
             "name": r.connector.name, "type": kind, "integration_id": r.connector.integration_id,
             "event_types": r.connector.event_types, "transforms": r.connector.transforms,
             "state": if status.last_error.is_some() { "error" } else { "active" },
             "delivered": status.delivered, "pending": status.pending, "dropped": status.dropped,
+            "skipped": status.skipped,
             "last_error": status.last_error,
         }))
     }
@@ -315,9 +335,7 @@ struct File {
 }
 
 struct S3Task {
-    store: Store,
-    ws: u32,
-    connector: Connector,
+    source: Source,
     settings: S3Connector,
     state: DeliveryState,
     /// The state as last saved.
@@ -325,16 +343,12 @@ struct S3Task {
     status: Arc<Mutex<Status>>,
     buffers: BTreeMap<(String, String), Buffer>,
     files: Vec<File>,
-    read_pos: u64,
 }
-
-/// Outbox entries read per page.
-const PAGE: usize = 4096;
 
 impl S3Task {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         self.state.generation += 1;
-        self.read_pos = self.state.cursor;
+        self.source.read_pos = self.state.cursor;
         self.save().await;
         let store = match s3_store(
             &self.settings.s3,
@@ -383,7 +397,7 @@ impl S3Task {
                     None => {
                         // Everything read so far is stored: restart reading from `seq`, in a new
                         // partition, so the files written again never reuse a key.
-                        self.read_pos = seq;
+                        self.source.read_pos = seq;
                         self.state.cursor = seq;
                         self.state.generation += 1;
                         Some((reply, Ok(seq)))
@@ -397,57 +411,28 @@ impl S3Task {
         }
     }
 
-    /// Reads every new outbox entry into the buffers, closing those that reach the size limit.
+    /// Reads every new event into the buffers, closing those that reach the size limit.
     fn read(&mut self) -> Result<(), StoreError> {
-        loop {
-            let page = self.store.outbox(self.read_pos, PAGE)?;
-            let full = page.len() == PAGE;
-            for (seq, entry) in page {
-                self.read_pos = seq + 1;
-                self.take(seq, entry);
-            }
-            if !full {
-                return Ok(());
-            }
+        for item in self.source.read()? {
+            self.take(item);
         }
+        Ok(())
     }
 
-    fn take(&mut self, seq: u64, entry: Value) {
-        if entry.get("ws").and_then(Value::as_u64) != Some(u64::from(self.ws)) {
-            return;
-        }
-        if entry
-            .get("to")
-            .and_then(Value::as_str)
-            .is_some_and(|to| to != self.connector.name)
-        {
-            return;
-        }
-        let Some(event_type) = entry.get("type").and_then(Value::as_str) else {
+    fn take(&mut self, item: Item) {
+        let Some(schema) = catalogue::schema(&item.event_type) else {
             return;
         };
-        if !self.connector.wants(event_type) {
-            return;
-        }
-        let Some(schema) = catalogue::schema(event_type) else {
-            return;
-        };
-        let Some(Value::Object(record)) = entry.get("record") else {
-            return;
-        };
-        let mut record: Map<String, Value> = record.clone();
-        self.connector.transform(&mut record);
-        let hour = hour_of(entry.get("at").and_then(Value::as_i64).unwrap_or_default());
-        let key = (event_type.to_string(), hour);
+        let key = (item.event_type, hour_of(item.at));
         let buffer = self.buffers.entry(key.clone()).or_insert_with(|| Buffer {
             container: Container::new(schema, self.settings.codec, ids::random::<16>()),
-            first: seq,
+            first: item.seq,
             opened: Instant::now(),
         });
-        if let Err(e) = buffer.container.append(&record) {
+        if let Err(e) = buffer.container.append(&item.record) {
             // The outbox only holds records built from the schemas; one that still does not fit
             // is counted as dropped rather than blocking the connector.
-            tracing::error!(event_type, seq, error = %e, "outbox record does not fit its schema; dropped");
+            tracing::error!(event_type = key.0, seq = item.seq, error = %e, "outbox record does not fit its schema; dropped");
             self.state.dropped += 1;
             return;
         }
@@ -465,7 +450,7 @@ impl S3Task {
         let (event_type, hour) = key;
         let name = object_key(
             &self.settings.s3.prefix,
-            &self.connector.integration_id,
+            &self.source.connector.integration_id,
             event_type,
             hour,
             self.state.generation,
@@ -508,7 +493,7 @@ impl S3Task {
 
     fn fail(&mut self, message: String) {
         tracing::warn!(
-            connector = self.connector.name,
+            connector = self.source.connector.name,
             error = message,
             "currents delivery error"
         );
@@ -524,7 +509,7 @@ impl S3Task {
             .chain(self.buffers.values().map(|b| b.first))
             .min();
         self.state.cursor = first_unstored
-            .unwrap_or(self.read_pos)
+            .unwrap_or(self.source.read_pos)
             .max(self.state.cursor);
         let pending = self.files.iter().map(|f| f.events).sum::<u64>()
             + self
@@ -536,6 +521,7 @@ impl S3Task {
             *status = Status {
                 delivered: self.state.delivered,
                 dropped: self.state.dropped,
+                skipped: self.state.skipped,
                 pending,
                 last_error: self.state.last_error.clone(),
             };
@@ -547,10 +533,11 @@ impl S3Task {
             return;
         };
         match self
+            .source
             .store
             .apply(Mutation::PutConnectorState(
-                self.ws,
-                self.connector.name.clone(),
+                self.source.ws,
+                self.source.connector.name.clone(),
                 value,
             ))
             .await

@@ -1,0 +1,452 @@
+//! Delivery to Amplitude's HTTP API v2, with every response code handled as Amplitude documents
+//! (`reference/currents-amplitude.md` §2.5, §3.4): a 400 drops only the events it names (an
+//! invalid key pauses the connector), a 413 halves the batch, a 429 holds back only the throttled
+//! devices for `throttle_seconds`, 5xx and timeouts back off and retry. The cursor never passes an
+//! event that is neither delivered nor dropped-and-counted; `insert_id` makes resending safe.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use eddy_store::Mutation;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::amplitude;
+use crate::connector::{AmplitudeConnector, DeliveryState};
+use crate::runtime::{Request, Status};
+use crate::source::Source;
+
+/// Most events per request (Amplitude: fewer than 2,000).
+const MAX_BATCH: usize = 1000;
+/// Largest request body we build (Amplitude: under 1 MB).
+const MAX_BATCH_BYTES: usize = 900_000;
+/// Longest wait between retries of a failing request.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long an invalid API key pauses the connector before it tries again.
+const INVALID_KEY_PAUSE: Duration = Duration::from_secs(60);
+
+/// One mapped event waiting to be delivered.
+struct Pending {
+    seq: u64,
+    at: i64,
+    event: Value,
+    bytes: usize,
+    device: String,
+    not_before: Option<Instant>,
+}
+
+/// Per device (or user) rate and throttle state.
+struct Device {
+    tokens: f64,
+    refilled: Instant,
+    throttled_until: Option<Instant>,
+}
+
+/// The task delivering one Amplitude connector.
+pub(crate) struct AmplitudeTask {
+    source: Source,
+    settings: AmplitudeConnector,
+    url: String,
+    state: DeliveryState,
+    saved: DeliveryState,
+    status: Arc<Mutex<Status>>,
+    queue: VecDeque<Pending>,
+    devices: HashMap<String, Device>,
+    batch_limit: usize,
+    backoff: Duration,
+    paused_until: Option<Instant>,
+    client: reqwest::Client,
+}
+
+impl AmplitudeTask {
+    pub(crate) fn new(
+        source: Source,
+        settings: AmplitudeConnector,
+        state: DeliveryState,
+        status: Arc<Mutex<Status>>,
+    ) -> AmplitudeTask {
+        let url = settings.url().unwrap_or_default();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap_or_default();
+        AmplitudeTask {
+            source,
+            settings,
+            url,
+            saved: state.clone(),
+            state,
+            status,
+            queue: VecDeque::new(),
+            devices: HashMap::new(),
+            batch_limit: MAX_BATCH,
+            backoff: Duration::from_secs(1),
+            paused_until: None,
+            client,
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
+        self.source.read_pos = self.state.cursor;
+        let mut ticker = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            let request = tokio::select! {
+                _ = ticker.tick() => None,
+                request = requests.recv() => match request {
+                    Some(request) => Some(request),
+                    None => return,
+                },
+            };
+            self.read();
+            self.expire();
+            let sent = self.send_ready().await;
+            let waiting = !self.queue.is_empty();
+            let reply = match request {
+                None => None,
+                Some(Request::Flush(reply)) => {
+                    let result = match (&self.state.last_error, waiting) {
+                        (Some(e), true) => Err(e.clone()),
+                        _ => Ok(sent),
+                    };
+                    Some((reply, result))
+                }
+                Some(Request::Replay(seq, reply)) => {
+                    // Queued events after `seq` are read again; those before it stay ahead of it.
+                    let from = self.queue.front().map_or(seq, |p| p.seq.min(seq));
+                    self.queue.clear();
+                    self.source.read_pos = from;
+                    self.state.cursor = from;
+                    Some((reply, Ok(seq)))
+                }
+            };
+            self.save().await;
+            if let Some((reply, result)) = reply {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn read(&mut self) {
+        let items = match self.source.read() {
+            Ok(items) => items,
+            Err(e) => {
+                self.state.last_error = Some(format!("reading the outbox: {e}"));
+                return;
+            }
+        };
+        for item in items {
+            let Some(event) = amplitude::event(&item.event_type, &item.record) else {
+                // Braze sends only events with an external id or a device id.
+                self.state.skipped += 1;
+                continue;
+            };
+            let device = event
+                .get("device_id")
+                .or_else(|| event.get("user_id"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let bytes = event.to_string().len();
+            self.queue.push_back(Pending {
+                seq: item.seq,
+                at: item.at,
+                event,
+                bytes,
+                device,
+                not_before: None,
+            });
+        }
+    }
+
+    /// Drops, and counts, events older than the retention window.
+    fn expire(&mut self) {
+        let horizon =
+            eddy_model::time::now_ms() - (self.settings.retention_hours as i64) * 3_600_000;
+        let before = self.queue.len();
+        self.queue.retain(|p| p.at >= horizon);
+        let expired = before - self.queue.len();
+        if expired > 0 {
+            tracing::warn!(
+                connector = self.source.connector.name,
+                expired,
+                "undeliverable events dropped after the retention window"
+            );
+            self.state.dropped += expired as u64;
+        }
+    }
+
+    /// Picks the next batch: ready events in order, within the per-device rate, never an event of
+    /// a device after one of the same device that has to wait (Amplitude keeps device order).
+    fn pick(&mut self, now: Instant) -> Vec<usize> {
+        let rate = f64::from(self.settings.events_per_second_per_device);
+        let mut picked = Vec::new();
+        let mut bytes = 0;
+        let mut blocked: HashSet<String> = HashSet::new();
+        for (i, p) in self.queue.iter().enumerate() {
+            if picked.len() >= self.batch_limit || bytes + p.bytes > MAX_BATCH_BYTES {
+                break;
+            }
+            if blocked.contains(&p.device) {
+                continue;
+            }
+            let device = self.devices.entry(p.device.clone()).or_insert(Device {
+                tokens: rate,
+                refilled: now,
+                throttled_until: None,
+            });
+            device.tokens = (device.tokens
+                + now.duration_since(device.refilled).as_secs_f64() * rate)
+                .min(rate);
+            device.refilled = now;
+            let waiting = p.not_before.is_some_and(|t| t > now)
+                || device.throttled_until.is_some_and(|t| t > now);
+            if waiting || device.tokens < 1.0 {
+                blocked.insert(p.device.clone());
+                continue;
+            }
+            device.tokens -= 1.0;
+            bytes += p.bytes;
+            picked.push(i);
+        }
+        picked
+    }
+
+    fn remove(&mut self, indexes: &BTreeSet<usize>) {
+        let mut i = 0;
+        self.queue.retain(|_| {
+            let keep = !indexes.contains(&i);
+            i += 1;
+            keep
+        });
+    }
+
+    /// Sends ready batches until none is ready or a failure stops this round; returns events delivered.
+    async fn send_ready(&mut self) -> u64 {
+        let mut delivered = 0;
+        for _ in 0..256 {
+            let now = Instant::now();
+            if self.paused_until.is_some_and(|t| t > now) {
+                break;
+            }
+            let batch = self.pick(now);
+            if batch.is_empty() {
+                break;
+            }
+            let events: Vec<&Value> = batch.iter().map(|i| &self.queue[*i].event).collect();
+            let body = json!({"api_key": self.settings.api_key, "events": events, "options": {"min_id_length": 1}});
+            let response = self.client.post(&self.url).json(&body).send().await;
+            let (code, answer) = match response {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let answer: Value = r.json().await.unwrap_or(Value::Null);
+                    (
+                        answer
+                            .get("code")
+                            .and_then(Value::as_u64)
+                            .map_or(status, |c| c as u16),
+                        answer,
+                    )
+                }
+                Err(e) => {
+                    self.retry_later(&batch, format!("sending to Amplitude: {e}"));
+                    break;
+                }
+            };
+            match code {
+                200..=299 => {
+                    let sent: BTreeSet<usize> = batch.iter().copied().collect();
+                    delivered += sent.len() as u64;
+                    self.state.delivered += sent.len() as u64;
+                    self.remove(&sent);
+                    self.state.last_error = None;
+                    self.backoff = Duration::from_secs(1);
+                    self.batch_limit = (self.batch_limit * 2).min(MAX_BATCH);
+                }
+                413 => {
+                    if batch.len() == 1 {
+                        self.drop_events(&batch, &[0], "an event larger than Amplitude accepts");
+                    } else {
+                        self.batch_limit = (batch.len() / 2).max(1);
+                    }
+                }
+                429 => self.throttled(&batch, &answer, now),
+                400 => {
+                    let error = answer
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    if error.starts_with("Invalid API key") {
+                        self.state.last_error = Some(
+                            "Amplitude: Invalid API key; paused, retrying every minute".into(),
+                        );
+                        self.paused_until = Some(now + INVALID_KEY_PAUSE);
+                        break;
+                    }
+                    let mut bad = named_indexes(&answer);
+                    if answer.get("missing_field").is_some() || bad.is_empty() {
+                        // The request as a whole is refused: retrying it can never succeed.
+                        bad = (0..batch.len()).collect();
+                    }
+                    let positions: Vec<usize> =
+                        bad.into_iter().filter(|i| *i < batch.len()).collect();
+                    self.drop_events(
+                        &batch,
+                        &positions,
+                        &format!("refused by Amplitude: {error}"),
+                    );
+                }
+                _ => {
+                    self.retry_later(&batch, format!("Amplitude answered {code}"));
+                    break;
+                }
+            }
+        }
+        delivered
+    }
+
+    /// 429: hold back the throttled devices and users; drop events over a daily quota.
+    fn throttled(&mut self, batch: &[usize], answer: &Value, now: Instant) {
+        let hold = now + Duration::from_secs(self.settings.throttle_seconds);
+        for key in ["throttled_devices", "throttled_users"] {
+            if let Some(Value::Object(ids)) = answer.get(key) {
+                for id in ids.keys() {
+                    if let Some(device) = self.devices.get_mut(id) {
+                        device.throttled_until = Some(hold);
+                    }
+                }
+            }
+        }
+        for i in answer
+            .get("throttled_events")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+        {
+            if let Some(queue_index) = batch.get(i as usize) {
+                let device = self.queue[*queue_index].device.clone();
+                if let Some(d) = self.devices.get_mut(&device) {
+                    d.throttled_until = Some(hold);
+                }
+            }
+        }
+        let mut over_quota = Vec::new();
+        for key in ["exceeded_daily_quota_users", "exceeded_daily_quota_devices"] {
+            if let Some(Value::Object(ids)) = answer.get(key) {
+                for (position, queue_index) in batch.iter().enumerate() {
+                    let event = &self.queue[*queue_index].event;
+                    let id_matches = |field: &str| {
+                        event
+                            .get(field)
+                            .and_then(Value::as_str)
+                            .is_some_and(|v| ids.contains_key(v))
+                    };
+                    if id_matches("user_id") || id_matches("device_id") {
+                        over_quota.push(position);
+                    }
+                }
+            }
+        }
+        if !over_quota.is_empty() {
+            self.drop_events(batch, &over_quota, "over Amplitude's daily quota");
+        }
+    }
+
+    fn drop_events(&mut self, batch: &[usize], positions: &[usize], why: &str) {
+        let gone: BTreeSet<usize> = positions
+            .iter()
+            .filter_map(|p| batch.get(*p).copied())
+            .collect();
+        tracing::warn!(
+            connector = self.source.connector.name,
+            events = gone.len(),
+            why,
+            "events dropped"
+        );
+        self.state.dropped += gone.len() as u64;
+        self.remove(&gone);
+    }
+
+    fn retry_later(&mut self, batch: &[usize], error: String) {
+        let when = Instant::now() + self.backoff;
+        for i in batch {
+            self.queue[*i].not_before = Some(when);
+        }
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        tracing::warn!(
+            connector = self.source.connector.name,
+            error,
+            "amplitude delivery failed; retrying"
+        );
+        self.state.last_error = Some(error);
+    }
+
+    async fn save(&mut self) {
+        self.state.cursor = self
+            .queue
+            .iter()
+            .map(|p| p.seq)
+            .min()
+            .unwrap_or(self.source.read_pos);
+        if let Ok(mut status) = self.status.lock() {
+            *status = Status {
+                delivered: self.state.delivered,
+                dropped: self.state.dropped,
+                skipped: self.state.skipped,
+                pending: self.queue.len() as u64,
+                last_error: self.state.last_error.clone(),
+            };
+        }
+        if self.state == self.saved {
+            return;
+        }
+        let Ok(value) = serde_json::to_value(&self.state) else {
+            return;
+        };
+        let name = self.source.connector.name.clone();
+        match self
+            .source
+            .store
+            .apply(Mutation::PutConnectorState(self.source.ws, name, value))
+            .await
+        {
+            Ok(_) => self.saved = self.state.clone(),
+            Err(e) => tracing::error!(error = %e, "could not save the connector's cursor"),
+        }
+    }
+}
+
+/// The positions of events a 400 names as invalid, missing fields, bad id lengths or silenced.
+fn named_indexes(answer: &Value) -> BTreeSet<usize> {
+    let mut out = BTreeSet::new();
+    for key in [
+        "events_with_invalid_fields",
+        "events_with_missing_fields",
+        "events_with_invalid_id_lengths",
+    ] {
+        if let Some(Value::Object(fields)) = answer.get(key) {
+            for positions in fields.values() {
+                out.extend(
+                    positions
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_u64)
+                        .map(|i| i as usize),
+                );
+            }
+        }
+    }
+    out.extend(
+        answer
+            .get("silenced_events")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_u64)
+            .map(|i| i as usize),
+    );
+    out
+}

@@ -5,8 +5,9 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use eddy_currents::avro::{Schema, Type};
 use eddy_server::{App, Config};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::oneshot;
 
 pub struct TestApp {
@@ -433,4 +434,112 @@ impl AmplitudeEmulator {
         let s = self.state.lock().unwrap();
         (s.received, s.requests)
     }
+}
+
+/// Avro reading for tests: enough of the spec for the Currents schemas (null codec).
+fn read_long(b: &[u8], pos: &mut usize) -> i64 {
+    let (mut n, mut shift) = (0u64, 0);
+    loop {
+        let byte = b[*pos];
+        *pos += 1;
+        n |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    ((n >> 1) as i64) ^ -((n & 1) as i64)
+}
+
+fn read_bytes<'a>(b: &'a [u8], pos: &mut usize) -> &'a [u8] {
+    let len = read_long(b, pos) as usize;
+    let out = &b[*pos..*pos + len];
+    *pos += len;
+    out
+}
+
+fn read_value(ty: &Type, b: &[u8], pos: &mut usize) -> Value {
+    match ty {
+        Type::Null => Value::Null,
+        Type::Boolean => {
+            *pos += 1;
+            json!(b[*pos - 1] == 1)
+        }
+        Type::Int | Type::Long => json!(read_long(b, pos)),
+        Type::Float => {
+            let v = f32::from_le_bytes(b[*pos..*pos + 4].try_into().unwrap());
+            *pos += 4;
+            json!(v)
+        }
+        Type::Double => {
+            let v = f64::from_le_bytes(b[*pos..*pos + 8].try_into().unwrap());
+            *pos += 8;
+            json!(v)
+        }
+        Type::String => json!(String::from_utf8(read_bytes(b, pos).to_vec()).unwrap()),
+        Type::Union(branches) => {
+            let i = read_long(b, pos) as usize;
+            read_value(&branches[i], b, pos)
+        }
+        Type::Array(items) => {
+            let mut out = Vec::new();
+            loop {
+                let n = read_long(b, pos);
+                if n == 0 {
+                    break;
+                }
+                for _ in 0..n {
+                    out.push(read_value(items, b, pos));
+                }
+            }
+            json!(out)
+        }
+    }
+}
+
+/// Reads an Object Container File (null codec): its schema JSON and records.
+pub fn read_avro(file: &[u8]) -> (String, Vec<Map<String, Value>>) {
+    assert_eq!(&file[..4], b"Obj\x01");
+    let mut pos = 4;
+    let mut schema_json = String::new();
+    loop {
+        let entries = read_long(file, &mut pos);
+        if entries == 0 {
+            break;
+        }
+        for _ in 0..entries {
+            let key = String::from_utf8(read_bytes(file, &mut pos).to_vec()).unwrap();
+            let value = read_bytes(file, &mut pos).to_vec();
+            if key == "avro.schema" {
+                schema_json = String::from_utf8(value).unwrap();
+            } else {
+                assert_eq!(
+                    (key.as_str(), value.as_slice()),
+                    ("avro.codec", b"null".as_slice())
+                );
+            }
+        }
+    }
+    let sync = file[pos..pos + 16].to_vec();
+    pos += 16;
+    let schema = Schema::parse(Box::leak(schema_json.clone().into_boxed_str())).unwrap();
+    let mut records = Vec::new();
+    while pos < file.len() {
+        let count = read_long(file, &mut pos);
+        let _size = read_long(file, &mut pos);
+        for _ in 0..count {
+            let mut record = Map::new();
+            for field in &schema.fields {
+                record.insert(field.name.clone(), read_value(&field.ty, file, &mut pos));
+            }
+            records.push(record);
+        }
+        assert_eq!(
+            &file[pos..pos + 16],
+            sync.as_slice(),
+            "sync marker after the block"
+        );
+        pos += 16;
+    }
+    (schema_json, records)
 }

@@ -2,7 +2,6 @@
 //! S3 and Amplitude after the restart (at least once).
 
 #[path = "../../eddy-server/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::collections::BTreeSet;

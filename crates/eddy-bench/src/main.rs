@@ -9,6 +9,7 @@
 //! `eddy-bench segments`: the exact size of a 4-leaf segment over 10M profiles, eddy's bitmap
 //! index against DuckDB on the same data.
 
+mod amplitude;
 mod avro;
 mod cohorts;
 mod load;
@@ -39,6 +40,8 @@ enum Command {
     Cohorts(cohorts::CohortArgs),
     /// Avro encoding of CustomEvent records: eddy vs fastavro.
     Avro(avro::AvroArgs),
+    /// Currents delivery to an Amplitude emulator, unthrottled and under a storm.
+    Amplitude(amplitude::AmplitudeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +54,7 @@ fn main() -> anyhow::Result<()> {
         Command::Segments(args) => segments::run(args),
         Command::Cohorts(args) => runtime.block_on(cohorts::run(args)),
         Command::Avro(args) => avro::run(args),
+        Command::Amplitude(args) => runtime.block_on(amplitude::run(args)),
     }
 }
 

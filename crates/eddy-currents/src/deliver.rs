@@ -30,8 +30,12 @@ const INVALID_KEY_PAUSE: Duration = Duration::from_secs(60);
 struct Pending {
     seq: u64,
     at: i64,
-    event: Value,
-    bytes: usize,
+    /// The event, serialized once.
+    json: Vec<u8>,
+    /// Its `user_id` and `device_id`, for 429 answers.
+    user_id: Option<String>,
+    device_id: Option<String>,
+    /// The device (or, without one, the user) the per-device limits apply to.
     device: String,
     not_before: Option<Instant>,
 }
@@ -141,18 +145,28 @@ impl AmplitudeTask {
                 self.state.skipped += 1;
                 continue;
             };
-            let device = event
-                .get("device_id")
-                .or_else(|| event.get("user_id"))
+            let user_id = event
+                .get("user_id")
                 .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let bytes = event.to_string().len();
+                .map(str::to_string);
+            let device_id = event
+                .get("device_id")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let device = device_id
+                .clone()
+                .or_else(|| user_id.clone())
+                .unwrap_or_default();
+            let json = match serde_json::to_vec(&event) {
+                Ok(json) => json,
+                Err(_) => continue,
+            };
             self.queue.push_back(Pending {
                 seq: item.seq,
                 at: item.at,
-                event,
-                bytes,
+                json,
+                user_id,
+                device_id,
                 device,
                 not_before: None,
             });
@@ -184,17 +198,25 @@ impl AmplitudeTask {
         let mut bytes = 0;
         let mut blocked: HashSet<String> = HashSet::new();
         for (i, p) in self.queue.iter().enumerate() {
-            if picked.len() >= self.batch_limit || bytes + p.bytes > MAX_BATCH_BYTES {
+            if picked.len() >= self.batch_limit || bytes + p.json.len() + 1 > MAX_BATCH_BYTES {
                 break;
             }
             if blocked.contains(&p.device) {
                 continue;
             }
-            let device = self.devices.entry(p.device.clone()).or_insert(Device {
-                tokens: rate,
-                refilled: now,
-                throttled_until: None,
-            });
+            if !self.devices.contains_key(&p.device) {
+                self.devices.insert(
+                    p.device.clone(),
+                    Device {
+                        tokens: rate,
+                        refilled: now,
+                        throttled_until: None,
+                    },
+                );
+            }
+            let Some(device) = self.devices.get_mut(&p.device) else {
+                continue;
+            };
             device.tokens = (device.tokens
                 + now.duration_since(device.refilled).as_secs_f64() * rate)
                 .min(rate);
@@ -206,10 +228,27 @@ impl AmplitudeTask {
                 continue;
             }
             device.tokens -= 1.0;
-            bytes += p.bytes;
+            bytes += p.json.len() + 1;
             picked.push(i);
         }
         picked
+    }
+
+    /// The request body of a batch, from the events' serialized forms.
+    fn body(&self, batch: &[usize]) -> Vec<u8> {
+        let size: usize = batch.iter().map(|i| self.queue[*i].json.len() + 1).sum();
+        let mut body = Vec::with_capacity(size + self.settings.api_key.len() + 64);
+        body.extend_from_slice(b"{\"api_key\":");
+        body.extend_from_slice(json!(self.settings.api_key).to_string().as_bytes());
+        body.extend_from_slice(b",\"events\":[");
+        for (n, i) in batch.iter().enumerate() {
+            if n > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&self.queue[*i].json);
+        }
+        body.extend_from_slice(b"],\"options\":{\"min_id_length\":1}}");
+        body
     }
 
     fn remove(&mut self, indexes: &BTreeSet<usize>) {
@@ -233,9 +272,14 @@ impl AmplitudeTask {
             if batch.is_empty() {
                 break;
             }
-            let events: Vec<&Value> = batch.iter().map(|i| &self.queue[*i].event).collect();
-            let body = json!({"api_key": self.settings.api_key, "events": events, "options": {"min_id_length": 1}});
-            let response = self.client.post(&self.url).json(&body).send().await;
+            let body = self.body(&batch);
+            let response = self
+                .client
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
             let (code, answer) = match response {
                 Ok(r) => {
                     let status = r.status().as_u16();
@@ -336,14 +380,10 @@ impl AmplitudeTask {
         for key in ["exceeded_daily_quota_users", "exceeded_daily_quota_devices"] {
             if let Some(Value::Object(ids)) = answer.get(key) {
                 for (position, queue_index) in batch.iter().enumerate() {
-                    let event = &self.queue[*queue_index].event;
-                    let id_matches = |field: &str| {
-                        event
-                            .get(field)
-                            .and_then(Value::as_str)
-                            .is_some_and(|v| ids.contains_key(v))
-                    };
-                    if id_matches("user_id") || id_matches("device_id") {
+                    let pending = &self.queue[*queue_index];
+                    let listed =
+                        |id: &Option<String>| id.as_ref().is_some_and(|v| ids.contains_key(v));
+                    if listed(&pending.user_id) || listed(&pending.device_id) {
                         over_quota.push(position);
                     }
                 }

@@ -49,7 +49,7 @@ impl Source {
         }
     }
 
-    fn accept(&self, seq: u64, entry: Value) -> Option<Item> {
+    fn accept(&self, seq: u64, mut entry: Value) -> Option<Item> {
         if entry.get("ws").and_then(Value::as_u64) != Some(u64::from(self.ws)) {
             return None;
         }
@@ -60,20 +60,19 @@ impl Source {
         {
             return None;
         }
-        let event_type = entry.get("type").and_then(Value::as_str)?;
-        if !self.connector.wants(event_type) {
+        let event_type = entry.get("type").and_then(Value::as_str)?.to_string();
+        if !self.connector.wants(&event_type) {
             return None;
         }
-        let Some(Value::Object(record)) = entry.get("record") else {
+        let at = entry.get("at").and_then(Value::as_i64).unwrap_or_default();
+        let Value::Object(mut record) = entry.get_mut("record")?.take() else {
             return None;
         };
-        let mut record = record.clone();
         self.connector.transform(&mut record);
-        let at = entry.get("at").and_then(Value::as_i64).unwrap_or_default();
         Some(Item {
             seq,
             at,
-            event_type: event_type.to_string(),
+            event_type,
             record,
         })
     }

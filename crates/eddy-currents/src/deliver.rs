@@ -23,6 +23,8 @@ const MAX_BATCH: usize = 1000;
 const MAX_BATCH_BYTES: usize = 900_000;
 /// Longest wait between retries of a failing request.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Most events held in memory waiting to be sent; the rest waits in the outbox.
+const MAX_QUEUE: usize = 20_000;
 /// How long an invalid API key pauses the connector before it tries again.
 const INVALID_KEY_PAUSE: Duration = Duration::from_secs(60);
 
@@ -102,9 +104,17 @@ impl AmplitudeTask {
                     None => return,
                 },
             };
-            self.read();
-            self.expire();
-            let sent = self.send_ready().await;
+            let mut sent = 0;
+            loop {
+                let more = self.read();
+                self.expire();
+                let round = self.send_ready().await;
+                sent += round;
+                // Keep going while the outbox has more and sending makes progress.
+                if !more || round == 0 {
+                    break;
+                }
+            }
             let waiting = !self.queue.is_empty();
             let reply = match request {
                 None => None,
@@ -131,12 +141,17 @@ impl AmplitudeTask {
         }
     }
 
-    fn read(&mut self) {
-        let items = match self.source.read() {
-            Ok(items) => items,
+    /// Reads and maps events while the queue has room; true when the outbox may hold more.
+    fn read(&mut self) -> bool {
+        let room = MAX_QUEUE.saturating_sub(self.queue.len());
+        if room == 0 {
+            return true;
+        }
+        let (items, more) = match self.source.read(room) {
+            Ok(read) => read,
             Err(e) => {
                 self.state.last_error = Some(format!("reading the outbox: {e}"));
-                return;
+                return false;
             }
         };
         for item in items {
@@ -171,6 +186,7 @@ impl AmplitudeTask {
                 not_before: None,
             });
         }
+        more
     }
 
     /// Drops, and counts, events older than the retention window.

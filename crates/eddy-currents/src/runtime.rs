@@ -319,6 +319,9 @@ impl Currents {
     }
 }
 
+/// Files built but not yet stored before the task stops reading the outbox.
+const MAX_WAITING_FILES: usize = 4;
+
 /// Records of one event type queued in one hour, not yet written.
 struct Buffer {
     container: Container,
@@ -411,10 +414,17 @@ impl S3Task {
         }
     }
 
-    /// Reads every new event into the buffers, closing those that reach the size limit.
+    /// Reads new events into the buffers, closing those that reach the size limit. While files
+    /// wait for a failing destination it reads nothing more: the outbox keeps the rest.
     fn read(&mut self) -> Result<(), StoreError> {
-        for item in self.source.read()? {
-            self.take(item);
+        while self.files.len() < MAX_WAITING_FILES {
+            let (items, more) = self.source.read(self.settings.max_events_per_file)?;
+            for item in items {
+                self.take(item);
+            }
+            if !more {
+                break;
+            }
         }
         Ok(())
     }

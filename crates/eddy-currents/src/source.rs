@@ -31,12 +31,15 @@ pub(crate) struct Source {
 }
 
 impl Source {
-    /// Every event for this connector queued since the last read.
-    pub fn read(&mut self) -> Result<Vec<Item>, StoreError> {
+    /// Events for this connector queued since the last read, reading at most `max` outbox
+    /// entries; the second value is true when the outbox may hold more.
+    pub fn read(&mut self, max: usize) -> Result<(Vec<Item>, bool), StoreError> {
         let mut out = Vec::new();
-        loop {
-            let page = self.store.outbox(self.read_pos, PAGE)?;
-            let full = page.len() == PAGE;
+        let mut left = max;
+        while left > 0 {
+            let page = self.store.outbox(self.read_pos, PAGE.min(left))?;
+            let full = page.len() == PAGE.min(left);
+            left -= page.len();
             for (seq, entry) in page {
                 self.read_pos = seq + 1;
                 if let Some(item) = self.accept(seq, entry) {
@@ -44,9 +47,10 @@ impl Source {
                 }
             }
             if !full {
-                return Ok(out);
+                return Ok((out, false));
             }
         }
+        Ok((out, true))
     }
 
     fn accept(&self, seq: u64, mut entry: Value) -> Option<Item> {

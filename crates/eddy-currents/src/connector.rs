@@ -52,6 +52,9 @@ pub struct S3Connector {
     /// `x-amz-server-side-encryption` value, e.g. `AES256`.
     #[serde(default)]
     pub server_side_encryption: Option<String>,
+    /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
+    #[serde(default = "default_retention")]
+    pub retention_hours: u64,
 }
 
 fn default_flush() -> u64 {
@@ -240,11 +243,12 @@ fn s3_settings(mut flat: Map<String, Value>) -> Result<S3Connector, String> {
         "access_key_id",
         "secret_access_key",
     ];
-    const SINK_KEYS: [&str; 4] = [
+    const SINK_KEYS: [&str; 5] = [
         "flush_interval_seconds",
         "max_events_per_file",
         "codec",
         "server_side_encryption",
+        "retention_hours",
     ];
     if let Some(unknown) = flat
         .keys()

@@ -61,12 +61,15 @@ struct Running {
     connector: Connector,
     requests: mpsc::Sender<Request>,
     status: Arc<Mutex<Status>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// Every running connector.
 pub struct Currents {
     store: Store,
     running: Mutex<HashMap<(u32, String), Running>>,
+    /// How long the outbox keeps events (for replays) once every connector is past them.
+    outbox_retention: Duration,
 }
 
 /// An S3 client for connector or export settings: path-style, plain HTTP allowed for local servers.
@@ -97,11 +100,12 @@ pub fn s3_store(
 }
 
 impl Currents {
-    /// Starts every stored connector.
-    pub fn start(store: Store) -> Result<Arc<Currents>, CurrentsError> {
+    /// Starts every stored connector, and the outbox trimming (every minute).
+    pub fn start(store: Store, outbox_retention: Duration) -> Result<Arc<Currents>, CurrentsError> {
         let currents = Arc::new(Currents {
             store: store.clone(),
             running: Mutex::new(HashMap::new()),
+            outbox_retention,
         });
         for (ws, value) in store.connectors()? {
             match serde_json::from_value::<Connector>(value) {
@@ -109,7 +113,54 @@ impl Currents {
                 Err(e) => tracing::error!(error = %e, ws, "unreadable Currents connector"),
             }
         }
+        let weak = Arc::downgrade(&currents);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let Some(currents) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = currents.trim_outbox().await {
+                    tracing::warn!(error = %e, "outbox trim failed");
+                }
+            }
+        });
         Ok(currents)
+    }
+
+    /// Deletes outbox entries older than the outbox retention that every connector has passed;
+    /// returns how many. A connector that is behind keeps what it has not delivered (and drops,
+    /// counted, what outlives its own retention window).
+    pub async fn trim_outbox(&self) -> Result<u64, CurrentsError> {
+        let since = eddy_model::time::now_ms() - self.outbox_retention.as_millis() as i64;
+        let mut cut = self.store.outbox_seq_at(since)?;
+        for (ws, value) in self.store.connectors()? {
+            let Some(name) = value.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let cursor = self
+                .store
+                .connector_state(ws, name)?
+                .and_then(|v| v.get("cursor").and_then(Value::as_u64))
+                .unwrap_or(0);
+            cut = cut.min(cursor);
+        }
+        let mut deleted = 0;
+        loop {
+            let seqs: Vec<u64> = self
+                .store
+                .outbox(0, 10_000)?
+                .into_iter()
+                .map(|(seq, _)| seq)
+                .take_while(|seq| *seq < cut)
+                .collect();
+            if seqs.is_empty() {
+                return Ok(deleted);
+            }
+            deleted += seqs.len() as u64;
+            self.store.apply(Mutation::DeleteOutbox(seqs)).await?;
+        }
     }
 
     /// Creates and starts a connector; it delivers events queued from now on.
@@ -168,7 +219,7 @@ impl Currents {
             connector: connector.clone(),
             read_pos: state.cursor,
         };
-        match &connector.sink {
+        let handle = match &connector.sink {
             Sink::S3(settings) => {
                 let task = S3Task {
                     source,
@@ -179,7 +230,7 @@ impl Currents {
                     buffers: BTreeMap::new(),
                     files: Vec::new(),
                 };
-                tokio::spawn(task.run(requests));
+                tokio::spawn(task.run(requests))
             }
             Sink::Amplitude(settings) => {
                 let task = crate::deliver::AmplitudeTask::new(
@@ -188,9 +239,9 @@ impl Currents {
                     state,
                     status.clone(),
                 );
-                tokio::spawn(task.run(requests));
+                tokio::spawn(task.run(requests))
             }
-        }
+        };
         let mut running = self
             .running
             .lock()
@@ -201,6 +252,7 @@ impl Currents {
                 connector,
                 requests: sender,
                 status,
+                task: handle,
             },
         );
         Ok(())
@@ -297,6 +349,19 @@ impl Currents {
             .map_err(CurrentsError::Invalid)
     }
 
+    /// Stops every connector task and waits for it, so none holds the store any more.
+    pub async fn stop(&self) {
+        let running: Vec<Running> = match self.running.lock() {
+            Ok(mut map) => map.drain().map(|(_, r)| r).collect(),
+            Err(_) => return,
+        };
+        for r in running {
+            // Closing its request channel ends the task after its current round.
+            drop(r.requests);
+            let _ = r.task.await;
+        }
+    }
+
     /// Flushes every connector (at shutdown), each for at most `timeout`.
     pub async fn flush_all(&self, timeout: Duration) {
         let names: Vec<(u32, String)> = match self.running.lock() {
@@ -326,6 +391,8 @@ const MAX_WAITING_FILES: usize = 4;
 struct Buffer {
     container: Container,
     first: u64,
+    /// Queue time of its first (oldest) event, UTC ms.
+    first_at: i64,
     opened: Instant,
 }
 
@@ -335,6 +402,7 @@ struct File {
     bytes: Vec<u8>,
     events: u64,
     first: u64,
+    first_at: i64,
 }
 
 struct S3Task {
@@ -387,6 +455,7 @@ impl S3Task {
                 self.close(&key);
             }
             let stored = self.upload(&store).await;
+            self.expire();
             let failed = if self.files.is_empty() {
                 None
             } else {
@@ -437,6 +506,7 @@ impl S3Task {
         let buffer = self.buffers.entry(key.clone()).or_insert_with(|| Buffer {
             container: Container::new(schema, self.settings.codec, ids::random::<16>()),
             first: item.seq,
+            first_at: item.at,
             opened: Instant::now(),
         });
         if let Err(e) = buffer.container.append(&item.record) {
@@ -472,6 +542,7 @@ impl S3Task {
                 bytes,
                 events,
                 first: buffer.first,
+                first_at: buffer.first_at,
             }),
             Err(e) => {
                 tracing::error!(error = %e, "could not build an Avro file; its events are dropped");
@@ -499,6 +570,24 @@ impl S3Task {
             }
         }
         stored
+    }
+
+    /// Drops, and counts, files still not stored after the retention window.
+    fn expire(&mut self) {
+        let horizon =
+            eddy_model::time::now_ms() - (self.settings.retention_hours as i64) * 3_600_000;
+        let (expired, kept): (Vec<File>, Vec<File>) =
+            self.files.drain(..).partition(|f| f.first_at < horizon);
+        self.files = kept;
+        let events: u64 = expired.iter().map(|f| f.events).sum();
+        if events > 0 {
+            tracing::warn!(
+                connector = self.source.connector.name,
+                events,
+                "undeliverable events dropped after the retention window"
+            );
+            self.state.dropped += events;
+        }
     }
 
     fn fail(&mut self, message: String) {

@@ -22,6 +22,8 @@ pub struct Config {
     pub max_array_length: usize,
     /// Block cache of the embedded store, MiB.
     pub cache_mib: u64,
+    /// Hours the Currents outbox keeps delivered events, for replays [default: 48].
+    pub outbox_retention_hours: u64,
     /// Where `/users/export/segment` writes its files [default: `<data_dir>/exports`].
     pub export_dir: Option<PathBuf>,
     /// Rate limit overrides by group name (see [`crate::ratelimit::GROUPS`]).
@@ -48,6 +50,7 @@ impl Default for Config {
             max_array_length: 25,
             cache_mib: 256,
             export_dir: None,
+            outbox_retention_hours: 48,
             rate_limits: BTreeMap::new(),
         }
     }

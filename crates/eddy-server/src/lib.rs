@@ -116,7 +116,8 @@ impl App {
                 (admin_token_from_file(&path)?, Some(path))
             }
         };
-        let currents = eddy_currents::Currents::start(store.clone())
+        let retention = std::time::Duration::from_secs(config.outbox_retention_hours * 3600);
+        let currents = eddy_currents::Currents::start(store.clone(), retention)
             .map_err(|e| StartError::Config(e.to_string()))?;
         let state = Arc::new(AppState {
             store: store.clone(),
@@ -150,6 +151,7 @@ impl App {
         self.currents
             .flush_all(std::time::Duration::from_secs(10))
             .await;
+        self.currents.stop().await;
         self.store.close().await;
         Ok(())
     }

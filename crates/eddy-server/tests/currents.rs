@@ -319,3 +319,60 @@ async fn test_events_go_to_one_connector_and_replay_redelivers() {
         .await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn the_outbox_is_trimmed_only_behind_every_connector() {
+    let app = common::spawn_with(|c| c.outbox_retention_hours = 0).await;
+    let s3 = TestS3::start().await;
+    app.track(json!({"events": [{"external_id": "u", "name": "before", "time": "2024-01-01"}]}))
+        .await;
+    connector(&app, &s3, json!({"name": "main", "type": "s3"})).await;
+    app.track(json!({"events": [{"external_id": "u", "name": "after", "time": "2024-01-01"}]}))
+        .await;
+    assert_eq!(
+        app.currents.trim_outbox().await.unwrap(),
+        1,
+        "only what came before the connector"
+    );
+    assert_eq!(
+        app.store.outbox(0, 10).unwrap().len(),
+        1,
+        "the undelivered event stays"
+    );
+    flush(&app, "main").await;
+    assert_eq!(app.currents.trim_outbox().await.unwrap(), 1);
+    assert!(app.store.outbox(0, 10).unwrap().is_empty());
+    let names: Vec<String> = files(&s3, "users.behaviors.CustomEvent")
+        .iter()
+        .flat_map(|(_, r)| r.iter().map(|x| x["name"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(names, vec!["after"]);
+}
+
+#[tokio::test]
+async fn undeliverable_files_are_dropped_and_counted_after_the_retention_window() {
+    let app = spawn_app().await;
+    let s3 = TestS3::start().await;
+    connector(
+        &app,
+        &s3,
+        json!({"name": "main", "type": "s3", "retention_hours": 0}),
+    )
+    .await;
+    s3.set_failing(true);
+    app.track(json!({"events": [{"external_id": "u", "name": "a", "time": "2024-01-01"}, {"external_id": "u", "name": "b", "time": "2024-01-01"}]})).await;
+    app.admin_post("/eddy/v1/workspaces/default/currents/main/flush", json!({}))
+        .await;
+    let (_, state) = app
+        .admin_get("/eddy/v1/workspaces/default/currents/main")
+        .await;
+    assert_eq!(
+        (
+            state["dropped"].as_u64(),
+            state["pending"].as_u64(),
+            state["delivered"].as_u64()
+        ),
+        (Some(2), Some(0), Some(0)),
+        "{state}"
+    );
+}

@@ -58,6 +58,8 @@ pub enum Mutation {
     PutConnector(u32, String, serde_json::Value),
     /// Save a Currents connector's delivery state (cursor and counters).
     PutConnectorState(u32, String, serde_json::Value),
+    /// Delete outbox entries (past retention and every connector's cursor).
+    DeleteOutbox(Vec<u64>),
     /// Append producer-posted events to the outbox; with a connector name, for it alone.
     Emit(u32, Vec<eddy_model::currents::OutboxEvent>, Option<String>),
 }
@@ -284,6 +286,13 @@ fn apply(txn: &mut Txn<'_>, mutation: Mutation, limits: Limits) -> Result<Outcom
         Mutation::PutConnectorState(ws, name, state) => txn
             .put_connector(ws, &name, &state, true)
             .map(|_| Outcome::Done),
+        Mutation::DeleteOutbox(seqs) => {
+            let n = seqs.len();
+            for seq in seqs {
+                txn.delete(crate::backend::Table::Outbox, crate::keys::outbox(seq));
+            }
+            Ok(Outcome::Count(n))
+        }
         Mutation::Emit(ws, events, to) => {
             let n = events.len();
             for event in events {

@@ -17,6 +17,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub dir: PathBuf,
     pub store: eddy_store::Store,
+    pub currents: std::sync::Arc<eddy_currents::Currents>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
@@ -44,6 +45,7 @@ pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
     tweak(&mut config);
     let app = App::build(&config).await.expect("app builds");
     let store = app.store.clone();
+    let currents = app.currents.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -63,6 +65,7 @@ pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
         client: reqwest::Client::new(),
         dir,
         store,
+        currents,
         stop: Some(stop),
         done: Some(done),
         _tmp: None,

@@ -210,6 +210,11 @@ pub(crate) fn rss_mib(pid: u32) -> (f64, f64) {
 }
 
 pub(crate) fn stop(mut child: Child) {
+    terminate(&mut child);
+}
+
+/// SIGTERM, then wait for the process to exit.
+fn terminate(child: &mut Child) {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -388,8 +393,18 @@ impl EddyServer {
     }
 
     /// SIGTERM and wait.
-    pub fn stop(self) {
-        stop(self.child);
+    pub fn stop(mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+impl Drop for EddyServer {
+    /// A harness that fails half-way must not leave a server running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

@@ -32,6 +32,16 @@ pub fn valid_workspace_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Checks the admin token and finds the path's workspace.
+pub fn admin_workspace(
+    state: &SharedState,
+    headers: &HeaderMap,
+    name: &str,
+) -> Result<Workspace, HttpError> {
+    authorize_admin(state, headers)?;
+    workspace(state, name)
+}
+
 /// The workspace of an admin path, or 404.
 pub fn workspace(state: &SharedState, name: &str) -> Result<Workspace, HttpError> {
     state
@@ -135,8 +145,7 @@ pub async fn delete_api_key(
     Path((ws, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     state.store.apply(Mutation::DeleteApiKey(ws.id, id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -147,8 +156,7 @@ pub async fn usage(
     Path(ws): Path<String>,
     headers: HeaderMap,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     let mut total = Points::default();
     let mut days = Vec::new();
     for (day, points) in state.store.usage(ws.id)? {
@@ -223,8 +231,7 @@ pub async fn create_data_import_key(
     Path((ws, partner)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     if state.store.partner(&partner)?.is_none() {
         return Err(ApiError::ResourceNotFound(format!("partner '{partner}'")).into());
     }
@@ -249,8 +256,7 @@ pub async fn delete_data_import_key(
     Path((ws, partner)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     state
         .store
         .apply(Mutation::SetDataImportKey(ws.id, partner, None))
@@ -277,8 +283,7 @@ pub async fn put_export_storage(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     let storage: ExportStorage = parse(&body_bytes(body)?)?;
     if let ExportStorage::S3(settings) = &storage {
         crate::segments::s3_store(settings)
@@ -297,8 +302,7 @@ pub async fn get_export_storage(
     Path(ws): Path<String>,
     headers: HeaderMap,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     Ok(json_response(
         StatusCode::OK,
         &redacted(&state.store.export_storage(ws.id)?),

@@ -14,10 +14,8 @@ use eddy_store::Mutation;
 use serde_json::{Value, json};
 
 use crate::SharedState;
-use crate::admin::workspace;
-use crate::http::{
-    HttpError, authorize, authorize_admin, body_bytes, json_response, parse, store_error,
-};
+use crate::admin::admin_workspace;
+use crate::http::{HttpError, authorize, body_bytes, json_response, parse, store_error};
 
 type Body = Result<Bytes, BytesRejection>;
 type Answer = Result<Response, HttpError>;
@@ -45,8 +43,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     let request: CreateRequest = parse(&body_bytes(body)?)?;
     let connector = state.currents.create(ws.id, request).await?;
     let status = state
@@ -62,8 +59,7 @@ pub async fn get(
     Path((ws, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     let status = state
         .currents
         .status(ws.id, &name)
@@ -77,8 +73,7 @@ pub async fn flush(
     Path((ws, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     let written = state.currents.flush(ws.id, &name).await?;
     let mut status = state.currents.status(ws.id, &name).unwrap_or_default();
     status["flushed"] = json!(written);
@@ -91,8 +86,7 @@ pub async fn test(
     Path((ws, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     let sent = state.currents.send_test_events(ws.id, &name).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -108,8 +102,7 @@ pub async fn replay(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     let body: Value = parse(&body_bytes(body)?)?;
     let Some(from) = body
         .get("from")

@@ -19,10 +19,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::SharedState;
-use crate::admin::workspace;
-use crate::http::{
-    HttpError, authorize, authorize_admin, body_bytes, json_response, parse, query_param,
-};
+use crate::admin::admin_workspace;
+use crate::http::{HttpError, authorize, body_bytes, json_response, parse, query_param};
 
 type Body = Result<Bytes, BytesRejection>;
 type Answer = Result<Response, HttpError>;
@@ -61,8 +59,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     let req: NewSegment = parse(&body_bytes(body)?)?;
     if req.name.trim().is_empty() {
         return Err(ApiError::BadRequest("segment names must be non-empty".into()).into());
@@ -91,8 +88,7 @@ pub async fn get(
     Path((ws, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     let segment = state
         .store
         .segment(ws.id, &id)?
@@ -108,8 +104,7 @@ pub async fn delete(
     Path((ws, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let ws = workspace(&state, &ws)?;
+    let ws = admin_workspace(&state, &headers, &ws)?;
     state
         .store
         .apply(Mutation::DeleteSegment(ws.id, id))

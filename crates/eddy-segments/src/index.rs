@@ -369,21 +369,6 @@ impl WorkspaceIndex {
         *members -= removed;
     }
 
-    /// Whether `id` is in a cohort.
-    pub fn is_member(&self, partner: &str, cohort_id: &str, id: u32) -> bool {
-        self.cohorts
-            .get(&(partner.to_string(), cohort_id.to_string()))
-            .is_some_and(|m| m.contains(id))
-    }
-
-    /// The members of a cohort.
-    pub fn cohort_members(&self, partner: &str, cohort_id: &str) -> RoaringBitmap {
-        self.cohorts
-            .get(&(partner.to_string(), cohort_id.to_string()))
-            .cloned()
-            .unwrap_or_default()
-    }
-
     /// The cohorts a profile belongs to, by partner.
     pub fn memberships(&self, id: u32) -> BTreeMap<String, Vec<String>> {
         let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -398,11 +383,6 @@ impl WorkspaceIndex {
             ids.sort();
         }
         out
-    }
-
-    /// Every indexed profile.
-    pub fn all(&self) -> &RoaringBitmap {
-        &self.all
     }
 
     /// The profiles matching `filter` at `now_ms`.

@@ -361,28 +361,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Up to `limit` profiles of a workspace after internal id `after`.
-    pub fn profiles(
-        &self,
-        ws: u32,
-        after: Option<u32>,
-        limit: usize,
-    ) -> Result<Vec<(u32, Profile)>, StoreError> {
-        let after_key = after.map(|id| keys::profile(ws, id));
-        let mut out = Vec::new();
-        for (key, value) in self.backend.scan(
-            Table::Profiles,
-            &keys::workspace_prefix(ws),
-            after_key.as_deref(),
-            limit,
-        )? {
-            if let Some(id) = keys::profile_id(&key) {
-                out.push((id, txn::decode_profile(&value)?));
-            }
-        }
-        Ok(out)
-    }
-
     /// Outbox entries from sequence `from` on, up to `limit`.
     pub fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Value)>, StoreError> {
         let after = from.checked_sub(1).map(keys::outbox);

@@ -185,16 +185,6 @@ impl WriterCache {
         self.profiles.clear();
         self.idents.clear();
     }
-
-    /// Profiles held.
-    pub fn len(&self) -> usize {
-        self.profiles.len()
-    }
-
-    /// True when no profile is held.
-    pub fn is_empty(&self) -> bool {
-        self.profiles.is_empty()
-    }
 }
 
 /// Drops about a tenth of an over-full map, in its arbitrary order: cheap, and unbiased enough
@@ -366,18 +356,6 @@ impl<'a> Txn<'a> {
             index,
             members: FxHashMap::default(),
             now_ms,
-        }
-    }
-
-    /// Whether a profile is in a cohort, this group's changes included.
-    pub fn is_member(&self, ws: u32, partner: &str, cohort_id: &str, id: u32) -> bool {
-        let committed = self.committed_members(ws, partner, cohort_id);
-        match self
-            .members
-            .get(&(ws, partner.to_string(), cohort_id.to_string()))
-        {
-            Some(delta) => delta.contains(committed, id),
-            None => committed.is_some_and(|c| c.contains(id)),
         }
     }
 

@@ -1,61 +1,15 @@
 //! Crash safety of the real binary: load `/users/track`, `kill -9` mid-load, restart.
 //! Every request that got a 2xx must be fully present; no request may be half-applied.
 
+mod binary;
+
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use binary::{ADMIN, spawn_server, wait_healthy};
 use serde_json::{Value, json};
-
-const ADMIN: &str = "crash-admin-token";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Lifts the rate limits this load and the verification would hit, through a config file.
-fn write_config(dir: &std::path::Path) -> std::path::PathBuf {
-    let path = dir.join("eddy.toml");
-    let text = "[rate_limits]\n\
-        \"users.track\" = { limit = 100000000, window_seconds = 1 }\n\
-        \"users.export.ids\" = { limit = 100000000, window_seconds = 1 }\n";
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
-    let config = write_config(dir);
-    Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(dir)
-        .env("EDDY_ADMIN_TOKEN", ADMIN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("eddy starts")
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/health")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not become healthy");
-}
 
 fn request_body(worker: usize, n: usize) -> Value {
     let id = format!("w{worker}-{n}");
@@ -68,7 +22,7 @@ fn request_body(worker: usize, n: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_write() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = binary::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut server = spawn_server(tmp.path(), port);

@@ -1,53 +1,19 @@
 //! Currents survive a crash: events acknowledged by `/users/track` before a `kill -9` all reach
 //! S3 and Amplitude after the restart (at least once).
 
+mod binary;
+
 #[path = "../../eddy-server/tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use binary::{ADMIN, spawn_server, wait_healthy};
 use common::{AmplitudeEmulator, TestS3, read_avro};
 use serde_json::{Value, json};
-
-const ADMIN: &str = "currents-crash-admin";
-
-fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
-    let config = dir.join("eddy.toml");
-    std::fs::write(
-        &config,
-        "[rate_limits]\n\"users.track\" = { limit = 100000000, window_seconds = 1 }\n",
-    )
-    .expect("config");
-    Command::new(env!("CARGO_BIN_EXE_eddy"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--config")
-        .arg(&config)
-        .env("EDDY_ADMIN_TOKEN", ADMIN)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("eddy starts")
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/health")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("server did not become healthy");
-}
 
 async fn admin(client: &reqwest::Client, base: &str, path: &str, body: Value) -> Value {
     client
@@ -65,10 +31,7 @@ async fn admin(client: &reqwest::Client, base: &str, path: &str, body: Value) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_events_reach_s3_and_amplitude_after_kill_9() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port");
+    let port = binary::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let s3 = TestS3::start().await;

@@ -1,0 +1,51 @@
+//! Running the real `eddy` binary in tests: a free port, a server with Braze's rate limits
+//! lifted (load tests would hit them), and waiting until it serves.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The admin token of servers these tests start.
+pub const ADMIN: &str = "binary-test-admin-token";
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Starts `eddy serve` on `dir` and `port`, its `/users/track` and export limits lifted.
+pub fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
+    let config = dir.join("eddy.toml");
+    let text = "[rate_limits]\n\
+        \"users.track\" = { limit = 100000000, window_seconds = 1 }\n\
+        \"users.export.ids\" = { limit = 100000000, window_seconds = 1 }\n";
+    std::fs::write(&config, text).expect("write config");
+    Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--config")
+        .arg(&config)
+        .env("EDDY_ADMIN_TOKEN", ADMIN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("eddy starts")
+}
+
+/// Waits (up to 30 s) until `/health` answers 200.
+pub async fn wait_healthy(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("{base}/health")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("server did not become healthy");
+}

@@ -127,27 +127,8 @@ pub struct Schema {
 impl Schema {
     /// Reads a record schema.
     pub fn parse(json: &'static str) -> Result<Schema, AvroError> {
-        let value: Value =
-            serde_json::from_str(json).map_err(|e| AvroError::Schema(e.to_string()))?;
-        if value.get("type").and_then(Value::as_str) != Some("record") {
-            return Err(AvroError::Schema("not a record".into()));
-        }
-        let Some(Value::Array(fields)) = value.get("fields") else {
-            return Err(AvroError::Schema("record without fields".into()));
-        };
-        let mut out = Vec::with_capacity(fields.len());
-        for field in fields {
-            let name = field
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| AvroError::Schema("field without name".into()))?;
-            let ty = Type::parse(field.get("type").unwrap_or(&Value::Null))?;
-            out.push(Field {
-                name: name.to_string(),
-                ty,
-            });
-        }
-        Ok(Schema { fields: out, json })
+        let fields = parse_fields(json)?;
+        Ok(Schema { fields, json })
     }
 
     /// Checks a record: every required field present and typed, no unknown field.
@@ -180,6 +161,30 @@ impl Schema {
         }
         Ok(())
     }
+}
+
+/// The fields of a record schema given as JSON text.
+pub fn parse_fields(json: &str) -> Result<Vec<Field>, AvroError> {
+    let value: Value = serde_json::from_str(json).map_err(|e| AvroError::Schema(e.to_string()))?;
+    if value.get("type").and_then(Value::as_str) != Some("record") {
+        return Err(AvroError::Schema("not a record".into()));
+    }
+    let Some(Value::Array(fields)) = value.get("fields") else {
+        return Err(AvroError::Schema("record without fields".into()));
+    };
+    let mut out = Vec::with_capacity(fields.len());
+    for field in fields {
+        let name = field
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| AvroError::Schema("field without name".into()))?;
+        let ty = Type::parse(field.get("type").unwrap_or(&Value::Null))?;
+        out.push(Field {
+            name: name.to_string(),
+            ty,
+        });
+    }
+    Ok(out)
 }
 
 fn type_error(field: &str, ty: &Type) -> AvroError {
@@ -349,6 +354,168 @@ impl Container {
     }
 }
 
+/// A decoding failure of an Object Container File.
+#[derive(Debug, thiserror::Error)]
+#[error("not a readable avro container file: {0}")]
+pub struct ReadError(String);
+
+fn bad(why: &str) -> ReadError {
+    ReadError(why.to_string())
+}
+
+/// Reads an Object Container File (codec null or deflate) into its records, as JSON objects.
+pub fn read_container(file: &[u8]) -> Result<Vec<Map<String, Value>>, ReadError> {
+    let mut r = Reader { b: file, pos: 0 };
+    if r.take(4)? != b"Obj\x01" {
+        return Err(bad("missing magic"));
+    }
+    let mut schema_json = None;
+    let mut codec = Codec::Null;
+    loop {
+        let mut entries = r.long()?;
+        if entries == 0 {
+            break;
+        }
+        if entries < 0 {
+            entries = -entries;
+            r.long()?;
+        }
+        for _ in 0..entries {
+            let key = r.bytes()?.to_vec();
+            let value = r.bytes()?;
+            match key.as_slice() {
+                b"avro.schema" => schema_json = Some(String::from_utf8_lossy(value).into_owned()),
+                b"avro.codec" => {
+                    codec = match value {
+                        b"null" => Codec::Null,
+                        b"deflate" => Codec::Deflate,
+                        other => {
+                            return Err(ReadError(format!(
+                                "codec '{}' is not supported",
+                                String::from_utf8_lossy(other)
+                            )));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let schema_json = schema_json.ok_or_else(|| bad("no avro.schema"))?;
+    let fields = parse_fields(&schema_json).map_err(|e| ReadError(e.to_string()))?;
+    let sync = r.take(16)?.to_vec();
+    let mut records = Vec::new();
+    while r.pos < file.len() {
+        let count = r.long()?;
+        let size = usize::try_from(r.long()?).map_err(|_| bad("negative block size"))?;
+        let raw = r.take(size)?;
+        let data = match codec {
+            Codec::Null => raw.to_vec(),
+            Codec::Deflate => {
+                use std::io::Read;
+                let mut out = Vec::new();
+                flate2::read::DeflateDecoder::new(raw)
+                    .read_to_end(&mut out)
+                    .map_err(|e| ReadError(e.to_string()))?;
+                out
+            }
+        };
+        let mut block = Reader { b: &data, pos: 0 };
+        for _ in 0..count {
+            let mut record = Map::new();
+            for field in &fields {
+                let value = block.value(&field.ty)?;
+                record.insert(field.name.clone(), value);
+            }
+            records.push(record);
+        }
+        if r.take(16)? != sync.as_slice() {
+            return Err(bad("sync marker mismatch"));
+        }
+    }
+    Ok(records)
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ReadError> {
+        let end = self.pos.checked_add(n).filter(|e| *e <= self.b.len());
+        let end = end.ok_or_else(|| bad("truncated"))?;
+        let out = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    fn long(&mut self) -> Result<i64, ReadError> {
+        let mut n: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let byte = self.take(1)?[0];
+            n |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 63 {
+                return Err(bad("varint too long"));
+            }
+        }
+        Ok(((n >> 1) as i64) ^ -((n & 1) as i64))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], ReadError> {
+        let len = usize::try_from(self.long()?).map_err(|_| bad("negative length"))?;
+        self.take(len)
+    }
+
+    fn value(&mut self, ty: &Type) -> Result<Value, ReadError> {
+        Ok(match ty {
+            Type::Null => Value::Null,
+            Type::Boolean => Value::Bool(self.take(1)?[0] == 1),
+            Type::Int | Type::Long => Value::from(self.long()?),
+            Type::Float => {
+                let raw: [u8; 4] = self.take(4)?.try_into().map_err(|_| bad("float"))?;
+                let v = f32::from_le_bytes(raw);
+                // Through the shortest decimal text, so 0.1f32 reads back as 0.1.
+                let v: f64 = v.to_string().parse().unwrap_or(f64::from(v));
+                serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
+            }
+            Type::Double => {
+                let raw: [u8; 8] = self.take(8)?.try_into().map_err(|_| bad("double"))?;
+                serde_json::Number::from_f64(f64::from_le_bytes(raw))
+                    .map_or(Value::Null, Value::Number)
+            }
+            Type::String => Value::String(String::from_utf8_lossy(self.bytes()?).into_owned()),
+            Type::Union(branches) => {
+                let i = usize::try_from(self.long()?).map_err(|_| bad("union branch"))?;
+                let branch = branches.get(i).ok_or_else(|| bad("union branch"))?;
+                self.value(branch)?
+            }
+            Type::Array(items) => {
+                let mut out = Vec::new();
+                loop {
+                    let mut n = self.long()?;
+                    if n == 0 {
+                        break;
+                    }
+                    if n < 0 {
+                        n = -n;
+                        self.long()?;
+                    }
+                    for _ in 0..n {
+                        out.push(self.value(items)?);
+                    }
+                }
+                Value::Array(out)
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -462,5 +629,24 @@ pub(crate) mod tests {
         assert_eq!(&file[file.len() - 16..], &[7; 16]);
         let mut pos = 4;
         assert_eq!(read_long(&file, &mut pos), 2, "two metadata entries");
+    }
+
+    #[test]
+    fn reads_back_what_it_writes_with_both_codecs() {
+        let s = schema();
+        for codec in [Codec::Null, Codec::Deflate] {
+            let mut c = Container::new(s, codec, [7; 16]);
+            let a = json!({"id": "a", "time": 1, "tags": ["x", "y"], "price": 1.5, "ok": true});
+            let b = json!({"id": "b", "time": -3, "price": 0.1});
+            c.append(a.as_object().unwrap()).unwrap();
+            c.append(b.as_object().unwrap()).unwrap();
+            let records = read_container(&c.finish().unwrap()).unwrap();
+            assert_eq!(records.len(), 2);
+            assert_eq!(Value::Object(records[0].clone()), a);
+            assert_eq!(records[1]["price"], json!(0.1));
+            assert_eq!(records[1]["ok"], Value::Null);
+        }
+        assert!(read_container(b"Obj\x01\x02").is_err());
+        assert!(read_container(b"nope").is_err());
     }
 }

@@ -27,6 +27,45 @@ enum Command {
     Serve(ServeArgs),
     /// Manage a running server through its admin API.
     Admin(AdminArgs),
+    /// Delta sync of a table into Braze or eddy.
+    Sync(SyncArgs),
+}
+
+#[derive(Args)]
+struct SyncArgs {
+    #[command(subcommand)]
+    command: SyncCommand,
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// Run syncs once: send what changed since the last run.
+    Run {
+        /// The sync file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Run only this sync [default: every sync of the file].
+        #[arg(long)]
+        name: Option<String>,
+        /// Print the objects that would be sent (NDJSON on stdout); send and remember nothing.
+        #[arg(long, conflicts_with = "mark_synced")]
+        dry_run: bool,
+        /// Remember the source as already sent, without sending (the target has the data).
+        #[arg(long)]
+        mark_synced: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Never draw the progress line.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Run each sync of the file on its cron schedule until stopped.
+    Schedule {
+        /// The sync file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -128,6 +167,50 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Admin(args) => runtime.block_on(admin(args)),
+        Command::Sync(args) => runtime.block_on(sync(args)),
+    }
+}
+
+async fn sync(args: SyncArgs) -> anyhow::Result<()> {
+    match args.command {
+        SyncCommand::Run {
+            config,
+            name,
+            dry_run,
+            mark_synced,
+            json,
+            no_progress,
+        } => {
+            use std::io::IsTerminal;
+            let file = eddy_sync::SyncFile::load(&config)?;
+            let options = eddy_sync::RunOptions {
+                dry_run,
+                mark_synced,
+                progress: !no_progress && !json && std::io::stderr().is_terminal(),
+            };
+            let mut failed = false;
+            for sync in file.select(name.as_deref())? {
+                let report = eddy_sync::run(&file, sync, &options).await?;
+                failed |= report.status != "succeeded";
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else if dry_run {
+                    eprint!("{report}");
+                } else {
+                    print!("{report}");
+                }
+            }
+            if failed {
+                // Rows that failed are retried by the next run; the exit code tells schedulers.
+                std::process::exit(2);
+            }
+            Ok(())
+        }
+        SyncCommand::Schedule { config } => {
+            let file = eddy_sync::SyncFile::load(&config)?;
+            eddy_sync::schedule::schedule(file, shutdown_signal()).await?;
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,259 @@
+//! `eddy sync` end to end against a running eddy: users created, only changes sent afterwards,
+//! removals, audiences, cohorts, and the other sources.
+
+mod common;
+
+use common::*;
+use eddy_sync::RunOptions;
+use serde_json::{Value, json};
+
+fn customers_config(eddy: &Eddy, extra: &str) -> String {
+    format!(
+        r#"
+[[sync]]
+name = "customers"
+source = {{ type = "csv", path = "customers.csv" }}
+target = {{ type = "users_track", url = "{url}", api_key = "{key}" }}
+{extra}
+[sync.attributes]
+first_name = "string"
+dob = "date"
+L12M_monetary = "decimal"
+orders = "integer"
+last_order = "datetime"
+[sync.audiences]
+columns = ["VIP"]
+"#,
+        url = eddy.url(),
+        key = eddy.key
+    )
+}
+
+const HEADER: &str = "external_id,first_name,dob,L12M_monetary,orders,last_order,VIP";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_users_then_sends_only_what_changed() {
+    let eddy = spawn_eddy().await;
+    let w = Workdir::new();
+    let rows = |changed: bool| -> Vec<String> {
+        vec![
+            "u1,Jo,1980-12-21,345.47,3,2024-05-01 17:03:00,true".to_string(),
+            format!("u2,{},,12.5,1,,false", if changed { "Alex" } else { "Al" }),
+            "u3,Sam,1975-01-02,,0,2024-01-01T00:00:00Z,".to_string(),
+        ]
+    };
+    csv(&w.path("customers.csv"), HEADER, &rows(false));
+    let file = w.config(&customers_config(&eddy, ""));
+
+    let first = run_once(&file).await;
+    assert_eq!(
+        (
+            first.status.as_str(),
+            first.rows_read,
+            first.added,
+            first.sent
+        ),
+        ("succeeded", 3, 3, 3),
+        "{first}"
+    );
+    let users = eddy.users(&["u1", "u2", "u3"]).await;
+    assert_eq!(users.len(), 3);
+    let u1 = &users["u1"];
+    assert_eq!(u1["first_name"], "Jo");
+    assert_eq!(u1["dob"], "1980-12-21");
+    assert_eq!(u1["custom_attributes"]["L12M_monetary"], json!(345.47));
+    assert_eq!(u1["custom_attributes"]["orders"], json!(3));
+    assert_eq!(u1["custom_attributes"]["VIP"], json!(true));
+    assert!(
+        u1["custom_attributes"]["last_order"]
+            .as_str()
+            .unwrap()
+            .starts_with("2024-05-01T17:03:00")
+    );
+    // A non-member is not written false before it ever was a member.
+    assert!(users["u2"]["custom_attributes"].get("VIP").is_none());
+    let stored =
+        std::fs::read_to_string(w.path("eddy-sync-state/customers/last-run.json")).unwrap();
+    assert!(stored.contains("\"added\": 3"), "{stored}");
+
+    // Nothing changed: nothing sent, no data point spent.
+    let billable = eddy.billable().await;
+    let second = run_once(&file).await;
+    assert_eq!(
+        (second.unchanged, second.sent, second.requests),
+        (3, 0, 0),
+        "{second}"
+    );
+    assert_eq!(
+        eddy.billable().await,
+        billable,
+        "the second run costs no data point"
+    );
+
+    // One cell changed: the dry run shows exactly that attribute, then the run sends it.
+    csv(&w.path("customers.csv"), HEADER, &rows(true));
+    let dry = run(
+        &file,
+        RunOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!((dry.changed, dry.unchanged, dry.sent), (1, 2, 1), "{dry}");
+    let third = run_once(&file).await;
+    assert_eq!(
+        (third.changed, third.unchanged, third.sent),
+        (1, 2, 1),
+        "{third}"
+    );
+    assert_eq!(
+        eddy.billable().await,
+        billable + 1,
+        "one attribute, one data point"
+    );
+    assert_eq!(eddy.users(&["u2"]).await["u2"]["first_name"], "Alex");
+
+    // u1 leaves the source: its attributes are unset and it leaves the audience; u4 arrives.
+    let mut next = rows(true)[1..].to_vec();
+    next.push("u4,Kim,,,,,yes".into());
+    csv(&w.path("customers.csv"), HEADER, &next);
+    let fourth = run_once(&file).await;
+    assert_eq!(
+        (fourth.added, fourth.removed, fourth.unchanged),
+        (1, 1, 2),
+        "{fourth}"
+    );
+    let users = eddy.users(&["u1", "u4"]).await;
+    let u1 = &users["u1"];
+    assert!(u1.get("first_name").is_none_or(Value::is_null), "{u1}");
+    assert!(u1["custom_attributes"].get("orders").is_none(), "{u1}");
+    assert_eq!(u1["custom_attributes"]["VIP"], json!(false));
+    assert_eq!(users["u4"]["custom_attributes"]["VIP"], json!(true));
+    let fifth = run_once(&file).await;
+    assert_eq!(
+        (fifth.sent, fifth.unchanged, fifth.removed),
+        (0, 3, 0),
+        "{fifth}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_cells_fail_alone_and_are_retried_next_run() {
+    let eddy = spawn_eddy().await;
+    let w = Workdir::new();
+    csv(
+        &w.path("customers.csv"),
+        HEADER,
+        &[
+            "u1,Jo,not-a-date,1,1,,".into(),
+            "u2,Al,1990-01-01,x,1,,".into(),
+            ",NoId,,,,,".into(),
+            "u3,Sam,,,,,".into(),
+            "u3,Dup,,,,,".into(),
+        ],
+    );
+    let file = w.config(&customers_config(&eddy, ""));
+    let report = run_once(&file).await;
+    assert_eq!(report.status, "partial");
+    assert_eq!(
+        (report.added, report.failed, report.sent),
+        (1, 4, 1),
+        "{report}"
+    );
+    let text = report.to_string();
+    assert!(text.contains("'not-a-date' is not a date"), "{text}");
+    assert!(text.contains("identifier appears twice"), "{text}");
+    assert!(text.contains("external_id is empty"), "{text}");
+
+    csv(
+        &w.path("customers.csv"),
+        HEADER,
+        &[
+            "u1,Jo,1980-01-01,1,1,,".into(),
+            "u2,Al,1990-01-01,2,1,,".into(),
+            "u3,Sam,,,,,".into(),
+        ],
+    );
+    let again = run_once(&file).await;
+    assert_eq!(
+        (again.added, again.unchanged, again.failed),
+        (2, 1, 0),
+        "{again}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_mode_aliases_and_audience_arrays() {
+    let eddy = spawn_eddy().await;
+    let w = Workdir::new();
+    let config = format!(
+        r#"
+[[sync]]
+name = "leads"
+mode = "row"
+identifier = {{ type = "user_alias" }}
+source = {{ type = "ndjson", path = "leads.ndjson" }}
+target = {{ type = "users_track", url = "{url}", api_key = "{key}" }}
+[sync.attributes]
+score = "integer"
+tier = "string"
+[sync.audiences]
+shape = "array"
+attribute = "segments"
+columns = ["hot", "newsletter"]
+"#,
+        url = eddy.url(),
+        key = eddy.key
+    );
+    w.write(
+        "leads.ndjson",
+        "{\"alias_name\":\"a@x.io\",\"alias_label\":\"email\",\"score\":5,\"tier\":\"gold\",\"hot\":true,\"newsletter\":true}\n",
+    );
+    let file = w.config(&config);
+    let first = run_once(&file).await;
+    assert_eq!((first.added, first.sent), (1, 1), "{first}");
+    w.write(
+        "leads.ndjson",
+        "{\"alias_name\":\"a@x.io\",\"alias_label\":\"email\",\"score\":6,\"tier\":\"gold\",\"hot\":false,\"newsletter\":true}\n",
+    );
+    let dry_out = dry_run_objects(&w).await;
+    // Row mode: the whole row, with the audience edit.
+    assert_eq!(
+        dry_out,
+        vec![
+            json!({"change": "changed", "object": {"user_alias": {"alias_name": "a@x.io", "alias_label": "email"},
+            "_update_existing_only": false, "score": 6, "tier": "gold", "segments": {"remove": ["hot"]}}})
+        ]
+    );
+    let second = run_once(&file).await;
+    assert_eq!((second.changed, second.sent), (1, 1), "{second}");
+    let r = eddy
+        .client
+        .post(format!("{}/users/export/ids", eddy.url()))
+        .bearer_auth(&eddy.key)
+        .json(&json!({"user_aliases": [{"alias_name": "a@x.io", "alias_label": "email"}]}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let custom = &body["users"][0]["custom_attributes"];
+    assert_eq!(custom["score"], json!(6));
+    assert_eq!(custom["segments"], json!(["newsletter"]));
+}
+
+/// The objects a dry run of `sync.toml` in `w` would send.
+async fn dry_run_objects(w: &Workdir) -> Vec<Value> {
+    let file = eddy_sync::SyncFile::load(&w.path("sync.toml")).unwrap();
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let opts = RunOptions {
+        dry_run: true,
+        dry_run_output: Some(buf.clone()),
+        ..Default::default()
+    };
+    run(&file, opts).await;
+    let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}

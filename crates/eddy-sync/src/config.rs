@@ -376,10 +376,10 @@ impl Sync {
         {
             return bad("the name must be letters, digits, '-' or '_'".into());
         }
-        if let Some(expr) = &self.schedule {
-            if let Err(e) = Cron::parse(expr) {
-                return bad(format!("schedule: {e}"));
-            }
+        if let Some(expr) = &self.schedule
+            && let Err(e) = Cron::parse(expr)
+        {
+            return bad(format!("schedule: {e}"));
         }
         if jiff::tz::TimeZone::get(&self.timezone).is_err() {
             return bad(format!("'{}' is not an IANA time zone", self.timezone));
@@ -437,18 +437,19 @@ impl Sync {
                 ));
             }
         }
-        if let Some(a) = &self.audiences {
-            if a.shape == AudienceShape::Array && seen.contains(&a.attribute) {
-                return bad(format!(
-                    "'{}' is both an attribute and the audience array",
-                    a.attribute
-                ));
-            }
+        if let Some(a) = &self.audiences
+            && a.shape == AudienceShape::Array
+            && seen.contains(&a.attribute)
+        {
+            return bad(format!(
+                "'{}' is both an attribute and the audience array",
+                a.attribute
+            ));
         }
-        if let Source::Avro { path, bucket, .. } = &self.source {
-            if path.is_some() == bucket.is_some() {
-                return bad("an avro source needs either path or bucket".into());
-            }
+        if let Source::Avro { path, bucket, .. } = &self.source
+            && path.is_some() == bucket.is_some()
+        {
+            return bad("an avro source needs either path or bucket".into());
         }
         Ok(())
     }
@@ -517,17 +518,13 @@ impl SyncFile {
                 )));
             }
             match &mut sync.source {
-                Source::Csv { path, .. } | Source::Ndjson { path } => {
-                    if path.is_relative() {
-                        *path = base.join(&*path);
-                    }
+                Source::Csv { path, .. } | Source::Ndjson { path } if path.is_relative() => {
+                    *path = base.join(&*path);
                 }
                 Source::Avro {
                     path: Some(path), ..
-                } => {
-                    if path.is_relative() {
-                        *path = base.join(&*path);
-                    }
+                } if path.is_relative() => {
+                    *path = base.join(&*path);
                 }
                 _ => {}
             }

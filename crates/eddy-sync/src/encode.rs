@@ -95,10 +95,10 @@ pub fn parse_datetime(text: &str) -> Option<jiff::Timestamp> {
         return Some(ts);
     }
     // PostgreSQL prints offsets as `+00`, which RFC 3339 parsers refuse.
-    if let Ok(z) = jiff::fmt::strtime::parse("%Y-%m-%d %H:%M:%S%.f%#z", text) {
-        if let Ok(ts) = z.to_timestamp() {
-            return Some(ts);
-        }
+    if let Ok(z) = jiff::fmt::strtime::parse("%Y-%m-%d %H:%M:%S%.f%#z", text)
+        && let Ok(ts) = z.to_timestamp()
+    {
+        return Some(ts);
     }
     if let Ok(dt) = text.parse::<jiff::civil::DateTime>() {
         return dt

@@ -219,11 +219,10 @@ pub async fn run(file: &SyncFile, sync: &Sync, opts: &RunOptions) -> Result<Repo
                     }
                 };
                 for (i, why) in &refused {
-                    if errors.len() < MAX_ERRORS {
-                        if let Some(c) = batch.get(*i) {
+                    if errors.len() < MAX_ERRORS
+                        && let Some(c) = batch.get(*i) {
                             errors.push(RowError { row: crate::diff::display_key(&c.key), error: why.clone() });
                         }
-                    }
                 }
                 failed += refused.len() as u64;
                 failed_count.fetch_add(refused.len() as u64, Ordering::Relaxed);

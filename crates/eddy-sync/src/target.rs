@@ -340,10 +340,10 @@ impl Client {
                 }
             };
             let reset = header_u64(&headers, "x-ratelimit-reset").map(until_epoch);
-            if header_u64(&headers, "x-ratelimit-remaining") == Some(0) {
-                if let Some(wait) = reset {
-                    self.pause(wait).await;
-                }
+            if header_u64(&headers, "x-ratelimit-remaining") == Some(0)
+                && let Some(wait) = reset
+            {
+                self.pause(wait).await;
             }
             match status {
                 200..=299 => return Reply::Ok(text),

@@ -257,3 +257,249 @@ async fn dry_run_objects(w: &Workdir) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cohort_target_adds_and_removes_members() {
+    let eddy = spawn_eddy().await;
+    let r = eddy
+        .client
+        .put(format!("{}/eddy/v1/partners/amplitude", eddy.url()))
+        .bearer_auth(&eddy.admin)
+        .json(&json!({"partner_api_key": "partner-key"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, body) = eddy
+        .admin_post(
+            "/eddy/v1/workspaces/default/partners/amplitude/data-import-key",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let secret = body["key"].as_str().unwrap().to_string();
+    // Cohorts only take users who exist.
+    let objects: Vec<Value> = (1..=4)
+        .map(|i| json!({"external_id": format!("u{i}"), "first_name": "x"}))
+        .collect();
+    let r = eddy
+        .client
+        .post(format!("{}/users/track", eddy.url()))
+        .bearer_auth(&eddy.key)
+        .json(&json!({"attributes": objects}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let w = Workdir::new();
+    let file = w.config(&format!(
+        r#"
+[[sync]]
+name = "vip-cohort"
+source = {{ type = "csv", path = "vip.csv" }}
+target = {{ type = "cohort", url = "{url}", partner = "amplitude", partner_api_key = "partner-key", client_secret = "{secret}", cohort_id = "vip", cohort_name = "VIP customers" }}
+"#,
+        url = eddy.url()
+    ));
+    csv(
+        &w.path("vip.csv"),
+        "external_id",
+        &["u1".into(), "u2".into(), "u3".into()],
+    );
+    let first = run_once(&file).await;
+    assert_eq!(
+        (first.added, first.sent, first.requests),
+        (3, 3, 2),
+        "{first}"
+    );
+    let (status, body) = eddy
+        .admin_post(
+            "/eddy/v1/workspaces/default/segments",
+            json!({"name": "vip", "filter": {"attribute": "amplitude_cohorts", "op": "includes_value", "value": "vip"}}),
+        )
+        .await;
+    assert_eq!((status, body["size"].as_u64()), (201, Some(3)), "{body}");
+    let segment = body["id"].as_str().unwrap().to_string();
+
+    csv(
+        &w.path("vip.csv"),
+        "external_id",
+        &["u2".into(), "u4".into()],
+    );
+    let second = run_once(&file).await;
+    assert_eq!(
+        (second.added, second.removed, second.unchanged),
+        (1, 2, 1),
+        "{second}"
+    );
+    let body = eddy
+        .admin_get(&format!("/eddy/v1/workspaces/default/segments/{segment}"))
+        .await;
+    assert_eq!(body["size"], json!(2), "{body}");
+    let third = run_once(&file).await;
+    assert_eq!((third.sent, third.requests), (0, 0), "{third}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_currents_avro_files() {
+    use eddy_currents::avro::{Codec, Container, Schema};
+    let eddy = spawn_eddy().await;
+    let w = Workdir::new();
+    let schema: &'static Schema = Box::leak(Box::new(
+        Schema::parse(
+            r#"{"type":"record","name":"CustomEvent","namespace":"dataexport.S3.inner.users.behaviors","fields":[
+            {"name":"id","type":"string"},{"name":"external_user_id","type":["null","string"],"default":null},
+            {"name":"name","type":"string"},{"name":"time","type":"int"}]}"#,
+        )
+        .unwrap(),
+    ));
+    let dir = w.path("currents/event_type=users.behaviors.CustomEvent");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, codec, events) in [
+        (
+            "a.avro",
+            Codec::Null,
+            vec![("e1", "u1", "signup"), ("e2", "u2", "login")],
+        ),
+        ("b.avro", Codec::Deflate, vec![("e3", "u3", "purchase")]),
+    ] {
+        let mut c = Container::new(schema, codec, [3; 16]);
+        for (id, user, name) in events {
+            let record =
+                json!({"id": id, "external_user_id": user, "name": name, "time": 1_700_000_000});
+            c.append(record.as_object().unwrap()).unwrap();
+        }
+        std::fs::write(dir.join(file), c.finish().unwrap()).unwrap();
+    }
+    let file = w.config(&format!(
+        r#"
+[[sync]]
+name = "events"
+identifier = {{ type = "external_id", column = "external_user_id" }}
+source = {{ type = "avro", path = "currents" }}
+target = {{ type = "users_track", url = "{url}", api_key = "{key}" }}
+[sync.attributes]
+last_event = {{ type = "string", column = "name" }}
+last_event_at = {{ type = "datetime", column = "time" }}
+"#,
+        url = eddy.url(),
+        key = eddy.key
+    ));
+    let report = run_once(&file).await;
+    assert_eq!(
+        (report.rows_read, report.added, report.sent),
+        (3, 3, 3),
+        "{report}"
+    );
+    let users = eddy.users(&["u1", "u3"]).await;
+    assert_eq!(users["u3"]["custom_attributes"]["last_event"], "purchase");
+    assert!(
+        users["u1"]["custom_attributes"]["last_event_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("2023-11-14T22:13:20")
+    );
+}
+
+/// A database of its own on the machine's PostgreSQL, or `None` when there is none (the
+/// README's test command needs only Rust; `.ci/run` sets EDDY_TEST_POSTGRES=1 to require it).
+fn postgres() -> Option<(String, String)> {
+    let admin = std::env::var("EDDY_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres".into());
+    let mut client = match postgres::Client::connect(&admin, postgres::NoTls) {
+        Ok(c) => c,
+        Err(e) => {
+            assert!(
+                std::env::var("EDDY_TEST_POSTGRES").is_err(),
+                "PostgreSQL is required: {e}"
+            );
+            eprintln!("skipping: no PostgreSQL at {admin}: {e}");
+            return None;
+        }
+    };
+    let name = format!(
+        "eddy_sync_test_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    Some((admin.clone(), name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_a_postgresql_query() {
+    let Some((admin, db)) = tokio::task::spawn_blocking(postgres).await.unwrap() else {
+        return;
+    };
+    let url = format!("{admin} dbname={db}");
+    let setup = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&setup, postgres::NoTls).unwrap();
+        c.batch_execute(
+            "CREATE TABLE customers (id text primary key, given_name text, birthdate date, ltv numeric(10,2),
+                 vip boolean, seen timestamptz, note text);
+             INSERT INTO customers VALUES
+               ('u1', 'Jo', '1980-12-21', 345.47, true, '2024-05-01 19:03:00+02', E'tab\\there'),
+               ('u2', NULL, NULL, 0.5, false, NULL, '\\N is text');",
+        )
+        .unwrap();
+    })
+    .await
+    .unwrap();
+    let eddy = spawn_eddy().await;
+    let w = Workdir::new();
+    let file = w.config(&format!(
+        r#"
+[[sync]]
+name = "pg"
+source = {{ type = "postgres", url = "{url}", query = "SELECT id AS external_id, given_name AS first_name, birthdate AS dob, ltv, vip, seen, note FROM customers;" }}
+target = {{ type = "users_track", url = "{eddy}", api_key = "{key}" }}
+[sync.attributes]
+first_name = "string"
+dob = "date"
+ltv = "decimal"
+seen = "datetime"
+note = "string"
+[sync.audiences]
+columns = ["vip"]
+"#,
+        eddy = eddy.url(),
+        key = eddy.key
+    ));
+    let report = run_once(&file).await;
+    assert_eq!(
+        (report.status.as_str(), report.added, report.sent),
+        ("succeeded", 2, 2),
+        "{report}"
+    );
+    let users = eddy.users(&["u1", "u2"]).await;
+    let u1 = &users["u1"];
+    assert_eq!(u1["first_name"], "Jo");
+    assert_eq!(u1["dob"], "1980-12-21");
+    assert_eq!(u1["custom_attributes"]["ltv"], json!(345.47));
+    assert_eq!(u1["custom_attributes"]["vip"], json!(true));
+    assert_eq!(u1["custom_attributes"]["note"], "tab\there");
+    assert!(
+        u1["custom_attributes"]["seen"]
+            .as_str()
+            .unwrap()
+            .starts_with("2024-05-01T17:03:00")
+    );
+    assert_eq!(users["u2"]["custom_attributes"]["note"], "\\N is text");
+    assert!(users["u2"].get("first_name").is_none_or(Value::is_null));
+    let again = run_once(&file).await;
+    assert_eq!((again.unchanged, again.sent), (2, 0), "{again}");
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+            .unwrap();
+    })
+    .await
+    .unwrap();
+}

@@ -187,6 +187,7 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
                 dry_run,
                 mark_synced,
                 progress: !no_progress && !json && std::io::stderr().is_terminal(),
+                dry_run_output: None,
             };
             let mut failed = false;
             for sync in file.select(name.as_deref())? {

@@ -4,17 +4,16 @@
 //! remembered one is looked at field by field, encoded and validated. Rows that were remembered
 //! but not seen in the source are the removed rows, found in one pass at the end.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value, json};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
 
 use crate::config::{AudienceShape, Field, FieldKind, IdKind, Mode, RemovedRows};
 use crate::encode::{encode, parse_bool};
 use crate::source::Block;
-use crate::state::State;
+use crate::state::{Fp, State, Visit, fingerprint};
 
 /// How a sync turns rows into objects.
 #[derive(Debug, Clone)]
@@ -147,10 +146,11 @@ pub enum Stop {
 /// The differ: runs on its own thread over blocks from the reader.
 pub struct Differ<'a> {
     plan: &'a Plan,
-    state: &'a State,
-    seen: Vec<bool>,
-    new_keys: HashSet<Vec<u8>>,
-    scratch: Vec<u8>,
+    state: &'a mut State,
+    new_keys: foldhash::HashSet<Fp>,
+    fps: Vec<Option<Fp>>,
+    visits: Vec<Option<Visit>>,
+    key: Vec<u8>,
     batch: Vec<Change>,
     remember: Vec<(Vec<u8>, Vec<u64>)>,
     out: &'a dyn Fn(Msg) -> bool,
@@ -164,16 +164,17 @@ impl<'a> Differ<'a> {
     /// aborted); `read` counts rows for the progress line.
     pub fn new(
         plan: &'a Plan,
-        state: &'a State,
+        state: &'a mut State,
         out: &'a dyn Fn(Msg) -> bool,
         read: Arc<AtomicU64>,
     ) -> Differ<'a> {
         Differ {
             plan,
             state,
-            seen: vec![false; state.slots()],
-            new_keys: HashSet::new(),
-            scratch: Vec::new(),
+            new_keys: foldhash::HashSet::default(),
+            fps: Vec::new(),
+            visits: Vec::new(),
+            key: Vec::new(),
             batch: Vec::with_capacity(plan.batch_size),
             remember: Vec::new(),
             out,
@@ -189,6 +190,26 @@ impl<'a> Differ<'a> {
             self.stats
                 .refuse(format!("row {}", self.stats.rows_read), why.clone());
         }
+        // Every row's key fingerprint; then a loop of loads only, which brings every row's
+        // table entry into cache with many misses in flight at once; then every lookup, while
+        // those lines are still cached.
+        self.fps.clear();
+        for r in 0..block.rows() {
+            let fp = row_key(block, r, self.plan.id_kind, &mut self.key)
+                .ok()
+                .map(|()| fingerprint(&self.key));
+            self.fps.push(fp);
+        }
+        let mut touched = 0u64;
+        for fp in self.fps.iter().flatten() {
+            touched ^= self.state.touch(*fp);
+        }
+        std::hint::black_box(touched);
+        self.visits.clear();
+        for fp in &self.fps {
+            let visit = fp.map(|fp| self.state.visit(fp));
+            self.visits.push(visit);
+        }
         for r in 0..block.rows() {
             self.stats.rows_read += 1;
             self.row(block, r)?;
@@ -200,60 +221,41 @@ impl<'a> Differ<'a> {
     fn row(&mut self, block: &Block, r: usize) -> Result<(), Stop> {
         let plan = self.plan;
         let nid = plan.id_columns();
-        let key = match row_key(block, r, plan.id_kind) {
-            Ok(k) => k,
-            Err(why) => {
-                let row = format!("row {}", self.stats.rows_read);
-                self.stats.refuse(row, why);
+        let (Some(visit), Some(h)) = (self.visits[r], self.fps[r]) else {
+            let why = row_key(block, r, plan.id_kind, &mut self.key)
+                .err()
+                .unwrap_or_default();
+            let row = format!("row {}", self.stats.rows_read);
+            self.stats.refuse(row, why);
+            return Ok(());
+        };
+        let (slot, known_row) = match visit {
+            Visit::Known(slot, row) => (Some(slot), row),
+            Visit::Again => {
+                let _ = row_key(block, r, plan.id_kind, &mut self.key);
+                self.stats.refuse(display_key(&self.key), DUPLICATE.into());
                 return Ok(());
             }
-        };
-        let slot = self.state.find(&key);
-        let fresh = match slot {
-            Some(s) => {
-                if std::mem::replace(&mut self.seen[s as usize], true) {
-                    self.stats.refuse(
-                        display_key(&key),
-                        "the identifier appears twice in the source".into(),
-                    );
+            Visit::New => {
+                if !self.new_keys.insert(h) {
+                    let _ = row_key(block, r, plan.id_kind, &mut self.key);
+                    self.stats.refuse(display_key(&self.key), DUPLICATE.into());
                     return Ok(());
                 }
-                false
-            }
-            None => {
-                if !self.new_keys.insert(key.clone()) {
-                    self.stats.refuse(
-                        display_key(&key),
-                        "the identifier appears twice in the source".into(),
-                    );
-                    return Ok(());
-                }
-                true
+                (None, 0)
             }
         };
-        self.scratch.clear();
-        for (j, _) in plan.fields.iter().enumerate() {
-            match block.cell(r, nid + j) {
-                None => self.scratch.push(0),
-                Some(b) => {
-                    self.scratch.push(1);
-                    self.scratch
-                        .extend_from_slice(&(b.len() as u32).to_le_bytes());
-                    self.scratch.extend_from_slice(b);
-                }
-            }
+        let fresh = slot.is_none();
+        let row_print = block.row_prints[r];
+        if slot.is_some() && known_row == row_print {
+            self.stats.unchanged += 1;
+            return Ok(());
         }
-        let row_print = nonzero(xxh3_64(&self.scratch));
+        let _ = row_key(block, r, plan.id_kind, &mut self.key);
+        let key = self.key.clone();
         let old: Vec<u64> = match slot {
-            Some(s) => {
-                let prints = self.state.prints(s);
-                if prints[0] == row_print {
-                    self.stats.unchanged += 1;
-                    return Ok(());
-                }
-                prints.to_vec()
-            }
-            None => vec![0; plan.fields.len() + 1],
+            Some(s) => self.state.field_prints(s).map_err(Stop::Source)?,
+            None => vec![0; plan.fields.len()],
         };
         let mut new = Vec::with_capacity(plan.fields.len() + 1);
         new.push(row_print);
@@ -283,7 +285,7 @@ impl<'a> Differ<'a> {
                 object,
             });
         }
-        let differs = (1..new.len()).any(|i| new[i] != old[i]);
+        let differs = (1..new.len()).any(|i| new[i] != old[i - 1]);
         if !differs {
             // Same values, different text around them (or fields were remapped): remember
             // the new fingerprint without sending anything.
@@ -304,7 +306,7 @@ impl<'a> Differ<'a> {
         let mut add = Vec::new();
         let mut remove = Vec::new();
         for (j, field) in plan.fields.iter().enumerate() {
-            let (now, was) = (new[j + 1], old[j + 1]);
+            let (now, was) = (new[j + 1], old[j]);
             match field.kind {
                 FieldKind::Attribute(ty) => {
                     let send = match plan.mode {
@@ -385,10 +387,7 @@ impl<'a> Differ<'a> {
     /// After the last block: the removed rows, then whatever is still batched.
     pub fn finish(mut self) -> Result<DiffStats, Stop> {
         let plan = self.plan;
-        for slot in 0..self.state.slots() as u32 {
-            if self.seen[slot as usize] || !self.state.is_live(slot) {
-                continue;
-            }
+        for slot in self.state.unvisited() {
             self.stats.removed += 1;
             let key = self.state.key(slot).to_vec();
             if plan.cohort() {
@@ -401,12 +400,12 @@ impl<'a> Differ<'a> {
                 })?;
                 continue;
             }
-            let old = self.state.prints(slot);
+            let old = self.state.field_prints(slot).map_err(Stop::Source)?;
             let mut object = id_object(&key, plan.id_kind);
             let mut remove = Vec::new();
             let mut anything = false;
             for (j, field) in plan.fields.iter().enumerate() {
-                if old[j + 1] == 0 {
+                if old[j] == 0 {
                     continue;
                 }
                 anything = true;
@@ -457,6 +456,26 @@ impl<'a> Differ<'a> {
     }
 }
 
+/// Per row of a block, the fingerprint of its tracked cells. Runs on the reader's thread, which
+/// balances the two threads: the differ fingerprints keys and looks rows up.
+pub fn prepare(plan: &Plan, block: &mut Block) {
+    let nid = plan.id_columns();
+    let mut lens = Vec::new();
+    let mut prints = std::mem::take(&mut block.row_prints);
+    prints.clear();
+    for r in 0..block.rows() {
+        // The cells' bytes back to back, seeded with their lengths (null apart from empty).
+        let bytes = block.span(r, nid, &mut lens);
+        let seed = lens.iter().fold(0x9e37_79b9_7f4a_7c15u64, |h, l| {
+            (h ^ u64::from(*l))
+                .wrapping_mul(0x0100_0000_01b3)
+                .rotate_left(29)
+        });
+        prints.push(nonzero(xxh3_64_with_seed(bytes, seed)));
+    }
+    block.row_prints = prints;
+}
+
 fn array_edit(add: Vec<Value>, remove: Vec<Value>) -> Value {
     let mut edit = Map::new();
     if !add.is_empty() {
@@ -476,7 +495,10 @@ fn nonzero(h: u64) -> u64 {
 /// The separator of an alias's name and label in its key.
 const ALIAS_SEP: u8 = 0x1f;
 
-fn row_key(block: &Block, r: usize, kind: IdKind) -> Result<Vec<u8>, String> {
+const DUPLICATE: &str = "the identifier appears twice in the source";
+
+/// The row's key into `key`: the identifier, or an alias's name and label.
+fn row_key(block: &Block, r: usize, kind: IdKind, key: &mut Vec<u8>) -> Result<(), String> {
     let cell = |c: usize, what: &str| -> Result<&[u8], String> {
         match block.cell(r, c) {
             Some(b) if !b.iter().all(u8::is_ascii_whitespace) => {
@@ -488,6 +510,7 @@ fn row_key(block: &Block, r: usize, kind: IdKind) -> Result<Vec<u8>, String> {
             _ => Err(format!("the {what} is empty")),
         }
     };
+    key.clear();
     match kind {
         IdKind::UserAlias => {
             let name = cell(0, "alias name")?;
@@ -495,13 +518,13 @@ fn row_key(block: &Block, r: usize, kind: IdKind) -> Result<Vec<u8>, String> {
             if name.contains(&ALIAS_SEP) || label.contains(&ALIAS_SEP) {
                 return Err("the alias contains a control character".into());
             }
-            let mut key = name.to_vec();
+            key.extend_from_slice(name);
             key.push(ALIAS_SEP);
             key.extend_from_slice(label);
-            Ok(key)
         }
-        other => Ok(cell(0, other.name())?.to_vec()),
+        other => key.extend_from_slice(cell(0, other.name())?),
     }
+    Ok(())
 }
 
 /// A key as people read it (an alias as `name / label`).

@@ -102,18 +102,16 @@ pub async fn run(file: &SyncFile, sync: &Sync, opts: &RunOptions) -> Result<Repo
         Some(Arc::new(Client::new(&sync.target)?))
     };
 
-    let (load_dir, load_header) = (dir.clone(), header.clone());
-    let state = tokio::task::spawn_blocking(move || -> Result<State, SyncError> {
-        let state = State::load(&load_dir, &load_header)?;
-        if state::journal_mismatch(&load_dir, &load_header) || state.notice.is_some() {
-            state.compact(&load_dir, &load_header)?;
-        }
-        Ok(state)
-    })
-    .await
-    .map_err(|e| SyncError::State(e.to_string()))??;
-    if let Some(n) = &state.notice {
-        warnings.push(n.clone());
+    if state::needs_rewrite(&dir, &header) {
+        let (d, h) = (dir.clone(), header.clone());
+        let notice = tokio::task::spawn_blocking(move || -> Result<Option<String>, SyncError> {
+            let state = State::load(&d, &h)?;
+            state.compact(&d, &h)?;
+            Ok(state.notice)
+        })
+        .await
+        .map_err(|e| SyncError::State(e.to_string()))??;
+        warnings.extend(notice);
     }
     let mut journal = if opts.dry_run {
         None
@@ -140,9 +138,20 @@ pub async fn run(file: &SyncFile, sync: &Sync, opts: &RunOptions) -> Result<Repo
     let source = sync.source.clone();
     let diff_plan = plan.clone();
     let diff_read = read.clone();
+    let (diff_dir, diff_header) = (dir.clone(), header.clone());
     let differ = std::thread::Builder::new()
         .name("eddy-sync-diff".into())
-        .spawn(move || diff_thread(source, columns, diff_plan, state, tx, diff_read))
+        .spawn(move || {
+            diff_thread(
+                source,
+                columns,
+                diff_plan,
+                &diff_dir,
+                &diff_header,
+                tx,
+                diff_read,
+            )
+        })
         .map_err(|e| SyncError::Source(e.to_string()))?;
 
     // Sender.
@@ -367,12 +376,16 @@ fn diff_thread(
     source: Source,
     columns: Vec<String>,
     plan: Plan,
-    state: State,
+    dir: &std::path::Path,
+    header: &Header,
     tx: mpsc::Sender<Msg>,
     read: Arc<AtomicU64>,
 ) -> Result<DiffStats, Stop> {
     let ncols = columns.len();
-    let (btx, brx) = std::sync::mpsc::sync_channel::<Result<Block, SyncError>>(4);
+    // The reader starts first and may run up to this many blocks ahead while the state loads
+    // on this thread: reading and loading overlap on two cores.
+    let (btx, brx) = std::sync::mpsc::sync_channel::<Result<Block, SyncError>>(READ_AHEAD_BLOCKS);
+    let reader_plan = plan.clone();
     let reader = std::thread::Builder::new()
         .name("eddy-sync-read".into())
         .spawn(move || {
@@ -387,6 +400,7 @@ fn diff_thread(
                 let mut block = Block::new(ncols);
                 match input.fill(&mut block) {
                     Ok(more) => {
+                        crate::diff::prepare(&reader_plan, &mut block);
                         if btx.send(Ok(block)).is_err() || !more {
                             return;
                         }
@@ -399,8 +413,15 @@ fn diff_thread(
             }
         })
         .map_err(|e| Stop::Source(SyncError::Source(e.to_string())))?;
+    let loading = std::time::Instant::now();
+    let mut state = State::load(dir, header).map_err(Stop::Source)?;
+    tracing::debug!(
+        rows = state.len(),
+        ms = loading.elapsed().as_millis() as u64,
+        "sync state loaded"
+    );
     let out = |msg: Msg| tx.blocking_send(msg).is_ok();
-    let mut differ = Differ::new(&plan, &state, &out, read);
+    let mut differ = Differ::new(&plan, &mut state, &out, read);
     let mut result = Ok(());
     for block in brx.iter() {
         match block {
@@ -416,11 +437,15 @@ fn diff_thread(
             }
         }
     }
+    tracing::debug!(ms = loading.elapsed().as_millis() as u64, "diff done");
     drop(brx);
     let _ = reader.join();
     result?;
     differ.finish()
 }
+
+/// Blocks of [`source::BLOCK_ROWS`] rows the reader may run ahead of the differ (a million rows).
+const READ_AHEAD_BLOCKS: usize = 256;
 
 fn spawn_progress(
     name: String,

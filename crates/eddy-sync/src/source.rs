@@ -20,6 +20,8 @@ pub struct Block {
     nulls: Vec<bool>,
     /// Rows that could not be read, with why (they count as failed).
     pub bad: Vec<String>,
+    /// Each row's fingerprint of its tracked cells, once prepared for the diff.
+    pub row_prints: Vec<u64>,
 }
 
 impl Block {
@@ -52,6 +54,26 @@ impl Block {
         }
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         Some(&self.data[start..self.ends[i]])
+    }
+
+    /// The bytes of cells `from..` of `row`, back to back, and each cell's length (`u32::MAX`
+    /// for null) into `lens`: enough to fingerprint the cells without copying them.
+    pub fn span(&self, row: usize, from: usize, lens: &mut Vec<u32>) -> &[u8] {
+        let first = row * self.ncols + from;
+        let last = (row + 1) * self.ncols;
+        let start = if first == 0 { 0 } else { self.ends[first - 1] };
+        let mut prev = start;
+        lens.clear();
+        for i in first..last {
+            let end = self.ends[i];
+            lens.push(if self.nulls[i] {
+                u32::MAX
+            } else {
+                (end - prev) as u32
+            });
+            prev = end;
+        }
+        &self.data[start..prev]
     }
 
     fn push(&mut self, cell: Option<&[u8]>) {

@@ -12,8 +12,10 @@
 mod amplitude;
 mod avro;
 mod cohorts;
+mod currents_s3;
 mod load;
 mod segments;
+mod sync;
 mod zipf;
 
 use std::path::PathBuf;
@@ -42,10 +44,21 @@ enum Command {
     Avro(avro::AvroArgs),
     /// Currents delivery to an Amplitude emulator, unthrottled and under a storm.
     Amplitude(amplitude::AmplitudeArgs),
+    /// Currents into a local S3-compatible server: ingest, replay, events stored per second.
+    CurrentsS3(currents_s3::CurrentsS3Args),
+    /// eddy sync over a 10M-row CSV with 1% changed: read, diff, run, and DuckDB's diff.
+    Sync(sync::SyncArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -55,6 +68,8 @@ fn main() -> anyhow::Result<()> {
         Command::Cohorts(args) => runtime.block_on(cohorts::run(args)),
         Command::Avro(args) => avro::run(args),
         Command::Amplitude(args) => runtime.block_on(amplitude::run(args)),
+        Command::CurrentsS3(args) => runtime.block_on(currents_s3::run(args)),
+        Command::Sync(args) => runtime.block_on(sync::run(args)),
     }
 }
 

@@ -113,6 +113,13 @@ pub struct AmplitudeConnector {
     /// Hours an undeliverable event is kept before it is dropped and counted [default: 48].
     #[serde(default = "default_retention")]
     pub retention_hours: u64,
+    /// Seconds a request may take before it is abandoned and retried [default: 10].
+    #[serde(default = "default_request_timeout")]
+    pub timeout_seconds: u64,
+}
+
+fn default_request_timeout() -> u64 {
+    10
 }
 
 fn default_amplitude_region() -> String {

@@ -74,7 +74,7 @@ impl AmplitudeTask {
     ) -> AmplitudeTask {
         let url = settings.url().unwrap_or_default();
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(settings.timeout_seconds.max(1)))
             .build()
             .unwrap_or_default();
         AmplitudeTask {

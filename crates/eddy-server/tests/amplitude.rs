@@ -127,6 +127,38 @@ async fn storms_lose_nothing() {
 }
 
 #[tokio::test]
+async fn a_timed_out_request_is_retried_and_duplicates_keep_their_insert_id() {
+    let app = spawn_app().await;
+    let amp = AmplitudeEmulator::start("amp-key").await;
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/currents",
+            json!({"name": "amp", "type": "amplitude", "api_key": "amp-key", "endpoint": amp.url, "timeout_seconds": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // The first batch is ingested but its answer comes after the client gave up.
+    amp.fail_next(vec![Fault::Hang(3000)]);
+    let events: Vec<Value> = (0..20).map(|i| json!({"external_id": format!("user-{i}"), "name": "tick", "time": "2024-01-01", "properties": {"i": i}})).collect();
+    app.track(json!({"events": events})).await;
+    let s = drain(&app, "amp").await;
+    assert_eq!(s["delivered"].as_u64(), Some(20), "{s}");
+    assert_eq!(s["dropped"], 0, "{s}");
+    let ingested = amp.ingested();
+    assert_eq!(ingested.len(), 20, "zero loss");
+    let (received, requests) = amp.counts();
+    assert!(
+        requests >= 2,
+        "the timed-out request was retried ({requests})"
+    );
+    // At least once: the retried events arrived twice, which insert_id lets Amplitude dedupe.
+    assert_eq!(
+        received, 40,
+        "one duplicate per event of the timed-out batch"
+    );
+}
+
+#[tokio::test]
 async fn an_invalid_key_pauses_without_losing_events() {
     let app = spawn_app().await;
     let amp = AmplitudeEmulator::start("right-key").await;

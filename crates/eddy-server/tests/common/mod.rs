@@ -265,6 +265,9 @@ pub enum Fault {
     TooLarge,
     /// 400 naming these event positions as invalid.
     Invalid(Vec<usize>),
+    /// Ingests the batch, then answers only after this many milliseconds: a client that times
+    /// out first must retry, and Amplitude receives those events twice (same `insert_id`).
+    Hang(u64),
 }
 
 #[derive(Default)]
@@ -296,10 +299,18 @@ impl AmplitudeEmulator {
             axum::extract::State(state): axum::extract::State<Shared>,
             body: axum::body::Bytes,
         ) -> Response {
+            let mut hang = None;
+            let response = answer(&state, &body, &mut hang);
+            if let Some(ms) = hang {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            response
+        }
+        fn answer(state: &Shared, body: &[u8], hang: &mut Option<u64>) -> Response {
             let reply = |code: u16, body: Value| {
                 (StatusCode::from_u16(code).unwrap(), axum::Json(body)).into_response()
             };
-            let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+            let Ok(request) = serde_json::from_slice::<Value>(body) else {
                 return reply(
                     400,
                     json!({"code": 400, "error": "Invalid JSON request body"}),
@@ -336,6 +347,7 @@ impl AmplitudeEmulator {
             }
             let fault = s.faults.pop_front();
             match fault {
+                Some(Fault::Hang(ms)) => *hang = Some(ms),
                 Some(Fault::Status(code)) => {
                     return reply(code, json!({"code": code, "error": "injected"}));
                 }

@@ -57,6 +57,87 @@ pub struct S3Connector {
     pub retention_hours: u64,
 }
 
+/// Azure Blob Storage connector settings (Braze's "Azure Blob Storage" Currents).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConnector {
+    /// Storage account name.
+    pub account: String,
+    /// Container the files go to.
+    pub container: String,
+    /// Storage account access key; taken from the environment when absent.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// Blob endpoint replacing Azure's (an emulator such as Azurite), e.g.
+    /// `http://127.0.0.1:10000/devstoreaccount1`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Blob name prefix [default: currents].
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Seconds between flushes [default: 300].
+    #[serde(default = "default_flush")]
+    pub flush_interval_seconds: u64,
+    /// Events per file at most [default: 15,000].
+    #[serde(default = "default_max_events")]
+    pub max_events_per_file: usize,
+    /// Block codec [default: null, as Braze].
+    #[serde(default)]
+    pub codec: Codec,
+    /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
+    #[serde(default = "default_retention")]
+    pub retention_hours: u64,
+}
+
+fn default_prefix() -> String {
+    "currents".into()
+}
+
+/// What a file-writing connector needs, whatever the object store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileOptions {
+    /// Key prefix.
+    pub prefix: String,
+    /// Braze's connection-type identifier in keys: `S3` or `AzureBlob`.
+    pub connection: &'static str,
+    /// Seconds between flushes.
+    pub flush_interval_seconds: u64,
+    /// Events per file at most.
+    pub max_events_per_file: usize,
+    /// Block codec.
+    pub codec: Codec,
+    /// Hours before undeliverable events are dropped.
+    pub retention_hours: u64,
+}
+
+impl S3Connector {
+    /// The file options of this connector.
+    pub fn files(&self) -> FileOptions {
+        FileOptions {
+            prefix: self.s3.prefix.clone(),
+            connection: "S3",
+            flush_interval_seconds: self.flush_interval_seconds,
+            max_events_per_file: self.max_events_per_file,
+            codec: self.codec,
+            retention_hours: self.retention_hours,
+        }
+    }
+}
+
+impl AzureConnector {
+    /// The file options of this connector.
+    pub fn files(&self) -> FileOptions {
+        FileOptions {
+            prefix: self.prefix.clone(),
+            connection: "AzureBlob",
+            flush_interval_seconds: self.flush_interval_seconds,
+            max_events_per_file: self.max_events_per_file,
+            codec: self.codec,
+            retention_hours: self.retention_hours,
+        }
+    }
+}
+
 fn default_flush() -> u64 {
     300
 }
@@ -88,6 +169,8 @@ pub struct Connector {
 pub enum Sink {
     /// Avro files in an S3 bucket.
     S3(S3Connector),
+    /// Avro files in an Azure Blob Storage container.
+    Azure(AzureConnector),
     /// Amplitude's HTTP API v2.
     Amplitude(AmplitudeConnector),
 }
@@ -171,7 +254,7 @@ pub struct DeliveryState {
 pub struct CreateRequest {
     /// Name.
     pub name: String,
-    /// `s3` (and later `amplitude`).
+    /// `s3`, `azure` or `amplitude`.
     #[serde(rename = "type")]
     pub kind: String,
     /// Selected event types.
@@ -207,6 +290,19 @@ impl CreateRequest {
         }
         let sink = match self.kind.as_str() {
             "s3" => Sink::S3(s3_settings(self.settings)?),
+            "azure" => {
+                let settings: AzureConnector = serde_json::from_value(Value::Object(self.settings))
+                    .map_err(|e| format!("invalid azure settings: {e}"))?;
+                if settings.account.is_empty() || settings.container.is_empty() {
+                    return Err("azure connectors need an account and a container".into());
+                }
+                if settings.flush_interval_seconds == 0 || settings.max_events_per_file == 0 {
+                    return Err(
+                        "flush_interval_seconds and max_events_per_file must be at least 1".into(),
+                    );
+                }
+                Sink::Azure(settings)
+            }
             "amplitude" => {
                 let settings: AmplitudeConnector =
                     serde_json::from_value(Value::Object(self.settings))
@@ -226,7 +322,7 @@ impl CreateRequest {
             }
             other => {
                 return Err(format!(
-                    "unknown connector type '{other}' (s3 or amplitude)"
+                    "unknown connector type '{other}' (s3, azure or amplitude)"
                 ));
             }
         };
@@ -306,6 +402,7 @@ impl Connector {
 
 /// The object key of a file, in Braze's layout.
 pub fn object_key(
+    connection: &str,
     prefix: &str,
     integration_id: &str,
     event_type: &str,
@@ -313,7 +410,7 @@ pub fn object_key(
     partition: u64,
     offset: u64,
 ) -> String {
-    let topic = format!("dataexport.{CLUSTER}.S3.integration.{integration_id}");
+    let topic = format!("dataexport.{CLUSTER}.{connection}.integration.{integration_id}");
     let prefix = prefix.trim_matches('/');
     let lead = if prefix.is_empty() {
         String::new()
@@ -341,6 +438,7 @@ mod tests {
     fn keys_follow_braze_layout() {
         assert_eq!(
             object_key(
+                "S3",
                 "currents",
                 "69cadaaed2d51b7c75b1a3e5",
                 "users.behaviors.CustomEvent",
@@ -420,6 +518,46 @@ mod tests {
             req(json!({"name": "x", "type": "s3"}))
                 .unwrap_err()
                 .contains("bucket")
+        );
+        let azure =
+            req(json!({"name": "blob", "type": "azure", "account": "acct", "container": "c"}))
+                .unwrap();
+        let Sink::Azure(a) = &azure.sink else {
+            panic!("not azure")
+        };
+        let files = a.files();
+        assert_eq!(
+            (
+                files.prefix.as_str(),
+                files.connection,
+                files.flush_interval_seconds
+            ),
+            ("currents", "AzureBlob", 300)
+        );
+        assert!(
+            req(json!({"name": "x", "type": "azure", "account": "a"}))
+                .unwrap_err()
+                .contains("container")
+        );
+        assert!(req(json!({"name": "x", "type": "azure", "account": "a", "container": "c", "bucket": "b"}))
+            .unwrap_err()
+            .contains("bucket"));
+    }
+
+    #[test]
+    fn azure_keys_name_the_connection_type() {
+        let key = object_key(
+            "AzureBlob",
+            "p",
+            "abc",
+            "users.behaviors.CustomEvent",
+            "2025-04-01-17",
+            1,
+            7,
+        );
+        assert_eq!(
+            key,
+            "p/dataexport.eddy-01.AzureBlob.integration.abc/event_type=users.behaviors.CustomEvent/date=2025-04-01-17/version=10/eddy/dataexport.eddy-01.AzureBlob.integration.abc+1+7.avro"
         );
     }
 }

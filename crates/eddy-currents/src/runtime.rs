@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::avro::Container;
 use crate::catalogue;
 use crate::connector::{
-    Connector, CreateRequest, DeliveryState, S3Connector, Sink, hour_of, object_key,
+    AzureConnector, Connector, CreateRequest, DeliveryState, FileOptions, Sink, hour_of, object_key,
 };
 use crate::source::{Item, Source};
 
@@ -176,9 +176,8 @@ impl Currents {
         let connector = request
             .into_connector(integration_id)
             .map_err(CurrentsError::Invalid)?;
-        if let Sink::S3(s3) = &connector.sink {
-            s3_store(&s3.s3, s3.server_side_encryption.as_deref())
-                .map_err(|e| CurrentsError::Invalid(format!("invalid s3 settings: {e}")))?;
+        if let Err(e) = file_store(&connector.sink) {
+            return Err(CurrentsError::Invalid(e));
         }
         let state = DeliveryState {
             cursor: self.store.outbox_head()?,
@@ -220,10 +219,16 @@ impl Currents {
             read_pos: state.cursor,
         };
         let handle = match &connector.sink {
-            Sink::S3(settings) => {
+            Sink::S3(_) | Sink::Azure(_) => {
+                let files = match &connector.sink {
+                    Sink::S3(s3) => s3.files(),
+                    Sink::Azure(azure) => azure.files(),
+                    Sink::Amplitude(_) => unreachable!("matched above"),
+                };
                 let task = S3Task {
                     source,
-                    settings: settings.clone(),
+                    store: file_store(&connector.sink),
+                    settings: files,
                     saved: state.clone(),
                     state,
                     status: status.clone(),
@@ -265,6 +270,7 @@ impl Currents {
         let status = r.status.lock().ok()?.clone();
         let kind = match r.connector.sink {
             Sink::S3(_) => "s3",
+            Sink::Azure(_) => "azure",
             Sink::Amplitude(_) => "amplitude",
         };
         Some(json!({
@@ -405,9 +411,42 @@ struct File {
     first_at: i64,
 }
 
+/// The object store a file-writing connector writes to.
+fn file_store(sink: &Sink) -> Result<Arc<dyn object_store::ObjectStore>, String> {
+    match sink {
+        Sink::S3(s3) => s3_store(&s3.s3, s3.server_side_encryption.as_deref())
+            .map(|s| Arc::new(s) as Arc<dyn object_store::ObjectStore>)
+            .map_err(|e| format!("invalid s3 settings: {e}")),
+        Sink::Azure(azure) => azure_store(azure)
+            .map(|s| Arc::new(s) as Arc<dyn object_store::ObjectStore>)
+            .map_err(|e| format!("invalid azure settings: {e}")),
+        Sink::Amplitude(_) => Err("amplitude connectors write no files".into()),
+    }
+}
+
+/// An Azure Blob Storage client; an endpoint (Azurite) is used as given, over plain HTTP.
+pub fn azure_store(
+    settings: &AzureConnector,
+) -> Result<object_store::azure::MicrosoftAzure, object_store::Error> {
+    let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
+        .with_account(&settings.account)
+        .with_container_name(&settings.container);
+    if let Some(key) = &settings.access_key {
+        builder = builder.with_access_key(key);
+    }
+    if let Some(endpoint) = &settings.endpoint {
+        builder = builder
+            .with_endpoint(endpoint.clone())
+            .with_allow_http(true);
+    }
+    builder.build()
+}
+
+/// Writes Avro files to an object store (S3 or Azure Blob Storage).
 struct S3Task {
     source: Source,
-    settings: S3Connector,
+    store: Result<Arc<dyn object_store::ObjectStore>, String>,
+    settings: FileOptions,
     state: DeliveryState,
     /// The state as last saved.
     saved: DeliveryState,
@@ -421,13 +460,10 @@ impl S3Task {
         self.state.generation += 1;
         self.source.read_pos = self.state.cursor;
         self.save().await;
-        let store = match s3_store(
-            &self.settings.s3,
-            self.settings.server_side_encryption.as_deref(),
-        ) {
+        let store = match self.store.clone() {
             Ok(s) => s,
             Err(e) => {
-                self.fail(format!("invalid s3 settings: {e}"));
+                self.fail(e);
                 return;
             }
         };
@@ -529,7 +565,8 @@ impl S3Task {
         let events = buffer.container.len();
         let (event_type, hour) = key;
         let name = object_key(
-            &self.settings.s3.prefix,
+            self.settings.connection,
+            &self.settings.prefix,
             &self.source.connector.integration_id,
             event_type,
             hour,
@@ -552,7 +589,7 @@ impl S3Task {
     }
 
     /// Stores waiting files in order; stops at the first failure (retried next tick).
-    async fn upload(&mut self, store: &AmazonS3) -> u64 {
+    async fn upload(&mut self, store: &Arc<dyn object_store::ObjectStore>) -> u64 {
         let mut stored = 0;
         while let Some(file) = self.files.first() {
             let path = object_store::path::Path::from(file.key.as_str());

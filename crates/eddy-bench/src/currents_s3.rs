@@ -76,34 +76,7 @@ pub async fn run(args: CurrentsS3Args) -> anyhow::Result<()> {
     let server = EddyServer::start(&eddy, &["users.track"]).await?;
     let client = reqwest::Client::new();
     let before = jiff::Timestamp::now().to_string();
-    let bodies: Vec<String> = (0..args.events)
-        .collect::<Vec<_>>()
-        .chunks(75)
-        .map(|chunk| {
-            let events: Vec<Value> = chunk
-                .iter()
-                .map(|i| json!({"external_id": format!("s3-user-{}", i % 50_000), "name": "tick", "time": "2024-05-01T12:00:00Z", "properties": {"i": i}}))
-                .collect();
-            json!({"events": events}).to_string()
-        })
-        .collect();
-    let track = format!("{}/users/track", server.url);
-    for chunk in bodies.chunks(64) {
-        let mut tasks = Vec::new();
-        for body in chunk {
-            tasks.push(
-                client
-                    .post(&track)
-                    .bearer_auth(&server.key)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send(),
-            );
-        }
-        for task in tasks {
-            anyhow::ensure!(task.await?.status().as_u16() == 201, "ingest failed");
-        }
-    }
+    crate::load::ingest_events(&server, args.events, "s3-user").await?;
     let created = client
         .post(format!(
             "{}/eddy/v1/workspaces/default/currents",

@@ -343,6 +343,46 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ingests `events` custom events through `/users/track`, 75 per request and 64 requests in
+/// flight, spread over 50,000 users named `<prefix>-<n>` (so per-user limits downstream are not
+/// what a Currents benchmark measures).
+pub(crate) async fn ingest_events(
+    server: &EddyServer,
+    events: usize,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let bodies: Vec<String> = (0..events)
+        .collect::<Vec<_>>()
+        .chunks(75)
+        .map(|chunk| {
+            let events: Vec<Value> = chunk
+                .iter()
+                .map(|i| json!({"external_id": format!("{prefix}-{}", i % 50_000), "name": "tick", "time": "2024-05-01T12:00:00Z", "properties": {"i": i}}))
+                .collect();
+            json!({"events": events}).to_string()
+        })
+        .collect();
+    let track = format!("{}/users/track", server.url);
+    for chunk in bodies.chunks(64) {
+        let mut tasks = Vec::new();
+        for body in chunk {
+            tasks.push(
+                client
+                    .post(&track)
+                    .bearer_auth(&server.key)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send(),
+            );
+        }
+        for task in tasks {
+            anyhow::ensure!(task.await?.status().as_u16() == 201, "ingest failed");
+        }
+    }
+    Ok(())
+}
+
 /// `eddy serve` on a fresh data directory with some rate-limit groups lifted, and a REST key.
 pub(crate) struct EddyServer {
     pub child: Child,

@@ -384,43 +384,35 @@ impl Sync {
         if jiff::tz::TimeZone::get(&self.timezone).is_err() {
             return bad(format!("'{}' is not an IANA time zone", self.timezone));
         }
-        match &self.target {
+        let (batch_size, most, concurrency) = match &self.target {
             Target::UsersTrack {
                 batch_size,
                 concurrency,
                 ..
-            } => {
-                if !(1..=75).contains(batch_size) {
-                    return bad("batch_size must be between 1 and 75".into());
-                }
-                if *concurrency == 0 {
-                    return bad("concurrency must be at least 1".into());
-                }
-                if self.identifier.kind == IdKind::DeviceId {
-                    return bad("device_id identifies users only for cohort targets".into());
-                }
-            }
+            } => (*batch_size, 75, *concurrency),
             Target::Cohort {
                 batch_size,
                 concurrency,
                 ..
-            } => {
-                if !(1..=1000).contains(batch_size) {
-                    return bad("batch_size must be between 1 and 1000".into());
-                }
-                if *concurrency == 0 {
-                    return bad("concurrency must be at least 1".into());
-                }
-                if self.identifier.kind == IdKind::BrazeId {
-                    return bad("cohorts take external_id, device_id or user_alias".into());
-                }
-                if !self.attributes.is_empty() || self.audiences.is_some() {
-                    return bad(
-                        "a cohort target sends membership only: remove attributes and audiences"
-                            .into(),
-                    );
-                }
-            }
+            } => (*batch_size, 1000, *concurrency),
+        };
+        if !(1..=most).contains(&batch_size) {
+            return bad(format!("batch_size must be between 1 and {most}"));
+        }
+        if concurrency == 0 {
+            return bad("concurrency must be at least 1".into());
+        }
+        let cohort = matches!(self.target, Target::Cohort { .. });
+        if !cohort && self.identifier.kind == IdKind::DeviceId {
+            return bad("device_id identifies users only for cohort targets".into());
+        }
+        if cohort && self.identifier.kind == IdKind::BrazeId {
+            return bad("cohorts take external_id, device_id or user_alias".into());
+        }
+        if cohort && (!self.attributes.is_empty() || self.audiences.is_some()) {
+            return bad(
+                "a cohort target sends membership only: remove attributes and audiences".into(),
+            );
         }
         let mut seen = std::collections::BTreeSet::new();
         for field in self.fields() {

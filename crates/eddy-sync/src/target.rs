@@ -313,22 +313,15 @@ impl Client {
             if let Some(key) = key {
                 request = request.bearer_auth(key);
             }
-            let response = match request.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    failures += 1;
-                    if failures > self.max_retries {
-                        return Reply::Failed(format!("network error: {e}"));
-                    }
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(backoff(failures)).await;
-                    continue;
-                }
+            // A failure to send or to read the answer is a network error either way.
+            let answer = async {
+                let response = request.send().await?;
+                let status = response.status().as_u16();
+                let headers = response.headers().clone();
+                Ok::<_, reqwest::Error>((status, headers, response.text().await?))
             };
-            let status = response.status().as_u16();
-            let headers = response.headers().clone();
-            let text = match response.text().await {
-                Ok(t) => t,
+            let (status, headers, text) = match answer.await {
+                Ok(a) => a,
                 Err(e) => {
                     failures += 1;
                     if failures > self.max_retries {

@@ -38,14 +38,6 @@ impl Block {
         self.nulls.len().checked_div(self.ncols).unwrap_or(0)
     }
 
-    /// Empties the block, keeping its buffers.
-    pub fn clear(&mut self) {
-        self.data.clear();
-        self.ends.clear();
-        self.nulls.clear();
-        self.bad.clear();
-    }
-
     /// Cell `col` of row `row`; `None` for null.
     pub fn cell(&self, row: usize, col: usize) -> Option<&[u8]> {
         let i = row * self.ncols + col;

@@ -1,11 +1,13 @@
 //! Change tracking: per sync, what was last confirmed by the target for every row.
 //!
-//! A row is remembered by its identifier (the key) and a list of 64-bit fingerprints: one of the
-//! whole row (a fast "nothing changed" test) and one per tracked field (0 = null). Two files in
-//! the sync's folder hold it: `state.snap`, a snapshot rewritten only by compaction (write to a
-//! temporary file, fsync, rename), and `state.journal`, to which each confirmed batch is appended
-//! as it is confirmed. Every record carries a checksum; a torn last journal record (a crash
-//! mid-write) is cut off on load, so the state is always a prefix of what was confirmed.
+//! A row is remembered by its identifier (the key) and 64-bit fingerprints: one of the whole row
+//! (a fast "nothing changed" test) and one per tracked field (0 = null). Two files in the sync's
+//! folder hold it. `state.snap` is rewritten only by compaction (temporary file, fsync, rename):
+//! section A holds each row's key fingerprint, row fingerprint and key, in fingerprint order, and
+//! is loaded whole; section B holds the field fingerprints, one fixed-size checked record per row,
+//! read only for rows that changed. `state.journal` gets each confirmed batch appended as it is
+//! confirmed; every journal record carries a checksum, and a torn last record (a crash mid-write)
+//! is cut off on load, so the state is always what the target confirmed, up to the last record.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -445,11 +447,6 @@ impl State {
             self.upsert(key, &prints);
         }
         Ok(())
-    }
-
-    /// Slots ever used (live or forgotten).
-    pub fn slots(&self) -> usize {
-        self.key_end.len()
     }
 
     /// Rows remembered.

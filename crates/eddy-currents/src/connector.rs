@@ -89,6 +89,50 @@ pub struct AzureConnector {
     pub retention_hours: u64,
 }
 
+/// Google Cloud Storage connector settings (Braze's "Google Cloud Storage" Currents).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcsConnector {
+    /// Bucket the files go to.
+    pub bucket: String,
+    /// A service account key (the JSON document); the environment's credentials when absent.
+    #[serde(default)]
+    pub service_account_key: Option<String>,
+    /// Base URL replacing Google's (an emulator), e.g. `http://127.0.0.1:4443`; without a key,
+    /// requests to it carry a placeholder token.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Object name prefix [default: currents].
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Seconds between flushes [default: 300].
+    #[serde(default = "default_flush")]
+    pub flush_interval_seconds: u64,
+    /// Events per file at most [default: 15,000].
+    #[serde(default = "default_max_events")]
+    pub max_events_per_file: usize,
+    /// Block codec [default: null, as Braze].
+    #[serde(default)]
+    pub codec: Codec,
+    /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
+    #[serde(default = "default_retention")]
+    pub retention_hours: u64,
+}
+
+impl GcsConnector {
+    /// The file options of this connector.
+    pub fn files(&self) -> FileOptions {
+        FileOptions {
+            prefix: self.prefix.clone(),
+            connection: "GCS",
+            flush_interval_seconds: self.flush_interval_seconds,
+            max_events_per_file: self.max_events_per_file,
+            codec: self.codec,
+            retention_hours: self.retention_hours,
+        }
+    }
+}
+
 fn default_prefix() -> String {
     "currents".into()
 }
@@ -98,7 +142,7 @@ fn default_prefix() -> String {
 pub struct FileOptions {
     /// Key prefix.
     pub prefix: String,
-    /// Braze's connection-type identifier in keys: `S3` or `AzureBlob`.
+    /// Braze's connection-type identifier in keys: `S3`, `AzureBlob` or `GCS`.
     pub connection: &'static str,
     /// Seconds between flushes.
     pub flush_interval_seconds: u64,
@@ -171,6 +215,8 @@ pub enum Sink {
     S3(S3Connector),
     /// Avro files in an Azure Blob Storage container.
     Azure(AzureConnector),
+    /// Avro files in a Google Cloud Storage bucket.
+    Gcs(GcsConnector),
     /// Amplitude's HTTP API v2.
     Amplitude(AmplitudeConnector),
 }
@@ -254,7 +300,7 @@ pub struct DeliveryState {
 pub struct CreateRequest {
     /// Name.
     pub name: String,
-    /// `s3`, `azure` or `amplitude`.
+    /// `s3`, `azure`, `gcs` or `amplitude`.
     #[serde(rename = "type")]
     pub kind: String,
     /// Selected event types.
@@ -303,6 +349,19 @@ impl CreateRequest {
                 }
                 Sink::Azure(settings)
             }
+            "gcs" => {
+                let settings: GcsConnector = serde_json::from_value(Value::Object(self.settings))
+                    .map_err(|e| format!("invalid gcs settings: {e}"))?;
+                if settings.bucket.is_empty() {
+                    return Err("gcs connectors need a bucket".into());
+                }
+                if settings.flush_interval_seconds == 0 || settings.max_events_per_file == 0 {
+                    return Err(
+                        "flush_interval_seconds and max_events_per_file must be at least 1".into(),
+                    );
+                }
+                Sink::Gcs(settings)
+            }
             "amplitude" => {
                 let settings: AmplitudeConnector =
                     serde_json::from_value(Value::Object(self.settings))
@@ -322,7 +381,7 @@ impl CreateRequest {
             }
             other => {
                 return Err(format!(
-                    "unknown connector type '{other}' (s3, azure or amplitude)"
+                    "unknown connector type '{other}' (s3, azure, gcs or amplitude)"
                 ));
             }
         };
@@ -542,6 +601,33 @@ mod tests {
         assert!(req(json!({"name": "x", "type": "azure", "account": "a", "container": "c", "bucket": "b"}))
             .unwrap_err()
             .contains("bucket"));
+    }
+
+    #[test]
+    fn gcs_settings() {
+        let req = |v: Value| {
+            serde_json::from_value::<CreateRequest>(v)
+                .unwrap()
+                .into_connector("i".into())
+        };
+        let ok = req(json!({"name": "g", "type": "gcs", "bucket": "b"})).unwrap();
+        let Sink::Gcs(g) = &ok.sink else {
+            panic!("not gcs")
+        };
+        assert_eq!(
+            (g.files().connection, g.files().prefix.as_str()),
+            ("GCS", "currents")
+        );
+        assert!(
+            req(json!({"name": "g", "type": "gcs"}))
+                .unwrap_err()
+                .contains("bucket")
+        );
+        assert!(
+            req(json!({"name": "g", "type": "gcs", "bucket": "b", "region": "x"}))
+                .unwrap_err()
+                .contains("region")
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::avro::Container;
 use crate::catalogue;
 use crate::connector::{
-    AzureConnector, Connector, CreateRequest, DeliveryState, FileOptions, Sink, hour_of, object_key,
+    AzureConnector, Connector, CreateRequest, DeliveryState, FileOptions, GcsConnector, Sink,
+    hour_of, object_key,
 };
 use crate::source::{Item, Source};
 
@@ -176,7 +177,10 @@ impl Currents {
         let connector = request
             .into_connector(integration_id)
             .map_err(CurrentsError::Invalid)?;
-        if let Err(e) = file_store(&connector.sink) {
+        // A file connector's settings must make a client now, not fail later in its task.
+        if !matches!(connector.sink, Sink::Amplitude(_))
+            && let Err(e) = file_store(&connector.sink)
+        {
             return Err(CurrentsError::Invalid(e));
         }
         let state = DeliveryState {
@@ -219,10 +223,11 @@ impl Currents {
             read_pos: state.cursor,
         };
         let handle = match &connector.sink {
-            Sink::S3(_) | Sink::Azure(_) => {
+            Sink::S3(_) | Sink::Azure(_) | Sink::Gcs(_) => {
                 let files = match &connector.sink {
                     Sink::S3(s3) => s3.files(),
                     Sink::Azure(azure) => azure.files(),
+                    Sink::Gcs(gcs) => gcs.files(),
                     Sink::Amplitude(_) => unreachable!("matched above"),
                 };
                 let task = S3Task {
@@ -271,6 +276,7 @@ impl Currents {
         let kind = match r.connector.sink {
             Sink::S3(_) => "s3",
             Sink::Azure(_) => "azure",
+            Sink::Gcs(_) => "gcs",
             Sink::Amplitude(_) => "amplitude",
         };
         Some(json!({
@@ -420,8 +426,33 @@ fn file_store(sink: &Sink) -> Result<Arc<dyn object_store::ObjectStore>, String>
         Sink::Azure(azure) => azure_store(azure)
             .map(|s| Arc::new(s) as Arc<dyn object_store::ObjectStore>)
             .map_err(|e| format!("invalid azure settings: {e}")),
+        Sink::Gcs(gcs) => gcs_store(gcs)
+            .map(|s| Arc::new(s) as Arc<dyn object_store::ObjectStore>)
+            .map_err(|e| format!("invalid gcs settings: {e}")),
         Sink::Amplitude(_) => Err("amplitude connectors write no files".into()),
     }
+}
+
+/// A Google Cloud Storage client; an endpoint without a key is an emulator (no real token).
+pub fn gcs_store(
+    settings: &GcsConnector,
+) -> Result<object_store::gcp::GoogleCloudStorage, object_store::Error> {
+    let mut builder =
+        object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(&settings.bucket);
+    if let Some(key) = &settings.service_account_key {
+        builder = builder.with_service_account_key(key);
+    }
+    if let Some(endpoint) = &settings.endpoint {
+        builder = builder
+            .with_base_url(endpoint.trim_end_matches('/'))
+            .with_client_options(object_store::ClientOptions::new().with_allow_http(true));
+        if settings.service_account_key.is_none() {
+            // Emulators take any token; a static one keeps the client from asking the cloud
+            // metadata server for a real one.
+            builder = builder.with_bearer_token("emulator");
+        }
+    }
+    builder.build()
 }
 
 /// An Azure Blob Storage client; an endpoint (Azurite) is used as given, over plain HTTP.
@@ -442,7 +473,7 @@ pub fn azure_store(
     builder.build()
 }
 
-/// Writes Avro files to an object store (S3 or Azure Blob Storage).
+/// Writes Avro files to an object store (S3, Azure Blob Storage or Google Cloud Storage).
 struct S3Task {
     source: Source,
     store: Result<Arc<dyn object_store::ObjectStore>, String>,

@@ -376,3 +376,50 @@ async fn undeliverable_files_are_dropped_and_counted_after_the_retention_window(
         "{state}"
     );
 }
+
+/// Google Cloud Storage cannot run here; its XML API writes an object with a path-style PUT, as
+/// the test object server accepts, so it stands in for an emulator (which takes any token).
+#[tokio::test]
+async fn events_reach_google_cloud_storage_in_braze_layout() {
+    let app = spawn_app().await;
+    let gcs = TestS3::start().await;
+    let (status, created) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/currents",
+            json!({"name": "gcs", "type": "gcs", "bucket": "braze-currents", "endpoint": gcs.endpoint,
+                   "prefix": "exports", "event_types": ["users.behaviors.CustomEvent"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let integration = created["integration_id"].as_str().unwrap().to_string();
+    app.track(json!({"events": [{"external_id": "g1", "name": "played", "time": "2024-01-01T00:00:10Z"}]}))
+        .await;
+    let flushed = flush(&app, "gcs").await;
+    assert_eq!(
+        (flushed["delivered"].as_u64(), flushed["pending"].as_u64()),
+        (Some(1), Some(0)),
+        "{flushed}"
+    );
+    let files = files(&gcs, "users.behaviors.CustomEvent");
+    assert_eq!(files.len(), 1);
+    let (key, records) = &files[0];
+    let topic = format!("dataexport.eddy-01.GCS.integration.{integration}");
+    assert!(
+        key.starts_with(&format!(
+            "braze-currents/exports/{topic}/event_type=users.behaviors.CustomEvent/date="
+        )),
+        "{key}"
+    );
+    assert!(
+        key.rsplit('/')
+            .next()
+            .unwrap()
+            .starts_with(&format!("{topic}+")),
+        "{key}"
+    );
+    assert_eq!(records[0]["external_user_id"], "g1");
+    let (_, status) = app
+        .admin_get("/eddy/v1/workspaces/default/currents/gcs")
+        .await;
+    assert_eq!(status["type"], "gcs");
+}

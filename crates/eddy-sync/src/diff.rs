@@ -120,6 +120,8 @@ pub struct DiffStats {
     pub invalid: u64,
     /// The first refusals.
     pub errors: Vec<RowError>,
+    /// Rows the source could not parse (their identifiers are unknown).
+    pub unreadable: u64,
 }
 
 /// How many row errors a report keeps.
@@ -187,6 +189,7 @@ impl<'a> Differ<'a> {
     pub fn block(&mut self, block: &Block) -> Result<(), Stop> {
         for why in &block.bad {
             self.stats.rows_read += 1;
+            self.stats.unreadable += 1;
             self.stats
                 .refuse(format!("row {}", self.stats.rows_read), why.clone());
         }
@@ -387,7 +390,14 @@ impl<'a> Differ<'a> {
     /// After the last block: the removed rows, then whatever is still batched.
     pub fn finish(mut self) -> Result<DiffStats, Stop> {
         let plan = self.plan;
-        for slot in self.state.unvisited() {
+        // A row the source could not parse may be one of the remembered rows: with such rows,
+        // nothing is treated as removed this run rather than unsetting a user by mistake.
+        let unvisited = if self.stats.unreadable > 0 {
+            Vec::new()
+        } else {
+            self.state.unvisited()
+        };
+        for slot in unvisited {
             self.stats.removed += 1;
             let key = self.state.key(slot).to_vec();
             if plan.cohort() {

@@ -285,6 +285,12 @@ pub async fn run(file: &SyncFile, sync: &Sync, opts: &RunOptions) -> Result<Repo
         }
     }
 
+    if diff.unreadable > 0 {
+        warnings.push(format!(
+            "{} row(s) could not be read: rows that left the source are not removed this run",
+            diff.unreadable
+        ));
+    }
     let mut all_errors = diff.errors.clone();
     for e in errors {
         if all_errors.len() < MAX_ERRORS {

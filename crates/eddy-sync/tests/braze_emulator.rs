@@ -178,3 +178,43 @@ async fn one_run_at_a_time_per_sync() {
     assert_eq!(a.unwrap().sent, 5);
     assert!(matches!(b, Err(eddy_sync::SyncError::Busy(_))), "{b:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_row_holds_back_removals() {
+    let braze = spawn_braze().await;
+    let w = Workdir::new();
+    let file = w.config(&config(&braze, "braze-key"));
+    csv(
+        &w.path("people.csv"),
+        "external_id,first_name",
+        &["u1,a".into(), "u2,b".into(), "u3,c".into()],
+    );
+    assert_eq!(run_once(&file).await.sent, 3);
+
+    // u2's line is broken: it might be u2, so nobody is unset this run.
+    csv(
+        &w.path("people.csv"),
+        "external_id,first_name",
+        &["u1,a".into(), "u2,b,extra".into(), "u3,c".into()],
+    );
+    let held = run_once(&file).await;
+    assert_eq!((held.removed, held.sent, held.failed), (0, 0, 1), "{held}");
+    assert!(
+        held.warnings
+            .iter()
+            .any(|w| w.contains("not removed this run")),
+        "{held}"
+    );
+
+    csv(
+        &w.path("people.csv"),
+        "external_id,first_name",
+        &["u1,a".into(), "u3,c".into()],
+    );
+    braze.take_applied();
+    let fixed = run_once(&file).await;
+    assert_eq!((fixed.removed, fixed.sent), (1, 1), "{fixed}");
+    let applied = braze.take_applied();
+    assert_eq!(applied[0]["external_id"], "u2");
+    assert!(applied[0]["first_name"].is_null(), "{}", applied[0]);
+}

@@ -102,7 +102,9 @@ pub async fn run(file: &SyncFile, sync: &Sync, opts: &RunOptions) -> Result<Repo
         Some(Arc::new(Client::new(&sync.target)?))
     };
 
-    if state::needs_rewrite(&dir, &header) {
+    // State written for other fields or another identifier is rewritten before the journal
+    // appends to it; a dry run only remaps it in memory and writes nothing.
+    if !opts.dry_run && state::needs_rewrite(&dir, &header) {
         let (d, h) = (dir.clone(), header.clone());
         let notice = tokio::task::spawn_blocking(move || -> Result<Option<String>, SyncError> {
             let state = State::load(&d, &h)?;

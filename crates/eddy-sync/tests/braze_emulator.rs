@@ -218,3 +218,34 @@ async fn an_unreadable_row_holds_back_removals() {
     assert_eq!(applied[0]["external_id"], "u2");
     assert!(applied[0]["first_name"].is_null(), "{}", applied[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_after_a_config_change_leaves_the_state_alone() {
+    let braze = spawn_braze().await;
+    let w = Workdir::new();
+    csv(
+        &w.path("people.csv"),
+        "external_id,first_name",
+        &["u1,a".into(), "u2,b".into()],
+    );
+    let file = w.config(&config(&braze, "braze-key"));
+    assert_eq!(run_once(&file).await.sent, 2);
+    // Same rows, now keyed by braze_id: a dry run shows everything as new but forgets nothing.
+    let changed = w.config(&config(&braze, "braze-key").replace(
+        "[sync.attributes]",
+        "identifier = { type = \"braze_id\", column = \"external_id\" }\n[sync.attributes]",
+    ));
+    let dry = run(
+        &changed,
+        eddy_sync::RunOptions {
+            dry_run: true,
+            dry_run_output: Some(Default::default()),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(dry.added, 2, "{dry}");
+    let back = w.config(&config(&braze, "braze-key"));
+    let again = run_once(&back).await;
+    assert_eq!((again.unchanged, again.sent), (2, 0), "{again}");
+}

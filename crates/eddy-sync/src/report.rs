@@ -100,11 +100,15 @@ impl std::fmt::Display for Report {
             "  rows read {} · added {} · changed {} · removed {} · unchanged {} · failed {}",
             self.rows_read, self.added, self.changed, self.removed, self.unchanged, self.failed
         )?;
-        writeln!(
-            f,
-            "  objects sent {} in {} requests ({} retries, {} rate-limited)",
-            self.sent, self.requests, self.retries, self.throttled
-        )?;
+        if self.dry_run {
+            writeln!(f, "  objects that would be sent {}", self.sent)?;
+        } else {
+            writeln!(
+                f,
+                "  objects sent {} in {} requests ({} retries, {} rate-limited)",
+                self.sent, self.requests, self.retries, self.throttled
+            )?;
+        }
         if let Some(e) = &self.error {
             writeln!(f, "  stopped: {e}")?;
         }

@@ -184,7 +184,8 @@ pub(crate) fn free_port() -> anyhow::Result<u16> {
 
 pub(crate) async fn wait_healthy(url: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
-    for _ in 0..600 {
+    // Up to two minutes: a restart over millions of profiles rebuilds the segment index.
+    for _ in 0..2400 {
         if let Ok(r) = client.get(format!("{url}/health")).send().await
             && r.status().is_success()
         {
@@ -388,6 +389,8 @@ pub(crate) struct EddyServer {
     pub child: Child,
     pub url: String,
     pub key: String,
+    port: u16,
+    config: std::path::PathBuf,
     _data: tempfile::TempDir,
 }
 
@@ -405,15 +408,7 @@ impl EddyServer {
         std::fs::write(&config, text)?;
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
-        let child = Command::new(eddy)
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(data.path().join("data"))
-            .arg("--config")
-            .arg(&config)
-            .env("EDDY_ADMIN_TOKEN", ADMIN)
-            .env("RUST_LOG", "warn")
-            .spawn()?;
+        let child = spawn_serve(eddy, port, data.path(), &config)?;
         wait_healthy(&url).await?;
         let created: Value = reqwest::Client::new()
             .post(format!("{url}/eddy/v1/workspaces/default/api-keys"))
@@ -428,14 +423,43 @@ impl EddyServer {
             child,
             url,
             key,
+            port,
+            config,
             _data: data,
         })
+    }
+
+    /// SIGTERM, then the same server again on the same data; returns the time until it
+    /// answers `/health`.
+    pub async fn restart(&mut self, eddy: &std::path::Path) -> anyhow::Result<Duration> {
+        terminate(&mut self.child);
+        let started = std::time::Instant::now();
+        self.child = spawn_serve(eddy, self.port, self._data.path(), &self.config)?;
+        wait_healthy(&self.url).await?;
+        Ok(started.elapsed())
     }
 
     /// SIGTERM and wait.
     pub fn stop(mut self) {
         terminate(&mut self.child);
     }
+}
+
+fn spawn_serve(
+    eddy: &std::path::Path,
+    port: u16,
+    data: &std::path::Path,
+    config: &std::path::Path,
+) -> anyhow::Result<Child> {
+    Ok(Command::new(eddy)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data.join("data"))
+        .arg("--config")
+        .arg(config)
+        .env("EDDY_ADMIN_TOKEN", ADMIN)
+        .env("RUST_LOG", "warn")
+        .spawn()?)
 }
 
 impl Drop for EddyServer {

@@ -14,6 +14,7 @@ mod avro;
 mod cohorts;
 mod currents_s3;
 mod load;
+mod memory;
 mod segments;
 mod sync;
 mod zipf;
@@ -46,6 +47,8 @@ enum Command {
     Amplitude(amplitude::AmplitudeArgs),
     /// Currents into a local S3-compatible server: ingest, replay, events stored per second.
     CurrentsS3(currents_s3::CurrentsS3Args),
+    /// Memory while serving N profiles of 20 attributes, and restart-to-serving time.
+    Memory(memory::MemoryArgs),
     /// eddy sync over a 10M-row CSV with 1% changed: read, diff, run, and DuckDB's diff.
     Sync(sync::SyncArgs),
 }
@@ -69,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Command::Avro(args) => avro::run(args),
         Command::Amplitude(args) => runtime.block_on(amplitude::run(args)),
         Command::CurrentsS3(args) => runtime.block_on(currents_s3::run(args)),
+        Command::Memory(args) => runtime.block_on(memory::run(args)),
         Command::Sync(args) => runtime.block_on(sync::run(args)),
     }
 }

@@ -35,7 +35,7 @@ fn profile(i: usize) -> Value {
         "external_id": format!("mem-{i:09}"),
         "plan": PLANS[(r % 4) as usize], "city": CITIES[((r >> 8) % 5) as usize],
         "score": (r >> 16) % 1000, "visits": (r >> 26) % 500, "ltv": ((r >> 30) % 100_000) as f64 / 100.0,
-        "vip": (r >> 40) % 10 == 0, "churn_risk": (r >> 44) % 3 == 0, "newsletter": (r >> 46) % 2 == 0,
+        "vip": (r >> 40).is_multiple_of(10), "churn_risk": (r >> 44).is_multiple_of(3), "newsletter": (r >> 46).is_multiple_of(2),
         "segment_a": (r >> 48) % 7, "segment_b": (r >> 50) % 11, "cohort_week": (r >> 52) % 52,
         "referrer": format!("ref-{}", (r >> 20) % 2000), "campaign": format!("c-{}", (r >> 24) % 300),
         "device": DEVICES[((r >> 34) % 3) as usize],

@@ -221,6 +221,18 @@ pub enum Sink {
     Amplitude(AmplitudeConnector),
 }
 
+impl Sink {
+    /// The file options of a file-writing sink (`None` for Amplitude).
+    pub fn files(&self) -> Option<FileOptions> {
+        match self {
+            Sink::S3(s3) => Some(s3.files()),
+            Sink::Azure(azure) => Some(azure.files()),
+            Sink::Gcs(gcs) => Some(gcs.files()),
+            Sink::Amplitude(_) => None,
+        }
+    }
+}
+
 /// Amplitude settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -222,15 +222,9 @@ impl Currents {
             connector: connector.clone(),
             read_pos: state.cursor,
         };
-        let handle = match &connector.sink {
-            Sink::S3(_) | Sink::Azure(_) | Sink::Gcs(_) => {
-                let files = match &connector.sink {
-                    Sink::S3(s3) => s3.files(),
-                    Sink::Azure(azure) => azure.files(),
-                    Sink::Gcs(gcs) => gcs.files(),
-                    Sink::Amplitude(_) => unreachable!("matched above"),
-                };
-                let task = S3Task {
+        let handle = match (&connector.sink, connector.sink.files()) {
+            (_, Some(files)) => {
+                let task = FileTask {
                     source,
                     store: file_store(&connector.sink),
                     settings: files,
@@ -242,7 +236,7 @@ impl Currents {
                 };
                 tokio::spawn(task.run(requests))
             }
-            Sink::Amplitude(settings) => {
+            (Sink::Amplitude(settings), None) => {
                 let task = crate::deliver::AmplitudeTask::new(
                     source,
                     settings.clone(),
@@ -250,6 +244,11 @@ impl Currents {
                     status.clone(),
                 );
                 tokio::spawn(task.run(requests))
+            }
+            (_, None) => {
+                return Err(CurrentsError::Invalid(
+                    "a connector that neither writes files nor posts to Amplitude".into(),
+                ));
             }
         };
         let mut running = self
@@ -474,7 +473,7 @@ pub fn azure_store(
 }
 
 /// Writes Avro files to an object store (S3, Azure Blob Storage or Google Cloud Storage).
-struct S3Task {
+struct FileTask {
     source: Source,
     store: Result<Arc<dyn object_store::ObjectStore>, String>,
     settings: FileOptions,
@@ -486,7 +485,7 @@ struct S3Task {
     files: Vec<File>,
 }
 
-impl S3Task {
+impl FileTask {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         self.state.generation += 1;
         self.source.read_pos = self.state.cursor;

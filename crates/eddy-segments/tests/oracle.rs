@@ -22,8 +22,11 @@ enum Change {
 
 fn attr_value() -> impl Strategy<Value = AttrValue> {
     prop_oneof![
-        prop::sample::select(vec!["free", "pro", "team", "Pro"])
-            .prop_map(|s| AttrValue::String(s.into())),
+        // The "solo" values are mostly held by one profile at a time (a single-holder entry).
+        prop::sample::select(vec![
+            "free", "pro", "team", "Pro", "solo-1", "solo-2", "solo-3", "solo-4"
+        ])
+        .prop_map(|s| AttrValue::String(s.into())),
         (-3i64..6).prop_map(AttrValue::Int),
         prop::sample::select(vec![0.5, 2.0, 2.5]).prop_map(AttrValue::Float),
         any::<bool>().prop_map(AttrValue::Bool),
@@ -96,8 +99,17 @@ fn leaf() -> impl Strategy<Value = Value> {
         "external_id",
     ]);
     let operand = prop_oneof![
-        prop::sample::select(vec!["free", "pro", "Ada", "a", "1980-12-21", "e1"])
-            .prop_map(|s| json!(s)),
+        prop::sample::select(vec![
+            "free",
+            "pro",
+            "Ada",
+            "a",
+            "1980-12-21",
+            "e1",
+            "solo-1",
+            "solo-3"
+        ])
+        .prop_map(|s| json!(s)),
         (-3i64..6).prop_map(|n| json!(n)),
         Just(json!(2.5)),
         any::<bool>().prop_map(|b| json!(b)),

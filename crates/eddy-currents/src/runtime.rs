@@ -433,7 +433,7 @@ fn file_store(sink: &Sink) -> Result<Arc<dyn object_store::ObjectStore>, String>
 }
 
 /// A Google Cloud Storage client; an endpoint without a key is an emulator (no real token).
-pub fn gcs_store(
+fn gcs_store(
     settings: &GcsConnector,
 ) -> Result<object_store::gcp::GoogleCloudStorage, object_store::Error> {
     let mut builder =
@@ -455,7 +455,7 @@ pub fn gcs_store(
 }
 
 /// An Azure Blob Storage client; an endpoint (Azurite) is used as given, over plain HTTP.
-pub fn azure_store(
+fn azure_store(
     settings: &AzureConnector,
 ) -> Result<object_store::azure::MicrosoftAzure, object_store::Error> {
     let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()

@@ -24,7 +24,7 @@ last_order = "datetime"
 [sync.audiences]
 columns = ["VIP"]
 "#,
-        url = eddy.url(),
+        url = eddy.url(""),
         key = eddy.key
     )
 }
@@ -56,7 +56,7 @@ async fn creates_users_then_sends_only_what_changed() {
         ("succeeded", 3, 3, 3),
         "{first}"
     );
-    let users = eddy.users(&["u1", "u2", "u3"]).await;
+    let users = export_users(&eddy, &["u1", "u2", "u3"]).await;
     assert_eq!(users.len(), 3);
     let u1 = &users["u1"];
     assert_eq!(u1["first_name"], "Jo");
@@ -77,7 +77,7 @@ async fn creates_users_then_sends_only_what_changed() {
     assert!(stored.contains("\"added\": 3"), "{stored}");
 
     // Nothing changed: nothing sent, no data point spent.
-    let billable = eddy.billable().await;
+    let billable = eddy.usage_total().await.0;
     let second = run_once(&file).await;
     assert_eq!(
         (second.unchanged, second.sent, second.requests),
@@ -85,7 +85,7 @@ async fn creates_users_then_sends_only_what_changed() {
         "{second}"
     );
     assert_eq!(
-        eddy.billable().await,
+        eddy.usage_total().await.0,
         billable,
         "the second run costs no data point"
     );
@@ -108,11 +108,14 @@ async fn creates_users_then_sends_only_what_changed() {
         "{third}"
     );
     assert_eq!(
-        eddy.billable().await,
+        eddy.usage_total().await.0,
         billable + 1,
         "one attribute, one data point"
     );
-    assert_eq!(eddy.users(&["u2"]).await["u2"]["first_name"], "Alex");
+    assert_eq!(
+        export_users(&eddy, &["u2"]).await["u2"]["first_name"],
+        "Alex"
+    );
 
     // u1 leaves the source: its attributes are unset and it leaves the audience; u4 arrives.
     let mut next = rows(true)[1..].to_vec();
@@ -124,7 +127,7 @@ async fn creates_users_then_sends_only_what_changed() {
         (1, 1, 2),
         "{fourth}"
     );
-    let users = eddy.users(&["u1", "u4"]).await;
+    let users = export_users(&eddy, &["u1", "u4"]).await;
     let u1 = &users["u1"];
     assert!(u1.get("first_name").is_none_or(Value::is_null), "{u1}");
     assert!(u1["custom_attributes"].get("orders").is_none(), "{u1}");
@@ -203,7 +206,7 @@ shape = "array"
 attribute = "segments"
 columns = ["hot", "newsletter"]
 "#,
-        url = eddy.url(),
+        url = eddy.url(""),
         key = eddy.key
     );
     w.write(
@@ -230,7 +233,7 @@ columns = ["hot", "newsletter"]
     assert_eq!((second.changed, second.sent), (1, 1), "{second}");
     let r = eddy
         .client
-        .post(format!("{}/users/export/ids", eddy.url()))
+        .post(format!("{}/users/export/ids", eddy.url("")))
         .bearer_auth(&eddy.key)
         .json(&json!({"user_aliases": [{"alias_name": "a@x.io", "alias_label": "email"}]}))
         .send()
@@ -263,8 +266,8 @@ async fn a_cohort_target_adds_and_removes_members() {
     let eddy = spawn_eddy().await;
     let r = eddy
         .client
-        .put(format!("{}/eddy/v1/partners/amplitude", eddy.url()))
-        .bearer_auth(&eddy.admin)
+        .put(format!("{}/eddy/v1/partners/amplitude", eddy.url("")))
+        .bearer_auth(&eddy.admin_token)
         .json(&json!({"partner_api_key": "partner-key"}))
         .send()
         .await
@@ -284,7 +287,7 @@ async fn a_cohort_target_adds_and_removes_members() {
         .collect();
     let r = eddy
         .client
-        .post(format!("{}/users/track", eddy.url()))
+        .post(format!("{}/users/track", eddy.url("")))
         .bearer_auth(&eddy.key)
         .json(&json!({"attributes": objects}))
         .send()
@@ -300,7 +303,7 @@ name = "vip-cohort"
 source = {{ type = "csv", path = "vip.csv" }}
 target = {{ type = "cohort", url = "{url}", partner = "amplitude", partner_api_key = "partner-key", client_secret = "{secret}", cohort_id = "vip", cohort_name = "VIP customers" }}
 "#,
-        url = eddy.url()
+        url = eddy.url("")
     ));
     csv(
         &w.path("vip.csv"),
@@ -335,7 +338,8 @@ target = {{ type = "cohort", url = "{url}", partner = "amplitude", partner_api_k
     );
     let body = eddy
         .admin_get(&format!("/eddy/v1/workspaces/default/segments/{segment}"))
-        .await;
+        .await
+        .1;
     assert_eq!(body["size"], json!(2), "{body}");
     let third = run_once(&file).await;
     assert_eq!((third.sent, third.requests), (0, 0), "{third}");
@@ -383,7 +387,7 @@ target = {{ type = "users_track", url = "{url}", api_key = "{key}" }}
 last_event = {{ type = "string", column = "name" }}
 last_event_at = {{ type = "datetime", column = "time" }}
 "#,
-        url = eddy.url(),
+        url = eddy.url(""),
         key = eddy.key
     ));
     let report = run_once(&file).await;
@@ -392,7 +396,7 @@ last_event_at = {{ type = "datetime", column = "time" }}
         (3, 3, 3),
         "{report}"
     );
-    let users = eddy.users(&["u1", "u3"]).await;
+    let users = export_users(&eddy, &["u1", "u3"]).await;
     assert_eq!(users["u3"]["custom_attributes"]["last_event"], "purchase");
     assert!(
         users["u1"]["custom_attributes"]["last_event_at"]
@@ -469,7 +473,7 @@ note = "string"
 [sync.audiences]
 columns = ["vip"]
 "#,
-        eddy = eddy.url(),
+        eddy = eddy.url(""),
         key = eddy.key
     ));
     let report = run_once(&file).await;
@@ -478,7 +482,7 @@ columns = ["vip"]
         ("succeeded", 2, 2),
         "{report}"
     );
-    let users = eddy.users(&["u1", "u2"]).await;
+    let users = export_users(&eddy, &["u1", "u2"]).await;
     let u1 = &users["u1"];
     assert_eq!(u1["first_name"], "Jo");
     assert_eq!(u1["dob"], "1980-12-21");

@@ -1,5 +1,5 @@
-//! Test helpers: a real eddy server on port 0, sync files in a temp dir, and an emulated Braze
-//! REST endpoint with scripted faults.
+//! Test helpers: eddy's own test server, sync files in a temp dir, and an emulated Braze REST
+//! endpoint with scripted faults.
 
 #![allow(dead_code)]
 
@@ -7,110 +7,32 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use eddy_server::{App, Config};
 use eddy_sync::{Report, RunOptions, SyncFile};
 use serde_json::{Value, json};
 
-/// A running eddy with a REST key for the default workspace.
-pub struct Eddy {
-    pub addr: SocketAddr,
-    pub key: String,
-    pub admin: String,
-    pub client: reqwest::Client,
-    _dir: tempfile::TempDir,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
+/// eddy's own test server (`spawn_app`: port 0, fresh data dir, a REST key).
+#[path = "../../../eddy-server/tests/common/mod.rs"]
+mod server;
+
+pub use server::TestApp as Eddy;
 
 pub async fn spawn_eddy() -> Eddy {
-    let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        admin_token: Some("admin-secret".into()),
-        ..Config::default()
-    };
-    let app = App::build(&config).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = app
-            .serve(listener, async move {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    let mut eddy = Eddy {
-        addr,
-        key: String::new(),
-        admin: "admin-secret".into(),
-        client: reqwest::Client::new(),
-        _dir: dir,
-        _stop: stop,
-    };
-    let (status, body) = eddy
-        .admin_post(
-            "/eddy/v1/workspaces/default/api-keys",
-            json!({"name": "sync"}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    eddy.key = body["key"].as_str().unwrap().to_string();
-    eddy
+    server::spawn_app().await
 }
 
-impl Eddy {
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.url()))
-            .bearer_auth(&self.admin)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-    }
-
-    pub async fn admin_get(&self, path: &str) -> Value {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.url()))
-            .bearer_auth(&self.admin)
-            .send()
-            .await
-            .unwrap();
-        r.json().await.unwrap()
-    }
-
-    /// Exported profiles by external id (custom attributes and standard fields).
-    pub async fn users(&self, ids: &[&str]) -> std::collections::BTreeMap<String, Value> {
-        let mut out = std::collections::BTreeMap::new();
-        for chunk in ids.chunks(50) {
-            let r = self
-                .client
-                .post(format!("{}/users/export/ids", self.url()))
-                .bearer_auth(&self.key)
-                .json(&json!({"external_ids": chunk}))
-                .send()
-                .await
-                .unwrap();
-            let body: Value = r.json().await.unwrap();
-            for u in body["users"].as_array().cloned().unwrap_or_default() {
-                out.insert(u["external_id"].as_str().unwrap().to_string(), u);
-            }
+/// Exported profiles by external id (custom attributes and standard fields).
+pub async fn export_users(eddy: &Eddy, ids: &[&str]) -> std::collections::BTreeMap<String, Value> {
+    let mut out = std::collections::BTreeMap::new();
+    for chunk in ids.chunks(50) {
+        let (status, body) = eddy
+            .post("/users/export/ids", json!({"external_ids": chunk}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        for u in body["users"].as_array().cloned().unwrap_or_default() {
+            out.insert(u["external_id"].as_str().unwrap().to_string(), u);
         }
-        out
     }
-
-    pub async fn billable(&self) -> u64 {
-        self.admin_get("/eddy/v1/workspaces/default/usage").await["total"]["billable"]
-            .as_u64()
-            .unwrap_or(0)
-    }
+    out
 }
 
 /// A folder with a sync file and its sources.

@@ -47,7 +47,7 @@ fn write_csv(w: &Workdir, snap: &BTreeMap<u8, Row>) {
 async fn check(eddy: &Eddy, snap: &BTreeMap<u8, Row>) -> Result<(), String> {
     let ids: Vec<String> = (0..8).map(|i| format!("u{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let users = export_users(&eddy, &refs).await;
+    let users = export_users(eddy, &refs).await;
     for i in 0..8u8 {
         let custom = users
             .get(&format!("u{i}"))

@@ -1,0 +1,140 @@
+"""Runs the README's own commands, as written, on a fresh copy of the checkout.
+
+The serve command and the "Using it" examples are read from README.md's text (not repeated
+here), so a README that drifts from what works fails CI. Usage: readme_commands.py ROOT
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.abspath(sys.argv[1])
+HEALTH = "http://127.0.0.1:8780/health"
+
+
+def shell_blocks(text):
+    """Every ```sh fenced block, as a list of logical lines (backslash continuations joined)."""
+    blocks = []
+    for body in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
+        lines, current = [], ""
+        for raw in body.splitlines():
+            current += raw
+            if current.endswith("\\"):
+                current = current[:-1] + " "
+                continue
+            if current.strip():
+                lines.append(current.strip())
+            current = ""
+        blocks.append(lines)
+    return blocks
+
+
+def strip_comment(line):
+    """Drops a trailing `# …` comment that stands after two or more spaces."""
+    return re.split(r"\s{2,}#", line)[0].strip()
+
+
+def fresh_copy(dest):
+    """The tracked files of the working tree, as a new clone would have them."""
+    files = subprocess.run(
+        ["git", "-C", ROOT, "ls-files", "-z"], check=True, capture_output=True
+    ).stdout
+    tar = subprocess.Popen(
+        ["tar", "-C", ROOT, "--null", "-T", "-", "-cf", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    untar = subprocess.Popen(["tar", "-C", dest, "-xf", "-"], stdin=tar.stdout)
+    tar.stdin.write(files)
+    tar.stdin.close()
+    if tar.wait() != 0 or untar.wait() != 0:
+        raise SystemExit("could not copy the checkout")
+
+
+def healthy():
+    try:
+        with urllib.request.urlopen(HEALTH, timeout=1) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def main():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    blocks = shell_blocks(readme)
+    serve = [l for b in blocks for l in b if l.startswith("cargo run") and l.endswith(" serve")]
+    if len(serve) != 1:
+        raise SystemExit(f"expected one serve command in the README, found {serve}")
+    admin = [strip_comment(l) for b in blocks for l in b if l.startswith("cargo run") and " admin " in l]
+    if not admin:
+        raise SystemExit("no `cargo run … admin` example in the README")
+    curls = next((b for b in blocks if b and b[0].startswith("curl -X POST http://127.0.0.1:8780/users/track")), None)
+    if curls is None:
+        raise SystemExit("no /users/track curl example in the README")
+    if healthy():
+        raise SystemExit("something already answers on 127.0.0.1:8780; cannot run the README's serve command")
+
+    work = tempfile.mkdtemp(prefix="eddy-readme-")
+    env = dict(os.environ)
+    # Share the build with the rest of CI; everything else (./eddy-data) is the fresh copy's own.
+    env.setdefault("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    env.pop("EDDY_ADMIN_TOKEN", None)
+    server = None
+    try:
+        fresh_copy(work)
+        print(f"$ {serve[0]}", flush=True)
+        log = open(os.path.join(work, "serve.log"), "w")
+        server = subprocess.Popen(serve[0], shell=True, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # The first --release build of a fresh target directory takes minutes.
+        deadline = time.time() + 40 * 60
+        while not healthy():
+            if server.poll() is not None:
+                print(open(os.path.join(work, "serve.log")).read()[-4000:])
+                raise SystemExit(f"the README's serve command exited with {server.returncode}")
+            if time.time() > deadline:
+                raise SystemExit("the README's serve command never answered /health")
+            time.sleep(0.5)
+        print("GET /health: 200", flush=True)
+
+        keys = []
+        for line in admin:
+            print(f"$ {line}", flush=True)
+            out = subprocess.run(line, shell=True, cwd=work, env=env, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise SystemExit(f"exit {out.returncode}: {out.stderr[-2000:]}")
+            created = json.loads(out.stdout)
+            if not created.get("key"):
+                raise SystemExit(f"no key in {out.stdout!r}")
+            keys.append(created["key"])
+
+        env["KEY"] = keys[0]
+        expected = next((l[2:].strip() for l in curls if l.startswith("# 201 ")), None)
+        for line in (l for l in curls if l.startswith("curl")):
+            print(f"$ {line[:100]}…", flush=True)
+            out = subprocess.run(line + " -sS -w '\\n%{http_code}'", shell=True, cwd=work, env=env, capture_output=True, text=True)
+            body, _, status = out.stdout.rpartition("\n")
+            if out.returncode != 0 or not status.startswith("2"):
+                raise SystemExit(f"status {status}: {body} {out.stderr}")
+            if "/users/track" in line and expected and f"{status} {body}" != expected:
+                raise SystemExit(f"the README says `{expected}`, eddy answered `{status} {body}`")
+            if "/users/export/ids" in line and json.loads(body)["users"][0]["first_name"] != "Jane":
+                raise SystemExit(f"the exported user is not the tracked one: {body}")
+        print("the README's serve, admin and curl commands work as written")
+    finally:
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+main()

@@ -360,36 +360,47 @@ impl Currents {
             .map_err(CurrentsError::Invalid)
     }
 
-    /// Stops every connector task and waits for it, so none holds the store any more.
-    pub async fn stop(&self) {
+    /// Flushes every connector and stops them all, in parallel, within `deadline` overall.
+    /// A connector whose sink is down does not hold up the others; what it could not write stays
+    /// in the outbox (its cursor only moves after delivery) and goes out at the next start.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let end = tokio::time::Instant::now() + deadline;
+        let names: Vec<(u32, String)> = match self.running.lock() {
+            Ok(running) => running.keys().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        let flushes = names.iter().map(|(ws, name)| async move {
+            match self.flush(*ws, name).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(ws, connector = %name, error = %e, "flush at shutdown failed; the outbox keeps the events");
+                    false
+                }
+            }
+        });
+        if tokio::time::timeout_at(end, futures_util::future::join_all(flushes))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?deadline,
+                "not every connector flushed before the shutdown deadline; the outbox keeps their events"
+            );
+        }
         let running: Vec<Running> = match self.running.lock() {
             Ok(mut map) => map.drain().map(|(_, r)| r).collect(),
             Err(_) => return,
         };
+        let mut tasks = Vec::with_capacity(running.len());
         for r in running {
             // Closing its request channel ends the task after its current round.
             drop(r.requests);
-            let _ = r.task.await;
+            tasks.push((r.connector.name, r.task));
         }
-    }
-
-    /// Flushes every connector (at shutdown), each for at most `timeout`.
-    pub async fn flush_all(&self, timeout: Duration) {
-        let names: Vec<(u32, String)> = match self.running.lock() {
-            Ok(running) => running.keys().cloned().collect(),
-            Err(_) => return,
-        };
-        for (ws, name) in names {
-            match tokio::time::timeout(timeout, self.flush(ws, &name)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(ws, connector = name, error = %e, "flush at shutdown failed; the outbox keeps the events")
-                }
-                Err(_) => tracing::warn!(
-                    ws,
-                    connector = name,
-                    "flush at shutdown timed out; the outbox keeps the events"
-                ),
+        for (name, mut task) in tasks {
+            if tokio::time::timeout_at(end, &mut task).await.is_err() {
+                task.abort();
+                tracing::warn!(connector = %name, "connector stopped at the shutdown deadline; the outbox keeps what it had not delivered");
             }
         }
     }

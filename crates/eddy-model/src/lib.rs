@@ -9,15 +9,19 @@
 //! - [`usage`]: data-point metering rules.
 //! - [`currents`]: the Currents events that writes produce, shaped as their Avro schemas.
 //! - [`geo`]: country and language code tables.
+//! - [`limits`]: the length limits of identifiers and names, checked at the edge.
+//! - [`users`]: validation of the identify, alias, delete, merge and export bodies.
 
 pub mod attrs;
 pub mod currents;
 pub mod error;
 pub mod geo;
+pub mod limits;
 pub mod profile;
 pub mod time;
 pub mod track;
 pub mod usage;
+pub mod users;
 pub mod wire;
 
 pub use error::{ApiError, ObjectError};

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 
 use crate::attrs::{CustomOp, MAX_STRING_CHARS, parse_custom};
 use crate::geo::{country_code, language_code};
+use crate::limits::check_identifier;
 use crate::time::{format_iso, parse_dob, parse_time};
 use crate::wire::{TrackRequest, TrackResponse, UserAlias};
 use crate::{ApiError, ObjectError};
@@ -309,12 +310,16 @@ fn present<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
 
 fn non_empty_string(value: &Value, field: &str) -> Result<String, String> {
     match value.as_str() {
-        Some(s) if !s.is_empty() && s.chars().count() <= 512 => Ok(s.to_string()),
+        Some(s) if !s.is_empty() => {
+            check_identifier(field, s)?;
+            Ok(s.to_string())
+        }
         _ => Err(format!("'{field}' is not valid")),
     }
 }
 
-/// Parses `{"alias_name": …, "alias_label": …}`; both must be non-empty strings.
+/// Parses `{"alias_name": …, "alias_label": …}`; both must be non-empty strings within
+/// [`crate::limits::MAX_IDENTIFIER_BYTES`].
 pub fn parse_alias(value: &Value) -> Result<UserAlias, String> {
     let name = value
         .get("alias_name")
@@ -325,10 +330,14 @@ pub fn parse_alias(value: &Value) -> Result<UserAlias, String> {
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty());
     match (name, label) {
-        (Some(name), Some(label)) => Ok(UserAlias {
-            alias_name: name.into(),
-            alias_label: label.into(),
-        }),
+        (Some(name), Some(label)) => {
+            check_identifier("alias_name", name)?;
+            check_identifier("alias_label", label)?;
+            Ok(UserAlias {
+                alias_name: name.into(),
+                alias_label: label.into(),
+            })
+        }
         _ => Err("'user_alias' must have string 'alias_name' and 'alias_label'".into()),
     }
 }
@@ -523,6 +532,7 @@ fn validate_standard(
                 let (Some(id), Some(state)) = (id, state) else {
                     return Err(invalid(field));
                 };
+                check_identifier("subscription_group_id", id)?;
                 out.push(StdOp::SubscriptionGroup {
                     id: id.into(),
                     state: state.into(),
@@ -538,6 +548,14 @@ fn validate_standard(
                     serde_json::from_value(item.clone()).map_err(|_| invalid(field))?;
                 if token.app_id.is_empty() || token.token.is_empty() {
                     return Err(invalid(field));
+                }
+                check_identifier("app_id", &token.app_id)?;
+                // Web push subscriptions are longer than device tokens; 4 KiB holds any.
+                if token.token.len() > 4096 {
+                    return Err("'token' is longer than 4096 bytes".into());
+                }
+                if let Some(device_id) = &token.device_id {
+                    check_identifier("device_id", device_id)?;
                 }
                 out.push(StdOp::PushToken(token));
             }
@@ -686,7 +704,10 @@ fn validate_purchase(object: &Value, now_ms: i64) -> Result<PurchaseInput, Strin
 fn app_id_of(map: &Map<String, Value>) -> Result<Option<String>, String> {
     match map.get("app_id") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => {
+            check_identifier("app_id", s)?;
+            Ok(Some(s.clone()))
+        }
         Some(_) => Err(invalid("app_id")),
     }
 }

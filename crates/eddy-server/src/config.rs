@@ -28,6 +28,19 @@ pub struct Config {
     pub export_dir: Option<PathBuf>,
     /// Rate limit overrides by group name (see [`crate::ratelimit::GROUPS`]).
     pub rate_limits: BTreeMap<String, RateLimit>,
+    /// Longest wait for a request's headers once a connection is open or idle, seconds.
+    pub header_read_timeout_seconds: u64,
+    /// An idle keep-alive connection is closed after this many seconds.
+    pub idle_timeout_seconds: u64,
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// At SIGTERM, how long connectors may take to flush, all together, seconds.
+    pub shutdown_timeout_seconds: u64,
+    /// The key that encrypts stored credentials [default: `<data_dir>.key`, created when
+    /// missing]. `EDDY_SECRETS_KEY` (64 hex digits) takes precedence. Keep it apart from the data.
+    pub secrets_key_file: Option<PathBuf>,
+    /// The previous key, while rotating: credentials it encrypted are re-encrypted at start.
+    pub previous_secrets_key_file: Option<PathBuf>,
 }
 
 /// A fixed-window request limit.
@@ -52,6 +65,12 @@ impl Default for Config {
             export_dir: None,
             outbox_retention_hours: 48,
             rate_limits: BTreeMap::new(),
+            header_read_timeout_seconds: 30,
+            idle_timeout_seconds: 120,
+            max_connections: 4096,
+            shutdown_timeout_seconds: 10,
+            secrets_key_file: None,
+            previous_secrets_key_file: None,
         }
     }
 }

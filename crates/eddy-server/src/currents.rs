@@ -20,6 +20,10 @@ use crate::http::{HttpError, authorize, body_bytes, json_response, parse, store_
 type Body = Result<Bytes, BytesRejection>;
 type Answer = Result<Response, HttpError>;
 
+/// How long flush and test wait for the sink before answering 202 with the connector's state.
+const SINK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const STILL_WRITING: &str = "the sink did not answer within 3 s; the connector keeps retrying in the background (see state and last_error)";
+
 /// Most events in one `POST /currents/events`.
 const MAX_EVENTS: usize = 1000;
 
@@ -74,10 +78,19 @@ pub async fn flush(
     headers: HeaderMap,
 ) -> Answer {
     let ws = admin_workspace(&state, &headers, &ws)?;
-    let written = state.currents.flush(ws.id, &name).await?;
+    let flushed = tokio::time::timeout(SINK_WAIT, state.currents.flush(ws.id, &name)).await;
     let mut status = state.currents.status(ws.id, &name).unwrap_or_default();
-    status["flushed"] = json!(written);
-    Ok(json_response(StatusCode::OK, &status))
+    match flushed {
+        Ok(written) => {
+            status["flushed"] = json!(written?);
+            Ok(json_response(StatusCode::OK, &status))
+        }
+        Err(_) => {
+            status["flushed"] = Value::Null;
+            status["message"] = json!(STILL_WRITING);
+            Ok(json_response(StatusCode::ACCEPTED, &status))
+        }
+    }
 }
 
 /// `POST /eddy/v1/workspaces/{ws}/currents/{name}/test`: one placeholder event per selected type.
@@ -87,11 +100,18 @@ pub async fn test(
     headers: HeaderMap,
 ) -> Answer {
     let ws = admin_workspace(&state, &headers, &ws)?;
-    let sent = state.currents.send_test_events(ws.id, &name).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"message": "success", "test_events": sent}),
-    ))
+    let sent = tokio::time::timeout(SINK_WAIT, state.currents.send_test_events(ws.id, &name)).await;
+    match sent {
+        Ok(sent) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"message": "success", "test_events": sent?}),
+        )),
+        Err(_) => {
+            let mut status = state.currents.status(ws.id, &name).unwrap_or_default();
+            status["message"] = json!(STILL_WRITING);
+            Ok(json_response(StatusCode::ACCEPTED, &status))
+        }
+    }
 }
 
 /// `POST /eddy/v1/workspaces/{ws}/currents/{name}/replay` `{"from": time}`: delivers again every

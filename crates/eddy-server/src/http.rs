@@ -83,10 +83,7 @@ pub fn presented_key(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> O
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))?
-            .trim();
+        let token = bearer_token(value)?;
         // Braze: the key must not be quoted.
         if token.is_empty() || token.starts_with('"') || token.starts_with('\'') {
             return None;
@@ -103,6 +100,15 @@ pub fn presented_key(headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> O
     serde_json::from_slice::<Legacy>(body)
         .ok()
         .and_then(|l| l.api_key)
+}
+
+/// The token of `Authorization: Bearer TOKEN`; the scheme is case-insensitive (RFC 9110 §11.1).
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    Some(token.trim())
 }
 
 /// One query parameter, percent-decoded.
@@ -183,13 +189,26 @@ pub fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiE
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(bearer_token)
         .ok_or(ApiError::InvalidAdminToken)?;
     // Compare hashes so the comparison time does not depend on the secret's prefix.
     if ids::sha256_hex(presented) == state.admin_token_hash {
         Ok(())
     } else {
         Err(ApiError::InvalidAdminToken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_token;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer abc", "bearer abc", "BEARER  abc ", "bEaReR abc"] {
+            assert_eq!(bearer_token(value), Some("abc"), "{value}");
+        }
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 }

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod archive;
 pub mod config;
+pub mod connections;
 pub mod currents;
 pub mod http;
 pub mod metrics;
@@ -21,8 +22,10 @@ pub mod segments;
 pub mod users;
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -34,6 +37,7 @@ use axum::routing::{delete, get, post, put};
 use eddy_model::ApiError;
 use eddy_model::profile::Limits;
 use eddy_store::{Mutation, Store, StoreOptions, ids};
+use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tower_http::decompression::RequestDecompressionLayer;
 
@@ -51,7 +55,7 @@ pub struct AppState {
     /// Rate limits.
     pub limiter: RateLimiter,
     /// Request counters.
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     /// Where segment exports are written.
     pub export_dir: std::path::PathBuf,
     /// The Currents connectors.
@@ -71,6 +75,12 @@ pub struct App {
     pub currents: Arc<eddy_currents::Currents>,
     /// Where the admin token was written, when it was generated.
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// Request and connection counters, shared with the accept loop.
+    pub metrics: Arc<Metrics>,
+    /// Timeouts and the connection cap.
+    pub limits: connections::ConnectionLimits,
+    /// How long connectors may take to flush at shutdown, all together.
+    pub shutdown_deadline: std::time::Duration,
 }
 
 /// Errors while starting.
@@ -85,6 +95,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Another process serves the same data directory.
+    #[error("another eddy holds {}; stop it or choose another --data-dir", .0.display())]
+    Locked(std::path::PathBuf),
 }
 
 impl App {
@@ -103,7 +116,13 @@ impl App {
             },
             ..StoreOptions::default()
         };
-        let store = Store::open(&config.data_dir.join("store"), options)?;
+        let store = match Store::open(&config.data_dir.join("store"), options) {
+            Ok(store) => store,
+            Err(eddy_store::StoreError::Locked(_)) => {
+                return Err(StartError::Locked(config.data_dir.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if store.workspace("default")?.is_none() && store.workspaces()?.is_empty() {
             store
                 .apply(Mutation::CreateWorkspace("default".into()))
@@ -119,11 +138,12 @@ impl App {
         let retention = std::time::Duration::from_secs(config.outbox_retention_hours * 3600);
         let currents = eddy_currents::Currents::start(store.clone(), retention)
             .map_err(|e| StartError::Config(e.to_string()))?;
+        let metrics = Arc::new(Metrics::default());
         let state = Arc::new(AppState {
             store: store.clone(),
             admin_token_hash: ids::sha256_hex(&token),
             limiter,
-            metrics: Metrics::default(),
+            metrics: metrics.clone(),
             export_dir: config
                 .export_dir
                 .clone()
@@ -135,6 +155,15 @@ impl App {
             store,
             currents,
             admin_token_file,
+            metrics,
+            limits: connections::ConnectionLimits {
+                header_read_timeout: std::time::Duration::from_secs(
+                    config.header_read_timeout_seconds,
+                ),
+                idle_timeout: std::time::Duration::from_secs(config.idle_timeout_seconds),
+                max_connections: config.max_connections,
+            },
+            shutdown_deadline: std::time::Duration::from_secs(config.shutdown_timeout_seconds),
         })
     }
 
@@ -144,14 +173,9 @@ impl App {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        connections::serve(listener, self.router, self.limits, self.metrics, shutdown).await?;
         // What connectors buffered is also in the outbox; flushing only spares the next start a re-read.
-        self.currents
-            .flush_all(std::time::Duration::from_secs(10))
-            .await;
-        self.currents.stop().await;
+        self.currents.shutdown(self.shutdown_deadline).await;
         self.store.close().await;
         Ok(())
     }
@@ -248,6 +272,7 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
         )
         .route("/eddy/v1/workspaces/{ws}/usage", get(admin::usage))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -258,6 +283,18 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
 
 async fn health() -> Response {
     http::json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: 200 while writes can commit, 503 otherwise (a full disk, a failed store).
+async fn ready(State(state): State<SharedState>) -> Response {
+    if state.store.ready().await {
+        http::json_response(StatusCode::OK, &serde_json::json!({"status": "ready"}))
+    } else {
+        http::json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"status": "not ready", "message": "writes cannot commit now; see the log"}),
+        )
+    }
 }
 
 async fn metrics_text(State(state): State<SharedState>) -> Response {
@@ -287,7 +324,21 @@ async fn edge(State(state): State<SharedState>, req: Request, next: Next) -> Res
         .unwrap_or(0);
     let decision = state.limiter.check(caller, group, now);
     let mut response = if decision.allowed {
-        next.run(req).await
+        let (method, path) = (req.method().clone(), req.uri().path().to_string());
+        match AssertUnwindSafe(next.run(req)).catch_unwind().await {
+            Ok(response) => response,
+            Err(panic) => {
+                // A bug, never an input's fault: answer, count, and keep the connection.
+                state.metrics.handler_panics.fetch_add(1, Ordering::Relaxed);
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(%method, %path, panic = %message, "handler panicked");
+                HttpError(ApiError::Internal).into_response()
+            }
+        }
     } else {
         HttpError(ApiError::RateLimited).into_response()
     };
@@ -318,6 +369,17 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    match connections::raise_open_file_limit() {
+        Some((before, after)) if after > before => {
+            tracing::info!(before, after, "raised the open-file limit")
+        }
+        Some((_, now)) if (now as usize) < config.max_connections + 64 => tracing::warn!(
+            open_files = now,
+            max_connections = config.max_connections,
+            "the open-file limit is below max_connections; connections past it fail to accept"
+        ),
+        _ => {}
+    }
     let app = App::build(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await

@@ -10,10 +10,20 @@ use crate::ratelimit::GROUPS;
 
 const STATUSES: &[u16] = &[200, 201, 202, 400, 401, 403, 404, 409, 413, 429, 500, 503];
 
-/// Request counters.
+/// Request and connection counters.
 pub struct Metrics {
     requests: Vec<AtomicU64>,
     other_status: AtomicU64,
+    /// Handlers that panicked (answered 500).
+    pub handler_panics: AtomicU64,
+    /// Connections open now.
+    pub connections_open: AtomicU64,
+    /// Connections refused at the cap.
+    pub connections_refused: AtomicU64,
+    /// Connections closed by the header-read or idle timeout.
+    pub connections_timed_out: AtomicU64,
+    /// Failed `accept` calls (for example, out of file descriptors).
+    pub accept_errors: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -23,6 +33,11 @@ impl Default for Metrics {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             other_status: AtomicU64::new(0),
+            handler_panics: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            connections_timed_out: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
         }
     }
 }
@@ -99,6 +114,42 @@ impl Metrics {
                 &writer.commit_failures,
                 false,
             ),
+            (
+                "eddy_writer_panics_total",
+                "Groups failed by a panic in the writer (a bug; the writer went on).",
+                &writer.panics,
+                false,
+            ),
+            (
+                "eddy_store_recoveries_total",
+                "Times the store was reopened after a failed commit.",
+                &writer.recoveries,
+                false,
+            ),
+            (
+                "eddy_http_handler_panics_total",
+                "Requests whose handler panicked (answered 500).",
+                &self.handler_panics,
+                false,
+            ),
+            (
+                "eddy_connections_refused_total",
+                "Connections refused because max_connections were open.",
+                &self.connections_refused,
+                false,
+            ),
+            (
+                "eddy_connections_timed_out_total",
+                "Connections closed by the header-read or idle timeout.",
+                &self.connections_timed_out,
+                false,
+            ),
+            (
+                "eddy_accept_errors_total",
+                "Failed accepts (for example, out of file descriptors).",
+                &self.accept_errors,
+                false,
+            ),
         ];
         for (name, help, counter, micros) in counters {
             let v = counter.load(Ordering::Relaxed);
@@ -108,6 +159,21 @@ impl Metrics {
             } else {
                 let _ = writeln!(out, "{name} {v}");
             }
+        }
+        let gauges = [
+            (
+                "eddy_connections_open",
+                "Connections open now.",
+                self.connections_open.load(Ordering::Relaxed),
+            ),
+            (
+                "eddy_ready",
+                "1 while writes can commit (GET /ready answers 200), else 0.",
+                u64::from(writer.writable.load(Ordering::Relaxed)),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         out
     }

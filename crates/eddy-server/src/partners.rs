@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use eddy_model::ApiError;
 use eddy_model::time::parse_time;
+use eddy_model::users::could_exist;
 use eddy_store::apply::{CohortMember, MemberChange};
 use eddy_store::{Mutation, ids};
 use serde_json::{Value, json};
@@ -129,6 +130,11 @@ pub fn parse_changes(body: &Value) -> Result<Vec<MemberChange>, &'static str> {
                         let Some(s) = item.as_str().filter(|s| !s.is_empty()) else {
                             return Err(BAD_CHANGES);
                         };
+                        // No profile can hold an id over the limit: like any unknown id, it
+                        // changes nothing.
+                        if !could_exist(s) {
+                            continue;
+                        }
                         out.push(MemberChange {
                             member: make(s.to_string()),
                             add,
@@ -142,6 +148,14 @@ pub fn parse_changes(body: &Value) -> Result<Vec<MemberChange>, &'static str> {
             None | Some(Value::Null) => {}
             Some(Value::Array(items)) => {
                 for item in items {
+                    let over_long = ["alias_name", "alias_label"].iter().any(|field| {
+                        item.get(field)
+                            .and_then(Value::as_str)
+                            .is_some_and(|s| !s.is_empty() && !could_exist(s))
+                    });
+                    if over_long {
+                        continue;
+                    }
                     let alias = eddy_model::track::parse_alias(item).map_err(|_| BAD_CHANGES)?;
                     out.push(MemberChange {
                         member: CohortMember::Alias(alias),
@@ -228,6 +242,17 @@ mod tests {
         ] {
             assert_eq!(parse_changes(&bad).unwrap_err(), BAD_CHANGES, "{bad}");
         }
+        let long = "x".repeat(70_000);
+        let skipped = parse_changes(
+            &json!({"cohort_changes": [{"user_ids": [long, "a"], "device_ids": [long],
+            "aliases": [{"alias_name": long, "alias_label": "l"}]}]}),
+        )
+        .unwrap();
+        assert_eq!(
+            skipped.len(),
+            1,
+            "over-long ids are unknown ids, the valid one stays"
+        );
         let many: Vec<String> = (0..1001).map(|i| i.to_string()).collect();
         assert_eq!(
             parse_changes(&json!({"cohort_changes": [{"user_ids": many}]})).unwrap_err(),

@@ -64,6 +64,7 @@ pub async fn create(
     if req.name.trim().is_empty() {
         return Err(ApiError::BadRequest("segment names must be non-empty".into()).into());
     }
+    eddy_model::limits::check_name("name", &req.name).map_err(ApiError::BadRequest)?;
     let filter = parse_filter(&req.filter)?;
     let segment = Segment {
         id: ids::uuid_v4(),

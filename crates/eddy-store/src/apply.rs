@@ -18,14 +18,7 @@ use crate::meta::{
 use crate::txn::{Read, Txn};
 use crate::{StoreError, ids};
 
-/// A user identifier in merge and delete requests, with its prioritization for emails and phones.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Lookup {
-    /// The identifier.
-    pub ident: Identifier,
-    /// Rules choosing among profiles sharing an email or phone.
-    pub prioritization: Vec<String>,
-}
+pub use eddy_model::users::Lookup;
 
 impl Txn<'_> {
     fn find(&mut self, ws: u32, lookup: &Lookup) -> Result<Option<u32>, StoreError> {
@@ -519,35 +512,7 @@ impl Txn<'_> {
         ws: &Workspace,
         req: &DeleteRequest,
     ) -> Result<usize, StoreError> {
-        let mut lookups: Vec<Lookup> = Vec::new();
-        let plain = |ident| Lookup {
-            ident,
-            prioritization: Vec::new(),
-        };
-        lookups.extend(
-            req.external_ids
-                .iter()
-                .map(|v| plain(Identifier::ExternalId(v.clone()))),
-        );
-        lookups.extend(
-            req.user_aliases
-                .iter()
-                .map(|a| plain(Identifier::Alias(a.clone()))),
-        );
-        lookups.extend(
-            req.braze_ids
-                .iter()
-                .map(|v| plain(Identifier::BrazeId(v.clone()))),
-        );
-        lookups.extend(req.email_addresses.iter().map(|e| Lookup {
-            ident: Identifier::Email(e.email.to_ascii_lowercase()),
-            prioritization: e.prioritization.clone(),
-        }));
-        lookups.extend(
-            req.phone_numbers
-                .iter()
-                .map(|p| plain(Identifier::Phone(p.clone()))),
-        );
+        let lookups = eddy_model::users::delete_lookups(req);
         let mut deleted = 0;
         for lookup in &lookups {
             let Some(id) = self.find(ws.id, lookup)? else {

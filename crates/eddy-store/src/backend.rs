@@ -74,4 +74,10 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<Vec<Pair>, StoreError>;
     /// Applies a write set atomically and durably (fsync'd before it returns).
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError>;
+    /// Makes the backend writable again after a failed commit (for example once a full disk has
+    /// room again), with exactly what is durable. The writer calls it before its next commit and
+    /// then reloads everything it caches; an engine that needs nothing does nothing.
+    fn recover(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

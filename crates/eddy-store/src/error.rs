@@ -23,6 +23,12 @@ pub enum StoreError {
     /// The writer has stopped (shutdown or a fatal storage error).
     #[error("writer stopped")]
     Closed,
+    /// Another process holds the data directory.
+    #[error("another eddy holds {}", .0.display())]
+    Locked(std::path::PathBuf),
+    /// The writer panicked while applying the group; nothing of it was applied.
+    #[error("internal error while applying the write; nothing of it was applied")]
+    Panicked,
 }
 
 impl From<fjall::Error> for StoreError {

@@ -1,4 +1,42 @@
 //! Key layout of every table. Integers are big-endian so that keys sort numerically.
+//!
+//! Every variable part of a key (an identifier, a name) goes through [`push_part`], which keeps
+//! it as is up to [`MAX_KEY_PART`] bytes and replaces a longer one by its first bytes, a 0xFF
+//! marker and the hex SHA-256 of the whole. A key therefore stays a few KiB at most, far below
+//! any engine's limit (fjall's is 65,535 bytes), whatever reaches the store: the edge validates
+//! lengths, and this makes an over-long key impossible even where validation was missed. 0xFF
+//! never occurs in UTF-8, so a hashed part cannot equal a stored one.
+
+use sha2::{Digest, Sha256};
+
+/// Longest variable key part kept verbatim, in bytes.
+pub const MAX_KEY_PART: usize = 1024;
+
+/// Appends a variable key part, hashed when longer than [`MAX_KEY_PART`].
+pub fn push_part(key: &mut Vec<u8>, part: &[u8]) {
+    if part.len() <= MAX_KEY_PART {
+        key.extend_from_slice(part);
+        return;
+    }
+    let digest = Sha256::digest(part);
+    let kept = MAX_KEY_PART - 1 - 2 * digest.len();
+    key.extend_from_slice(&part[..kept]);
+    key.push(0xFF);
+    for byte in digest {
+        key.extend_from_slice(format!("{byte:02x}").as_bytes());
+    }
+    debug_assert!(key.len() <= 16 + 3 * MAX_KEY_PART);
+}
+
+/// A key part as a string, bounded like [`push_part`].
+pub fn bounded_str(part: &str) -> std::borrow::Cow<'_, str> {
+    if part.len() <= MAX_KEY_PART {
+        return std::borrow::Cow::Borrowed(part);
+    }
+    let mut bytes = Vec::with_capacity(MAX_KEY_PART);
+    push_part(&mut bytes, part.as_bytes());
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&bytes).into_owned())
+}
 
 /// Identifier kinds in the `idents` table.
 pub mod kind {
@@ -39,10 +77,10 @@ pub fn workspace_prefix(ws: u32) -> Vec<u8> {
 
 /// `idents`: workspace, kind, value.
 pub fn ident(ws: u32, kind: u8, value: &[u8]) -> Vec<u8> {
-    let mut key = Vec::with_capacity(5 + value.len());
+    let mut key = Vec::with_capacity(5 + value.len().min(MAX_KEY_PART));
     key.extend_from_slice(&ws.to_be_bytes());
     key.push(kind);
-    key.extend_from_slice(value);
+    push_part(&mut key, value);
     key
 }
 
@@ -90,9 +128,9 @@ pub fn decode_id(bytes: &[u8]) -> Option<u32> {
 pub fn member(ws: u32, partner: &str, cohort_id: &str, id: u32) -> Vec<u8> {
     let mut key = Vec::with_capacity(14 + partner.len() + cohort_id.len());
     key.extend_from_slice(&ws.to_be_bytes());
-    key.extend_from_slice(partner.as_bytes());
+    push_part(&mut key, partner.as_bytes());
     key.push(0);
-    key.extend_from_slice(cohort_id.as_bytes());
+    push_part(&mut key, cohort_id.as_bytes());
     key.push(0);
     key.extend_from_slice(&id.to_be_bytes());
     key
@@ -115,6 +153,22 @@ pub fn parse_member(key: &[u8]) -> Option<(u32, String, String, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_parts_are_bounded_and_distinct() {
+        let long = vec![b'x'; 70_000];
+        let key = ident(1, kind::ALIAS, &long);
+        assert_eq!(key.len(), 5 + MAX_KEY_PART);
+        let mut other = long.clone();
+        other[69_999] = b'y';
+        assert_ne!(key, ident(1, kind::ALIAS, &other));
+        // At the limit a part is kept as is.
+        let exact = vec![b'x'; MAX_KEY_PART];
+        assert_eq!(&ident(1, kind::ALIAS, &exact)[5..], &exact[..]);
+        let member_key = member(1, &"p".repeat(70_000), &"c".repeat(70_000), 3);
+        assert!(member_key.len() < 3 * MAX_KEY_PART);
+        assert!(bounded_str(&"n".repeat(70_000)).len() < 2 * MAX_KEY_PART);
+    }
 
     #[test]
     fn member_keys_round_trip() {

@@ -101,6 +101,7 @@ impl Store {
             index: thread_index,
             feed,
             stats: thread_stats,
+            needs_recovery: false,
         };
         std::thread::Builder::new()
             .name("eddy-writer".into())
@@ -267,6 +268,22 @@ impl Store {
         }
     }
 
+    /// Whether writes can commit now (readiness). After a failed commit this tries one small
+    /// write, which also recovers the backend when the cause (a full disk) is gone.
+    pub async fn ready(&self) -> bool {
+        if self.tx.is_closed() {
+            return false;
+        }
+        if self
+            .stats
+            .writable
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return true;
+        }
+        self.apply(Mutation::Probe).await.is_ok()
+    }
+
     /// Writer counters for metrics.
     pub fn stats(&self) -> &WriterStats {
         &self.stats
@@ -375,7 +392,7 @@ impl Store {
 }
 
 /// Builds the segment index from every stored profile and cohort membership.
-fn rebuild_index(backend: &dyn Backend) -> Result<Index, StoreError> {
+pub(crate) fn rebuild_index(backend: &dyn Backend) -> Result<Index, StoreError> {
     let mut index = Index::default();
     let mut after: Option<Vec<u8>> = None;
     loop {

@@ -1,5 +1,6 @@
 //! Records of the `meta` table: workspaces and API keys.
 
+use crate::keys::bounded_str;
 use serde::{Deserialize, Serialize};
 
 /// A workspace (Braze's app group): its profiles, keys and usage are its own.
@@ -38,7 +39,7 @@ impl ApiKey {
 }
 
 pub(crate) fn workspace_key(name: &str) -> Vec<u8> {
-    format!("ws/name/{name}").into_bytes()
+    format!("ws/name/{}", bounded_str(name)).into_bytes()
 }
 
 pub(crate) fn workspace_id_key(id: u32) -> Vec<u8> {
@@ -46,15 +47,17 @@ pub(crate) fn workspace_id_key(id: u32) -> Vec<u8> {
 }
 
 pub(crate) fn api_key_key(hash: &str) -> Vec<u8> {
-    format!("key/hash/{hash}").into_bytes()
+    format!("key/hash/{}", bounded_str(hash)).into_bytes()
 }
 
 pub(crate) fn api_key_id_key(ws: u32, id: &str) -> Vec<u8> {
-    format!("key/id/{ws:010}/{id}").into_bytes()
+    format!("key/id/{ws:010}/{}", bounded_str(id)).into_bytes()
 }
 
 pub(crate) const NEXT_WORKSPACE: &[u8] = b"next/workspace";
 pub(crate) const NEXT_OUTBOX: &[u8] = b"next/outbox";
+/// When readiness last proved that a commit succeeds.
+pub(crate) const PROBE: &[u8] = b"probe/last";
 
 pub(crate) fn next_profile_key(ws: u32) -> Vec<u8> {
     format!("next/profile/{ws:010}").into_bytes()
@@ -109,19 +112,24 @@ pub struct Segment {
 }
 
 pub(crate) fn partner_key(name: &str) -> Vec<u8> {
-    format!("partner/{name}").into_bytes()
+    format!("partner/{}", bounded_str(name)).into_bytes()
 }
 
 pub(crate) fn import_key_hash_key(hash: &str) -> Vec<u8> {
-    format!("dik/hash/{hash}").into_bytes()
+    format!("dik/hash/{}", bounded_str(hash)).into_bytes()
 }
 
 pub(crate) fn import_key_owner_key(ws: u32, partner: &str) -> Vec<u8> {
-    format!("dik/ws/{ws:010}/{partner}").into_bytes()
+    format!("dik/ws/{ws:010}/{}", bounded_str(partner)).into_bytes()
 }
 
 pub(crate) fn cohort_key(ws: u32, partner: &str, cohort_id: &str) -> Vec<u8> {
-    format!("cohort/{ws:010}/{partner}/{cohort_id}").into_bytes()
+    format!(
+        "cohort/{ws:010}/{}/{}",
+        bounded_str(partner),
+        bounded_str(cohort_id)
+    )
+    .into_bytes()
 }
 
 pub(crate) fn cohorts_prefix(ws: u32) -> Vec<u8> {
@@ -129,7 +137,7 @@ pub(crate) fn cohorts_prefix(ws: u32) -> Vec<u8> {
 }
 
 pub(crate) fn segment_key(ws: u32, id: &str) -> Vec<u8> {
-    format!("segment/{ws:010}/{id}").into_bytes()
+    format!("segment/{ws:010}/{}", bounded_str(id)).into_bytes()
 }
 
 pub(crate) fn segments_prefix(ws: u32) -> Vec<u8> {
@@ -178,9 +186,9 @@ pub(crate) fn export_storage_key(ws: u32) -> Vec<u8> {
 }
 
 pub(crate) fn connector_key(ws: u32, name: &str) -> Vec<u8> {
-    format!("currents/{ws:010}/{name}").into_bytes()
+    format!("currents/{ws:010}/{}", bounded_str(name)).into_bytes()
 }
 
 pub(crate) fn connector_state_key(ws: u32, name: &str) -> Vec<u8> {
-    format!("currents-state/{ws:010}/{name}").into_bytes()
+    format!("currents-state/{ws:010}/{}", bounded_str(name)).into_bytes()
 }

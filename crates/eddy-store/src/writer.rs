@@ -1,7 +1,8 @@
 //! The single writer: one thread that takes whatever mutations are waiting, applies them in
 //! order to one transaction, commits it with one fsync, and only then answers every request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -17,7 +18,7 @@ use crate::StoreError;
 use crate::apply::{Lookup, MemberChange};
 use crate::backend::Backend;
 use crate::meta::{ApiKey, ExportStorage, Partner, Segment, Workspace};
-use crate::txn::{Counters, Txn, WriterCache, load_counters};
+use crate::txn::{Counters, Txn, WriterCache, Written, load_counters};
 
 /// A mutation the writer applies.
 #[derive(Debug)]
@@ -62,6 +63,8 @@ pub enum Mutation {
     DeleteOutbox(Vec<u64>),
     /// Append producer-posted events to the outbox; with a connector name, for it alone.
     Emit(u32, Vec<eddy_model::currents::OutboxEvent>, Option<String>),
+    /// Write one small record to learn whether commits succeed (readiness).
+    Probe,
 }
 
 /// What a mutation answers once durable.
@@ -91,7 +94,7 @@ pub(crate) enum Msg {
 }
 
 /// Counters the writer exposes for `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WriterStats {
     /// Group commits done.
     pub commits: AtomicU64,
@@ -105,6 +108,31 @@ pub struct WriterStats {
     pub sync_micros: AtomicU64,
     /// Failed commits.
     pub commit_failures: AtomicU64,
+    /// Groups failed by a panic while applying them (a bug; the writer went on).
+    pub panics: AtomicU64,
+    /// Times the backend was reopened after a failed commit.
+    pub recoveries: AtomicU64,
+    /// Whether the last commit (or probe) succeeded: readiness.
+    pub writable: AtomicBool,
+    /// Mutations in the last group.
+    pub last_group: AtomicU64,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        WriterStats {
+            commits: AtomicU64::new(0),
+            mutations: AtomicU64::new(0),
+            outbox_events: AtomicU64::new(0),
+            commit_micros: AtomicU64::new(0),
+            sync_micros: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
+            writable: AtomicBool::new(true),
+            last_group: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Where the writer hands committed profiles for re-indexing.
@@ -124,13 +152,17 @@ pub(crate) struct Writer {
     pub index: Arc<RwLock<Index>>,
     pub feed: IndexFeed,
     pub stats: Arc<WriterStats>,
+    /// A commit failed: the backend must be recovered (and caches reloaded) before the next.
+    pub needs_recovery: bool,
 }
 
 pub(crate) fn run(mut writer: Writer, mut rx: mpsc::Receiver<Msg>) {
     let mut counters = match load_counters(writer.backend.as_ref()) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "writer could not load its counters");
+            // Every write now answers 503 and readiness says so; nothing is guessed.
+            writer.stats.writable.store(false, Ordering::SeqCst);
+            tracing::error!(error = %e, "writer could not load its counters; writes are refused");
             return;
         }
     };
@@ -162,95 +194,218 @@ pub(crate) fn run(mut writer: Writer, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
+/// What applying and committing a group produced.
+struct Committed {
+    results: Vec<Result<Outcome, StoreError>>,
+    emitted: u64,
+    written: Written,
+}
+
+/// Why a group was not committed.
+enum GroupFailure {
+    /// Applying failed before anything was written (a corrupt value, a decoding error).
+    Apply(StoreError),
+    /// The backend refused the commit: it may need recovery.
+    Commit(StoreError),
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        return (*s).to_string();
+    }
+    if let Some(s) = panic.downcast_ref::<String>() {
+        return s.clone();
+    }
+    "unknown panic".into()
+}
+
 impl Writer {
+    /// Applies a group, commits it once, and answers every job. Whatever happens (a storage
+    /// error, a panic in the domain code), the group fails as a whole, its callers get an error,
+    /// and the writer stays ready for the next group.
     fn commit_group(&mut self, counters: &mut Counters, jobs: &mut Vec<Job>) {
-        let (backend, limits, stats) = (self.backend.as_ref(), self.limits, self.stats.as_ref());
-        let (cache, index, feed) = (&mut self.cache, self.index.as_ref(), &self.feed);
         let started = Instant::now();
-        let mut saved = counters.clone();
+        let (mutations, replies): (Vec<Mutation>, Vec<_>) =
+            jobs.drain(..).map(|job| (job.mutation, job.reply)).unzip();
+        self.stats
+            .last_group
+            .store(replies.len() as u64, Ordering::Relaxed);
+        if self.needs_recovery
+            && let Err(e) = self.recover(counters)
+        {
+            self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, "store still not writable");
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Backend(e.to_string())));
+            }
+            return;
+        }
+        let saved = counters.clone();
+        let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.apply_and_commit(counters, mutations)
+        }));
+        let failure = match attempt {
+            Ok(Ok(committed)) => {
+                self.after_commit(replies, committed);
+                self.stats
+                    .commit_micros
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                return;
+            }
+            Ok(Err(GroupFailure::Commit(e))) => {
+                // The engine may hold state that no longer matches the disk (fjall poisons
+                // itself after a failed fsync): recover it before the next commit.
+                self.needs_recovery = true;
+                self.stats.writable.store(false, Ordering::SeqCst);
+                tracing::error!(error = %e, mutations = replies.len(), "group commit failed, nothing of it was applied");
+                StoreError::Backend(e.to_string())
+            }
+            Ok(Err(GroupFailure::Apply(e))) => {
+                tracing::error!(error = %e, mutations = replies.len(), "applying a group failed, nothing of it was applied");
+                e
+            }
+            Err(panic) => {
+                self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(panic = %panic_message(panic.as_ref()), mutations = replies.len(), "the writer panicked applying a group; nothing of it was applied");
+                StoreError::Panicked
+            }
+        };
+        self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+        // Ids handed out in the failed group may be reused: nothing refers to them.
+        *counters = saved;
+        // Profiles taken out of the cache by the failed group are gone from it; drop the rest
+        // too so that nothing unsure survives.
+        self.cache.clear();
+        for reply in replies {
+            let _ = reply.send(Err(clone_error(&failure)));
+        }
+        self.stats
+            .commit_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn apply_and_commit(
+        &mut self,
+        counters: &mut Counters,
+        mutations: Vec<Mutation>,
+    ) -> Result<Committed, GroupFailure> {
+        let (backend, limits) = (self.backend.as_ref(), self.limits);
         // The writer is the index's only writer, so reading it while applying cannot race.
-        let committed_index = match index.read() {
+        let committed_index = match self.index.read() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
         let mut txn = Txn::new(
             backend,
             counters,
-            cache,
+            &mut self.cache,
             &committed_index,
             eddy_model::time::now_ms(),
         );
-        let (mutations, replies): (Vec<Mutation>, Vec<_>) =
-            jobs.drain(..).map(|job| (job.mutation, job.reply)).unzip();
-        let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(replies.len());
-        let mut fatal = None;
+        let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(mutations.len());
         for mutation in mutations {
             match apply(&mut txn, mutation, limits) {
                 Ok(outcome) => results.push(Ok(outcome)),
-                // Domain refusals touch nothing; storage failures poison the whole group.
+                // Domain refusals touch nothing; other failures fail the whole group.
                 Err(e @ (StoreError::Conflict(_) | StoreError::NotFound(_))) => {
                     results.push(Err(e))
                 }
-                Err(e) => {
-                    fatal = Some(e);
-                    break;
-                }
+                Err(e) => return Err(GroupFailure::Apply(e)),
             }
         }
-        let finished = match fatal {
-            Some(e) => Err(e),
-            None => txn.finish(),
-        };
+        let (writes, emitted, written) = txn.finish().map_err(GroupFailure::Apply)?;
         drop(committed_index);
-        let committed = finished.and_then(|(writes, emitted, written)| {
-            let syncing = Instant::now();
-            let result = backend.commit(writes);
-            stats
-                .sync_micros
-                .fetch_add(syncing.elapsed().as_micros() as u64, Ordering::Relaxed);
-            result?;
-            Ok((emitted, written))
-        });
-        match committed {
-            Ok((emitted, written)) => {
-                match index.write() {
-                    Ok(mut guard) => written.feed_members(&mut guard),
-                    Err(poisoned) => written.feed_members(&mut poisoned.into_inner()),
-                }
-                let mut written = written;
-                let encoded = std::mem::take(&mut written.encoded);
-                feed.progress.committed();
-                if feed.tx.send(encoded).is_err() {
-                    tracing::error!(
-                        "the indexer stopped; segment sizes no longer follow profile changes"
-                    );
-                }
-                cache.absorb(written);
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .mutations
-                    .fetch_add(replies.len() as u64, Ordering::Relaxed);
-                stats.outbox_events.fetch_add(emitted, Ordering::Relaxed);
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(result);
-                }
+        let syncing = Instant::now();
+        let result = backend.commit(writes);
+        self.stats
+            .sync_micros
+            .fetch_add(syncing.elapsed().as_micros() as u64, Ordering::Relaxed);
+        result.map_err(GroupFailure::Commit)?;
+        Ok(Committed {
+            results,
+            emitted,
+            written,
+        })
+    }
+
+    /// Feeds the index and the cache with a durable group, then answers its callers.
+    fn after_commit(
+        &mut self,
+        replies: Vec<oneshot::Sender<Result<Outcome, StoreError>>>,
+        committed: Committed,
+    ) {
+        let Committed {
+            results,
+            emitted,
+            mut written,
+        } = committed;
+        self.stats.writable.store(true, Ordering::SeqCst);
+        let fed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            match self.index.write() {
+                Ok(mut guard) => written.feed_members(&mut guard),
+                Err(poisoned) => written.feed_members(&mut poisoned.into_inner()),
             }
-            Err(e) => {
-                stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, mutations = replies.len(), "group commit failed, nothing of it was applied");
-                // Ids handed out in the failed group may be reused: nothing refers to them.
-                std::mem::swap(counters, &mut saved);
-                // Profiles taken out of the cache by the failed group are gone from it; drop the
-                // rest too so that nothing unsure survives a storage error.
-                cache.clear();
-                for reply in replies {
-                    let _ = reply.send(Err(StoreError::Backend(e.to_string())));
-                }
+            let encoded = std::mem::take(&mut written.encoded);
+            self.feed.progress.committed();
+            if self.feed.tx.send(encoded).is_err() {
+                tracing::error!(
+                    "the indexer stopped; segment sizes no longer follow profile changes"
+                );
             }
+            self.cache.absorb(written);
+        }));
+        if let Err(panic) = fed {
+            // The group is durable, so its callers get their answers; what is cached or indexed
+            // in memory is reloaded from disk before the next group.
+            self.stats.panics.fetch_add(1, Ordering::Relaxed);
+            self.needs_recovery = true;
+            tracing::error!(panic = %panic_message(panic.as_ref()), "the writer panicked after a commit; reloading its caches");
         }
-        stats
-            .commit_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .mutations
+            .fetch_add(replies.len() as u64, Ordering::Relaxed);
+        self.stats
+            .outbox_events
+            .fetch_add(emitted, Ordering::Relaxed);
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Reopens the backend and reloads everything the writer derives from it: counters, the
+    /// profile cache and the segment index (a failed commit may still have reached the disk).
+    fn recover(&mut self, counters: &mut Counters) -> Result<(), StoreError> {
+        self.backend.recover()?;
+        *counters = load_counters(self.backend.as_ref())?;
+        self.cache.clear();
+        // Let the indexer finish what it was handed, so that nothing older lands after the rebuild.
+        self.feed.progress.wait(std::time::Duration::from_secs(10));
+        let fresh = crate::rebuild_index(self.backend.as_ref())?;
+        match self.index.write() {
+            Ok(mut guard) => *guard = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        self.needs_recovery = false;
+        self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("writer recovered: counters, cache and segment index reloaded from disk");
+        Ok(())
+    }
+}
+
+/// The same error for every caller of a failed group.
+fn clone_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Panicked => StoreError::Panicked,
+        StoreError::Closed => StoreError::Closed,
+        StoreError::Conflict(what) => StoreError::Conflict(what.clone()),
+        StoreError::NotFound(what) => StoreError::NotFound(what.clone()),
+        StoreError::Locked(path) => StoreError::Locked(path.clone()),
+        StoreError::Corrupt { table, reason } => StoreError::Corrupt {
+            table,
+            reason: reason.clone(),
+        },
+        StoreError::Backend(reason) => StoreError::Backend(reason.clone()),
     }
 }
 
@@ -292,6 +447,15 @@ fn apply(txn: &mut Txn<'_>, mutation: Mutation, limits: Limits) -> Result<Outcom
                 txn.delete(crate::backend::Table::Outbox, crate::keys::outbox(seq));
             }
             Ok(Outcome::Count(n))
+        }
+        Mutation::Probe => {
+            let now = eddy_model::time::now_ms();
+            txn.put(
+                crate::backend::Table::Meta,
+                crate::meta::PROBE.to_vec(),
+                now.to_be_bytes().to_vec(),
+            );
+            Ok(Outcome::Done)
         }
         Mutation::Emit(ws, events, to) => {
             let n = events.len();

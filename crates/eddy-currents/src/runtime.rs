@@ -73,6 +73,17 @@ pub struct Currents {
     outbox_retention: Duration,
 }
 
+/// The object-store client's own retries: few and short. The file task retries a failed write
+/// forever with its own backoff, and a flush or an export must learn of an outage in seconds,
+/// not after the client's default three minutes of retrying.
+fn client_retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(5),
+        ..object_store::RetryConfig::default()
+    }
+}
+
 /// An S3 client for connector or export settings: path-style, plain HTTP allowed for local servers.
 pub fn s3_store(
     settings: &eddy_store::meta::S3Settings,
@@ -80,7 +91,8 @@ pub fn s3_store(
 ) -> Result<AmazonS3, object_store::Error> {
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(&settings.bucket)
-        .with_region(&settings.region);
+        .with_region(&settings.region)
+        .with_retry(client_retry());
     if let Some(endpoint) = &settings.endpoint {
         builder = builder
             .with_endpoint(endpoint)
@@ -447,8 +459,9 @@ fn file_store(sink: &Sink) -> Result<Arc<dyn object_store::ObjectStore>, String>
 fn gcs_store(
     settings: &GcsConnector,
 ) -> Result<object_store::gcp::GoogleCloudStorage, object_store::Error> {
-    let mut builder =
-        object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(&settings.bucket);
+    let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(&settings.bucket)
+        .with_retry(client_retry());
     if let Some(key) = &settings.service_account_key {
         builder = builder.with_service_account_key(key);
     }
@@ -470,6 +483,7 @@ fn azure_store(
     settings: &AzureConnector,
 ) -> Result<object_store::azure::MicrosoftAzure, object_store::Error> {
     let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
+        .with_retry(client_retry())
         .with_account(&settings.account)
         .with_container_name(&settings.container);
     if let Some(key) = &settings.access_key {

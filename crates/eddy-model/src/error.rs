@@ -65,6 +65,9 @@ pub enum ApiError {
     /// The server is shutting down or its writer stopped.
     #[error("service unavailable")]
     Unavailable,
+    /// The store could not commit (a full or failing disk); nothing was applied, retry later.
+    #[error("storage unavailable: the write was not applied; retry later")]
+    StorageUnavailable,
     /// A storage or internal failure; the request was not applied.
     #[error("internal error")]
     Internal,
@@ -87,7 +90,7 @@ impl ApiError {
             | ApiError::TooManyIds
             | ApiError::NoValidTrackData(_)
             | ApiError::BadRequest(_) => 400,
-            ApiError::Unavailable => 503,
+            ApiError::Unavailable | ApiError::StorageUnavailable => 503,
             ApiError::Internal => 500,
         }
     }

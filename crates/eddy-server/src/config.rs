@@ -39,6 +39,8 @@ pub struct Config {
     /// The key that encrypts stored credentials [default: `<data_dir>.key`, created when
     /// missing]. `EDDY_SECRETS_KEY` (64 hex digits) takes precedence. Keep it apart from the data.
     pub secrets_key_file: Option<PathBuf>,
+    /// The secrets key itself, 64 hex digits (the binary reads `EDDY_SECRETS_KEY` into it).
+    pub secrets_key: Option<String>,
     /// The previous key, while rotating: credentials it encrypted are re-encrypted at start.
     pub previous_secrets_key_file: Option<PathBuf>,
 }
@@ -70,6 +72,7 @@ impl Default for Config {
             max_connections: 4096,
             shutdown_timeout_seconds: 10,
             secrets_key_file: None,
+            secrets_key: None,
             previous_secrets_key_file: None,
         }
     }

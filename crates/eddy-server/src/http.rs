@@ -32,6 +32,12 @@ pub fn store_error(e: StoreError) -> ApiError {
         StoreError::Closed => ApiError::Unavailable,
         StoreError::Conflict(what) => ApiError::Conflict(what),
         StoreError::NotFound(what) => ApiError::ResourceNotFound(what),
+        // A commit the disk refused (full, failing): nothing was applied, and the writer
+        // recovers by itself once the cause is gone; /ready says so meanwhile.
+        StoreError::Backend(reason) => {
+            tracing::error!(error = %reason, "storage failure");
+            ApiError::StorageUnavailable
+        }
         other => {
             tracing::error!(error = %other, "store failure");
             ApiError::Internal

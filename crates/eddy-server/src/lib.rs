@@ -14,6 +14,7 @@ pub mod archive;
 pub mod config;
 pub mod connections;
 pub mod currents;
+mod datadir;
 pub mod http;
 pub mod metrics;
 pub mod partners;
@@ -95,6 +96,9 @@ pub enum StartError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Stored credentials cannot be opened, or the key cannot be read or made.
+    #[error("secrets: {0}")]
+    Secrets(String),
     /// Another process serves the same data directory.
     #[error("another eddy holds {}; stop it or choose another --data-dir", .0.display())]
     Locked(std::path::PathBuf),
@@ -109,11 +113,23 @@ impl App {
                 "max_array_length must be at least 1".into(),
             ));
         }
+        datadir::private_umask();
+        let tightened = datadir::secure(&config.data_dir).map_err(|e| {
+            StartError::Io(format!("cannot prepare {}: {e}", config.data_dir.display()))
+        })?;
+        if tightened > 0 {
+            tracing::warn!(
+                entries = tightened,
+                data_dir = %config.data_dir.display(),
+                "data directory entries were readable by other users; now private (0700/0600)"
+            );
+        }
         let options = StoreOptions {
             cache_bytes: config.cache_mib * 1024 * 1024,
             limits: Limits {
                 max_array_len: config.max_array_length,
             },
+            sealer: Some(sealer(config)?),
             ..StoreOptions::default()
         };
         let store = match Store::open(&config.data_dir.join("store"), options) {
@@ -127,6 +143,16 @@ impl App {
             store
                 .apply(Mutation::CreateWorkspace("default".into()))
                 .await?;
+        }
+        let resealed = store
+            .reseal_secrets()
+            .await
+            .map_err(|e| StartError::Secrets(e.to_string()))?;
+        if resealed > 0 {
+            tracing::info!(
+                records = resealed,
+                "stored credentials encrypted with the current secrets key"
+            );
         }
         let (token, admin_token_file) = match &config.admin_token {
             Some(token) if !token.is_empty() => (token.clone(), None),
@@ -179,6 +205,36 @@ impl App {
         self.store.close().await;
         Ok(())
     }
+}
+
+/// The key that encrypts stored credentials: `secrets_key` (from `EDDY_SECRETS_KEY`), else the
+/// key file (created when missing), with the previous key while rotating.
+fn sealer(config: &Config) -> Result<eddy_store::secrets::Sealer, StartError> {
+    use eddy_store::secrets::{Sealer, SecretKey};
+    let secrets = |e: eddy_store::StoreError| StartError::Secrets(e.to_string());
+    let current = match &config.secrets_key {
+        Some(hex) => SecretKey::from_hex(hex).map_err(secrets)?,
+        None => {
+            let path = config
+                .secrets_key_file
+                .clone()
+                .unwrap_or_else(|| datadir::default_key_file(&config.data_dir));
+            let (key, created) = SecretKey::load_or_create(&path).map_err(secrets)?;
+            if created {
+                tracing::warn!(path = %path.display(), "created the key that encrypts stored credentials; back it up apart from the data directory");
+            }
+            key
+        }
+    };
+    let previous = match &config.previous_secrets_key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| StartError::Secrets(format!("cannot read {}: {e}", path.display())))?;
+            Some(SecretKey::from_hex(&text).map_err(secrets)?)
+        }
+        None => None,
+    };
+    Ok(Sealer::new(current, previous))
 }
 
 /// Reads the generated admin token, or generates one (mode 0600).

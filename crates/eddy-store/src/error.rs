@@ -26,6 +26,9 @@ pub enum StoreError {
     /// Another process holds the data directory.
     #[error("another eddy holds {}", .0.display())]
     Locked(std::path::PathBuf),
+    /// Stored credentials cannot be sealed or opened (a missing or wrong key).
+    #[error("{0}")]
+    Secrets(String),
     /// The writer panicked while applying the group; nothing of it was applied.
     #[error("internal error while applying the write; nothing of it was applied")]
     Panicked,

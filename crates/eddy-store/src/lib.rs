@@ -6,6 +6,7 @@
 //! - [`txn`]: a group commit's overlay, and identity resolution over any reader.
 //! - [`apply`]: the mutations (track, identify, alias, delete, merge, workspaces, keys).
 //! - [`writer`]: the single writer thread with group commit.
+//! - [`secrets`]: credentials in connector and export settings, encrypted at rest.
 //!
 //! [`Store`] is the handle the server holds: mutations go to the writer and return once on
 //! disk; reads go straight to the backend and see committed data.
@@ -18,6 +19,7 @@ pub mod ids;
 pub mod indexer;
 pub mod keys;
 pub mod meta;
+pub mod secrets;
 pub mod txn;
 pub mod writer;
 
@@ -39,7 +41,7 @@ use backend::{Backend, Table};
 use txn::{Read, View};
 
 /// Settings of the store.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Block cache of the embedded engine, bytes.
     pub cache_bytes: u64,
@@ -49,6 +51,8 @@ pub struct StoreOptions {
     pub queue: usize,
     /// Decoded profiles the writer keeps in memory between group commits.
     pub cache_profiles: usize,
+    /// Encrypts credentials at rest; without one they are stored as given.
+    pub sealer: Option<secrets::Sealer>,
 }
 
 impl Default for StoreOptions {
@@ -58,6 +62,7 @@ impl Default for StoreOptions {
             limits: Limits::default(),
             queue: 4096,
             cache_profiles: 200_000,
+            sealer: None,
         }
     }
 }
@@ -70,6 +75,7 @@ pub struct Store {
     stats: Arc<WriterStats>,
     index: Arc<RwLock<Index>>,
     progress: Arc<indexer::Progress>,
+    sealer: Option<Arc<secrets::Sealer>>,
 }
 
 impl Store {
@@ -113,6 +119,7 @@ impl Store {
             stats,
             index,
             progress,
+            sealer: options.sealer.map(Arc::new),
         })
     }
 
@@ -157,14 +164,90 @@ impl Store {
 
     /// Where a workspace's segment exports go (the local export directory unless set).
     pub fn export_storage(&self, ws: u32) -> Result<meta::ExportStorage, StoreError> {
-        Ok(self
-            .meta_record(&meta::export_storage_key(ws))?
-            .unwrap_or(meta::ExportStorage::Local))
+        let Some(mut value) = self.meta_record::<Value>(&meta::export_storage_key(ws))? else {
+            return Ok(meta::ExportStorage::Local);
+        };
+        self.open_secrets(&mut value)?;
+        serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
+            table: "meta",
+            reason: e.to_string(),
+        })
     }
 
     /// A Currents connector's configuration.
     pub fn connector(&self, ws: u32, name: &str) -> Result<Option<Value>, StoreError> {
-        self.meta_record(&meta::connector_key(ws, name))
+        let Some(mut value) = self.meta_record::<Value>(&meta::connector_key(ws, name))? else {
+            return Ok(None);
+        };
+        self.open_secrets(&mut value)?;
+        Ok(Some(value))
+    }
+
+    fn open_secrets(&self, value: &mut Value) -> Result<(), StoreError> {
+        match &self.sealer {
+            Some(sealer) => sealer.open_fields(value),
+            None => Ok(()),
+        }
+    }
+
+    /// Seals the credentials a mutation carries, so that none reaches the disk in plain text.
+    fn seal_secrets(&self, mutation: Mutation) -> Result<Mutation, StoreError> {
+        let Some(sealer) = &self.sealer else {
+            return Ok(mutation);
+        };
+        match mutation {
+            Mutation::PutConnector(ws, name, mut config) => {
+                sealer.seal_fields(&mut config)?;
+                Ok(Mutation::PutConnector(ws, name, config))
+            }
+            Mutation::SetExportStorage(ws, storage) => {
+                let invalid = |e: serde_json::Error| StoreError::Secrets(e.to_string());
+                let mut value = serde_json::to_value(&storage).map_err(invalid)?;
+                sealer.seal_fields(&mut value)?;
+                let sealed = serde_json::from_value(value).map_err(invalid)?;
+                Ok(Mutation::SetExportStorage(ws, sealed))
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Seals again, with the current key, every stored credential that is in plain text (stored
+    /// by an older eddy) or sealed with the previous key; answers how many records changed. A
+    /// credential no configured key opens is an error: eddy does not start without its secrets.
+    pub async fn reseal_secrets(&self) -> Result<usize, StoreError> {
+        let Some(sealer) = self.sealer.clone() else {
+            return Ok(0);
+        };
+        let mut changed = 0;
+        for prefix in [&b"currents/"[..], &b"export-storage/"[..]] {
+            for (key, raw) in self.backend.scan(Table::Meta, prefix, None, usize::MAX)? {
+                let mut value: Value = decode(&raw, "meta")?;
+                if !sealer.needs_reseal(&value)? {
+                    continue;
+                }
+                sealer.open_fields(&mut value)?;
+                let rest = std::str::from_utf8(&key[prefix.len()..]).unwrap_or_default();
+                let (Some(ws), name) = (
+                    rest.get(..10).and_then(|w| w.parse::<u32>().ok()),
+                    rest.get(11..).unwrap_or_default(),
+                ) else {
+                    continue;
+                };
+                let mutation = if prefix == b"currents/" {
+                    Mutation::PutConnector(ws, name.to_string(), value)
+                } else {
+                    let storage =
+                        serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
+                            table: "meta",
+                            reason: e.to_string(),
+                        })?;
+                    Mutation::SetExportStorage(ws, storage)
+                };
+                self.apply(mutation).await?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 
     /// A Currents connector's delivery state.
@@ -184,7 +267,9 @@ impl Store {
                 .and_then(|rest| rest.get(..10))
                 .and_then(|w| w.parse::<u32>().ok());
             if let Some(ws) = ws {
-                out.push((ws, decode(&value, "meta")?));
+                let mut value: Value = decode(&value, "meta")?;
+                self.open_secrets(&mut value)?;
+                out.push((ws, value));
             }
         }
         Ok(out)
@@ -254,6 +339,7 @@ impl Store {
 
     /// Applies a mutation; returns once it is on disk.
     pub async fn apply(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
+        let mutation = self.seal_secrets(mutation)?;
         let (reply, answer) = oneshot::channel();
         let job = writer::Msg::Job(Box::new(writer::Job { mutation, reply }));
         self.tx.send(job).await.map_err(|_| StoreError::Closed)?;

@@ -406,6 +406,7 @@ fn clone_error(e: &StoreError) -> StoreError {
             reason: reason.clone(),
         },
         StoreError::Backend(reason) => StoreError::Backend(reason.clone()),
+        StoreError::Secrets(reason) => StoreError::Secrets(reason.clone()),
     }
 }
 
@@ -449,11 +450,14 @@ fn apply(txn: &mut Txn<'_>, mutation: Mutation, limits: Limits) -> Result<Outcom
             Ok(Outcome::Count(n))
         }
         Mutation::Probe => {
-            let now = eddy_model::time::now_ms();
+            // As large as a sizeable group, so that a nearly full disk that still takes a few
+            // bytes into a page already allocated does not pass for a writable one.
+            let mut record = vec![0u8; 64 * 1024];
+            record[..8].copy_from_slice(&eddy_model::time::now_ms().to_be_bytes());
             txn.put(
                 crate::backend::Table::Meta,
                 crate::meta::PROBE.to_vec(),
-                now.to_be_bytes().to_vec(),
+                record,
             );
             Ok(Outcome::Done)
         }

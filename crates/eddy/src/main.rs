@@ -235,13 +235,16 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     {
         config.admin_token = Some(token);
     }
+    if let Ok(key) = std::env::var("EDDY_SECRETS_KEY")
+        && !key.is_empty()
+    {
+        config.secrets_key = Some(key);
+    }
     Ok(config)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     eddy_server::run(config, shutdown_signal()).await?;
     tracing::info!("eddy stopped");
     Ok(())

@@ -40,6 +40,8 @@ pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config {
         data_dir: dir.clone(),
         admin_token: Some("admin-secret".into()),
+        // Inside the data dir in tests, so that a restart finds it and nothing outlives the test.
+        secrets_key_file: Some(dir.join("test-secrets.key")),
         ..Config::default()
     };
     tweak(&mut config);

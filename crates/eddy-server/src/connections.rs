@@ -308,7 +308,7 @@ pub fn raise_open_file_limit() -> Option<(u64, u64)> {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
         return None;
     }
-    let before = limit.rlim_cur as u64;
+    let before = limit.rlim_cur;
     if limit.rlim_cur < limit.rlim_max {
         limit.rlim_cur = limit.rlim_max;
         // SAFETY: setrlimit reads the struct we pass.
@@ -316,5 +316,5 @@ pub fn raise_open_file_limit() -> Option<(u64, u64)> {
             return Some((before, before));
         }
     }
-    Some((before, limit.rlim_cur as u64))
+    Some((before, limit.rlim_cur))
 }

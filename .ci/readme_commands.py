@@ -7,6 +7,7 @@ here), so a README that drifts from what works fails CI. Usage: readme_commands.
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,15 +21,22 @@ HEALTH = "http://127.0.0.1:8780/health"
 
 
 def shell_blocks(text):
-    """Every ```sh fenced block, as a list of logical lines (backslash continuations joined)."""
+    """Every ```sh fenced block, as a list of logical lines: backslash continuations joined, and
+    a quoted argument that spans lines (a JSON body) kept whole, as the shell would read it."""
     blocks = []
     for body in re.findall(r"```sh\n(.*?)```", text, flags=re.S):
-        lines, current = [], ""
+        lines, current, joined = [], "", False
         for raw in body.splitlines():
-            current += raw
-            if current.endswith("\\"):
+            # After a backslash the line simply goes on; inside quotes the newline is kept.
+            current = current + raw if joined or not current else current + "\n" + raw
+            joined = current.endswith("\\")
+            if joined:
                 current = current[:-1] + " "
                 continue
+            try:
+                shlex.split(current, comments=True)
+            except ValueError:
+                continue  # an open quote: the command goes on on the next line
             if current.strip():
                 lines.append(current.strip())
             current = ""

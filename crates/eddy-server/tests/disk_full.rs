@@ -94,15 +94,7 @@ async fn writes_come_back_after_the_disk_is_freed() {
     assert_eq!(ready(&app).await, 503);
     // Reads are still served.
     assert!(app.user("u0").await.is_some());
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("t");
+    let metrics = app.metrics().await;
     assert!(metrics.contains("eddy_ready 0"), "{metrics}");
 
     std::fs::remove_file(filler).expect("free");

@@ -239,15 +239,7 @@ async fn health_ready_metrics_and_a_lower_case_bearer() {
         .await
         .expect("get");
     assert_eq!(response.status(), 200);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     for name in [
         "eddy_ready 1",
         "eddy_connections_open",
@@ -496,15 +488,7 @@ async fn slow_and_idle_connections_are_closed_and_the_cap_refuses_with_503() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("m")
-        .text()
-        .await
-        .expect("t");
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("eddy_connections_refused_total 1"),
         "{metrics}"

@@ -163,6 +163,18 @@ impl TestApp {
         )
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Graceful stop: in-flight requests finish, the writer commits and stops.
     pub async fn stop(mut self) -> PathBuf {
         if let Some(stop) = self.stop.take() {

@@ -167,6 +167,11 @@ impl Metrics {
                 self.connections_open.load(Ordering::Relaxed),
             ),
             (
+                "eddy_writer_last_group_size",
+                "Mutations in the writer's last group commit.",
+                writer.last_group.load(Ordering::Relaxed),
+            ),
+            (
                 "eddy_ready",
                 "1 while writes can commit (GET /ready answers 200), else 0.",
                 u64::from(writer.writable.load(Ordering::Relaxed)),

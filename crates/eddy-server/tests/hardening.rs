@@ -152,12 +152,12 @@ async fn over_long_identifiers_are_refused_and_the_writer_keeps_serving() {
 async fn partner_imports_skip_over_long_ids_and_admin_paths_answer_json() {
     let app = spawn_app().await;
     let l = long();
-    let (status, _) = reqwest_put(
-        &app,
-        "/eddy/v1/partners/amplitude",
-        json!({"partner_api_key": "partner-key"}),
-    )
-    .await;
+    let (status, _) = app
+        .admin_put(
+            "/eddy/v1/partners/amplitude",
+            json!({"partner_api_key": "partner-key"}),
+        )
+        .await;
     assert_eq!(status, 200);
     let (status, key) = app
         .admin_post(
@@ -209,19 +209,6 @@ async fn partner_imports_skip_over_long_ids_and_admin_paths_answer_json() {
         .await;
     assert_eq!(status, 400);
     canary(&app, 1).await;
-}
-
-async fn reqwest_put(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let response = app
-        .client
-        .put(app.url(path))
-        .bearer_auth(&app.admin_token)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]
@@ -298,13 +285,13 @@ async fn credentials_are_encrypted_at_rest_and_files_are_private() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let (status, body) = reqwest_put(
-        &app,
-        "/eddy/v1/workspaces/default/export-storage",
-        json!({"type": "s3",
+    let (status, body) = app
+        .admin_put(
+            "/eddy/v1/workspaces/default/export-storage",
+            json!({"type": "s3",
         "bucket": "b", "access_key_id": "AKIA", "secret_access_key": secret}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let (_, shown) = app
         .admin_get("/eddy/v1/workspaces/default/export-storage")

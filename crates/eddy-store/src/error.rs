@@ -1,7 +1,7 @@
 //! Errors of the store.
 
 /// What can go wrong in the store.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The storage engine failed; the batch was not applied.
     #[error("storage error: {0}")]

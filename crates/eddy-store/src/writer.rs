@@ -277,7 +277,7 @@ impl Writer {
         // too so that nothing unsure survives.
         self.cache.clear();
         for reply in replies {
-            let _ = reply.send(Err(clone_error(&failure)));
+            let _ = reply.send(Err(failure.clone()));
         }
         self.stats
             .commit_micros
@@ -390,23 +390,6 @@ impl Writer {
         self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
         tracing::info!("writer recovered: counters, cache and segment index reloaded from disk");
         Ok(())
-    }
-}
-
-/// The same error for every caller of a failed group.
-fn clone_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Panicked => StoreError::Panicked,
-        StoreError::Closed => StoreError::Closed,
-        StoreError::Conflict(what) => StoreError::Conflict(what.clone()),
-        StoreError::NotFound(what) => StoreError::NotFound(what.clone()),
-        StoreError::Locked(path) => StoreError::Locked(path.clone()),
-        StoreError::Corrupt { table, reason } => StoreError::Corrupt {
-            table,
-            reason: reason.clone(),
-        },
-        StoreError::Backend(reason) => StoreError::Backend(reason.clone()),
-        StoreError::Secrets(reason) => StoreError::Secrets(reason.clone()),
     }
 }
 

@@ -94,9 +94,17 @@ impl TestApp {
     }
 
     pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.admin_send(reqwest::Method::POST, path, body).await
+    }
+
+    pub async fn admin_put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.admin_send(reqwest::Method::PUT, path, body).await
+    }
+
+    async fn admin_send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
         let r = self
             .client
-            .post(self.url(path))
+            .request(method, self.url(path))
             .bearer_auth(&self.admin_token)
             .json(&body)
             .send()

@@ -4,6 +4,7 @@
 //! devices for `throttle_seconds`, 5xx and timeouts back off and retry. The cursor never passes an
 //! event that is neither delivered nor dropped-and-counted; `insert_id` makes resending safe.
 
+use crate::CurrentsError;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -71,13 +72,19 @@ impl AmplitudeTask {
         settings: AmplitudeConnector,
         state: DeliveryState,
         status: Arc<Mutex<Status>>,
-    ) -> AmplitudeTask {
-        let url = settings.url().unwrap_or_default();
+    ) -> Result<AmplitudeTask, CurrentsError> {
+        let url = settings.url().ok_or_else(|| {
+            CurrentsError::Invalid(format!(
+                "no Amplitude endpoint for region '{}'",
+                settings.region
+            ))
+        })?;
+        // Without the configured timeout a hung endpoint would hold deliveries forever.
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(settings.timeout_seconds.max(1)))
             .build()
-            .unwrap_or_default();
-        AmplitudeTask {
+            .map_err(|e| CurrentsError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        Ok(AmplitudeTask {
             source,
             settings,
             url,
@@ -90,7 +97,7 @@ impl AmplitudeTask {
             backoff: Duration::from_secs(1),
             paused_until: None,
             client,
-        }
+        })
     }
 
     pub(crate) async fn run(mut self, mut requests: mpsc::Receiver<Request>) {

@@ -122,7 +122,13 @@ impl Currents {
         });
         for (ws, value) in store.connectors()? {
             match serde_json::from_value::<Connector>(value) {
-                Ok(connector) => currents.spawn(ws, connector)?,
+                // One damaged connector must not keep the others (or the server) down.
+                Ok(connector) => {
+                    let name = connector.name.clone();
+                    if let Err(e) = currents.spawn(ws, connector) {
+                        tracing::error!(error = %e, ws, connector = %name, "Currents connector not started; fix or delete it");
+                    }
+                }
                 Err(e) => tracing::error!(error = %e, ws, "unreadable Currents connector"),
             }
         }
@@ -185,7 +191,7 @@ impl Currents {
         if self.store.connector(ws, &request.name)?.is_some() {
             return Err(CurrentsError::Exists(request.name));
         }
-        let integration_id = ids::secret_hex(12);
+        let integration_id = ids::id_hex(12);
         let connector = request
             .into_connector(integration_id)
             .map_err(CurrentsError::Invalid)?;
@@ -219,7 +225,13 @@ impl Currents {
 
     fn spawn(&self, ws: u32, connector: Connector) -> Result<(), CurrentsError> {
         let state: DeliveryState = match self.store.connector_state(ws, &connector.name)? {
-            Some(v) => serde_json::from_value(v).unwrap_or_default(),
+            // A damaged cursor must not turn into a full replay (or a skip) unnoticed.
+            Some(v) => serde_json::from_value(v).map_err(|e| {
+                CurrentsError::Store(StoreError::Corrupt {
+                    table: "meta",
+                    reason: format!("delivery state of connector '{}': {e}", connector.name),
+                })
+            })?,
             None => DeliveryState::default(),
         };
         let (sender, requests) = mpsc::channel(16);
@@ -254,7 +266,7 @@ impl Currents {
                     settings.clone(),
                     state,
                     status.clone(),
-                );
+                )?;
                 tokio::spawn(task.run(requests))
             }
             (_, None) => {
@@ -595,7 +607,7 @@ impl FileTask {
         };
         let key = (item.event_type, hour_of(item.at));
         let buffer = self.buffers.entry(key.clone()).or_insert_with(|| Buffer {
-            container: Container::new(schema, self.settings.codec, ids::random::<16>()),
+            container: Container::new(schema, self.settings.codec, ids::unique_bytes::<16>()),
             first: item.seq,
             first_at: item.at,
             opened: Instant::now(),

@@ -23,6 +23,12 @@ fn workspace_json(ws: &Workspace) -> serde_json::Value {
     json!({"id": ws.id, "name": ws.name, "app_group_id": ws.app_group_id, "created_at": eddy_model::time::format_iso(ws.created_at)})
 }
 
+/// A secret could not be made: refuse rather than hand out a predictable one.
+fn no_secret(e: ids::RandomnessError) -> HttpError {
+    tracing::error!(error = %e, "no secret could be generated");
+    HttpError(ApiError::Internal)
+}
+
 /// Checks a workspace name: 1 to 64 of `A-Z a-z 0-9 _ -`.
 pub fn valid_workspace_name(name: &str) -> bool {
     !name.is_empty()
@@ -119,9 +125,9 @@ pub async fn create_api_key(
             list
         }
     };
-    let secret = ids::uuid_v4();
+    let secret = ids::secret_uuid().map_err(no_secret)?;
     let key = ApiKey {
-        id: ids::secret_hex(8),
+        id: ids::id_hex(8),
         workspace: ws.id,
         name: req.name,
         permissions,
@@ -235,7 +241,7 @@ pub async fn create_data_import_key(
     if state.store.partner(&partner)?.is_none() {
         return Err(ApiError::ResourceNotFound(format!("partner '{partner}'")).into());
     }
-    let key = ids::uuid_v4();
+    let key = ids::secret_uuid().map_err(no_secret)?;
     state
         .store
         .apply(Mutation::SetDataImportKey(

@@ -245,7 +245,7 @@ fn admin_token_from_file(path: &Path) -> Result<String, StartError> {
             return Ok(token);
         }
     }
-    let token = ids::secret_hex(32);
+    let token = ids::secret_hex(32).map_err(|e| StartError::Io(e.to_string()))?;
     write_private(path, &token)
         .map_err(|e| StartError::Io(format!("cannot write {}: {e}", path.display())))?;
     Ok(token)

@@ -553,3 +553,52 @@ async fn shutdown_with_unreachable_sinks_keeps_the_deadline_and_loses_nothing() 
     again.stop().await;
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+#[tokio::test]
+async fn a_damaged_delivery_state_stops_its_connector_instead_of_replaying_everything() {
+    let app = spawn_app().await;
+    for name in ["damaged", "healthy"] {
+        let (status, body) = app
+            .admin_post(
+                "/eddy/v1/workspaces/default/currents",
+                json!({"name": name, "type": "amplitude",
+                "api_key": "k", "endpoint": "http://127.0.0.1:9"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let ws = app
+        .store
+        .workspace("default")
+        .expect("read")
+        .expect("default");
+    app.store
+        .apply(eddy_store::Mutation::PutConnectorState(
+            ws.id,
+            "damaged".into(),
+            json!({"cursor": "not a number"}),
+        ))
+        .await
+        .expect("write");
+    let dir = app.stop().await;
+    let again = start(dir.clone(), |c| c.shutdown_timeout_seconds = 1).await;
+    let (status, _) = again
+        .admin_get("/eddy/v1/workspaces/default/currents/healthy")
+        .await;
+    assert_eq!(status, 200, "the healthy connector runs");
+    let (status, body) = again
+        .admin_get("/eddy/v1/workspaces/default/currents/damaged")
+        .await;
+    assert_eq!(
+        status, 404,
+        "the damaged connector is not started from cursor 0: {body}"
+    );
+    let state = again.store.connector_state(ws.id, "damaged").expect("read");
+    assert_eq!(
+        state,
+        Some(json!({"cursor": "not a number"})),
+        "its state is left for the operator"
+    );
+    again.stop().await;
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

@@ -98,6 +98,15 @@ pub fn outbox(seq: u64) -> Vec<u8> {
     seq.to_be_bytes().to_vec()
 }
 
+/// Decodes an outbox sequence number (a key, or the stored head); anything but 8 bytes is damage.
+pub fn decode_seq(bytes: &[u8]) -> Result<u64, crate::StoreError> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| crate::StoreError::Corrupt {
+        table: "outbox",
+        reason: format!("a sequence number of {} bytes", bytes.len()),
+    })?;
+    Ok(u64::from_be_bytes(array))
+}
+
 /// `usage`: workspace, `YYYY-MM-DD`.
 pub fn usage(ws: u32, day: &str) -> Vec<u8> {
     let mut key = ws.to_be_bytes().to_vec();

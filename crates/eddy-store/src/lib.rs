@@ -278,7 +278,7 @@ impl Store {
     /// The sequence number the next outbox event will get.
     pub fn outbox_head(&self) -> Result<u64, StoreError> {
         Ok(match self.backend.get(Table::Meta, meta::NEXT_OUTBOX)? {
-            Some(bytes) => u64::from_be_bytes(bytes.as_slice().try_into().unwrap_or([0; 8])),
+            Some(bytes) => keys::decode_seq(&bytes)?,
             None => 0,
         })
     }
@@ -470,7 +470,7 @@ impl Store {
         let start = if from == 0 { None } else { after.as_deref() };
         let mut out = Vec::new();
         for (key, value) in self.backend.scan(Table::Outbox, b"", start, limit)? {
-            let seq = u64::from_be_bytes(key.as_slice().try_into().unwrap_or([0; 8]));
+            let seq = keys::decode_seq(&key)?;
             out.push((seq, decode(&value, "outbox")?));
         }
         Ok(out)

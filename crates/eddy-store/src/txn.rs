@@ -647,7 +647,10 @@ impl<'a> Txn<'a> {
         for ((ws, day), points) in std::mem::take(&mut self.usage) {
             let key = keys::usage(ws, &day);
             let mut total: Points = match self.backend.get(Table::Usage, &key)? {
-                Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+                Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                    table: "usage",
+                    reason: e.to_string(),
+                })?,
                 None => Points::default(),
             };
             total.add(points);
@@ -688,7 +691,7 @@ struct OutboxEntry<'a> {
 pub fn load_counters(backend: &dyn Backend) -> Result<Counters, StoreError> {
     let mut counters = Counters::default();
     if let Some(bytes) = backend.get(Table::Meta, meta::NEXT_OUTBOX)? {
-        counters.next_outbox = u64::from_be_bytes(bytes.as_slice().try_into().unwrap_or([0; 8]));
+        counters.next_outbox = crate::keys::decode_seq(&bytes)?;
     }
     if let Some(bytes) = backend.get(Table::Meta, meta::NEXT_WORKSPACE)? {
         counters.next_workspace = keys::decode_id(&bytes).unwrap_or(0);

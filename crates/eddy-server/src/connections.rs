@@ -200,10 +200,14 @@ where
 
 /// A socket that fails its pending read once nothing moved for `timeout` while no request was
 /// in flight: hyper then closes the connection.
+///
+/// Reads and writes only note the time; the timer is moved lazily, when it fires, so that a busy
+/// connection does not touch the timer wheel on every read (it did, and cost ingest throughput).
 struct IdleIo {
     inner: TcpStream,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    last_activity: Instant,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -213,13 +217,33 @@ impl IdleIo {
             inner,
             timeout,
             deadline: Box::pin(tokio::time::sleep(timeout)),
+            last_activity: Instant::now(),
             in_flight,
         }
     }
 
     fn touch(&mut self) {
-        let next = Instant::now() + self.timeout;
-        self.deadline.as_mut().reset(next);
+        self.last_activity = Instant::now();
+    }
+
+    /// Whether the connection has been idle for the whole timeout; if not, the timer is moved to
+    /// the new deadline (and registered with `cx`).
+    fn idle_for_good(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.deadline.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            self.last_activity = now;
+        }
+        let due = self.last_activity + self.timeout;
+        if due <= now {
+            return true;
+        }
+        self.deadline.as_mut().reset(due);
+        // Registers the waker on the new deadline.
+        let _ = self.deadline.as_mut().poll(cx);
+        false
     }
 }
 
@@ -238,13 +262,7 @@ impl AsyncRead for IdleIo {
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                if self.deadline.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                if self.in_flight.load(Ordering::Relaxed) > 0 {
-                    self.touch();
-                    // Registers the waker on the new deadline.
-                    let _ = self.deadline.as_mut().poll(cx);
+                if !self.idle_for_good(cx) {
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(io::Error::new(

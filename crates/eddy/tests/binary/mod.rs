@@ -29,6 +29,8 @@ pub fn spawn_server(dir: &std::path::Path, port: u16) -> Child {
         .arg("--config")
         .arg(&config)
         .env("EDDY_ADMIN_TOKEN", ADMIN)
+        // The key from the environment, so that no key file is left beside the temp dir.
+        .env("EDDY_SECRETS_KEY", "ab".repeat(32))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

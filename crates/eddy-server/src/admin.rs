@@ -1,9 +1,7 @@
 //! The admin API under `/eddy/v1` (admin token): workspaces, API keys, usage.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use eddy_model::ApiError;
 use eddy_model::usage::Points;
@@ -14,9 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::SharedState;
-use crate::http::{HttpError, authorize_admin, body_bytes, json_response, parse};
-
-type Body = Result<Bytes, BytesRejection>;
+use crate::extract::{Admin, AdminWorkspace, JsonBody};
+use crate::http::{HttpError, json_response};
 type Answer = Result<Response, HttpError>;
 
 fn workspace_json(ws: &Workspace) -> serde_json::Value {
@@ -38,38 +35,19 @@ pub fn valid_workspace_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Checks the admin token and finds the path's workspace.
-pub fn admin_workspace(
-    state: &SharedState,
-    headers: &HeaderMap,
-    name: &str,
-) -> Result<Workspace, HttpError> {
-    authorize_admin(state, headers)?;
-    workspace(state, name)
-}
-
-/// The workspace of an admin path, or 404.
-pub fn workspace(state: &SharedState, name: &str) -> Result<Workspace, HttpError> {
-    state
-        .store
-        .workspace(name)?
-        .ok_or_else(|| ApiError::ResourceNotFound(format!("workspace '{name}'")).into())
-}
-
+/// The body of `POST /eddy/v1/workspaces`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewWorkspace {
+pub struct NewWorkspace {
     name: String,
 }
 
 /// `POST /eddy/v1/workspaces`.
 pub async fn create_workspace(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    body: Body,
+    _: Admin,
+    JsonBody(req): JsonBody<NewWorkspace>,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let req: NewWorkspace = parse(&body_bytes(body)?)?;
     if !valid_workspace_name(&req.name) {
         return Err(ApiError::BadRequest(
             "workspace names are 1 to 64 letters, digits, '_' or '-'".into(),
@@ -87,8 +65,7 @@ pub async fn create_workspace(
 }
 
 /// `GET /eddy/v1/workspaces`.
-pub async fn list_workspaces(State(state): State<SharedState>, headers: HeaderMap) -> Answer {
-    authorize_admin(&state, &headers)?;
+pub async fn list_workspaces(State(state): State<SharedState>, _: Admin) -> Answer {
     let list: Vec<_> = state
         .store
         .workspaces()?
@@ -98,9 +75,10 @@ pub async fn list_workspaces(State(state): State<SharedState>, headers: HeaderMa
     Ok(json_response(StatusCode::OK, &json!({"workspaces": list})))
 }
 
+/// The body of `POST …/api-keys`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NewApiKey {
+pub struct NewApiKey {
     name: String,
     #[serde(default)]
     permissions: Option<Vec<String>>,
@@ -109,13 +87,9 @@ struct NewApiKey {
 /// `POST /eddy/v1/workspaces/{ws}/api-keys` → `{"id","key"}`; the key is shown only here.
 pub async fn create_api_key(
     State(state): State<SharedState>,
-    Path(ws): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    AdminWorkspace(ws): AdminWorkspace,
+    JsonBody(req): JsonBody<NewApiKey>,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let req: NewApiKey = parse(&body_bytes(body)?)?;
-    let ws = workspace(&state, &ws)?;
     let permissions = match req.permissions {
         None => PERMISSIONS.iter().map(|p| (*p).to_string()).collect(),
         Some(list) => {
@@ -148,21 +122,15 @@ pub async fn create_api_key(
 /// `DELETE /eddy/v1/workspaces/{ws}/api-keys/{id}`.
 pub async fn delete_api_key(
     State(state): State<SharedState>,
-    Path((ws, id)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((_, id)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    let ws = admin_workspace(&state, &headers, &ws)?;
     state.store.apply(Mutation::DeleteApiKey(ws.id, id)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /eddy/v1/workspaces/{ws}/usage`: data points per day.
-pub async fn usage(
-    State(state): State<SharedState>,
-    Path(ws): Path<String>,
-    headers: HeaderMap,
-) -> Answer {
-    let ws = admin_workspace(&state, &headers, &ws)?;
+pub async fn usage(State(state): State<SharedState>, AdminWorkspace(ws): AdminWorkspace) -> Answer {
     let mut total = Points::default();
     let mut days = Vec::new();
     for (day, points) in state.store.usage(ws.id)? {
@@ -177,9 +145,10 @@ pub async fn usage(
     ))
 }
 
+/// The body of `PUT /eddy/v1/partners/{partner}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PutPartner {
+pub struct PutPartner {
     partner_api_key: String,
     #[serde(default)]
     display_name: Option<String>,
@@ -198,11 +167,9 @@ fn valid_partner_name(name: &str) -> bool {
 pub async fn put_partner(
     State(state): State<SharedState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    _: Admin,
+    JsonBody(req): JsonBody<PutPartner>,
 ) -> Answer {
-    authorize_admin(&state, &headers)?;
-    let req: PutPartner = parse(&body_bytes(body)?)?;
     if !valid_partner_name(&name) {
         return Err(ApiError::BadRequest(
             "partner names are 1 to 64 of a-z, 0-9, '_' or '-'".into(),
@@ -234,10 +201,9 @@ pub async fn put_partner(
 /// replaces (invalidates) the previous one.
 pub async fn create_data_import_key(
     State(state): State<SharedState>,
-    Path((ws, partner)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((_, partner)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    let ws = admin_workspace(&state, &headers, &ws)?;
     if state.store.partner(&partner)?.is_none() {
         return Err(ApiError::ResourceNotFound(format!("partner '{partner}'")).into());
     }
@@ -259,10 +225,9 @@ pub async fn create_data_import_key(
 /// `DELETE /eddy/v1/workspaces/{ws}/partners/{partner}/data-import-key`: invalidates the key.
 pub async fn delete_data_import_key(
     State(state): State<SharedState>,
-    Path((ws, partner)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((_, partner)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    let ws = admin_workspace(&state, &headers, &ws)?;
     state
         .store
         .apply(Mutation::SetDataImportKey(ws.id, partner, None))
@@ -285,14 +250,11 @@ fn redacted(storage: &ExportStorage) -> serde_json::Value {
 /// `{"type":"s3","bucket","prefix"?,"region"?,"endpoint"?,"access_key_id"?,"secret_access_key"?}`.
 pub async fn put_export_storage(
     State(state): State<SharedState>,
-    Path(ws): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    AdminWorkspace(ws): AdminWorkspace,
+    JsonBody(storage): JsonBody<ExportStorage>,
 ) -> Answer {
-    let ws = admin_workspace(&state, &headers, &ws)?;
-    let storage: ExportStorage = parse(&body_bytes(body)?)?;
     if let ExportStorage::S3(settings) = &storage {
-        crate::segments::s3_store(settings)
+        crate::segment_export::s3_store(settings)
             .map_err(|e| ApiError::BadRequest(format!("invalid S3 settings: {e}")))?;
     }
     state
@@ -305,10 +267,8 @@ pub async fn put_export_storage(
 /// `GET /eddy/v1/workspaces/{ws}/export-storage`.
 pub async fn get_export_storage(
     State(state): State<SharedState>,
-    Path(ws): Path<String>,
-    headers: HeaderMap,
+    AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    let ws = admin_workspace(&state, &headers, &ws)?;
     Ok(json_response(
         StatusCode::OK,
         &redacted(&state.store.export_storage(ws.id)?),

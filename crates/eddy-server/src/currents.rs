@@ -1,23 +1,19 @@
 //! Currents over HTTP: connectors in the admin API, and `POST /currents/events` for producers
 //! (a messaging system routing email, push, SMS, … events through eddy).
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
+use eddy_currents::catalogue;
 use eddy_currents::connector::CreateRequest;
-use eddy_currents::{CurrentsError, catalogue};
 use eddy_model::ApiError;
 use eddy_model::currents::OutboxEvent;
 use eddy_store::Mutation;
 use serde_json::{Value, json};
 
 use crate::SharedState;
-use crate::admin::admin_workspace;
-use crate::http::{HttpError, authorize, body_bytes, json_response, parse, store_error};
-
-type Body = Result<Bytes, BytesRejection>;
+use crate::extract::{AdminWorkspace, CurrentsEvents, JsonBody, Rest};
+use crate::http::{HttpError, json_response};
 type Answer = Result<Response, HttpError>;
 
 /// How long flush and test wait for the sink before answering 202 with the connector's state.
@@ -27,28 +23,12 @@ const STILL_WRITING: &str = "the sink did not answer within 3 s; the connector k
 /// Most events in one `POST /currents/events`.
 const MAX_EVENTS: usize = 1000;
 
-impl From<CurrentsError> for HttpError {
-    fn from(e: CurrentsError) -> Self {
-        HttpError(match e {
-            CurrentsError::Invalid(m) => ApiError::BadRequest(m),
-            CurrentsError::Exists(name) => ApiError::Conflict(format!("connector '{name}'")),
-            CurrentsError::NotFound(name) => {
-                ApiError::ResourceNotFound(format!("connector '{name}'"))
-            }
-            CurrentsError::Store(e) => store_error(e),
-        })
-    }
-}
-
 /// `POST /eddy/v1/workspaces/{ws}/currents` → 201 with the connector's status.
 pub async fn create(
     State(state): State<SharedState>,
-    Path(ws): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    AdminWorkspace(ws): AdminWorkspace,
+    JsonBody(request): JsonBody<CreateRequest>,
 ) -> Answer {
-    let ws = admin_workspace(&state, &headers, &ws)?;
-    let request: CreateRequest = parse(&body_bytes(body)?)?;
     let connector = state.currents.create(ws.id, request).await?;
     let status = state
         .currents
@@ -60,10 +40,9 @@ pub async fn create(
 /// `GET /eddy/v1/workspaces/{ws}/currents/{name}` → state, delivered, pending, dropped, last error.
 pub async fn get(
     State(state): State<SharedState>,
-    Path((ws, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((_, name)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    let ws = admin_workspace(&state, &headers, &ws)?;
     let status = state
         .currents
         .status(ws.id, &name)
@@ -74,10 +53,9 @@ pub async fn get(
 /// `POST /eddy/v1/workspaces/{ws}/currents/{name}/flush`: writes what is buffered now.
 pub async fn flush(
     State(state): State<SharedState>,
-    Path((ws, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((_, name)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    let ws = admin_workspace(&state, &headers, &ws)?;
     let flushed = tokio::time::timeout(SINK_WAIT, state.currents.flush(ws.id, &name)).await;
     let mut status = state.currents.status(ws.id, &name).unwrap_or_default();
     match flushed {
@@ -96,10 +74,9 @@ pub async fn flush(
 /// `POST /eddy/v1/workspaces/{ws}/currents/{name}/test`: one placeholder event per selected type.
 pub async fn test(
     State(state): State<SharedState>,
-    Path((ws, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    Path((_, name)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    let ws = admin_workspace(&state, &headers, &ws)?;
     let sent = tokio::time::timeout(SINK_WAIT, state.currents.send_test_events(ws.id, &name)).await;
     match sent {
         Ok(sent) => Ok(json_response(
@@ -118,12 +95,10 @@ pub async fn test(
 /// event queued since then that the outbox still holds.
 pub async fn replay(
     State(state): State<SharedState>,
-    Path((ws, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    Path((_, name)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+    JsonBody(body): JsonBody<Value>,
 ) -> Answer {
-    let ws = admin_workspace(&state, &headers, &ws)?;
-    let body: Value = parse(&body_bytes(body)?)?;
     let Some(from) = body
         .get("from")
         .and_then(Value::as_str)
@@ -140,15 +115,9 @@ pub async fn replay(
 
 /// `POST /currents/events` `{"events": [{"event_type", "record"}]}` (permission `currents.events`):
 /// each record is checked against its event type's schema; valid ones enter the outbox durably.
-pub async fn events(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Body,
-) -> Answer {
-    let bytes = body_bytes(body)?;
-    let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "currents.events")?;
-    let body: Value = parse(&bytes)?;
+pub async fn events(State(state): State<SharedState>, rest: Rest<CurrentsEvents>) -> Answer {
+    let body: Value = rest.json()?;
+    let ws = rest.workspace;
     let Some(Value::Array(items)) = body.get("events") else {
         return Err(ApiError::BadRequest(
             "'events' must be an array of {\"event_type\", \"record\"} objects".into(),

@@ -1,4 +1,5 @@
-//! Shared HTTP plumbing: error responses, JSON bodies, key and admin authentication.
+//! Shared HTTP plumbing: the mapping of every domain error to its HTTP answer (store, Currents,
+//! API errors), JSON bodies, key and admin authentication.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -42,6 +43,20 @@ pub fn store_error(e: StoreError) -> ApiError {
             tracing::error!(error = %other, "store failure");
             ApiError::Internal
         }
+    }
+}
+
+impl From<eddy_currents::CurrentsError> for HttpError {
+    fn from(e: eddy_currents::CurrentsError) -> Self {
+        use eddy_currents::CurrentsError;
+        HttpError(match e {
+            CurrentsError::Invalid(m) => ApiError::BadRequest(m),
+            CurrentsError::Exists(name) => ApiError::Conflict(format!("connector '{name}'")),
+            CurrentsError::NotFound(name) => {
+                ApiError::ResourceNotFound(format!("connector '{name}'"))
+            }
+            CurrentsError::Store(e) => store_error(e),
+        })
     }
 }
 

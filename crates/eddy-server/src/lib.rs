@@ -1,24 +1,36 @@
 //! eddy's HTTP surface.
 //!
-//! - [`config`]: typed settings.
-//! - [`http`]: error bodies, JSON bodies, key and admin authentication.
-//! - [`users`]: the Braze-compatible `/users/*` endpoints.
-//! - [`admin`]: `/eddy/v1` workspaces, keys and usage.
-//! - [`ratelimit`] and [`metrics`]: what the edge middleware applies to every request.
+//! The seam every handler stands on:
+//! - [`extract`]: extractors that authenticate (REST key with its permission, admin token, the
+//!   admin path's workspace) and parse JSON bodies, once.
+//! - [`http`]: the one table from domain errors (store, Currents, API) to HTTP answers, and the
+//!   authentication checks the extractors call.
 //!
-//! [`App::build`] opens the store and prepares the router; [`App::serve`] runs it until a
-//! shutdown signal, finishes in-flight requests and stops the writer after its last commit.
+//! The endpoints, a file per area:
+//! - [`users`]: Braze's `/users/*` (track, identify, alias, delete, merge, export ids).
+//! - [`segments`]: segment definitions with exact sizes, `/segments/list` and `/details`;
+//!   [`segment_export`]: `/users/export/segment`, written by [`export_files`].
+//! - [`partners`]: the partner cohort import API (keys in the body).
+//! - [`currents`]: Currents connectors in the admin API and `/currents/events`.
+//! - [`admin`]: `/eddy/v1` workspaces, API keys, partners, Data Import Keys, usage, export storage.
+//!
+//! Around them: [`config`] (typed settings), [`connections`] (the accept loop: timeouts and the
+//! connection cap), [`ratelimit`] and [`metrics`] (applied by the edge middleware to every
+//! request). [`App::build`] opens the store and prepares the router; [`App::serve`] runs it until
+//! a shutdown signal, finishes in-flight requests and stops the writer after its last commit.
 
 pub mod admin;
-pub mod archive;
 pub mod config;
 pub mod connections;
 pub mod currents;
 mod datadir;
+pub mod export_files;
+pub mod extract;
 pub mod http;
 pub mod metrics;
 pub mod partners;
 pub mod ratelimit;
+pub mod segment_export;
 pub mod segments;
 pub mod users;
 
@@ -274,7 +286,7 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/users/delete", post(users::delete))
         .route("/users/merge", post(users::merge))
         .route("/users/export/ids", post(users::export_ids))
-        .route("/users/export/segment", post(segments::export))
+        .route("/users/export/segment", post(segment_export::export))
         .route("/segments/list", get(segments::list))
         .route("/segments/details", get(segments::details))
         .route("/partners/{partner}/cohorts", post(partners::cohorts))

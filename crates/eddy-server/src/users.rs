@@ -1,9 +1,7 @@
 //! The Braze-compatible `/users/*` endpoints.
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::Response;
 use eddy_model::track::{Identifier, validate_track};
 use eddy_model::users::{
@@ -19,9 +17,12 @@ use eddy_store::{Mutation, Outcome};
 use serde_json::{Value, json};
 
 use crate::SharedState;
-use crate::http::{HttpError, authorize, body_bytes, json_response, parse};
+use crate::extract::{
+    Rest, UsersAliasNew, UsersAliasUpdate, UsersDelete, UsersExportIds, UsersIdentify, UsersMerge,
+    UsersTrack,
+};
+use crate::http::{HttpError, json_response};
 
-type Body = Result<Bytes, BytesRejection>;
 type Answer = Result<Response, HttpError>;
 
 async fn mutate(state: &SharedState, mutation: Mutation) -> Result<Outcome, HttpError> {
@@ -45,15 +46,9 @@ fn aliases_processed(n: usize) -> Response {
 }
 
 /// `POST /users/track`.
-pub async fn track(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Body,
-) -> Answer {
-    let bytes = body_bytes(body)?;
-    let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.track")?;
-    let req: TrackRequest = parse(&bytes)?;
+pub async fn track(State(state): State<SharedState>, rest: Rest<UsersTrack>) -> Answer {
+    let req: TrackRequest = rest.json()?;
+    let ws = rest.workspace;
     let batch = validate_track(&req, time::now_ms())?;
     match mutate(&state, Mutation::Track(ws, batch)).await? {
         Outcome::Track(response) => Ok(json_response(StatusCode::CREATED, &json!(response))),
@@ -62,30 +57,18 @@ pub async fn track(
 }
 
 /// `POST /users/identify`.
-pub async fn identify(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Body,
-) -> Answer {
-    let bytes = body_bytes(body)?;
-    let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.identify")?;
-    let req: IdentifyRequest = parse(&bytes)?;
+pub async fn identify(State(state): State<SharedState>, rest: Rest<UsersIdentify>) -> Answer {
+    let req: IdentifyRequest = rest.json()?;
+    let ws = rest.workspace;
     validate_identify(&req)?;
     let n = mutate_count(&state, Mutation::Identify(ws, req)).await?;
     Ok(aliases_processed(n))
 }
 
 /// `POST /users/alias/new`.
-pub async fn alias_new(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Body,
-) -> Answer {
-    let bytes = body_bytes(body)?;
-    let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.alias.new")?;
-    let req: AliasNewRequest = parse(&bytes)?;
+pub async fn alias_new(State(state): State<SharedState>, rest: Rest<UsersAliasNew>) -> Answer {
+    let req: AliasNewRequest = rest.json()?;
+    let ws = rest.workspace;
     validate_alias_new(&req)?;
     let n = mutate_count(&state, Mutation::AliasNew(ws, req)).await?;
     Ok(aliases_processed(n))
@@ -94,28 +77,19 @@ pub async fn alias_new(
 /// `POST /users/alias/update`.
 pub async fn alias_update(
     State(state): State<SharedState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Body,
+    rest: Rest<UsersAliasUpdate>,
 ) -> Answer {
-    let bytes = body_bytes(body)?;
-    let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.alias.update")?;
-    let req: AliasUpdateRequest = parse(&bytes)?;
+    let req: AliasUpdateRequest = rest.json()?;
+    let ws = rest.workspace;
     validate_alias_update(&req)?;
     let n = mutate_count(&state, Mutation::AliasUpdate(ws, req)).await?;
     Ok(aliases_processed(n))
 }
 
 /// `POST /users/delete`.
-pub async fn delete(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Body,
-) -> Answer {
-    let bytes = body_bytes(body)?;
-    let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.delete")?;
-    let req: DeleteRequest = parse(&bytes)?;
+pub async fn delete(State(state): State<SharedState>, rest: Rest<UsersDelete>) -> Answer {
+    let req: DeleteRequest = rest.json()?;
+    let ws = rest.workspace;
     validate_delete(&req)?;
     let n = mutate_count(&state, Mutation::Delete(ws, req)).await?;
     Ok(json_response(
@@ -125,15 +99,9 @@ pub async fn delete(
 }
 
 /// `POST /users/merge`, with Braze's exact 400 texts.
-pub async fn merge(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Body,
-) -> Answer {
-    let bytes = body_bytes(body)?;
-    let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.merge")?;
-    let req: Value = parse(&bytes)?;
+pub async fn merge(State(state): State<SharedState>, rest: Rest<UsersMerge>) -> Answer {
+    let req: Value = rest.json()?;
+    let ws = rest.workspace;
     let pairs = parse_merge(&req)?;
     mutate(&state, Mutation::Merge(ws, pairs)).await?;
     Ok(json_response(
@@ -143,15 +111,9 @@ pub async fn merge(
 }
 
 /// `POST /users/export/ids`.
-pub async fn export_ids(
-    State(state): State<SharedState>,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Body,
-) -> Answer {
-    let bytes = body_bytes(body)?;
-    let (_, ws) = authorize(&state, &headers, q.as_deref(), &bytes, "users.export.ids")?;
-    let req: ExportIdsRequest = parse(&bytes)?;
+pub async fn export_ids(State(state): State<SharedState>, rest: Rest<UsersExportIds>) -> Answer {
+    let req: ExportIdsRequest = rest.json()?;
+    let ws = rest.workspace;
     validate_export_ids(&req)?;
     let fields = req.fields_to_export.as_deref();
     let mut users = Vec::new();

@@ -1,0 +1,148 @@
+//! Extractors: authentication and body parsing happen here, once, so that a handler reads as
+//! what it does.
+//!
+//! - [`Rest<P>`]: a REST API key holding permission `P` (header, or Braze's legacy `api_key`
+//!   query parameter or body field); gives the key's workspace and the raw body.
+//! - [`Admin`]: the admin token. [`AdminWorkspace`]: the admin token and the path's `{ws}`.
+//! - [`JsonBody<T>`]: a JSON body, with the 413 and 400 texts of the error table.
+
+use std::marker::PhantomData;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::request::Parts;
+use eddy_model::ApiError;
+use eddy_store::Workspace;
+use serde::de::DeserializeOwned;
+
+use crate::SharedState;
+use crate::http::{HttpError, authorize, authorize_admin, body_bytes, parse};
+
+/// A REST API permission, by Braze's name.
+pub trait Permission: Send + Sync + 'static {
+    /// The permission's name, e.g. `users.track`.
+    const NAME: &'static str;
+}
+
+macro_rules! permissions {
+    ($($(#[$doc:meta])* $ty:ident = $name:literal;)*) => {
+        $(
+            $(#[$doc])*
+            pub struct $ty;
+            impl Permission for $ty {
+                const NAME: &'static str = $name;
+            }
+        )*
+    };
+}
+
+permissions! {
+    /// `users.track`.
+    UsersTrack = "users.track";
+    /// `users.identify`.
+    UsersIdentify = "users.identify";
+    /// `users.alias.new`.
+    UsersAliasNew = "users.alias.new";
+    /// `users.alias.update`.
+    UsersAliasUpdate = "users.alias.update";
+    /// `users.delete`.
+    UsersDelete = "users.delete";
+    /// `users.merge`.
+    UsersMerge = "users.merge";
+    /// `users.export.ids`.
+    UsersExportIds = "users.export.ids";
+    /// `users.export.segment`.
+    UsersExportSegment = "users.export.segment";
+    /// `segments.list`.
+    SegmentsList = "segments.list";
+    /// `segments.details`.
+    SegmentsDetails = "segments.details";
+    /// `currents.events`.
+    CurrentsEvents = "currents.events";
+}
+
+/// A request authenticated by a REST API key that holds `P`.
+pub struct Rest<P> {
+    /// The key's workspace.
+    pub workspace: Workspace,
+    /// The raw body (already read: the legacy `api_key` may be in it).
+    pub body: Bytes,
+    /// The raw query string.
+    pub query: Option<String>,
+    permission: PhantomData<P>,
+}
+
+impl<P> Rest<P> {
+    /// The body as JSON of type `T`, or Braze's 400.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, HttpError> {
+        Ok(parse(&self.body)?)
+    }
+
+    /// One query parameter, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        crate::http::query_param(self.query.as_deref(), name)
+    }
+}
+
+impl<P: Permission> FromRequest<SharedState> for Rest<P> {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, HttpError> {
+        let headers = req.headers().clone();
+        let query = req.uri().query().map(str::to_string);
+        let body = body_bytes(Bytes::from_request(req, state).await)?;
+        let (_, workspace) = authorize(state, &headers, query.as_deref(), &body, P::NAME)?;
+        Ok(Rest {
+            workspace,
+            body,
+            query,
+            permission: PhantomData,
+        })
+    }
+}
+
+/// A request that presented the admin token.
+pub struct Admin;
+
+impl FromRequestParts<SharedState> for Admin {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, HttpError> {
+        authorize_admin(state, &parts.headers)?;
+        Ok(Admin)
+    }
+}
+
+/// The admin token, and the workspace named by the path's `{ws}` (404 when there is none).
+pub struct AdminWorkspace(pub Workspace);
+
+impl FromRequestParts<SharedState> for AdminWorkspace {
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, HttpError> {
+        authorize_admin(state, &parts.headers)?;
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| HttpError(ApiError::NotFound))?;
+        let Some((_, name)) = params.iter().find(|(key, _)| *key == "ws") else {
+            return Err(HttpError(ApiError::Internal));
+        };
+        let workspace = state
+            .store
+            .workspace(name)?
+            .ok_or_else(|| ApiError::ResourceNotFound(format!("workspace '{name}'")))?;
+        Ok(AdminWorkspace(workspace))
+    }
+}
+
+/// A JSON body of type `T`: 413 past the body limit, 400 with the parser's reason otherwise.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
+        let bytes = body_bytes(Bytes::from_request(req, state).await)?;
+        Ok(JsonBody(parse(&bytes)?))
+    }
+}

@@ -1,0 +1,264 @@
+//! `/users/export/segment`: the members of a segment written as newline-delimited JSON files
+//! (zipped or gzipped, 5,000 users each) to the export directory or the workspace's bucket, in
+//! the background, with Braze's callback when done.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use eddy_model::{ApiError, time};
+use eddy_store::ids;
+use eddy_store::meta::{ExportStorage, S3Settings};
+use object_store::ObjectStoreExt;
+use object_store::aws::AmazonS3;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::SharedState;
+use crate::extract::{Rest, UsersExportSegment};
+use crate::http::{HttpError, json_response};
+use crate::segments::{members, parse_filter};
+
+type Answer = Result<Response, HttpError>;
+
+/// Users per export file (Braze: about 5,000).
+const USERS_PER_FILE: usize = 5000;
+
+#[derive(Deserialize)]
+struct ExportRequest {
+    segment_id: Option<String>,
+    callback_endpoint: Option<String>,
+    fields_to_export: Option<Vec<String>>,
+    custom_attributes_to_export: Option<Vec<String>>,
+    output_format: Option<String>,
+}
+
+/// `POST /users/export/segment`: writes the members as newline-delimited JSON files under
+/// `segment-export/SEGMENT_ID/YYYY-MM-dd/UUID-TIMESTAMP/` in the export directory, then posts
+/// `{"success": true}` to `callback_endpoint` when one is given.
+pub async fn export(State(state): State<SharedState>, rest: Rest<UsersExportSegment>) -> Answer {
+    let req: ExportRequest = rest.json()?;
+    let ws = rest.workspace;
+    let Some(segment_id) = req.segment_id.filter(|s| !s.is_empty()) else {
+        return Err(ApiError::BadRequest("segment_id is required".into()).into());
+    };
+    let Some(fields) = req.fields_to_export.filter(|f| !f.is_empty()) else {
+        return Err(ApiError::BadRequest("fields_to_export is required".into()).into());
+    };
+    if req
+        .custom_attributes_to_export
+        .as_ref()
+        .is_some_and(|c| c.len() > 500)
+    {
+        return Err(ApiError::BadRequest(
+            "custom_attributes_to_export takes at most 500 names".into(),
+        )
+        .into());
+    }
+    let gzip = match req.output_format.as_deref() {
+        None | Some("zip") => false,
+        Some("gzip") => true,
+        Some(_) => {
+            return Err(ApiError::BadRequest("output_format must be zip or gzip".into()).into());
+        }
+    };
+    let segment = state.store.segment(ws.id, &segment_id)?.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "segment_id '{segment_id}' is not a segment of this workspace"
+        ))
+    })?;
+    let filter = parse_filter(&segment.filter)?;
+    let now = time::now_ms();
+    let prefix = format!("{}-{}", ids::uuid_v4(), now / 1000);
+    let day = jiff::Timestamp::from_millisecond(now)
+        .map(|t| t.strftime("%Y-%m-%d").to_string())
+        .unwrap_or_default();
+    let relative = format!("segment-export/{segment_id}/{day}/{prefix}");
+    let (destination, url) = match state.store.export_storage(ws.id)? {
+        ExportStorage::Local => {
+            let dir = state.export_dir.join(&relative);
+            let url = format!("file://{}", dir.display());
+            (Destination::Local(dir), Some(url))
+        }
+        ExportStorage::S3(settings) => {
+            let store = s3_store(&settings)
+                .map_err(|e| ApiError::BadRequest(format!("export storage: {e}")))?;
+            let key = if settings.prefix.is_empty() {
+                relative
+            } else {
+                format!("{}/{relative}", settings.prefix.trim_end_matches('/'))
+            };
+            (Destination::S3 { store, prefix: key }, None)
+        }
+    };
+    let members = members(&state, ws.id, filter, now).await?;
+    let job = ExportJob {
+        state: state.clone(),
+        ws: ws.id,
+        members: members.iter().collect(),
+        fields,
+        custom: req.custom_attributes_to_export,
+        gzip,
+    };
+    let callback = req.callback_endpoint;
+    let callback_url = url.clone();
+    tokio::spawn(async move {
+        let result = job.run(&destination).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "segment export failed");
+        }
+        if let Some(endpoint) = callback {
+            let mut body = json!({"success": result.is_ok()});
+            if let Some(url) = callback_url {
+                body["url"] = json!(url);
+            }
+            if let Err(e) = reqwest::Client::new()
+                .post(&endpoint)
+                .json(&body)
+                .send()
+                .await
+            {
+                tracing::warn!(error = %e, endpoint, "segment export callback failed");
+            }
+        }
+    });
+    let mut body = json!({"message": "success", "object_prefix": prefix});
+    if let Some(url) = url {
+        body["url"] = json!(url);
+    }
+    Ok(json_response(StatusCode::CREATED, &body))
+}
+
+/// An S3 client for an export destination.
+pub fn s3_store(settings: &S3Settings) -> Result<AmazonS3, object_store::Error> {
+    eddy_currents::s3_store(settings, None)
+}
+
+/// Where export files go.
+enum Destination {
+    Local(PathBuf),
+    S3 { store: AmazonS3, prefix: String },
+}
+
+struct ExportJob {
+    state: SharedState,
+    ws: u32,
+    members: Vec<u32>,
+    fields: Vec<String>,
+    custom: Option<Vec<String>>,
+    gzip: bool,
+}
+
+impl ExportJob {
+    async fn run(self, destination: &Destination) -> Result<(), String> {
+        if let Destination::Local(dir) = destination {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let job = Arc::new(self);
+        let parts = job.members.len().div_ceil(USERS_PER_FILE);
+        for part in 0..parts {
+            let worker = job.clone();
+            let bytes = tokio::task::spawn_blocking(move || worker.build_part(part))
+                .await
+                .map_err(|e| e.to_string())??;
+            let name = part_name(part, job.gzip);
+            match destination {
+                Destination::Local(dir) => tokio::fs::write(dir.join(&name), bytes)
+                    .await
+                    .map_err(|e| e.to_string())?,
+                Destination::S3 { store, prefix } => {
+                    let path = object_store::path::Path::from(format!("{prefix}/{name}"));
+                    store
+                        .put(&path, bytes.into())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One file: up to 5,000 users as newline-delimited JSON, compressed.
+    fn build_part(&self, part: usize) -> Result<Vec<u8>, String> {
+        let want_cohorts = self.fields.iter().any(|f| f == "cohorts");
+        let start = part * USERS_PER_FILE;
+        let end = (start + USERS_PER_FILE).min(self.members.len());
+        let mut lines = Vec::new();
+        for id in &self.members[start..end] {
+            let Some(profile) = self
+                .state
+                .store
+                .profile(self.ws, *id)
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            let mut user = profile.export(Some(&self.fields));
+            if let (Some(wanted), Some(Value::Object(attrs))) =
+                (&self.custom, user.get_mut("custom_attributes"))
+            {
+                attrs.retain(|name, _| wanted.contains(name));
+            }
+            if want_cohorts {
+                user["cohorts"] = json!(self.cohort_names(*id)?);
+            }
+            lines.extend_from_slice(user.to_string().as_bytes());
+            lines.push(b'\n');
+        }
+        let stem = format!("part-{part:05}");
+        let packed = if self.gzip {
+            crate::export_files::gzip(&lines)
+        } else {
+            crate::export_files::zip_one(&format!("{stem}.txt"), &lines)
+        };
+        packed.map_err(|e| e.to_string())
+    }
+
+    fn cohort_names(&self, id: u32) -> Result<Vec<String>, String> {
+        let memberships = self
+            .state
+            .store
+            .index()
+            .workspace(self.ws)
+            .map(|w| w.memberships(id))
+            .unwrap_or_default();
+        let mut names = Vec::new();
+        for (partner, cohort_ids) in memberships {
+            let display = self
+                .state
+                .store
+                .partner(&partner)
+                .map_err(|e| e.to_string())?
+                .map_or_else(
+                    || crate::partners::default_display_name(&partner),
+                    |p| p.display_name,
+                );
+            for cohort_id in cohort_ids {
+                let name = self
+                    .state
+                    .store
+                    .cohort(self.ws, &partner, &cohort_id)
+                    .map_err(|e| e.to_string())?
+                    .map(|c| c.name);
+                names.push(crate::partners::cohort_display_name(
+                    &display,
+                    name.as_deref().unwrap_or(&cohort_id),
+                    &cohort_id,
+                ));
+            }
+        }
+        Ok(names)
+    }
+}
+
+fn part_name(part: usize, gzip: bool) -> String {
+    if gzip {
+        format!("part-{part:05}.txt.gz")
+    } else {
+        format!("part-{part:05}.zip")
+    }
+}

@@ -1,19 +1,16 @@
 //! Connector configuration (Braze's Currents settings), key layout and field transformations.
 
-use eddy_store::meta::S3Settings;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::Digest;
 
-use crate::avro::Codec;
 use crate::catalogue;
-
-/// Currents release of the embedded schemas (the `version=` path segment).
-pub const CURRENTS_VERSION: u32 = 10;
-/// The cluster segment of file keys.
-pub const CLUSTER: &str = "eddy-01";
-/// The environment segment of file keys.
-pub const ENVIRONMENT: &str = "eddy";
+pub use crate::sinks::amplitude::config::AmplitudeConnector;
+use crate::sinks::files::config::s3_settings;
+pub use crate::sinks::files::config::{
+    AzureConnector, CLUSTER, CURRENTS_VERSION, ENVIRONMENT, FileOptions, GcsConnector, S3Connector,
+    hour_of, object_key,
+};
 
 /// A field transformation applied to every event type that has the field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,161 +30,6 @@ pub enum TransformAction {
     Remove,
     /// Replace with the SHA-256 of the value, lowercase hex.
     Hash,
-}
-
-/// S3 connector settings, Braze's names and defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct S3Connector {
-    /// Bucket, region, endpoint and credentials.
-    pub s3: S3Settings,
-    /// Seconds between flushes [default: 300].
-    #[serde(default = "default_flush")]
-    pub flush_interval_seconds: u64,
-    /// Events per file at most [default: 15,000].
-    #[serde(default = "default_max_events")]
-    pub max_events_per_file: usize,
-    /// Block codec [default: null, as Braze].
-    #[serde(default)]
-    pub codec: Codec,
-    /// `x-amz-server-side-encryption` value, e.g. `AES256`.
-    #[serde(default)]
-    pub server_side_encryption: Option<String>,
-    /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
-    #[serde(default = "default_retention")]
-    pub retention_hours: u64,
-}
-
-/// Azure Blob Storage connector settings (Braze's "Azure Blob Storage" Currents).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AzureConnector {
-    /// Storage account name.
-    pub account: String,
-    /// Container the files go to.
-    pub container: String,
-    /// Storage account access key; taken from the environment when absent.
-    #[serde(default)]
-    pub access_key: Option<String>,
-    /// Blob endpoint replacing Azure's (an emulator such as Azurite), e.g.
-    /// `http://127.0.0.1:10000/devstoreaccount1`.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// Blob name prefix [default: currents].
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    /// Seconds between flushes [default: 300].
-    #[serde(default = "default_flush")]
-    pub flush_interval_seconds: u64,
-    /// Events per file at most [default: 15,000].
-    #[serde(default = "default_max_events")]
-    pub max_events_per_file: usize,
-    /// Block codec [default: null, as Braze].
-    #[serde(default)]
-    pub codec: Codec,
-    /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
-    #[serde(default = "default_retention")]
-    pub retention_hours: u64,
-}
-
-/// Google Cloud Storage connector settings (Braze's "Google Cloud Storage" Currents).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GcsConnector {
-    /// Bucket the files go to.
-    pub bucket: String,
-    /// A service account key (the JSON document); the environment's credentials when absent.
-    #[serde(default)]
-    pub service_account_key: Option<String>,
-    /// Base URL replacing Google's (an emulator), e.g. `http://127.0.0.1:4443`; without a key,
-    /// requests to it carry a placeholder token.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// Object name prefix [default: currents].
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    /// Seconds between flushes [default: 300].
-    #[serde(default = "default_flush")]
-    pub flush_interval_seconds: u64,
-    /// Events per file at most [default: 15,000].
-    #[serde(default = "default_max_events")]
-    pub max_events_per_file: usize,
-    /// Block codec [default: null, as Braze].
-    #[serde(default)]
-    pub codec: Codec,
-    /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
-    #[serde(default = "default_retention")]
-    pub retention_hours: u64,
-}
-
-impl GcsConnector {
-    /// The file options of this connector.
-    pub fn files(&self) -> FileOptions {
-        FileOptions {
-            prefix: self.prefix.clone(),
-            connection: "GCS",
-            flush_interval_seconds: self.flush_interval_seconds,
-            max_events_per_file: self.max_events_per_file,
-            codec: self.codec,
-            retention_hours: self.retention_hours,
-        }
-    }
-}
-
-fn default_prefix() -> String {
-    "currents".into()
-}
-
-/// What a file-writing connector needs, whatever the object store.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FileOptions {
-    /// Key prefix.
-    pub prefix: String,
-    /// Braze's connection-type identifier in keys: `S3`, `AzureBlob` or `GCS`.
-    pub connection: &'static str,
-    /// Seconds between flushes.
-    pub flush_interval_seconds: u64,
-    /// Events per file at most.
-    pub max_events_per_file: usize,
-    /// Block codec.
-    pub codec: Codec,
-    /// Hours before undeliverable events are dropped.
-    pub retention_hours: u64,
-}
-
-impl S3Connector {
-    /// The file options of this connector.
-    pub fn files(&self) -> FileOptions {
-        FileOptions {
-            prefix: self.s3.prefix.clone(),
-            connection: "S3",
-            flush_interval_seconds: self.flush_interval_seconds,
-            max_events_per_file: self.max_events_per_file,
-            codec: self.codec,
-            retention_hours: self.retention_hours,
-        }
-    }
-}
-
-impl AzureConnector {
-    /// The file options of this connector.
-    pub fn files(&self) -> FileOptions {
-        FileOptions {
-            prefix: self.prefix.clone(),
-            connection: "AzureBlob",
-            flush_interval_seconds: self.flush_interval_seconds,
-            max_events_per_file: self.max_events_per_file,
-            codec: self.codec,
-            retention_hours: self.retention_hours,
-        }
-    }
-}
-
-fn default_flush() -> u64 {
-    300
-}
-
-fn default_max_events() -> usize {
-    15_000
 }
 
 /// A connector as stored.
@@ -233,60 +75,9 @@ impl Sink {
     }
 }
 
-/// Amplitude settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AmplitudeConnector {
-    /// The Amplitude project's API key.
-    pub api_key: String,
-    /// `US` or `EU`.
-    #[serde(default = "default_amplitude_region")]
-    pub region: String,
-    /// Base URL replacing the region's (an emulator, a proxy); `/2/httpapi` is appended.
-    #[serde(default)]
-    pub endpoint: Option<String>,
-    /// Seconds a throttled device waits after a 429 [default: 30, Amplitude's guidance].
-    #[serde(default = "default_throttle")]
-    pub throttle_seconds: u64,
-    /// Events per second per device or user [default: 30, Amplitude's limit].
-    #[serde(default = "default_device_rate")]
-    pub events_per_second_per_device: u32,
-    /// Hours an undeliverable event is kept before it is dropped and counted [default: 48].
-    #[serde(default = "default_retention")]
-    pub retention_hours: u64,
-    /// Seconds a request may take before it is abandoned and retried [default: 10].
-    #[serde(default = "default_request_timeout")]
-    pub timeout_seconds: u64,
-}
-
-fn default_request_timeout() -> u64 {
-    10
-}
-
-fn default_amplitude_region() -> String {
-    "US".into()
-}
-
-fn default_throttle() -> u64 {
-    30
-}
-
-fn default_device_rate() -> u32 {
-    30
-}
-
-fn default_retention() -> u64 {
+/// Hours an undeliverable event is retried before it is dropped and counted [default: 48].
+pub(crate) fn default_retention() -> u64 {
     48
-}
-
-impl AmplitudeConnector {
-    /// The URL events are posted to.
-    pub fn url(&self) -> Option<String> {
-        match &self.endpoint {
-            Some(base) => Some(format!("{}/2/httpapi", base.trim_end_matches('/'))),
-            None => crate::amplitude::endpoint(&self.region).map(str::to_string),
-        }
-    }
 }
 
 /// Delivery state, saved through the store's writer after each delivered file.
@@ -348,55 +139,18 @@ impl CreateRequest {
         }
         let sink = match self.kind.as_str() {
             "s3" => Sink::S3(s3_settings(self.settings)?),
-            "azure" => {
-                let settings: AzureConnector = serde_json::from_value(Value::Object(self.settings))
-                    .map_err(|e| format!("invalid azure settings: {e}"))?;
-                if settings.account.is_empty() || settings.container.is_empty() {
-                    return Err("azure connectors need an account and a container".into());
-                }
-                if settings.flush_interval_seconds == 0 || settings.max_events_per_file == 0 {
-                    return Err(
-                        "flush_interval_seconds and max_events_per_file must be at least 1".into(),
-                    );
-                }
-                Sink::Azure(settings)
-            }
-            "gcs" => {
-                let settings: GcsConnector = serde_json::from_value(Value::Object(self.settings))
-                    .map_err(|e| format!("invalid gcs settings: {e}"))?;
-                if settings.bucket.is_empty() {
-                    return Err("gcs connectors need a bucket".into());
-                }
-                if settings.flush_interval_seconds == 0 || settings.max_events_per_file == 0 {
-                    return Err(
-                        "flush_interval_seconds and max_events_per_file must be at least 1".into(),
-                    );
-                }
-                Sink::Gcs(settings)
-            }
-            "amplitude" => {
-                let settings: AmplitudeConnector =
-                    serde_json::from_value(Value::Object(self.settings))
-                        .map_err(|e| format!("invalid amplitude settings: {e}"))?;
-                if settings.api_key.is_empty() || settings.url().is_none() {
-                    return Err(
-                        "amplitude connectors need an api_key and a region of US or EU".into(),
-                    );
-                }
-                if settings.events_per_second_per_device == 0 || settings.retention_hours == 0 {
-                    return Err(
-                        "events_per_second_per_device and retention_hours must be at least 1"
-                            .into(),
-                    );
-                }
-                Sink::Amplitude(settings)
-            }
+            "azure" => Sink::Azure(AzureConnector::from_settings(self.settings)?),
+            "gcs" => Sink::Gcs(GcsConnector::from_settings(self.settings)?),
+            "amplitude" => Sink::Amplitude(AmplitudeConnector::from_settings(self.settings)?),
             other => {
                 return Err(format!(
                     "unknown connector type '{other}' (s3, azure, gcs or amplitude)"
                 ));
             }
         };
+        if let Some(files) = sink.files() {
+            files.validate()?;
+        }
         Ok(Connector {
             name: self.name,
             integration_id,
@@ -405,46 +159,6 @@ impl CreateRequest {
             sink,
         })
     }
-}
-
-/// The S3 settings of a creation body.
-fn s3_settings(mut flat: Map<String, Value>) -> Result<S3Connector, String> {
-    const S3_KEYS: [&str; 6] = [
-        "bucket",
-        "prefix",
-        "region",
-        "endpoint",
-        "access_key_id",
-        "secret_access_key",
-    ];
-    const SINK_KEYS: [&str; 5] = [
-        "flush_interval_seconds",
-        "max_events_per_file",
-        "codec",
-        "server_side_encryption",
-        "retention_hours",
-    ];
-    if let Some(unknown) = flat
-        .keys()
-        .find(|k| !S3_KEYS.contains(&k.as_str()) && !SINK_KEYS.contains(&k.as_str()))
-    {
-        return Err(format!("unknown s3 setting '{unknown}'"));
-    }
-    flat.entry("prefix")
-        .or_insert_with(|| Value::String("currents".into()));
-    let mut s3 = Map::new();
-    for key in S3_KEYS {
-        if let Some(v) = flat.remove(key) {
-            s3.insert(key.to_string(), v);
-        }
-    }
-    flat.insert("s3".into(), Value::Object(s3));
-    let settings: S3Connector = serde_json::from_value(Value::Object(flat))
-        .map_err(|e| format!("invalid s3 settings: {e}"))?;
-    if settings.flush_interval_seconds == 0 || settings.max_events_per_file == 0 {
-        return Err("flush_interval_seconds and max_events_per_file must be at least 1".into());
-    }
-    Ok(settings)
 }
 
 impl Connector {
@@ -471,39 +185,48 @@ impl Connector {
     }
 }
 
-/// The object key of a file, in Braze's layout.
-pub fn object_key(
-    connection: &str,
-    prefix: &str,
-    integration_id: &str,
-    event_type: &str,
-    hour: &str,
-    partition: u64,
-    offset: u64,
-) -> String {
-    let topic = format!("dataexport.{CLUSTER}.{connection}.integration.{integration_id}");
-    let prefix = prefix.trim_matches('/');
-    let lead = if prefix.is_empty() {
-        String::new()
-    } else {
-        format!("{prefix}/")
-    };
-    format!(
-        "{lead}{topic}/event_type={event_type}/date={hour}/version={CURRENTS_VERSION}/{ENVIRONMENT}/{topic}+{partition}+{offset}.avro"
-    )
-}
-
-/// The `YYYY-MM-DD-HH` UTC hour of a millisecond time.
-pub fn hour_of(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.strftime("%Y-%m-%d-%H").to_string())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn every_connector_type_refuses_a_misspelt_setting_by_name() {
+        let base = |kind: &str, settings: Value| {
+            let mut body = json!({"name": "c", "type": kind});
+            for (k, v) in settings.as_object().unwrap() {
+                body[k] = v.clone();
+            }
+            serde_json::from_value::<CreateRequest>(body)
+                .unwrap()
+                .into_connector("0".repeat(24))
+        };
+        let cases = [
+            ("s3", json!({"bucket": "b", "bukcet": "typo"})),
+            (
+                "azure",
+                json!({"account": "a", "container": "c", "bukcet": "typo"}),
+            ),
+            ("gcs", json!({"bucket": "b", "bukcet": "typo"})),
+            ("amplitude", json!({"api_key": "k", "bukcet": "typo"})),
+        ];
+        for (kind, settings) in cases {
+            let error = base(kind, settings).unwrap_err();
+            assert!(error.contains("bukcet"), "{kind}: {error}");
+        }
+        // The shared file options are validated once for every file connector.
+        for (kind, settings) in [
+            ("s3", json!({"bucket": "b", "flush_interval_seconds": 0})),
+            (
+                "azure",
+                json!({"account": "a", "container": "c", "max_events_per_file": 0}),
+            ),
+            ("gcs", json!({"bucket": "b", "flush_interval_seconds": 0})),
+        ] {
+            let error = base(kind, settings).unwrap_err();
+            assert!(error.contains("at least 1"), "{kind}: {error}");
+        }
+    }
 
     #[test]
     fn keys_follow_braze_layout() {

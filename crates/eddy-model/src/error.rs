@@ -65,6 +65,9 @@ pub enum ApiError {
     /// The server is shutting down or its writer stopped.
     #[error("service unavailable")]
     Unavailable,
+    /// A destination eddy writes to (S3, Amplitude, …) failed; eddy keeps retrying.
+    #[error("{0}")]
+    Upstream(String),
     /// The store could not commit (a full or failing disk); nothing was applied, retry later.
     #[error("storage unavailable: the write was not applied; retry later")]
     StorageUnavailable,
@@ -92,6 +95,7 @@ impl ApiError {
             | ApiError::BadRequest(_) => 400,
             ApiError::Unavailable | ApiError::StorageUnavailable => 503,
             ApiError::Internal => 500,
+            ApiError::Upstream(_) => 502,
         }
     }
 

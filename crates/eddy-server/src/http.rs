@@ -55,6 +55,11 @@ impl From<eddy_currents::CurrentsError> for HttpError {
             CurrentsError::NotFound(name) => {
                 ApiError::ResourceNotFound(format!("connector '{name}'"))
             }
+            CurrentsError::Unavailable(m) => {
+                tracing::warn!(error = %m, "currents connector unavailable");
+                ApiError::Unavailable
+            }
+            CurrentsError::Upstream(m) => ApiError::Upstream(m),
             CurrentsError::Store(e) => store_error(e),
         })
     }

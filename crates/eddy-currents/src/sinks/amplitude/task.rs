@@ -1,5 +1,5 @@
 //! Delivery to Amplitude's HTTP API v2, with every response code handled as Amplitude documents
-//! (`reference/currents-amplitude.md` §2.5, §3.4): a 400 drops only the events it names (an
+//! (https://amplitude.com/docs/apis/analytics/http-v2): a 400 drops only the events it names (an
 //! invalid key pauses the connector), a 413 halves the batch, a 429 holds back only the throttled
 //! devices for `throttle_seconds`, 5xx and timeouts back off and retry. The cursor never passes an
 //! event that is neither delivered nor dropped-and-counted; `insert_id` makes resending safe.
@@ -9,13 +9,14 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use eddy_store::Mutation;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::amplitude;
-use crate::connector::{AmplitudeConnector, DeliveryState};
-use crate::runtime::{Request, Status};
+use crate::checkpoint::{Checkpoint, next_round, retention_horizon};
+use crate::connector::DeliveryState;
+use crate::registry::{Request, Status};
+use crate::sinks::amplitude::config::AmplitudeConnector;
+use crate::sinks::amplitude::mapping as amplitude;
 use crate::source::Source;
 
 /// Most events per request (Amplitude: fewer than 2,000).
@@ -55,9 +56,7 @@ pub(crate) struct AmplitudeTask {
     source: Source,
     settings: AmplitudeConnector,
     url: String,
-    state: DeliveryState,
-    saved: DeliveryState,
-    status: Arc<Mutex<Status>>,
+    checkpoint: Checkpoint,
     queue: VecDeque<Pending>,
     devices: HashMap<String, Device>,
     batch_limit: usize,
@@ -88,9 +87,7 @@ impl AmplitudeTask {
             source,
             settings,
             url,
-            saved: state.clone(),
-            state,
-            status,
+            checkpoint: Checkpoint::new(state, status),
             queue: VecDeque::new(),
             devices: HashMap::new(),
             batch_limit: MAX_BATCH,
@@ -101,16 +98,9 @@ impl AmplitudeTask {
     }
 
     pub(crate) async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        self.source.read_pos = self.state.cursor;
+        self.source.read_pos = self.checkpoint.state.cursor;
         let mut ticker = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            let request = tokio::select! {
-                _ = ticker.tick() => None,
-                request = requests.recv() => match request {
-                    Some(request) => Some(request),
-                    None => return,
-                },
-            };
+        while let Some(request) = next_round(&mut ticker, &mut requests).await {
             let mut sent = 0;
             loop {
                 let more = self.read();
@@ -126,7 +116,7 @@ impl AmplitudeTask {
             let reply = match request {
                 None => None,
                 Some(Request::Flush(reply)) => {
-                    let result = match (&self.state.last_error, waiting) {
+                    let result = match (&self.checkpoint.state.last_error, waiting) {
                         (Some(e), true) => Err(e.clone()),
                         _ => Ok(sent),
                     };
@@ -137,7 +127,7 @@ impl AmplitudeTask {
                     let from = self.queue.front().map_or(seq, |p| p.seq.min(seq));
                     self.queue.clear();
                     self.source.read_pos = from;
-                    self.state.cursor = from;
+                    self.checkpoint.state.cursor = from;
                     Some((reply, Ok(seq)))
                 }
             };
@@ -157,14 +147,14 @@ impl AmplitudeTask {
         let (items, more) = match self.source.read(room) {
             Ok(read) => read,
             Err(e) => {
-                self.state.last_error = Some(format!("reading the outbox: {e}"));
+                self.checkpoint.state.last_error = Some(format!("reading the outbox: {e}"));
                 return false;
             }
         };
         for item in items {
             let Some(event) = amplitude::event(&item.event_type, &item.record) else {
                 // Braze sends only events with an external id or a device id.
-                self.state.skipped += 1;
+                self.checkpoint.state.skipped += 1;
                 continue;
             };
             let user_id = event
@@ -198,8 +188,7 @@ impl AmplitudeTask {
 
     /// Drops, and counts, events older than the retention window.
     fn expire(&mut self) {
-        let horizon =
-            eddy_model::time::now_ms() - (self.settings.retention_hours as i64) * 3_600_000;
+        let horizon = retention_horizon(self.settings.retention_hours);
         let before = self.queue.len();
         self.queue.retain(|p| p.at >= horizon);
         let expired = before - self.queue.len();
@@ -209,7 +198,7 @@ impl AmplitudeTask {
                 expired,
                 "undeliverable events dropped after the retention window"
             );
-            self.state.dropped += expired as u64;
+            self.checkpoint.state.dropped += expired as u64;
         }
     }
 
@@ -324,9 +313,9 @@ impl AmplitudeTask {
                 200..=299 => {
                     let sent: BTreeSet<usize> = batch.iter().copied().collect();
                     delivered += sent.len() as u64;
-                    self.state.delivered += sent.len() as u64;
+                    self.checkpoint.state.delivered += sent.len() as u64;
                     self.remove(&sent);
-                    self.state.last_error = None;
+                    self.checkpoint.state.last_error = None;
                     self.backoff = Duration::from_secs(1);
                     self.batch_limit = (self.batch_limit * 2).min(MAX_BATCH);
                 }
@@ -345,7 +334,7 @@ impl AmplitudeTask {
                         .unwrap_or_default()
                         .to_string();
                     if error.starts_with("Invalid API key") {
-                        self.state.last_error = Some(
+                        self.checkpoint.state.last_error = Some(
                             "Amplitude: Invalid API key; paused, retrying every minute".into(),
                         );
                         self.paused_until = Some(now + INVALID_KEY_PAUSE);
@@ -428,7 +417,7 @@ impl AmplitudeTask {
             why,
             "events dropped"
         );
-        self.state.dropped += gone.len() as u64;
+        self.checkpoint.state.dropped += gone.len() as u64;
         self.remove(&gone);
     }
 
@@ -443,41 +432,16 @@ impl AmplitudeTask {
             error,
             "amplitude delivery failed; retrying"
         );
-        self.state.last_error = Some(error);
+        self.checkpoint.state.last_error = Some(error);
     }
 
+    /// Moves the cursor to the first event still queued and saves the state if it changed.
     async fn save(&mut self) {
-        self.state.cursor = self
-            .queue
-            .iter()
-            .map(|p| p.seq)
-            .min()
-            .unwrap_or(self.source.read_pos);
-        if let Ok(mut status) = self.status.lock() {
-            *status = Status {
-                delivered: self.state.delivered,
-                dropped: self.state.dropped,
-                skipped: self.state.skipped,
-                pending: self.queue.len() as u64,
-                last_error: self.state.last_error.clone(),
-            };
-        }
-        if self.state == self.saved {
-            return;
-        }
-        let Ok(value) = serde_json::to_value(&self.state) else {
-            return;
-        };
-        let name = self.source.connector.name.clone();
-        match self
-            .source
-            .store
-            .apply(Mutation::PutConnectorState(self.source.ws, name, value))
-            .await
-        {
-            Ok(_) => self.saved = self.state.clone(),
-            Err(e) => tracing::error!(error = %e, "could not save the connector's cursor"),
-        }
+        let first_queued = self.queue.iter().map(|p| p.seq).min();
+        let pending = self.queue.len() as u64;
+        self.checkpoint
+            .save(&self.source, first_queued, pending)
+            .await;
     }
 }
 

@@ -1,0 +1,385 @@
+//! The running connectors: one delivery task per connector (a [`FileTask`] or an
+//! [`AmplitudeTask`]), started at boot and on creation, asked to flush or replay through a
+//! channel, stopped together at shutdown; and the trimming of the outbox behind all of them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use eddy_store::{Mutation, Store, StoreError, ids};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::catalogue;
+use crate::connector::{Connector, CreateRequest, DeliveryState, Sink};
+use crate::sinks::amplitude::task::AmplitudeTask;
+use crate::sinks::files::stores::file_store;
+use crate::sinks::files::task::FileTask;
+use crate::source::Source;
+
+/// Errors of the Currents API.
+#[derive(Debug, thiserror::Error)]
+pub enum CurrentsError {
+    /// Bad settings.
+    #[error("{0}")]
+    Invalid(String),
+    /// The name is taken.
+    #[error("connector '{0}' already exists")]
+    Exists(String),
+    /// No such connector.
+    #[error("connector '{0}' not found")]
+    NotFound(String),
+    /// The connector cannot take requests now (stopped, or its registry is broken).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The sink refused or failed (S3, Azure, GCS or Amplitude); the connector retries.
+    #[error("{0}")]
+    Upstream(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a connector shows through the admin API.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Status {
+    pub delivered: u64,
+    pub dropped: u64,
+    pub skipped: u64,
+    pub pending: u64,
+    pub last_error: Option<String>,
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<u64, String>>;
+
+/// What a connector's task is asked to do besides its periodic work.
+pub(crate) enum Request {
+    /// Write what is buffered now.
+    Flush(Reply),
+    /// Write what is buffered, then deliver again from this outbox sequence number.
+    Replay(u64, Reply),
+}
+
+struct Running {
+    connector: Connector,
+    requests: mpsc::Sender<Request>,
+    status: Arc<Mutex<Status>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Every running connector.
+pub struct Currents {
+    store: Store,
+    running: Mutex<HashMap<(u32, String), Running>>,
+    /// How long the outbox keeps events (for replays) once every connector is past them.
+    outbox_retention: Duration,
+}
+
+impl Currents {
+    /// Starts every stored connector, and the outbox trimming (every minute).
+    pub fn start(store: Store, outbox_retention: Duration) -> Result<Arc<Currents>, CurrentsError> {
+        let currents = Arc::new(Currents {
+            store: store.clone(),
+            running: Mutex::new(HashMap::new()),
+            outbox_retention,
+        });
+        for (ws, value) in store.connectors()? {
+            match serde_json::from_value::<Connector>(value) {
+                // One damaged connector must not keep the others (or the server) down.
+                Ok(connector) => {
+                    let name = connector.name.clone();
+                    if let Err(e) = currents.spawn(ws, connector) {
+                        tracing::error!(error = %e, ws, connector = %name, "Currents connector not started; fix or delete it");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, ws, "unreadable Currents connector"),
+            }
+        }
+        let weak = Arc::downgrade(&currents);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                let Some(currents) = weak.upgrade() else {
+                    return;
+                };
+                if let Err(e) = currents.trim_outbox().await {
+                    tracing::warn!(error = %e, "outbox trim failed");
+                }
+            }
+        });
+        Ok(currents)
+    }
+
+    /// Deletes outbox entries older than the outbox retention that every connector has passed;
+    /// returns how many. A connector that is behind keeps what it has not delivered (and drops,
+    /// counted, what outlives its own retention window).
+    pub async fn trim_outbox(&self) -> Result<u64, CurrentsError> {
+        let since = eddy_model::time::now_ms() - self.outbox_retention.as_millis() as i64;
+        let mut cut = self.store.outbox_seq_at(since)?;
+        for (ws, value) in self.store.connectors()? {
+            let Some(name) = value.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let cursor = self
+                .store
+                .connector_state(ws, name)?
+                .and_then(|v| v.get("cursor").and_then(Value::as_u64))
+                .unwrap_or(0);
+            cut = cut.min(cursor);
+        }
+        let mut deleted = 0;
+        loop {
+            let seqs: Vec<u64> = self
+                .store
+                .outbox(0, 10_000)?
+                .into_iter()
+                .map(|(seq, _)| seq)
+                .take_while(|seq| *seq < cut)
+                .collect();
+            if seqs.is_empty() {
+                return Ok(deleted);
+            }
+            deleted += seqs.len() as u64;
+            self.store.apply(Mutation::DeleteOutbox(seqs)).await?;
+        }
+    }
+
+    /// Creates and starts a connector; it delivers events queued from now on.
+    pub async fn create(
+        &self,
+        ws: u32,
+        request: CreateRequest,
+    ) -> Result<Connector, CurrentsError> {
+        if self.store.connector(ws, &request.name)?.is_some() {
+            return Err(CurrentsError::Exists(request.name));
+        }
+        let integration_id = ids::id_hex(12);
+        let connector = request
+            .into_connector(integration_id)
+            .map_err(CurrentsError::Invalid)?;
+        // A file connector's settings must make a client now, not fail later in its task.
+        if !matches!(connector.sink, Sink::Amplitude(_))
+            && let Err(e) = file_store(&connector.sink)
+        {
+            return Err(CurrentsError::Invalid(e));
+        }
+        let state = DeliveryState {
+            cursor: self.store.outbox_head()?,
+            ..DeliveryState::default()
+        };
+        let encode = |e: serde_json::Error| {
+            CurrentsError::Unavailable(format!("cannot encode the connector: {e}"))
+        };
+        let config = serde_json::to_value(&connector).map_err(encode)?;
+        let state_json = serde_json::to_value(&state).map_err(encode)?;
+        self.store
+            .apply(Mutation::PutConnectorState(
+                ws,
+                connector.name.clone(),
+                state_json,
+            ))
+            .await?;
+        self.store
+            .apply(Mutation::PutConnector(ws, connector.name.clone(), config))
+            .await?;
+        self.spawn(ws, connector.clone())?;
+        Ok(connector)
+    }
+
+    fn spawn(&self, ws: u32, connector: Connector) -> Result<(), CurrentsError> {
+        let state: DeliveryState = match self.store.connector_state(ws, &connector.name)? {
+            // A damaged cursor must not turn into a full replay (or a skip) unnoticed.
+            Some(v) => serde_json::from_value(v).map_err(|e| {
+                CurrentsError::Store(StoreError::Corrupt {
+                    table: "meta",
+                    reason: format!("delivery state of connector '{}': {e}", connector.name),
+                })
+            })?,
+            None => DeliveryState::default(),
+        };
+        let (sender, requests) = mpsc::channel(16);
+        let status = Arc::new(Mutex::new(Status {
+            delivered: state.delivered,
+            dropped: state.dropped,
+            ..Status::default()
+        }));
+        let source = Source {
+            store: self.store.clone(),
+            ws,
+            connector: connector.clone(),
+            read_pos: state.cursor,
+        };
+        let handle = match (&connector.sink, connector.sink.files()) {
+            (_, Some(files)) => {
+                let task = FileTask::new(
+                    source,
+                    file_store(&connector.sink),
+                    files,
+                    state,
+                    status.clone(),
+                );
+                tokio::spawn(task.run(requests))
+            }
+            (Sink::Amplitude(settings), None) => {
+                let task = AmplitudeTask::new(source, settings.clone(), state, status.clone())?;
+                tokio::spawn(task.run(requests))
+            }
+            (_, None) => {
+                return Err(CurrentsError::Invalid(
+                    "a connector that neither writes files nor posts to Amplitude".into(),
+                ));
+            }
+        };
+        let mut running = self
+            .running
+            .lock()
+            .map_err(|_| CurrentsError::Unavailable("the connector registry is poisoned".into()))?;
+        running.insert(
+            (ws, connector.name.clone()),
+            Running {
+                connector,
+                requests: sender,
+                status,
+                task: handle,
+            },
+        );
+        Ok(())
+    }
+
+    /// A connector's state, counters and last error, as the admin API shows them.
+    pub fn status(&self, ws: u32, name: &str) -> Option<Value> {
+        let running = self.running.lock().ok()?;
+        let r = running.get(&(ws, name.to_string()))?;
+        let status = r.status.lock().ok()?.clone();
+        let kind = match r.connector.sink {
+            Sink::S3(_) => "s3",
+            Sink::Azure(_) => "azure",
+            Sink::Gcs(_) => "gcs",
+            Sink::Amplitude(_) => "amplitude",
+        };
+        Some(json!({
+            "name": r.connector.name, "type": kind, "integration_id": r.connector.integration_id,
+            "event_types": r.connector.event_types, "transforms": r.connector.transforms,
+            "state": if status.last_error.is_some() { "error" } else { "active" },
+            "delivered": status.delivered, "pending": status.pending, "dropped": status.dropped,
+            "skipped": status.skipped,
+            "last_error": status.last_error,
+        }))
+    }
+
+    /// Writes what a connector has buffered now; returns how many events it stored.
+    pub async fn flush(&self, ws: u32, name: &str) -> Result<u64, CurrentsError> {
+        self.ask(ws, name, Request::Flush).await
+    }
+
+    /// Delivers again every event queued since `from_ms` (within the outbox's retention);
+    /// returns the outbox sequence number delivery restarts from.
+    pub async fn replay(&self, ws: u32, name: &str, from_ms: i64) -> Result<u64, CurrentsError> {
+        let seq = self.store.outbox_seq_at(from_ms)?;
+        self.ask(ws, name, |reply| Request::Replay(seq, reply))
+            .await
+    }
+
+    /// Sends one placeholder event of each selected type through the connector alone, as
+    /// Braze's "Send Test Events", and writes them at once; returns how many it stored.
+    pub async fn send_test_events(&self, ws: u32, name: &str) -> Result<u64, CurrentsError> {
+        let connector = {
+            let running = self.running.lock().map_err(|_| {
+                CurrentsError::Unavailable("the connector registry is poisoned".into())
+            })?;
+            running
+                .get(&(ws, name.to_string()))
+                .map(|r| r.connector.clone())
+                .ok_or_else(|| CurrentsError::NotFound(name.to_string()))?
+        };
+        let types: Vec<String> = match &connector.event_types {
+            Some(types) => types.clone(),
+            None => catalogue::event_types()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
+        };
+        let mut events = Vec::with_capacity(types.len());
+        for event_type in types {
+            if let Some(record) = catalogue::placeholder(&event_type) {
+                events.push(eddy_model::currents::OutboxEvent { event_type, record });
+            }
+        }
+        self.store
+            .apply(Mutation::Emit(ws, events, Some(name.to_string())))
+            .await?;
+        self.flush(ws, name).await
+    }
+
+    async fn ask(
+        &self,
+        ws: u32,
+        name: &str,
+        request: impl FnOnce(Reply) -> Request,
+    ) -> Result<u64, CurrentsError> {
+        let sender = {
+            let running = self.running.lock().map_err(|_| {
+                CurrentsError::Unavailable("the connector registry is poisoned".into())
+            })?;
+            running
+                .get(&(ws, name.to_string()))
+                .map(|r| r.requests.clone())
+                .ok_or_else(|| CurrentsError::NotFound(name.to_string()))?
+        };
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(request(reply))
+            .await
+            .map_err(|_| CurrentsError::Unavailable("the connector has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| CurrentsError::Unavailable("the connector has stopped".into()))?
+            .map_err(CurrentsError::Upstream)
+    }
+
+    /// Flushes every connector and stops them all, in parallel, within `deadline` overall.
+    /// A connector whose sink is down does not hold up the others; what it could not write stays
+    /// in the outbox (its cursor only moves after delivery) and goes out at the next start.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let end = tokio::time::Instant::now() + deadline;
+        let names: Vec<(u32, String)> = match self.running.lock() {
+            Ok(running) => running.keys().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        let flushes = names.iter().map(|(ws, name)| async move {
+            match self.flush(*ws, name).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(ws, connector = %name, error = %e, "flush at shutdown failed; the outbox keeps the events");
+                    false
+                }
+            }
+        });
+        if tokio::time::timeout_at(end, futures_util::future::join_all(flushes))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?deadline,
+                "not every connector flushed before the shutdown deadline; the outbox keeps their events"
+            );
+        }
+        let running: Vec<Running> = match self.running.lock() {
+            Ok(mut map) => map.drain().map(|(_, r)| r).collect(),
+            Err(_) => return,
+        };
+        let mut tasks = Vec::with_capacity(running.len());
+        for r in running {
+            // Closing its request channel ends the task after its current round.
+            drop(r.requests);
+            tasks.push((r.connector.name, r.task));
+        }
+        for (name, mut task) in tasks {
+            if tokio::time::timeout_at(end, &mut task).await.is_err() {
+                task.abort();
+                tracing::warn!(connector = %name, "connector stopped at the shutdown deadline; the outbox keeps what it had not delivered");
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Settings of the file connectors (S3, Azure Blob Storage, Google Cloud Storage) and Braze's
+//! object key layout.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::avro::Codec;
+use crate::connector::default_retention;
+use eddy_store::meta::S3Settings;
+
+/// Currents release of the embedded schemas (the `version=` path segment).
+pub const CURRENTS_VERSION: u32 = 10;
+/// The cluster segment of file keys.
+pub const CLUSTER: &str = "eddy-01";
+/// The environment segment of file keys.
+pub const ENVIRONMENT: &str = "eddy";
+
+/// S3 connector settings, Braze's names and defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Connector {
+    /// Bucket, region, endpoint and credentials.
+    pub s3: S3Settings,
+    /// Seconds between flushes [default: 300].
+    #[serde(default = "default_flush")]
+    pub flush_interval_seconds: u64,
+    /// Events per file at most [default: 15,000].
+    #[serde(default = "default_max_events")]
+    pub max_events_per_file: usize,
+    /// Block codec [default: null, as Braze].
+    #[serde(default)]
+    pub codec: Codec,
+    /// `x-amz-server-side-encryption` value, e.g. `AES256`.
+    #[serde(default)]
+    pub server_side_encryption: Option<String>,
+    /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
+    #[serde(default = "default_retention")]
+    pub retention_hours: u64,
+}
+
+/// Azure Blob Storage connector settings (Braze's "Azure Blob Storage" Currents).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConnector {
+    /// Storage account name.
+    pub account: String,
+    /// Container the files go to.
+    pub container: String,
+    /// Storage account access key; taken from the environment when absent.
+    #[serde(default)]
+    pub access_key: Option<String>,
+    /// Blob endpoint replacing Azure's (an emulator such as Azurite), e.g.
+    /// `http://127.0.0.1:10000/devstoreaccount1`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Blob name prefix [default: currents].
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Seconds between flushes [default: 300].
+    #[serde(default = "default_flush")]
+    pub flush_interval_seconds: u64,
+    /// Events per file at most [default: 15,000].
+    #[serde(default = "default_max_events")]
+    pub max_events_per_file: usize,
+    /// Block codec [default: null, as Braze].
+    #[serde(default)]
+    pub codec: Codec,
+    /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
+    #[serde(default = "default_retention")]
+    pub retention_hours: u64,
+}
+
+/// Google Cloud Storage connector settings (Braze's "Google Cloud Storage" Currents).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcsConnector {
+    /// Bucket the files go to.
+    pub bucket: String,
+    /// A service account key (the JSON document); the environment's credentials when absent.
+    #[serde(default)]
+    pub service_account_key: Option<String>,
+    /// Base URL replacing Google's (an emulator), e.g. `http://127.0.0.1:4443`; without a key,
+    /// requests to it carry a placeholder token.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Object name prefix [default: currents].
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Seconds between flushes [default: 300].
+    #[serde(default = "default_flush")]
+    pub flush_interval_seconds: u64,
+    /// Events per file at most [default: 15,000].
+    #[serde(default = "default_max_events")]
+    pub max_events_per_file: usize,
+    /// Block codec [default: null, as Braze].
+    #[serde(default)]
+    pub codec: Codec,
+    /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
+    #[serde(default = "default_retention")]
+    pub retention_hours: u64,
+}
+
+impl GcsConnector {
+    /// The settings of a creation body; unknown settings are refused by name.
+    pub fn from_settings(settings: Map<String, Value>) -> Result<GcsConnector, String> {
+        let settings: GcsConnector = serde_json::from_value(Value::Object(settings))
+            .map_err(|e| format!("invalid gcs settings: {e}"))?;
+        if settings.bucket.is_empty() {
+            return Err("gcs connectors need a bucket".into());
+        }
+        Ok(settings)
+    }
+
+    /// The file options of this connector.
+    pub fn files(&self) -> FileOptions {
+        FileOptions {
+            prefix: self.prefix.clone(),
+            connection: "GCS",
+            flush_interval_seconds: self.flush_interval_seconds,
+            max_events_per_file: self.max_events_per_file,
+            codec: self.codec,
+            retention_hours: self.retention_hours,
+        }
+    }
+}
+
+fn default_prefix() -> String {
+    "currents".into()
+}
+
+/// What a file-writing connector needs, whatever the object store: one type, one validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileOptions {
+    /// Key prefix.
+    pub prefix: String,
+    /// Braze's connection-type identifier in keys: `S3`, `AzureBlob` or `GCS`.
+    pub connection: &'static str,
+    /// Seconds between flushes.
+    pub flush_interval_seconds: u64,
+    /// Events per file at most.
+    pub max_events_per_file: usize,
+    /// Block codec.
+    pub codec: Codec,
+    /// Hours before undeliverable events are dropped.
+    pub retention_hours: u64,
+}
+
+impl FileOptions {
+    /// The checks every file connector shares.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.flush_interval_seconds == 0 || self.max_events_per_file == 0 {
+            return Err("flush_interval_seconds and max_events_per_file must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl S3Connector {
+    /// The file options of this connector.
+    pub fn files(&self) -> FileOptions {
+        FileOptions {
+            prefix: self.s3.prefix.clone(),
+            connection: "S3",
+            flush_interval_seconds: self.flush_interval_seconds,
+            max_events_per_file: self.max_events_per_file,
+            codec: self.codec,
+            retention_hours: self.retention_hours,
+        }
+    }
+}
+
+impl AzureConnector {
+    /// The settings of a creation body; unknown settings are refused by name.
+    pub fn from_settings(settings: Map<String, Value>) -> Result<AzureConnector, String> {
+        let settings: AzureConnector = serde_json::from_value(Value::Object(settings))
+            .map_err(|e| format!("invalid azure settings: {e}"))?;
+        if settings.account.is_empty() || settings.container.is_empty() {
+            return Err("azure connectors need an account and a container".into());
+        }
+        Ok(settings)
+    }
+
+    /// The file options of this connector.
+    pub fn files(&self) -> FileOptions {
+        FileOptions {
+            prefix: self.prefix.clone(),
+            connection: "AzureBlob",
+            flush_interval_seconds: self.flush_interval_seconds,
+            max_events_per_file: self.max_events_per_file,
+            codec: self.codec,
+            retention_hours: self.retention_hours,
+        }
+    }
+}
+
+fn default_flush() -> u64 {
+    300
+}
+
+fn default_max_events() -> usize {
+    15_000
+}
+
+/// The S3 settings of a creation body.
+pub(crate) fn s3_settings(mut flat: Map<String, Value>) -> Result<S3Connector, String> {
+    const S3_KEYS: [&str; 6] = [
+        "bucket",
+        "prefix",
+        "region",
+        "endpoint",
+        "access_key_id",
+        "secret_access_key",
+    ];
+    const SINK_KEYS: [&str; 5] = [
+        "flush_interval_seconds",
+        "max_events_per_file",
+        "codec",
+        "server_side_encryption",
+        "retention_hours",
+    ];
+    if let Some(unknown) = flat
+        .keys()
+        .find(|k| !S3_KEYS.contains(&k.as_str()) && !SINK_KEYS.contains(&k.as_str()))
+    {
+        return Err(format!("unknown s3 setting '{unknown}'"));
+    }
+    flat.entry("prefix")
+        .or_insert_with(|| Value::String("currents".into()));
+    let mut s3 = Map::new();
+    for key in S3_KEYS {
+        if let Some(v) = flat.remove(key) {
+            s3.insert(key.to_string(), v);
+        }
+    }
+    flat.insert("s3".into(), Value::Object(s3));
+    serde_json::from_value(Value::Object(flat)).map_err(|e| format!("invalid s3 settings: {e}"))
+}
+
+/// The object key of a file, in Braze's layout.
+pub fn object_key(
+    connection: &str,
+    prefix: &str,
+    integration_id: &str,
+    event_type: &str,
+    hour: &str,
+    partition: u64,
+    offset: u64,
+) -> String {
+    let topic = format!("dataexport.{CLUSTER}.{connection}.integration.{integration_id}");
+    let prefix = prefix.trim_matches('/');
+    let lead = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
+    format!(
+        "{lead}{topic}/event_type={event_type}/date={hour}/version={CURRENTS_VERSION}/{ENVIRONMENT}/{topic}+{partition}+{offset}.avro"
+    )
+}
+
+/// The `YYYY-MM-DD-HH` UTC hour of a millisecond time.
+pub fn hour_of(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%d-%H").to_string())
+        .unwrap_or_default()
+}

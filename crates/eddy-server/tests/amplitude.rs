@@ -1,9 +1,7 @@
 //! Currents to Amplitude through an emulator of its HTTP API v2: Braze's mapping, and zero loss
 //! under 400/413/429/5xx storms with only the drops Amplitude's answers call for.
 
-mod common;
-
-use common::{AmplitudeEmulator, Fault, TestApp, spawn_app};
+use eddy_testkit::{AmplitudeEmulator, Fault, TestApp, spawn_app};
 use serde_json::{Value, json};
 
 async fn connector(app: &TestApp, amp: &AmplitudeEmulator, name: &str, key: &str) {

@@ -1,10 +1,8 @@
 //! Partner cohort import, segments, Braze's segment endpoints and segment export, through HTTP.
 
-mod common;
-
 use std::io::Read;
 
-use common::{TestApp, spawn_app, start};
+use eddy_testkit::{TestApp, spawn_app, start};
 use serde_json::{Value, json};
 
 const PARTNER_KEY: &str = "partner-secret-1";
@@ -505,7 +503,7 @@ async fn segment_export_writes_braze_shaped_files_and_calls_back() {
 #[tokio::test]
 async fn segment_export_to_an_s3_bucket() {
     let app = spawn_app().await;
-    let s3 = common::TestS3::start().await;
+    let s3 = eddy_testkit::TestS3::start().await;
     let r = app
         .client
         .put(app.url("/eddy/v1/workspaces/default/export-storage"))

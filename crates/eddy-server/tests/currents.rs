@@ -1,9 +1,7 @@
 //! Currents to S3 through HTTP: connectors, Avro files in Braze's key layout, selection,
 //! transformations, producer events, outages and restarts.
 
-mod common;
-
-use common::{TestApp, TestS3, read_avro, spawn_app, start};
+use eddy_testkit::{TestApp, TestS3, read_avro, spawn_app, start};
 use serde_json::{Map, Value, json};
 
 async fn connector(app: &TestApp, s3: &TestS3, body: Value) -> Value {
@@ -36,7 +34,7 @@ fn files(s3: &TestS3, event_type: &str) -> Vec<(String, Vec<Map<String, Value>>)
         .into_iter()
         .filter(|k| k.contains(&format!("/event_type={event_type}/")))
         .map(|k| {
-            let (_, records) = read_avro(&s3.get(&k).unwrap());
+            let records = read_avro(&s3.get(&k).unwrap());
             (k, records)
         })
         .collect()
@@ -324,7 +322,7 @@ async fn test_events_go_to_one_connector_and_replay_redelivers() {
 
 #[tokio::test]
 async fn the_outbox_is_trimmed_only_behind_every_connector() {
-    let app = common::spawn_with(|c| c.outbox_retention_hours = 0).await;
+    let app = eddy_testkit::spawn_with(|c| c.outbox_retention_hours = 0).await;
     let s3 = TestS3::start().await;
     app.track(json!({"events": [{"external_id": "u", "name": "before", "time": "2024-01-01"}]}))
         .await;

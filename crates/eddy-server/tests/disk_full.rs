@@ -4,12 +4,10 @@
 //! Needs a small tmpfs as the data directory, which only root (or a user namespace) can mount;
 //! elsewhere the test says so and passes without running.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{TestApp, start};
+use eddy_testkit::{TestApp, start};
 use serde_json::json;
 
 struct Tmpfs {

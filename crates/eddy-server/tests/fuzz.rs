@@ -7,11 +7,9 @@
 //! `EDDY_FUZZ_CASES` sets the budget (default 1,500; CI runs more), `EDDY_FUZZ_SEED` the seed
 //! (printed, so a failure can be replayed).
 
-mod common;
-
 use std::io::Write;
 
-use common::{TestApp, spawn_app, start};
+use eddy_testkit::{TestApp, spawn_app, start};
 use serde_json::{Value, json};
 
 /// xorshift64*: small, seeded, reproducible.

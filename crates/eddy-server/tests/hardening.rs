@@ -1,13 +1,11 @@
 //! Hardening through the public surface: no identifier stops the writer, readiness, secrets at
 //! rest, file modes, connection timeouts and the cap, and shutdown with unreachable sinks.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::{TestApp, spawn_app, spawn_with, start};
+use eddy_testkit::{TestApp, spawn_app, spawn_with, start};
 use serde_json::{Value, json};
 
 const LONG: usize = 70_000;

@@ -1,11 +1,9 @@
 //! identify, alias, delete, merge, export, auth, limits, gzip, durability and the outbox.
 
-mod common;
-
 use std::io::Write;
 
-use common::{spawn_app, spawn_with, start};
 use eddy_server::config::RateLimit;
+use eddy_testkit::{spawn_app, spawn_with, start};
 use serde_json::{Value, json};
 
 fn alias(name: &str, label: &str) -> Value {

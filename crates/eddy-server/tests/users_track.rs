@@ -1,10 +1,8 @@
 //! `/users/track` through HTTP: identifiers, creation rules, attribute types, events,
 //! purchases, partial success, errors, limits, data points.
 
-mod common;
-
-use common::{spawn_app, spawn_with};
 use eddy_model::track::{IDENTIFIER_REQUIRED, INVALID_EMAIL};
+use eddy_testkit::{spawn_app, spawn_with};
 use serde_json::{Value, json};
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use eddy_testkit::braze::{Braze, Fault, spawn_braze};
 
 fn config(braze: &Braze, key: &str) -> String {
     format!(

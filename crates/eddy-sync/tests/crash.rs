@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
+use eddy_testkit::braze::spawn_braze;
 
 const CHILD: &str = "EDDY_SYNC_CRASH_CHILD";
 

@@ -3,16 +3,13 @@
 
 mod binary;
 
-#[path = "../../eddy-server/tests/common/mod.rs"]
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use binary::{ADMIN, spawn_server, wait_healthy};
-use common::{AmplitudeEmulator, TestS3, read_avro};
+use eddy_testkit::{AmplitudeEmulator, TestS3, read_avro};
 use serde_json::{Value, json};
 
 async fn admin(client: &reqwest::Client, base: &str, path: &str, body: Value) -> Value {
@@ -122,7 +119,7 @@ async fn acknowledged_events_reach_s3_and_amplitude_after_kill_9() {
     }
     let mut in_s3 = BTreeSet::new();
     for object in s3.keys() {
-        let (_, records) = read_avro(&s3.get(&object).expect("object"));
+        let records = read_avro(&s3.get(&object).expect("object"));
         in_s3.extend(
             records
                 .iter()

@@ -1,0 +1,198 @@
+//! `spawn_app()`: a real server on port 0 with a fresh data dir, and a REST key for it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use eddy_server::{App, Config};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub key: String,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+    pub dir: PathBuf,
+    pub store: eddy_store::Store,
+    pub currents: std::sync::Arc<eddy_currents::Currents>,
+    stop: Option<oneshot::Sender<()>>,
+    done: Option<tokio::task::JoinHandle<()>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    let mut app = start(dir, tweak).await;
+    app._tmp = Some(tmp);
+    app
+}
+
+/// Starts a server on an existing data dir (for restarts).
+pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = Config {
+        data_dir: dir.clone(),
+        admin_token: Some("admin-secret".into()),
+        // Inside the data dir in tests, so that a restart finds it and nothing outlives the test.
+        secrets_key_file: Some(dir.join("test-secrets.key")),
+        ..Config::default()
+    };
+    tweak(&mut config);
+    let app = App::build(&config).await.expect("app builds");
+    let store = app.store.clone();
+    let currents = app.currents.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(async move {
+        app.serve(listener, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("serve");
+    });
+    let mut test = TestApp {
+        addr,
+        key: String::new(),
+        admin_token: config.admin_token.clone().unwrap_or_default(),
+        client: reqwest::Client::new(),
+        dir,
+        store,
+        currents,
+        stop: Some(stop),
+        done: Some(done),
+        _tmp: None,
+    };
+    test.key = test.create_key("default", None).await;
+    test
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn create_key(&self, ws: &str, permissions: Option<&[&str]>) -> String {
+        let mut body = json!({"name": "test"});
+        if let Some(p) = permissions {
+            body["permissions"] = json!(p);
+        }
+        let (status, body) = self
+            .admin_post(&format!("/eddy/v1/workspaces/{ws}/api-keys"), body)
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["key"].as_str().expect("key").to_string()
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.admin_send(reqwest::Method::POST, path, body).await
+    }
+
+    pub async fn admin_put(&self, path: &str, body: Value) -> (u16, Value) {
+        self.admin_send(reqwest::Method::PUT, path, body).await
+    }
+
+    async fn admin_send(&self, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_token)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// POSTs JSON with this app's REST key.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_as(&self.key, path, body).await
+    }
+
+    pub async fn post_as(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn track(&self, body: Value) -> (u16, Value) {
+        self.post("/users/track", body).await
+    }
+
+    /// The exported profile of an external id, or `None`.
+    pub async fn user(&self, external_id: &str) -> Option<Value> {
+        let (status, body) = self
+            .post("/users/export/ids", json!({"external_ids": [external_id]}))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["users"].as_array().and_then(|u| u.first().cloned())
+    }
+
+    pub async fn user_by(&self, query: Value) -> Option<Value> {
+        let (status, body) = self.post("/users/export/ids", query).await;
+        assert_eq!(status, 201, "{body}");
+        body["users"].as_array().and_then(|u| u.first().cloned())
+    }
+
+    pub async fn usage_total(&self) -> (u64, u64) {
+        let (_, body) = self.admin_get("/eddy/v1/workspaces/default/usage").await;
+        (
+            body["total"]["billable"].as_u64().unwrap_or(0),
+            body["total"]["non_billable"].as_u64().unwrap_or(0),
+        )
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Graceful stop: in-flight requests finish, the writer commits and stops.
+    pub async fn stop(mut self) -> PathBuf {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(done) = self.done.take() {
+            let _ = done.await;
+        }
+        let dir = self.dir.clone();
+        // Keep the temp dir alive for a restart by leaking it into the caller's hands.
+        if let Some(tmp) = self._tmp.take() {
+            let _ = tmp.keep();
+        }
+        dir
+    }
+}

@@ -4,7 +4,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use eddy_store::Mutation;
 use tokio::sync::mpsc;
 use tokio::time::Interval;
 
@@ -80,8 +79,12 @@ impl Checkpoint {
                 return;
             }
         };
-        let mutation = Mutation::PutConnectorState(source.ws, source.connector.name.clone(), value);
-        match source.store.apply(mutation).await {
+        let name = source.connector.name.clone();
+        match source
+            .store
+            .put_connector_state(source.ws, name, value)
+            .await
+        {
             Ok(_) => self.saved = self.state.clone(),
             Err(e) => tracing::error!(error = %e, "could not save the connector's cursor"),
         }

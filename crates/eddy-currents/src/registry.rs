@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eddy_store::{Mutation, Store, StoreError, ids};
+use eddy_store::{Store, StoreError, ids};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -141,7 +141,7 @@ impl Currents {
                 return Ok(deleted);
             }
             deleted += seqs.len() as u64;
-            self.store.apply(Mutation::DeleteOutbox(seqs)).await?;
+            self.store.delete_outbox(seqs).await?;
         }
     }
 
@@ -174,14 +174,10 @@ impl Currents {
         let config = serde_json::to_value(&connector).map_err(encode)?;
         let state_json = serde_json::to_value(&state).map_err(encode)?;
         self.store
-            .apply(Mutation::PutConnectorState(
-                ws,
-                connector.name.clone(),
-                state_json,
-            ))
+            .put_connector_state(ws, connector.name.clone(), state_json)
             .await?;
         self.store
-            .apply(Mutation::PutConnector(ws, connector.name.clone(), config))
+            .put_connector_config(ws, connector.name.clone(), config)
             .await?;
         self.spawn(ws, connector.clone())?;
         Ok(connector)
@@ -306,9 +302,7 @@ impl Currents {
                 events.push(eddy_model::currents::OutboxEvent { event_type, record });
             }
         }
-        self.store
-            .apply(Mutation::Emit(ws, events, Some(name.to_string())))
-            .await?;
+        self.store.emit(ws, events, Some(name.to_string())).await?;
         self.flush(ws, name).await
     }
 

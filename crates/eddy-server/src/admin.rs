@@ -7,7 +7,7 @@ use eddy_model::ApiError;
 use eddy_model::usage::Points;
 use eddy_model::wire::PERMISSIONS;
 use eddy_store::meta::{ExportStorage, Partner};
-use eddy_store::{ApiKey, Mutation, Outcome, Workspace, ids};
+use eddy_store::{ApiKey, Workspace, ids};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -54,13 +54,7 @@ pub async fn create_workspace(
         )
         .into());
     }
-    let Outcome::Workspace(ws) = state
-        .store
-        .apply(Mutation::CreateWorkspace(req.name))
-        .await?
-    else {
-        return Err(ApiError::Internal.into());
-    };
+    let ws = state.store.create_workspace(&req.name).await?;
     Ok(json_response(StatusCode::CREATED, &workspace_json(&ws)))
 }
 
@@ -111,7 +105,7 @@ pub async fn create_api_key(
     let permissions = key.permissions.clone();
     state
         .store
-        .apply(Mutation::CreateApiKey(key, ids::sha256_hex(&secret)))
+        .create_api_key(key, ids::sha256_hex(&secret))
         .await?;
     Ok(json_response(
         StatusCode::CREATED,
@@ -125,7 +119,7 @@ pub async fn delete_api_key(
     Path((_, id)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    state.store.apply(Mutation::DeleteApiKey(ws.id, id)).await?;
+    state.store.delete_api_key(ws.id, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -190,7 +184,7 @@ pub async fn put_partner(
         display_name: display_name.clone(),
         key_hash: ids::sha256_hex(&req.partner_api_key),
     };
-    state.store.apply(Mutation::PutPartner(partner)).await?;
+    state.store.put_partner(partner).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({"name": name, "display_name": display_name}),
@@ -210,11 +204,7 @@ pub async fn create_data_import_key(
     let key = ids::secret_uuid().map_err(no_secret)?;
     state
         .store
-        .apply(Mutation::SetDataImportKey(
-            ws.id,
-            partner.clone(),
-            Some(ids::sha256_hex(&key)),
-        ))
+        .set_data_import_key(ws.id, partner.clone(), ids::sha256_hex(&key))
         .await?;
     Ok(json_response(
         StatusCode::CREATED,
@@ -228,10 +218,7 @@ pub async fn delete_data_import_key(
     Path((_, partner)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    state
-        .store
-        .apply(Mutation::SetDataImportKey(ws.id, partner, None))
-        .await?;
+    state.store.clear_data_import_key(ws.id, partner).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -259,7 +246,7 @@ pub async fn put_export_storage(
     }
     state
         .store
-        .apply(Mutation::SetExportStorage(ws.id, storage.clone()))
+        .set_export_storage(ws.id, storage.clone())
         .await?;
     Ok(json_response(StatusCode::OK, &redacted(&storage)))
 }

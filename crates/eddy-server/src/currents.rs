@@ -8,7 +8,6 @@ use eddy_currents::catalogue;
 use eddy_currents::connector::CreateRequest;
 use eddy_model::ApiError;
 use eddy_model::currents::OutboxEvent;
-use eddy_store::Mutation;
 use serde_json::{Value, json};
 
 use crate::SharedState;
@@ -144,10 +143,7 @@ pub async fn events(State(state): State<SharedState>, rest: Rest<CurrentsEvents>
         ));
     }
     let n = valid.len();
-    state
-        .store
-        .apply(Mutation::Emit(ws.id, valid, None))
-        .await?;
+    state.store.emit(ws.id, valid, None).await?;
     let mut answer = json!({"message": "success", "events_processed": n});
     if !errors.is_empty() {
         answer["errors"] = json!(errors);

@@ -49,7 +49,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use eddy_model::ApiError;
 use eddy_model::profile::Limits;
-use eddy_store::{Mutation, Store, StoreOptions, ids};
+use eddy_store::{Store, StoreOptions, ids};
 use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tower_http::decompression::RequestDecompressionLayer;
@@ -152,9 +152,7 @@ impl App {
             Err(e) => return Err(e.into()),
         };
         if store.workspace("default")?.is_none() && store.workspaces()?.is_empty() {
-            store
-                .apply(Mutation::CreateWorkspace("default".into()))
-                .await?;
+            store.create_workspace("default").await?;
         }
         let resealed = store
             .reseal_secrets()

@@ -9,8 +9,8 @@ use axum::response::Response;
 use eddy_model::ApiError;
 use eddy_model::time::parse_time;
 use eddy_model::users::could_exist;
-use eddy_store::apply::{CohortMember, MemberChange};
-use eddy_store::{Mutation, ids};
+use eddy_store::ids;
+use eddy_store::{CohortMember, MemberChange};
 use serde_json::{Value, json};
 
 use crate::SharedState;
@@ -87,7 +87,7 @@ pub async fn cohorts(
     };
     state
         .store
-        .apply(Mutation::UpsertCohort(ws, partner, id, name, created_at))
+        .upsert_cohort(ws, partner, id, name, created_at)
         .await?;
     Ok(json_response(
         StatusCode::CREATED,
@@ -183,10 +183,7 @@ pub async fn cohort_users(
     let id = cohort_id(&body)?;
     let changes = parse_changes(&body).map_err(|m| ApiError::BadRequest(m.into()))?;
     if !changes.is_empty() {
-        state
-            .store
-            .apply(Mutation::CohortChanges(ws, partner, id, changes))
-            .await?;
+        state.store.cohort_changes(ws, partner, id, changes).await?;
     }
     Ok(json_response(
         StatusCode::CREATED,

@@ -6,8 +6,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use eddy_model::{ApiError, time};
 use eddy_segments::Filter;
+use eddy_store::ids;
 use eddy_store::meta::Segment;
-use eddy_store::{Mutation, ids};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -79,10 +79,7 @@ pub async fn create(
         filter: req.filter,
         created_at: time::now_ms(),
     };
-    state
-        .store
-        .apply(Mutation::PutSegment(ws.id, segment.clone()))
-        .await?;
+    state.store.put_segment(ws.id, segment.clone()).await?;
     let size = size(&state, ws.id, filter).await?;
     Ok(json_response(
         StatusCode::CREATED,
@@ -111,10 +108,7 @@ pub async fn delete(
     Path((_, id)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    state
-        .store
-        .apply(Mutation::DeleteSegment(ws.id, id))
-        .await?;
+    state.store.delete_segment(ws.id, id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use eddy_model::time;
 use eddy_model::track::{Identifier, validate_track};
 use eddy_model::users::{
     parse_merge, validate_alias_new, validate_alias_update, validate_delete, validate_export_ids,
@@ -12,8 +13,6 @@ use eddy_model::wire::{
     AliasNewRequest, AliasUpdateRequest, DeleteRequest, ExportIdsRequest, IdentifyRequest,
     TrackRequest,
 };
-use eddy_model::{ApiError, time};
-use eddy_store::{Mutation, Outcome};
 use serde_json::{Value, json};
 
 use crate::SharedState;
@@ -24,18 +23,6 @@ use crate::extract::{
 use crate::http::{HttpError, json_response};
 
 type Answer = Result<Response, HttpError>;
-
-async fn mutate(state: &SharedState, mutation: Mutation) -> Result<Outcome, HttpError> {
-    Ok(state.store.apply(mutation).await?)
-}
-
-/// Applies a mutation that answers a count.
-async fn mutate_count(state: &SharedState, mutation: Mutation) -> Result<usize, HttpError> {
-    match mutate(state, mutation).await? {
-        Outcome::Count(n) => Ok(n),
-        _ => Err(ApiError::Internal.into()),
-    }
-}
 
 /// The 201 of identify and the alias endpoints.
 fn aliases_processed(n: usize) -> Response {
@@ -50,10 +37,8 @@ pub async fn track(State(state): State<SharedState>, rest: Rest<UsersTrack>) -> 
     let req: TrackRequest = rest.json()?;
     let ws = rest.workspace;
     let batch = validate_track(&req, time::now_ms())?;
-    match mutate(&state, Mutation::Track(ws, batch)).await? {
-        Outcome::Track(response) => Ok(json_response(StatusCode::CREATED, &json!(response))),
-        _ => Err(ApiError::Internal.into()),
-    }
+    let response = state.store.track(ws, batch).await?;
+    Ok(json_response(StatusCode::CREATED, &json!(response)))
 }
 
 /// `POST /users/identify`.
@@ -61,7 +46,7 @@ pub async fn identify(State(state): State<SharedState>, rest: Rest<UsersIdentify
     let req: IdentifyRequest = rest.json()?;
     let ws = rest.workspace;
     validate_identify(&req)?;
-    let n = mutate_count(&state, Mutation::Identify(ws, req)).await?;
+    let n = state.store.identify(ws, req).await?;
     Ok(aliases_processed(n))
 }
 
@@ -70,7 +55,7 @@ pub async fn alias_new(State(state): State<SharedState>, rest: Rest<UsersAliasNe
     let req: AliasNewRequest = rest.json()?;
     let ws = rest.workspace;
     validate_alias_new(&req)?;
-    let n = mutate_count(&state, Mutation::AliasNew(ws, req)).await?;
+    let n = state.store.alias_new(ws, req).await?;
     Ok(aliases_processed(n))
 }
 
@@ -82,7 +67,7 @@ pub async fn alias_update(
     let req: AliasUpdateRequest = rest.json()?;
     let ws = rest.workspace;
     validate_alias_update(&req)?;
-    let n = mutate_count(&state, Mutation::AliasUpdate(ws, req)).await?;
+    let n = state.store.alias_update(ws, req).await?;
     Ok(aliases_processed(n))
 }
 
@@ -91,7 +76,7 @@ pub async fn delete(State(state): State<SharedState>, rest: Rest<UsersDelete>) -
     let req: DeleteRequest = rest.json()?;
     let ws = rest.workspace;
     validate_delete(&req)?;
-    let n = mutate_count(&state, Mutation::Delete(ws, req)).await?;
+    let n = state.store.delete_users(ws, req).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"deleted": n, "message": "success"}),
@@ -103,7 +88,7 @@ pub async fn merge(State(state): State<SharedState>, rest: Rest<UsersMerge>) -> 
     let req: Value = rest.json()?;
     let ws = rest.workspace;
     let pairs = parse_merge(&req)?;
-    mutate(&state, Mutation::Merge(ws, pairs)).await?;
+    state.store.merge_users(ws, pairs).await?;
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({"message": "success"}),

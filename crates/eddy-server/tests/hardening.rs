@@ -571,11 +571,7 @@ async fn a_damaged_delivery_state_stops_its_connector_instead_of_replaying_every
         .expect("read")
         .expect("default");
     app.store
-        .apply(eddy_store::Mutation::PutConnectorState(
-            ws.id,
-            "damaged".into(),
-            json!({"cursor": "not a number"}),
-        ))
+        .put_connector_state(ws.id, "damaged".into(), json!({"cursor": "not a number"}))
         .await
         .expect("write");
     let dir = app.stop().await;

@@ -1,6 +1,28 @@
 //! The storage trait: ordered tables of bytes, point reads, prefix scans and one atomic,
 //! durable commit per write set. The domain logic above it (identity, profiles, outbox) is
 //! the same for every backend.
+//!
+//! What a backend must guarantee, whatever it is (an embedded LSM tree, or a database server
+//! that several eddy processes share):
+//! - **Atomic, durable commits.** [`Backend::commit`] applies the whole write set or nothing, and
+//!   returns only once it would survive a crash (fsync, or the server's durable commit). A 2xx
+//!   is answered only after it returns.
+//! - **Read-your-commits.** A read issued after `commit` returned sees that write set.
+//! - **Ordered keys.** Scans return keys in byte order; the outbox is keyed by a big-endian
+//!   sequence number, so its scan order is its commit order. With several writers, sequence
+//!   numbers must still be handed out in commit order (one allocator in the database, not one per
+//!   process), or a connector's cursor could pass an event committed later with a smaller number.
+//! - **Keys up to a few KiB.** Every key is built by `keys`/`meta`, which bound each variable part
+//!   (1 KiB, else a hash); values are at most a few MiB (the body limit).
+//! - **Recovery.** After a failed commit the writer calls [`Backend::recover`] before the next
+//!   one; the backend must then answer with exactly what is durable.
+//!
+//! What is cached, and where: the writer caches committed profiles, identifier values and the id
+//! and sequence counters (`cache`, `overlay::Counters`), and the segment index lives in memory.
+//! That is only correct while this process is the only writer. A backend shared by several
+//! processes must tell each writer what the others committed (for example a change feed of
+//! written keys) so that it can drop those entries, or run with the caches off and the counters
+//! allocated in the database; until then, one writer per database.
 
 use crate::StoreError;
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use eddy_segments::Index;
 
-use crate::txn::decode_profile;
+use crate::codec::decode_profile;
 
 /// Encoded profiles of one committed group; `None` for deleted ones.
 pub(crate) type Batch = Vec<((u32, u32), Option<Vec<u8>>)>;

@@ -1,27 +1,37 @@
 //! eddy's durable store.
 //!
-//! - [`backend`]: the storage trait (ordered byte tables, atomic durable commits);
-//!   [`fjall_backend`] is the embedded default.
-//! - [`keys`] and [`meta`]: what lives under which key.
-//! - [`txn`]: a group commit's overlay, and identity resolution over any reader.
-//! - [`apply`]: the mutations (track, identify, alias, delete, merge, workspaces, keys).
-//! - [`writer`]: the single writer thread with group commit.
-//! - [`secrets`]: credentials in connector and export settings, encrypted at rest.
+//! [`Store`] is the handle the server holds. Reads (this file) go straight to the backend and see
+//! committed data; writes (`writes`: one typed method per operation) go to the single writer
+//! and return once their group is on disk.
 //!
-//! [`Store`] is the handle the server holds: mutations go to the writer and return once on
-//! disk; reads go straight to the backend and see committed data.
+//! Inside, a file per concern:
+//! - [`backend`]: the storage trait and what every engine must guarantee;
+//!   [`fjall_backend`] is the embedded default.
+//! - `keys` and [`meta`]: what lives under which key (every key bounded by construction).
+//! - `codec`: how a profile is stored. `identity`: which profile an identifier names, written
+//!   once over any reader. `cache`: what the writer keeps between groups. `overlay`: one group's
+//!   reads-own-writes view and its write set.
+//! - [`mutations`]: the operations by domain (users, cohorts, admin), each a function over the
+//!   overlay; `writer`: the thread that groups them, commits once and recovers from failures.
+//! - `indexer`: re-indexing committed profiles for segments, off the writer.
+//! - [`secrets`]: credentials in connector and export settings, encrypted at rest.
+//! - [`ids`]: secrets (fail closed) and unique ids.
 
-pub mod apply;
 pub mod backend;
+mod cache;
+mod codec;
 mod error;
 pub mod fjall_backend;
+mod identity;
 pub mod ids;
-pub mod indexer;
-pub mod keys;
+mod indexer;
+mod keys;
 pub mod meta;
+pub mod mutations;
+mod overlay;
 pub mod secrets;
-pub mod txn;
-pub mod writer;
+mod writer;
+mod writes;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -31,14 +41,15 @@ use eddy_model::track::Identifier;
 use eddy_model::usage::Points;
 use eddy_segments::Index;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 pub use error::StoreError;
 pub use meta::{ApiKey, Workspace};
-pub use writer::{Mutation, Outcome, WriterStats};
+pub use mutations::cohorts::{CohortMember, MemberChange};
+pub use writer::WriterStats;
 
 use backend::{Backend, Table};
-use txn::{Read, View};
+use identity::{Read, View};
 
 /// Settings of the store.
 #[derive(Debug, Clone)]
@@ -103,7 +114,7 @@ impl Store {
         let writer = writer::Writer {
             backend: thread_backend,
             limits: options.limits,
-            cache: txn::WriterCache::new(options.cache_profiles),
+            cache: cache::WriterCache::new(options.cache_profiles),
             index: thread_index,
             feed,
             stats: thread_stats,
@@ -183,76 +194,16 @@ impl Store {
         Ok(Some(value))
     }
 
+    /// A Currents connector's delivery state.
+    pub fn connector_state(&self, ws: u32, name: &str) -> Result<Option<Value>, StoreError> {
+        self.meta_record(&meta::connector_state_key(ws, name))
+    }
+
     fn open_secrets(&self, value: &mut Value) -> Result<(), StoreError> {
         match &self.sealer {
             Some(sealer) => sealer.open_fields(value),
             None => Ok(()),
         }
-    }
-
-    /// Seals the credentials a mutation carries, so that none reaches the disk in plain text.
-    fn seal_secrets(&self, mutation: Mutation) -> Result<Mutation, StoreError> {
-        let Some(sealer) = &self.sealer else {
-            return Ok(mutation);
-        };
-        match mutation {
-            Mutation::PutConnector(ws, name, mut config) => {
-                sealer.seal_fields(&mut config)?;
-                Ok(Mutation::PutConnector(ws, name, config))
-            }
-            Mutation::SetExportStorage(ws, storage) => {
-                let invalid = |e: serde_json::Error| StoreError::Secrets(e.to_string());
-                let mut value = serde_json::to_value(&storage).map_err(invalid)?;
-                sealer.seal_fields(&mut value)?;
-                let sealed = serde_json::from_value(value).map_err(invalid)?;
-                Ok(Mutation::SetExportStorage(ws, sealed))
-            }
-            other => Ok(other),
-        }
-    }
-
-    /// Seals again, with the current key, every stored credential that is in plain text (stored
-    /// by an older eddy) or sealed with the previous key; answers how many records changed. A
-    /// credential no configured key opens is an error: eddy does not start without its secrets.
-    pub async fn reseal_secrets(&self) -> Result<usize, StoreError> {
-        let Some(sealer) = self.sealer.clone() else {
-            return Ok(0);
-        };
-        let mut changed = 0;
-        for prefix in [&b"currents/"[..], &b"export-storage/"[..]] {
-            for (key, raw) in self.backend.scan(Table::Meta, prefix, None, usize::MAX)? {
-                let mut value: Value = decode(&raw, "meta")?;
-                if !sealer.needs_reseal(&value)? {
-                    continue;
-                }
-                sealer.open_fields(&mut value)?;
-                let rest = std::str::from_utf8(&key[prefix.len()..]).unwrap_or_default();
-                let (Some(ws), name) = (
-                    rest.get(..10).and_then(|w| w.parse::<u32>().ok()),
-                    rest.get(11..).unwrap_or_default(),
-                ) else {
-                    continue;
-                };
-                let mutation = if prefix == b"currents/" {
-                    Mutation::PutConnector(ws, name.to_string(), value)
-                } else {
-                    let storage =
-                        serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
-                            table: "meta",
-                            reason: e.to_string(),
-                        })?;
-                    Mutation::SetExportStorage(ws, storage)
-                };
-                self.apply(mutation).await?;
-                changed += 1;
-            }
-        }
-        Ok(changed)
-    }
-
-    /// A Currents connector's delivery state.
-    pub fn connector_state(&self, ws: u32, name: &str) -> Result<Option<Value>, StoreError> {
-        self.meta_record(&meta::connector_state_key(ws, name))
     }
 
     /// Every Currents connector of every workspace, as (workspace, configuration).
@@ -335,39 +286,6 @@ impl Store {
             out.push(decode(&value, "meta")?);
         }
         Ok(out)
-    }
-
-    /// Applies a mutation; returns once it is on disk.
-    pub async fn apply(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
-        let mutation = self.seal_secrets(mutation)?;
-        let (reply, answer) = oneshot::channel();
-        let job = writer::Msg::Job(Box::new(writer::Job { mutation, reply }));
-        self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Stops the writer once everything queued before this call is committed.
-    pub async fn close(&self) {
-        let (ack, done) = oneshot::channel();
-        if self.tx.send(writer::Msg::Stop(ack)).await.is_ok() {
-            let _ = done.await;
-        }
-    }
-
-    /// Whether writes can commit now (readiness). After a failed commit this tries one small
-    /// write, which also recovers the backend when the cause (a full disk) is gone.
-    pub async fn ready(&self) -> bool {
-        if self.tx.is_closed() {
-            return false;
-        }
-        if self
-            .stats
-            .writable
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            return true;
-        }
-        self.apply(Mutation::Probe).await.is_ok()
     }
 
     /// Writer counters for metrics.
@@ -491,7 +409,7 @@ pub(crate) fn rebuild_index(backend: &dyn Backend) -> Result<Index, StoreError> 
             };
             index
                 .workspace_mut(ws)
-                .upsert(id, &txn::decode_profile(value)?);
+                .upsert(id, &codec::decode_profile(value)?);
         }
     }
     let mut after: Option<Vec<u8>> = None;

@@ -2,7 +2,7 @@
 //! (XChaCha20-Poly1305, a random 24-byte nonce per value) with a key kept outside the store.
 //!
 //! One rule for every kind of settings: a JSON string field whose name is in [`SECRET_FIELDS`]
-//! is sealed by [`Store::apply`](crate::Store::apply) before it reaches the writer and opened by
+//! is sealed by [`crate::Store`]'s write methods before it reaches the writer and opened by
 //! the read methods, so nothing above the store sees a sealed value and nothing on disk holds a
 //! plain one. A sealed value reads `eddy-sealed:v1:<hex of nonce and ciphertext>`.
 //!

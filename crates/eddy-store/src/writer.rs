@@ -7,78 +7,14 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use eddy_model::profile::Limits;
-use eddy_model::track::TrackBatch;
-use eddy_model::wire::{
-    AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse,
-};
 use eddy_segments::Index;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
-use crate::apply::{Lookup, MemberChange};
 use crate::backend::Backend;
-use crate::meta::{ApiKey, ExportStorage, Partner, Segment, Workspace};
-use crate::txn::{Counters, Txn, WriterCache, Written, load_counters};
-
-/// A mutation the writer applies.
-#[derive(Debug)]
-pub enum Mutation {
-    /// `/users/track`.
-    Track(Workspace, TrackBatch),
-    /// `/users/identify`.
-    Identify(Workspace, IdentifyRequest),
-    /// `/users/alias/new`.
-    AliasNew(Workspace, AliasNewRequest),
-    /// `/users/alias/update`.
-    AliasUpdate(Workspace, AliasUpdateRequest),
-    /// `/users/delete`.
-    Delete(Workspace, DeleteRequest),
-    /// `/users/merge`.
-    Merge(Workspace, Vec<(Lookup, Lookup)>),
-    /// Create a workspace by name.
-    CreateWorkspace(String),
-    /// Store an API key under its hash.
-    CreateApiKey(ApiKey, String),
-    /// Revoke an API key of a workspace by id.
-    DeleteApiKey(u32, String),
-    /// Register a partner or replace its key.
-    PutPartner(Partner),
-    /// Set (`Some(hash)`) or invalidate (`None`) a workspace's Data Import Key for a partner.
-    SetDataImportKey(u32, String, Option<String>),
-    /// Create or rename a cohort: workspace, partner, cohort id, name, created_at.
-    UpsertCohort(u32, String, String, String, String),
-    /// Change a cohort's members: workspace, partner, cohort id, changes.
-    CohortChanges(u32, String, String, Vec<MemberChange>),
-    /// Save a segment.
-    PutSegment(u32, Segment),
-    /// Delete a segment by id.
-    DeleteSegment(u32, String),
-    /// Set where a workspace's segment exports go.
-    SetExportStorage(u32, ExportStorage),
-    /// Save a Currents connector's configuration (JSON owned by eddy-currents).
-    PutConnector(u32, String, serde_json::Value),
-    /// Save a Currents connector's delivery state (cursor and counters).
-    PutConnectorState(u32, String, serde_json::Value),
-    /// Delete outbox entries (past retention and every connector's cursor).
-    DeleteOutbox(Vec<u64>),
-    /// Append producer-posted events to the outbox; with a connector name, for it alone.
-    Emit(u32, Vec<eddy_model::currents::OutboxEvent>, Option<String>),
-    /// Write one small record to learn whether commits succeed (readiness).
-    Probe,
-}
-
-/// What a mutation answers once durable.
-#[derive(Debug)]
-pub enum Outcome {
-    /// `/users/track`'s body.
-    Track(TrackResponse),
-    /// A count (aliases processed, users deleted, merges done).
-    Count(usize),
-    /// The created workspace.
-    Workspace(Workspace),
-    /// Done.
-    Done,
-}
+use crate::cache::WriterCache;
+use crate::mutations::{Mutation, Outcome, apply};
+use crate::overlay::{Counters, Txn, Written, load_counters};
 
 pub(crate) struct Job {
     pub mutation: Mutation,
@@ -390,69 +326,5 @@ impl Writer {
         self.stats.recoveries.fetch_add(1, Ordering::Relaxed);
         tracing::info!("writer recovered: counters, cache and segment index reloaded from disk");
         Ok(())
-    }
-}
-
-fn apply(txn: &mut Txn<'_>, mutation: Mutation, limits: Limits) -> Result<Outcome, StoreError> {
-    match mutation {
-        Mutation::Track(ws, batch) => txn.track(&ws, batch, limits).map(Outcome::Track),
-        Mutation::Identify(ws, req) => txn.identify(&ws, &req).map(Outcome::Count),
-        Mutation::AliasNew(ws, req) => txn.alias_new(&ws, &req).map(Outcome::Count),
-        Mutation::AliasUpdate(ws, req) => txn.alias_update(&ws, &req).map(Outcome::Count),
-        Mutation::Delete(ws, req) => txn.delete_users(&ws, &req).map(Outcome::Count),
-        Mutation::Merge(ws, pairs) => txn.merge_users(&ws, &pairs).map(Outcome::Count),
-        Mutation::CreateWorkspace(name) => txn.create_workspace(&name).map(Outcome::Workspace),
-        Mutation::CreateApiKey(key, hash) => txn.create_api_key(&key, &hash).map(|_| Outcome::Done),
-        Mutation::DeleteApiKey(ws, id) => txn.delete_api_key(ws, &id).map(|_| Outcome::Done),
-        Mutation::PutPartner(partner) => txn.put_partner(&partner).map(|_| Outcome::Done),
-        Mutation::SetDataImportKey(ws, partner, hash) => txn
-            .set_data_import_key(ws, &partner, hash.as_deref())
-            .map(|_| Outcome::Done),
-        Mutation::UpsertCohort(ws, partner, id, name, created_at) => txn
-            .upsert_cohort(ws, &partner, &id, &name, &created_at)
-            .map(|_| Outcome::Done),
-        Mutation::CohortChanges(ws, partner, id, changes) => txn
-            .cohort_changes(ws, &partner, &id, &changes)
-            .map(Outcome::Count),
-        Mutation::PutSegment(ws, segment) => txn.put_segment(ws, &segment).map(|_| Outcome::Done),
-        Mutation::DeleteSegment(ws, id) => txn.delete_segment(ws, &id).map(|_| Outcome::Done),
-        Mutation::SetExportStorage(ws, storage) => {
-            txn.set_export_storage(ws, &storage).map(|_| Outcome::Done)
-        }
-        Mutation::PutConnector(ws, name, config) => txn
-            .put_connector(ws, &name, &config, false)
-            .map(|_| Outcome::Done),
-        Mutation::PutConnectorState(ws, name, state) => txn
-            .put_connector(ws, &name, &state, true)
-            .map(|_| Outcome::Done),
-        Mutation::DeleteOutbox(seqs) => {
-            let n = seqs.len();
-            for seq in seqs {
-                txn.delete(crate::backend::Table::Outbox, crate::keys::outbox(seq));
-            }
-            Ok(Outcome::Count(n))
-        }
-        Mutation::Probe => {
-            // As large as a sizeable group, so that a nearly full disk that still takes a few
-            // bytes into a page already allocated does not pass for a writable one.
-            let mut record = vec![0u8; 64 * 1024];
-            record[..8].copy_from_slice(&eddy_model::time::now_ms().to_be_bytes());
-            txn.put(
-                crate::backend::Table::Meta,
-                crate::meta::PROBE.to_vec(),
-                record,
-            );
-            Ok(Outcome::Done)
-        }
-        Mutation::Emit(ws, events, to) => {
-            let n = events.len();
-            for event in events {
-                match &to {
-                    Some(connector) => txn.emit_to(ws, event, connector.clone()),
-                    None => txn.emit(ws, event),
-                }
-            }
-            Ok(Outcome::Count(n))
-        }
     }
 }

@@ -10,7 +10,7 @@ use eddy_model::track::{Identifier, validate_track};
 use eddy_model::wire::TrackRequest;
 use eddy_store::backend::{Backend, Pair, Table, WriteSet};
 use eddy_store::fjall_backend::FjallBackend;
-use eddy_store::{Mutation, Outcome, Store, StoreError, StoreOptions, Workspace};
+use eddy_store::{Store, StoreError, StoreOptions, Workspace};
 use serde_json::json;
 
 /// fjall, with commits that fail (and stay failed until `recover`, like an engine that poisons
@@ -75,24 +75,21 @@ impl Backend for Flaky {
 }
 
 async fn workspace(store: &Store) -> Workspace {
-    match store
-        .apply(Mutation::CreateWorkspace("w".into()))
-        .await
-        .expect("workspace")
-    {
-        Outcome::Workspace(ws) => ws,
-        other => panic!("unexpected {other:?}"),
-    }
+    store.create_workspace("w").await.expect("workspace")
 }
 
-async fn track(store: &Store, ws: &Workspace, external_id: &str) -> Result<Outcome, StoreError> {
+async fn track(
+    store: &Store,
+    ws: &Workspace,
+    external_id: &str,
+) -> Result<eddy_model::wire::TrackResponse, StoreError> {
     let req: TrackRequest = serde_json::from_value(json!({
         "attributes": [{"external_id": external_id, "plan": "pro"}],
         "events": [{"external_id": external_id, "name": "played", "time": "2024-01-01T00:00:00Z"}]
     }))
     .expect("request");
     let batch = validate_track(&req, eddy_model::time::now_ms()).expect("valid");
-    store.apply(Mutation::Track(ws.clone(), batch)).await
+    store.track(ws.clone(), batch).await
 }
 
 fn internal_id(store: &Store, ws: &Workspace, external_id: &str) -> Option<u32> {
@@ -184,7 +181,7 @@ async fn over_long_identifiers_cannot_reach_the_engine() {
         }],
     };
     store
-        .apply(Mutation::AliasNew(ws.clone(), req))
+        .alias_new(ws.clone(), req)
         .await
         .expect("stored under a bounded key");
     let found = store.find(ws.id, &Identifier::Alias(alias)).expect("read");

@@ -1,27 +1,24 @@
-//! The mutations, applied inside a group commit. Each validates what it needs first and then
-//! writes, so a mutation that is refused leaves nothing behind in the group.
+//! User mutations: `/users/track`, identify, aliases, delete and merge. Each validates what it
+//! needs first and then writes, so a refused mutation leaves nothing behind in the group.
 
 use eddy_model::ObjectError;
 use eddy_model::currents::{self, UserRef};
 use eddy_model::profile::{Limits, Profile, SubscriptionChange};
 use eddy_model::track::{Identifier, Target, TrackBatch};
 use eddy_model::usage::Points;
+use eddy_model::users::Lookup;
 use eddy_model::wire::{
     AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse, UserAlias,
 };
 
-use crate::backend::Table;
+use crate::identity::Read;
 use crate::keys::{self, kind};
-use crate::meta::{
-    self, ApiKey, Cohort, DataImportKey, ExportStorage, Partner, Segment, Workspace,
-};
-use crate::txn::{Read, Txn};
+use crate::meta::Workspace;
+use crate::overlay::Txn;
 use crate::{StoreError, ids};
 
-pub use eddy_model::users::Lookup;
-
 impl Txn<'_> {
-    fn find(&mut self, ws: u32, lookup: &Lookup) -> Result<Option<u32>, StoreError> {
+    pub(crate) fn find(&mut self, ws: u32, lookup: &Lookup) -> Result<Option<u32>, StoreError> {
         match &lookup.ident {
             Identifier::Email(v) if !lookup.prioritization.is_empty() => {
                 self.pick(ws, kind::EMAIL, v, &lookup.prioritization)
@@ -35,7 +32,11 @@ impl Txn<'_> {
 
     /// Takes the target's profile out for update, creating it when the rules allow. The
     /// caller must save it back.
-    fn target(&mut self, ws: u32, target: &Target) -> Result<Option<(u32, Profile)>, StoreError> {
+    pub(crate) fn target(
+        &mut self,
+        ws: u32,
+        target: &Target,
+    ) -> Result<Option<(u32, Profile)>, StoreError> {
         if let Some(id) = self.resolve(ws, &target.ident)? {
             return Ok(self.take(ws, id)?.map(|p| (id, p)));
         }
@@ -87,7 +88,7 @@ impl Txn<'_> {
     }
 
     /// Keeps the email and phone indexes in line with a profile's fields.
-    fn reindex_contacts(
+    pub(crate) fn reindex_contacts(
         &mut self,
         ws: u32,
         id: u32,
@@ -112,7 +113,7 @@ impl Txn<'_> {
     }
 
     /// `/users/track`: attributes, then events, then purchases, as Braze orders them.
-    pub fn track(
+    pub(crate) fn track(
         &mut self,
         ws: &Workspace,
         batch: TrackBatch,
@@ -235,7 +236,7 @@ impl Txn<'_> {
     /// Folds profile `gone` into `keep`: data, devices and contacts move, `gone` is deleted and
     /// remembered as merged into `keep`. Aliases move when `move_aliases` (identify) and their
     /// label is free on `keep`.
-    fn merge_profiles(
+    pub(crate) fn merge_profiles(
         &mut self,
         ws: u32,
         keep: u32,
@@ -283,7 +284,7 @@ impl Txn<'_> {
     }
 
     /// Removes the identifiers of a profile that is going away, except those now on `heir`.
-    fn drop_identifiers(
+    pub(crate) fn drop_identifiers(
         &mut self,
         ws: u32,
         id: u32,
@@ -318,12 +319,16 @@ impl Txn<'_> {
     }
 
     /// Makes sure an identified profile exists for `external_id`; `Some(id)` if it already did.
-    fn identified(&mut self, ws: u32, external_id: &str) -> Result<Option<u32>, StoreError> {
+    pub(crate) fn identified(
+        &mut self,
+        ws: u32,
+        external_id: &str,
+    ) -> Result<Option<u32>, StoreError> {
         self.ident(ws, kind::EXTERNAL, external_id.as_bytes())
     }
 
     /// Gives an unidentified profile an external id.
-    fn assign_external_id(
+    pub(crate) fn assign_external_id(
         &mut self,
         ws: u32,
         id: u32,
@@ -343,7 +348,11 @@ impl Txn<'_> {
     }
 
     /// `/users/identify`: merges alias-only, email-only and phone-only profiles into identified ones.
-    pub fn identify(&mut self, ws: &Workspace, req: &IdentifyRequest) -> Result<usize, StoreError> {
+    pub(crate) fn identify(
+        &mut self,
+        ws: &Workspace,
+        req: &IdentifyRequest,
+    ) -> Result<usize, StoreError> {
         let mut processed = 0;
         for entry in &req.aliases_to_identify {
             processed += 1;
@@ -414,7 +423,7 @@ impl Txn<'_> {
     }
 
     /// `/users/alias/new`.
-    pub fn alias_new(
+    pub(crate) fn alias_new(
         &mut self,
         ws: &Workspace,
         req: &AliasNewRequest,
@@ -472,7 +481,7 @@ impl Txn<'_> {
     }
 
     /// `/users/alias/update`.
-    pub fn alias_update(
+    pub(crate) fn alias_update(
         &mut self,
         ws: &Workspace,
         req: &AliasUpdateRequest,
@@ -507,7 +516,7 @@ impl Txn<'_> {
     }
 
     /// `/users/delete`: returns how many profiles were deleted.
-    pub fn delete_users(
+    pub(crate) fn delete_users(
         &mut self,
         ws: &Workspace,
         req: &DeleteRequest,
@@ -539,7 +548,7 @@ impl Txn<'_> {
     }
 
     /// `/users/merge`: each pair folds the first profile into the second.
-    pub fn merge_users(
+    pub(crate) fn merge_users(
         &mut self,
         ws: &Workspace,
         pairs: &[(Lookup, Lookup)],
@@ -559,55 +568,8 @@ impl Txn<'_> {
         Ok(merged)
     }
 
-    /// Creates a workspace; `Conflict` if the name is taken.
-    pub fn create_workspace(&mut self, name: &str) -> Result<Workspace, StoreError> {
-        if self.get(Table::Meta, &meta::workspace_key(name))?.is_some() {
-            return Err(StoreError::Conflict(format!("workspace '{name}'")));
-        }
-        let id = self.next_workspace_id();
-        let workspace = Workspace {
-            id,
-            name: name.to_string(),
-            app_group_id: ids::uuid_v4(),
-            created_at: self.now_ms,
-        };
-        let bytes =
-            serde_json::to_vec(&workspace).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.put(Table::Meta, meta::workspace_key(name), bytes);
-        self.put(
-            Table::Meta,
-            meta::workspace_id_key(id),
-            name.as_bytes().to_vec(),
-        );
-        Ok(workspace)
-    }
-
-    /// Stores a new API key under the hash of its secret.
-    pub fn create_api_key(&mut self, key: &ApiKey, hash: &str) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(key).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.put(Table::Meta, meta::api_key_key(hash), bytes);
-        self.put(
-            Table::Meta,
-            meta::api_key_id_key(key.workspace, &key.id),
-            hash.as_bytes().to_vec(),
-        );
-        Ok(())
-    }
-
-    /// Revokes an API key by its id; `NotFound` if it does not exist.
-    pub fn delete_api_key(&mut self, ws: u32, id: &str) -> Result<(), StoreError> {
-        let id_key = meta::api_key_id_key(ws, id);
-        let Some(hash) = self.get(Table::Meta, &id_key)? else {
-            return Err(StoreError::NotFound(format!("api key '{id}'")));
-        };
-        let hash = String::from_utf8_lossy(&hash).to_string();
-        self.delete(Table::Meta, meta::api_key_key(&hash));
-        self.delete(Table::Meta, id_key);
-        Ok(())
-    }
-
     /// Records the device ids of a profile's push tokens, so cohorts can match them.
-    fn register_devices(&mut self, ws: u32, id: u32, profile: &mut Profile) {
+    pub(crate) fn register_devices(&mut self, ws: u32, id: u32, profile: &mut Profile) {
         let devices: Vec<String> = profile
             .push_tokens
             .iter()
@@ -619,187 +581,4 @@ impl Txn<'_> {
             profile.devices.push(device);
         }
     }
-
-    /// Registers a partner or replaces its key.
-    pub fn put_partner(&mut self, partner: &Partner) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(partner).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.put(Table::Meta, meta::partner_key(&partner.name), bytes);
-        Ok(())
-    }
-
-    /// Sets (or with `None` invalidates) a workspace's Data Import Key for a partner; the previous
-    /// key stops working either way.
-    pub fn set_data_import_key(
-        &mut self,
-        ws: u32,
-        partner: &str,
-        hash: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let owner_key = meta::import_key_owner_key(ws, partner);
-        if let Some(old) = self.get(Table::Meta, &owner_key)? {
-            self.delete(
-                Table::Meta,
-                meta::import_key_hash_key(&String::from_utf8_lossy(&old)),
-            );
-        }
-        match hash {
-            Some(hash) => {
-                let record = DataImportKey {
-                    workspace: ws,
-                    partner: partner.to_string(),
-                };
-                let bytes =
-                    serde_json::to_vec(&record).map_err(|e| StoreError::Backend(e.to_string()))?;
-                self.put(Table::Meta, meta::import_key_hash_key(hash), bytes);
-                self.put(Table::Meta, owner_key, hash.as_bytes().to_vec());
-            }
-            None => self.delete(Table::Meta, owner_key),
-        }
-        Ok(())
-    }
-
-    /// Creates a cohort or renames it (an idempotent upsert, as partners call it repeatedly).
-    pub fn upsert_cohort(
-        &mut self,
-        ws: u32,
-        partner: &str,
-        cohort_id: &str,
-        name: &str,
-        created_at: &str,
-    ) -> Result<(), StoreError> {
-        let key = meta::cohort_key(ws, partner, cohort_id);
-        let existing: Option<Cohort> = match self.get(Table::Meta, &key)? {
-            Some(bytes) => serde_json::from_slice(&bytes).ok(),
-            None => None,
-        };
-        let cohort = Cohort {
-            partner: partner.to_string(),
-            cohort_id: cohort_id.to_string(),
-            name: name.to_string(),
-            created_at: created_at.to_string(),
-            imported_at: existing.as_ref().map_or(self.now_ms, |c| c.imported_at),
-        };
-        if existing.as_ref() == Some(&cohort) {
-            return Ok(());
-        }
-        let bytes = serde_json::to_vec(&cohort).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.put(Table::Meta, key, bytes);
-        Ok(())
-    }
-
-    /// Adds and removes cohort members. Only existing users are matched; a device id matches
-    /// only an anonymous profile. Returns how many memberships changed.
-    pub fn cohort_changes(
-        &mut self,
-        ws: u32,
-        partner: &str,
-        cohort_id: &str,
-        changes: &[MemberChange],
-    ) -> Result<usize, StoreError> {
-        if self
-            .get(Table::Meta, &meta::cohort_key(ws, partner, cohort_id))?
-            .is_none()
-        {
-            let created = eddy_model::time::format_iso(self.now_ms);
-            self.upsert_cohort(ws, partner, cohort_id, cohort_id, &created)?;
-        }
-        let mut resolved = Vec::with_capacity(changes.len());
-        for change in changes {
-            let id = match &change.member {
-                CohortMember::ExternalId(ext) => self.ident(ws, kind::EXTERNAL, ext.as_bytes())?,
-                CohortMember::Alias(a) => self.ident(
-                    ws,
-                    kind::ALIAS,
-                    &keys::alias_value(&a.alias_label, &a.alias_name),
-                )?,
-                CohortMember::DeviceId(device) => {
-                    match self.ident(ws, kind::DEVICE, device.as_bytes())? {
-                        // Braze: a device id never matches an identified user.
-                        Some(id) if self.load(ws, id)?.is_some_and(|p| p.external_id.is_none()) => {
-                            Some(id)
-                        }
-                        _ => None,
-                    }
-                }
-            };
-            if let Some(id) = id {
-                resolved.push((id, change.add));
-            }
-        }
-        let changed = self.set_members(ws, partner, cohort_id, &resolved);
-        // Assignments are billable; those that changed nothing are filed as non-billable.
-        self.meter(
-            ws,
-            Points {
-                billable: changed as u64,
-                non_billable: (resolved.len() - changed) as u64,
-            },
-        );
-        Ok(changed)
-    }
-
-    /// Sets where a workspace's segment exports go.
-    pub fn set_export_storage(
-        &mut self,
-        ws: u32,
-        storage: &ExportStorage,
-    ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(storage).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.put(Table::Meta, meta::export_storage_key(ws), bytes);
-        Ok(())
-    }
-
-    /// Saves a Currents connector's configuration, or (`state`) its delivery state.
-    pub fn put_connector(
-        &mut self,
-        ws: u32,
-        name: &str,
-        value: &serde_json::Value,
-        state: bool,
-    ) -> Result<(), StoreError> {
-        let key = if state {
-            meta::connector_state_key(ws, name)
-        } else {
-            meta::connector_key(ws, name)
-        };
-        self.put(Table::Meta, key, value.to_string().into_bytes());
-        Ok(())
-    }
-
-    /// Saves a segment definition.
-    pub fn put_segment(&mut self, ws: u32, segment: &Segment) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(segment).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.put(Table::Meta, meta::segment_key(ws, &segment.id), bytes);
-        Ok(())
-    }
-
-    /// Deletes a segment definition; `NotFound` if there is none.
-    pub fn delete_segment(&mut self, ws: u32, id: &str) -> Result<(), StoreError> {
-        let key = meta::segment_key(ws, id);
-        if self.get(Table::Meta, &key)?.is_none() {
-            return Err(StoreError::NotFound(format!("segment '{id}'")));
-        }
-        self.delete(Table::Meta, key);
-        Ok(())
-    }
-}
-
-/// A user named in a cohort change.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CohortMember {
-    /// By external id.
-    ExternalId(String),
-    /// By device id (anonymous users only).
-    DeviceId(String),
-    /// By alias.
-    Alias(UserAlias),
-}
-
-/// Add or remove one user.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MemberChange {
-    /// Who.
-    pub member: CohortMember,
-    /// True to add, false to remove.
-    pub add: bool,
 }

@@ -1,6 +1,6 @@
-//! One group commit's view of the store: reads see the group's own earlier writes, and every
-//! write lands in one [`WriteSet`] at the end. Also the read-only [`View`] used outside the
-//! writer. Identity resolution is written once over the [`Read`] trait and serves both.
+//! One group commit's overlay: reads see the group's own earlier writes, and every write lands in
+//! one [`WriteSet`] at the end, with the counters it moved, the usage it metered and the outbox
+//! events it emitted.
 
 use std::collections::HashMap;
 
@@ -8,123 +8,17 @@ use rustc_hash::FxHashMap;
 
 use eddy_model::currents::OutboxEvent;
 use eddy_model::profile::Profile;
-use eddy_model::track::Identifier;
 use eddy_model::usage::Points;
 use eddy_segments::Index;
 use roaring::RoaringBitmap;
 
 use crate::backend::{Backend, Table, WriteSet};
+use crate::cache::WriterCache;
+use crate::codec::{decode_profile, encode_profile};
+use crate::identity::Read;
 use crate::keys::{self, kind};
 use crate::meta;
 use crate::{StoreError, ids};
-
-/// Point reads, answered by the backend or by a transaction's overlay.
-pub trait Read {
-    /// Reads one key.
-    fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-
-    /// Reads and decodes one profile.
-    fn profile(&mut self, ws: u32, id: u32) -> Result<Option<Profile>, StoreError> {
-        match self.get(Table::Profiles, &keys::profile(ws, id))? {
-            Some(bytes) => decode_profile(&bytes).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// The single id an identifier kind maps to.
-    fn ident(&mut self, ws: u32, kind: u8, value: &[u8]) -> Result<Option<u32>, StoreError> {
-        Ok(self
-            .get(Table::Idents, &keys::ident(ws, kind, value))?
-            .as_deref()
-            .and_then(keys::decode_id))
-    }
-
-    /// Every id an email or phone maps to.
-    fn ident_list(&mut self, ws: u32, kind: u8, value: &[u8]) -> Result<Vec<u32>, StoreError> {
-        Ok(self
-            .get(Table::Idents, &keys::ident(ws, kind, value))?
-            .as_deref()
-            .map(keys::decode_ids)
-            .unwrap_or_default())
-    }
-
-    /// Resolves an identifier to an internal id, by Braze's rules for shared emails and phones:
-    /// the most recently updated profile with an external id, else the most recently updated.
-    fn resolve(&mut self, ws: u32, ident: &Identifier) -> Result<Option<u32>, StoreError> {
-        match ident {
-            Identifier::ExternalId(v) => self.ident(ws, kind::EXTERNAL, v.as_bytes()),
-            Identifier::BrazeId(v) => self.ident(ws, kind::BRAZE, v.as_bytes()),
-            Identifier::Alias(a) => self.ident(
-                ws,
-                kind::ALIAS,
-                &keys::alias_value(&a.alias_label, &a.alias_name),
-            ),
-            Identifier::Email(v) => self.pick(ws, kind::EMAIL, v, &[]),
-            Identifier::Phone(v) => self.pick(ws, kind::PHONE, v, &[]),
-        }
-    }
-
-    /// Picks one of the profiles sharing an email or phone, following `prioritization`
-    /// (`identified`, `unidentified`, `most_recently_updated`, `least_recently_updated`).
-    fn pick(
-        &mut self,
-        ws: u32,
-        kind: u8,
-        value: &str,
-        prioritization: &[String],
-    ) -> Result<Option<u32>, StoreError> {
-        let ids = self.ident_list(ws, kind, value.as_bytes())?;
-        let mut candidates = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(p) = self.profile(ws, id)? {
-                candidates.push((id, p.external_id.is_some(), p.updated_at));
-            }
-        }
-        if prioritization.is_empty() && candidates.iter().any(|c| c.1) {
-            candidates.retain(|c| c.1);
-        }
-        for rule in prioritization {
-            match rule.as_str() {
-                "identified" => candidates.retain(|c| c.1),
-                "unidentified" => candidates.retain(|c| !c.1),
-                _ => {}
-            }
-        }
-        let least = prioritization.iter().any(|r| r == "least_recently_updated");
-        let chosen = if least {
-            candidates.iter().min_by_key(|c| (c.2, c.0))
-        } else {
-            candidates.iter().max_by_key(|c| (c.2, c.0))
-        };
-        Ok(chosen.map(|c| c.0))
-    }
-}
-
-/// Decodes a stored profile (MessagePack with field names).
-pub fn decode_profile(bytes: &[u8]) -> Result<Profile, StoreError> {
-    rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        table: "profiles",
-        reason: e.to_string(),
-    })
-}
-
-/// Encodes a profile for storage. MessagePack with field names: self-describing (custom values
-/// hold arbitrary JSON), tolerant of added fields, and without JSON's string escaping, which
-/// was the writer's largest serialization cost.
-pub fn encode_profile(profile: &Profile) -> Result<Vec<u8>, StoreError> {
-    rmp_serde::to_vec_named(profile).map_err(|e| StoreError::Backend(e.to_string()))
-}
-/// Reads straight from the backend (committed data only).
-pub struct View<'a> {
-    /// The backend read from.
-    pub backend: &'a dyn Backend,
-}
-
-impl Read for View<'_> {
-    fn get(&mut self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.backend.get(table, key)
-    }
-}
 
 /// Counters the writer keeps in memory and persists with every batch.
 #[derive(Debug, Default, Clone)]
@@ -135,72 +29,6 @@ pub struct Counters {
     pub next_workspace: u32,
     /// Next internal profile id per workspace; ids are never reused.
     pub next_profile: HashMap<u32, u32>,
-}
-
-/// What the writer keeps in memory between group commits: decoded profiles and identifier
-/// index values (misses included). It only ever holds committed state: profiles move out of it
-/// into a transaction and come back, and identifier writes are applied, after the commit
-/// succeeds. The writer is the only writer of both tables, so nothing else can make it stale.
-#[derive(Debug, Default)]
-pub struct WriterCache {
-    // Keys come from clients (external ids); foldhash is fast and randomly seeded per process.
-    profiles: HashMap<(u32, u32), Profile, foldhash::fast::RandomState>,
-    idents: HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>,
-    capacity: usize,
-}
-
-impl WriterCache {
-    /// A cache of at most `capacity` profiles and as many identifier entries (0 disables it).
-    pub fn new(capacity: usize) -> WriterCache {
-        WriterCache {
-            profiles: HashMap::default(),
-            idents: HashMap::default(),
-            capacity,
-        }
-    }
-
-    /// Takes in what a committed group wrote.
-    pub fn absorb(&mut self, written: Written) {
-        for (key, profile) in written.profiles {
-            match profile {
-                Some(p) if self.capacity > 0 => {
-                    self.profiles.insert(key, p);
-                }
-                _ => {
-                    self.profiles.remove(&key);
-                }
-            }
-        }
-        if self.capacity > 0 {
-            for (key, value) in written.idents {
-                self.idents.insert(key, value);
-            }
-        }
-        evict(&mut self.profiles, self.capacity);
-        evict(&mut self.idents, self.capacity);
-    }
-
-    /// Forgets everything (after a failed commit).
-    pub fn clear(&mut self) {
-        self.profiles.clear();
-        self.idents.clear();
-    }
-}
-
-/// Drops about a tenth of an over-full map, in its arbitrary order: cheap, and unbiased enough
-/// for Zipf-shaped traffic, whose hot entries come straight back.
-fn evict<K, V, S>(map: &mut HashMap<K, V, S>, capacity: usize) {
-    if map.len() <= capacity {
-        return;
-    }
-    let mut excess = map.len() - capacity * 9 / 10;
-    map.retain(|_, _| {
-        if excess == 0 {
-            return true;
-        }
-        excess -= 1;
-        false
-    });
 }
 
 /// What a group wrote, handed to the index and the cache after the commit.
@@ -292,14 +120,12 @@ impl Read for Txn<'_> {
         if table != Table::Idents {
             return self.backend.get(table, key);
         }
-        if let Some(value) = self.cache.idents.get(key) {
+        if let Some(value) = self.cache.ident(key) {
             return Ok(value.clone());
         }
         // A backend read is committed state, so it may enter the cache at once.
         let value = self.backend.get(table, key)?;
-        if self.cache.capacity > 0 {
-            self.cache.idents.insert(key.to_vec(), value.clone());
-        }
+        self.cache.remember_ident(key.to_vec(), value.clone());
         Ok(value)
     }
 
@@ -309,14 +135,12 @@ impl Read for Txn<'_> {
         if let Some(stored) = self.raw[Table::Idents.position()].get(&key) {
             return Ok(stored.as_deref().and_then(keys::decode_id));
         }
-        if let Some(stored) = self.cache.idents.get(&key) {
+        if let Some(stored) = self.cache.ident(&key) {
             return Ok(stored.as_deref().and_then(keys::decode_id));
         }
         let stored = self.backend.get(Table::Idents, &key)?;
         let id = stored.as_deref().and_then(keys::decode_id);
-        if self.cache.capacity > 0 {
-            self.cache.idents.insert(key, stored);
-        }
+        self.cache.remember_ident(key, stored);
         Ok(id)
     }
 
@@ -324,7 +148,7 @@ impl Read for Txn<'_> {
         if let Some(p) = self.profiles.get(&(ws, id)) {
             return Ok(p.clone());
         }
-        if let Some(p) = self.cache.profiles.get(&(ws, id)) {
+        if let Some(p) = self.cache.profile(ws, id) {
             return Ok(Some(p.clone()));
         }
         match self.backend.get(Table::Profiles, &keys::profile(ws, id))? {
@@ -460,7 +284,7 @@ impl<'a> Txn<'a> {
         if let Some(entry) = self.profiles.get_mut(&(ws, id)) {
             return Ok(entry.take());
         }
-        if let Some(p) = self.cache.profiles.remove(&(ws, id)) {
+        if let Some(p) = self.cache.take_profile(ws, id) {
             return Ok(Some(p));
         }
         match self.backend.get(Table::Profiles, &keys::profile(ws, id))? {

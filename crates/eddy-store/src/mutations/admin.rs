@@ -1,0 +1,153 @@
+//! Admin mutations: workspaces, API keys, partners, Data Import Keys, segments, export storage
+//! and Currents connectors.
+
+use crate::backend::Table;
+use crate::identity::Read;
+use crate::meta::{self, ApiKey, DataImportKey, ExportStorage, Partner, Segment, Workspace};
+use crate::overlay::Txn;
+use crate::{StoreError, ids};
+
+impl Txn<'_> {
+    /// Creates a workspace; `Conflict` if the name is taken.
+    pub(crate) fn create_workspace(&mut self, name: &str) -> Result<Workspace, StoreError> {
+        if self.get(Table::Meta, &meta::workspace_key(name))?.is_some() {
+            return Err(StoreError::Conflict(format!("workspace '{name}'")));
+        }
+        let id = self.next_workspace_id();
+        let workspace = Workspace {
+            id,
+            name: name.to_string(),
+            app_group_id: ids::uuid_v4(),
+            created_at: self.now_ms,
+        };
+        let bytes =
+            serde_json::to_vec(&workspace).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put(Table::Meta, meta::workspace_key(name), bytes);
+        self.put(
+            Table::Meta,
+            meta::workspace_id_key(id),
+            name.as_bytes().to_vec(),
+        );
+        Ok(workspace)
+    }
+
+    /// Stores a new API key under the hash of its secret.
+    pub(crate) fn create_api_key(&mut self, key: &ApiKey, hash: &str) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(key).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put(Table::Meta, meta::api_key_key(hash), bytes);
+        self.put(
+            Table::Meta,
+            meta::api_key_id_key(key.workspace, &key.id),
+            hash.as_bytes().to_vec(),
+        );
+        Ok(())
+    }
+
+    /// Revokes an API key by its id; `NotFound` if it does not exist.
+    pub(crate) fn delete_api_key(&mut self, ws: u32, id: &str) -> Result<(), StoreError> {
+        let id_key = meta::api_key_id_key(ws, id);
+        let Some(hash) = self.get(Table::Meta, &id_key)? else {
+            return Err(StoreError::NotFound(format!("api key '{id}'")));
+        };
+        let hash = String::from_utf8_lossy(&hash).to_string();
+        self.delete(Table::Meta, meta::api_key_key(&hash));
+        self.delete(Table::Meta, id_key);
+        Ok(())
+    }
+
+    /// Registers a partner or replaces its key.
+    pub(crate) fn put_partner(&mut self, partner: &Partner) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(partner).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put(Table::Meta, meta::partner_key(&partner.name), bytes);
+        Ok(())
+    }
+
+    /// Sets (or with `None` invalidates) a workspace's Data Import Key for a partner; the previous
+    /// key stops working either way.
+    pub(crate) fn set_data_import_key(
+        &mut self,
+        ws: u32,
+        partner: &str,
+        hash: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let owner_key = meta::import_key_owner_key(ws, partner);
+        if let Some(old) = self.get(Table::Meta, &owner_key)? {
+            self.delete(
+                Table::Meta,
+                meta::import_key_hash_key(&String::from_utf8_lossy(&old)),
+            );
+        }
+        match hash {
+            Some(hash) => {
+                let record = DataImportKey {
+                    workspace: ws,
+                    partner: partner.to_string(),
+                };
+                let bytes =
+                    serde_json::to_vec(&record).map_err(|e| StoreError::Backend(e.to_string()))?;
+                self.put(Table::Meta, meta::import_key_hash_key(hash), bytes);
+                self.put(Table::Meta, owner_key, hash.as_bytes().to_vec());
+            }
+            None => self.delete(Table::Meta, owner_key),
+        }
+        Ok(())
+    }
+
+    /// Sets where a workspace's segment exports go.
+    pub(crate) fn set_export_storage(
+        &mut self,
+        ws: u32,
+        storage: &ExportStorage,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(storage).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put(Table::Meta, meta::export_storage_key(ws), bytes);
+        Ok(())
+    }
+
+    /// Saves a Currents connector's configuration (JSON owned by eddy-currents).
+    pub(crate) fn put_connector_config(
+        &mut self,
+        ws: u32,
+        name: &str,
+        config: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.put(
+            Table::Meta,
+            meta::connector_key(ws, name),
+            config.to_string().into_bytes(),
+        );
+        Ok(())
+    }
+
+    /// Saves a Currents connector's delivery state (cursor and counters).
+    pub(crate) fn put_connector_state(
+        &mut self,
+        ws: u32,
+        name: &str,
+        state: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.put(
+            Table::Meta,
+            meta::connector_state_key(ws, name),
+            state.to_string().into_bytes(),
+        );
+        Ok(())
+    }
+
+    /// Saves a segment definition.
+    pub(crate) fn put_segment(&mut self, ws: u32, segment: &Segment) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(segment).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put(Table::Meta, meta::segment_key(ws, &segment.id), bytes);
+        Ok(())
+    }
+
+    /// Deletes a segment definition; `NotFound` if there is none.
+    pub(crate) fn delete_segment(&mut self, ws: u32, id: &str) -> Result<(), StoreError> {
+        let key = meta::segment_key(ws, id);
+        if self.get(Table::Meta, &key)?.is_none() {
+            return Err(StoreError::NotFound(format!("segment '{id}'")));
+        }
+        self.delete(Table::Meta, key);
+        Ok(())
+    }
+}

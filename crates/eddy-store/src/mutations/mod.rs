@@ -1,0 +1,217 @@
+//! The mutations the writer applies, by domain ([`users`], [`cohorts`], [`admin`]), each a
+//! function over the group's overlay (`Txn`). A mutation validates what it needs before it
+//! writes, so one that is refused (`Conflict`, `NotFound`) leaves nothing in the group; any other
+//! error fails the whole group.
+//!
+//! Nothing outside the store builds a `Mutation`: callers use [`crate::Store`]'s typed methods.
+
+pub mod admin;
+pub mod cohorts;
+pub mod users;
+
+use eddy_model::currents::OutboxEvent;
+use eddy_model::profile::Limits;
+use eddy_model::track::TrackBatch;
+use eddy_model::users::Lookup;
+use eddy_model::wire::{
+    AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse,
+};
+use serde_json::Value;
+
+use crate::StoreError;
+use crate::backend::Table;
+use crate::meta::{ApiKey, ExportStorage, Partner, Segment, Workspace};
+use crate::overlay::Txn;
+use cohorts::MemberChange;
+
+/// A write, as the writer's queue carries it.
+#[derive(Debug)]
+pub(crate) enum Mutation {
+    Track {
+        ws: Workspace,
+        batch: TrackBatch,
+    },
+    Identify {
+        ws: Workspace,
+        request: IdentifyRequest,
+    },
+    AliasNew {
+        ws: Workspace,
+        request: AliasNewRequest,
+    },
+    AliasUpdate {
+        ws: Workspace,
+        request: AliasUpdateRequest,
+    },
+    Delete {
+        ws: Workspace,
+        request: DeleteRequest,
+    },
+    Merge {
+        ws: Workspace,
+        pairs: Vec<(Lookup, Lookup)>,
+    },
+    CreateWorkspace {
+        name: String,
+    },
+    CreateApiKey {
+        key: ApiKey,
+        secret_hash: String,
+    },
+    DeleteApiKey {
+        ws: u32,
+        id: String,
+    },
+    PutPartner {
+        partner: Partner,
+    },
+    /// `key_hash: None` invalidates the workspace's key for the partner.
+    SetDataImportKey {
+        ws: u32,
+        partner: String,
+        key_hash: Option<String>,
+    },
+    UpsertCohort {
+        ws: u32,
+        partner: String,
+        cohort_id: String,
+        name: String,
+        created_at: String,
+    },
+    CohortChanges {
+        ws: u32,
+        partner: String,
+        cohort_id: String,
+        changes: Vec<MemberChange>,
+    },
+    PutSegment {
+        ws: u32,
+        segment: Segment,
+    },
+    DeleteSegment {
+        ws: u32,
+        id: String,
+    },
+    SetExportStorage {
+        ws: u32,
+        storage: ExportStorage,
+    },
+    PutConnectorConfig {
+        ws: u32,
+        name: String,
+        config: Value,
+    },
+    PutConnectorState {
+        ws: u32,
+        name: String,
+        state: Value,
+    },
+    DeleteOutbox {
+        seqs: Vec<u64>,
+    },
+    /// Producer-posted events; with `to`, for that connector alone.
+    Emit {
+        ws: u32,
+        events: Vec<OutboxEvent>,
+        to: Option<String>,
+    },
+    /// One 64 KiB record, to learn whether commits succeed (readiness).
+    Probe,
+}
+
+/// What a mutation answers once durable.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Track(TrackResponse),
+    Count(usize),
+    Workspace(Workspace),
+    Done,
+}
+
+/// Applies one mutation to the group's overlay.
+pub(crate) fn apply(
+    txn: &mut Txn<'_>,
+    mutation: Mutation,
+    limits: Limits,
+) -> Result<Outcome, StoreError> {
+    match mutation {
+        Mutation::Track { ws, batch } => txn.track(&ws, batch, limits).map(Outcome::Track),
+        Mutation::Identify { ws, request } => txn.identify(&ws, &request).map(Outcome::Count),
+        Mutation::AliasNew { ws, request } => txn.alias_new(&ws, &request).map(Outcome::Count),
+        Mutation::AliasUpdate { ws, request } => {
+            txn.alias_update(&ws, &request).map(Outcome::Count)
+        }
+        Mutation::Delete { ws, request } => txn.delete_users(&ws, &request).map(Outcome::Count),
+        Mutation::Merge { ws, pairs } => txn.merge_users(&ws, &pairs).map(Outcome::Count),
+        Mutation::CreateWorkspace { name } => txn.create_workspace(&name).map(Outcome::Workspace),
+        Mutation::CreateApiKey { key, secret_hash } => {
+            txn.create_api_key(&key, &secret_hash).map(done)
+        }
+        Mutation::DeleteApiKey { ws, id } => txn.delete_api_key(ws, &id).map(done),
+        Mutation::PutPartner { partner } => txn.put_partner(&partner).map(done),
+        Mutation::SetDataImportKey {
+            ws,
+            partner,
+            key_hash,
+        } => txn
+            .set_data_import_key(ws, &partner, key_hash.as_deref())
+            .map(done),
+        Mutation::UpsertCohort {
+            ws,
+            partner,
+            cohort_id,
+            name,
+            created_at,
+        } => txn
+            .upsert_cohort(ws, &partner, &cohort_id, &name, &created_at)
+            .map(done),
+        Mutation::CohortChanges {
+            ws,
+            partner,
+            cohort_id,
+            changes,
+        } => txn
+            .cohort_changes(ws, &partner, &cohort_id, &changes)
+            .map(Outcome::Count),
+        Mutation::PutSegment { ws, segment } => txn.put_segment(ws, &segment).map(done),
+        Mutation::DeleteSegment { ws, id } => txn.delete_segment(ws, &id).map(done),
+        Mutation::SetExportStorage { ws, storage } => {
+            txn.set_export_storage(ws, &storage).map(done)
+        }
+        Mutation::PutConnectorConfig { ws, name, config } => {
+            txn.put_connector_config(ws, &name, &config).map(done)
+        }
+        Mutation::PutConnectorState { ws, name, state } => {
+            txn.put_connector_state(ws, &name, &state).map(done)
+        }
+        Mutation::DeleteOutbox { seqs } => {
+            let n = seqs.len();
+            for seq in seqs {
+                txn.delete(Table::Outbox, crate::keys::outbox(seq));
+            }
+            Ok(Outcome::Count(n))
+        }
+        Mutation::Emit { ws, events, to } => {
+            let n = events.len();
+            for event in events {
+                match &to {
+                    Some(connector) => txn.emit_to(ws, event, connector.clone()),
+                    None => txn.emit(ws, event),
+                }
+            }
+            Ok(Outcome::Count(n))
+        }
+        Mutation::Probe => {
+            // As large as a sizeable group, so that a nearly full disk that still takes a few
+            // bytes into a page already allocated does not pass for a writable one.
+            let mut record = vec![0u8; 64 * 1024];
+            record[..8].copy_from_slice(&eddy_model::time::now_ms().to_be_bytes());
+            txn.put(Table::Meta, crate::meta::PROBE.to_vec(), record);
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+fn done(_: ()) -> Outcome {
+    Outcome::Done
+}

@@ -1,0 +1,345 @@
+//! Writes: [`Store`]'s typed methods, one per mutation, each answering its own result type. They
+//! seal credentials before anything leaves for the writer, and wait until the group holding the
+//! write is on disk.
+
+use eddy_model::currents::OutboxEvent;
+use eddy_model::track::TrackBatch;
+use eddy_model::users::Lookup;
+use eddy_model::wire::{
+    AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse,
+};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::backend::Table;
+use crate::meta::{ApiKey, ExportStorage, Partner, Segment, Workspace};
+use crate::mutations::cohorts::MemberChange;
+use crate::mutations::{Mutation, Outcome};
+use crate::{Store, StoreError, decode, writer};
+
+/// The writer answered a mutation with another mutation's outcome: a bug, never input.
+fn unexpected(what: &str, outcome: Outcome) -> StoreError {
+    debug_assert!(false, "{what} answered {outcome:?}");
+    StoreError::Backend(format!("internal error: {what} answered {outcome:?}"))
+}
+
+impl Store {
+    /// `/users/track`: applies a validated batch; answers Braze's 201 body.
+    pub async fn track(
+        &self,
+        ws: Workspace,
+        batch: TrackBatch,
+    ) -> Result<TrackResponse, StoreError> {
+        match self.run(Mutation::Track { ws, batch }).await? {
+            Outcome::Track(response) => Ok(response),
+            other => Err(unexpected("track", other)),
+        }
+    }
+
+    /// `/users/identify`: answers how many aliases were processed.
+    pub async fn identify(
+        &self,
+        ws: Workspace,
+        request: IdentifyRequest,
+    ) -> Result<usize, StoreError> {
+        self.count("identify", Mutation::Identify { ws, request })
+            .await
+    }
+
+    /// `/users/alias/new`: answers how many aliases were processed.
+    pub async fn alias_new(
+        &self,
+        ws: Workspace,
+        request: AliasNewRequest,
+    ) -> Result<usize, StoreError> {
+        self.count("alias_new", Mutation::AliasNew { ws, request })
+            .await
+    }
+
+    /// `/users/alias/update`: answers how many aliases were processed.
+    pub async fn alias_update(
+        &self,
+        ws: Workspace,
+        request: AliasUpdateRequest,
+    ) -> Result<usize, StoreError> {
+        self.count("alias_update", Mutation::AliasUpdate { ws, request })
+            .await
+    }
+
+    /// `/users/delete`: answers how many users were deleted.
+    pub async fn delete_users(
+        &self,
+        ws: Workspace,
+        request: DeleteRequest,
+    ) -> Result<usize, StoreError> {
+        self.count("delete", Mutation::Delete { ws, request }).await
+    }
+
+    /// `/users/merge`: folds each first profile into the second; answers how many merged.
+    pub async fn merge_users(
+        &self,
+        ws: Workspace,
+        pairs: Vec<(Lookup, Lookup)>,
+    ) -> Result<usize, StoreError> {
+        self.count("merge", Mutation::Merge { ws, pairs }).await
+    }
+
+    /// Creates a workspace (`Conflict` when the name is taken).
+    pub async fn create_workspace(&self, name: &str) -> Result<Workspace, StoreError> {
+        let name = name.to_string();
+        match self.run(Mutation::CreateWorkspace { name }).await? {
+            Outcome::Workspace(ws) => Ok(ws),
+            other => Err(unexpected("create_workspace", other)),
+        }
+    }
+
+    /// Stores an API key under the hash of its secret.
+    pub async fn create_api_key(&self, key: ApiKey, secret_hash: String) -> Result<(), StoreError> {
+        self.done(Mutation::CreateApiKey { key, secret_hash }).await
+    }
+
+    /// Revokes an API key of a workspace (`NotFound` when there is none).
+    pub async fn delete_api_key(&self, ws: u32, id: String) -> Result<(), StoreError> {
+        self.done(Mutation::DeleteApiKey { ws, id }).await
+    }
+
+    /// Registers a partner or replaces its key.
+    pub async fn put_partner(&self, partner: Partner) -> Result<(), StoreError> {
+        self.done(Mutation::PutPartner { partner }).await
+    }
+
+    /// Sets a workspace's Data Import Key for a partner (by its hash), replacing the previous.
+    pub async fn set_data_import_key(
+        &self,
+        ws: u32,
+        partner: String,
+        key_hash: String,
+    ) -> Result<(), StoreError> {
+        let key_hash = Some(key_hash);
+        self.done(Mutation::SetDataImportKey {
+            ws,
+            partner,
+            key_hash,
+        })
+        .await
+    }
+
+    /// Invalidates a workspace's Data Import Key for a partner.
+    pub async fn clear_data_import_key(&self, ws: u32, partner: String) -> Result<(), StoreError> {
+        let key_hash = None;
+        self.done(Mutation::SetDataImportKey {
+            ws,
+            partner,
+            key_hash,
+        })
+        .await
+    }
+
+    /// Creates or renames a partner cohort.
+    pub async fn upsert_cohort(
+        &self,
+        ws: u32,
+        partner: String,
+        cohort_id: String,
+        name: String,
+        created_at: String,
+    ) -> Result<(), StoreError> {
+        let mutation = Mutation::UpsertCohort {
+            ws,
+            partner,
+            cohort_id,
+            name,
+            created_at,
+        };
+        self.done(mutation).await
+    }
+
+    /// Adds and removes cohort members; answers how many memberships changed.
+    pub async fn cohort_changes(
+        &self,
+        ws: u32,
+        partner: String,
+        cohort_id: String,
+        changes: Vec<MemberChange>,
+    ) -> Result<usize, StoreError> {
+        let mutation = Mutation::CohortChanges {
+            ws,
+            partner,
+            cohort_id,
+            changes,
+        };
+        self.count("cohort_changes", mutation).await
+    }
+
+    /// Saves a segment definition.
+    pub async fn put_segment(&self, ws: u32, segment: Segment) -> Result<(), StoreError> {
+        self.done(Mutation::PutSegment { ws, segment }).await
+    }
+
+    /// Deletes a segment (`NotFound` when there is none).
+    pub async fn delete_segment(&self, ws: u32, id: String) -> Result<(), StoreError> {
+        self.done(Mutation::DeleteSegment { ws, id }).await
+    }
+
+    /// Sets where a workspace's segment exports go (credentials sealed).
+    pub async fn set_export_storage(
+        &self,
+        ws: u32,
+        storage: ExportStorage,
+    ) -> Result<(), StoreError> {
+        self.done(Mutation::SetExportStorage { ws, storage }).await
+    }
+
+    /// Saves a Currents connector's configuration (credentials sealed).
+    pub async fn put_connector_config(
+        &self,
+        ws: u32,
+        name: String,
+        config: Value,
+    ) -> Result<(), StoreError> {
+        self.done(Mutation::PutConnectorConfig { ws, name, config })
+            .await
+    }
+
+    /// Saves a Currents connector's delivery state (cursor and counters).
+    pub async fn put_connector_state(
+        &self,
+        ws: u32,
+        name: String,
+        state: Value,
+    ) -> Result<(), StoreError> {
+        self.done(Mutation::PutConnectorState { ws, name, state })
+            .await
+    }
+
+    /// Deletes outbox entries (past retention and every connector's cursor).
+    pub async fn delete_outbox(&self, seqs: Vec<u64>) -> Result<usize, StoreError> {
+        self.count("delete_outbox", Mutation::DeleteOutbox { seqs })
+            .await
+    }
+
+    /// Appends producer-posted events to the outbox; with `to`, for that connector alone.
+    pub async fn emit(
+        &self,
+        ws: u32,
+        events: Vec<OutboxEvent>,
+        to: Option<String>,
+    ) -> Result<usize, StoreError> {
+        self.count("emit", Mutation::Emit { ws, events, to }).await
+    }
+
+    async fn count(&self, what: &'static str, mutation: Mutation) -> Result<usize, StoreError> {
+        match self.run(mutation).await? {
+            Outcome::Count(n) => Ok(n),
+            other => Err(unexpected(what, other)),
+        }
+    }
+
+    async fn done(&self, mutation: Mutation) -> Result<(), StoreError> {
+        self.run(mutation).await.map(|_| ())
+    }
+
+    /// Sends a mutation to the writer; returns once it is on disk.
+    async fn run(&self, mutation: Mutation) -> Result<Outcome, StoreError> {
+        let mutation = self.seal_secrets(mutation)?;
+        let (reply, answer) = oneshot::channel();
+        let job = writer::Msg::Job(Box::new(writer::Job { mutation, reply }));
+        self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops the writer once everything queued before this call is committed.
+    pub async fn close(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(writer::Msg::Stop(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Whether writes can commit now (readiness). After a failed commit this tries one small
+    /// write, which also recovers the backend when the cause (a full disk) is gone.
+    pub async fn ready(&self) -> bool {
+        if self.tx.is_closed() {
+            return false;
+        }
+        if self
+            .stats
+            .writable
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return true;
+        }
+        self.run(Mutation::Probe).await.is_ok()
+    }
+
+    /// Seals the credentials a mutation carries, so that none reaches the disk in plain text.
+    fn seal_secrets(&self, mutation: Mutation) -> Result<Mutation, StoreError> {
+        let Some(sealer) = &self.sealer else {
+            return Ok(mutation);
+        };
+        match mutation {
+            Mutation::PutConnectorConfig {
+                ws,
+                name,
+                mut config,
+            } => {
+                sealer.seal_fields(&mut config)?;
+                Ok(Mutation::PutConnectorConfig { ws, name, config })
+            }
+            Mutation::SetExportStorage { ws, storage } => {
+                let invalid = |e: serde_json::Error| StoreError::Secrets(e.to_string());
+                let mut value = serde_json::to_value(&storage).map_err(invalid)?;
+                sealer.seal_fields(&mut value)?;
+                let sealed = serde_json::from_value(value).map_err(invalid)?;
+                Ok(Mutation::SetExportStorage {
+                    ws,
+                    storage: sealed,
+                })
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Seals again, with the current key, every stored credential that is in plain text (stored
+    /// by an older eddy) or sealed with the previous key; answers how many records changed. A
+    /// credential no configured key opens is an error: eddy does not start without its secrets.
+    pub async fn reseal_secrets(&self) -> Result<usize, StoreError> {
+        let Some(sealer) = self.sealer.clone() else {
+            return Ok(0);
+        };
+        let mut changed = 0;
+        for prefix in [&b"currents/"[..], &b"export-storage/"[..]] {
+            for (key, raw) in self.backend.scan(Table::Meta, prefix, None, usize::MAX)? {
+                let mut value: Value = decode(&raw, "meta")?;
+                if !sealer.needs_reseal(&value)? {
+                    continue;
+                }
+                sealer.open_fields(&mut value)?;
+                let rest = std::str::from_utf8(&key[prefix.len()..]).unwrap_or_default();
+                let (Some(ws), name) = (
+                    rest.get(..10).and_then(|w| w.parse::<u32>().ok()),
+                    rest.get(11..).unwrap_or_default(),
+                ) else {
+                    continue;
+                };
+                let mutation = if prefix == b"currents/" {
+                    Mutation::PutConnectorConfig {
+                        ws,
+                        name: name.to_string(),
+                        config: value,
+                    }
+                } else {
+                    let storage =
+                        serde_json::from_value(value).map_err(|e| StoreError::Corrupt {
+                            table: "meta",
+                            reason: e.to_string(),
+                        })?;
+                    Mutation::SetExportStorage { ws, storage }
+                };
+                self.run(mutation).await?;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+}

@@ -9,7 +9,7 @@ use tokio::time::Interval;
 
 use crate::connector::DeliveryState;
 use crate::registry::{Request, Status};
-use crate::source::Source;
+use crate::source::OutboxReader;
 
 /// Waits for the next tick or request: `Some(None)` on a tick, `Some(Some(request))` on a
 /// request, `None` once the registry dropped the channel (the task should end).
@@ -56,7 +56,7 @@ impl Checkpoint {
     /// Moves the cursor to the first event neither delivered nor counted (`first_pending`, or
     /// everything read when nothing is pending), publishes the status with `pending` events
     /// waiting, and saves the state if it changed.
-    pub async fn save(&mut self, source: &Source, first_pending: Option<u64>, pending: u64) {
+    pub async fn save(&mut self, source: &OutboxReader, first_pending: Option<u64>, pending: u64) {
         self.state.cursor = first_pending
             .unwrap_or(source.read_pos)
             .max(self.state.cursor);

@@ -98,7 +98,7 @@ pub struct DeliveryState {
     pub generation: u64,
 }
 
-/// The admin API's creation body (settings flat, as `PRODUCT.md` §3.4 lists them).
+/// The admin API's creation body (settings flat beside `name` and `type`, as the README shows).
 #[derive(Debug, Deserialize)]
 pub struct CreateRequest {
     /// Name.

@@ -15,7 +15,7 @@ use crate::connector::{Connector, CreateRequest, DeliveryState, Sink};
 use crate::sinks::amplitude::task::AmplitudeTask;
 use crate::sinks::files::stores::file_store;
 use crate::sinks::files::task::FileTask;
-use crate::source::Source;
+use crate::source::OutboxReader;
 
 /// Errors of the Currents API.
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +200,7 @@ impl Currents {
             dropped: state.dropped,
             ..Status::default()
         }));
-        let source = Source {
+        let source = OutboxReader {
             store: self.store.clone(),
             ws,
             connector: connector.clone(),

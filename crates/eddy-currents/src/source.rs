@@ -22,7 +22,7 @@ pub(crate) struct Item {
 const PAGE: usize = 4096;
 
 /// A connector's read position in the outbox.
-pub(crate) struct Source {
+pub(crate) struct OutboxReader {
     pub store: Store,
     pub ws: u32,
     pub connector: Connector,
@@ -30,7 +30,7 @@ pub(crate) struct Source {
     pub read_pos: u64,
 }
 
-impl Source {
+impl OutboxReader {
     /// Events for this connector queued since the last read, reading at most `max` outbox
     /// entries; the second value is true when the outbox may hold more.
     pub fn read(&mut self, max: usize) -> Result<(Vec<Item>, bool), StoreError> {

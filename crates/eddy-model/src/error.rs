@@ -1,6 +1,7 @@
 //! The one table of API errors: each maps to its HTTP status and its JSON body.
 //!
-//! Texts follow Braze where Braze defines one (`reference/braze-api.md` §1.4, §2.8, §3, §4.5).
+//! Texts follow Braze where Braze defines one (<https://www.braze.com/docs/api/errors/> and each
+//! endpoint's page under <https://www.braze.com/docs/api/endpoints/>).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! Data-point metering (`reference/braze-api.md` §5).
+//! Data-point metering, by Braze's rules (<https://www.braze.com/docs/user_guide/data/data_points/>).
 //!
 //! Braze bills a write whether or not it changes anything. eddy meters the same data points
 //! but files a write that changes nothing under non-billable, so the usage report shows what a

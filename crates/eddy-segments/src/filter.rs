@@ -1,4 +1,5 @@
-//! The segment filter language (`PRODUCT.md` §3.5): parsing with clear errors, and the
+//! The segment filter language (nodes `and`/`or`/`not`, attribute, cohort and count leaves; the
+//! README's "Segments" lists every operator): parsing with clear errors, and the
 //! per-profile predicate that is the oracle every faster evaluation is checked against.
 
 use std::collections::BTreeMap;

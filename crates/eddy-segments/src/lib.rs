@@ -1,6 +1,6 @@
 //! eddy's segments.
 //!
-//! - [`filter`]: the filter language of `PRODUCT.md` §3.5, parsed into a typed tree, and
+//! - [`filter`]: the filter language (see the README's "Segments"), parsed into a typed tree, and
 //!   [`filter::matches`], the per-profile predicate that is the oracle for everything faster.
 //! - [`index`]: per-workspace roaring bitmaps (cohorts, string and boolean values, array items)
 //!   and dense typed columns (numbers, times) over internal profile ids, plus event counts;

@@ -1,5 +1,5 @@
 //! The partner cohort import API (`/partners/{partner}/cohorts[/users]`), keys in the body,
-//! with Braze's texts (`reference/braze-api.md` §4).
+//! with Braze's texts (<https://www.braze.com/docs/partners/isv_partners/cohort_import/>).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

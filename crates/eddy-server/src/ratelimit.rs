@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use crate::config::RateLimit;
 
-/// Endpoint groups and their default limits (Braze's, `reference/braze-api.md` §1.5).
+/// Endpoint groups and their default limits (Braze's: <https://www.braze.com/docs/api/api_limits/>).
 pub const GROUPS: &[(&str, u64, u64)] = &[
     ("users.track", 3_000, 3),
     ("users.write", 20_000, 60),

@@ -87,7 +87,7 @@ pub struct Change {
 
 /// What the differ hands to the sender.
 #[derive(Debug)]
-pub enum Msg {
+pub enum DiffMsg {
     /// Objects to send together.
     Batch(Vec<Change>),
     /// State updates that need no request (a fingerprint refresh, a forgotten row).
@@ -155,7 +155,7 @@ pub struct Differ<'a> {
     key: Vec<u8>,
     batch: Vec<Change>,
     remember: Vec<(Vec<u8>, Vec<u64>)>,
-    out: &'a dyn Fn(Msg) -> bool,
+    out: &'a dyn Fn(DiffMsg) -> bool,
     /// Running counts.
     pub stats: DiffStats,
     read: Arc<AtomicU64>,
@@ -167,7 +167,7 @@ impl<'a> Differ<'a> {
     pub fn new(
         plan: &'a Plan,
         state: &'a mut State,
-        out: &'a dyn Fn(Msg) -> bool,
+        out: &'a dyn Fn(DiffMsg) -> bool,
         read: Arc<AtomicU64>,
     ) -> Differ<'a> {
         Differ {
@@ -296,7 +296,7 @@ impl<'a> Differ<'a> {
             self.remember.push((key, new));
             if self.remember.len() >= 1024 {
                 let list = std::mem::take(&mut self.remember);
-                if !(self.out)(Msg::Remember(list)) {
+                if !(self.out)(DiffMsg::Remember(list)) {
                     return Err(Stop::Cancelled);
                 }
             }
@@ -380,7 +380,7 @@ impl<'a> Differ<'a> {
         if self.batch.len() >= self.plan.batch_size {
             let batch =
                 std::mem::replace(&mut self.batch, Vec::with_capacity(self.plan.batch_size));
-            if !(self.out)(Msg::Batch(batch)) {
+            if !(self.out)(DiffMsg::Batch(batch)) {
                 return Err(Stop::Cancelled);
             }
         }
@@ -452,13 +452,13 @@ impl<'a> Differ<'a> {
         }
         if !self.batch.is_empty() {
             let batch = std::mem::take(&mut self.batch);
-            if !(self.out)(Msg::Batch(batch)) {
+            if !(self.out)(DiffMsg::Batch(batch)) {
                 return Err(Stop::Cancelled);
             }
         }
         if !self.remember.is_empty() {
             let list = std::mem::take(&mut self.remember);
-            if !(self.out)(Msg::Remember(list)) {
+            if !(self.out)(DiffMsg::Remember(list)) {
                 return Err(Stop::Cancelled);
             }
         }

@@ -19,7 +19,7 @@ pub mod state;
 pub mod target;
 
 pub use config::SyncFile;
-pub use report::Report;
+pub use report::{Report, RunStatus};
 pub use run::{RunOptions, run};
 
 /// Why a sync could not run.

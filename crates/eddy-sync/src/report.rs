@@ -10,13 +10,48 @@ use crate::diff::RowError;
 /// Reports kept per sync.
 const KEEP: usize = 100;
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Every row was sent or had nothing to send.
+    Succeeded,
+    /// Some rows failed (refused before sending or by the target); they are retried next run.
+    Partial,
+    /// The target refused the sync itself (a wrong key, a wrong URL).
+    Failed,
+}
+
+impl RunStatus {
+    /// The status as printed and stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for RunStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// What one run did.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// The sync's name.
     pub sync: String,
-    /// `succeeded`, `partial` (some rows failed) or `failed` (the target refused the sync).
-    pub status: String,
+    /// How the run ended.
+    pub status: RunStatus,
     /// True for `--dry-run`.
     pub dry_run: bool,
     /// True for `--mark-synced`.

@@ -17,12 +17,14 @@ use tokio::task::JoinSet;
 
 use crate::SyncError;
 use crate::config::{Source, Sync, SyncFile, Target};
-use crate::diff::{Change, ChangeKind, DiffStats, Differ, MAX_ERRORS, Msg, Plan, RowError, Stop};
+use crate::diff::{
+    Change, ChangeKind, DiffMsg, DiffStats, Differ, MAX_ERRORS, Plan, RowError, Stop,
+};
 use crate::encode::lookalike_warning;
-use crate::report::Report;
+use crate::report::{Report, RunStatus};
 use crate::source::{self, Block};
 use crate::state::{self, Header, Journal, State};
-use crate::target::{Client, Outcome};
+use crate::target::{BatchOutcome, Client};
 
 /// How a run behaves.
 #[derive(Debug, Clone, Default)]
@@ -76,17 +78,7 @@ pub async fn run(file: &SyncFile, sync: &Sync, opts: &RunOptions) -> Result<Repo
     let started = jiff::Timestamp::now();
     let clock = std::time::Instant::now();
     let dir = state::sync_dir(&file.state_dir, &sync.name);
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| SyncError::State(format!("{}: {e}", dir.display())))?;
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join("lock"))
-        .map_err(|e| SyncError::State(e.to_string()))?;
-    if lock.try_lock().is_err() {
-        return Err(SyncError::Busy(sync.name.clone()));
-    }
+    let lock = lock_sync(&dir, &sync.name)?;
     let plan = plan(sync);
     let header = Header {
         identifier: sync.identifier.kind.name().to_string(),
@@ -101,161 +93,34 @@ pub async fn run(file: &SyncFile, sync: &Sync, opts: &RunOptions) -> Result<Repo
     } else {
         Some(Arc::new(Client::new(&sync.target)?))
     };
-
-    // State written for other fields or another identifier is rewritten before the journal
-    // appends to it; a dry run only remaps it in memory and writes nothing.
-    if !opts.dry_run && state::needs_rewrite(&dir, &header) {
-        let (d, h) = (dir.clone(), header.clone());
-        let notice = tokio::task::spawn_blocking(move || -> Result<Option<String>, SyncError> {
-            let state = State::load(&d, &h)?;
-            state.compact(&d, &h)?;
-            Ok(state.notice)
-        })
-        .await
-        .map_err(|e| SyncError::State(e.to_string()))??;
-        warnings.extend(notice);
+    if !opts.dry_run {
+        warnings.extend(rewrite_state_if_needed(&dir, &header).await?);
     }
-    let mut journal = if opts.dry_run {
+    let journal = if opts.dry_run {
         None
     } else {
         Some(Journal::open(&dir, &header)?)
     };
 
-    let read = Arc::new(AtomicU64::new(0));
-    let sent = Arc::new(AtomicU64::new(0));
-    let failed_count = Arc::new(AtomicU64::new(0));
-    let progress = opts.progress.then(|| {
-        spawn_progress(
-            sync.name.clone(),
-            read.clone(),
-            sent.clone(),
-            failed_count.clone(),
-        )
-    });
-
-    // Reader and differ threads.
-    let (tx, mut rx) = mpsc::channel::<Msg>(4 * sync_concurrency(sync).max(1));
-    let mut columns = sync.id_columns();
-    columns.extend(plan.fields.iter().map(|f| f.column.clone()));
-    let source = sync.source.clone();
-    let diff_plan = plan.clone();
-    let diff_read = read.clone();
-    let (diff_dir, diff_header) = (dir.clone(), header.clone());
-    let differ = std::thread::Builder::new()
-        .name("eddy-sync-diff".into())
-        .spawn(move || {
-            diff_thread(
-                source,
-                columns,
-                diff_plan,
-                &diff_dir,
-                &diff_header,
-                tx,
-                diff_read,
-            )
-        })
-        .map_err(|e| SyncError::Source(e.to_string()))?;
-
-    // Sender.
-    let concurrency = sync_concurrency(sync);
-    let mut inflight: JoinSet<(Vec<Change>, Outcome)> = JoinSet::new();
-    let mut fatal: Option<String> = None;
-    let mut failed = 0u64;
-    let mut delivered = 0u64;
-    let mut errors: Vec<RowError> = Vec::new();
-    let mut receiving = true;
-    while receiving || !inflight.is_empty() {
-        tokio::select! {
-            msg = rx.recv(), if receiving && inflight.len() < concurrency && fatal.is_none() => {
-                let Some(msg) = msg else {
-                    receiving = false;
-                    continue;
-                };
-                match msg {
-                    Msg::Remember(list) => {
-                        if let Some(j) = journal.as_mut() {
-                            for (key, prints) in list {
-                                if prints.is_empty() { j.delete(&key) } else { j.upsert(&key, &prints) }
-                            }
-                            j.flush(false)?;
-                        }
-                    }
-                    Msg::Batch(batch) => {
-                        if opts.dry_run {
-                            let mut text = String::new();
-                            for c in &batch {
-                                let line = json!({"change": c.kind.name(), "object": c.object});
-                                text.push_str(&line.to_string());
-                                text.push('\n');
-                            }
-                            match &opts.dry_run_output {
-                                Some(buf) => buf.lock().map_err(|_| SyncError::Target("dry-run output poisoned".into()))?.extend_from_slice(text.as_bytes()),
-                                None => {
-                                    let _ = std::io::stdout().lock().write_all(text.as_bytes());
-                                }
-                            }
-                            delivered += batch.len() as u64;
-                            continue;
-                        }
-                        let Some(client) = client.clone() else {
-                            // --mark-synced: remember as if confirmed.
-                            if let Some(j) = journal.as_mut() {
-                                remember(j, &batch, &[])?;
-                            }
-                            delivered += batch.len() as u64;
-                            sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                            continue;
-                        };
-                        let cohort = plan.update_existing_only.is_none().then_some(plan.id_kind);
-                        inflight.spawn(async move {
-                            let outcome = send(&client, cohort, &batch).await;
-                            (batch, outcome)
-                        });
-                    }
-                }
-            }
-            Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                let (batch, outcome) = done.map_err(|e| SyncError::Target(e.to_string()))?;
-                let refused: Vec<(usize, String)> = match outcome {
-                    Outcome::Sent(refused) => refused,
-                    Outcome::Failed(why) => (0..batch.len()).map(|i| (i, why.clone())).collect(),
-                    Outcome::Fatal(why) => {
-                        if fatal.is_none() {
-                            tracing::error!(sync = %sync.name, error = %why, "the target refused the sync; stopping");
-                            fatal = Some(why.clone());
-                            // Hanging up stops the differ at its next batch.
-                            rx.close();
-                        }
-                        (0..batch.len()).map(|i| (i, why.clone())).collect()
-                    }
-                };
-                for (i, why) in &refused {
-                    if errors.len() < MAX_ERRORS
-                        && let Some(c) = batch.get(*i) {
-                            errors.push(RowError { row: crate::diff::display_key(&c.key), error: why.clone() });
-                        }
-                }
-                failed += refused.len() as u64;
-                failed_count.fetch_add(refused.len() as u64, Ordering::Relaxed);
-                let ok = batch.len() as u64 - refused.len() as u64;
-                delivered += ok;
-                sent.fetch_add(ok, Ordering::Relaxed);
-                if let Some(j) = journal.as_mut() {
-                    remember(j, &batch, &refused)?;
-                }
-            }
-        }
-        if fatal.is_some() && receiving {
-            // Drain what the differ already queued without sending it.
-            while let Ok(msg) = rx.try_recv() {
-                if let Msg::Batch(batch) = msg {
-                    failed += batch.len() as u64;
-                }
-            }
-            receiving = false;
-        }
-    }
-    if let Some(j) = journal.as_mut() {
+    let counts = Progress::default();
+    let progress = opts
+        .progress
+        .then(|| spawn_progress(sync.name.clone(), counts.clone()));
+    let (rx, differ) = start_differ(sync, &plan, &dir, &header, counts.read.clone())?;
+    let mut sender = Sender {
+        sync,
+        opts,
+        client: client.clone(),
+        cohort: plan.update_existing_only.is_none().then_some(plan.id_kind),
+        journal,
+        counts: counts.clone(),
+        fatal: None,
+        failed: 0,
+        delivered: 0,
+        errors: Vec::new(),
+    };
+    sender.send_all(rx).await?;
+    if let Some(j) = sender.journal.as_mut() {
         j.flush(true)?;
     }
     let diff = differ
@@ -269,46 +134,315 @@ pub async fn run(file: &SyncFile, sync: &Sync, opts: &RunOptions) -> Result<Repo
     }
     let diff: DiffStats = match diff {
         Ok(stats) => stats,
-        Err(Stop::Cancelled) if fatal.is_some() => DiffStats {
-            rows_read: read.load(Ordering::Relaxed),
+        Err(Stop::Cancelled) if sender.fatal.is_some() => DiffStats {
+            rows_read: counts.read.load(Ordering::Relaxed),
             ..DiffStats::default()
         },
         Err(Stop::Cancelled) => return Err(SyncError::Source("the run was cancelled".into())),
         Err(Stop::Source(e)) => return Err(e),
     };
-
     if !opts.dry_run {
-        let (snap, journal_bytes) = state::file_sizes(&dir);
-        if journal_bytes > 0 && (snap == 0 || journal_bytes * 4 > snap) {
-            let (d, h) = (dir.clone(), header.clone());
-            tokio::task::spawn_blocking(move || State::load(&d, &h)?.compact(&d, &h))
-                .await
-                .map_err(|e| SyncError::State(e.to_string()))??;
-        }
+        compact_if_due(&dir, &header).await?;
     }
-
     if diff.unreadable > 0 {
         warnings.push(format!(
             "{} row(s) could not be read: rows that left the source are not removed this run",
             diff.unreadable
         ));
     }
-    let mut all_errors = diff.errors.clone();
-    for e in errors {
-        if all_errors.len() < MAX_ERRORS {
-            all_errors.push(e);
+    let report = report(
+        sync,
+        opts,
+        started,
+        clock,
+        &diff,
+        sender,
+        client.as_deref(),
+        warnings,
+    );
+    if !opts.dry_run {
+        report.store(&dir)?;
+    }
+    drop(lock);
+    Ok(report)
+}
+
+/// Takes the sync's lock file: one run per sync at a time.
+fn lock_sync(dir: &std::path::Path, name: &str) -> Result<std::fs::File, SyncError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SyncError::State(format!("{}: {e}", dir.display())))?;
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(|e| SyncError::State(e.to_string()))?;
+    if lock.try_lock().is_err() {
+        return Err(SyncError::Busy(name.to_string()));
+    }
+    Ok(lock)
+}
+
+/// State written for other fields or another identifier is rewritten before the journal appends
+/// to it (a dry run only remaps it in memory and writes nothing); answers its notice, if any.
+async fn rewrite_state_if_needed(
+    dir: &std::path::Path,
+    header: &Header,
+) -> Result<Option<String>, SyncError> {
+    if !state::needs_rewrite(dir, header) {
+        return Ok(None);
+    }
+    let (d, h) = (dir.to_path_buf(), header.clone());
+    tokio::task::spawn_blocking(move || -> Result<Option<String>, SyncError> {
+        let state = State::load(&d, &h)?;
+        state.compact(&d, &h)?;
+        Ok(state.notice)
+    })
+    .await
+    .map_err(|e| SyncError::State(e.to_string()))?
+}
+
+/// Compacts the journal into the snapshot once it passes a quarter of it.
+async fn compact_if_due(dir: &std::path::Path, header: &Header) -> Result<(), SyncError> {
+    let (snap, journal_bytes) = state::file_sizes(dir);
+    if journal_bytes == 0 || (snap > 0 && journal_bytes * 4 <= snap) {
+        return Ok(());
+    }
+    let (d, h) = (dir.to_path_buf(), header.clone());
+    tokio::task::spawn_blocking(move || State::load(&d, &h)?.compact(&d, &h))
+        .await
+        .map_err(|e| SyncError::State(e.to_string()))?
+}
+
+/// Counters shared with the progress line.
+#[derive(Clone, Default)]
+struct Progress {
+    read: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+/// Starts the reader and differ thread; answers the channel of its batches and its handle.
+#[allow(clippy::type_complexity)]
+fn start_differ(
+    sync: &Sync,
+    plan: &Plan,
+    dir: &std::path::Path,
+    header: &Header,
+    read: Arc<AtomicU64>,
+) -> Result<
+    (
+        mpsc::Receiver<DiffMsg>,
+        std::thread::JoinHandle<Result<DiffStats, Stop>>,
+    ),
+    SyncError,
+> {
+    let (tx, rx) = mpsc::channel::<DiffMsg>(4 * sync_concurrency(sync).max(1));
+    let mut columns = sync.id_columns();
+    columns.extend(plan.fields.iter().map(|f| f.column.clone()));
+    let source = sync.source.clone();
+    let diff_plan = plan.clone();
+    let (diff_dir, diff_header) = (dir.to_path_buf(), header.clone());
+    let differ = std::thread::Builder::new()
+        .name("eddy-sync-diff".into())
+        .spawn(move || {
+            diff_thread(
+                source,
+                columns,
+                diff_plan,
+                &diff_dir,
+                &diff_header,
+                tx,
+                read,
+            )
+        })
+        .map_err(|e| SyncError::Source(e.to_string()))?;
+    Ok((rx, differ))
+}
+
+/// The async sender: posts the differ's batches with bounded concurrency and remembers each
+/// confirmed object as its answer arrives.
+struct Sender<'a> {
+    sync: &'a Sync,
+    opts: &'a RunOptions,
+    client: Option<Arc<Client>>,
+    cohort: Option<crate::config::IdKind>,
+    journal: Option<Journal>,
+    counts: Progress,
+    /// Why the target refused the sync, once it did: the run stops.
+    fatal: Option<String>,
+    failed: u64,
+    delivered: u64,
+    errors: Vec<RowError>,
+}
+
+impl Sender<'_> {
+    async fn send_all(&mut self, mut rx: mpsc::Receiver<DiffMsg>) -> Result<(), SyncError> {
+        let concurrency = sync_concurrency(self.sync);
+        let mut inflight: JoinSet<(Vec<Change>, BatchOutcome)> = JoinSet::new();
+        let mut receiving = true;
+        while receiving || !inflight.is_empty() {
+            tokio::select! {
+                msg = rx.recv(), if receiving && inflight.len() < concurrency && self.fatal.is_none() => {
+                    match msg {
+                        None => receiving = false,
+                        Some(DiffMsg::Remember(list)) => self.remember_only(list)?,
+                        Some(DiffMsg::Batch(batch)) => self.dispatch(batch, &mut inflight)?,
+                    }
+                }
+                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                    let (batch, outcome) = done.map_err(|e| SyncError::Target(e.to_string()))?;
+                    if self.answered(&batch, outcome)? {
+                        // Hanging up stops the differ at its next batch.
+                        rx.close();
+                    }
+                }
+            }
+            if self.fatal.is_some() && receiving {
+                // Drain what the differ already queued without sending it.
+                while let Ok(msg) = rx.try_recv() {
+                    if let DiffMsg::Batch(batch) = msg {
+                        self.failed += batch.len() as u64;
+                    }
+                }
+                receiving = false;
+            }
+        }
+        Ok(())
+    }
+
+    /// State updates that need no request (a fingerprint refresh, a forgotten row).
+    fn remember_only(&mut self, list: Vec<(Vec<u8>, Vec<u64>)>) -> Result<(), SyncError> {
+        let Some(j) = self.journal.as_mut() else {
+            return Ok(());
+        };
+        for (key, prints) in list {
+            if prints.is_empty() {
+                j.delete(&key)
+            } else {
+                j.upsert(&key, &prints)
+            }
+        }
+        j.flush(false)
+    }
+
+    /// Prints (dry run), remembers (mark-synced) or sends one batch.
+    fn dispatch(
+        &mut self,
+        batch: Vec<Change>,
+        inflight: &mut JoinSet<(Vec<Change>, BatchOutcome)>,
+    ) -> Result<(), SyncError> {
+        if self.opts.dry_run {
+            self.print_dry_run(&batch)?;
+            self.delivered += batch.len() as u64;
+            return Ok(());
+        }
+        let Some(client) = self.client.clone() else {
+            // --mark-synced: remember as if confirmed.
+            if let Some(j) = self.journal.as_mut() {
+                remember(j, &batch, &[])?;
+            }
+            self.delivered += batch.len() as u64;
+            self.counts
+                .sent
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            return Ok(());
+        };
+        let cohort = self.cohort;
+        inflight.spawn(async move {
+            let outcome = send(&client, cohort, &batch).await;
+            (batch, outcome)
+        });
+        Ok(())
+    }
+
+    fn print_dry_run(&self, batch: &[Change]) -> Result<(), SyncError> {
+        let mut text = String::new();
+        for c in batch {
+            let line = json!({"change": c.kind.name(), "object": c.object});
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+        match &self.opts.dry_run_output {
+            Some(buf) => buf
+                .lock()
+                .map_err(|_| SyncError::Target("dry-run output poisoned".into()))?
+                .extend_from_slice(text.as_bytes()),
+            None => {
+                let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts and remembers a batch's answer; true when the target refused the sync itself.
+    fn answered(&mut self, batch: &[Change], outcome: BatchOutcome) -> Result<bool, SyncError> {
+        let mut stop = false;
+        let refused: Vec<(usize, String)> = match outcome {
+            BatchOutcome::Sent(refused) => refused,
+            BatchOutcome::Failed(why) => (0..batch.len()).map(|i| (i, why.clone())).collect(),
+            BatchOutcome::Fatal(why) => {
+                if self.fatal.is_none() {
+                    tracing::error!(sync = %self.sync.name, error = %why, "the target refused the sync; stopping");
+                    self.fatal = Some(why.clone());
+                    stop = true;
+                }
+                (0..batch.len()).map(|i| (i, why.clone())).collect()
+            }
+        };
+        for (i, why) in &refused {
+            if self.errors.len() < MAX_ERRORS
+                && let Some(c) = batch.get(*i)
+            {
+                self.errors.push(RowError {
+                    row: crate::diff::display_key(&c.key),
+                    error: why.clone(),
+                });
+            }
+        }
+        self.failed += refused.len() as u64;
+        self.counts
+            .failed
+            .fetch_add(refused.len() as u64, Ordering::Relaxed);
+        let ok = batch.len() as u64 - refused.len() as u64;
+        self.delivered += ok;
+        self.counts.sent.fetch_add(ok, Ordering::Relaxed);
+        if let Some(j) = self.journal.as_mut() {
+            remember(j, batch, &refused)?;
+        }
+        Ok(stop)
+    }
+}
+
+/// The run's report, from the differ's and the sender's counts.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    sync: &Sync,
+    opts: &RunOptions,
+    started: jiff::Timestamp,
+    clock: std::time::Instant,
+    diff: &DiffStats,
+    sender: Sender<'_>,
+    client: Option<&Client>,
+    warnings: Vec<String>,
+) -> Report {
+    let mut errors = diff.errors.clone();
+    for e in sender.errors {
+        if errors.len() < MAX_ERRORS {
+            errors.push(e);
         }
     }
-    let status = if fatal.is_some() {
-        "failed"
-    } else if failed > 0 || diff.invalid > 0 {
-        "partial"
+    let status = if sender.fatal.is_some() {
+        RunStatus::Failed
+    } else if sender.failed > 0 || diff.invalid > 0 {
+        RunStatus::Partial
     } else {
-        "succeeded"
+        RunStatus::Succeeded
     };
-    let report = Report {
+    let counter = |read: fn(&Client) -> u64| client.map_or(0, read);
+    Report {
         sync: sync.name.clone(),
-        status: status.into(),
+        status,
         dry_run: opts.dry_run,
         mark_synced: opts.mark_synced,
         started_at: started.to_string(),
@@ -318,26 +452,15 @@ pub async fn run(file: &SyncFile, sync: &Sync, opts: &RunOptions) -> Result<Repo
         changed: diff.changed,
         removed: diff.removed,
         unchanged: diff.unchanged,
-        failed: failed + diff.invalid,
-        sent: delivered,
-        requests: client
-            .as_ref()
-            .map_or(0, |c| c.counters.requests.load(Ordering::Relaxed)),
-        retries: client
-            .as_ref()
-            .map_or(0, |c| c.counters.retries.load(Ordering::Relaxed)),
-        throttled: client
-            .as_ref()
-            .map_or(0, |c| c.counters.throttled.load(Ordering::Relaxed)),
-        error: fatal,
-        errors: all_errors,
+        failed: sender.failed + diff.invalid,
+        sent: sender.delivered,
+        requests: counter(|c| c.counters.requests.load(Ordering::Relaxed)),
+        retries: counter(|c| c.counters.retries.load(Ordering::Relaxed)),
+        throttled: counter(|c| c.counters.throttled.load(Ordering::Relaxed)),
+        error: sender.fatal,
+        errors,
         warnings,
-    };
-    if !opts.dry_run {
-        report.store(&dir)?;
     }
-    drop(lock);
-    Ok(report)
 }
 
 fn sync_concurrency(sync: &Sync) -> usize {
@@ -350,7 +473,7 @@ async fn send(
     client: &Client,
     plan_cohort: Option<crate::config::IdKind>,
     batch: &[Change],
-) -> Outcome {
+) -> BatchOutcome {
     let Some(id_kind) = plan_cohort else {
         let objects: Vec<Value> = batch.iter().map(|c| c.object.clone()).collect();
         return client.track(&objects).await;
@@ -386,7 +509,7 @@ fn diff_thread(
     plan: Plan,
     dir: &std::path::Path,
     header: &Header,
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<DiffMsg>,
     read: Arc<AtomicU64>,
 ) -> Result<DiffStats, Stop> {
     let ncols = columns.len();
@@ -428,7 +551,7 @@ fn diff_thread(
         ms = loading.elapsed().as_millis() as u64,
         "sync state loaded"
     );
-    let out = |msg: Msg| tx.blocking_send(msg).is_ok();
+    let out = |msg: DiffMsg| tx.blocking_send(msg).is_ok();
     let mut differ = Differ::new(&plan, &mut state, &out, read);
     let mut result = Ok(());
     for block in brx.iter() {
@@ -455,12 +578,8 @@ fn diff_thread(
 /// Blocks of [`source::BLOCK_ROWS`] rows the reader may run ahead of the differ (a million rows).
 const READ_AHEAD_BLOCKS: usize = 256;
 
-fn spawn_progress(
-    name: String,
-    read: Arc<AtomicU64>,
-    sent: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<()> {
+fn spawn_progress(name: String, counts: Progress) -> tokio::task::JoinHandle<()> {
+    let Progress { read, sent, failed } = counts;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let spinner = ['|', '/', '-', '\\'];

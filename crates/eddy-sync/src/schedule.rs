@@ -101,7 +101,7 @@ mod tests {
     fn report() -> Report {
         Report {
             sync: "s".into(),
-            status: "succeeded".into(),
+            status: crate::RunStatus::Succeeded,
             dry_run: false,
             mark_synced: false,
             started_at: String::new(),

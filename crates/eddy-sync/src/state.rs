@@ -123,17 +123,17 @@ const VACANT: Entry = Entry {
 /// Open addressing with linear probing, indexed by the fingerprint's top bits: entries sorted
 /// by fingerprint land in increasing positions, which is how snapshots are written, so loading
 /// one streams through memory instead of jumping around it.
-struct Table {
+struct KeyTable {
     entries: Vec<Entry>,
     shift: u32,
     used: usize,
     alive: usize,
 }
 
-impl Table {
-    fn with_rows(rows: usize) -> Table {
+impl KeyTable {
+    fn with_rows(rows: usize) -> KeyTable {
         let cap = (rows.saturating_mul(10) / 7).next_power_of_two().max(1024);
-        Table {
+        KeyTable {
             entries: huge_vec(cap),
             shift: 64 - cap.trailing_zeros(),
             used: 0,
@@ -186,7 +186,7 @@ impl Table {
 
     fn grow(&mut self) {
         let old = std::mem::take(&mut self.entries);
-        *self = Table::with_rows(self.alive.max(old.len()));
+        *self = KeyTable::with_rows(self.alive.max(old.len()));
         for e in old {
             if e.slot != EMPTY && e.slot & DEAD == 0 {
                 self.put(Fp { lo: e.lo, hi: e.hi }, e.row, e.slot);
@@ -233,7 +233,7 @@ pub enum Visit {
 /// The remembered rows of one sync.
 pub struct State {
     nfields: usize,
-    table: Table,
+    table: KeyTable,
     key_end: Vec<u64>,
     keys: Vec<u8>,
     /// The snapshot's field fingerprints stay on disk (section B, one fixed-size record per
@@ -278,7 +278,7 @@ impl State {
     fn with_rows(nfields: usize, rows: usize) -> State {
         State {
             nfields,
-            table: Table::with_rows(rows),
+            table: KeyTable::with_rows(rows),
             key_end: Vec::with_capacity(rows),
             keys: Vec::new(),
             disk: None,

@@ -16,7 +16,7 @@ use crate::config::{self, Target};
 
 /// What became of one request's objects.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum BatchOutcome {
     /// Sent; these positions were refused, with why.
     Sent(Vec<(usize, String)>),
     /// Nothing was applied (after retries); the rows are retried next run.
@@ -129,9 +129,9 @@ impl Client {
     }
 
     /// Sends attribute objects to `/users/track`.
-    pub async fn track(&self, objects: &[Value]) -> Outcome {
+    pub async fn track(&self, objects: &[Value]) -> BatchOutcome {
         let Kind::Track { url, key } = &self.kind else {
-            return Outcome::Fatal("not a users_track target".into());
+            return BatchOutcome::Fatal("not a users_track target".into());
         };
         // A 413 splits the batch; halves are sent one after the other.
         let mut stack = vec![(0usize, objects.len())];
@@ -202,15 +202,15 @@ impl Client {
                         refused.push((i, why.clone()));
                     }
                 }
-                Reply::Fatal(why) => return Outcome::Fatal(why),
+                Reply::Fatal(why) => return BatchOutcome::Fatal(why),
             }
         }
-        Outcome::Sent(refused)
+        BatchOutcome::Sent(refused)
     }
 
     /// Sends membership changes to the partner cohort API: `ids` are the identifier values of
     /// the batch (strings, or alias objects), `remove` tells which leave the cohort.
-    pub async fn cohort(&self, id_kind: config::IdKind, ids: &[(Value, bool)]) -> Outcome {
+    pub async fn cohort(&self, id_kind: config::IdKind, ids: &[(Value, bool)]) -> BatchOutcome {
         let Kind::Cohort {
             base,
             partner_api_key,
@@ -219,7 +219,7 @@ impl Client {
             cohort_name,
         } = &self.kind
         else {
-            return Outcome::Fatal("not a cohort target".into());
+            return BatchOutcome::Fatal("not a cohort target".into());
         };
         {
             let mut ready = self.cohort_ready.lock().await;
@@ -234,14 +234,16 @@ impl Client {
                 match self.post(&format!("{base}/cohorts"), None, &body).await {
                     Reply::Ok(_) => *ready = true,
                     Reply::Refused(status, text) => {
-                        return Outcome::Fatal(format!(
+                        return BatchOutcome::Fatal(format!(
                             "creating the cohort: HTTP {status}: {}",
                             text.trim()
                         ));
                     }
-                    Reply::TooLarge => return Outcome::Fatal("creating the cohort: 413".into()),
+                    Reply::TooLarge => {
+                        return BatchOutcome::Fatal("creating the cohort: 413".into());
+                    }
                     Reply::Failed(why) | Reply::Fatal(why) => {
-                        return Outcome::Fatal(format!("creating the cohort: {why}"));
+                        return BatchOutcome::Fatal(format!("creating the cohort: {why}"));
                     }
                 }
             }
@@ -278,13 +280,13 @@ impl Client {
             .post(&format!("{base}/cohorts/users"), None, &body)
             .await
         {
-            Reply::Ok(_) => Outcome::Sent(Vec::new()),
+            Reply::Ok(_) => BatchOutcome::Sent(Vec::new()),
             Reply::Refused(status, text) => {
-                Outcome::Failed(format!("HTTP {status}: {}", text.trim()))
+                BatchOutcome::Failed(format!("HTTP {status}: {}", text.trim()))
             }
-            Reply::TooLarge => Outcome::Failed("the request is too large (413)".into()),
-            Reply::Failed(why) => Outcome::Failed(why),
-            Reply::Fatal(why) => Outcome::Fatal(why),
+            Reply::TooLarge => BatchOutcome::Failed("the request is too large (413)".into()),
+            Reply::Failed(why) => BatchOutcome::Failed(why),
+            Reply::Fatal(why) => BatchOutcome::Fatal(why),
         }
     }
 

@@ -192,7 +192,7 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
             let mut failed = false;
             for sync in file.select(name.as_deref())? {
                 let report = eddy_sync::run(&file, sync, &options).await?;
-                failed |= report.status != "succeeded";
+                failed |= report.status != eddy_sync::RunStatus::Succeeded;
                 if json {
                     println!("{}", serde_json::to_string(&report)?);
                 } else if dry_run {

@@ -1,4 +1,5 @@
-//! Braze's Currents → Amplitude mapping (`reference/currents-amplitude.md` §2): one Currents
+//! Braze's Currents → Amplitude mapping
+//! (<https://www.braze.com/docs/partners/data_and_analytics/analytics/amplitude/amplitude_for_currents/>): one Currents
 //! record to one Amplitude HTTP API v2 event. Pure; the delivery loop is built on it.
 
 use serde_json::{Map, Value, json};

@@ -1,5 +1,5 @@
 //! Delivery to Amplitude's HTTP API v2, with every response code handled as Amplitude documents
-//! (https://amplitude.com/docs/apis/analytics/http-v2): a 400 drops only the events it names (an
+//! (<https://amplitude.com/docs/apis/analytics/http-v2>): a 400 drops only the events it names (an
 //! invalid key pauses the connector), a 413 halves the batch, a 429 holds back only the throttled
 //! devices for `throttle_seconds`, 5xx and timeouts back off and retry. The cursor never passes an
 //! event that is neither delivered nor dropped-and-counted; `insert_id` makes resending safe.
@@ -17,7 +17,7 @@ use crate::connector::DeliveryState;
 use crate::registry::{Request, Status};
 use crate::sinks::amplitude::config::AmplitudeConnector;
 use crate::sinks::amplitude::mapping as amplitude;
-use crate::source::Source;
+use crate::source::OutboxReader;
 
 /// Most events per request (Amplitude: fewer than 2,000).
 const MAX_BATCH: usize = 1000;
@@ -53,7 +53,7 @@ struct Device {
 
 /// The task delivering one Amplitude connector.
 pub(crate) struct AmplitudeTask {
-    source: Source,
+    source: OutboxReader,
     settings: AmplitudeConnector,
     url: String,
     checkpoint: Checkpoint,
@@ -67,7 +67,7 @@ pub(crate) struct AmplitudeTask {
 
 impl AmplitudeTask {
     pub(crate) fn new(
-        source: Source,
+        source: OutboxReader,
         settings: AmplitudeConnector,
         state: DeliveryState,
         status: Arc<Mutex<Status>>,

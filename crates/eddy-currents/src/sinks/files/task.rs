@@ -17,7 +17,7 @@ use crate::checkpoint::{Checkpoint, next_round, retention_horizon};
 use crate::connector::DeliveryState;
 use crate::registry::{Request, Status};
 use crate::sinks::files::config::{FileOptions, hour_of, object_key};
-use crate::source::{Item, Source};
+use crate::source::{Item, OutboxReader};
 
 /// Files built but not yet stored before the task stops reading the outbox.
 const MAX_WAITING_FILES: usize = 4;
@@ -42,7 +42,7 @@ struct File {
 
 /// Writes Avro files to an object store (S3, Azure Blob Storage or Google Cloud Storage).
 pub(crate) struct FileTask {
-    source: Source,
+    source: OutboxReader,
     store: Result<Arc<dyn object_store::ObjectStore>, String>,
     settings: FileOptions,
     checkpoint: Checkpoint,
@@ -53,7 +53,7 @@ pub(crate) struct FileTask {
 impl FileTask {
     /// A task writing to `store` from the stored `state`.
     pub(crate) fn new(
-        source: Source,
+        source: OutboxReader,
         store: Result<Arc<dyn object_store::ObjectStore>, String>,
         settings: FileOptions,
         state: DeliveryState,

@@ -8,8 +8,8 @@ use crate::catalogue;
 pub use crate::sinks::amplitude::config::AmplitudeConnector;
 use crate::sinks::files::config::s3_settings;
 pub use crate::sinks::files::config::{
-    AzureConnector, CLUSTER, CURRENTS_VERSION, ENVIRONMENT, FileOptions, GcsConnector, S3Connector,
-    hour_of, object_key,
+    AzureConnector, CLUSTER, CURRENTS_VERSION, ENVIRONMENT, FileOptions, FileSettings,
+    GcsConnector, S3Connector, hour_of, object_key,
 };
 
 /// A field transformation applied to every event type that has the field.
@@ -149,7 +149,7 @@ impl CreateRequest {
             }
         };
         if let Some(files) = sink.files() {
-            files.validate()?;
+            files.settings.validate()?;
         }
         Ok(Connector {
             name: self.name,
@@ -293,8 +293,8 @@ mod tests {
         assert_eq!(
             (
                 s3.s3.prefix.as_str(),
-                s3.flush_interval_seconds,
-                s3.max_events_per_file
+                s3.files.flush_interval_seconds,
+                s3.files.max_events_per_file
             ),
             ("currents", 300, 15_000)
         );
@@ -324,7 +324,7 @@ mod tests {
             (
                 files.prefix.as_str(),
                 files.connection,
-                files.flush_interval_seconds
+                files.settings.flush_interval_seconds
             ),
             ("currents", "AzureBlob", 300)
         );

@@ -1,9 +1,7 @@
 //! The partner cohort import API (`/partners/{partner}/cohorts[/users]`), keys in the body,
 //! with Braze's texts (<https://www.braze.com/docs/partners/isv_partners/cohort_import/>).
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use eddy_model::ApiError;
@@ -14,9 +12,8 @@ use eddy_store::{CohortMember, MemberChange};
 use serde_json::{Value, json};
 
 use crate::SharedState;
-use crate::http::{HttpError, body_bytes, json_response, parse};
-
-type Body = Result<Bytes, BytesRejection>;
+use crate::extract::JsonBody;
+use crate::http::{HttpError, json_response};
 type Answer = Result<Response, HttpError>;
 
 /// Most user ids, device ids and aliases in one `/cohorts/users` request.
@@ -68,15 +65,44 @@ fn cohort_id(body: &Value) -> Result<String, HttpError> {
     }
 }
 
+/// A partner's call about one cohort: the partner (path), its keys checked (body), the
+/// workspace the Data Import Key belongs to, and the cohort id, with Braze's texts.
+pub struct CohortCall {
+    partner: String,
+    ws: u32,
+    cohort_id: String,
+    body: Value,
+}
+
+impl FromRequest<SharedState> for CohortCall {
+    type Rejection = HttpError;
+
+    async fn from_request(req: Request, state: &SharedState) -> Result<Self, HttpError> {
+        let (mut parts, body) = req.into_parts();
+        let Path(partner) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|_| HttpError(ApiError::NotFound))?;
+        let JsonBody(body) =
+            JsonBody::<Value>::from_request(Request::from_parts(parts, body), state).await?;
+        let ws = authorize_partner(state, &partner, &body)?;
+        let cohort_id = cohort_id(&body)?;
+        Ok(CohortCall {
+            partner,
+            ws,
+            cohort_id,
+            body,
+        })
+    }
+}
+
 /// `POST /partners/{partner}/cohorts`: create or rename a cohort.
-pub async fn cohorts(
-    State(state): State<SharedState>,
-    Path(partner): Path<String>,
-    body: Body,
-) -> Answer {
-    let body: Value = parse(&body_bytes(body)?)?;
-    let ws = authorize_partner(&state, &partner, &body)?;
-    let id = cohort_id(&body)?;
+pub async fn cohorts(State(state): State<SharedState>, call: CohortCall) -> Answer {
+    let CohortCall {
+        partner,
+        ws,
+        cohort_id: id,
+        body,
+    } = call;
     let name = match body.get("name") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
         _ => return Err(ApiError::BadRequest(BAD_NAME.into()).into()),
@@ -173,14 +199,13 @@ pub fn parse_changes(body: &Value) -> Result<Vec<MemberChange>, &'static str> {
 }
 
 /// `POST /partners/{partner}/cohorts/users`: add and remove members.
-pub async fn cohort_users(
-    State(state): State<SharedState>,
-    Path(partner): Path<String>,
-    body: Body,
-) -> Answer {
-    let body: Value = parse(&body_bytes(body)?)?;
-    let ws = authorize_partner(&state, &partner, &body)?;
-    let id = cohort_id(&body)?;
+pub async fn cohort_users(State(state): State<SharedState>, call: CohortCall) -> Answer {
+    let CohortCall {
+        partner,
+        ws,
+        cohort_id: id,
+        body,
+    } = call;
     let changes = parse_changes(&body).map_err(|m| ApiError::BadRequest(m.into()))?;
     if !changes.is_empty() {
         state.store.cohort_changes(ws, partner, id, changes).await?;

@@ -15,12 +15,11 @@ pub const CLUSTER: &str = "eddy-01";
 /// The environment segment of file keys.
 pub const ENVIRONMENT: &str = "eddy";
 
-/// S3 connector settings, Braze's names and defaults.
+/// The options every file connector has, with Braze's names and defaults: one type, one
+/// validation. Flattened into each connector's settings, so stored and posted JSON keep them
+/// beside the connector's own.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct S3Connector {
-    /// Bucket, region, endpoint and credentials.
-    pub s3: S3Settings,
+pub struct FileSettings {
     /// Seconds between flushes [default: 300].
     #[serde(default = "default_flush")]
     pub flush_interval_seconds: u64,
@@ -30,17 +29,62 @@ pub struct S3Connector {
     /// Block codec [default: null, as Braze].
     #[serde(default)]
     pub codec: Codec,
-    /// `x-amz-server-side-encryption` value, e.g. `AES256`.
-    #[serde(default)]
-    pub server_side_encryption: Option<String>,
     /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
     #[serde(default = "default_retention")]
     pub retention_hours: u64,
 }
 
+impl FileSettings {
+    /// The names of these settings in a creation body.
+    pub const KEYS: [&str; 4] = [
+        "flush_interval_seconds",
+        "max_events_per_file",
+        "codec",
+        "retention_hours",
+    ];
+
+    /// The checks every file connector shares.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.flush_interval_seconds == 0 || self.max_events_per_file == 0 {
+            return Err("flush_interval_seconds and max_events_per_file must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    fn options(&self, prefix: &str, connection: &'static str) -> FileOptions {
+        FileOptions {
+            prefix: prefix.to_string(),
+            connection,
+            settings: self.clone(),
+        }
+    }
+}
+
+/// Refuses a creation body's setting that neither the connector type nor [`FileSettings`] has.
+/// (serde's `deny_unknown_fields` does not combine with the flattened shared settings.)
+fn refuse_unknown(kind: &str, settings: &Map<String, Value>, own: &[&str]) -> Result<(), String> {
+    let known = |k: &str| own.contains(&k) || FileSettings::KEYS.contains(&k);
+    match settings.keys().find(|k| !known(k)) {
+        Some(unknown) => Err(format!("unknown {kind} setting '{unknown}'")),
+        None => Ok(()),
+    }
+}
+
+/// S3 connector settings, Braze's names and defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct S3Connector {
+    /// Bucket, region, endpoint and credentials.
+    pub s3: S3Settings,
+    /// `x-amz-server-side-encryption` value, e.g. `AES256`.
+    #[serde(default)]
+    pub server_side_encryption: Option<String>,
+    /// The shared file options.
+    #[serde(flatten)]
+    pub files: FileSettings,
+}
+
 /// Azure Blob Storage connector settings (Braze's "Azure Blob Storage" Currents).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct AzureConnector {
     /// Storage account name.
     pub account: String,
@@ -56,23 +100,13 @@ pub struct AzureConnector {
     /// Blob name prefix [default: currents].
     #[serde(default = "default_prefix")]
     pub prefix: String,
-    /// Seconds between flushes [default: 300].
-    #[serde(default = "default_flush")]
-    pub flush_interval_seconds: u64,
-    /// Events per file at most [default: 15,000].
-    #[serde(default = "default_max_events")]
-    pub max_events_per_file: usize,
-    /// Block codec [default: null, as Braze].
-    #[serde(default)]
-    pub codec: Codec,
-    /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
-    #[serde(default = "default_retention")]
-    pub retention_hours: u64,
+    /// The shared file options.
+    #[serde(flatten)]
+    pub files: FileSettings,
 }
 
 /// Google Cloud Storage connector settings (Braze's "Google Cloud Storage" Currents).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct GcsConnector {
     /// Bucket the files go to.
     pub bucket: String,
@@ -86,92 +120,26 @@ pub struct GcsConnector {
     /// Object name prefix [default: currents].
     #[serde(default = "default_prefix")]
     pub prefix: String,
-    /// Seconds between flushes [default: 300].
-    #[serde(default = "default_flush")]
-    pub flush_interval_seconds: u64,
-    /// Events per file at most [default: 15,000].
-    #[serde(default = "default_max_events")]
-    pub max_events_per_file: usize,
-    /// Block codec [default: null, as Braze].
-    #[serde(default)]
-    pub codec: Codec,
-    /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
-    #[serde(default = "default_retention")]
-    pub retention_hours: u64,
-}
-
-impl GcsConnector {
-    /// The settings of a creation body; unknown settings are refused by name.
-    pub fn from_settings(settings: Map<String, Value>) -> Result<GcsConnector, String> {
-        let settings: GcsConnector = serde_json::from_value(Value::Object(settings))
-            .map_err(|e| format!("invalid gcs settings: {e}"))?;
-        if settings.bucket.is_empty() {
-            return Err("gcs connectors need a bucket".into());
-        }
-        Ok(settings)
-    }
-
-    /// The file options of this connector.
-    pub fn files(&self) -> FileOptions {
-        FileOptions {
-            prefix: self.prefix.clone(),
-            connection: "GCS",
-            flush_interval_seconds: self.flush_interval_seconds,
-            max_events_per_file: self.max_events_per_file,
-            codec: self.codec,
-            retention_hours: self.retention_hours,
-        }
-    }
-}
-
-fn default_prefix() -> String {
-    "currents".into()
-}
-
-/// What a file-writing connector needs, whatever the object store: one type, one validation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FileOptions {
-    /// Key prefix.
-    pub prefix: String,
-    /// Braze's connection-type identifier in keys: `S3`, `AzureBlob` or `GCS`.
-    pub connection: &'static str,
-    /// Seconds between flushes.
-    pub flush_interval_seconds: u64,
-    /// Events per file at most.
-    pub max_events_per_file: usize,
-    /// Block codec.
-    pub codec: Codec,
-    /// Hours before undeliverable events are dropped.
-    pub retention_hours: u64,
-}
-
-impl FileOptions {
-    /// The checks every file connector shares.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.flush_interval_seconds == 0 || self.max_events_per_file == 0 {
-            return Err("flush_interval_seconds and max_events_per_file must be at least 1".into());
-        }
-        Ok(())
-    }
+    /// The shared file options.
+    #[serde(flatten)]
+    pub files: FileSettings,
 }
 
 impl S3Connector {
     /// The file options of this connector.
     pub fn files(&self) -> FileOptions {
-        FileOptions {
-            prefix: self.s3.prefix.clone(),
-            connection: "S3",
-            flush_interval_seconds: self.flush_interval_seconds,
-            max_events_per_file: self.max_events_per_file,
-            codec: self.codec,
-            retention_hours: self.retention_hours,
-        }
+        self.files.options(&self.s3.prefix, "S3")
     }
 }
 
 impl AzureConnector {
     /// The settings of a creation body; unknown settings are refused by name.
     pub fn from_settings(settings: Map<String, Value>) -> Result<AzureConnector, String> {
+        refuse_unknown(
+            "azure",
+            &settings,
+            &["account", "container", "access_key", "endpoint", "prefix"],
+        )?;
         let settings: AzureConnector = serde_json::from_value(Value::Object(settings))
             .map_err(|e| format!("invalid azure settings: {e}"))?;
         if settings.account.is_empty() || settings.container.is_empty() {
@@ -182,15 +150,45 @@ impl AzureConnector {
 
     /// The file options of this connector.
     pub fn files(&self) -> FileOptions {
-        FileOptions {
-            prefix: self.prefix.clone(),
-            connection: "AzureBlob",
-            flush_interval_seconds: self.flush_interval_seconds,
-            max_events_per_file: self.max_events_per_file,
-            codec: self.codec,
-            retention_hours: self.retention_hours,
-        }
+        self.files.options(&self.prefix, "AzureBlob")
     }
+}
+
+impl GcsConnector {
+    /// The settings of a creation body; unknown settings are refused by name.
+    pub fn from_settings(settings: Map<String, Value>) -> Result<GcsConnector, String> {
+        refuse_unknown(
+            "gcs",
+            &settings,
+            &["bucket", "service_account_key", "endpoint", "prefix"],
+        )?;
+        let settings: GcsConnector = serde_json::from_value(Value::Object(settings))
+            .map_err(|e| format!("invalid gcs settings: {e}"))?;
+        if settings.bucket.is_empty() {
+            return Err("gcs connectors need a bucket".into());
+        }
+        Ok(settings)
+    }
+
+    /// The file options of this connector.
+    pub fn files(&self) -> FileOptions {
+        self.files.options(&self.prefix, "GCS")
+    }
+}
+
+fn default_prefix() -> String {
+    "currents".into()
+}
+
+/// What the file task needs, whatever the object store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileOptions {
+    /// Key prefix.
+    pub prefix: String,
+    /// Braze's connection-type identifier in keys: `S3`, `AzureBlob` or `GCS`.
+    pub connection: &'static str,
+    /// The shared settings.
+    pub settings: FileSettings,
 }
 
 fn default_flush() -> u64 {
@@ -211,19 +209,9 @@ pub(crate) fn s3_settings(mut flat: Map<String, Value>) -> Result<S3Connector, S
         "access_key_id",
         "secret_access_key",
     ];
-    const SINK_KEYS: [&str; 5] = [
-        "flush_interval_seconds",
-        "max_events_per_file",
-        "codec",
-        "server_side_encryption",
-        "retention_hours",
-    ];
-    if let Some(unknown) = flat
-        .keys()
-        .find(|k| !S3_KEYS.contains(&k.as_str()) && !SINK_KEYS.contains(&k.as_str()))
-    {
-        return Err(format!("unknown s3 setting '{unknown}'"));
-    }
+    let mut own = S3_KEYS.to_vec();
+    own.push("server_side_encryption");
+    refuse_unknown("s3", &flat, &own)?;
     flat.entry("prefix")
         .or_insert_with(|| Value::String("currents".into()));
     let mut s3 = Map::new();

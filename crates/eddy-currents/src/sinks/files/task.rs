@@ -81,7 +81,7 @@ impl FileTask {
                 return;
             }
         };
-        let interval = Duration::from_secs(self.settings.flush_interval_seconds);
+        let interval = Duration::from_secs(self.settings.settings.flush_interval_seconds);
         let mut ticker = tokio::time::interval(Duration::from_millis(500));
         while let Some(request) = next_round(&mut ticker, &mut requests).await {
             if let Err(e) = self.read() {
@@ -130,7 +130,9 @@ impl FileTask {
     /// wait for a failing destination it reads nothing more: the outbox keeps the rest.
     fn read(&mut self) -> Result<(), StoreError> {
         while self.files.len() < MAX_WAITING_FILES {
-            let (items, more) = self.source.read(self.settings.max_events_per_file)?;
+            let (items, more) = self
+                .source
+                .read(self.settings.settings.max_events_per_file)?;
             for item in items {
                 self.take(item);
             }
@@ -147,7 +149,11 @@ impl FileTask {
         };
         let key = (item.event_type, hour_of(item.at));
         let buffer = self.buffers.entry(key.clone()).or_insert_with(|| Buffer {
-            container: Container::new(schema, self.settings.codec, ids::unique_bytes::<16>()),
+            container: Container::new(
+                schema,
+                self.settings.settings.codec,
+                ids::unique_bytes::<16>(),
+            ),
             first: item.seq,
             first_at: item.at,
             opened: Instant::now(),
@@ -159,7 +165,7 @@ impl FileTask {
             self.checkpoint.state.dropped += 1;
             return;
         }
-        if buffer.container.len() as usize >= self.settings.max_events_per_file {
+        if buffer.container.len() as usize >= self.settings.settings.max_events_per_file {
             self.close(&key);
         }
     }
@@ -218,7 +224,7 @@ impl FileTask {
 
     /// Drops, and counts, files still not stored after the retention window.
     fn expire(&mut self) {
-        let horizon = retention_horizon(self.settings.retention_hours);
+        let horizon = retention_horizon(self.settings.settings.retention_hours);
         let (expired, kept): (Vec<File>, Vec<File>) =
             self.files.drain(..).partition(|f| f.first_at < horizon);
         self.files = kept;

@@ -18,9 +18,29 @@ pub enum Fault {
     Hang(u64),
 }
 
+/// How the emulator behaves beyond Amplitude's documented answers.
+#[derive(Debug, Clone)]
+pub struct AmplitudeOptions {
+    /// Keep every ingested event (tests read them back); without, only their `insert_id`s
+    /// (benchmarks, where copying 300,000 events would compete with eddy for the CPU).
+    pub keep_events: bool,
+    /// Every n-th request fails, alternately a 429 for its first event's user and a 503; 0 never.
+    pub fail_every: usize,
+}
+
+impl Default for AmplitudeOptions {
+    fn default() -> Self {
+        AmplitudeOptions {
+            keep_events: true,
+            fail_every: 0,
+        }
+    }
+}
+
 #[derive(Default)]
 struct AmplitudeState {
     api_key: String,
+    options: AmplitudeOptions,
     faults: std::collections::VecDeque<Fault>,
     ingested: std::collections::BTreeMap<String, Value>,
     received: usize,
@@ -30,17 +50,25 @@ struct AmplitudeState {
 
 /// An emulator of Amplitude's HTTP API v2 following its documented limits and error bodies.
 pub struct AmplitudeEmulator {
+    /// Its base URL; the API is under `/2/httpapi`.
     pub url: String,
     state: std::sync::Arc<std::sync::Mutex<AmplitudeState>>,
 }
 
 impl AmplitudeEmulator {
+    /// Starts an emulator that accepts `api_key`, with the default options.
     pub async fn start(api_key: &str) -> AmplitudeEmulator {
+        AmplitudeEmulator::start_with(api_key, AmplitudeOptions::default()).await
+    }
+
+    /// Starts an emulator that accepts `api_key`.
+    pub async fn start_with(api_key: &str, options: AmplitudeOptions) -> AmplitudeEmulator {
         use axum::http::StatusCode;
         use axum::response::{IntoResponse, Response};
         type Shared = std::sync::Arc<std::sync::Mutex<AmplitudeState>>;
         let state: Shared = std::sync::Arc::new(std::sync::Mutex::new(AmplitudeState {
             api_key: api_key.to_string(),
+            options,
             ..Default::default()
         }));
         async fn upload(
@@ -93,7 +121,17 @@ impl AmplitudeEmulator {
                     json!({"code": 400, "error": "Request missing required field", "events_with_missing_fields": {"event_type": missing}}),
                 );
             }
-            let fault = s.faults.pop_front();
+            let periodic = s.options.fail_every;
+            let fault = if periodic > 0 && s.requests.is_multiple_of(periodic) {
+                if (s.requests / periodic).is_multiple_of(2) {
+                    let first = events.first().and_then(|e| e["user_id"].as_str());
+                    Some(Fault::Throttle(first.unwrap_or_default().to_string()))
+                } else {
+                    Some(Fault::Status(503))
+                }
+            } else {
+                s.faults.pop_front()
+            };
             match fault {
                 Some(Fault::Hang(ms)) => *hang = Some(ms),
                 Some(Fault::Status(code)) => {
@@ -161,9 +199,14 @@ impl AmplitudeEmulator {
                     .to_string();
                 s.recent.entry(id).or_default().push_back(now);
                 s.received += 1;
+                let kept = if s.options.keep_events {
+                    e.clone()
+                } else {
+                    Value::Null
+                };
                 s.ingested.insert(
                     e["insert_id"].as_str().unwrap_or_default().to_string(),
-                    e.clone(),
+                    kept,
                 );
             }
             reply(
@@ -190,6 +233,11 @@ impl AmplitudeEmulator {
     /// Events ingested, by insert_id (Amplitude dedups on it).
     pub fn ingested(&self) -> std::collections::BTreeMap<String, Value> {
         self.state.lock().unwrap().ingested.clone()
+    }
+
+    /// Distinct events ingested (by `insert_id`).
+    pub fn distinct(&self) -> usize {
+        self.state.lock().unwrap().ingested.len()
     }
 
     /// (events received including duplicates, requests).

@@ -3,12 +3,14 @@
 /// A small in-process S3-compatible server for tests: path-style PUT and GET of objects,
 /// keys kept exactly as sent (`+` included). It ignores signatures and refuses overwrites.
 pub struct TestS3 {
+    /// Its base URL (`http://127.0.0.1:PORT`).
     pub endpoint: String,
     objects: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>>>,
     failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TestS3 {
+    /// Starts the server on a free loopback port.
     pub async fn start() -> TestS3 {
         use axum::extract::{Path, State};
         use axum::http::StatusCode;
@@ -46,6 +48,8 @@ impl TestS3 {
         }
         let app = axum::Router::new()
             .route("/{bucket}/{*key}", axum::routing::put(put).get(get))
+            // A Currents file of 15,000 events is larger than axum's default body limit.
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state((objects.clone(), failing.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

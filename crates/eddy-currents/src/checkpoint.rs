@@ -1,15 +1,35 @@
-//! What every delivery task shares: the wait for its next round, and the checkpoint — the
+//! What every delivery task shares: the requests the registry sends it and the status it
+//! publishes, the wait for its next round, and the checkpoint — the
 //! connector's cursor and counters, published to the admin API and saved through the writer
 //! once they changed.
 
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Interval;
 
 use crate::connector::DeliveryState;
-use crate::registry::{Request, Status};
 use crate::source::OutboxReader;
+
+/// What a connector shows through the admin API.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Status {
+    pub delivered: u64,
+    pub dropped: u64,
+    pub skipped: u64,
+    pub pending: u64,
+    pub last_error: Option<String>,
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<u64, String>>;
+
+/// What a connector's task is asked to do besides its periodic work.
+pub(crate) enum Request {
+    /// Write what is buffered now.
+    Flush(Reply),
+    /// Write what is buffered, then deliver again from this outbox sequence number.
+    Replay(u64, Reply),
+}
 
 /// Waits for the next tick or request: `Some(None)` on a tick, `Some(Some(request))` on a
 /// request, `None` once the registry dropped the channel (the task should end).

@@ -75,11 +75,6 @@ impl Sink {
     }
 }
 
-/// Hours an undeliverable event is retried before it is dropped and counted [default: 48].
-pub(crate) fn default_retention() -> u64 {
-    48
-}
-
 /// Delivery state, saved through the store's writer after each delivered file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryState {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalogue;
+use crate::checkpoint::{Reply, Request, Status};
 use crate::connector::{Connector, CreateRequest, DeliveryState, Sink};
 use crate::sinks::amplitude::task::AmplitudeTask;
 use crate::sinks::files::stores::file_store;
@@ -38,26 +39,6 @@ pub enum CurrentsError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// What a connector shows through the admin API.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Status {
-    pub delivered: u64,
-    pub dropped: u64,
-    pub skipped: u64,
-    pub pending: u64,
-    pub last_error: Option<String>,
-}
-
-pub(crate) type Reply = oneshot::Sender<Result<u64, String>>;
-
-/// What a connector's task is asked to do besides its periodic work.
-pub(crate) enum Request {
-    /// Write what is buffered now.
-    Flush(Reply),
-    /// Write what is buffered, then deliver again from this outbox sequence number.
-    Replay(u64, Reply),
 }
 
 struct Running {

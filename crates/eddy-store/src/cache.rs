@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use eddy_model::profile::Profile;
 
-use crate::overlay::Written;
+use crate::written::Written;
 
 /// What the writer keeps in memory between group commits: decoded profiles and identifier
 /// index values (misses included). It only ever holds committed state: profiles move out of it

@@ -32,6 +32,7 @@ mod overlay;
 pub mod secrets;
 mod writer;
 mod writes;
+mod written;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};

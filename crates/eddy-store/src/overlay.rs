@@ -18,6 +18,7 @@ use crate::codec::{decode_profile, encode_profile};
 use crate::identity::Read;
 use crate::keys::{self, kind};
 use crate::meta;
+use crate::written::{CohortDelta, Written};
 use crate::{StoreError, ids};
 
 /// Counters the writer keeps in memory and persists with every batch.
@@ -29,70 +30,6 @@ pub struct Counters {
     pub next_workspace: u32,
     /// Next internal profile id per workspace; ids are never reused.
     pub next_profile: HashMap<u32, u32>,
-}
-
-/// What a group wrote, handed to the index and the cache after the commit.
-#[derive(Debug, Default)]
-pub struct Written {
-    /// Profiles by (workspace, id); `None` when deleted.
-    pub profiles: Vec<((u32, u32), Option<Profile>)>,
-    /// Identifier index keys and their new values; `None` when deleted.
-    pub idents: Vec<(Vec<u8>, Option<Vec<u8>>)>,
-    /// Cohort membership changes by (workspace, partner, cohort id).
-    pub members: Vec<((u32, String, String), CohortDelta)>,
-    /// The profiles as encoded for storage, for the indexer.
-    pub encoded: crate::indexer::Batch,
-}
-
-/// One cohort's membership changes in one group, relative to the committed members.
-#[derive(Debug, Default, Clone)]
-pub struct CohortDelta {
-    /// Ids that joined (were not members).
-    pub added: RoaringBitmap,
-    /// Ids that left (were members).
-    pub removed: RoaringBitmap,
-}
-
-impl CohortDelta {
-    fn contains(&self, committed: Option<&RoaringBitmap>, id: u32) -> bool {
-        if committed.is_some_and(|c| c.contains(id)) {
-            !self.removed.contains(id)
-        } else {
-            self.added.contains(id)
-        }
-    }
-
-    fn set(&mut self, committed: Option<&RoaringBitmap>, id: u32, member: bool) {
-        let was = committed.is_some_and(|c| c.contains(id));
-        match (member, was) {
-            (true, true) => {
-                self.removed.remove(id);
-            }
-            (true, false) => {
-                self.added.insert(id);
-            }
-            (false, true) => {
-                self.removed.insert(id);
-            }
-            (false, false) => {
-                self.added.remove(id);
-            }
-        }
-    }
-}
-
-impl Written {
-    /// Applies this committed group's cohort membership changes to the index.
-    pub fn feed_members(&self, index: &mut Index) {
-        for ((ws, partner, cohort_id), delta) in &self.members {
-            index.workspace_mut(*ws).apply_members(
-                partner,
-                cohort_id,
-                &delta.added,
-                &delta.removed,
-            );
-        }
-    }
 }
 
 /// A group commit in progress.

@@ -14,7 +14,8 @@ use crate::StoreError;
 use crate::backend::Backend;
 use crate::cache::WriterCache;
 use crate::mutations::{Mutation, Outcome, apply};
-use crate::overlay::{Counters, Txn, Written, load_counters};
+use crate::overlay::{Counters, Txn, load_counters};
+use crate::written::Written;
 
 pub(crate) struct Job {
     pub mutation: Mutation,

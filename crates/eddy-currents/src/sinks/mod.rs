@@ -3,3 +3,8 @@
 
 pub mod amplitude;
 pub mod files;
+
+/// Hours an undeliverable event is retried before it is dropped and counted [default: 48].
+pub(crate) fn default_retention() -> u64 {
+    48
+}

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::connector::default_retention;
+use crate::sinks::default_retention;
 
 /// Amplitude settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

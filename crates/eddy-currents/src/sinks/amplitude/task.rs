@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::checkpoint::{Checkpoint, next_round, retention_horizon};
+use crate::checkpoint::{Checkpoint, Request, Status, next_round, retention_horizon};
 use crate::connector::DeliveryState;
-use crate::registry::{Request, Status};
 use crate::sinks::amplitude::config::AmplitudeConnector;
 use crate::sinks::amplitude::mapping as amplitude;
 use crate::source::OutboxReader;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::avro::Codec;
-use crate::connector::default_retention;
+use crate::sinks::default_retention;
 use eddy_store::meta::S3Settings;
 
 /// Currents release of the embedded schemas (the `version=` path segment).

@@ -13,9 +13,8 @@ use tokio::sync::mpsc;
 
 use crate::avro::Container;
 use crate::catalogue;
-use crate::checkpoint::{Checkpoint, next_round, retention_horizon};
+use crate::checkpoint::{Checkpoint, Request, Status, next_round, retention_horizon};
 use crate::connector::DeliveryState;
-use crate::registry::{Request, Status};
 use crate::sinks::files::config::{FileOptions, hour_of, object_key};
 use crate::source::{Item, OutboxReader};
 

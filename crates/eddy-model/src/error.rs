@@ -36,6 +36,12 @@ pub enum ApiError {
     /// No such route.
     #[error("Invalid URL")]
     NotFound,
+    /// A documented Braze endpoint eddy does not implement (`METHOD /path`).
+    #[error("eddy does not implement {0}")]
+    NotImplemented(String),
+    /// A route that exists, called with another method (`METHOD /path`).
+    #[error("{0} is not allowed; see the Allow header")]
+    MethodNotAllowed(String),
     /// Over the per-key, per-endpoint limit.
     #[error("API rate limit exceeded")]
     RateLimited,
@@ -87,6 +93,8 @@ impl ApiError {
             ApiError::AccessDenied(_) => 403,
             ApiError::NotFound | ApiError::ResourceNotFound(_) => 404,
             ApiError::Conflict(_) => 409,
+            ApiError::MethodNotAllowed(_) => 405,
+            ApiError::NotImplemented(_) => 501,
             ApiError::PayloadTooLarge => 413,
             ApiError::RateLimited => 429,
             ApiError::BadJson(_)

@@ -184,10 +184,9 @@ pub struct ExportIdsRequest {
     pub fields_to_export: Option<Vec<String>>,
 }
 
-/// The REST API permissions a key can hold (Braze's names).
+/// The REST API permissions a key can hold (Braze's names), one per endpoint eddy implements.
 pub const PERMISSIONS: &[&str] = &[
     "users.track",
-    "users.track.sync",
     "users.delete",
     "users.alias.new",
     "users.alias.update",
@@ -195,8 +194,6 @@ pub const PERMISSIONS: &[&str] = &[
     "users.export.ids",
     "users.export.segment",
     "users.merge",
-    "users.external_ids.rename",
-    "users.external_ids.remove",
     "segments.list",
     "segments.details",
     "currents.events",

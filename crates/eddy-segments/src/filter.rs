@@ -47,26 +47,39 @@ pub enum Op {
     LessThanDaysAgo,
 }
 
+/// Every operator with its name in the filter language: one table for parsing and for errors.
+const OP_NAMES: [(Op, &str); 15] = [
+    (Op::Equals, "equals"),
+    (Op::NotEquals, "not_equals"),
+    (Op::GreaterThan, "greater_than"),
+    (Op::LessThan, "less_than"),
+    (Op::AtLeast, "at_least"),
+    (Op::AtMost, "at_most"),
+    (Op::Exists, "exists"),
+    (Op::NotExists, "not_exists"),
+    (Op::Contains, "contains"),
+    (Op::MatchesRegex, "matches_regex"),
+    (Op::IncludesValue, "includes_value"),
+    (Op::Before, "before"),
+    (Op::After, "after"),
+    (Op::MoreThanDaysAgo, "more_than_days_ago"),
+    (Op::LessThanDaysAgo, "less_than_days_ago"),
+];
+
 impl Op {
     fn parse(s: &str) -> Option<Op> {
-        Some(match s {
-            "equals" => Op::Equals,
-            "not_equals" => Op::NotEquals,
-            "greater_than" => Op::GreaterThan,
-            "less_than" => Op::LessThan,
-            "at_least" => Op::AtLeast,
-            "at_most" => Op::AtMost,
-            "exists" => Op::Exists,
-            "not_exists" => Op::NotExists,
-            "contains" => Op::Contains,
-            "matches_regex" => Op::MatchesRegex,
-            "includes_value" => Op::IncludesValue,
-            "before" => Op::Before,
-            "after" => Op::After,
-            "more_than_days_ago" => Op::MoreThanDaysAgo,
-            "less_than_days_ago" => Op::LessThanDaysAgo,
-            _ => return None,
-        })
+        OP_NAMES
+            .iter()
+            .find(|(_, name)| *name == s)
+            .map(|(op, _)| *op)
+    }
+
+    /// The operator's name in the filter language (`greater_than`).
+    pub fn name(self) -> &'static str {
+        OP_NAMES
+            .iter()
+            .find(|(op, _)| *op == self)
+            .map_or("unknown", |(_, name)| name)
     }
 }
 
@@ -291,7 +304,7 @@ fn parse_cohort(partner: &str, op: Op, value: &Value) -> Result<Filter, FilterEr
 }
 
 fn operand(op: Op, value: &Value, name: &str) -> Result<Operand, FilterError> {
-    let bad = |what: &str| err(format!("'{name}' with {op:?} needs {what}"));
+    let bad = |what: &str| err(format!("'{name}' with {} needs {what}", op.name()));
     match op {
         Op::Exists | Op::NotExists => Ok(Operand::None),
         Op::Equals | Op::NotEquals | Op::IncludesValue => match value {
@@ -633,6 +646,18 @@ mod tests {
             f.cohorts(),
             vec![("amplitude".to_string(), "abcd1234".to_string())]
         );
+    }
+
+    #[test]
+    fn errors_name_operators_as_the_api_does() {
+        let error = parse(json!({"attribute": "score", "op": "greater_than", "value": "x"}))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("greater_than"), "{error}");
+        for (op, name) in OP_NAMES {
+            assert_eq!(Op::parse(name), Some(op));
+            assert_eq!(op.name(), name);
+        }
     }
 
     #[test]

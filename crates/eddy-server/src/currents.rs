@@ -98,12 +98,19 @@ pub async fn replay(
     AdminWorkspace(ws): AdminWorkspace,
     JsonBody(body): JsonBody<Value>,
 ) -> Answer {
-    let Some(from) = body
-        .get("from")
-        .and_then(Value::as_str)
-        .and_then(eddy_model::time::parse_time)
-    else {
-        return Err(ApiError::BadRequest("'from' must be a date or time".into()).into());
+    // A date or time as Braze accepts them, or epoch seconds.
+    let from = match body.get("from") {
+        Some(Value::String(text)) => eddy_model::time::parse_time(text),
+        Some(Value::Number(n)) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e11)
+            .map(|s| (s * 1000.0) as i64),
+        _ => None,
+    };
+    let Some(from) = from else {
+        return Err(
+            ApiError::BadRequest("'from' must be a date, a time or epoch seconds".into()).into(),
+        );
     };
     let seq = state.currents.replay(ws.id, &name, from).await?;
     Ok(json_response(

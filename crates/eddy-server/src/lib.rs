@@ -32,6 +32,7 @@ pub mod partners;
 pub mod ratelimit;
 pub mod segment_export;
 pub mod segments;
+mod unimplemented;
 pub mod users;
 
 use std::future::Future;
@@ -341,6 +342,7 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(RequestDecompressionLayer::new())
         .layer(middleware::from_fn_with_state(state.clone(), edge))
@@ -375,8 +377,30 @@ async fn metrics_text(State(state): State<SharedState>) -> Response {
         .into_response()
 }
 
-async fn not_found() -> Response {
-    HttpError(ApiError::NotFound).into_response()
+/// Marks an answer the router's fallbacks gave (no route, or a route without the method), so
+/// that `/metrics` counts them apart from the endpoint groups.
+#[derive(Clone, Copy)]
+struct Unmatched;
+
+/// No route: a Braze endpoint eddy lacks is named as such (501), anything else is Braze's 404.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let mut response = match unimplemented::braze_endpoint(method.as_str(), uri.path()) {
+        Some(endpoint) => HttpError(ApiError::NotImplemented(endpoint)).into_response(),
+        None => HttpError(ApiError::NotFound).into_response(),
+    };
+    response.extensions_mut().insert(Unmatched);
+    response
+}
+
+/// A route without the request's method: 405 JSON (axum adds the `Allow` header).
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let mut response = HttpError(ApiError::MethodNotAllowed(format!(
+        "{method} {}",
+        uri.path()
+    )))
+    .into_response();
+    response.extensions_mut().insert(Unmatched);
+    response
 }
 
 /// Applies the rate limit of the request's group, then sets `X-RateLimit-*` on the answer and
@@ -415,6 +439,11 @@ async fn edge(State(state): State<SharedState>, req: Request, next: Next) -> Res
         HeaderValue::from(decision.remaining),
     );
     headers.insert("x-ratelimit-reset", HeaderValue::from(decision.reset));
+    let group = if response.extensions().get::<Unmatched>().is_some() {
+        "unmatched"
+    } else {
+        group
+    };
     state.metrics.record(group, response.status().as_u16());
     response
 }

@@ -8,7 +8,18 @@ use eddy_store::WriterStats;
 
 use crate::ratelimit::GROUPS;
 
-const STATUSES: &[u16] = &[200, 201, 202, 400, 401, 403, 404, 409, 413, 429, 500, 503];
+/// The `group` labels: the rate-limit groups, and `unmatched` for answers no route gave (404 on
+/// an unknown path, 501 on a Braze endpoint eddy lacks, 405 on a wrong method).
+fn labels() -> impl Iterator<Item = &'static str> {
+    GROUPS
+        .iter()
+        .map(|(name, _, _)| *name)
+        .chain(std::iter::once("unmatched"))
+}
+
+const STATUSES: &[u16] = &[
+    200, 201, 202, 204, 400, 401, 403, 404, 405, 409, 413, 429, 500, 501, 502, 503,
+];
 
 /// Request and connection counters.
 pub struct Metrics {
@@ -29,7 +40,7 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            requests: (0..GROUPS.len() * STATUSES.len())
+            requests: (0..labels().count() * STATUSES.len())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             other_status: AtomicU64::new(0),
@@ -45,7 +56,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts one answered request.
     pub fn record(&self, group: &str, status: u16) {
-        let g = GROUPS.iter().position(|(name, _, _)| *name == group);
+        let g = labels().position(|name| name == group);
         let s = STATUSES.iter().position(|x| *x == status);
         match (g, s) {
             (Some(g), Some(s)) => {
@@ -60,7 +71,7 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP eddy_http_requests_total HTTP requests answered, by endpoint group and status.\n");
         out.push_str("# TYPE eddy_http_requests_total counter\n");
-        for (g, (group, _, _)) in GROUPS.iter().enumerate() {
+        for (g, group) in labels().enumerate() {
             for (s, status) in STATUSES.iter().enumerate() {
                 let n = self.requests[g * STATUSES.len() + s].load(Ordering::Relaxed);
                 if n > 0 {

@@ -311,6 +311,17 @@ async fn test_events_go_to_one_connector_and_replay_redelivers() {
     assert_eq!(status, 200, "{body}");
     flush(&app, "b").await;
     assert_eq!(count(&s3), 4, "both events delivered again");
+    // The same from epoch seconds.
+    let seconds = jiff::Timestamp::now().as_second() - 3600;
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/currents/b/replay",
+            json!({"from": seconds}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    flush(&app, "b").await;
+    assert_eq!(count(&s3), 6, "replayed again from epoch seconds");
     let (status, _) = app
         .admin_post(
             "/eddy/v1/workspaces/default/currents/b/replay",

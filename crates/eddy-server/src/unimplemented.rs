@@ -1,0 +1,143 @@
+//! Braze REST endpoints eddy does not implement, so that a client calling one learns that
+//! instead of suspecting a wrong base URL. From Braze's API reference
+//! (<https://www.braze.com/docs/api/endpoints/>); `{}` stands for one path segment.
+
+const ENDPOINTS: &[(&str, &str)] = &[
+    // Messaging
+    ("POST", "/messages/send"),
+    ("POST", "/messages/schedule/create"),
+    ("POST", "/messages/schedule/update"),
+    ("POST", "/messages/schedule/delete"),
+    ("GET", "/messages/scheduled_broadcasts"),
+    ("POST", "/messages/live_activity/update"),
+    ("POST", "/sends/id/create"),
+    ("GET", "/sends/data_series"),
+    ("POST", "/campaigns/trigger/send"),
+    ("POST", "/campaigns/trigger/schedule/create"),
+    ("POST", "/campaigns/trigger/schedule/update"),
+    ("POST", "/campaigns/trigger/schedule/delete"),
+    ("POST", "/canvas/trigger/send"),
+    ("POST", "/canvas/trigger/schedule/create"),
+    ("POST", "/canvas/trigger/schedule/update"),
+    ("POST", "/canvas/trigger/schedule/delete"),
+    ("POST", "/transactional/v1/campaigns/{}/send"),
+    // User data
+    ("POST", "/users/external_ids/rename"),
+    ("POST", "/users/external_ids/remove"),
+    ("POST", "/users/track/sync"),
+    ("POST", "/users/export/global_control_group"),
+    // Subscriptions
+    ("GET", "/subscription/status/get"),
+    ("GET", "/subscription/user/status"),
+    ("POST", "/subscription/status/set"),
+    ("POST", "/v2/subscription/status/set"),
+    // Email and SMS
+    ("GET", "/email/hard_bounces"),
+    ("GET", "/email/unsubscribes"),
+    ("POST", "/email/status"),
+    ("POST", "/email/bounce/remove"),
+    ("POST", "/email/spam/remove"),
+    ("POST", "/email/blocklist"),
+    ("POST", "/email/blacklist"),
+    ("GET", "/sms/invalid_phone_numbers"),
+    ("POST", "/sms/invalid_phone_numbers/remove"),
+    // Export and analytics
+    ("GET", "/campaigns/list"),
+    ("GET", "/campaigns/details"),
+    ("GET", "/campaigns/data_series"),
+    ("GET", "/canvas/list"),
+    ("GET", "/canvas/details"),
+    ("GET", "/canvas/data_series"),
+    ("GET", "/canvas/data_summary"),
+    ("GET", "/events/list"),
+    ("GET", "/events"),
+    ("GET", "/events/data_series"),
+    ("GET", "/purchases/product_list"),
+    ("GET", "/purchases/quantity_series"),
+    ("GET", "/purchases/revenue_series"),
+    ("GET", "/kpi/new_users/data_series"),
+    ("GET", "/kpi/dau/data_series"),
+    ("GET", "/kpi/mau/data_series"),
+    ("GET", "/kpi/uninstalls/data_series"),
+    ("GET", "/sessions/data_series"),
+    ("GET", "/segments/data_series"),
+    ("GET", "/custom_attributes"),
+    ("GET", "/feed/list"),
+    ("GET", "/feed/details"),
+    ("GET", "/feed/data_series"),
+    // Catalogs, content blocks, templates, preference centers
+    ("GET", "/catalogs"),
+    ("POST", "/catalogs"),
+    ("DELETE", "/catalogs/{}"),
+    ("GET", "/catalogs/{}/items"),
+    ("POST", "/catalogs/{}/items"),
+    ("PATCH", "/catalogs/{}/items"),
+    ("PUT", "/catalogs/{}/items"),
+    ("DELETE", "/catalogs/{}/items"),
+    ("GET", "/catalogs/{}/items/{}"),
+    ("POST", "/catalogs/{}/items/{}"),
+    ("PATCH", "/catalogs/{}/items/{}"),
+    ("PUT", "/catalogs/{}/items/{}"),
+    ("DELETE", "/catalogs/{}/items/{}"),
+    ("GET", "/content_blocks/list"),
+    ("GET", "/content_blocks/info"),
+    ("POST", "/content_blocks/create"),
+    ("POST", "/content_blocks/update"),
+    ("GET", "/templates/email/list"),
+    ("GET", "/templates/email/info"),
+    ("POST", "/templates/email/create"),
+    ("POST", "/templates/email/update"),
+    ("GET", "/preference_center/v1/list"),
+    ("GET", "/preference_center/v1/{}"),
+    ("POST", "/preference_center/v1"),
+    ("PUT", "/preference_center/v1/{}"),
+    ("GET", "/preference_center/v1/{}/url/{}"),
+];
+
+fn matches(pattern: &str, path: &str) -> bool {
+    let mut want = pattern.split('/');
+    let mut got = path.trim_end_matches('/').split('/');
+    loop {
+        match (want.next(), got.next()) {
+            (None, None) => return true,
+            (Some("{}"), Some(segment)) if !segment.is_empty() => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+/// The documented `METHOD /path` of a Braze endpoint eddy does not implement, if `path` is one
+/// (whatever the method: a caller of the right endpoint with the wrong verb learns it too).
+pub fn braze_endpoint(method: &str, path: &str) -> Option<String> {
+    let candidates: Vec<&(&str, &str)> =
+        ENDPOINTS.iter().filter(|(_, p)| matches(p, path)).collect();
+    let chosen = candidates
+        .iter()
+        .find(|(m, _)| *m == method)
+        .or_else(|| candidates.first())?;
+    Some(format!("{} {}", chosen.0, path.trim_end_matches('/')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_endpoint() {
+        assert_eq!(
+            braze_endpoint("POST", "/messages/send").as_deref(),
+            Some("POST /messages/send")
+        );
+        assert_eq!(
+            braze_endpoint("POST", "/transactional/v1/campaigns/abc/send").as_deref(),
+            Some("POST /transactional/v1/campaigns/abc/send")
+        );
+        assert_eq!(
+            braze_endpoint("DELETE", "/catalogs/shoes/items/1").as_deref(),
+            Some("DELETE /catalogs/shoes/items/1")
+        );
+        assert_eq!(braze_endpoint("POST", "/nothing/here"), None);
+        assert_eq!(braze_endpoint("POST", "/catalogs/a/b/c/d"), None);
+    }
+}

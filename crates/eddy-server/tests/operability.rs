@@ -1,0 +1,98 @@
+//! What an operator meets around the endpoints: clear answers for what eddy does not implement
+//! or a method a route lacks, only real permissions, filter errors in the API's words.
+
+use eddy_testkit::spawn_app;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn braze_endpoints_eddy_lacks_are_named_and_wrong_methods_answer_405_json() {
+    let app = spawn_app().await;
+    let (status, body) = app.post("/messages/send", json!({})).await;
+    assert_eq!(status, 501);
+    assert_eq!(
+        body["message"],
+        "eddy does not implement POST /messages/send"
+    );
+    let (status, body) = app
+        .post("/transactional/v1/campaigns/c1/send", json!({}))
+        .await;
+    assert_eq!(status, 501, "{body}");
+    // An unknown path is still Braze's 404.
+    let (status, body) = app.post("/no/such/path", json!({})).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["message"], "Invalid URL");
+    // A route with another method: 405, a JSON body and the Allow header.
+    let response = app
+        .client
+        .get(app.url("/users/track"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(response.status(), 405);
+    assert_eq!(
+        response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    let body: Value = response.json().await.expect("json");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("GET /users/track"),
+        "{body}"
+    );
+    let metrics = app.metrics().await;
+    for line in [
+        "eddy_http_requests_total{group=\"unmatched\",status=\"501\"} 2",
+        "eddy_http_requests_total{group=\"unmatched\",status=\"404\"} 1",
+        "eddy_http_requests_total{group=\"unmatched\",status=\"405\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn only_permissions_of_real_endpoints_are_offered() {
+    let app = spawn_app().await;
+    for permission in ["users.track.sync", "users.external_ids.rename"] {
+        let (status, body) = app
+            .admin_post(
+                "/eddy/v1/workspaces/default/api-keys",
+                json!({"name": "k", "permissions": [permission]}),
+            )
+            .await;
+        assert_eq!(status, 400, "{permission}: {body}");
+    }
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/api-keys",
+            json!({"name": "all"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let offered = body["permissions"].to_string();
+    assert!(
+        !offered.contains("users.track.sync") && !offered.contains("rename"),
+        "{offered}"
+    );
+}
+
+#[tokio::test]
+async fn filter_errors_use_the_api_operator_names() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/segments",
+            json!({"name": "s", "filter": {"attribute": "score", "op": "greater_than", "value": "x"}}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("greater_than") && !message.contains("GreaterThan"),
+        "{message}"
+    );
+}

@@ -18,6 +18,8 @@ pub(crate) struct Status {
     pub dropped: u64,
     pub skipped: u64,
     pub pending: u64,
+    /// Queue time of the oldest event not yet delivered, UTC ms (the connector's lag).
+    pub oldest_pending_at: Option<i64>,
     pub last_error: Option<String>,
 }
 
@@ -76,7 +78,13 @@ impl Checkpoint {
     /// Moves the cursor to the first event neither delivered nor counted (`first_pending`, or
     /// everything read when nothing is pending), publishes the status with `pending` events
     /// waiting, and saves the state if it changed.
-    pub async fn save(&mut self, source: &OutboxReader, first_pending: Option<u64>, pending: u64) {
+    pub async fn save(
+        &mut self,
+        source: &OutboxReader,
+        first_pending: Option<u64>,
+        pending: u64,
+        oldest_pending_at: Option<i64>,
+    ) {
         self.state.cursor = first_pending
             .unwrap_or(source.read_pos)
             .max(self.state.cursor);
@@ -86,6 +94,7 @@ impl Checkpoint {
                 dropped: self.state.dropped,
                 skipped: self.state.skipped,
                 pending,
+                oldest_pending_at,
                 last_error: self.state.last_error.clone(),
             };
         }

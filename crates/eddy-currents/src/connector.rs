@@ -64,6 +64,16 @@ pub enum Sink {
 }
 
 impl Sink {
+    /// The `type` of the admin API: `s3`, `azure`, `gcs` or `amplitude`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Sink::S3(_) => "s3",
+            Sink::Azure(_) => "azure",
+            Sink::Gcs(_) => "gcs",
+            Sink::Amplitude(_) => "amplitude",
+        }
+    }
+
     /// The file options of a file-writing sink (`None` for Amplitude).
     pub fn files(&self) -> Option<FileOptions> {
         match self {

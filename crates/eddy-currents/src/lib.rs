@@ -19,5 +19,5 @@ pub mod registry;
 pub mod sinks;
 mod source;
 
-pub use registry::{Currents, CurrentsError};
+pub use registry::{ConnectorMetrics, Currents, CurrentsError};
 pub use sinks::files::stores::s3_store;

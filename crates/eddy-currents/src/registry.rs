@@ -48,6 +48,29 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// One connector's figures for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct ConnectorMetrics {
+    /// Workspace id.
+    pub ws: u32,
+    /// Connector name.
+    pub name: String,
+    /// `s3`, `azure`, `gcs` or `amplitude`.
+    pub kind: &'static str,
+    /// Events delivered.
+    pub delivered: u64,
+    /// Events read and not yet delivered.
+    pub pending: u64,
+    /// Events dropped (counted, never silent).
+    pub dropped: u64,
+    /// Events Braze would not send (Amplitude: no user or device id).
+    pub skipped: u64,
+    /// Whether its last attempt failed.
+    pub failing: bool,
+    /// Age of its oldest undelivered event, seconds.
+    pub lag_seconds: f64,
+}
+
 /// Every running connector.
 pub struct Currents {
     store: Store,
@@ -229,12 +252,7 @@ impl Currents {
         let running = self.running.lock().ok()?;
         let r = running.get(&(ws, name.to_string()))?;
         let status = r.status.lock().ok()?.clone();
-        let kind = match r.connector.sink {
-            Sink::S3(_) => "s3",
-            Sink::Azure(_) => "azure",
-            Sink::Gcs(_) => "gcs",
-            Sink::Amplitude(_) => "amplitude",
-        };
+        let kind = r.connector.sink.kind();
         Some(json!({
             "name": r.connector.name, "type": kind, "integration_id": r.connector.integration_id,
             "event_types": r.connector.event_types, "transforms": r.connector.transforms,
@@ -243,6 +261,35 @@ impl Currents {
             "skipped": status.skipped,
             "last_error": status.last_error,
         }))
+    }
+
+    /// Every running connector's figures, for `/metrics`.
+    pub fn metrics(&self) -> Vec<ConnectorMetrics> {
+        let Ok(running) = self.running.lock() else {
+            return Vec::new();
+        };
+        let now = eddy_model::time::now_ms();
+        let mut out: Vec<ConnectorMetrics> = running
+            .iter()
+            .filter_map(|((ws, name), r)| {
+                let status = r.status.lock().ok()?.clone();
+                Some(ConnectorMetrics {
+                    ws: *ws,
+                    name: name.clone(),
+                    kind: r.connector.sink.kind(),
+                    delivered: status.delivered,
+                    pending: status.pending,
+                    dropped: status.dropped,
+                    skipped: status.skipped,
+                    failing: status.last_error.is_some(),
+                    lag_seconds: status
+                        .oldest_pending_at
+                        .map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (a.ws, &a.name).cmp(&(b.ws, &b.name)));
+        out
     }
 
     /// Writes what a connector has buffered now; returns how many events it stored.

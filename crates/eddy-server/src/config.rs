@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `eddy serve` settings.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address to listen on.
@@ -36,6 +36,8 @@ pub struct Config {
     pub max_connections: usize,
     /// At SIGTERM, how long connectors may take to flush, all together, seconds.
     pub shutdown_timeout_seconds: u64,
+    /// One log line per request (method, path, status, duration, key name, objects).
+    pub log_requests: bool,
     /// The key that encrypts stored credentials [default: `<data_dir>.key`, created when
     /// missing]. `EDDY_SECRETS_KEY` (64 hex digits) takes precedence. Keep it apart from the data.
     pub secrets_key_file: Option<PathBuf>,
@@ -46,7 +48,7 @@ pub struct Config {
 }
 
 /// A fixed-window request limit.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
     /// Requests allowed per window.
@@ -71,6 +73,7 @@ impl Default for Config {
             idle_timeout_seconds: 120,
             max_connections: 4096,
             shutdown_timeout_seconds: 10,
+            log_requests: true,
             secrets_key_file: None,
             secrets_key: None,
             previous_secrets_key_file: None,
@@ -82,5 +85,69 @@ impl Config {
     /// Parses a TOML configuration.
     pub fn from_toml(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks what parsing cannot: values in range, rate-limit groups that exist. `eddy serve`
+    /// refuses to start, and `eddy config check` reports, on the same errors.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::ratelimit::RateLimiter::new(&self.rate_limits)?;
+        if self.max_array_length == 0 {
+            return Err("max_array_length must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        if self.header_read_timeout_seconds == 0 || self.idle_timeout_seconds == 0 {
+            return Err(
+                "header_read_timeout_seconds and idle_timeout_seconds must be at least 1".into(),
+            );
+        }
+        if self.max_body_bytes == 0 {
+            return Err("max_body_bytes must be at least 1".into());
+        }
+        if let Some(key) = &self.secrets_key {
+            eddy_store::secrets::SecretKey::from_hex(key).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../eddy.example.toml");
+
+    #[test]
+    fn the_example_file_parses_to_the_defaults() {
+        let parsed = Config::from_toml(EXAMPLE).expect("the example parses");
+        assert_eq!(parsed, Config::default());
+        parsed.validate().expect("the example is valid");
+    }
+
+    #[test]
+    fn the_example_file_shows_every_option() {
+        let defaults = serde_json::to_value(Config::default()).expect("serialize");
+        for key in defaults.as_object().expect("object").keys() {
+            let shown = EXAMPLE.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{key} =")) || l == format!("[{key}]")
+            });
+            assert!(shown, "eddy.example.toml does not show '{key}'");
+        }
+    }
+
+    #[test]
+    fn validation_refuses_what_parsing_accepts() {
+        for text in [
+            "max_array_length = 0",
+            "max_connections = 0",
+            "[rate_limits]\n\"no.such.group\" = { limit = 1, window_seconds = 1 }",
+            "secrets_key = \"abc\"",
+        ] {
+            let config = Config::from_toml(text).expect(text);
+            assert!(config.validate().is_err(), "{text}");
+        }
+        assert!(Config::from_toml("lisen = \"127.0.0.1:1\"").is_err());
     }
 }

@@ -123,6 +123,7 @@ pub async fn replay(
 /// each record is checked against its event type's schema; valid ones enter the outbox durably.
 pub async fn events(State(state): State<SharedState>, rest: Rest<CurrentsEvents>) -> Answer {
     let body: Value = rest.json()?;
+    rest.processed(body["events"].as_array().map_or(0, Vec::len));
     let ws = rest.workspace;
     let Some(Value::Array(items)) = body.get("events") else {
         return Err(ApiError::BadRequest(

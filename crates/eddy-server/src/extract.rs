@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::SharedState;
 use crate::http::{HttpError, authorize, authorize_admin, body_bytes, parse};
+use crate::request_log::RequestLog;
 
 /// A REST API permission, by Braze's name.
 pub trait Permission: Send + Sync + 'static {
@@ -69,6 +70,7 @@ pub struct Rest<P> {
     pub body: Bytes,
     /// The raw query string.
     pub query: Option<String>,
+    log: Option<std::sync::Arc<RequestLog>>,
     permission: PhantomData<P>,
 }
 
@@ -76,6 +78,13 @@ impl<P> Rest<P> {
     /// The body as JSON of type `T`, or Braze's 400.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, HttpError> {
         Ok(parse(&self.body)?)
+    }
+
+    /// Counts objects the request carried, for its log line.
+    pub fn processed(&self, objects: usize) {
+        if let Some(log) = &self.log {
+            log.add_objects(objects as u64);
+        }
     }
 
     /// One query parameter, percent-decoded.
@@ -90,12 +99,20 @@ impl<P: Permission> FromRequest<SharedState> for Rest<P> {
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, HttpError> {
         let headers = req.headers().clone();
         let query = req.uri().query().map(str::to_string);
+        let log = req
+            .extensions()
+            .get::<std::sync::Arc<RequestLog>>()
+            .cloned();
         let body = body_bytes(Bytes::from_request(req, state).await)?;
-        let (_, workspace) = authorize(state, &headers, query.as_deref(), &body, P::NAME)?;
+        let (key, workspace) = authorize(state, &headers, query.as_deref(), &body, P::NAME)?;
+        if let Some(log) = &log {
+            log.set_key(&key.name);
+        }
         Ok(Rest {
             workspace,
             body,
             query,
+            log,
             permission: PhantomData,
         })
     }

@@ -30,6 +30,7 @@ pub mod http;
 pub mod metrics;
 pub mod partners;
 pub mod ratelimit;
+pub mod request_log;
 pub mod segment_export;
 pub mod segments;
 mod unimplemented;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub export_dir: std::path::PathBuf,
     /// The Currents connectors.
     pub currents: Arc<eddy_currents::Currents>,
+    /// Whether every request gets a log line.
+    pub log_requests: bool,
 }
 
 /// The state as handlers hold it.
@@ -120,12 +123,8 @@ pub enum StartError {
 impl App {
     /// Opens the store, makes sure the `default` workspace and an admin token exist, and builds the router.
     pub async fn build(config: &Config) -> Result<App, StartError> {
+        config.validate().map_err(StartError::Config)?;
         let limiter = RateLimiter::new(&config.rate_limits).map_err(StartError::Config)?;
-        if config.max_array_length == 0 {
-            return Err(StartError::Config(
-                "max_array_length must be at least 1".into(),
-            ));
-        }
         datadir::private_umask();
         let tightened = datadir::secure(&config.data_dir).map_err(|e| {
             StartError::Io(format!("cannot prepare {}: {e}", config.data_dir.display()))
@@ -186,6 +185,7 @@ impl App {
                 .clone()
                 .unwrap_or_else(|| config.data_dir.join("exports")),
             currents: currents.clone(),
+            log_requests: config.log_requests,
         });
         Ok(App {
             router: router(state, config.max_body_bytes),
@@ -366,7 +366,31 @@ async fn ready(State(state): State<SharedState>) -> Response {
 }
 
 async fn metrics_text(State(state): State<SharedState>) -> Response {
-    let text = state.metrics.render(state.store.stats());
+    // Connectors are labelled by workspace name, as operators know them.
+    let names: std::collections::HashMap<u32, String> = state
+        .store
+        .workspaces()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|w| (w.id, w.name))
+        .collect();
+    let connectors: Vec<(String, eddy_currents::ConnectorMetrics)> = state
+        .currents
+        .metrics()
+        .into_iter()
+        .map(|c| {
+            (
+                names
+                    .get(&c.ws)
+                    .cloned()
+                    .unwrap_or_else(|| c.ws.to_string()),
+                c,
+            )
+        })
+        .collect();
+    let text = state
+        .metrics
+        .render(state.store.stats(), state.store.queue_depth(), &connectors);
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -405,8 +429,12 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
 
 /// Applies the rate limit of the request's group, then sets `X-RateLimit-*` on the answer and
 /// counts it, whatever the handler answered.
-async fn edge(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+async fn edge(State(state): State<SharedState>, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let group = group_of(req.uri().path());
+    let log = Arc::new(request_log::RequestLog::default());
+    req.extensions_mut().insert(log.clone());
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let caller = caller_of(&req);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -414,7 +442,6 @@ async fn edge(State(state): State<SharedState>, req: Request, next: Next) -> Res
         .unwrap_or(0);
     let decision = state.limiter.check(caller, group, now);
     let mut response = if decision.allowed {
-        let (method, path) = (req.method().clone(), req.uri().path().to_string());
         match AssertUnwindSafe(next.run(req)).catch_unwind().await {
             Ok(response) => response,
             Err(panic) => {
@@ -444,7 +471,12 @@ async fn edge(State(state): State<SharedState>, req: Request, next: Next) -> Res
     } else {
         group
     };
-    state.metrics.record(group, response.status().as_u16());
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.record(group, status, took);
+    if state.log_requests {
+        log.emit(&method, &path, status, took);
+    }
     response
 }
 

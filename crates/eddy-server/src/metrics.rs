@@ -4,7 +4,9 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use eddy_currents::ConnectorMetrics;
 use eddy_store::WriterStats;
+use eddy_store::histogram::Histogram;
 
 use crate::ratelimit::GROUPS;
 
@@ -24,6 +26,7 @@ const STATUSES: &[u16] = &[
 /// Request and connection counters.
 pub struct Metrics {
     requests: Vec<AtomicU64>,
+    durations: Vec<Histogram>,
     other_status: AtomicU64,
     /// Handlers that panicked (answered 500).
     pub handler_panics: AtomicU64,
@@ -43,6 +46,7 @@ impl Default for Metrics {
             requests: (0..labels().count() * STATUSES.len())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            durations: labels().map(|_| Histogram::default()).collect(),
             other_status: AtomicU64::new(0),
             handler_panics: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
@@ -54,9 +58,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one answered request.
-    pub fn record(&self, group: &str, status: u16) {
+    /// Counts one answered request and how long it took.
+    pub fn record(&self, group: &str, status: u16, took: std::time::Duration) {
         let g = labels().position(|name| name == group);
+        if let Some(g) = g {
+            self.durations[g].observe(took);
+        }
         let s = STATUSES.iter().position(|x| *x == status);
         match (g, s) {
             (Some(g), Some(s)) => {
@@ -67,8 +74,30 @@ impl Metrics {
     }
 
     /// Renders the Prometheus text exposition.
-    pub fn render(&self, writer: &WriterStats) -> String {
+    pub fn render(
+        &self,
+        writer: &WriterStats,
+        queue_depth: usize,
+        connectors: &[(String, ConnectorMetrics)],
+    ) -> String {
         let mut out = String::new();
+        out.push_str(
+            "# HELP eddy_http_request_duration_seconds Time to answer, by endpoint group.\n",
+        );
+        out.push_str("# TYPE eddy_http_request_duration_seconds histogram\n");
+        for (g, group) in labels().enumerate() {
+            self.durations[g].render(
+                &mut out,
+                "eddy_http_request_duration_seconds",
+                &format!("group=\"{group}\""),
+            );
+        }
+        out.push_str("# HELP eddy_writer_commit_duration_seconds Time of each group commit (apply, write, fsync).\n");
+        out.push_str("# TYPE eddy_writer_commit_duration_seconds histogram\n");
+        writer
+            .commit_seconds
+            .render(&mut out, "eddy_writer_commit_duration_seconds", "");
+        render_connectors(&mut out, connectors);
         out.push_str("# HELP eddy_http_requests_total HTTP requests answered, by endpoint group and status.\n");
         out.push_str("# TYPE eddy_http_requests_total counter\n");
         for (g, group) in labels().enumerate() {
@@ -183,6 +212,11 @@ impl Metrics {
                 writer.last_group.load(Ordering::Relaxed),
             ),
             (
+                "eddy_writer_queue_depth",
+                "Mutations waiting for the writer.",
+                queue_depth as u64,
+            ),
+            (
                 "eddy_ready",
                 "1 while writes can commit (GET /ready answers 200), else 0.",
                 u64::from(writer.writable.load(Ordering::Relaxed)),
@@ -192,5 +226,60 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         out
+    }
+}
+
+/// Per-connector figures, labelled by workspace name, connector name and type.
+fn render_connectors(out: &mut String, connectors: &[(String, ConnectorMetrics)]) {
+    type Figure = fn(&ConnectorMetrics) -> f64;
+    let figures: [(&str, &str, &str, Figure); 6] = [
+        (
+            "eddy_currents_delivered_total",
+            "counter",
+            "Events delivered.",
+            |c| c.delivered as f64,
+        ),
+        (
+            "eddy_currents_dropped_total",
+            "counter",
+            "Events dropped (undeliverable past retention).",
+            |c| c.dropped as f64,
+        ),
+        (
+            "eddy_currents_skipped_total",
+            "counter",
+            "Events Braze would not send to this destination.",
+            |c| c.skipped as f64,
+        ),
+        (
+            "eddy_currents_pending",
+            "gauge",
+            "Events read and not yet delivered.",
+            |c| c.pending as f64,
+        ),
+        (
+            "eddy_currents_lag_seconds",
+            "gauge",
+            "Age of the oldest undelivered event.",
+            |c| c.lag_seconds,
+        ),
+        (
+            "eddy_currents_failing",
+            "gauge",
+            "1 while the connector's last attempt failed.",
+            |c| f64::from(u8::from(c.failing)),
+        ),
+    ];
+    for (name, kind, help, value) in figures {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (workspace, c) in connectors {
+            let _ = writeln!(
+                out,
+                "{name}{{workspace=\"{workspace}\",connector=\"{}\",type=\"{}\"}} {}",
+                c.name,
+                c.kind,
+                value(c)
+            );
+        }
     }
 }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::SharedState;
 use crate::extract::JsonBody;
 use crate::http::{HttpError, json_response};
+use crate::request_log::RequestLog;
 type Answer = Result<Response, HttpError>;
 
 /// Most user ids, device ids and aliases in one `/cohorts/users` request.
@@ -72,12 +73,17 @@ pub struct CohortCall {
     ws: u32,
     cohort_id: String,
     body: Value,
+    log: Option<std::sync::Arc<RequestLog>>,
 }
 
 impl FromRequest<SharedState> for CohortCall {
     type Rejection = HttpError;
 
     async fn from_request(req: Request, state: &SharedState) -> Result<Self, HttpError> {
+        let log = req
+            .extensions()
+            .get::<std::sync::Arc<RequestLog>>()
+            .cloned();
         let (mut parts, body) = req.into_parts();
         let Path(partner) = Path::<String>::from_request_parts(&mut parts, state)
             .await
@@ -86,11 +92,15 @@ impl FromRequest<SharedState> for CohortCall {
             JsonBody::<Value>::from_request(Request::from_parts(parts, body), state).await?;
         let ws = authorize_partner(state, &partner, &body)?;
         let cohort_id = cohort_id(&body)?;
+        if let Some(log) = &log {
+            log.set_key(&format!("partner {partner}"));
+        }
         Ok(CohortCall {
             partner,
             ws,
             cohort_id,
             body,
+            log,
         })
     }
 }
@@ -102,6 +112,7 @@ pub async fn cohorts(State(state): State<SharedState>, call: CohortCall) -> Answ
         ws,
         cohort_id: id,
         body,
+        ..
     } = call;
     let name = match body.get("name") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
@@ -205,8 +216,12 @@ pub async fn cohort_users(State(state): State<SharedState>, call: CohortCall) ->
         ws,
         cohort_id: id,
         body,
+        log,
     } = call;
     let changes = parse_changes(&body).map_err(|m| ApiError::BadRequest(m.into()))?;
+    if let Some(log) = log {
+        log.add_objects(changes.len() as u64);
+    }
     if !changes.is_empty() {
         state.store.cohort_changes(ws, partner, id, changes).await?;
     }

@@ -35,6 +35,11 @@ fn aliases_processed(n: usize) -> Response {
 /// `POST /users/track`.
 pub async fn track(State(state): State<SharedState>, rest: Rest<UsersTrack>) -> Answer {
     let req: TrackRequest = rest.json()?;
+    let objects = [&req.attributes, &req.events, &req.purchases]
+        .iter()
+        .map(|list| list.as_ref().map_or(0, Vec::len))
+        .sum();
+    rest.processed(objects);
     let ws = rest.workspace;
     let batch = validate_track(&req, time::now_ms())?;
     let response = state.store.track(ws, batch).await?;

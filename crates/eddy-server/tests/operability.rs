@@ -96,3 +96,34 @@ async fn filter_errors_use_the_api_operator_names() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn metrics_show_latency_queue_commits_and_every_connector() {
+    let app = spawn_app().await;
+    let (status, _) = app
+        .track(
+            json!({"events": [{"external_id": "u", "name": "e", "time": "2024-01-01T00:00:00Z"}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/currents",
+            json!({"name": "amp", "type": "amplitude", "api_key": "k", "endpoint": "http://127.0.0.1:9"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let metrics = app.metrics().await;
+    for needle in [
+        "eddy_http_request_duration_seconds_bucket{group=\"users.track\",le=\"+Inf\"} 1",
+        "eddy_http_request_duration_seconds_count{group=\"users.track\"} 1",
+        "# TYPE eddy_writer_commit_duration_seconds histogram",
+        "eddy_writer_queue_depth 0",
+        "eddy_writer_last_group_size",
+        "eddy_currents_pending{workspace=\"default\",connector=\"amp\",type=\"amplitude\"}",
+        "eddy_currents_lag_seconds{workspace=\"default\",connector=\"amp\",type=\"amplitude\"}",
+        "eddy_currents_delivered_total{workspace=\"default\",connector=\"amp\",type=\"amplitude\"} 0",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
+}

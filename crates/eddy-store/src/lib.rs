@@ -22,6 +22,7 @@ mod cache;
 mod codec;
 mod error;
 pub mod fjall_backend;
+pub mod histogram;
 mod identity;
 pub mod ids;
 mod indexer;
@@ -287,6 +288,11 @@ impl Store {
             out.push(decode(&value, "meta")?);
         }
         Ok(out)
+    }
+
+    /// Mutations waiting for the writer now.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Writer counters for metrics.

@@ -53,6 +53,8 @@ pub struct WriterStats {
     pub writable: AtomicBool,
     /// Mutations in the last group.
     pub last_group: AtomicU64,
+    /// Duration of each group commit, applying, writing and fsyncing.
+    pub commit_seconds: crate::histogram::Histogram,
 }
 
 impl Default for WriterStats {
@@ -68,6 +70,7 @@ impl Default for WriterStats {
             recoveries: AtomicU64::new(0),
             writable: AtomicBool::new(true),
             last_group: AtomicU64::new(0),
+            commit_seconds: crate::histogram::Histogram::default(),
         }
     }
 }
@@ -184,9 +187,11 @@ impl Writer {
         let failure = match attempt {
             Ok(Ok(committed)) => {
                 self.after_commit(replies, committed);
+                let took = started.elapsed();
                 self.stats
                     .commit_micros
-                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+                self.stats.commit_seconds.observe(took);
                 return;
             }
             Ok(Err(GroupFailure::Commit(e))) => {

@@ -17,8 +17,19 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "eddy", version, about)]
 struct Cli {
+    /// Log lines as text or as JSON objects (one per line).
+    #[arg(long, global = true, env = "EDDY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable; coloured on a terminal unless NO_COLOR is set.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -29,6 +40,23 @@ enum Command {
     Admin(AdminArgs),
     /// Delta sync of a table into Braze or eddy.
     Sync(SyncArgs),
+    /// Configuration files.
+    Config(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration file as `eddy serve --config` would read it; exit 2 when invalid.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -84,13 +112,23 @@ struct ServeArgs {
 #[derive(Args)]
 struct AdminArgs {
     /// Base URL of the server.
-    #[arg(long, env = "EDDY_URL", default_value = "http://127.0.0.1:8780")]
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_URL",
+        default_value = "http://127.0.0.1:8780"
+    )]
     url: String,
     /// Admin token; read from <data-dir>/admin-token when not given.
-    #[arg(long, env = "EDDY_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "EDDY_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Data directory holding the generated admin token.
-    #[arg(long, env = "EDDY_DATA_DIR", default_value = "./eddy-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_DATA_DIR",
+        default_value = "./eddy-data"
+    )]
     data_dir: PathBuf,
     #[command(subcommand)]
     command: AdminCommand,
@@ -153,14 +191,7 @@ enum WorkspacesCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -168,6 +199,46 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Admin(args) => runtime.block_on(admin(args)),
         Command::Sync(args) => runtime.block_on(sync(args)),
+        Command::Config(args) => config(args),
+    }
+}
+
+/// `RUST_LOG` filters (default: info, the storage engine's own chatter at warn); colours only on
+/// a terminal and without `NO_COLOR`.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => {
+            let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+            let ansi = std::io::stderr().is_terminal() && !no_color;
+            builder.with_ansi(ansi).init()
+        }
+    }
+}
+
+fn config(args: ConfigArgs) -> anyhow::Result<()> {
+    match args.command {
+        ConfigCommand::Check { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let checked = Config::from_toml(&text).and_then(|c| c.validate());
+            match checked {
+                Ok(()) => {
+                    println!("{}: ok", file.display());
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    std::process::exit(2);
+                }
+            }
+        }
     }
 }
 

@@ -438,8 +438,9 @@ impl AmplitudeTask {
     async fn save(&mut self) {
         let first_queued = self.queue.iter().map(|p| p.seq).min();
         let pending = self.queue.len() as u64;
+        let oldest = self.queue.iter().map(|p| p.at).min();
         self.checkpoint
-            .save(&self.source, first_queued, pending)
+            .save(&self.source, first_queued, pending, oldest)
             .await;
     }
 }

@@ -256,8 +256,14 @@ impl FileTask {
                 .values()
                 .map(|b| b.container.len())
                 .sum::<u64>();
+        let oldest = self
+            .files
+            .iter()
+            .map(|f| f.first_at)
+            .chain(self.buffers.values().map(|b| b.first_at))
+            .min();
         self.checkpoint
-            .save(&self.source, first_unstored, pending)
+            .save(&self.source, first_unstored, pending, oldest)
             .await;
     }
 }

@@ -1,0 +1,185 @@
+//! The CLI as a user types it: `eddy config check`, admin flags in any position, log formats.
+
+use std::process::Command;
+
+fn eddy() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_eddy"));
+    command.env_remove("RUST_BACKTRACE");
+    command
+}
+
+#[test]
+fn config_check_accepts_the_example_and_names_what_is_wrong() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../eddy.example.toml");
+    let ok = eddy()
+        .args(["config", "check", example])
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).ends_with(": ok\n"));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (text, expected) in [
+        (
+            "max_array_length = 0\n",
+            "max_array_length must be at least 1",
+        ),
+        ("lisen = \"127.0.0.1:1\"\n", "unknown field `lisen`"),
+        (
+            "[rate_limits]\n\"nope\" = { limit = 1, window_seconds = 1 }\n",
+            "unknown rate limit group 'nope'",
+        ),
+    ] {
+        let file = dir.path().join("eddy.toml");
+        std::fs::write(&file, text).expect("write");
+        let out = eddy()
+            .args(["config", "check"])
+            .arg(&file)
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+    }
+}
+
+#[test]
+fn admin_flags_work_after_the_subcommand() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("admin-token"), "t0ken\n").expect("token");
+    // Nothing listens on port 9: the command gets as far as the request, which proves every flag
+    // was accepted where the user typed it.
+    let out = eddy()
+        .args(["admin", "usage", "--workspace", "default", "--data-dir"])
+        .arg(dir.path())
+        .args(["--url", "http://127.0.0.1:9"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!stderr.contains("unexpected argument"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:9"), "{stderr}");
+}
+
+#[test]
+fn logs_are_plain_text_off_a_terminal_or_json_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("sync.toml");
+    // `birthday` looks like the standard field `dob`: the run logs a warning.
+    std::fs::write(
+        dir.path().join("people.csv"),
+        "external_id,birthday\nu1,1980-01-02\n",
+    )
+    .expect("csv");
+    std::fs::write(
+        &file,
+        "[[sync]]\nname = \"s\"\nsource = { type = \"csv\", path = \"people.csv\" }\ntarget = { type = \"users_track\", url = \"http://127.0.0.1:9\", api_key = \"k\" }\n[sync.attributes]\nbirthday = \"date\"\n",
+    )
+    .expect("write");
+    let text = eddy()
+        .args(["sync", "run", "--dry-run", "--no-progress", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&text.stderr);
+    assert!(stderr.contains("WARN"), "{stderr:?}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escapes off a terminal: {stderr:?}"
+    );
+    let json = eddy()
+        .args([
+            "--log-format",
+            "json",
+            "sync",
+            "run",
+            "--dry-run",
+            "--no-progress",
+        ])
+        .arg("--config")
+        .arg(&file)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&json.stderr);
+    let logged: Vec<&str> = stderr.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(!logged.is_empty(), "no JSON log line in {stderr:?}");
+    for line in logged {
+        let value: serde_json::Value = serde_json::from_str(line).expect("each line is JSON");
+        assert!(value.get("level").is_some(), "{line}");
+    }
+}
+
+#[tokio::test]
+async fn every_request_gets_a_log_line_with_its_key_and_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("EDDY_ADMIN_TOKEN", "admin")
+        .env("EDDY_SECRETS_KEY", "ab".repeat(32))
+        .env("RUST_LOG", "info")
+        .stderr(log)
+        .spawn()
+        .expect("serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..300 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(up, "eddy did not start");
+    let key: serde_json::Value = client
+        .post(format!("{base}/eddy/v1/workspaces/default/api-keys"))
+        .bearer_auth("admin")
+        .json(&serde_json::json!({"name": "tracker"}))
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    let response = client
+        .post(format!("{base}/users/track"))
+        .bearer_auth(key["key"].as_str().expect("key"))
+        .json(&serde_json::json!({"attributes": [{"external_id": "a", "x": 1}, {"external_id": "b", "x": 2}],
+                                  "events": [{"external_id": "a", "name": "e", "time": "2024-01-01T00:00:00Z"}]}))
+        .send()
+        .await
+        .expect("track");
+    assert_eq!(response.status(), 201);
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(dir.path().join("serve.log")).expect("read log");
+    let line = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "eddy::request" && v["fields"]["path"] == "/users/track")
+        .unwrap_or_else(|| panic!("no request line in {text}"));
+    assert_eq!(line["fields"]["status"], 201, "{line}");
+    assert_eq!(line["fields"]["key"], "tracker", "{line}");
+    assert_eq!(line["fields"]["objects"], 3, "{line}");
+    assert_eq!(line["fields"]["method"], "POST", "{line}");
+    assert!(line["fields"]["duration_ms"].as_f64().is_some(), "{line}");
+}

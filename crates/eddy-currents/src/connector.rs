@@ -47,6 +47,9 @@ pub struct Connector {
     pub transforms: Vec<Transform>,
     /// Where events go.
     pub sink: Sink,
+    /// Paused: no task runs, its cursor keeps its place (and holds back the outbox's trimming).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// A destination.
@@ -162,6 +165,7 @@ impl CreateRequest {
             event_types: self.event_types,
             transforms: self.transforms,
             sink,
+            paused: false,
         })
     }
 }
@@ -269,6 +273,7 @@ mod tests {
             sink: Sink::S3(
                 s3_settings(json!({"bucket": "b"}).as_object().unwrap().clone()).unwrap(),
             ),
+            paused: false,
         };
         let mut record = json!({"email_address": "a@b.c", "external_user_id": "abc", "time": 1})
             .as_object()

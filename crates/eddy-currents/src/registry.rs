@@ -90,6 +90,7 @@ impl Currents {
         for (ws, value) in store.connectors()? {
             match serde_json::from_value::<Connector>(value) {
                 // One damaged connector must not keep the others (or the server) down.
+                Ok(connector) if connector.paused => {}
                 Ok(connector) => {
                     let name = connector.name.clone();
                     if let Err(e) = currents.spawn(ws, connector) {
@@ -261,6 +262,162 @@ impl Currents {
             "skipped": status.skipped,
             "last_error": status.last_error,
         }))
+    }
+
+    /// Every connector of a workspace (running or paused), by name.
+    pub fn list(&self, ws: u32) -> Result<Vec<Value>, CurrentsError> {
+        let mut out = Vec::new();
+        for (owner, value) in self.store.connectors()? {
+            if owner != ws {
+                continue;
+            }
+            let Some(name) = value.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            if let Some(status) = self.describe(ws, name)? {
+                out.push(status);
+            }
+        }
+        out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        Ok(out)
+    }
+
+    /// A connector's status, whether it runs, is paused, or could not start.
+    pub fn describe(&self, ws: u32, name: &str) -> Result<Option<Value>, CurrentsError> {
+        if let Some(status) = self.status(ws, name) {
+            return Ok(Some(status));
+        }
+        let Some(value) = self.store.connector(ws, name)? else {
+            return Ok(None);
+        };
+        let connector: Connector = serde_json::from_value(value).map_err(|e| {
+            CurrentsError::Store(StoreError::Corrupt {
+                table: "meta",
+                reason: format!("connector '{name}': {e}"),
+            })
+        })?;
+        let state: DeliveryState = self
+            .store
+            .connector_state(ws, name)?
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default();
+        let (label, error) = if connector.paused {
+            ("paused", None)
+        } else {
+            (
+                "stopped",
+                Some("the connector could not start; see the log"),
+            )
+        };
+        Ok(Some(json!({
+            "name": connector.name, "type": connector.sink.kind(),
+            "integration_id": connector.integration_id, "event_types": connector.event_types,
+            "transforms": connector.transforms, "state": label,
+            "delivered": state.delivered, "pending": 0, "dropped": state.dropped,
+            "skipped": state.skipped, "last_error": error.map(str::to_string).or(state.last_error),
+        })))
+    }
+
+    /// Stops a connector's task (within a few seconds) and forgets its settings and cursor.
+    pub async fn delete(&self, ws: u32, name: &str) -> Result<(), CurrentsError> {
+        if self.store.connector(ws, name)?.is_none() {
+            return Err(CurrentsError::NotFound(name.to_string()));
+        }
+        self.stop_one(ws, name).await;
+        self.store.delete_connector(ws, name.to_string()).await?;
+        tracing::info!(ws, connector = name, "currents connector deleted");
+        Ok(())
+    }
+
+    /// Pauses (`true`) or resumes a connector. Paused, no task runs and the cursor keeps its
+    /// place; resumed, it delivers everything queued meanwhile.
+    pub async fn set_paused(&self, ws: u32, name: &str, paused: bool) -> Result<(), CurrentsError> {
+        let mut connector = self.stored(ws, name)?;
+        if connector.paused == paused {
+            return Ok(());
+        }
+        connector.paused = paused;
+        self.save(ws, &connector).await?;
+        if paused {
+            self.stop_one(ws, name).await;
+        } else {
+            self.spawn(ws, connector)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a connector's settings, validated as at creation; its cursor, integration id
+    /// and counters stay, so delivery goes on from where it was.
+    pub async fn update(
+        &self,
+        ws: u32,
+        name: &str,
+        request: CreateRequest,
+    ) -> Result<Connector, CurrentsError> {
+        let current = self.stored(ws, name)?;
+        if request.name != name {
+            return Err(CurrentsError::Invalid(format!(
+                "the body's name '{}' is not the connector's '{name}'",
+                request.name
+            )));
+        }
+        let mut connector = request
+            .into_connector(current.integration_id.clone())
+            .map_err(CurrentsError::Invalid)?;
+        if !matches!(connector.sink, Sink::Amplitude(_))
+            && let Err(e) = file_store(&connector.sink)
+        {
+            return Err(CurrentsError::Invalid(e));
+        }
+        connector.paused = current.paused;
+        self.stop_one(ws, name).await;
+        self.save(ws, &connector).await?;
+        if !connector.paused {
+            self.spawn(ws, connector.clone())?;
+        }
+        Ok(connector)
+    }
+
+    fn stored(&self, ws: u32, name: &str) -> Result<Connector, CurrentsError> {
+        let value = self
+            .store
+            .connector(ws, name)?
+            .ok_or_else(|| CurrentsError::NotFound(name.to_string()))?;
+        serde_json::from_value(value).map_err(|e| {
+            CurrentsError::Store(StoreError::Corrupt {
+                table: "meta",
+                reason: format!("connector '{name}': {e}"),
+            })
+        })
+    }
+
+    async fn save(&self, ws: u32, connector: &Connector) -> Result<(), CurrentsError> {
+        let config = serde_json::to_value(connector)
+            .map_err(|e| CurrentsError::Unavailable(format!("cannot encode the connector: {e}")))?;
+        self.store
+            .put_connector_config(ws, connector.name.clone(), config)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends one connector's task: its channel closes and it ends after its current round; one
+    /// stuck on a sink that does not answer is stopped after 5 s (the outbox keeps its events).
+    async fn stop_one(&self, ws: u32, name: &str) {
+        let removed = match self.running.lock() {
+            Ok(mut running) => running.remove(&(ws, name.to_string())),
+            Err(_) => None,
+        };
+        let Some(r) = removed else {
+            return;
+        };
+        drop(r.requests);
+        let mut task = r.task;
+        if tokio::time::timeout(Duration::from_secs(5), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
     }
 
     /// Every running connector's figures, for `/metrics`.

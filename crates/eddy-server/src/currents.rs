@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use eddy_currents::catalogue;
 use eddy_currents::connector::CreateRequest;
 use eddy_model::ApiError;
@@ -36,6 +36,15 @@ pub async fn create(
     Ok(json_response(StatusCode::CREATED, &status))
 }
 
+/// `GET /eddy/v1/workspaces/{ws}/currents` → every connector's status (secrets never shown).
+pub async fn list(State(state): State<SharedState>, AdminWorkspace(ws): AdminWorkspace) -> Answer {
+    let connectors = state.currents.list(ws.id)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"connectors": connectors}),
+    ))
+}
+
 /// `GET /eddy/v1/workspaces/{ws}/currents/{name}` → state, delivered, pending, dropped, last error.
 pub async fn get(
     State(state): State<SharedState>,
@@ -44,8 +53,53 @@ pub async fn get(
 ) -> Answer {
     let status = state
         .currents
-        .status(ws.id, &name)
+        .describe(ws.id, &name)?
         .ok_or_else(|| ApiError::ResourceNotFound(format!("connector '{name}'")))?;
+    Ok(json_response(StatusCode::OK, &status))
+}
+
+/// `PUT /eddy/v1/workspaces/{ws}/currents/{name}`: new settings, checked as at creation; the
+/// cursor stays, so delivery goes on from where it was.
+pub async fn update(
+    State(state): State<SharedState>,
+    Path((_, name)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+    JsonBody(request): JsonBody<CreateRequest>,
+) -> Answer {
+    state.currents.update(ws.id, &name, request).await?;
+    let status = state.currents.describe(ws.id, &name)?.unwrap_or_default();
+    Ok(json_response(StatusCode::OK, &status))
+}
+
+/// `DELETE /eddy/v1/workspaces/{ws}/currents/{name}`: stops the connector and forgets it.
+pub async fn delete(
+    State(state): State<SharedState>,
+    Path((_, name)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    state.currents.delete(ws.id, &name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /eddy/v1/workspaces/{ws}/currents/{name}/pause`.
+pub async fn pause(
+    State(state): State<SharedState>,
+    Path((_, name)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    state.currents.set_paused(ws.id, &name, true).await?;
+    let status = state.currents.describe(ws.id, &name)?.unwrap_or_default();
+    Ok(json_response(StatusCode::OK, &status))
+}
+
+/// `POST /eddy/v1/workspaces/{ws}/currents/{name}/resume`.
+pub async fn resume(
+    State(state): State<SharedState>,
+    Path((_, name)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    state.currents.set_paused(ws.id, &name, false).await?;
+    let status = state.currents.describe(ws.id, &name)?.unwrap_or_default();
     Ok(json_response(StatusCode::OK, &status))
 }
 

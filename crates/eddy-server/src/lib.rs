@@ -303,14 +303,27 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
             put(admin::put_export_storage).get(admin::get_export_storage),
         )
         .route("/currents/events", post(currents::events))
-        .route("/eddy/v1/workspaces/{ws}/currents", post(currents::create))
+        .route(
+            "/eddy/v1/workspaces/{ws}/currents",
+            post(currents::create).get(currents::list),
+        )
         .route(
             "/eddy/v1/workspaces/{ws}/currents/{name}",
-            get(currents::get),
+            get(currents::get)
+                .put(currents::update)
+                .delete(currents::delete),
         )
         .route(
             "/eddy/v1/workspaces/{ws}/currents/{name}/flush",
             post(currents::flush),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/currents/{name}/pause",
+            post(currents::pause),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/currents/{name}/resume",
+            post(currents::resume),
         )
         .route(
             "/eddy/v1/workspaces/{ws}/currents/{name}/test",

@@ -127,3 +127,72 @@ async fn metrics_show_latency_queue_commits_and_every_connector() {
         assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
     }
 }
+
+#[tokio::test]
+async fn connectors_can_be_listed_paused_changed_resumed_and_deleted() {
+    let app = spawn_app().await;
+    let s3 = eddy_testkit::TestS3::start().await;
+    let base = "/eddy/v1/workspaces/default/currents";
+    // A bucket nobody serves: the connector retries, and must be removable.
+    s3.set_failing(true);
+    let settings = |bucket: &str| {
+        json!({"name": "c", "type": "s3", "bucket": bucket, "endpoint": s3.endpoint,
+               "access_key_id": "a", "secret_access_key": "s", "flush_interval_seconds": 1,
+               "event_types": ["users.behaviors.CustomEvent"]})
+    };
+    let (status, body) = app.admin_post(base, settings("misspelt")).await;
+    assert_eq!(status, 201, "{body}");
+    let integration = body["integration_id"].clone();
+    let (status, body) = app.admin_get(base).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["connectors"][0]["name"], "c", "{body}");
+
+    let (status, body) = app.admin_post(&format!("{base}/c/pause"), json!({})).await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (200, Some("paused")),
+        "{body}"
+    );
+    app.track(json!({"events": [{"external_id": "u", "name": "while-paused", "time": "2024-01-01T00:00:00Z"}]}))
+        .await;
+    // Changed while paused: same integration id, same cursor.
+    s3.set_failing(false);
+    let (status, body) = app.admin_put(&format!("{base}/c"), settings("fixed")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["integration_id"], integration);
+    assert_eq!(body["state"], "paused");
+    let (status, body) = app.admin_post(&format!("{base}/c/resume"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    // Resumed, it delivers what was queued while it was paused, into the corrected bucket.
+    let mut delivered = false;
+    for _ in 0..100 {
+        if s3.keys().iter().any(|k| k.starts_with("fixed/")) {
+            delivered = true;
+            break;
+        }
+        app.admin_post(&format!("{base}/c/flush"), json!({})).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        delivered,
+        "nothing reached the corrected bucket: {:?}",
+        s3.keys()
+    );
+
+    let response = app
+        .client
+        .delete(app.url(&format!("{base}/c")))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 204);
+    let (status, _) = app.admin_get(&format!("{base}/c")).await;
+    assert_eq!(status, 404);
+    let (_, body) = app.admin_get(base).await;
+    assert_eq!(body["connectors"], json!([]));
+    // Its cursor is gone too: a new connector of the same name starts from now.
+    let (status, body) = app.admin_post(base, settings("fixed")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_ne!(body["integration_id"], integration);
+}

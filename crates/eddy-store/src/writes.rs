@@ -212,6 +212,11 @@ impl Store {
             .await
     }
 
+    /// Forgets a Currents connector: its settings and its cursor (`NotFound` when there is none).
+    pub async fn delete_connector(&self, ws: u32, name: String) -> Result<(), StoreError> {
+        self.done(Mutation::DeleteConnector { ws, name }).await
+    }
+
     /// Deletes outbox entries (past retention and every connector's cursor).
     pub async fn delete_outbox(&self, seqs: Vec<u64>) -> Result<usize, StoreError> {
         self.count("delete_outbox", Mutation::DeleteOutbox { seqs })

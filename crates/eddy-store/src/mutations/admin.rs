@@ -119,6 +119,19 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// Forgets a Currents connector: its configuration and its delivery state.
+    pub(crate) fn delete_connector(&mut self, ws: u32, name: &str) -> Result<(), StoreError> {
+        if self
+            .get(Table::Meta, &meta::connector_key(ws, name))?
+            .is_none()
+        {
+            return Err(StoreError::NotFound(format!("connector '{name}'")));
+        }
+        self.delete(Table::Meta, meta::connector_key(ws, name));
+        self.delete(Table::Meta, meta::connector_state_key(ws, name));
+        Ok(())
+    }
+
     /// Saves a Currents connector's delivery state (cursor and counters).
     pub(crate) fn put_connector_state(
         &mut self,

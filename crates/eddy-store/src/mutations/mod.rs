@@ -106,6 +106,11 @@ pub(crate) enum Mutation {
         name: String,
         state: Value,
     },
+    /// Forgets a connector: its settings and its cursor.
+    DeleteConnector {
+        ws: u32,
+        name: String,
+    },
     DeleteOutbox {
         seqs: Vec<u64>,
     },
@@ -184,6 +189,7 @@ pub(crate) fn apply(
         Mutation::PutConnectorState { ws, name, state } => {
             txn.put_connector_state(ws, &name, &state).map(done)
         }
+        Mutation::DeleteConnector { ws, name } => txn.delete_connector(ws, &name).map(done),
         Mutation::DeleteOutbox { seqs } => {
             let n = seqs.len();
             for seq in seqs {

@@ -100,6 +100,7 @@ pub async fn create_api_key(
         name: req.name,
         permissions,
         created_at: eddy_model::time::now_ms(),
+        last_used_at: None,
     };
     let id = key.id.clone();
     let permissions = key.permissions.clone();
@@ -260,4 +261,111 @@ pub async fn get_export_storage(
         StatusCode::OK,
         &redacted(&state.store.export_storage(ws.id)?),
     ))
+}
+
+fn api_key_json(key: &ApiKey) -> serde_json::Value {
+    let iso = eddy_model::time::format_iso;
+    json!({"id": key.id, "name": key.name, "permissions": key.permissions,
+           "created_at": iso(key.created_at), "last_used_at": key.last_used_at.map(iso)})
+}
+
+/// `GET /eddy/v1/workspaces/{ws}`.
+pub async fn get_workspace(AdminWorkspace(ws): AdminWorkspace) -> Answer {
+    Ok(json_response(StatusCode::OK, &workspace_json(&ws)))
+}
+
+/// `GET /eddy/v1/workspaces/{ws}/api-keys`: names, permissions, creation and last use; never a
+/// secret (only its hash is stored).
+pub async fn list_api_keys(
+    State(state): State<SharedState>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    let keys: Vec<_> = state
+        .store
+        .api_keys(ws.id)?
+        .iter()
+        .map(api_key_json)
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"api_keys": keys})))
+}
+
+/// `GET /eddy/v1/workspaces/{ws}/api-keys/{id}`.
+pub async fn get_api_key(
+    State(state): State<SharedState>,
+    Path((_, id)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    let key = state
+        .store
+        .api_keys(ws.id)?
+        .into_iter()
+        .find(|k| k.id == id)
+        .ok_or_else(|| ApiError::ResourceNotFound(format!("api key '{id}'")))?;
+    Ok(json_response(StatusCode::OK, &api_key_json(&key)))
+}
+
+fn partner_json(partner: &Partner) -> serde_json::Value {
+    json!({"name": partner.name, "display_name": partner.display_name})
+}
+
+/// `GET /eddy/v1/partners`: registered partners (never their keys).
+pub async fn list_partners(State(state): State<SharedState>, _: Admin) -> Answer {
+    let partners: Vec<_> = state.store.partners()?.iter().map(partner_json).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"partners": partners}),
+    ))
+}
+
+/// `GET /eddy/v1/partners/{partner}`.
+pub async fn get_partner(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    _: Admin,
+) -> Answer {
+    let partner = state
+        .store
+        .partner(&name)?
+        .ok_or_else(|| ApiError::ResourceNotFound(format!("partner '{name}'")))?;
+    Ok(json_response(StatusCode::OK, &partner_json(&partner)))
+}
+
+/// `DELETE /eddy/v1/partners/{partner}`: removes it and invalidates its Data Import Keys.
+pub async fn delete_partner(
+    State(state): State<SharedState>,
+    Path(name): Path<String>,
+    _: Admin,
+) -> Answer {
+    state.store.delete_partner(name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /eddy/v1/workspaces/{ws}/partners/{partner}/data-import-key`: whether one exists and
+/// when it was made (the key itself is shown only when generated).
+pub async fn get_data_import_key(
+    State(state): State<SharedState>,
+    Path((_, partner)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    if state.store.partner(&partner)?.is_none() {
+        return Err(ApiError::ResourceNotFound(format!("partner '{partner}'")).into());
+    }
+    let record = state.store.data_import_key_of(ws.id, &partner)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"workspace": ws.name, "partner": partner, "exists": record.is_some(),
+                "created_at": record.and_then(|r| r.created_at).map(eddy_model::time::format_iso)}),
+    ))
+}
+
+/// `DELETE /eddy/v1/workspaces/{ws}/export-storage`: exports go to the local directory again.
+pub async fn delete_export_storage(
+    State(state): State<SharedState>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    state
+        .store
+        .set_export_storage(ws.id, ExportStorage::Local)
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -194,20 +194,36 @@ pub fn authorize(
     let Some(secret) = presented_key(headers, query, body) else {
         return Err(ApiError::InvalidApiKey);
     };
+    let hash = ids::sha256_hex(&secret);
     let key = state
         .store
-        .api_key(&ids::sha256_hex(&secret))
+        .api_key(&hash)
         .map_err(store_error)?
         .ok_or(ApiError::InvalidApiKey)?;
     if !key.allows(permission) {
         return Err(ApiError::AccessDenied(permission));
     }
+    note_use(state, &key, hash);
     let workspace = state
         .store
         .workspace_by_id(key.workspace)
         .map_err(store_error)?
         .ok_or(ApiError::InvalidApiKey)?;
     Ok((key, workspace))
+}
+
+/// Records a key's last use, at most once a minute per key, off the request's path.
+fn note_use(state: &AppState, key: &ApiKey, hash: String) {
+    let now = eddy_model::time::now_ms();
+    if key.last_used_at.is_some_and(|at| now - at < 60_000) {
+        return;
+    }
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.touch_api_key(hash, now).await {
+            tracing::warn!(error = %e, "could not record an API key's last use");
+        }
+    });
 }
 
 /// Checks the admin token.

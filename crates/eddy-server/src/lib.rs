@@ -293,14 +293,24 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
             "/partners/{partner}/cohorts/users",
             post(partners::cohort_users),
         )
-        .route("/eddy/v1/partners/{partner}", put(admin::put_partner))
+        .route("/eddy/v1/partners", get(admin::list_partners))
+        .route(
+            "/eddy/v1/partners/{partner}",
+            put(admin::put_partner)
+                .get(admin::get_partner)
+                .delete(admin::delete_partner),
+        )
         .route(
             "/eddy/v1/workspaces/{ws}/partners/{partner}/data-import-key",
-            post(admin::create_data_import_key).delete(admin::delete_data_import_key),
+            post(admin::create_data_import_key)
+                .get(admin::get_data_import_key)
+                .delete(admin::delete_data_import_key),
         )
         .route(
             "/eddy/v1/workspaces/{ws}/export-storage",
-            put(admin::put_export_storage).get(admin::get_export_storage),
+            put(admin::put_export_storage)
+                .get(admin::get_export_storage)
+                .delete(admin::delete_export_storage),
         )
         .route("/currents/events", post(currents::events))
         .route(
@@ -333,10 +343,15 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
             "/eddy/v1/workspaces/{ws}/currents/{name}/replay",
             post(currents::replay),
         )
-        .route("/eddy/v1/workspaces/{ws}/segments", post(segments::create))
+        .route(
+            "/eddy/v1/workspaces/{ws}/segments",
+            post(segments::create).get(segments::list_admin),
+        )
         .route(
             "/eddy/v1/workspaces/{ws}/segments/{id}",
-            get(segments::get).delete(segments::delete),
+            get(segments::get)
+                .put(segments::update)
+                .delete(segments::delete),
         )
         .route(
             "/eddy/v1/workspaces",
@@ -344,12 +359,13 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
         )
         .route(
             "/eddy/v1/workspaces/{ws}/api-keys",
-            post(admin::create_api_key),
+            post(admin::create_api_key).get(admin::list_api_keys),
         )
         .route(
             "/eddy/v1/workspaces/{ws}/api-keys/{id}",
-            delete(admin::delete_api_key),
+            delete(admin::delete_api_key).get(admin::get_api_key),
         )
+        .route("/eddy/v1/workspaces/{ws}", get(admin::get_workspace))
         .route("/eddy/v1/workspaces/{ws}/usage", get(admin::usage))
         .route("/health", get(health))
         .route("/ready", get(ready))

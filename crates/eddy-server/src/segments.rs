@@ -68,11 +68,7 @@ pub async fn create(
     AdminWorkspace(ws): AdminWorkspace,
     JsonBody(req): JsonBody<NewSegment>,
 ) -> Answer {
-    if req.name.trim().is_empty() {
-        return Err(ApiError::BadRequest("segment names must be non-empty".into()).into());
-    }
-    eddy_model::limits::check_name("name", &req.name).map_err(ApiError::BadRequest)?;
-    let filter = parse_filter(&req.filter)?;
+    let filter = check_segment(&req)?;
     let segment = Segment {
         id: ids::uuid_v4(),
         name: req.name,
@@ -85,6 +81,53 @@ pub async fn create(
         StatusCode::CREATED,
         &segment_json(&segment, size),
     ))
+}
+
+/// The checks of a segment body, for creation and update alike.
+fn check_segment(req: &NewSegment) -> Result<Filter, HttpError> {
+    if req.name.trim().is_empty() {
+        return Err(ApiError::BadRequest("segment names must be non-empty".into()).into());
+    }
+    eddy_model::limits::check_name("name", &req.name).map_err(ApiError::BadRequest)?;
+    parse_filter(&req.filter)
+}
+
+/// `GET /eddy/v1/workspaces/{ws}/segments` → every segment with its exact size, oldest first.
+pub async fn list_admin(
+    State(state): State<SharedState>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    let mut out = Vec::new();
+    for segment in state.store.segments(ws.id)? {
+        let filter = parse_filter(&segment.filter)?;
+        let size = size(&state, ws.id, filter).await?;
+        out.push(segment_json(&segment, size));
+    }
+    Ok(json_response(StatusCode::OK, &json!({"segments": out})))
+}
+
+/// `PUT /eddy/v1/workspaces/{ws}/segments/{id}` `{"name","filter"}`: same checks as creation;
+/// the id and creation time stay.
+pub async fn update(
+    State(state): State<SharedState>,
+    Path((_, id)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+    JsonBody(req): JsonBody<NewSegment>,
+) -> Answer {
+    let current = state
+        .store
+        .segment(ws.id, &id)?
+        .ok_or_else(|| ApiError::ResourceNotFound(format!("segment '{id}'")))?;
+    let filter = check_segment(&req)?;
+    let segment = Segment {
+        id: current.id,
+        name: req.name,
+        filter: req.filter,
+        created_at: current.created_at,
+    };
+    state.store.put_segment(ws.id, segment.clone()).await?;
+    let size = size(&state, ws.id, filter).await?;
+    Ok(json_response(StatusCode::OK, &segment_json(&segment, size)))
 }
 
 /// `GET /eddy/v1/workspaces/{ws}/segments/{id}` → `{"id","name","filter","size"}`.

@@ -39,9 +39,9 @@ impl Drop for Tmpfs {
 }
 
 /// Fills the file system with one file until it refuses; answers the file.
-fn fill(dir: &Path) -> PathBuf {
+fn fill(dir: &Path, name: &str) -> PathBuf {
     use std::io::Write;
-    let path = dir.join("filler");
+    let path = dir.join(name);
     let mut file = std::fs::File::create(&path).expect("filler");
     let chunk = vec![7u8; 64 * 1024];
     while file.write_all(&chunk).is_ok() {}
@@ -78,24 +78,39 @@ async fn writes_come_back_after_the_disk_is_freed() {
         assert_eq!(write(&app, n).await, 201);
         acknowledged.push(n);
     }
-    let filler = fill(&fs.mount);
-    // Writes now fail clearly; none is acknowledged by mistake.
+    let filler = fill(&fs.mount, "filler");
+    // Writes now fail clearly; none is acknowledged by mistake. Reopening the store after a
+    // failed commit may set aside room again (a new journal), so a write can still succeed now
+    // and then; readiness must agree with what happens: right after a refused write it answers
+    // 503, and when it answers 200 the next write commits.
     let mut refused = 0;
-    for n in 50..150 {
+    let mut saw_not_ready = false;
+    let mut top_ups = Vec::new();
+    for n in 50..400 {
         match write(&app, n).await {
             201 => acknowledged.push(n),
-            503 => refused += 1,
+            503 => {
+                refused += 1;
+                top_ups.push(fill(&fs.mount, &format!("filler-{n}")));
+                if ready(&app).await == 503 {
+                    saw_not_ready = true;
+                    break;
+                }
+            }
             other => panic!("write {n} answered {other}"),
         }
     }
     assert!(refused > 0, "the full disk refused nothing");
-    assert_eq!(ready(&app).await, 503);
+    assert!(saw_not_ready, "readiness never said the disk was full");
     // Reads are still served.
     assert!(app.user("u0").await.is_some());
     let metrics = app.metrics().await;
     assert!(metrics.contains("eddy_ready 0"), "{metrics}");
 
     std::fs::remove_file(filler).expect("free");
+    for file in top_ups {
+        std::fs::remove_file(file).expect("free");
+    }
     let mut back = false;
     for _ in 0..100 {
         if ready(&app).await == 200 {

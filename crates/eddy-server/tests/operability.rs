@@ -196,3 +196,154 @@ async fn connectors_can_be_listed_paused_changed_resumed_and_deleted() {
     assert_eq!(status, 201, "{body}");
     assert_ne!(body["integration_id"], integration);
 }
+
+#[tokio::test]
+async fn admin_objects_can_be_listed_read_changed_and_removed() {
+    let app = spawn_app().await;
+    let ws = "/eddy/v1/workspaces/default";
+    let (status, body) = app.admin_get(ws).await;
+    assert_eq!((status, body["name"].as_str()), (200, Some("default")));
+
+    // API keys: listed with their use, never a secret.
+    let (_, created) = app
+        .admin_post(
+            &format!("{ws}/api-keys"),
+            json!({"name": "tracker", "permissions": ["users.track"]}),
+        )
+        .await;
+    let secret = created["key"].as_str().expect("secret").to_string();
+    let (status, _) = app
+        .post_as(
+            &secret,
+            "/users/track",
+            json!({"attributes": [{"external_id": "u", "a": 1}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let mut last_used = Value::Null;
+    for _ in 0..50 {
+        let (_, one) = app
+            .admin_get(&format!(
+                "{ws}/api-keys/{}",
+                created["id"].as_str().unwrap()
+            ))
+            .await;
+        last_used = one["last_used_at"].clone();
+        if last_used.is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(last_used.is_string(), "last_used_at not recorded");
+    let (status, list) = app.admin_get(&format!("{ws}/api-keys")).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|k| k["name"].as_str())
+        .collect();
+    assert!(names.contains(&"tracker"), "{list}");
+    assert!(
+        !list.to_string().contains(&secret),
+        "a secret was shown: {list}"
+    );
+
+    // Partners and Data Import Keys.
+    let (status, _) = app
+        .admin_put(
+            "/eddy/v1/partners/amplitude",
+            json!({"partner_api_key": "partner-key-1"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, body) = app
+        .admin_get(&format!("{ws}/partners/amplitude/data-import-key"))
+        .await;
+    assert_eq!(body["exists"], false, "{body}");
+    let (_, dik) = app
+        .admin_post(
+            &format!("{ws}/partners/amplitude/data-import-key"),
+            json!({}),
+        )
+        .await;
+    let (_, body) = app
+        .admin_get(&format!("{ws}/partners/amplitude/data-import-key"))
+        .await;
+    assert_eq!(body["exists"], true, "{body}");
+    assert!(
+        body["created_at"].is_string() && !body.to_string().contains(dik["key"].as_str().unwrap())
+    );
+    let (status, body) = app.admin_get("/eddy/v1/partners").await;
+    assert_eq!(
+        (status, body["partners"][0]["name"].as_str()),
+        (200, Some("amplitude")),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("partner-key-1"));
+    let response = app
+        .client
+        .delete(app.url("/eddy/v1/partners/amplitude"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 204);
+    let (status, _) = app.admin_get("/eddy/v1/partners/amplitude").await;
+    assert_eq!(status, 404);
+    // Registered again, the old Data Import Key does not come back.
+    app.admin_put(
+        "/eddy/v1/partners/amplitude",
+        json!({"partner_api_key": "partner-key-1"}),
+    )
+    .await;
+    let (status, body) = app
+        .post(
+            "/partners/amplitude/cohorts",
+            json!({"partner_api_key": "partner-key-1", "client_secret": dik["key"],
+            "cohort_id": "c", "name": "C", "created_at": "2024-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+
+    // Segments: listed with sizes, renamed with the same checks as creation.
+    let (_, segment) = app
+        .admin_post(
+            &format!("{ws}/segments"),
+            json!({"name": "s", "filter": {"attribute": "a", "op": "equals", "value": 1}}),
+        )
+        .await;
+    let id = segment["id"].as_str().unwrap().to_string();
+    let (status, body) = app
+        .admin_put(
+            &format!("{ws}/segments/{id}"),
+            json!({"name": "renamed", "filter": {"attribute": "a", "op": "exists"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["name"].as_str(), body["size"].as_u64()),
+        (200, Some("renamed"), Some(1)),
+        "{body}"
+    );
+    let (status, _) = app
+        .admin_put(
+            &format!("{ws}/segments/{id}"),
+            json!({"name": "bad", "filter": {"attribute": "a", "op": "nope"}}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (_, body) = app.admin_get(&format!("{ws}/segments")).await;
+    assert_eq!(body["segments"][0]["name"], "renamed", "{body}");
+
+    // Export storage back to local.
+    let response = app
+        .client
+        .delete(app.url(&format!("{ws}/export-storage")))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 204);
+    let (_, body) = app.admin_get(&format!("{ws}/export-storage")).await;
+    assert_eq!(body["type"], "local");
+}

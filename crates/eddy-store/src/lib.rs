@@ -155,6 +155,42 @@ impl Store {
         self.meta_record(&meta::import_key_hash_key(hash))
     }
 
+    /// Every registered partner, by name.
+    pub fn partners(&self) -> Result<Vec<meta::Partner>, StoreError> {
+        self.meta_records(b"partner/")
+    }
+
+    /// The API keys of a workspace (their records: never the secret), oldest first.
+    pub fn api_keys(&self, ws: u32) -> Result<Vec<ApiKey>, StoreError> {
+        let prefix = format!("key/id/{ws:010}/");
+        let mut out = Vec::new();
+        for (_, hash) in self
+            .backend
+            .scan(Table::Meta, prefix.as_bytes(), None, usize::MAX)?
+        {
+            if let Some(key) = self.api_key(&String::from_utf8_lossy(&hash))? {
+                out.push(key);
+            }
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    /// A workspace's Data Import Key for a partner, if one is set (its record: never the key).
+    pub fn data_import_key_of(
+        &self,
+        ws: u32,
+        partner: &str,
+    ) -> Result<Option<meta::DataImportKey>, StoreError> {
+        match self
+            .backend
+            .get(Table::Meta, &meta::import_key_owner_key(ws, partner))?
+        {
+            Some(hash) => self.data_import_key(&String::from_utf8_lossy(&hash)),
+            None => Ok(None),
+        }
+    }
+
     /// A cohort.
     pub fn cohort(
         &self,

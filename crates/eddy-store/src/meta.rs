@@ -29,6 +29,9 @@ pub struct ApiKey {
     pub permissions: Vec<String>,
     /// Creation time, UTC ms.
     pub created_at: i64,
+    /// When it last authenticated a request, UTC ms (recorded at most once a minute).
+    #[serde(default)]
+    pub last_used_at: Option<i64>,
 }
 
 impl ApiKey {
@@ -81,6 +84,9 @@ pub struct DataImportKey {
     pub workspace: u32,
     /// The partner the key was generated for.
     pub partner: String,
+    /// When it was generated, UTC ms.
+    #[serde(default)]
+    pub created_at: Option<i64>,
 }
 
 /// A partner cohort.

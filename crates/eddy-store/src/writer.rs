@@ -51,6 +51,8 @@ pub struct WriterStats {
     pub recoveries: AtomicU64,
     /// Whether the last commit (or probe) succeeded: readiness.
     pub writable: AtomicBool,
+    /// When a commit last failed, UTC ms (0: never).
+    pub last_failure_ms: AtomicU64,
     /// Mutations in the last group.
     pub last_group: AtomicU64,
     /// Duration of each group commit, applying, writing and fsyncing.
@@ -69,6 +71,7 @@ impl Default for WriterStats {
             panics: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
             writable: AtomicBool::new(true),
+            last_failure_ms: AtomicU64::new(0),
             last_group: AtomicU64::new(0),
             commit_seconds: crate::histogram::Histogram::default(),
         }
@@ -199,6 +202,8 @@ impl Writer {
                 // itself after a failed fsync): recover it before the next commit.
                 self.needs_recovery = true;
                 self.stats.writable.store(false, Ordering::SeqCst);
+                let now = eddy_model::time::now_ms().max(0) as u64;
+                self.stats.last_failure_ms.store(now, Ordering::SeqCst);
                 tracing::error!(error = %e, mutations = replies.len(), "group commit failed, nothing of it was applied");
                 StoreError::Backend(e.to_string())
             }

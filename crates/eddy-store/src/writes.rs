@@ -103,6 +103,18 @@ impl Store {
         self.done(Mutation::DeleteApiKey { ws, id }).await
     }
 
+    /// Records when an API key (by its secret's hash) last authenticated a request.
+    pub async fn touch_api_key(&self, hash: String, at: i64) -> Result<(), StoreError> {
+        self.done(Mutation::TouchApiKey { hash, at }).await
+    }
+
+    /// Removes a partner and invalidates its Data Import Keys in every workspace.
+    pub async fn delete_partner(&self, name: String) -> Result<(), StoreError> {
+        let workspaces = self.workspaces()?.into_iter().map(|w| w.id).collect();
+        self.done(Mutation::DeletePartner { name, workspaces })
+            .await
+    }
+
     /// Registers a partner or replaces its key.
     pub async fn put_partner(&self, partner: Partner) -> Result<(), StoreError> {
         self.done(Mutation::PutPartner { partner }).await
@@ -261,20 +273,26 @@ impl Store {
         }
     }
 
-    /// Whether writes can commit now (readiness). After a failed commit this tries one small
-    /// write, which also recovers the backend when the cause (a full disk) is gone.
+    /// Whether writes can commit now (readiness). Within a minute of a failed commit it writes a
+    /// 64 KiB probe, which also recovers the backend once the cause (a full disk) is gone.
     pub async fn ready(&self) -> bool {
+        use std::sync::atomic::Ordering;
         if self.tx.is_closed() {
             return false;
         }
-        if self
-            .stats
-            .writable
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
+        // A small write may still fit on a nearly full disk: after a recent failure, only the
+        // probe's 64 KiB tells.
+        let failed_at = self.stats.last_failure_ms.load(Ordering::SeqCst) as i64;
+        let recent_failure = failed_at > 0 && eddy_model::time::now_ms() - failed_at < 60_000;
+        if self.stats.writable.load(Ordering::SeqCst) && !recent_failure {
             return true;
         }
-        self.run(Mutation::Probe).await.is_ok()
+        let ok = self.run(Mutation::Probe).await.is_ok();
+        if ok {
+            // Proven writable with room to spare: the failure is over.
+            self.stats.last_failure_ms.store(0, Ordering::SeqCst);
+        }
+        ok
     }
 
     /// Seals the credentials a mutation carries, so that none reaches the disk in plain text.

@@ -55,6 +55,40 @@ impl Txn<'_> {
         Ok(())
     }
 
+    /// Records when an API key last authenticated a request (a key deleted meanwhile stays
+    /// deleted).
+    pub(crate) fn touch_api_key(&mut self, hash: &str, at: i64) -> Result<(), StoreError> {
+        let key = meta::api_key_key(hash);
+        let Some(bytes) = self.get(Table::Meta, &key)? else {
+            return Ok(());
+        };
+        let mut record: ApiKey =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                table: "meta",
+                reason: e.to_string(),
+            })?;
+        record.last_used_at = Some(at);
+        let bytes = serde_json::to_vec(&record).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put(Table::Meta, key, bytes);
+        Ok(())
+    }
+
+    /// Removes a partner and invalidates its Data Import Keys in these workspaces.
+    pub(crate) fn delete_partner(
+        &mut self,
+        name: &str,
+        workspaces: &[u32],
+    ) -> Result<(), StoreError> {
+        if self.get(Table::Meta, &meta::partner_key(name))?.is_none() {
+            return Err(StoreError::NotFound(format!("partner '{name}'")));
+        }
+        for ws in workspaces {
+            self.set_data_import_key(*ws, name, None)?;
+        }
+        self.delete(Table::Meta, meta::partner_key(name));
+        Ok(())
+    }
+
     /// Registers a partner or replaces its key.
     pub(crate) fn put_partner(&mut self, partner: &Partner) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(partner).map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -82,6 +116,7 @@ impl Txn<'_> {
                 let record = DataImportKey {
                     workspace: ws,
                     partner: partner.to_string(),
+                    created_at: Some(self.now_ms),
                 };
                 let bytes =
                     serde_json::to_vec(&record).map_err(|e| StoreError::Backend(e.to_string()))?;

@@ -106,6 +106,14 @@ pub(crate) enum Mutation {
         name: String,
         state: Value,
     },
+    TouchApiKey {
+        hash: String,
+        at: i64,
+    },
+    DeletePartner {
+        name: String,
+        workspaces: Vec<u32>,
+    },
     /// Forgets a connector: its settings and its cursor.
     DeleteConnector {
         ws: u32,
@@ -188,6 +196,10 @@ pub(crate) fn apply(
         }
         Mutation::PutConnectorState { ws, name, state } => {
             txn.put_connector_state(ws, &name, &state).map(done)
+        }
+        Mutation::TouchApiKey { hash, at } => txn.touch_api_key(&hash, at).map(done),
+        Mutation::DeletePartner { name, workspaces } => {
+            txn.delete_partner(&name, &workspaces).map(done)
         }
         Mutation::DeleteConnector { ws, name } => txn.delete_connector(ws, &name).map(done),
         Mutation::DeleteOutbox { seqs } => {

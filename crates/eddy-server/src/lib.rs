@@ -11,6 +11,7 @@
 //! - [`segments`]: segment definitions with exact sizes, `/segments/list` and `/details`;
 //!   [`segment_export`]: `/users/export/segment`, written by [`export_files`].
 //! - [`partners`]: the partner cohort import API (keys in the body).
+//! - [`profiles`]: the admin view of stored users (search by any identifier, one whole profile).
 //! - [`currents`]: Currents connectors in the admin API and `/currents/events`.
 //! - [`admin`]: `/eddy/v1` workspaces, API keys, partners, Data Import Keys, usage, export storage.
 //!
@@ -29,6 +30,7 @@ pub mod extract;
 pub mod http;
 pub mod metrics;
 pub mod partners;
+pub mod profiles;
 pub mod ratelimit;
 pub mod request_log;
 pub mod segment_export;
@@ -366,6 +368,11 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
             delete(admin::delete_api_key).get(admin::get_api_key),
         )
         .route("/eddy/v1/workspaces/{ws}", get(admin::get_workspace))
+        .route("/eddy/v1/workspaces/{ws}/users", get(profiles::list))
+        .route(
+            "/eddy/v1/workspaces/{ws}/users/{braze_id}",
+            get(profiles::get),
+        )
         .route("/eddy/v1/workspaces/{ws}/usage", get(admin::usage))
         .route("/health", get(health))
         .route("/ready", get(ready))

@@ -347,3 +347,79 @@ async fn admin_objects_can_be_listed_read_changed_and_removed() {
     let (_, body) = app.admin_get(&format!("{ws}/export-storage")).await;
     assert_eq!(body["type"], "local");
 }
+
+#[tokio::test]
+async fn users_can_be_found_by_any_identifier_and_read_whole() {
+    let app = spawn_app().await;
+    let (status, body) = app
+        .track(json!({
+            "attributes": [
+                {"external_id": "ada", "email": "Ada@Example.com", "first_name": "Ada", "plan": "pro",
+                 "push_tokens": [{"app_id": "app", "token": "t", "device_id": "dev-1"}]},
+                {"external_id": "bob", "email": "ada@example.com"},
+                {"user_alias": {"alias_name": "a1", "alias_label": "amplitude_id"}, "_update_existing_only": false, "x": 1}
+            ],
+            "events": [{"external_id": "ada", "name": "played", "time": "2024-01-01T00:00:00Z"},
+                       {"external_id": "ada", "name": "played", "time": "2024-02-01T00:00:00Z"}]
+        }))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let users = |q: &str| {
+        let app = &app;
+        let path = format!("/eddy/v1/workspaces/default/users?q={q}");
+        async move { app.admin_get(&path).await.1["users"].clone() }
+    };
+    assert_eq!(users("ada").await[0]["external_id"], "ada");
+    // An email names both users that share it.
+    assert_eq!(
+        users("ada%40example.com").await.as_array().map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(
+        users("amplitude_id:a1").await[0]["user_aliases"][0]["alias_name"],
+        "a1"
+    );
+    assert_eq!(users("dev-1").await[0]["external_id"], "ada");
+    assert_eq!(users("nobody").await, json!([]));
+    let braze_id = users("ada").await[0]["braze_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(users(&braze_id).await[0]["external_id"], "ada");
+
+    // Paging through everyone.
+    let (_, first) = app
+        .admin_get("/eddy/v1/workspaces/default/users?limit=2")
+        .await;
+    assert_eq!(first["users"].as_array().map(Vec::len), Some(2), "{first}");
+    let next = first["next"].as_u64().expect("a next page");
+    let (_, second) = app
+        .admin_get(&format!(
+            "/eddy/v1/workspaces/default/users?limit=2&after={next}"
+        ))
+        .await;
+    assert_eq!(
+        second["users"].as_array().map(Vec::len),
+        Some(1),
+        "{second}"
+    );
+    let (status, _) = app
+        .admin_get("/eddy/v1/workspaces/default/users?after=x")
+        .await;
+    assert_eq!(status, 400);
+
+    // One whole profile.
+    let (status, profile) = app
+        .admin_get(&format!("/eddy/v1/workspaces/default/users/{braze_id}"))
+        .await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["first_name"], "Ada");
+    assert_eq!(profile["custom_attributes"]["plan"], "pro");
+    assert_eq!(profile["custom_events"][0]["name"], "played", "{profile}");
+    assert_eq!(profile["custom_events"][0]["count"], 2, "{profile}");
+    assert_eq!(profile["cohorts"], json!([]));
+    let (status, _) = app
+        .admin_get("/eddy/v1/workspaces/default/users/nope")
+        .await;
+    assert_eq!(status, 404);
+}

@@ -389,6 +389,47 @@ impl Store {
         Ok(view.profile(ws, id)?.map(|p| (id, p)))
     }
 
+    /// Every profile an identifier names: one for an external id, braze id, alias or device id,
+    /// possibly several for an email or phone.
+    pub fn find_all(&self, ws: u32, ident: &Identifier) -> Result<Vec<(u32, Profile)>, StoreError> {
+        let mut view = View {
+            backend: self.backend.as_ref(),
+        };
+        let ids = match ident {
+            Identifier::Email(email) => view.ident_list(ws, keys::kind::EMAIL, email.as_bytes())?,
+            Identifier::Phone(phone) => view.ident_list(ws, keys::kind::PHONE, phone.as_bytes())?,
+            other => view.resolve(ws, other)?.into_iter().collect(),
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(profile) = view.profile(ws, id)? {
+                out.push((id, profile));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Profiles of a workspace in internal-id order, after `after`, at most `limit`.
+    pub fn profiles_page(
+        &self,
+        ws: u32,
+        after: Option<u32>,
+        limit: usize,
+    ) -> Result<Vec<(u32, Profile)>, StoreError> {
+        let prefix = keys::workspace_prefix(ws);
+        let start = after.map(|id| keys::profile(ws, id));
+        let mut out = Vec::new();
+        for (key, value) in self
+            .backend
+            .scan(Table::Profiles, &prefix, start.as_deref(), limit)?
+        {
+            if let Some(id) = keys::profile_id(&key) {
+                out.push((id, codec::decode_profile(&value)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// A profile by internal id.
     pub fn profile(&self, ws: u32, id: u32) -> Result<Option<Profile>, StoreError> {
         View {

@@ -152,6 +152,80 @@ enum AdminCommand {
         #[arg(long, default_value = "default")]
         workspace: String,
     },
+    /// Stored users.
+    Users {
+        /// Workspace name.
+        #[arg(long, global = true, default_value = "default")]
+        workspace: String,
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// Currents connectors.
+    Currents {
+        /// Workspace name.
+        #[arg(long, global = true, default_value = "default")]
+        workspace: String,
+        #[command(subcommand)]
+        command: CurrentsCommand,
+    },
+    /// Registered partners.
+    Partners {
+        #[command(subcommand)]
+        command: PartnersCommand,
+    },
+    /// Segments.
+    Segments {
+        /// Workspace name.
+        #[arg(long, global = true, default_value = "default")]
+        workspace: String,
+        #[command(subcommand)]
+        command: SegmentsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Users named by an identifier of any kind (external id, braze id, email, phone, device id,
+    /// or an alias as label:name), or every user, a page at a time.
+    Find {
+        /// The identifier; without it, the first page of every user.
+        query: Option<String>,
+    },
+    /// One whole profile, by braze id.
+    Get {
+        /// The braze id.
+        braze_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CurrentsCommand {
+    /// Every connector with its state.
+    List,
+    /// One connector's state.
+    Get { name: String },
+    /// Stop and forget a connector (settings and cursor).
+    Delete { name: String },
+    /// Stop delivering, keeping the cursor.
+    Pause { name: String },
+    /// Deliver again from where it was paused.
+    Resume { name: String },
+}
+
+#[derive(Subcommand)]
+enum PartnersCommand {
+    /// Every registered partner.
+    List,
+    /// Remove a partner and invalidate its Data Import Keys.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+enum SegmentsCommand {
+    /// Every segment with its exact size.
+    List,
+    /// Delete a segment.
+    Delete { id: String },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +241,12 @@ enum KeysCommand {
         /// A permission, e.g. users.track (repeat; all permissions when none is given).
         #[arg(long = "permission")]
         permissions: Vec<String>,
+    },
+    /// Every key of a workspace: name, permissions, created, last used (never a secret).
+    List {
+        /// Workspace name.
+        #[arg(long, default_value = "default")]
+        workspace: String,
     },
     /// Revoke a key by id.
     Delete {
@@ -343,6 +423,19 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested: finishing in-flight requests");
 }
 
+/// Percent-encodes a query value or path segment.
+fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 fn admin_token(args: &AdminArgs) -> anyhow::Result<String> {
     if let Some(token) = &args.token {
         return Ok(token.clone());
@@ -385,6 +478,13 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             )
         }
         AdminCommand::Keys {
+            command: KeysCommand::List { workspace },
+        } => (
+            reqwest::Method::GET,
+            format!("/eddy/v1/workspaces/{workspace}/api-keys"),
+            None,
+        ),
+        AdminCommand::Keys {
             command: KeysCommand::Delete { workspace, id },
         } => (
             reqwest::Method::DELETE,
@@ -410,6 +510,55 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             format!("/eddy/v1/workspaces/{workspace}/usage"),
             None,
         ),
+        AdminCommand::Users { workspace, command } => {
+            let path = match command {
+                UsersCommand::Find { query: Some(q) } => {
+                    format!("/eddy/v1/workspaces/{workspace}/users?q={}", encode(q))
+                }
+                UsersCommand::Find { query: None } => {
+                    format!("/eddy/v1/workspaces/{workspace}/users")
+                }
+                UsersCommand::Get { braze_id } => {
+                    format!("/eddy/v1/workspaces/{workspace}/users/{}", encode(braze_id))
+                }
+            };
+            (reqwest::Method::GET, path, None)
+        }
+        AdminCommand::Currents { workspace, command } => {
+            let base = format!("/eddy/v1/workspaces/{workspace}/currents");
+            match command {
+                CurrentsCommand::List => (reqwest::Method::GET, base, None),
+                CurrentsCommand::Get { name } => {
+                    (reqwest::Method::GET, format!("{base}/{name}"), None)
+                }
+                CurrentsCommand::Delete { name } => {
+                    (reqwest::Method::DELETE, format!("{base}/{name}"), None)
+                }
+                CurrentsCommand::Pause { name } => {
+                    (reqwest::Method::POST, format!("{base}/{name}/pause"), None)
+                }
+                CurrentsCommand::Resume { name } => {
+                    (reqwest::Method::POST, format!("{base}/{name}/resume"), None)
+                }
+            }
+        }
+        AdminCommand::Partners { command } => match command {
+            PartnersCommand::List => (reqwest::Method::GET, "/eddy/v1/partners".into(), None),
+            PartnersCommand::Delete { name } => (
+                reqwest::Method::DELETE,
+                format!("/eddy/v1/partners/{name}"),
+                None,
+            ),
+        },
+        AdminCommand::Segments { workspace, command } => {
+            let base = format!("/eddy/v1/workspaces/{workspace}/segments");
+            match command {
+                SegmentsCommand::List => (reqwest::Method::GET, base, None),
+                SegmentsCommand::Delete { id } => {
+                    (reqwest::Method::DELETE, format!("{base}/{id}"), None)
+                }
+            }
+        }
     };
     let mut request = client
         .request(method, format!("{base}{path}"))

@@ -115,15 +115,14 @@ fn logs_are_plain_text_off_a_terminal_or_json_when_asked() {
     }
 }
 
-#[tokio::test]
-async fn every_request_gets_a_log_line_with_its_key_and_objects() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// `eddy serve` on a free port with JSON logs into `<dir>/serve.log`; answers its base URL.
+async fn serve(dir: &std::path::Path) -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let log = std::fs::File::create(dir.path().join("serve.log")).expect("log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+    let log = std::fs::File::create(dir.join("serve.log")).expect("log");
+    let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args([
             "--log-format",
             "json",
@@ -132,7 +131,7 @@ async fn every_request_gets_a_log_line_with_its_key_and_objects() {
             &format!("127.0.0.1:{port}"),
         ])
         .arg("--data-dir")
-        .arg(dir.path().join("data"))
+        .arg(dir.join("data"))
         .env("EDDY_ADMIN_TOKEN", "admin")
         .env("EDDY_SECRETS_KEY", "ab".repeat(32))
         .env("RUST_LOG", "info")
@@ -141,15 +140,20 @@ async fn every_request_gets_a_log_line_with_its_key_and_objects() {
         .expect("serve");
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut up = false;
     for _ in 0..300 {
         if client.get(format!("{base}/health")).send().await.is_ok() {
-            up = true;
-            break;
+            return (child, base);
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert!(up, "eddy did not start");
+    panic!("eddy did not start");
+}
+
+#[tokio::test]
+async fn every_request_gets_a_log_line_with_its_key_and_objects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, base) = serve(dir.path()).await;
+    let client = reqwest::Client::new();
     let key: serde_json::Value = client
         .post(format!("{base}/eddy/v1/workspaces/default/api-keys"))
         .bearer_auth("admin")
@@ -182,4 +186,50 @@ async fn every_request_gets_a_log_line_with_its_key_and_objects() {
     assert_eq!(line["fields"]["objects"], 3, "{line}");
     assert_eq!(line["fields"]["method"], "POST", "{line}");
     assert!(line["fields"]["duration_ms"].as_f64().is_some(), "{line}");
+}
+
+#[tokio::test]
+async fn eddy_admin_covers_users_connectors_keys_and_partners() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, base) = serve(dir.path()).await;
+    let admin = |args: &[&str]| {
+        let out = eddy()
+            .arg("admin")
+            .args(args)
+            .args(["--url", &base, "--token", "admin"])
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let created: serde_json::Value =
+        serde_json::from_str(&admin(&["keys", "create", "--name", "cli"])).expect("json");
+    reqwest::Client::new()
+        .post(format!("{base}/users/track"))
+        .bearer_auth(created["key"].as_str().expect("key"))
+        .json(
+            &serde_json::json!({"attributes": [{"external_id": "ada@home", "first_name": "Ada"}]}),
+        )
+        .send()
+        .await
+        .expect("track");
+    let found: serde_json::Value =
+        serde_json::from_str(&admin(&["users", "find", "ada@home"])).expect("json");
+    let braze_id = found["users"][0]["braze_id"]
+        .as_str()
+        .expect("found")
+        .to_string();
+    let profile: serde_json::Value =
+        serde_json::from_str(&admin(&["users", "get", &braze_id])).expect("json");
+    assert_eq!(profile["first_name"], "Ada");
+    assert!(admin(&["keys", "list"]).contains("\"cli\""));
+    assert!(admin(&["currents", "list"]).contains("connectors"));
+    assert!(admin(&["partners", "list"]).contains("partners"));
+    assert!(admin(&["segments", "list"]).contains("segments"));
+    let _ = child.kill();
+    let _ = child.wait();
 }

@@ -122,7 +122,7 @@ async fn serve(dir: &std::path::Path) -> (std::process::Child, String) {
         .expect("port")
         .port();
     let log = std::fs::File::create(dir.join("serve.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args([
             "--log-format",
             "json",
@@ -146,6 +146,8 @@ async fn serve(dir: &std::path::Path) -> (std::process::Child, String) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("eddy did not start");
 }
 

@@ -79,6 +79,8 @@ pub struct AppState {
     pub currents: Arc<eddy_currents::Currents>,
     /// Whether every request gets a log line.
     pub log_requests: bool,
+    /// Segment exports of this process and their state.
+    pub exports: segment_export::Exports,
 }
 
 /// The state as handlers hold it.
@@ -188,6 +190,7 @@ impl App {
                 .unwrap_or_else(|| config.data_dir.join("exports")),
             currents: currents.clone(),
             log_requests: config.log_requests,
+            exports: segment_export::Exports::default(),
         });
         Ok(App {
             router: router(state, config.max_body_bytes),
@@ -369,6 +372,10 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
         )
         .route("/eddy/v1/workspaces/{ws}", get(admin::get_workspace))
         .route("/eddy/v1/workspaces/{ws}/users", get(profiles::list))
+        .route(
+            "/eddy/v1/workspaces/{ws}/exports/{id}",
+            get(segment_export::status),
+        )
         .route(
             "/eddy/v1/workspaces/{ws}/users/{braze_id}",
             get(profiles::get),

@@ -78,7 +78,9 @@ pub async fn export(State(state): State<SharedState>, rest: Rest<UsersExportSegm
     let relative = format!("segment-export/{segment_id}/{day}/{prefix}");
     let (destination, url) = match state.store.export_storage(ws.id)? {
         ExportStorage::Local => {
-            let dir = state.export_dir.join(&relative);
+            // Absolute, so the URL means the same to whoever reads it, wherever eddy started.
+            let dir = std::path::absolute(state.export_dir.join(&relative))
+                .map_err(|e| ApiError::BadRequest(format!("export directory: {e}")))?;
             let url = format!("file://{}", dir.display());
             (Destination::Local(dir), Some(url))
         }
@@ -104,13 +106,32 @@ pub async fn export(State(state): State<SharedState>, rest: Rest<UsersExportSegm
     };
     let callback = req.callback_endpoint;
     let callback_url = url.clone();
+    let users = job.members.len();
+    state.exports.started(ExportStatus {
+        id: prefix.clone(),
+        ws: ws.id,
+        segment_id: segment_id.clone(),
+        state: "running",
+        users,
+        url: url.clone(),
+        error: None,
+        started_at: now,
+        finished_at: None,
+    });
+    let (exports, export_id) = (state.clone(), prefix.clone());
     tokio::spawn(async move {
         let result = job.run(&destination).await;
         if let Err(e) = &result {
-            tracing::error!(error = %e, "segment export failed");
+            tracing::error!(error = %e, export = %export_id, "segment export failed");
         }
+        exports
+            .exports
+            .finished(&export_id, result.as_ref().err().cloned());
         if let Some(endpoint) = callback {
             let mut body = json!({"success": result.is_ok()});
+            if let Err(reason) = &result {
+                body["error"] = json!(reason);
+            }
             if let Some(url) = callback_url {
                 body["url"] = json!(url);
             }
@@ -261,4 +282,86 @@ fn part_name(part: usize, gzip: bool) -> String {
     } else {
         format!("part-{part:05}.zip")
     }
+}
+
+/// One export's progress, as `GET …/exports/{id}` answers it.
+#[derive(Debug, Clone)]
+pub struct ExportStatus {
+    id: String,
+    ws: u32,
+    segment_id: String,
+    /// `running`, `succeeded` or `failed`.
+    state: &'static str,
+    users: usize,
+    url: Option<String>,
+    error: Option<String>,
+    started_at: i64,
+    finished_at: Option<i64>,
+}
+
+/// The exports of this process (the last 1,000), by id (the answer's `object_prefix`).
+#[derive(Debug, Default)]
+pub struct Exports {
+    by_id: std::sync::Mutex<std::collections::BTreeMap<String, ExportStatus>>,
+}
+
+/// Exports remembered at most.
+const KEPT_EXPORTS: usize = 1000;
+
+impl Exports {
+    fn started(&self, status: ExportStatus) {
+        let Ok(mut map) = self.by_id.lock() else {
+            return;
+        };
+        if map.len() >= KEPT_EXPORTS {
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, s)| s.started_at)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = oldest {
+                map.remove(&id);
+            }
+        }
+        map.insert(status.id.clone(), status);
+    }
+
+    fn finished(&self, id: &str, error: Option<String>) {
+        let Ok(mut map) = self.by_id.lock() else {
+            return;
+        };
+        if let Some(status) = map.get_mut(id) {
+            status.state = if error.is_some() {
+                "failed"
+            } else {
+                "succeeded"
+            };
+            status.error = error;
+            status.finished_at = Some(time::now_ms());
+        }
+    }
+
+    fn get(&self, ws: u32, id: &str) -> Option<ExportStatus> {
+        let map = self.by_id.lock().ok()?;
+        map.get(id).filter(|s| s.ws == ws).cloned()
+    }
+}
+
+/// `GET /eddy/v1/workspaces/{ws}/exports/{id}`: a segment export's state (`running`,
+/// `succeeded`, `failed` with its reason), users, where it went.
+pub async fn status(
+    State(state): State<SharedState>,
+    axum::extract::Path((_, id)): axum::extract::Path<(String, String)>,
+    crate::extract::AdminWorkspace(ws): crate::extract::AdminWorkspace,
+) -> Answer {
+    let status = state
+        .exports
+        .get(ws.id, &id)
+        .ok_or_else(|| ApiError::ResourceNotFound(format!("export '{id}'")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"id": status.id, "segment_id": status.segment_id, "state": status.state,
+                "users": status.users, "url": status.url, "error": status.error,
+                "started_at": time::format_iso(status.started_at),
+                "finished_at": status.finished_at.map(time::format_iso)}),
+    ))
 }

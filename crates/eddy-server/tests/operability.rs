@@ -423,3 +423,102 @@ async fn users_can_be_found_by_any_identifier_and_read_whole() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn segment_exports_have_a_status_and_a_failure_says_why() {
+    let app = spawn_app().await;
+    app.track(json!({"attributes": [{"external_id": "u1", "plan": "pro"}]}))
+        .await;
+    let (_, segment) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/segments",
+            json!({"name": "pros", "filter": {"attribute": "plan", "op": "equals", "value": "pro"}}),
+        )
+        .await;
+    let segment_id = segment["id"].as_str().unwrap().to_string();
+    // A callback receiver.
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Value>::new()));
+    let sink = received.clone();
+    let callback = axum::Router::new().route(
+        "/done",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callback_url = format!("http://{}/done", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, callback).await });
+
+    let wait_state = |prefix: String| {
+        let app = &app;
+        async move {
+            for _ in 0..100 {
+                let (_, status) = app
+                    .admin_get(&format!("/eddy/v1/workspaces/default/exports/{prefix}"))
+                    .await;
+                if status["state"] != "running" {
+                    return status;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("export {prefix} never finished");
+        }
+    };
+    // Local: an absolute file:// URL, and a status that ends succeeded.
+    let (status, body) = app
+        .post(
+            "/users/export/segment",
+            json!({"segment_id": segment_id, "fields_to_export": ["external_id"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let url = body["url"].as_str().unwrap();
+    assert!(url.starts_with("file:///"), "{url}");
+    let done = wait_state(body["object_prefix"].as_str().unwrap().to_string()).await;
+    assert_eq!(
+        (done["state"].as_str(), done["users"].as_u64()),
+        (Some("succeeded"), Some(1)),
+        "{done}"
+    );
+
+    // A bucket that refuses: the status and the callback say why.
+    let s3 = eddy_testkit::TestS3::start().await;
+    s3.set_failing(true);
+    app.admin_put(
+        "/eddy/v1/workspaces/default/export-storage",
+        json!({"type": "s3", "bucket": "exports", "endpoint": s3.endpoint, "access_key_id": "a", "secret_access_key": "s"}),
+    )
+    .await;
+    let (status, body) = app
+        .post(
+            "/users/export/segment",
+            json!({"segment_id": segment_id, "fields_to_export": ["external_id"],
+                                               "callback_endpoint": callback_url}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let failed = wait_state(body["object_prefix"].as_str().unwrap().to_string()).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(
+        failed["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{failed}"
+    );
+    let mut posted = Vec::new();
+    for _ in 0..100 {
+        posted = received.lock().unwrap().clone();
+        if !posted.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(posted[0]["success"], false, "{posted:?}");
+    assert!(posted[0]["error"].is_string(), "{posted:?}");
+    let (status, _) = app
+        .admin_get("/eddy/v1/workspaces/default/exports/unknown")
+        .await;
+    assert_eq!(status, 404);
+}

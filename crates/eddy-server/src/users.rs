@@ -109,15 +109,16 @@ pub async fn export_ids(State(state): State<SharedState>, rest: Rest<UsersExport
     let mut users = Vec::new();
     let mut seen = Vec::new();
     let mut invalid = Vec::new();
+    // True when the identifier names a user (listed once, however many identifiers name it).
     let mut push = |found: Option<(u32, eddy_model::profile::Profile)>| {
-        if let Some((id, profile)) = found
-            && !seen.contains(&id)
-        {
+        let Some((id, profile)) = found else {
+            return false;
+        };
+        if !seen.contains(&id) {
             seen.push(id);
             users.push(profile.export(fields));
-            return true;
         }
-        false
+        true
     };
     for ext in &req.external_ids {
         if !push(
@@ -128,24 +129,35 @@ pub async fn export_ids(State(state): State<SharedState>, rest: Rest<UsersExport
             invalid.push(ext.clone());
         }
     }
+    // Every identifier that names no user is reported, whatever its kind (an alias by its name).
     for alias in &req.user_aliases {
-        push(state.store.find(ws.id, &Identifier::Alias(alias.clone()))?);
+        if !push(state.store.find(ws.id, &Identifier::Alias(alias.clone()))?) {
+            invalid.push(alias.alias_name.clone());
+        }
     }
-    if let Some(id) = &req.braze_id {
-        push(state.store.find(ws.id, &Identifier::BrazeId(id.clone()))?);
+    if let Some(id) = &req.braze_id
+        && !push(state.store.find(ws.id, &Identifier::BrazeId(id.clone()))?)
+    {
+        invalid.push(id.clone());
     }
-    if let Some(email) = &req.email_address {
-        push(
+    if let Some(email) = &req.email_address
+        && !push(
             state
                 .store
                 .find(ws.id, &Identifier::Email(email.to_ascii_lowercase()))?,
-        );
+        )
+    {
+        invalid.push(email.clone());
     }
-    if let Some(phone) = &req.phone {
-        push(state.store.find(ws.id, &Identifier::Phone(phone.clone()))?);
+    if let Some(phone) = &req.phone
+        && !push(state.store.find(ws.id, &Identifier::Phone(phone.clone()))?)
+    {
+        invalid.push(phone.clone());
     }
-    if let Some(device) = &req.device_id {
-        push(state.store.find_device(ws.id, device)?);
+    if let Some(device) = &req.device_id
+        && !push(state.store.find_device(ws.id, device)?)
+    {
+        invalid.push(device.clone());
     }
     let mut body = json!({"message": "success", "users": users});
     if !invalid.is_empty() {

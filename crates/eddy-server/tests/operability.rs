@@ -522,3 +522,56 @@ async fn segment_exports_have_a_status_and_a_failure_says_why() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn after_a_merge_every_identifier_that_names_nobody_is_reported() {
+    let app = spawn_app().await;
+    app.track(json!({"attributes": [
+        {"external_id": "keep", "first_name": "K"},
+        {"user_alias": {"alias_name": "old", "alias_label": "crm"}, "_update_existing_only": false, "last_name": "L"}
+    ]}))
+    .await;
+    let (status, body) = app
+        .post(
+            "/users/merge",
+            json!({"merge_updates": [{
+            "identifier_to_merge": {"user_alias": {"alias_name": "old", "alias_label": "crm"}},
+            "identifier_to_keep": {"external_id": "keep"}}]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // The merged profile is gone with its identifiers (Braze deletes the merged user); what it
+    // held is on the kept one.
+    let (_, body) = app
+        .post("/users/export/ids", json!({"external_ids": ["keep", "ghost"],
+            "user_aliases": [{"alias_name": "old", "alias_label": "crm"}],
+            "braze_id": "nope", "email_address": "none@example.com", "phone": "+15550000", "device_id": "no-device"}))
+        .await;
+    assert_eq!(body["users"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(body["users"][0]["last_name"], "L", "{body}");
+    let invalid: Vec<&str> = body["invalid_user_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for id in [
+        "ghost",
+        "old",
+        "nope",
+        "none@example.com",
+        "+15550000",
+        "no-device",
+    ] {
+        assert!(invalid.contains(&id), "{id} not reported: {body}");
+    }
+    // A user named twice in one request is listed once and not reported.
+    let (_, body) = app
+        .post(
+            "/users/export/ids",
+            json!({"external_ids": ["keep", "keep"]}),
+        )
+        .await;
+    assert_eq!(body["users"].as_array().map(Vec::len), Some(1), "{body}");
+    assert!(body.get("invalid_user_ids").is_none(), "{body}");
+}

@@ -124,6 +124,40 @@ pub struct DiffStats {
     pub unreadable: u64,
 }
 
+/// Every field eddy's validator refuses in an object (it stops at the first), found by
+/// validating each field alone with the object's identifier; `first` when none is to blame alone.
+fn every_refusal(object: &Value, first: String) -> Vec<String> {
+    const IDENTIFYING: [&str; 4] = [
+        "external_id",
+        "braze_id",
+        "user_alias",
+        "_update_existing_only",
+    ];
+    let Value::Object(map) = object else {
+        return vec![first];
+    };
+    let base: serde_json::Map<String, Value> = map
+        .iter()
+        .filter(|(k, _)| IDENTIFYING.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut out = Vec::new();
+    for (name, value) in map {
+        if IDENTIFYING.contains(&name.as_str()) {
+            continue;
+        }
+        let mut alone = base.clone();
+        alone.insert(name.clone(), value.clone());
+        if let Err(why) = eddy_model::track::validate_attributes(&Value::Object(alone)) {
+            out.push(why);
+        }
+    }
+    if out.is_empty() {
+        out.push(first);
+    }
+    out
+}
+
 /// How many row errors a report keeps.
 pub const MAX_ERRORS: usize = 10;
 
@@ -308,6 +342,8 @@ impl<'a> Differ<'a> {
         }
         let mut add = Vec::new();
         let mut remove = Vec::new();
+        // Every problem of the row is reported at once, not one per run.
+        let mut problems: Vec<String> = Vec::new();
         for (j, field) in plan.fields.iter().enumerate() {
             let (now, was) = (new[j + 1], old[j]);
             match field.kind {
@@ -328,8 +364,8 @@ impl<'a> Differ<'a> {
                             match encoded {
                                 Ok(v) => v,
                                 Err(why) => {
-                                    self.stats.refuse(display_key(&key), why);
-                                    return Ok(());
+                                    problems.push(why);
+                                    continue;
                                 }
                             }
                         }
@@ -357,7 +393,10 @@ impl<'a> Differ<'a> {
         }
         let object = Value::Object(object);
         if let Err(why) = eddy_model::track::validate_attributes(&object) {
-            self.stats.refuse(display_key(&key), why);
+            problems.extend(every_refusal(&object, why));
+        }
+        if !problems.is_empty() {
+            self.stats.refuse(display_key(&key), problems.join("; "));
             return Ok(());
         }
         let kind = if fresh {

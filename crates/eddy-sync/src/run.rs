@@ -84,15 +84,22 @@ pub async fn run(file: &SyncFile, sync: &Sync, opts: &RunOptions) -> Result<Repo
         identifier: sync.identifier.kind.name().to_string(),
         fields: plan.fields.iter().map(|f| f.name.clone()).collect(),
     };
+    // Warnings go into the report (printed once), not also into the log.
     let mut warnings = warnings(sync);
-    for w in &warnings {
-        tracing::warn!(sync = %sync.name, "{w}");
-    }
     let client = if opts.dry_run || opts.mark_synced {
         None
     } else {
         Some(Arc::new(Client::new(&sync.target)?))
     };
+    if let Some(client) = &client
+        && let Err(why) = client.check_credentials().await
+    {
+        tracing::error!(sync = %sync.name, error = %why, "stopping before reading the source");
+        let report = refused_report(sync, opts, started, clock, client, why, warnings);
+        report.store(&dir)?;
+        drop(lock);
+        return Ok(report);
+    }
     if !opts.dry_run {
         warnings.extend(rewrite_state_if_needed(&dir, &header).await?);
     }
@@ -165,6 +172,40 @@ pub async fn run(file: &SyncFile, sync: &Sync, opts: &RunOptions) -> Result<Repo
     }
     drop(lock);
     Ok(report)
+}
+
+/// The report of a run the target refused at its credentials check: nothing read, nothing sent.
+fn refused_report(
+    sync: &Sync,
+    opts: &RunOptions,
+    started: jiff::Timestamp,
+    clock: std::time::Instant,
+    client: &Client,
+    why: String,
+    warnings: Vec<String>,
+) -> Report {
+    let counters = &client.counters;
+    Report {
+        sync: sync.name.clone(),
+        status: RunStatus::Failed,
+        dry_run: opts.dry_run,
+        mark_synced: opts.mark_synced,
+        started_at: started.to_string(),
+        duration_ms: clock.elapsed().as_millis() as u64,
+        rows_read: 0,
+        added: 0,
+        changed: 0,
+        removed: 0,
+        unchanged: 0,
+        failed: 0,
+        sent: 0,
+        requests: counters.requests.load(Ordering::Relaxed),
+        retries: counters.retries.load(Ordering::Relaxed),
+        throttled: counters.throttled.load(Ordering::Relaxed),
+        error: Some(why),
+        errors: Vec::new(),
+        warnings,
+    }
 }
 
 /// Takes the sync's lock file: one run per sync at a time.

@@ -128,6 +128,42 @@ impl Client {
         })
     }
 
+    /// One cheap authenticated request, so that a wrong key fails the run even when nothing
+    /// changed: `/users/track` with nothing to track (400 with a valid key, 401 without), or an
+    /// empty cohort change (201 with valid keys). Answers why the target refuses the credentials
+    /// (401, 403, 404), if it does; an unreachable target is left to the run.
+    pub async fn check_credentials(&self) -> Result<(), String> {
+        let reply = match &self.kind {
+            Kind::Track { url, key } => self.post(url, Some(key), &json!({})).await,
+            Kind::Cohort {
+                base,
+                partner_api_key,
+                client_secret,
+                cohort_id,
+                ..
+            } => {
+                let body = json!({
+                    "partner_api_key": partner_api_key,
+                    "client_secret": client_secret,
+                    "cohort_id": cohort_id,
+                    "cohort_changes": [],
+                });
+                self.post(&format!("{base}/cohorts/users"), None, &body)
+                    .await
+            }
+        };
+        match reply {
+            Reply::Ok(_) | Reply::Refused(_, _) | Reply::TooLarge => Ok(()),
+            Reply::Fatal(why) => Err(format!("the target refused the credentials: {why}")),
+            // An outage is not a verdict on the credentials: the run goes on, and rows that
+            // cannot be delivered fail and are retried next run, as before.
+            Reply::Failed(why) => {
+                tracing::warn!(error = %why, "could not check the target's credentials");
+                Ok(())
+            }
+        }
+    }
+
     /// Sends attribute objects to `/users/track`.
     pub async fn track(&self, objects: &[Value]) -> BatchOutcome {
         let Kind::Track { url, key } = &self.kind else {

@@ -89,8 +89,8 @@ async fn refused_objects_are_mapped_back_and_retried_through_429s_and_500s() {
     );
     assert_eq!(
         braze.state.lock().unwrap().requests - requests_before,
-        1,
-        "7 rows, one request"
+        2,
+        "the credentials check, then 7 rows in one request"
     );
 
     // Braze accepts them now; after that, nothing is left.
@@ -98,9 +98,10 @@ async fn refused_objects_are_mapped_back_and_retried_through_429s_and_500s() {
     let third = run_once(&file).await;
     assert_eq!((third.sent, third.failed), (7, 0), "{third}");
     let fourth = run_once(&file).await;
+    // Nothing to send: the run's only request is its credentials check.
     assert_eq!(
         (fourth.sent, fourth.requests, fourth.unchanged),
-        (0, 0, 100),
+        (0, 1, 100),
         "{fourth}"
     );
 }
@@ -141,7 +142,8 @@ async fn a_server_that_keeps_failing_fails_the_rows_not_the_state() {
         .lock()
         .unwrap()
         .faults
-        .extend(std::iter::repeat_n(Fault::ServerError, 4));
+        // Four for the credentials check (which then lets the run go on), four for the batch.
+        .extend(std::iter::repeat_n(Fault::ServerError, 8));
     let w = Workdir::new();
     csv(
         &w.path("people.csv"),
@@ -152,7 +154,7 @@ async fn a_server_that_keeps_failing_fails_the_rows_not_the_state() {
     let report = run_once(&file).await;
     assert_eq!(
         (report.failed, report.sent, report.retries),
-        (5, 0, 3),
+        (5, 0, 6),
         "{report}"
     );
     assert!(report.errors[0].error.contains("HTTP 500"), "{report}");

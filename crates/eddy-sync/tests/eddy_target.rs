@@ -79,9 +79,10 @@ async fn creates_users_then_sends_only_what_changed() {
     // Nothing changed: nothing sent, no data point spent.
     let billable = eddy.usage_total().await.0;
     let second = run_once(&file).await;
+    // Its one request is the credentials check, which costs nothing either.
     assert_eq!(
         (second.unchanged, second.sent, second.requests),
-        (3, 0, 0),
+        (3, 0, 1),
         "{second}"
     );
     assert_eq!(
@@ -311,9 +312,10 @@ target = {{ type = "cohort", url = "{url}", partner = "amplitude", partner_api_k
         &["u1".into(), "u2".into(), "u3".into()],
     );
     let first = run_once(&file).await;
+    // The credentials check, naming the cohort, then the members.
     assert_eq!(
         (first.added, first.sent, first.requests),
-        (3, 3, 2),
+        (3, 3, 3),
         "{first}"
     );
     let (status, body) = eddy
@@ -342,7 +344,8 @@ target = {{ type = "cohort", url = "{url}", partner = "amplitude", partner_api_k
         .1;
     assert_eq!(body["size"], json!(2), "{body}");
     let third = run_once(&file).await;
-    assert_eq!((third.sent, third.requests), (0, 0), "{third}");
+    // Nothing to change: only the credentials check.
+    assert_eq!((third.sent, third.requests), (0, 1), "{third}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -506,4 +509,53 @@ columns = ["vip"]
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_reports_every_problem_and_a_wrong_key_fails_even_when_nothing_changed() {
+    let eddy = spawn_eddy().await;
+    let w = Workdir::new();
+    // Two bad cells in one row: both are reported, in one run.
+    csv(
+        &w.path("customers.csv"),
+        HEADER,
+        &[
+            "u1,Jo,not-a-date,x,3,,true".to_string(),
+            "u2,Al,1980-01-01,1,1,,false".to_string(),
+        ],
+    );
+    let file = w.config(&customers_config(&eddy, ""));
+    let report = run_once(&file).await;
+    assert_eq!(
+        (report.status.as_str(), report.failed, report.sent),
+        ("partial", 1, 1),
+        "{report}"
+    );
+    let error = &report.errors[0].error;
+    assert!(
+        error.contains("dob") && error.contains("L12M_monetary"),
+        "{error}"
+    );
+
+    // Fixed, then nothing changes: with a wrong key the run still fails, at its first request.
+    csv(
+        &w.path("customers.csv"),
+        HEADER,
+        &[
+            "u1,Jo,1980-01-01,1,3,,true".to_string(),
+            "u2,Al,1980-01-01,1,1,,false".to_string(),
+        ],
+    );
+    assert_eq!(run_once(&file).await.status.as_str(), "succeeded");
+    let wrong = w.config(&customers_config(&eddy, "").replace(&eddy.key, "not-a-key"));
+    let report = run_once(&wrong).await;
+    assert_eq!(report.status.as_str(), "failed", "{report}");
+    assert!(
+        report.error.as_deref().is_some_and(|e| e.contains("401")),
+        "{report}"
+    );
+    assert_eq!(
+        report.rows_read, 0,
+        "nothing is read once the target refused: {report}"
+    );
 }

@@ -261,6 +261,7 @@ impl Currents {
             "delivered": status.delivered, "pending": status.pending, "dropped": status.dropped,
             "skipped": status.skipped,
             "last_error": status.last_error,
+            "next_retry_at": status.next_retry_at.map(eddy_model::time::format_iso),
         }))
     }
 

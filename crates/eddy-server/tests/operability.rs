@@ -575,3 +575,49 @@ async fn after_a_merge_every_identifier_that_names_nobody_is_reported() {
     assert_eq!(body["users"].as_array().map(Vec::len), Some(1), "{body}");
     assert!(body.get("invalid_user_ids").is_none(), "{body}");
 }
+
+#[tokio::test]
+async fn a_failing_sink_backs_off_and_says_when_it_retries() {
+    let app = spawn_app().await;
+    let s3 = eddy_testkit::TestS3::start().await;
+    s3.set_failing(true);
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/currents",
+            json!({"name": "c", "type": "s3", "bucket": "b", "endpoint": s3.endpoint,
+                   "access_key_id": "a", "secret_access_key": "s", "max_backoff_seconds": 30}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    app.track(
+        json!({"events": [{"external_id": "u", "name": "e", "time": "2024-01-01T00:00:00Z"}]}),
+    )
+    .await;
+    let (status, body) = app
+        .admin_post("/eddy/v1/workspaces/default/currents/c/flush", json!({}))
+        .await;
+    assert_eq!(status, 502, "{body}");
+    let (_, body) = app
+        .admin_get("/eddy/v1/workspaces/default/currents/c")
+        .await;
+    assert_eq!(body["state"], "error", "{body}");
+    assert!(body["next_retry_at"].is_string(), "{body}");
+    // The cause first, then what was being done; not the client's wrappers around it.
+    let error = body["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("503") && error.contains(": writing currents/"),
+        "{body}"
+    );
+    assert!(!error.contains("Generic S3 error"), "{body}");
+    // Back up: the next flush delivers at once, the error and the retry time are gone.
+    s3.set_failing(false);
+    let (status, body) = app
+        .admin_post("/eddy/v1/workspaces/default/currents/c/flush", json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["last_error"].is_null() && body["next_retry_at"].is_null(),
+        "{body}"
+    );
+    assert_eq!(body["delivered"], 1, "{body}");
+}

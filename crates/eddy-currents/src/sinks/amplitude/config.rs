@@ -29,6 +29,13 @@ pub struct AmplitudeConnector {
     /// Seconds a request may take before it is abandoned and retried [default: 10].
     #[serde(default = "default_request_timeout")]
     pub timeout_seconds: u64,
+    /// Longest wait between attempts while Amplitude fails, seconds [default: 60].
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_seconds: u64,
+}
+
+fn default_max_backoff() -> u64 {
+    60
 }
 
 fn default_request_timeout() -> u64 {

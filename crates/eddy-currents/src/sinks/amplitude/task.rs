@@ -22,8 +22,6 @@ use crate::source::OutboxReader;
 const MAX_BATCH: usize = 1000;
 /// Largest request body we build (Amplitude: under 1 MB).
 const MAX_BATCH_BYTES: usize = 900_000;
-/// Longest wait between retries of a failing request.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Most events held in memory waiting to be sent; the rest waits in the outbox.
 const MAX_QUEUE: usize = 20_000;
 /// How long an invalid API key pauses the connector before it tries again.
@@ -59,7 +57,6 @@ pub(crate) struct AmplitudeTask {
     queue: VecDeque<Pending>,
     devices: HashMap<String, Device>,
     batch_limit: usize,
-    backoff: Duration,
     paused_until: Option<Instant>,
     client: reqwest::Client,
 }
@@ -82,15 +79,15 @@ impl AmplitudeTask {
             .timeout(Duration::from_secs(settings.timeout_seconds.max(1)))
             .build()
             .map_err(|e| CurrentsError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        let max_backoff = settings.max_backoff_seconds;
         Ok(AmplitudeTask {
             source,
             settings,
             url,
-            checkpoint: Checkpoint::new(state, status),
+            checkpoint: Checkpoint::new(state, status, Duration::from_secs(max_backoff)),
             queue: VecDeque::new(),
             devices: HashMap::new(),
             batch_limit: MAX_BATCH,
-            backoff: Duration::from_secs(1),
             paused_until: None,
             client,
         })
@@ -314,8 +311,7 @@ impl AmplitudeTask {
                     delivered += sent.len() as u64;
                     self.checkpoint.state.delivered += sent.len() as u64;
                     self.remove(&sent);
-                    self.checkpoint.state.last_error = None;
-                    self.backoff = Duration::from_secs(1);
+                    self.checkpoint.delivered(&self.source.connector.name);
                     self.batch_limit = (self.batch_limit * 2).min(MAX_BATCH);
                 }
                 413 => {
@@ -421,17 +417,18 @@ impl AmplitudeTask {
     }
 
     fn retry_later(&mut self, batch: &[usize], error: String) {
-        let when = Instant::now() + self.backoff;
+        self.checkpoint.fail(&self.source.connector.name, error);
+        let when = self
+            .checkpoint
+            .backoff
+            .next_retry_ms()
+            .map_or(Instant::now(), |at| {
+                let wait = (at - eddy_model::time::now_ms()).max(0) as u64;
+                Instant::now() + Duration::from_millis(wait)
+            });
         for i in batch {
             self.queue[*i].not_before = Some(when);
         }
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        tracing::warn!(
-            connector = self.source.connector.name,
-            error,
-            "amplitude delivery failed; retrying"
-        );
-        self.checkpoint.state.last_error = Some(error);
     }
 
     /// Moves the cursor to the first event still queued and saves the state if it changed.

@@ -32,15 +32,23 @@ pub struct FileSettings {
     /// Hours an undeliverable file is retried before its events are dropped and counted [default: 48].
     #[serde(default = "default_retention")]
     pub retention_hours: u64,
+    /// Longest wait between attempts while the store fails, seconds [default: 300].
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_seconds: u64,
+}
+
+fn default_max_backoff() -> u64 {
+    300
 }
 
 impl FileSettings {
     /// The names of these settings in a creation body.
-    pub const KEYS: [&str; 4] = [
+    pub const KEYS: [&str; 5] = [
         "flush_interval_seconds",
         "max_events_per_file",
         "codec",
         "retention_hours",
+        "max_backoff_seconds",
     ];
 
     /// The checks every file connector shares.

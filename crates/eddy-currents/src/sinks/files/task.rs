@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::avro::Container;
 use crate::catalogue;
-use crate::checkpoint::{Checkpoint, Request, Status, next_round, retention_horizon};
+use crate::checkpoint::{Checkpoint, Request, Status, next_round, retention_horizon, root_cause};
 use crate::connector::DeliveryState;
 use crate::sinks::files::config::{FileOptions, hour_of, object_key};
 use crate::source::{Item, OutboxReader};
@@ -58,11 +58,12 @@ impl FileTask {
         state: DeliveryState,
         status: Arc<Mutex<Status>>,
     ) -> FileTask {
+        let max_backoff = settings.settings.max_backoff_seconds;
         FileTask {
             source,
             store,
             settings,
-            checkpoint: Checkpoint::new(state, status),
+            checkpoint: Checkpoint::new(state, status, Duration::from_secs(max_backoff)),
             buffers: BTreeMap::new(),
             files: Vec::new(),
         }
@@ -96,7 +97,12 @@ impl FileTask {
             for key in due {
                 self.close(&key);
             }
-            let stored = self.upload(&store).await;
+            // While the store fails, attempts wait for the backoff; a flush asks at once.
+            let stored = if request.is_some() || self.checkpoint.backoff.ready() {
+                self.upload(&store).await
+            } else {
+                0
+            };
             self.expire();
             let failed = if self.files.is_empty() {
                 None
@@ -209,11 +215,12 @@ impl FileTask {
                 Ok(_) => {
                     stored += file.events;
                     self.checkpoint.state.delivered += file.events;
-                    self.checkpoint.state.last_error = None;
+                    self.checkpoint.delivered(&self.source.connector.name);
                     self.files.remove(0);
                 }
                 Err(e) => {
-                    self.fail(format!("writing {}: {e}", file.key));
+                    let message = root_cause(&format!("writing {}", file.key), &e);
+                    self.fail(message);
                     break;
                 }
             }

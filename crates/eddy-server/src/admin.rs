@@ -20,6 +20,14 @@ fn workspace_json(ws: &Workspace) -> serde_json::Value {
     json!({"id": ws.id, "name": ws.name, "app_group_id": ws.app_group_id, "created_at": eddy_model::time::format_iso(ws.created_at)})
 }
 
+/// 404 unless the partner is registered.
+fn require_partner(state: &SharedState, partner: &str) -> Result<(), HttpError> {
+    match state.store.partner(partner)? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::ResourceNotFound(format!("partner '{partner}'")).into()),
+    }
+}
+
 /// A secret could not be made: refuse rather than hand out a predictable one.
 fn no_secret(e: ids::RandomnessError) -> HttpError {
     tracing::error!(error = %e, "no secret could be generated");
@@ -199,9 +207,7 @@ pub async fn create_data_import_key(
     Path((_, partner)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    if state.store.partner(&partner)?.is_none() {
-        return Err(ApiError::ResourceNotFound(format!("partner '{partner}'")).into());
-    }
+    require_partner(&state, &partner)?;
     let key = ids::secret_uuid().map_err(no_secret)?;
     state
         .store
@@ -347,9 +353,7 @@ pub async fn get_data_import_key(
     Path((_, partner)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    if state.store.partner(&partner)?.is_none() {
-        return Err(ApiError::ResourceNotFound(format!("partner '{partner}'")).into());
-    }
+    require_partner(&state, &partner)?;
     let record = state.store.data_import_key_of(ws.id, &partner)?;
     Ok(json_response(
         StatusCode::OK,

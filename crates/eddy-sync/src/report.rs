@@ -11,10 +11,11 @@ use crate::diff::RowError;
 const KEEP: usize = 100;
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     /// Every row was sent or had nothing to send.
+    #[default]
     Succeeded,
     /// Some rows failed (refused before sending or by the target); they are retried next run.
     Partial,
@@ -46,7 +47,7 @@ impl PartialEq<&str> for RunStatus {
 }
 
 /// What one run did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     /// The sync's name.
     pub sync: String,

@@ -192,19 +192,12 @@ fn refused_report(
         mark_synced: opts.mark_synced,
         started_at: started.to_string(),
         duration_ms: clock.elapsed().as_millis() as u64,
-        rows_read: 0,
-        added: 0,
-        changed: 0,
-        removed: 0,
-        unchanged: 0,
-        failed: 0,
-        sent: 0,
         requests: counters.requests.load(Ordering::Relaxed),
         retries: counters.retries.load(Ordering::Relaxed),
         throttled: counters.throttled.load(Ordering::Relaxed),
         error: Some(why),
-        errors: Vec::new(),
         warnings,
+        ..Report::default()
     }
 }
 

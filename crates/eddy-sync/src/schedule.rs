@@ -101,24 +101,7 @@ mod tests {
     fn report() -> Report {
         Report {
             sync: "s".into(),
-            status: crate::RunStatus::Succeeded,
-            dry_run: false,
-            mark_synced: false,
-            started_at: String::new(),
-            duration_ms: 0,
-            rows_read: 0,
-            added: 0,
-            changed: 0,
-            removed: 0,
-            unchanged: 0,
-            failed: 0,
-            sent: 0,
-            requests: 0,
-            retries: 0,
-            throttled: 0,
-            error: None,
-            errors: Vec::new(),
-            warnings: Vec::new(),
+            ..Report::default()
         }
     }
 

@@ -22,6 +22,8 @@ pub(crate) struct Status {
     pub oldest_pending_at: Option<i64>,
     /// When the next attempt is due while the sink fails, UTC ms.
     pub next_retry_at: Option<i64>,
+    /// The next outbox sequence number the task will read.
+    pub read_pos: u64,
     pub last_error: Option<String>,
 }
 
@@ -208,6 +210,7 @@ impl Checkpoint {
                 pending,
                 oldest_pending_at,
                 next_retry_at: self.backoff.next_retry_ms(),
+                read_pos: source.read_pos,
                 last_error: self.state.last_error.clone(),
             };
         }

@@ -48,6 +48,9 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Outbox entries a status question reads at most to count what a connector has not read yet.
+const MAX_COUNTED_UNREAD: usize = 100_000;
+
 /// One connector's figures for `/metrics`.
 #[derive(Debug, Clone)]
 pub struct ConnectorMetrics {
@@ -203,6 +206,7 @@ impl Currents {
         let status = Arc::new(Mutex::new(Status {
             delivered: state.delivered,
             dropped: state.dropped,
+            read_pos: state.cursor,
             ..Status::default()
         }));
         let source = OutboxReader {
@@ -250,15 +254,28 @@ impl Currents {
 
     /// A connector's state, counters and last error, as the admin API shows them.
     pub fn status(&self, ws: u32, name: &str) -> Option<Value> {
-        let running = self.running.lock().ok()?;
-        let r = running.get(&(ws, name.to_string()))?;
-        let status = r.status.lock().ok()?.clone();
-        let kind = r.connector.sink.kind();
+        let (connector, status) = {
+            let running = self.running.lock().ok()?;
+            let r = running.get(&(ws, name.to_string()))?;
+            let status = r.status.lock().ok()?.clone();
+            (r.connector.clone(), status)
+        };
+        // Pending counts what was acknowledged before the question too, read by the task or not.
+        let reader = OutboxReader {
+            store: self.store.clone(),
+            ws,
+            connector: connector.clone(),
+            read_pos: status.read_pos,
+        };
+        let unread = reader
+            .count_unread(status.read_pos, MAX_COUNTED_UNREAD)
+            .unwrap_or(0);
         Some(json!({
-            "name": r.connector.name, "type": kind, "integration_id": r.connector.integration_id,
-            "event_types": r.connector.event_types, "transforms": r.connector.transforms,
+            "name": connector.name, "type": connector.sink.kind(),
+            "integration_id": connector.integration_id,
+            "event_types": connector.event_types, "transforms": connector.transforms,
             "state": if status.last_error.is_some() { "error" } else { "active" },
-            "delivered": status.delivered, "pending": status.pending, "dropped": status.dropped,
+            "delivered": status.delivered, "pending": status.pending + unread, "dropped": status.dropped,
             "skipped": status.skipped,
             "last_error": status.last_error,
             "next_retry_at": status.next_retry_at.map(eddy_model::time::format_iso),

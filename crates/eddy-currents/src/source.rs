@@ -53,7 +53,29 @@ impl OutboxReader {
         Ok((out, true))
     }
 
-    fn accept(&self, seq: u64, mut entry: Value) -> Option<Item> {
+    /// Events for this connector after `from` that it has not read yet, counting at most
+    /// `max_scanned` outbox entries (the answer is then a lower bound).
+    pub fn count_unread(&self, from: u64, max_scanned: usize) -> Result<u64, StoreError> {
+        let (mut pos, mut left, mut count) = (from, max_scanned, 0);
+        while left > 0 {
+            let page = self.store.outbox(pos, PAGE.min(left))?;
+            let full = page.len() == PAGE.min(left);
+            left -= page.len();
+            for (seq, entry) in &page {
+                pos = seq + 1;
+                if self.selects(entry).is_some() {
+                    count += 1;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(count)
+    }
+
+    /// The entry's event type when this connector delivers it.
+    fn selects<'a>(&self, entry: &'a Value) -> Option<&'a str> {
         if entry.get("ws").and_then(Value::as_u64) != Some(u64::from(self.ws)) {
             return None;
         }
@@ -64,10 +86,12 @@ impl OutboxReader {
         {
             return None;
         }
-        let event_type = entry.get("type").and_then(Value::as_str)?.to_string();
-        if !self.connector.wants(&event_type) {
-            return None;
-        }
+        let event_type = entry.get("type").and_then(Value::as_str)?;
+        self.connector.wants(event_type).then_some(event_type)
+    }
+
+    fn accept(&self, seq: u64, mut entry: Value) -> Option<Item> {
+        let event_type = self.selects(&entry)?.to_string();
         let at = entry.get("at").and_then(Value::as_i64).unwrap_or_default();
         let Value::Object(mut record) = entry.get_mut("record")?.take() else {
             return None;

@@ -621,3 +621,40 @@ async fn a_failing_sink_backs_off_and_says_when_it_retries() {
     );
     assert_eq!(body["delivered"], 1, "{body}");
 }
+
+#[tokio::test]
+async fn pending_counts_every_event_acknowledged_before_the_question() {
+    let app = spawn_app().await;
+    let s3 = eddy_testkit::TestS3::start().await;
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/currents",
+            json!({"name": "c", "type": "s3", "bucket": "b", "endpoint": s3.endpoint,
+                   "access_key_id": "a", "secret_access_key": "s", "flush_interval_seconds": 300,
+                   "event_types": ["users.behaviors.CustomEvent"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = app
+        .track(json!({"events": [
+            {"external_id": "u", "name": "a", "time": "2024-01-01T00:00:00Z"},
+            {"external_id": "u", "name": "b", "time": "2024-01-01T00:00:00Z"},
+            {"external_id": "u", "name": "c", "time": "2024-01-01T00:00:00Z"}],
+            "purchases": [{"external_id": "u", "product_id": "p", "currency": "USD", "price": 1, "time": "2024-01-01T00:00:00Z"}]}))
+        .await;
+    assert_eq!(status, 201);
+    // Asked at once, before the connector has necessarily read them: the three custom events
+    // count (the purchase is not a selected type).
+    let (_, body) = app
+        .admin_get("/eddy/v1/workspaces/default/currents/c")
+        .await;
+    assert_eq!(body["pending"], 3, "{body}");
+    let (_, body) = app
+        .admin_post("/eddy/v1/workspaces/default/currents/c/flush", json!({}))
+        .await;
+    assert_eq!(
+        (body["delivered"].as_u64(), body["pending"].as_u64()),
+        (Some(3), Some(0)),
+        "{body}"
+    );
+}

@@ -120,9 +120,17 @@ pub struct CreateRequest {
     /// Field transformations.
     #[serde(default)]
     pub transforms: Vec<Transform>,
+    /// Whether the destination is checked (a test write, a key check) before the connector is
+    /// saved [default: true]; `false` saves settings for a destination that is not up yet.
+    #[serde(default = "check_by_default")]
+    pub validate: bool,
     /// The sink's settings.
     #[serde(flatten)]
     pub settings: Map<String, Value>,
+}
+
+fn check_by_default() -> bool {
+    true
 }
 
 impl CreateRequest {

@@ -16,6 +16,7 @@ use crate::connector::{Connector, CreateRequest, DeliveryState, Sink};
 use crate::sinks::amplitude::task::AmplitudeTask;
 use crate::sinks::files::stores::file_store;
 use crate::sinks::files::task::FileTask;
+use crate::sinks::probe::probe;
 use crate::source::OutboxReader;
 
 /// Errors of the Currents API.
@@ -163,15 +164,11 @@ impl Currents {
             return Err(CurrentsError::Exists(request.name));
         }
         let integration_id = ids::id_hex(12);
+        let validate = request.validate;
         let connector = request
             .into_connector(integration_id)
             .map_err(CurrentsError::Invalid)?;
-        // A file connector's settings must make a client now, not fail later in its task.
-        if !matches!(connector.sink, Sink::Amplitude(_))
-            && let Err(e) = file_store(&connector.sink)
-        {
-            return Err(CurrentsError::Invalid(e));
-        }
+        check_sink(&connector.sink, validate).await?;
         let state = DeliveryState {
             cursor: self.store.outbox_head()?,
             ..DeliveryState::default()
@@ -347,6 +344,22 @@ impl Currents {
         Ok(())
     }
 
+    /// Stops every connector task of a workspace that is about to be deleted; what they
+    /// delivered is saved, what they did not stays in the outbox until it is trimmed.
+    pub async fn stop_workspace(&self, ws: u32) {
+        let names: Vec<String> = match self.running.lock() {
+            Ok(running) => running
+                .keys()
+                .filter(|(owner, _)| *owner == ws)
+                .map(|(_, name)| name.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for name in names {
+            self.stop_one(ws, &name).await;
+        }
+    }
+
     /// Pauses (`true`) or resumes a connector. Paused, no task runs and the cursor keeps its
     /// place; resumed, it delivers everything queued meanwhile.
     pub async fn set_paused(&self, ws: u32, name: &str, paused: bool) -> Result<(), CurrentsError> {
@@ -379,14 +392,11 @@ impl Currents {
                 request.name
             )));
         }
+        let validate = request.validate;
         let mut connector = request
             .into_connector(current.integration_id.clone())
             .map_err(CurrentsError::Invalid)?;
-        if !matches!(connector.sink, Sink::Amplitude(_))
-            && let Err(e) = file_store(&connector.sink)
-        {
-            return Err(CurrentsError::Invalid(e));
-        }
+        check_sink(&connector.sink, validate).await?;
         connector.paused = current.paused;
         self.stop_one(ws, name).await;
         self.save(ws, &connector).await?;
@@ -579,4 +589,16 @@ impl Currents {
             }
         }
     }
+}
+
+/// Settings must make a client now, not fail later in the task; with `validate` the destination
+/// must also take a write (or accept the key) before the connector is saved.
+async fn check_sink(sink: &Sink, validate: bool) -> Result<(), CurrentsError> {
+    if !matches!(sink, Sink::Amplitude(_)) {
+        file_store(sink).map_err(CurrentsError::Invalid)?;
+    }
+    if validate {
+        probe(sink).await.map_err(CurrentsError::Invalid)?;
+    }
+    Ok(())
 }

@@ -280,6 +280,44 @@ pub async fn get_workspace(AdminWorkspace(ws): AdminWorkspace) -> Answer {
     Ok(json_response(StatusCode::OK, &workspace_json(&ws)))
 }
 
+/// The body of `PATCH /eddy/v1/workspaces/{ws}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceChange {
+    name: String,
+}
+
+/// `PATCH` (or `PUT`) `/eddy/v1/workspaces/{ws}` `{"name"}`: renames the workspace; its keys,
+/// profiles and connectors stay (metrics follow the new name).
+pub async fn rename_workspace(
+    State(state): State<SharedState>,
+    AdminWorkspace(ws): AdminWorkspace,
+    JsonBody(change): JsonBody<WorkspaceChange>,
+) -> Answer {
+    if !valid_workspace_name(&change.name) {
+        return Err(ApiError::BadRequest(
+            "workspace names are 1 to 64 letters, digits, '_' or '-'".into(),
+        )
+        .into());
+    }
+    let renamed = state.store.rename_workspace(&ws.name, &change.name).await?;
+    tracing::info!(from = %ws.name, to = %renamed.name, "workspace renamed");
+    Ok(json_response(StatusCode::OK, &workspace_json(&renamed)))
+}
+
+/// `DELETE /eddy/v1/workspaces/{ws}` → 204: stops its connectors, then removes the workspace
+/// with its API keys, Data Import Keys, cohorts, segments, export storage, connectors,
+/// profiles and usage. Answers once everything is gone.
+pub async fn delete_workspace(
+    State(state): State<SharedState>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    state.currents.stop_workspace(ws.id).await;
+    state.store.delete_workspace(&ws.name).await?;
+    tracing::info!(workspace = %ws.name, "workspace deleted");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 /// `GET /eddy/v1/workspaces/{ws}/api-keys`: names, permissions, creation and last use; never a
 /// secret (only its hash is stored).
 pub async fn list_api_keys(

@@ -158,6 +158,13 @@ impl App {
         if store.workspace("default")?.is_none() && store.workspaces()?.is_empty() {
             store.create_workspace("default").await?;
         }
+        // A workspace deleted while its data was being purged is finished off in the background.
+        let purging = store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = purging.purge_deleted().await {
+                tracing::error!(error = %e, "cannot purge the data of deleted workspaces");
+            }
+        });
         let resealed = store
             .reseal_secrets()
             .await
@@ -370,7 +377,13 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
             "/eddy/v1/workspaces/{ws}/api-keys/{id}",
             delete(admin::delete_api_key).get(admin::get_api_key),
         )
-        .route("/eddy/v1/workspaces/{ws}", get(admin::get_workspace))
+        .route(
+            "/eddy/v1/workspaces/{ws}",
+            get(admin::get_workspace)
+                .patch(admin::rename_workspace)
+                .put(admin::rename_workspace)
+                .delete(admin::delete_workspace),
+        )
         .route("/eddy/v1/workspaces/{ws}/users", get(profiles::list))
         .route(
             "/eddy/v1/workspaces/{ws}/exports/{id}",
@@ -431,9 +444,12 @@ async fn metrics_text(State(state): State<SharedState>) -> Response {
             )
         })
         .collect();
-    let text = state
-        .metrics
-        .render(state.store.stats(), state.store.queue_depth(), &connectors);
+    let text = state.metrics.render(
+        state.store.stats(),
+        state.store.queue_depth(),
+        &connectors,
+        state.exports.figures(),
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -9,6 +9,7 @@ use eddy_store::WriterStats;
 use eddy_store::histogram::Histogram;
 
 use crate::ratelimit::GROUPS;
+use crate::segment_export::ExportFigures;
 
 /// The `group` labels: the rate-limit groups, and `unmatched` for answers no route gave (404 on
 /// an unknown path, 501 on a Braze endpoint eddy lacks, 405 on a wrong method).
@@ -79,6 +80,7 @@ impl Metrics {
         writer: &WriterStats,
         queue_depth: usize,
         connectors: &[(String, ConnectorMetrics)],
+        exports: ExportFigures,
     ) -> String {
         let mut out = String::new();
         out.push_str(
@@ -191,6 +193,29 @@ impl Metrics {
                 false,
             ),
         ];
+        let export_counters = [
+            (
+                "eddy_segment_exports_succeeded_total",
+                "Segment exports that wrote their files.",
+                exports.succeeded,
+            ),
+            (
+                "eddy_segment_exports_failed_total",
+                "Segment exports that failed (the reason is in their status and callback).",
+                exports.failed,
+            ),
+            (
+                "eddy_segment_export_users_total",
+                "Users written by segment exports that succeeded.",
+                exports.users_exported,
+            ),
+        ];
+        for (name, help, v) in export_counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
         for (name, help, counter, micros) in counters {
             let v = counter.load(Ordering::Relaxed);
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -215,6 +240,11 @@ impl Metrics {
                 "eddy_writer_queue_depth",
                 "Mutations waiting for the writer.",
                 queue_depth as u64,
+            ),
+            (
+                "eddy_segment_exports_running",
+                "Segment exports running now.",
+                exports.running,
             ),
             (
                 "eddy_ready",

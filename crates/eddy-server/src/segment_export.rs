@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -126,7 +127,7 @@ pub async fn export(State(state): State<SharedState>, rest: Rest<UsersExportSegm
         }
         exports
             .exports
-            .finished(&export_id, result.as_ref().err().cloned());
+            .finished(&export_id, users, result.as_ref().err().cloned());
         if let Some(endpoint) = callback {
             let mut body = json!({"success": result.is_ok()});
             if let Err(reason) = &result {
@@ -303,6 +304,29 @@ pub struct ExportStatus {
 #[derive(Debug, Default)]
 pub struct Exports {
     by_id: std::sync::Mutex<std::collections::BTreeMap<String, ExportStatus>>,
+    figures: ExportCounters,
+}
+
+/// Totals since start, for `/metrics` (the map above forgets old exports).
+#[derive(Debug, Default)]
+struct ExportCounters {
+    started: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    users_exported: AtomicU64,
+}
+
+/// Segment export totals since start, as `/metrics` shows them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExportFigures {
+    /// Exports running now.
+    pub running: u64,
+    /// Exports that wrote their files.
+    pub succeeded: u64,
+    /// Exports that failed (the reason is in their status and callback).
+    pub failed: u64,
+    /// Users written by succeeded exports.
+    pub users_exported: u64,
 }
 
 /// Exports remembered at most.
@@ -310,6 +334,7 @@ const KEPT_EXPORTS: usize = 1000;
 
 impl Exports {
     fn started(&self, status: ExportStatus) {
+        self.figures.started.fetch_add(1, Ordering::Relaxed);
         let Ok(mut map) = self.by_id.lock() else {
             return;
         };
@@ -325,7 +350,16 @@ impl Exports {
         map.insert(status.id.clone(), status);
     }
 
-    fn finished(&self, id: &str, error: Option<String>) {
+    fn finished(&self, id: &str, users: usize, error: Option<String>) {
+        let figures = &self.figures;
+        if error.is_some() {
+            figures.failed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            figures.succeeded.fetch_add(1, Ordering::Relaxed);
+            figures
+                .users_exported
+                .fetch_add(users as u64, Ordering::Relaxed);
+        }
         let Ok(mut map) = self.by_id.lock() else {
             return;
         };
@@ -337,6 +371,20 @@ impl Exports {
             };
             status.error = error;
             status.finished_at = Some(time::now_ms());
+        }
+    }
+
+    /// Totals since start.
+    pub fn figures(&self) -> ExportFigures {
+        let f = &self.figures;
+        let succeeded = f.succeeded.load(Ordering::Relaxed);
+        let failed = f.failed.load(Ordering::Relaxed);
+        let started = f.started.load(Ordering::Relaxed);
+        ExportFigures {
+            running: started.saturating_sub(succeeded + failed),
+            succeeded,
+            failed,
+            users_exported: f.users_exported.load(Ordering::Relaxed),
         }
     }
 

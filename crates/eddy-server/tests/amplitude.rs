@@ -160,7 +160,21 @@ async fn a_timed_out_request_is_retried_and_duplicates_keep_their_insert_id() {
 async fn an_invalid_key_pauses_without_losing_events() {
     let app = spawn_app().await;
     let amp = AmplitudeEmulator::start("right-key").await;
-    connector(&app, &amp, "amp", "wrong-key").await;
+    // Creation checks the key first and refuses a wrong one with Amplitude's cause.
+    let settings =
+        json!({"name": "amp", "type": "amplitude", "api_key": "wrong-key", "endpoint": amp.url});
+    let (status, body) = app
+        .admin_post("/eddy/v1/workspaces/default/currents", settings.clone())
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["message"], "Amplitude: Invalid API key");
+    // A key revoked after creation is what the task meets: saved without the check here.
+    let mut unchecked = settings;
+    unchecked["validate"] = json!(false);
+    let (status, body) = app
+        .admin_post("/eddy/v1/workspaces/default/currents", unchecked)
+        .await;
+    assert_eq!(status, 201, "{body}");
     app.track(json!({"events": [{"external_id": "user-1", "name": "e", "time": "2024-01-01"}]}))
         .await;
     let (status, body) = app

@@ -1,7 +1,7 @@
 //! What an operator meets around the endpoints: clear answers for what eddy does not implement
 //! or a method a route lacks, only real permissions, filter errors in the API's words.
 
-use eddy_testkit::spawn_app;
+use eddy_testkit::{TestApp, spawn_app};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -109,7 +109,7 @@ async fn metrics_show_latency_queue_commits_and_every_connector() {
     let (status, body) = app
         .admin_post(
             "/eddy/v1/workspaces/default/currents",
-            json!({"name": "amp", "type": "amplitude", "api_key": "k", "endpoint": "http://127.0.0.1:9"}),
+            json!({"name": "amp", "type": "amplitude", "api_key": "k", "endpoint": "http://127.0.0.1:9", "validate": false}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -140,7 +140,15 @@ async fn connectors_can_be_listed_paused_changed_resumed_and_deleted() {
                "access_key_id": "a", "secret_access_key": "s", "flush_interval_seconds": 1,
                "event_types": ["users.behaviors.CustomEvent"]})
     };
+    // The connection check refuses it with the cause...
     let (status, body) = app.admin_post(base, settings("misspelt")).await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("the test write to s3 failed"), "{body}");
+    // ...and without the check it is saved, retries, and must be removable.
+    let mut unchecked = settings("misspelt");
+    unchecked["validate"] = json!(false);
+    let (status, body) = app.admin_post(base, unchecked).await;
     assert_eq!(status, 201, "{body}");
     let integration = body["integration_id"].clone();
     let (status, body) = app.admin_get(base).await;
@@ -517,6 +525,16 @@ async fn segment_exports_have_a_status_and_a_failure_says_why() {
     }
     assert_eq!(posted[0]["success"], false, "{posted:?}");
     assert!(posted[0]["error"].is_string(), "{posted:?}");
+    // /metrics counts both, and the one user the first wrote.
+    let metrics = app.metrics().await;
+    for line in [
+        "eddy_segment_exports_succeeded_total 1",
+        "eddy_segment_exports_failed_total 1",
+        "eddy_segment_export_users_total 1",
+        "eddy_segment_exports_running 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
     let (status, _) = app
         .admin_get("/eddy/v1/workspaces/default/exports/unknown")
         .await;
@@ -584,7 +602,7 @@ async fn a_failing_sink_backs_off_and_says_when_it_retries() {
     let (status, body) = app
         .admin_post(
             "/eddy/v1/workspaces/default/currents",
-            json!({"name": "c", "type": "s3", "bucket": "b", "endpoint": s3.endpoint,
+            json!({"name": "c", "type": "s3", "bucket": "b", "endpoint": s3.endpoint, "validate": false,
                    "access_key_id": "a", "secret_access_key": "s", "max_backoff_seconds": 30}),
         )
         .await;
@@ -657,4 +675,135 @@ async fn pending_counts_every_event_acknowledged_before_the_question() {
         (Some(3), Some(0)),
         "{body}"
     );
+}
+
+/// Sends an admin request with any method; answers the status.
+async fn admin_send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> u16 {
+    let mut request = app
+        .client
+        .request(method, app.url(path))
+        .bearer_auth(&app.admin_token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    request
+        .send()
+        .await
+        .expect("admin request")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_workspace_can_be_renamed_and_deleted_with_everything_in_it() {
+    let app = spawn_app().await;
+    let (status, _) = app
+        .admin_post("/eddy/v1/workspaces", json!({"name": "shop"}))
+        .await;
+    assert_eq!(status, 201);
+    let key = app.create_key("shop", None).await;
+    let (status, _) = app
+        .post_as(
+            &key,
+            "/users/track",
+            json!({"attributes": [{"external_id": "u1", "email": "u1@example.com"}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/shop/currents",
+            json!({"name": "amp", "type": "amplitude", "api_key": "k",
+                   "endpoint": "http://127.0.0.1:9", "validate": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = app
+        .admin_post(
+            "/eddy/v1/workspaces/shop/segments",
+            json!({"name": "all", "filter": {"attribute": "external_id", "op": "equals", "value": "u1"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "segment");
+
+    // Renamed: the old name is gone, keys, profiles and connectors stay.
+    let patch = reqwest::Method::PATCH;
+    let path = "/eddy/v1/workspaces/shop";
+    let status = admin_send(&app, patch.clone(), path, Some(json!({"name": "store"}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.admin_get(path).await.0, 404);
+    let (status, body) = app.admin_get("/eddy/v1/workspaces/store").await;
+    assert_eq!((status, body["name"].as_str()), (200, Some("store")));
+    let (_, body) = app
+        .post_as(&key, "/users/export/ids", json!({"external_ids": ["u1"]}))
+        .await;
+    assert_eq!(body["users"][0]["email"], "u1@example.com", "{body}");
+    let (_, body) = app.admin_get("/eddy/v1/workspaces/store/currents").await;
+    assert_eq!(body["connectors"][0]["name"], "amp", "{body}");
+    // A taken name is a conflict.
+    let status = admin_send(
+        &app,
+        patch,
+        "/eddy/v1/workspaces/store",
+        Some(json!({"name": "default"})),
+    )
+    .await;
+    assert_eq!(status, 409);
+
+    // Deleted: its key, connector and profiles are gone; a new workspace of the same name is
+    // empty.
+    let status = admin_send(
+        &app,
+        reqwest::Method::DELETE,
+        "/eddy/v1/workspaces/store",
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(app.admin_get("/eddy/v1/workspaces/store").await.0, 404);
+    let (status, _) = app
+        .post_as(
+            &key,
+            "/users/track",
+            json!({"attributes": [{"external_id": "u2"}]}),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (_, list) = app.admin_get("/eddy/v1/workspaces").await;
+    let names: Vec<&str> = list["workspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    assert_eq!(names, ["default"]);
+    assert!(!app.metrics().await.contains("connector=\"amp\""));
+    let (status, _) = app
+        .admin_post("/eddy/v1/workspaces", json!({"name": "store"}))
+        .await;
+    assert_eq!(status, 201);
+    let key = app.create_key("store", None).await;
+    let (_, body) = app
+        .post_as(&key, "/users/export/ids", json!({"external_ids": ["u1"]}))
+        .await;
+    assert_eq!(body["users"], json!([]), "{body}");
+    assert_eq!(body["invalid_user_ids"], json!(["u1"]), "{body}");
+    let (_, body) = app.admin_get("/eddy/v1/workspaces/store/currents").await;
+    assert_eq!(body["connectors"], json!([]), "{body}");
+    // Nothing of the deleted workspace is left in the store: only the two live ones hold data.
+    let live: Vec<u32> = app
+        .store
+        .workspaces()
+        .unwrap()
+        .iter()
+        .map(|w| w.id)
+        .collect();
+    for ws in app.store.workspace_ids_with_data().unwrap() {
+        assert!(live.contains(&ws), "data of workspace {ws} is left");
+    }
 }

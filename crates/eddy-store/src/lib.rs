@@ -357,6 +357,34 @@ impl Store {
         }
     }
 
+    /// The ids of the workspaces that hold profiles, identifiers, memberships or usage (live
+    /// or deleted and not yet purged).
+    pub fn workspace_ids_with_data(&self) -> Result<Vec<u32>, StoreError> {
+        let mut ids = std::collections::BTreeSet::new();
+        for table in [Table::Profiles, Table::Idents, Table::Members, Table::Usage] {
+            let mut after: Option<[u8; 4]> = None;
+            loop {
+                let first =
+                    self.backend
+                        .scan(table, b"", after.as_ref().map(|a| a.as_slice()), 1)?;
+                let Some((key, _)) = first.first() else {
+                    break;
+                };
+                let Some(prefix) = key.get(..4).and_then(|p| <[u8; 4]>::try_from(p).ok()) else {
+                    break;
+                };
+                let ws = u32::from_be_bytes(prefix);
+                ids.insert(ws);
+                // Every key of the next workspace sorts after its bare 4-byte id.
+                let Some(next) = ws.checked_add(1) else {
+                    break;
+                };
+                after = Some(next.to_be_bytes());
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
     /// Every workspace, by id.
     pub fn workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
         let mut out = Vec::new();

@@ -53,6 +53,10 @@ pub(crate) fn api_key_key(hash: &str) -> Vec<u8> {
     format!("key/hash/{}", bounded_str(hash)).into_bytes()
 }
 
+pub(crate) fn api_key_ids_prefix(ws: u32) -> Vec<u8> {
+    format!("key/id/{ws:010}/").into_bytes()
+}
+
 pub(crate) fn api_key_id_key(ws: u32, id: &str) -> Vec<u8> {
     format!("key/id/{ws:010}/{}", bounded_str(id)).into_bytes()
 }
@@ -125,6 +129,10 @@ pub(crate) fn import_key_hash_key(hash: &str) -> Vec<u8> {
     format!("dik/hash/{}", bounded_str(hash)).into_bytes()
 }
 
+pub(crate) fn import_key_owners_prefix(ws: u32) -> Vec<u8> {
+    format!("dik/ws/{ws:010}/").into_bytes()
+}
+
 pub(crate) fn import_key_owner_key(ws: u32, partner: &str) -> Vec<u8> {
     format!("dik/ws/{ws:010}/{}", bounded_str(partner)).into_bytes()
 }
@@ -189,6 +197,14 @@ fn default_region() -> String {
 
 pub(crate) fn export_storage_key(ws: u32) -> Vec<u8> {
     format!("export-storage/{ws:010}").into_bytes()
+}
+
+pub(crate) fn connectors_prefix(ws: u32) -> Vec<u8> {
+    format!("currents/{ws:010}/").into_bytes()
+}
+
+pub(crate) fn connector_states_prefix(ws: u32) -> Vec<u8> {
+    format!("currents-state/{ws:010}/").into_bytes()
 }
 
 pub(crate) fn connector_key(ws: u32, name: &str) -> Vec<u8> {

@@ -12,7 +12,7 @@ use eddy_model::usage::Points;
 use eddy_segments::Index;
 use roaring::RoaringBitmap;
 
-use crate::backend::{Backend, Table, WriteSet};
+use crate::backend::{Backend, Pair, Table, WriteSet};
 use crate::cache::WriterCache;
 use crate::codec::{decode_profile, encode_profile};
 use crate::identity::Read;
@@ -208,6 +208,22 @@ impl<'a> Txn<'a> {
         {
             self.order.push((table, key));
         }
+    }
+
+    /// Committed keys of `table` under `prefix` (the group's own writes are not seen: the
+    /// callers scan what earlier groups left).
+    pub fn backend_scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<Pair>, StoreError> {
+        self.backend.scan(table, prefix, None, limit)
+    }
+
+    /// Committed meta entries under `prefix`.
+    pub fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<Pair>, StoreError> {
+        self.backend_scan(Table::Meta, prefix, usize::MAX)
     }
 
     /// Loads a profile for update.

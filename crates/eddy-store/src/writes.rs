@@ -15,6 +15,10 @@ use crate::backend::Table;
 use crate::meta::{ApiKey, ExportStorage, Partner, Segment, Workspace};
 use crate::mutations::cohorts::MemberChange;
 use crate::mutations::{Mutation, Outcome};
+
+/// Keys a deleted workspace's purge removes per group commit: small enough that other writes
+/// wait one short group, large enough to purge a million profiles in a few hundred groups.
+pub const PURGE_GROUP: usize = 5_000;
 use crate::{Store, StoreError, decode, writer};
 
 /// The writer answered a mutation with another mutation's outcome: a bug, never input.
@@ -90,6 +94,53 @@ impl Store {
         match self.run(Mutation::CreateWorkspace { name }).await? {
             Outcome::Workspace(ws) => Ok(ws),
             other => Err(unexpected("create_workspace", other)),
+        }
+    }
+
+    /// Renames a workspace; everything in it stays.
+    pub async fn rename_workspace(&self, from: &str, to: &str) -> Result<Workspace, StoreError> {
+        let (from, to) = (from.to_string(), to.to_string());
+        match self.run(Mutation::RenameWorkspace { from, to }).await? {
+            Outcome::Workspace(ws) => Ok(ws),
+            other => Err(unexpected("rename_workspace", other)),
+        }
+    }
+
+    /// Deletes a workspace: its name and admin objects in one commit, then its profiles,
+    /// identifiers, memberships and usage in groups of [`PURGE_GROUP`] keys. Stop its
+    /// connectors first; a purge cut short (a crash) is finished by [`Store::purge_deleted`].
+    pub async fn delete_workspace(&self, name: &str) -> Result<Workspace, StoreError> {
+        let name = name.to_string();
+        let workspace = match self.run(Mutation::DeleteWorkspace { name }).await? {
+            Outcome::Workspace(ws) => ws,
+            other => return Err(unexpected("delete_workspace", other)),
+        };
+        self.purge(workspace.id).await?;
+        Ok(workspace)
+    }
+
+    /// Purges the data of workspaces deleted before a purge could finish; at start.
+    pub async fn purge_deleted(&self) -> Result<usize, StoreError> {
+        let mut purged = 0;
+        for ws in self.workspace_ids_with_data()? {
+            // Asked now, not from an earlier list: a workspace created since holds data too.
+            if self.workspace_by_id(ws)?.is_none() {
+                tracing::info!(workspace_id = ws, "purging the data of a deleted workspace");
+                purged += self.purge(ws).await?;
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn purge(&self, ws: u32) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let limit = PURGE_GROUP;
+            match self.run(Mutation::PurgeWorkspace { ws, limit }).await? {
+                Outcome::Count(0) => return Ok(total),
+                Outcome::Count(n) => total += n,
+                other => return Err(unexpected("purge_workspace", other)),
+            }
         }
     }
 

@@ -20,6 +20,8 @@ struct Flaky {
     disk_full: AtomicBool,
     poisoned: AtomicBool,
     panic_on_read: AtomicBool,
+    /// Refuses commits that delete profiles: a purge cut short by a crash.
+    refuse_profile_deletes: AtomicBool,
     recoveries: AtomicU64,
 }
 
@@ -30,6 +32,7 @@ impl Flaky {
             disk_full: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             panic_on_read: AtomicBool::new(false),
+            refuse_profile_deletes: AtomicBool::new(false),
             recoveries: AtomicU64::new(0),
         })
     }
@@ -56,6 +59,13 @@ impl Backend for Flaky {
     fn commit(&self, writes: WriteSet) -> Result<(), StoreError> {
         if self.poisoned.load(Ordering::SeqCst) {
             return Err(StoreError::Backend("poisoned".into()));
+        }
+        let deletes_profiles = writes
+            .ops
+            .iter()
+            .any(|(table, _, value)| *table == Table::Profiles && value.is_none());
+        if deletes_profiles && self.refuse_profile_deletes.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("refused".into()));
         }
         if self.disk_full.load(Ordering::SeqCst) {
             self.poisoned.store(true, Ordering::SeqCst);
@@ -195,5 +205,50 @@ async fn over_long_identifiers_cannot_reach_the_engine() {
     track(&store, &ws, "still-writing")
         .await
         .expect("writer alive");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_deleted_workspace_whose_purge_was_cut_short_is_purged_at_the_next_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backend = Flaky::open(dir.path());
+    let store = Store::start(backend.clone(), StoreOptions::default()).expect("store");
+    let kept = store.create_workspace("kept").await.expect("workspace");
+    let gone = store.create_workspace("gone").await.expect("workspace");
+    for i in 0..20 {
+        track(&store, &kept, &format!("k{i}")).await.expect("write");
+        track(&store, &gone, &format!("g{i}")).await.expect("write");
+    }
+    assert_eq!(
+        store.workspace_ids_with_data().expect("scan"),
+        vec![kept.id, gone.id]
+    );
+
+    // The workspace itself is deleted in one commit; the purge of its profiles fails.
+    backend.refuse_profile_deletes.store(true, Ordering::SeqCst);
+    let cut_short = store.delete_workspace("gone").await;
+    assert!(cut_short.is_err(), "{cut_short:?}");
+    assert!(store.workspace("gone").expect("read").is_none());
+    assert!(
+        store
+            .workspace_ids_with_data()
+            .expect("scan")
+            .contains(&gone.id)
+    );
+    store.close().await;
+
+    // The next start finishes it and leaves the other workspace alone.
+    backend
+        .refuse_profile_deletes
+        .store(false, Ordering::SeqCst);
+    let store = Store::start(backend.clone(), StoreOptions::default()).expect("store");
+    let purged = store.purge_deleted().await.expect("purge");
+    assert!(purged >= 20, "{purged}");
+    assert_eq!(
+        store.workspace_ids_with_data().expect("scan"),
+        vec![kept.id]
+    );
+    assert!(internal_id(&store, &kept, "k19").is_some());
+    assert_eq!(store.purge_deleted().await.expect("nothing left"), 0);
     store.close().await;
 }

@@ -5,12 +5,13 @@
 //! ([`target`]: `/users/track` or the partner cohort API, spoken over HTTP so it works against
 //! Braze itself). A run ([`run`]) diffs the source against what the target last confirmed
 //! ([`state`], [`diff`]) and sends only the changes; [`report`] is what it says afterwards, and
-//! [`schedule`] runs syncs on their [`cron`] expressions.
+//! [`schedule`] runs syncs on their [`cron`] expressions, counting them in [`metrics`].
 
 pub mod config;
 pub mod cron;
 pub mod diff;
 pub mod encode;
+pub mod metrics;
 pub mod report;
 pub mod run;
 pub mod schedule;

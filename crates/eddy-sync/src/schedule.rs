@@ -9,11 +9,17 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
 use crate::cron::Cron;
+use crate::metrics::SyncMetrics;
 use crate::run::{RunOptions, run};
 use crate::{Report, SyncError, SyncFile};
 
-/// Runs the scheduled syncs of `file` until `shutdown` completes.
-pub async fn schedule(file: SyncFile, shutdown: impl Future<Output = ()>) -> Result<(), SyncError> {
+/// Runs the scheduled syncs of `file` until `shutdown` completes, counting each run in
+/// `metrics`.
+pub async fn schedule(
+    file: SyncFile,
+    metrics: Arc<SyncMetrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), SyncError> {
     let file = Arc::new(file);
     let mut tasks = tokio::task::JoinSet::new();
     for (i, sync) in file.syncs.iter().enumerate() {
@@ -25,11 +31,17 @@ pub async fn schedule(file: SyncFile, shutdown: impl Future<Output = ()>) -> Res
         let tz = TimeZone::get(&sync.timezone)
             .map_err(|e| SyncError::Config(format!("{}: {e}", sync.timezone)))?;
         let file = file.clone();
+        let metrics = metrics.clone();
         tasks.spawn(async move {
             let name = file.syncs[i].name.clone();
             every(&name, &cron, &tz, Timestamp::now, || {
-                let file = file.clone();
-                async move { run(&file, &file.syncs[i], &RunOptions::default()).await }
+                let (file, metrics) = (file.clone(), metrics.clone());
+                async move {
+                    let result = run(&file, &file.syncs[i], &RunOptions::default()).await;
+                    let now = Timestamp::now().as_millisecond() as f64 / 1000.0;
+                    metrics.record(&file.syncs[i].name, &result, now);
+                    result
+                }
             })
             .await;
         });

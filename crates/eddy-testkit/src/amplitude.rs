@@ -97,7 +97,11 @@ impl AmplitudeEmulator {
             if request["api_key"].as_str() != Some(s.api_key.as_str()) {
                 return reply(400, json!({"code": 400, "error": "Invalid API key"}));
             }
-            let Some(events) = request["events"].as_array().cloned() else {
+            let Some(events) = request["events"]
+                .as_array()
+                .filter(|events| !events.is_empty())
+                .cloned()
+            else {
                 return reply(
                     400,
                     json!({"code": 400, "error": "Request missing required field", "missing_field": "events"}),

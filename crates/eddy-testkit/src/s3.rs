@@ -1,6 +1,6 @@
 //! A small S3-compatible server, in process, for the Currents and export tests.
 
-/// A small in-process S3-compatible server for tests: path-style PUT and GET of objects,
+/// A small in-process S3-compatible server for tests: path-style PUT, GET and DELETE of objects,
 /// keys kept exactly as sent (`+` included). It ignores signatures and refuses overwrites.
 pub struct TestS3 {
     /// Its base URL (`http://127.0.0.1:PORT`).
@@ -46,8 +46,18 @@ impl TestS3 {
                 None => StatusCode::NOT_FOUND.into_response(),
             }
         }
+        async fn delete(
+            State((objects, _)): State<(Objects, Failing)>,
+            Path((bucket, key)): Path<(String, String)>,
+        ) -> Response {
+            objects.lock().unwrap().remove(&format!("{bucket}/{key}"));
+            StatusCode::NO_CONTENT.into_response()
+        }
         let app = axum::Router::new()
-            .route("/{bucket}/{*key}", axum::routing::put(put).get(get))
+            .route(
+                "/{bucket}/{*key}",
+                axum::routing::put(put).get(get).delete(delete),
+            )
             // A Currents file of 15,000 events is larger than axum's default body limit.
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state((objects.clone(), failing.clone()));

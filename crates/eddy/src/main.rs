@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use eddy_server::Config;
+use eddy_sync::metrics::SyncMetrics;
 use serde_json::{Value, json};
 
 // The writer allocates and frees many small objects per request; glibc's malloc spent more
@@ -93,6 +95,10 @@ enum SyncCommand {
         /// The sync file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Serve each sync's runs, rows and last run time for Prometheus at
+        /// `http://ADDR/metrics`.
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<SocketAddr>,
     },
 }
 
@@ -267,6 +273,18 @@ enum WorkspacesCommand {
     },
     /// List workspaces.
     List,
+    /// Rename a workspace; its keys, users and connectors stay.
+    Rename {
+        /// Its name now.
+        name: String,
+        /// Its new name.
+        new_name: String,
+    },
+    /// Delete a workspace with everything in it (keys, users, cohorts, segments, connectors).
+    Delete {
+        /// Its name.
+        name: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -358,12 +376,50 @@ async fn sync(args: SyncArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        SyncCommand::Schedule { config } => {
+        SyncCommand::Schedule {
+            config,
+            metrics_listen,
+        } => {
             let file = eddy_sync::SyncFile::load(&config)?;
-            eddy_sync::schedule::schedule(file, shutdown_signal()).await?;
+            let names = file.syncs.iter().filter(|s| s.schedule.is_some());
+            let metrics = Arc::new(SyncMetrics::new(names.map(|s| s.name.as_str())));
+            if let Some(addr) = metrics_listen {
+                serve_sync_metrics(addr, metrics.clone()).await?;
+            }
+            eddy_sync::schedule::schedule(file, metrics, shutdown_signal()).await?;
             Ok(())
         }
     }
+}
+
+/// Serves `GET /metrics` for `eddy sync schedule` in the background; binding fails loudly.
+async fn serve_sync_metrics(addr: SocketAddr, metrics: Arc<SyncMetrics>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    metrics.render(),
+                )
+            }
+        }),
+    );
+    tracing::info!(addr = %bound, "serving sync metrics at /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics endpoint stopped");
+        }
+    });
+    Ok(())
 }
 
 fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -503,6 +559,20 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         } => (
             reqwest::Method::GET,
             "/eddy/v1/workspaces".to_string(),
+            None,
+        ),
+        AdminCommand::Workspaces {
+            command: WorkspacesCommand::Rename { name, new_name },
+        } => (
+            reqwest::Method::PATCH,
+            format!("/eddy/v1/workspaces/{name}"),
+            Some(json!({"name": new_name})),
+        ),
+        AdminCommand::Workspaces {
+            command: WorkspacesCommand::Delete { name },
+        } => (
+            reqwest::Method::DELETE,
+            format!("/eddy/v1/workspaces/{name}"),
             None,
         ),
         AdminCommand::Usage { workspace } => (

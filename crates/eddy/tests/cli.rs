@@ -225,6 +225,14 @@ async fn eddy_admin_covers_users_connectors_keys_and_partners() {
     assert!(admin(&["currents", "list"]).contains("connectors"));
     assert!(admin(&["partners", "list"]).contains("partners"));
     assert!(admin(&["segments", "list"]).contains("segments"));
+    admin(&["workspaces", "create", "trial"]);
+    assert!(admin(&["workspaces", "rename", "trial", "pilot"]).contains("\"pilot\""));
+    assert_eq!(admin(&["workspaces", "delete", "pilot"]).trim(), "ok");
+    let listed = admin(&["workspaces", "list"]);
+    assert!(
+        !listed.contains("trial") && !listed.contains("pilot"),
+        "{listed}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -83,3 +83,47 @@ birthday = "date"
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no sync is named 'nobody'"));
 }
+
+#[tokio::test]
+async fn schedule_serves_each_scheduled_sync_for_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("people.csv"), "external_id\nu1\n").unwrap();
+    let file = dir.path().join("sync.toml");
+    std::fs::write(
+        &file,
+        "[[sync]]\nname = \"yearly\"\nschedule = \"0 0 1 1 *\"\nsource = { type = \"csv\", path = \"people.csv\" }\ntarget = { type = \"users_track\", url = \"http://127.0.0.1:9\", api_key = \"k\" }\n\
+         [[sync]]\nname = \"by-hand\"\nsource = { type = \"csv\", path = \"people.csv\" }\ntarget = { type = \"users_track\", url = \"http://127.0.0.1:9\", api_key = \"k\" }\n",
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut child = eddy()
+        .args(["sync", "schedule", "--config"])
+        .arg(&file)
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("schedule");
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut text = None;
+    for _ in 0..300 {
+        if let Ok(response) = reqwest::get(&url).await {
+            text = response.text().await.ok();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = text.expect("the metrics endpoint answered");
+    // The scheduled sync shows at zero before its first run; the unscheduled one never runs here.
+    assert!(
+        text.lines()
+            .any(|l| l == "eddy_sync_runs_total{sync=\"yearly\",outcome=\"succeeded\"} 0"),
+        "{text}"
+    );
+    assert!(!text.contains("by-hand"), "{text}");
+}

@@ -3,6 +3,7 @@
 
 pub mod amplitude;
 pub mod files;
+pub(crate) mod probe;
 
 /// Hours an undeliverable event is retried before it is dropped and counted [default: 48].
 pub(crate) fn default_retention() -> u64 {

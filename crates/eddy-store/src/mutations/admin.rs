@@ -5,7 +5,7 @@ use crate::backend::Table;
 use crate::identity::Read;
 use crate::meta::{self, ApiKey, DataImportKey, ExportStorage, Partner, Segment, Workspace};
 use crate::overlay::Txn;
-use crate::{StoreError, ids};
+use crate::{StoreError, ids, keys};
 
 impl Txn<'_> {
     /// Creates a workspace; `Conflict` if the name is taken.
@@ -29,6 +29,109 @@ impl Txn<'_> {
             name.as_bytes().to_vec(),
         );
         Ok(workspace)
+    }
+
+    /// Gives a workspace a new name; its id (the prefix of its data) stays. `NotFound` for an
+    /// unknown workspace, `Conflict` if the new name is taken.
+    pub(crate) fn rename_workspace(
+        &mut self,
+        from: &str,
+        to: &str,
+    ) -> Result<Workspace, StoreError> {
+        let Some(bytes) = self.get(Table::Meta, &meta::workspace_key(from))? else {
+            return Err(StoreError::NotFound(format!("workspace '{from}'")));
+        };
+        if from == to {
+            return serde_json::from_slice(&bytes).map_err(|e| corrupt_workspace(from, e));
+        }
+        if self.get(Table::Meta, &meta::workspace_key(to))?.is_some() {
+            return Err(StoreError::Conflict(format!("workspace '{to}'")));
+        }
+        let mut workspace: Workspace =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt_workspace(from, e))?;
+        workspace.name = to.to_string();
+        let bytes =
+            serde_json::to_vec(&workspace).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.delete(Table::Meta, meta::workspace_key(from));
+        self.put(Table::Meta, meta::workspace_key(to), bytes);
+        self.put(
+            Table::Meta,
+            meta::workspace_id_key(workspace.id),
+            to.as_bytes().to_vec(),
+        );
+        Ok(workspace)
+    }
+
+    /// Forgets a workspace's name and every admin object of it (API keys, Data Import Keys,
+    /// cohorts, segments, export storage, connectors): from this commit on nothing can reach it.
+    /// Its profiles, identifiers, memberships and usage are purged afterwards in bounded groups
+    /// ([`Txn::purge_workspace`]); ids are never reused, so nothing can see them meanwhile.
+    pub(crate) fn delete_workspace(&mut self, name: &str) -> Result<Workspace, StoreError> {
+        let Some(bytes) = self.get(Table::Meta, &meta::workspace_key(name))? else {
+            return Err(StoreError::NotFound(format!("workspace '{name}'")));
+        };
+        let workspace: Workspace =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt_workspace(name, e))?;
+        let ws = workspace.id;
+        self.delete(Table::Meta, meta::workspace_key(name));
+        self.delete(Table::Meta, meta::workspace_id_key(ws));
+        // Keys found by their secret's hash go with the per-workspace entry naming the hash.
+        for (key, hash) in self.meta_scan(&meta::api_key_ids_prefix(ws))? {
+            self.delete(
+                Table::Meta,
+                meta::api_key_key(&String::from_utf8_lossy(&hash)),
+            );
+            self.delete(Table::Meta, key);
+        }
+        for (key, hash) in self.meta_scan(&meta::import_key_owners_prefix(ws))? {
+            self.delete(
+                Table::Meta,
+                meta::import_key_hash_key(&String::from_utf8_lossy(&hash)),
+            );
+            self.delete(Table::Meta, key);
+        }
+        for prefix in [
+            meta::cohorts_prefix(ws),
+            meta::segments_prefix(ws),
+            meta::connectors_prefix(ws),
+            meta::connector_states_prefix(ws),
+        ] {
+            for (key, _) in self.meta_scan(&prefix)? {
+                self.delete(Table::Meta, key);
+            }
+        }
+        self.delete(Table::Meta, meta::export_storage_key(ws));
+        Ok(workspace)
+    }
+
+    /// Deletes up to `limit` keys of a deleted workspace's data (profiles, identifiers,
+    /// memberships, usage); returns how many. Zero means the workspace's data is gone.
+    pub(crate) fn purge_workspace(&mut self, ws: u32, limit: usize) -> Result<usize, StoreError> {
+        debug_assert!(
+            self.get(Table::Meta, &meta::workspace_id_key(ws))?
+                .is_none(),
+            "only a deleted workspace is purged"
+        );
+        let prefix = keys::workspace_prefix(ws);
+        let mut purged = 0;
+        for table in [Table::Profiles, Table::Idents, Table::Members, Table::Usage] {
+            let left = limit - purged;
+            if left == 0 {
+                break;
+            }
+            for (key, _) in self.backend_scan(table, &prefix, left)? {
+                match (table, keys::profile_id(&key)) {
+                    // Through the profile path, so the cache and the segment index forget it.
+                    (Table::Profiles, Some(id)) => self.remove_profile(ws, id),
+                    _ => self.delete(table, key),
+                }
+                purged += 1;
+            }
+        }
+        if purged == 0 {
+            self.delete(Table::Meta, meta::next_profile_key(ws));
+        }
+        Ok(purged)
     }
 
     /// Stores a new API key under the hash of its secret.
@@ -197,5 +300,12 @@ impl Txn<'_> {
         }
         self.delete(Table::Meta, key);
         Ok(())
+    }
+}
+
+fn corrupt_workspace(name: &str, e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt {
+        table: "meta",
+        reason: format!("workspace '{name}': {e}"),
     }
 }

@@ -54,6 +54,17 @@ pub(crate) enum Mutation {
     CreateWorkspace {
         name: String,
     },
+    RenameWorkspace {
+        from: String,
+        to: String,
+    },
+    DeleteWorkspace {
+        name: String,
+    },
+    PurgeWorkspace {
+        ws: u32,
+        limit: usize,
+    },
     CreateApiKey {
         key: ApiKey,
         secret_hash: String,
@@ -157,6 +168,13 @@ pub(crate) fn apply(
         Mutation::Delete { ws, request } => txn.delete_users(&ws, &request).map(Outcome::Count),
         Mutation::Merge { ws, pairs } => txn.merge_users(&ws, &pairs).map(Outcome::Count),
         Mutation::CreateWorkspace { name } => txn.create_workspace(&name).map(Outcome::Workspace),
+        Mutation::RenameWorkspace { from, to } => {
+            txn.rename_workspace(&from, &to).map(Outcome::Workspace)
+        }
+        Mutation::DeleteWorkspace { name } => txn.delete_workspace(&name).map(Outcome::Workspace),
+        Mutation::PurgeWorkspace { ws, limit } => {
+            txn.purge_workspace(ws, limit).map(Outcome::Count)
+        }
         Mutation::CreateApiKey { key, secret_hash } => {
             txn.create_api_key(&key, &secret_hash).map(done)
         }

@@ -28,7 +28,10 @@ pub fn s3_store(
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(&settings.bucket)
         .with_region(&settings.region)
-        .with_retry(client_retry());
+        .with_retry(client_retry())
+        // eddy deletes one object at a time (the connection check's); a single DELETE is
+        // core S3 that every compatible server has, the bulk POST is not.
+        .with_disable_bulk_delete(true);
     if let Some(endpoint) = &settings.endpoint {
         builder = builder
             .with_endpoint(endpoint)

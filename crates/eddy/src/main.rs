@@ -1,5 +1,7 @@
 //! The `eddy` binary: `eddy serve` runs the hub; `eddy admin …` is a thin client of its admin API.
 
+mod liquid;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,6 +46,8 @@ enum Command {
     Sync(SyncArgs),
     /// Configuration files.
     Config(ConfigArgs),
+    /// Render and check Braze Liquid templates.
+    Liquid(liquid::LiquidArgs),
 }
 
 #[derive(Args)]
@@ -298,6 +302,10 @@ fn main() -> anyhow::Result<()> {
         Command::Admin(args) => runtime.block_on(admin(args)),
         Command::Sync(args) => runtime.block_on(sync(args)),
         Command::Config(args) => config(args),
+        Command::Liquid(args) => {
+            let code = runtime.block_on(liquid::liquid(args))?;
+            std::process::exit(code);
+        }
     }
 }
 

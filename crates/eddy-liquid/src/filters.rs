@@ -1,0 +1,830 @@
+//! Shopify Liquid 5's standard filters, with Ruby's semantics (integer division floors, float
+//! math is decimal, `split` drops trailing empties), and Braze's own filters. An unknown filter
+//! leaves its input as it is, as lax Liquid does; a wrong number of arguments is Ruby's error.
+
+use std::cmp::Ordering;
+use std::fmt::Write;
+
+use crate::render::{Stop, to_integer};
+use crate::value::{Number, Object, Value, arith, decimal_of_float, flatten};
+
+/// Applies the filter `name` to `input`.
+pub fn apply(
+    name: &str,
+    input: Value,
+    mut args: Vec<Value>,
+    kwargs: Vec<(String, Value)>,
+) -> Result<Value, Stop> {
+    let Some((min, max)) = arity(name) else {
+        return Ok(input);
+    };
+    // Ruby passes keyword arguments as one more positional hash.
+    if !kwargs.is_empty() {
+        args.push(Value::Object(kwargs.into_iter().collect()));
+    }
+    let given = args.len() + 1;
+    if given < min || max.is_some_and(|m| given > m) {
+        let expected = match max {
+            Some(m) if m == min => format!("{min}"),
+            Some(m) => format!("{min}..{m}"),
+            None => format!("{min}+"),
+        };
+        return Err(Stop::Error(format!(
+            "wrong number of arguments (given {given}, expected {expected})"
+        )));
+    }
+    let arg = |i: usize| args.get(i).cloned();
+    let s = |v: &Value| v.to_string_lossy();
+    Ok(match name {
+        "size" => Value::Int(match &input {
+            Value::Float(_) | Value::Nil | Value::Bool(_) => 0,
+            other => other.size().unwrap_or(0) as i64,
+        }),
+        "downcase" => Value::Str(s(&input).to_lowercase()),
+        "upcase" => Value::Str(s(&input).to_uppercase()),
+        "capitalize" => Value::Str(capitalize(&s(&input))),
+        "escape" | "h" => match input {
+            Value::Nil => Value::Nil,
+            other => Value::Str(escape_html(&s(&other))),
+        },
+        "escape_once" => Value::Str(escape_once(&s(&input))),
+        "url_encode" => match input {
+            Value::Nil => Value::Nil,
+            other => Value::Str(cgi_escape(&s(&other))),
+        },
+        "url_decode" => match input {
+            Value::Nil => Value::Nil,
+            other => Value::Str(cgi_unescape(&s(&other))?),
+        },
+        "base64_encode" => Value::Str(base64_encode(s(&input).as_bytes(), false)),
+        "base64_url_safe_encode" => Value::Str(base64_encode(s(&input).as_bytes(), true)),
+        "base64_decode" => Value::Str(
+            base64_decode(&s(&input), false)
+                .ok_or_else(|| Stop::Error("invalid base64 provided to base64_decode".into()))?,
+        ),
+        "base64_url_safe_decode" => {
+            Value::Str(base64_decode(&s(&input), true).ok_or_else(|| {
+                Stop::Error("invalid base64 provided to base64_url_safe_decode".into())
+            })?)
+        }
+        "slice" => slice(&input, &args[0], arg(1).as_ref())?,
+        "truncate" => match input {
+            Value::Nil => Value::Nil,
+            other => truncate(&s(&other), arg(0), arg(1))?,
+        },
+        "truncatewords" => match input {
+            Value::Nil => Value::Nil,
+            other => truncatewords(&s(&other), arg(0), arg(1))?,
+        },
+        "split" => Value::Array(
+            ruby_split(&s(&input), &s(&args[0]))
+                .into_iter()
+                .map(Value::Str)
+                .collect(),
+        ),
+        "strip" => Value::Str(ruby_strip(&s(&input), true, true)),
+        "lstrip" => Value::Str(ruby_strip(&s(&input), true, false)),
+        "rstrip" => Value::Str(ruby_strip(&s(&input), false, true)),
+        "strip_html" => Value::Str(strip_html(&s(&input))),
+        "strip_newlines" => Value::Str(s(&input).replace("\r\n", "").replace('\n', "")),
+        "newline_to_br" => Value::Str(s(&input).replace("\r\n", "\n").replace('\n', "<br />\n")),
+        "join" => {
+            let glue = arg(0).map(|g| s(&g)).unwrap_or_else(|| " ".into());
+            let mut out = String::new();
+            for (i, item) in iterate(&input).iter().enumerate() {
+                if i > 0 {
+                    out.push_str(&glue);
+                }
+                item.to_s(&mut out);
+            }
+            Value::Str(out)
+        }
+        "sort" => sort(&input, arg(0), false)?,
+        "sort_natural" => sort(&input, arg(0), true)?,
+        "where" => where_(&input, &args[0], arg(1))?,
+        "uniq" => uniq(&input, arg(0))?,
+        "reverse" => {
+            let mut items = iterate(&input);
+            items.reverse();
+            Value::Array(items)
+        }
+        "map" => map(&input, &args[0])?,
+        "compact" => compact(&input, arg(0))?,
+        "replace" => {
+            Value::Str(s(&input).replace(&s(&args[0]), &arg(1).map(|r| s(&r)).unwrap_or_default()))
+        }
+        "replace_first" => Value::Str(s(&input).replacen(
+            &s(&args[0]),
+            &arg(1).map(|r| s(&r)).unwrap_or_default(),
+            1,
+        )),
+        "replace_last" => Value::Str(replace_last(&s(&input), &s(&args[0]), &s(&args[1]))),
+        "remove" => Value::Str(s(&input).replace(&s(&args[0]), "")),
+        "remove_first" => Value::Str(s(&input).replacen(&s(&args[0]), "", 1)),
+        "remove_last" => Value::Str(replace_last(&s(&input), &s(&args[0]), "")),
+        "append" => Value::Str(s(&input) + &s(&args[0])),
+        "prepend" => Value::Str(s(&args[0]) + &s(&input)),
+        "concat" => match &args[0] {
+            Value::Array(more) => {
+                let mut items = iterate(&input);
+                items.extend(more.iter().cloned());
+                Value::Array(items)
+            }
+            _ => {
+                return Err(Stop::Error(
+                    "concat filter requires an array argument".into(),
+                ));
+            }
+        },
+        "date" => crate::dates::date_filter(input, &args[0]),
+        "first" => match &input {
+            Value::Array(a) => a.first().cloned().unwrap_or_default(),
+            Value::Range(a, b) if a <= b => Value::Int(*a),
+            Value::Object(o) => o
+                .iter()
+                .next()
+                .map(|(k, v)| Value::Array(vec![Value::str(k.clone()), v.clone()]))
+                .unwrap_or_default(),
+            _ => Value::Nil,
+        },
+        "last" => match &input {
+            Value::Array(a) => a.last().cloned().unwrap_or_default(),
+            Value::Range(_, b) => Value::Int(*b),
+            _ => Value::Nil,
+        },
+        "abs" => match Number::from_value(&input) {
+            Number::Int(i) => Value::Int(i.abs()),
+            other => Value::Float(other.as_f64().abs()),
+        },
+        "plus" => arith(
+            Number::from_value(&input),
+            Number::from_value(&args[0]),
+            '+',
+        )
+        .to_value(),
+        "minus" => arith(
+            Number::from_value(&input),
+            Number::from_value(&args[0]),
+            '-',
+        )
+        .to_value(),
+        "times" => arith(
+            Number::from_value(&input),
+            Number::from_value(&args[0]),
+            '*',
+        )
+        .to_value(),
+        "divided_by" => divide(&input, &args[0])?,
+        "modulo" => modulo(&input, &args[0])?,
+        "round" => round(&input, arg(0))?,
+        "ceil" => Value::Int(finite(Number::from_value(&input))?.ceil() as i64),
+        "floor" => Value::Int(finite(Number::from_value(&input))?.floor() as i64),
+        "at_least" | "at_most" => {
+            let bound = Number::from_value(&args[0]);
+            let value = Number::from_value(&input);
+            let take_bound = match bound.as_f64().partial_cmp(&value.as_f64()) {
+                Some(Ordering::Greater) => name == "at_least",
+                Some(Ordering::Less) => name == "at_most",
+                _ => false,
+            };
+            if take_bound { bound } else { value }.to_value()
+        }
+        "default" => {
+            let allow_false = matches!(
+                args.get(1),
+                Some(Value::Object(o)) if o.get("allow_false").is_some_and(Value::truthy)
+            );
+            let fallback = arg(0).unwrap_or_else(|| Value::str(""));
+            let missing = if allow_false {
+                matches!(input, Value::Nil)
+            } else {
+                !input.truthy()
+            };
+            if missing || input.is_empty() == Some(true) {
+                fallback
+            } else {
+                input
+            }
+        }
+        _ => crate::braze::filter(name, input, &args)?,
+    })
+}
+
+/// (least, most) arguments counting the input; `None` for an unknown filter.
+fn arity(name: &str) -> Option<(usize, Option<usize>)> {
+    let one = (1, Some(1));
+    let two = (2, Some(2));
+    Some(match name {
+        "size"
+        | "downcase"
+        | "upcase"
+        | "capitalize"
+        | "escape"
+        | "h"
+        | "escape_once"
+        | "url_encode"
+        | "url_decode"
+        | "base64_encode"
+        | "base64_decode"
+        | "base64_url_safe_encode"
+        | "base64_url_safe_decode"
+        | "strip"
+        | "lstrip"
+        | "rstrip"
+        | "strip_html"
+        | "strip_newlines"
+        | "reverse"
+        | "newline_to_br"
+        | "first"
+        | "last"
+        | "abs"
+        | "ceil"
+        | "floor" => one,
+        "slice" => (2, Some(3)),
+        "truncate" | "truncatewords" | "default" => (1, Some(3)),
+        "split" | "map" | "remove" | "remove_first" | "remove_last" | "append" | "concat"
+        | "prepend" | "date" | "plus" | "minus" | "times" | "divided_by" | "modulo"
+        | "at_least" | "at_most" => two,
+        "join" | "sort" | "sort_natural" | "uniq" | "compact" | "round" => (1, Some(2)),
+        "where" | "replace" | "replace_first" => (2, Some(3)),
+        "replace_last" => (3, Some(3)),
+        other => return crate::braze::filter_arity(other),
+    })
+}
+
+/// `InputIterator`: arrays flattened, a hash as one element, nil as nothing.
+fn iterate(input: &Value) -> Vec<Value> {
+    match input {
+        Value::Array(items) => flatten(items).into_iter().cloned().collect(),
+        Value::Nil => Vec::new(),
+        Value::Range(..) => input.to_items(),
+        other => vec![other.clone()],
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first
+            .to_uppercase()
+            .chain(chars.as_str().to_lowercase().chars())
+            .collect(),
+        None => String::new(),
+    }
+}
+
+/// `CGI.escapeHTML`.
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `["><']|&(?!([a-zA-Z]+|(#\d+));)` escaped.
+fn escape_once(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => out.push_str("&quot;"),
+            b'<' => out.push_str("&lt;"),
+            b'>' => out.push_str("&gt;"),
+            b'\'' => out.push_str("&#39;"),
+            b'&' => {
+                let rest = &s[i + 1..];
+                let letters = rest.bytes().take_while(|c| c.is_ascii_alphabetic()).count();
+                let entity = if letters > 0 {
+                    rest.as_bytes().get(letters) == Some(&b';')
+                } else if let Some(number) = rest.strip_prefix('#') {
+                    let digits = number.bytes().take_while(|c| c.is_ascii_digit()).count();
+                    digits > 0 && number.as_bytes().get(digits) == Some(&b';')
+                } else {
+                    false
+                };
+                out.push_str(if entity { "&" } else { "&amp;" });
+            }
+            _ => {
+                let ch = s[i..].chars().next().unwrap_or(' ');
+                out.push(ch);
+                i += ch.len_utf8();
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `CGI.escape`: everything but `a-zA-Z0-9_.-~` percent-encoded, spaces as `+`.
+pub fn cgi_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            other => {
+                let _ = write!(out, "%{other:02X}");
+            }
+        }
+    }
+    out
+}
+
+/// `CGI.unescape`.
+fn cgi_unescape(s: &str) -> Result<String, Stop> {
+    let b = s.as_bytes();
+    let mut bytes = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => bytes.push(b' '),
+            b'%' if i + 2 < b.len()
+                && hex(b[i + 1]).is_some()
+                && b.get(i + 2).and_then(|c| hex(*c)).is_some() =>
+            {
+                let (h, l) = (hex(b[i + 1]).unwrap_or(0), hex(b[i + 2]).unwrap_or(0));
+                bytes.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+            other => bytes.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8(bytes).map_err(|_| Stop::Error("invalid byte sequence in UTF-8".into()))
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Base64 with padding (`strict_encode64`, or `urlsafe_encode64`).
+pub fn base64_encode(bytes: &[u8], url_safe: bool) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        for k in 0..4 {
+            if k <= chunk.len() {
+                let mut c = B64[((n >> (18 - 6 * k)) & 63) as usize];
+                if url_safe {
+                    c = match c {
+                        b'+' => b'-',
+                        b'/' => b'_',
+                        c => c,
+                    };
+                }
+                out.push(c as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn base64_decode(s: &str, url_safe: bool) -> Option<String> {
+    let mut text: String = s.to_string();
+    if url_safe {
+        text = text.replace('-', "+").replace('_', "/");
+        // urlsafe_decode64 accepts missing padding.
+        while !text.len().is_multiple_of(4) {
+            text.push('=');
+        }
+    }
+    if !text.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(text.len() / 4 * 3);
+    let data = text.as_bytes();
+    for (ci, chunk) in data.chunks(4).enumerate() {
+        let last = ci == data.len() / 4 - 1;
+        let mut n = 0u32;
+        let mut pad = 0;
+        for (k, &c) in chunk.iter().enumerate() {
+            let v = match c {
+                b'=' if last && k >= 2 => {
+                    pad += 1;
+                    0
+                }
+                _ if pad > 0 => return None,
+                _ => B64.iter().position(|&x| x == c)? as u32,
+            };
+            n = n << 6 | v;
+        }
+        let out = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        bytes.extend_from_slice(&out[..3 - pad]);
+    }
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn slice(input: &Value, offset: &Value, length: Option<&Value>) -> Result<Value, Stop> {
+    let offset = to_integer(offset)?;
+    let length = match length {
+        Some(l) => to_integer(l)?,
+        None => 1,
+    };
+    let window = |len: usize| -> Option<(usize, usize)> {
+        let len = len as i64;
+        let start = if offset < 0 { len + offset } else { offset };
+        if start < 0 || start > len || length < 0 {
+            return None;
+        }
+        let end = (start + length).min(len);
+        Some((start as usize, end as usize))
+    };
+    Ok(match input {
+        Value::Array(items) => match window(items.len()) {
+            Some((a, b)) => Value::Array(items[a..b].to_vec()),
+            None => Value::Array(Vec::new()),
+        },
+        other => {
+            let chars: Vec<char> = other.to_string_lossy().chars().collect();
+            match window(chars.len()) {
+                Some((a, b)) => Value::Str(chars[a..b].iter().collect()),
+                None => Value::str(""),
+            }
+        }
+    })
+}
+
+fn truncate(input: &str, length: Option<Value>, ending: Option<Value>) -> Result<Value, Stop> {
+    let length = match length {
+        Some(l) => to_integer(&l)?,
+        None => 50,
+    };
+    let ending = ending
+        .map(|e| e.to_string_lossy())
+        .unwrap_or_else(|| "...".into());
+    let chars: Vec<char> = input.chars().collect();
+    if (chars.len() as i64) <= length {
+        return Ok(Value::str(input));
+    }
+    let keep = (length - ending.chars().count() as i64).max(0) as usize;
+    let mut out: String = chars[..keep.min(chars.len())].iter().collect();
+    out.push_str(&ending);
+    Ok(Value::Str(out))
+}
+
+fn truncatewords(input: &str, words: Option<Value>, ending: Option<Value>) -> Result<Value, Stop> {
+    let words = match words {
+        Some(w) => to_integer(&w)?,
+        None => 15,
+    }
+    .max(1) as usize;
+    let ending = ending
+        .map(|e| e.to_string_lossy())
+        .unwrap_or_else(|| "...".into());
+    let list: Vec<&str> = input.split_ascii_whitespace().take(words + 1).collect();
+    if list.len() <= words {
+        return Ok(Value::str(input));
+    }
+    let mut out = list[..words].join(" ");
+    out.push_str(&ending);
+    Ok(Value::Str(out))
+}
+
+/// Ruby's `String#split(pattern)`: `" "` splits on whitespace runs, `""` into characters,
+/// trailing empty strings are dropped.
+pub fn ruby_split(input: &str, pattern: &str) -> Vec<String> {
+    let mut parts: Vec<String> = if pattern == " " {
+        input.split_ascii_whitespace().map(str::to_string).collect()
+    } else if pattern.is_empty() {
+        input.chars().map(|c| c.to_string()).collect()
+    } else {
+        input.split(pattern).map(str::to_string).collect()
+    };
+    while parts.last().is_some_and(String::is_empty) {
+        parts.pop();
+    }
+    parts
+}
+
+fn ruby_strip(s: &str, left: bool, right: bool) -> String {
+    let ws = |c: char| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r' | '\0');
+    let mut t = s;
+    if left {
+        t = t.trim_start_matches(ws);
+    }
+    if right {
+        t = t.trim_end_matches(ws);
+    }
+    t.to_string()
+}
+
+fn strip_html(s: &str) -> String {
+    let mut text = s.to_string();
+    for (open, close) in [
+        ("<script", "</script>"),
+        ("<!--", "-->"),
+        ("<style", "</style>"),
+    ] {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find(open) {
+            match rest[start + open.len()..].find(close) {
+                Some(end) => {
+                    out.push_str(&rest[..start]);
+                    rest = &rest[start + open.len() + end + close.len()..];
+                }
+                None => break,
+            }
+        }
+        out.push_str(rest);
+        text = out;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find('<') {
+        match rest[start..].find('>') {
+            Some(end) => {
+                out.push_str(&rest[..start]);
+                rest = &rest[start + end + 1..];
+            }
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn replace_last(input: &str, pattern: &str, replacement: &str) -> String {
+    match input.rfind(pattern) {
+        Some(at) => format!(
+            "{}{replacement}{}",
+            &input[..at],
+            &input[at + pattern.len()..]
+        ),
+        None => input.to_string(),
+    }
+}
+
+/// A property of an element (`item[property]`), as the array filters read it.
+fn property_of(item: &Value, property: &Value) -> Result<Value, Stop> {
+    match item {
+        Value::Object(o) => Ok(match property {
+            Value::Str(k) => o.get(k).cloned().unwrap_or_default(),
+            _ => Value::Nil,
+        }),
+        Value::Nil | Value::Bool(_) => Ok(Value::Nil),
+        Value::Str(s) => Ok(match property {
+            Value::Str(p) if s.contains(p.as_str()) => Value::Str(p.clone()),
+            _ => Value::Nil,
+        }),
+        Value::Array(_) | Value::Int(_) | Value::Float(_) | Value::Range(..) => {
+            Err(Stop::Error(format!(
+                "cannot select the property '{}'",
+                property.to_string_lossy()
+            )))
+        }
+    }
+}
+
+fn sort(input: &Value, property: Option<Value>, natural: bool) -> Result<Value, Stop> {
+    let mut items = iterate(input);
+    if items.is_empty() {
+        return Ok(Value::Array(Vec::new()));
+    }
+    let keys: Vec<Value> = match &property {
+        None => items.clone(),
+        Some(p) => {
+            if !items.iter().all(|i| {
+                matches!(
+                    i,
+                    Value::Object(_) | Value::Str(_) | Value::Array(_) | Value::Int(_)
+                )
+            }) {
+                return Ok(Value::Nil);
+            }
+            items
+                .iter()
+                .map(|i| property_of(i, p))
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    let mut failed = false;
+    // Ruby's sort is not stable; eddy's is, which only differs among equal keys.
+    order.sort_by(|&a, &b| {
+        let (x, y) = (&keys[a], &keys[b]);
+        if natural {
+            return match (x, y) {
+                (Value::Nil, Value::Nil) => Ordering::Equal,
+                (Value::Nil, _) => Ordering::Greater,
+                (_, Value::Nil) => Ordering::Less,
+                _ => x
+                    .to_string_lossy()
+                    .to_ascii_lowercase()
+                    .cmp(&y.to_string_lossy().to_ascii_lowercase()),
+            };
+        }
+        match x.ruby_cmp(y) {
+            Some(o) => o,
+            None if matches!(x, Value::Nil) => Ordering::Greater,
+            None if matches!(y, Value::Nil) => Ordering::Less,
+            None => {
+                failed = true;
+                Ordering::Equal
+            }
+        }
+    });
+    if failed {
+        return Err(Stop::Error(
+            "cannot sort values of incompatible types".into(),
+        ));
+    }
+    let sorted = order
+        .into_iter()
+        .map(|i| std::mem::take(&mut items[i]))
+        .collect();
+    Ok(Value::Array(sorted))
+}
+
+fn where_(input: &Value, property: &Value, target: Option<Value>) -> Result<Value, Stop> {
+    let items = iterate(input);
+    let mut out = Vec::new();
+    for item in items {
+        let value = property_of(&item, property)?;
+        let keep = match &target {
+            None | Some(Value::Nil) => value.truthy(),
+            Some(t) => value.liquid_eq(t) && same_kind(&value, t),
+        };
+        if keep {
+            out.push(item);
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+/// Ruby's `==` between a string and a number is false even when they print alike.
+fn same_kind(a: &Value, b: &Value) -> bool {
+    !matches!(
+        (a, b),
+        (Value::Str(_), Value::Int(_) | Value::Float(_))
+            | (Value::Int(_) | Value::Float(_), Value::Str(_))
+    )
+}
+
+/// A key equal for values Ruby's `uniq` takes as the same (`eql?`: 1 and 1.0 differ).
+fn identity(v: &Value) -> String {
+    let mut key = String::from(v.class_name());
+    key.push(':');
+    v.inspect(&mut key);
+    key
+}
+
+fn uniq(input: &Value, property: Option<Value>) -> Result<Value, Stop> {
+    let items = iterate(input);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for item in items {
+        let key = match &property {
+            None => identity(&item),
+            Some(p) => identity(&property_of(&item, p)?),
+        };
+        if seen.insert(key) {
+            out.push(item);
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+fn map(input: &Value, property: &Value) -> Result<Value, Stop> {
+    let mut out = Vec::new();
+    for item in iterate(input) {
+        out.push(property_of(&item, property)?);
+    }
+    Ok(Value::Array(out))
+}
+
+fn compact(input: &Value, property: Option<Value>) -> Result<Value, Stop> {
+    let mut out = Vec::new();
+    for item in iterate(input) {
+        let missing = match &property {
+            None => matches!(item, Value::Nil),
+            Some(p) => matches!(property_of(&item, p)?, Value::Nil),
+        };
+        if !missing {
+            out.push(item);
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+fn divide(input: &Value, operand: &Value) -> Result<Value, Stop> {
+    let (a, b) = (Number::from_value(input), Number::from_value(operand));
+    // Only integer division by zero raises; BigDecimal's gives Infinity or NaN.
+    if matches!((a, b), (Number::Int(_), Number::Int(0))) {
+        return Err(Stop::Error("divided by 0".into()));
+    }
+    Ok(match (a, b) {
+        (Number::Int(x), Number::Int(y)) => {
+            let q = x.wrapping_div(y);
+            let floored = x % y != 0 && ((x < 0) != (y < 0));
+            Value::Int(if floored { q - 1 } else { q })
+        }
+        _ => Value::Float(a.as_f64() / b.as_f64()),
+    })
+}
+
+fn modulo(input: &Value, operand: &Value) -> Result<Value, Stop> {
+    let (a, b) = (Number::from_value(input), Number::from_value(operand));
+    if b.as_f64() == 0.0 {
+        return Err(Stop::Error("divided by 0".into()));
+    }
+    Ok(match (a, b) {
+        (Number::Int(x), Number::Int(y)) => Value::Int(((x % y) + y) % y),
+        _ => {
+            let (x, y) = (a.as_f64(), b.as_f64());
+            let r = x - y * (x / y).floor();
+            // Through the decimal digits, as BigDecimal would give them.
+            match decimal_of_float(r) {
+                Number::Decimal(..) => Value::Float(r),
+                other => other.to_value(),
+            }
+        }
+    })
+}
+
+fn finite(n: Number) -> Result<f64, Stop> {
+    let f = n.as_f64();
+    if f.is_nan() {
+        return Err(Stop::Error("NaN".into()));
+    }
+    if f.is_infinite() {
+        return Err(Stop::Error(
+            if f > 0.0 { "Infinity" } else { "-Infinity" }.into(),
+        ));
+    }
+    Ok(f)
+}
+
+fn round(input: &Value, digits: Option<Value>) -> Result<Value, Stop> {
+    let places = match &digits {
+        Some(d) => match Number::from_value(d) {
+            Number::Int(i) => i,
+            other => other.as_f64() as i64,
+        },
+        None => 0,
+    };
+    let integer_result = matches!(digits, None | Some(Value::Int(0)));
+    let n = Number::from_value(input);
+    let rounded = match n {
+        Number::Int(i) if places >= 0 => Value::Int(i),
+        Number::Int(i) => {
+            let p = 10i64.saturating_pow((-places) as u32);
+            let r = (i as f64 / p as f64).round() as i64 * p;
+            Value::Int(r)
+        }
+        // BigDecimal#round answers an Integer for no decimal places.
+        Number::Decimal(m, scale) if places <= 0 => {
+            Value::Int(round_half_up(m, scale, places) as i64)
+        }
+        Number::Decimal(m, scale) => Value::Float(round_half_up(m, scale, places)),
+        Number::Float(f) => Value::Float(finite(Number::Float(f))?),
+    };
+    Ok(match (rounded, integer_result) {
+        (Value::Float(f), true) => Value::Int(finite(Number::Float(f))? as i64),
+        (v, _) => v,
+    })
+}
+
+/// BigDecimal's ROUND_HALF_UP of `mantissa × 10^-scale` to `places` decimals.
+fn round_half_up(mantissa: i128, scale: u32, places: i64) -> f64 {
+    let places = places.clamp(-30, 30);
+    let drop = scale as i64 - places;
+    if drop <= 0 {
+        return Number::Decimal(mantissa, scale).as_f64();
+    }
+    let Some(p) = 10i128.checked_pow(drop as u32) else {
+        return 0.0;
+    };
+    let q = mantissa / p;
+    let r = (mantissa % p).abs();
+    let q = if r * 2 >= p { q + mantissa.signum() } else { q };
+    if places >= 0 {
+        Number::Decimal(q, places as u32).as_f64()
+    } else {
+        (q as f64) * 10f64.powi((-places) as i32)
+    }
+}
+
+/// Builds an object from pairs (for the filters that answer one).
+pub fn object(pairs: impl IntoIterator<Item = (String, Value)>) -> Value {
+    Value::Object(pairs.into_iter().collect::<Object>())
+}

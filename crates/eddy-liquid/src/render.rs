@@ -1,0 +1,697 @@
+//! Rendering a parsed template: scopes as Liquid keeps them (`assign` writes the outermost,
+//! loops push their own), errors printed in place as `Liquid error: …` (except in tags that
+//! print nothing), `break`/`continue` as interrupts, and Braze's abort.
+
+use std::collections::HashMap;
+
+use crate::braze::Fetch;
+use crate::filters;
+use crate::markup::{Condition, Expr, Key, Lookup, Relation, Variable};
+use crate::parse::{Block, CycleGroup, ForLoop, Node, Offset, TableRow};
+use crate::value::{Number, Object, Value, leading_int};
+
+/// Why a render stopped.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Stop {
+    /// A Liquid error, printed in place where Liquid prints it.
+    #[error("Liquid error: {0}")]
+    Error(String),
+    /// `abort_message`: the message is not sent.
+    #[error("aborted: {0}")]
+    Abort(String),
+    /// The render went past its limits (output size, loop iterations).
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// Bounds that keep one template from taking the process down.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of output at most.
+    pub max_output_bytes: usize,
+    /// Loop iterations and nodes rendered at most.
+    pub max_steps: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_output_bytes: 10 * 1024 * 1024,
+            max_steps: 5_000_000,
+        }
+    }
+}
+
+/// What renders a template: the variables, the registers tags keep, and the outside world.
+pub struct Context<'a> {
+    /// The render's variables (`environments.first` in Liquid: `increment` counts here).
+    pub environment: Object,
+    /// Scopes, outermost first: `assign` writes `scopes[0]`, loops push their own.
+    scopes: Vec<Object>,
+    cycles: HashMap<String, usize>,
+    for_offsets: HashMap<String, i64>,
+    for_stack: Vec<Object>,
+    ifchanged: Option<String>,
+    interrupt: Option<Interrupt>,
+    steps: u64,
+    limits: Limits,
+    /// Connected Content's HTTP (none: its calls fail as unreachable).
+    pub fetch: Option<&'a dyn Fetch>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    Break,
+    Continue,
+}
+
+impl<'a> Context<'a> {
+    /// A context over these variables.
+    pub fn new(environment: Object, limits: Limits) -> Context<'a> {
+        Context {
+            environment,
+            scopes: vec![Object::new()],
+            cycles: HashMap::new(),
+            for_offsets: HashMap::new(),
+            for_stack: Vec::new(),
+            ifchanged: None,
+            interrupt: None,
+            steps: 0,
+            limits,
+            fetch: None,
+        }
+    }
+
+    /// Sets a variable in the outermost scope, as `assign` does.
+    pub fn assign(&mut self, name: &str, value: Value) {
+        self.scopes[0].insert(name.to_string(), value);
+    }
+
+    fn find(&self, name: &str) -> Value {
+        for scope in self.scopes.iter().rev() {
+            if let Some(v) = scope.get(name) {
+                return v.clone();
+            }
+        }
+        self.environment.get(name).cloned().unwrap_or(Value::Nil)
+    }
+
+    fn step(&mut self, n: u64) -> Result<(), Stop> {
+        self.steps += n;
+        if self.steps > self.limits.max_steps {
+            return Err(Stop::Limit(format!(
+                "the template took more than {} steps",
+                self.limits.max_steps
+            )));
+        }
+        Ok(())
+    }
+
+    /// Evaluates an expression.
+    pub fn eval(&mut self, expr: &Expr) -> Result<Value, Stop> {
+        match expr {
+            Expr::Literal(v) => Ok(v.clone()),
+            Expr::Lookup(lookup) => self.lookup(lookup),
+            Expr::Range(a, b) => {
+                let start = range_end(&self.eval(a)?)?;
+                let end = range_end(&self.eval(b)?)?;
+                Ok(Value::Range(start, end))
+            }
+            // Alone, `blank` and `empty` are objects, so truthy; they print as "".
+            Expr::Blank | Expr::Empty => Ok(Value::str("")),
+        }
+    }
+
+    fn lookup(&mut self, lookup: &Lookup) -> Result<Value, Stop> {
+        let name = self.eval(&lookup.name)?;
+        let mut object = match &name {
+            Value::Str(s) => self.find(s),
+            _ => Value::Nil,
+        };
+        for key in &lookup.keys {
+            let (key_value, command) = match key {
+                Key::Name(n) => (Value::str(n.clone()), Some(n.as_str())),
+                Key::Expr(e) => (self.eval(e)?, None),
+            };
+            object = match index(&object, &key_value) {
+                Some(v) => v,
+                None => match command.and_then(|c| command_of(&object, c)) {
+                    Some(v) => v,
+                    None => return Ok(Value::Nil),
+                },
+            };
+        }
+        Ok(object)
+    }
+
+    /// Evaluates `expr | filters…`.
+    pub fn eval_variable(&mut self, variable: &Variable) -> Result<Value, Stop> {
+        let mut value = match &variable.expr {
+            Some(e) => self.eval(e)?,
+            None => Value::Nil,
+        };
+        for filter in &variable.filters {
+            let mut args = Vec::with_capacity(filter.args.len());
+            for a in &filter.args {
+                args.push(self.eval(a)?);
+            }
+            let mut kwargs = Vec::with_capacity(filter.kwargs.len());
+            for (k, e) in &filter.kwargs {
+                kwargs.push((k.clone(), self.eval(e)?));
+            }
+            value = filters::apply(&filter.name, value, args, kwargs)?;
+        }
+        Ok(value)
+    }
+
+    /// Renders a block into `out`.
+    pub fn render_block(&mut self, block: &Block, out: &mut String) -> Result<(), Stop> {
+        self.step(block.nodes.len() as u64)?;
+        for node in &block.nodes {
+            if let Node::Text(t) = node {
+                out.push_str(t);
+            } else {
+                match self.render_node(node, out) {
+                    Ok(()) => {}
+                    Err(Stop::Error(message)) => {
+                        if !crate::parse_blank(node) {
+                            out.push_str("Liquid error: ");
+                            out.push_str(&message);
+                        }
+                    }
+                    Err(other) => return Err(other),
+                }
+                if self.interrupt.is_some() {
+                    break;
+                }
+            }
+            if out.len() > self.limits.max_output_bytes {
+                return Err(Stop::Limit(format!(
+                    "the output passed {} bytes",
+                    self.limits.max_output_bytes
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn render_node(&mut self, node: &Node, out: &mut String) -> Result<(), Stop> {
+        match node {
+            Node::Text(t) => out.push_str(t),
+            Node::Output(variable, _) | Node::Echo(variable, _) => {
+                self.eval_variable(variable)?.render(out);
+            }
+            Node::Assign(to, variable, _) => {
+                let value = self.eval_variable(variable)?;
+                self.assign(to, value);
+            }
+            Node::Capture(to, block) => {
+                let mut captured = String::new();
+                self.render_block(block, &mut captured)?;
+                self.assign(to, Value::Str(captured));
+            }
+            Node::If {
+                branches,
+                negate_first,
+                ..
+            } => {
+                for (i, (condition, block)) in branches.iter().enumerate() {
+                    let holds = match condition {
+                        None => true,
+                        Some(c) => {
+                            let v = self.condition(c)?;
+                            if i == 0 && *negate_first { !v } else { v }
+                        }
+                    };
+                    if holds {
+                        return self.render_block(block, out);
+                    }
+                }
+            }
+            Node::Case {
+                left, arms, bodies, ..
+            } => {
+                let mut matched = false;
+                for (value, body) in arms {
+                    match value {
+                        None => {
+                            if !matched {
+                                self.render_block(&bodies[*body], out)?;
+                            }
+                        }
+                        Some(right) => {
+                            let l = self.eval(left)?;
+                            let holds = compare(&l, "==", right, self)?;
+                            if holds {
+                                matched = true;
+                                self.render_block(&bodies[*body], out)?;
+                            }
+                        }
+                    }
+                }
+            }
+            Node::For(for_loop) => self.render_for(for_loop, out)?,
+            Node::TableRow(table) => self.render_tablerow(table, out)?,
+            Node::Cycle { group, values, .. } => {
+                if values.is_empty() {
+                    return Ok(());
+                }
+                let key = match group {
+                    CycleGroup::Named(e) => {
+                        let mut k = String::from("named:");
+                        self.eval(e)?.inspect(&mut k);
+                        k
+                    }
+                    CycleGroup::Values(k) => k.clone(),
+                };
+                let position = self.cycles.get(&key).copied().unwrap_or(0);
+                let value = self.eval(&values[position.min(values.len() - 1)])?;
+                value.render_cycle(out);
+                let next = if position + 1 >= values.len() {
+                    0
+                } else {
+                    position + 1
+                };
+                self.cycles.insert(key, next);
+            }
+            Node::Counter(name, delta) => {
+                let current = match self.environment.get(name) {
+                    Some(Value::Int(i)) => *i,
+                    Some(Value::Nil) | None => 0,
+                    Some(other) => {
+                        return Err(Stop::Error(format!(
+                            "undefined method `+' for {}",
+                            other.class_name()
+                        )));
+                    }
+                };
+                let value = current + delta;
+                self.environment.insert(name.clone(), Value::Int(value));
+                let shown = if *delta > 0 { current } else { value };
+                out.push_str(&shown.to_string());
+            }
+            Node::Raw(body) => out.push_str(body),
+            Node::Comment => {}
+            Node::Break => self.interrupt = Some(Interrupt::Break),
+            Node::Continue => self.interrupt = Some(Interrupt::Continue),
+            Node::IfChanged(block) => {
+                let mut rendered = String::new();
+                self.render_block(block, &mut rendered)?;
+                if self.ifchanged.as_deref() != Some(rendered.as_str()) {
+                    out.push_str(&rendered);
+                    self.ifchanged = Some(rendered);
+                }
+            }
+            Node::Include(_) => {
+                return Err(Stop::Error(
+                    "This liquid context does not allow includes.".into(),
+                ));
+            }
+            Node::Abort(reason, _) => {
+                let reason = match reason {
+                    Some(e) => self.eval(e)?.to_string_lossy(),
+                    None => String::new(),
+                };
+                return Err(Stop::Abort(reason));
+            }
+            Node::ConnectedContent(call, _) => {
+                crate::braze::connected_content(self, call, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders a template fragment (a Connected Content URL, header or body) to a string.
+    pub fn render_fragment(&mut self, block: &Block) -> Result<String, Stop> {
+        let mut out = String::new();
+        self.render_block(block, &mut out)?;
+        Ok(out)
+    }
+
+    fn render_for(&mut self, f: &ForLoop, out: &mut String) -> Result<(), Stop> {
+        let from = match &f.offset {
+            Offset::Continue => self.for_offsets.get(&f.name).copied().unwrap_or(0),
+            Offset::At(e) => match self.eval(e)? {
+                Value::Nil => 0,
+                v => to_integer(&v)?,
+            },
+            Offset::None => 0,
+        };
+        let collection = self.eval(&f.collection)?;
+        let to = match &f.limit {
+            Some(e) => match self.eval(e)? {
+                Value::Nil => None,
+                v => Some(to_integer(&v)? + from),
+            },
+            None => None,
+        };
+        let mut segment = slice_collection(&collection, from, to);
+        if f.reversed {
+            segment.reverse();
+        }
+        self.for_offsets
+            .insert(f.name.clone(), from + segment.len() as i64);
+        if segment.is_empty() {
+            if let Some(otherwise) = &f.otherwise {
+                self.render_block(otherwise, out)?;
+            }
+            return Ok(());
+        }
+        let length = segment.len();
+        let parent = self.for_stack.last().cloned();
+        self.scopes.push(Object::new());
+        let result = (|| {
+            for (i, item) in segment.into_iter().enumerate() {
+                self.step(1)?;
+                let forloop = forloop_object(&f.name, i, length, parent.clone());
+                self.for_stack.push(forloop.clone());
+                if let Some(scope) = self.scopes.last_mut() {
+                    scope.insert("forloop".into(), Value::Object(forloop));
+                    scope.insert(f.variable.clone(), item);
+                }
+                let rendered = self.render_block(&f.body, out);
+                self.for_stack.pop();
+                rendered?;
+                match self.interrupt.take() {
+                    Some(Interrupt::Break) => break,
+                    Some(Interrupt::Continue) | None => {}
+                }
+            }
+            Ok(())
+        })();
+        self.scopes.pop();
+        result
+    }
+
+    fn render_tablerow(&mut self, t: &TableRow, out: &mut String) -> Result<(), Stop> {
+        let collection = self.eval(&t.collection)?;
+        if matches!(collection, Value::Nil) {
+            return Ok(());
+        }
+        let attribute = |name: &str| t.attributes.iter().find(|(k, _)| k == name).map(|(_, e)| e);
+        let from = match attribute("offset") {
+            Some(e) => ruby_to_i(&self.eval(e)?),
+            None => 0,
+        };
+        let to = match attribute("limit") {
+            Some(e) => Some(from + ruby_to_i(&self.eval(e)?)),
+            None => None,
+        };
+        let items = slice_collection(&collection, from, to);
+        let length = items.len() as i64;
+        let cols = match attribute("cols") {
+            Some(e) => ruby_to_i(&self.eval(e)?),
+            None => 0,
+        };
+        out.push_str("<tr class=\"row1\">\n");
+        self.scopes.push(Object::new());
+        let result = (|| {
+            let (mut row, mut col) = (1i64, 1i64);
+            for (index, item) in items.into_iter().enumerate() {
+                self.step(1)?;
+                let index = index as i64;
+                let mut drop = Object::new();
+                let last = index == length - 1;
+                drop.insert("length".into(), Value::Int(length));
+                drop.insert("index".into(), Value::Int(index + 1));
+                drop.insert("index0".into(), Value::Int(index));
+                drop.insert("rindex".into(), Value::Int(length - index));
+                drop.insert("rindex0".into(), Value::Int(length - index - 1));
+                drop.insert("first".into(), Value::Bool(index == 0));
+                drop.insert("last".into(), Value::Bool(last));
+                drop.insert("col".into(), Value::Int(col));
+                drop.insert("col0".into(), Value::Int(col - 1));
+                drop.insert("row".into(), Value::Int(row));
+                drop.insert("col_first".into(), Value::Bool(col == 1));
+                drop.insert("col_last".into(), Value::Bool(col == cols));
+                if let Some(scope) = self.scopes.last_mut() {
+                    scope.insert("tablerowloop".into(), Value::Object(drop));
+                    scope.insert(t.variable.clone(), item);
+                }
+                out.push_str(&format!("<td class=\"col{col}\">"));
+                self.render_block(&t.body, out)?;
+                out.push_str("</td>");
+                if col == cols && !last {
+                    out.push_str(&format!("</tr>\n<tr class=\"row{}\">", row + 1));
+                }
+                if col == cols {
+                    col = 1;
+                    row += 1;
+                } else {
+                    col += 1;
+                }
+            }
+            Ok(())
+        })();
+        self.scopes.pop();
+        result?;
+        out.push_str("</tr>\n");
+        Ok(())
+    }
+
+    /// Evaluates a condition chain (right to left, as Liquid chains it).
+    pub fn condition(&mut self, condition: &Condition) -> Result<bool, Stop> {
+        let mut current = condition;
+        loop {
+            let result = match &current.op {
+                None => {
+                    self.eval(&current.left)?.truthy()
+                        || matches!(current.left, Expr::Blank | Expr::Empty)
+                }
+                Some((op, right)) => {
+                    let left = self.eval(&current.left).map(|v| (v, &current.left))?;
+                    compare_exprs(left, op, right, self)?
+                }
+            };
+            match &current.next {
+                Some((Relation::Or, next)) if !result => current = next,
+                Some((Relation::And, next)) if result => current = next,
+                _ => return Ok(result),
+            }
+        }
+    }
+}
+
+fn compare(left: &Value, op: &str, right: &Expr, ctx: &mut Context<'_>) -> Result<bool, Stop> {
+    compare_exprs((left.clone(), &Expr::Literal(Value::Nil)), op, right, ctx)
+}
+
+/// `Condition#interpret_condition` for an operator.
+fn compare_exprs(
+    (left, left_expr): (Value, &Expr),
+    op: &str,
+    right_expr: &Expr,
+    ctx: &mut Context<'_>,
+) -> Result<bool, Stop> {
+    // `blank`/`empty` on either side compare by method (`x == empty` is `x.empty?`).
+    let method = |e: &Expr| match e {
+        Expr::Blank => Some("blank"),
+        Expr::Empty => Some("empty"),
+        _ => None,
+    };
+    let right = ctx.eval(right_expr)?;
+    let literal_side = match (method(left_expr), method(right_expr)) {
+        (Some(m), _) => Some((m, &right)),
+        (None, Some(m)) => Some((m, &left)),
+        _ => None,
+    };
+    let equal = |ctx: &Context<'_>| -> bool {
+        let _ = ctx;
+        match literal_side {
+            // Plain Ruby objects have no `blank?`: such a comparison is never true.
+            Some(("blank", _)) => false,
+            Some((_, value)) => value.is_empty().unwrap_or(false),
+            None => left.liquid_eq(&right),
+        }
+    };
+    match op {
+        "==" => Ok(equal(ctx)),
+        "!=" | "<>" => Ok(!equal(ctx)),
+        "contains" => Ok(contains(&left, &right)),
+        "<" | ">" | "<=" | ">=" => ordered(&left, op, &right),
+        other => Err(Stop::Error(format!("Unknown operator {other}"))),
+    }
+}
+
+fn contains(left: &Value, right: &Value) -> bool {
+    if !left.truthy() || !right.truthy() {
+        return false;
+    }
+    match left {
+        Value::Str(s) => s.contains(right.to_string_lossy().as_str()),
+        Value::Array(items) => items.iter().any(|i| i.liquid_eq(right)),
+        Value::Object(o) => matches!(right, Value::Str(k) if o.contains_key(k)),
+        Value::Range(a, b) => match right {
+            Value::Int(i) => a <= i && i <= b,
+            Value::Float(f) => (*a as f64) <= *f && *f <= (*b as f64),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// `<`, `>`, `<=`, `>=` as Ruby answers them: numbers and strings compare, other pairs raise
+/// "comparison of X with Y failed"; values without the operator (nil, booleans, arrays) give nil.
+fn ordered(left: &Value, op: &str, right: &Value) -> Result<bool, Stop> {
+    let has_operator = |v: &Value| matches!(v, Value::Int(_) | Value::Float(_) | Value::Str(_));
+    if !has_operator(left) || !has_operator(right) {
+        return Ok(false);
+    }
+    let Some(ordering) = left.ruby_cmp(right) else {
+        let right_shown = match (left, right) {
+            // String#< names the other value itself, Numeric#< its class.
+            (Value::Str(_), other) => {
+                let mut s = String::new();
+                other.inspect(&mut s);
+                s
+            }
+            (_, other) => other.class_name().to_string(),
+        };
+        return Err(Stop::Error(format!(
+            "comparison of {} with {right_shown} failed",
+            left.class_name()
+        )));
+    };
+    Ok(match op {
+        "<" => ordering.is_lt(),
+        ">" => ordering.is_gt(),
+        "<=" => ordering.is_le(),
+        _ => ordering.is_ge(),
+    })
+}
+
+/// `object[key]` where Liquid allows it: a hash by key, an array by integer index.
+pub fn index(object: &Value, key: &Value) -> Option<Value> {
+    match (object, key) {
+        (Value::Object(o), Value::Str(k)) => o.get(k).cloned(),
+        (Value::Array(a), Value::Int(i)) => {
+            let len = a.len() as i64;
+            let at = if *i < 0 { len + i } else { *i };
+            Some(if (0..len).contains(&at) {
+                a[at as usize].clone()
+            } else {
+                Value::Nil
+            })
+        }
+        (Value::Range(start, end), Value::Int(i)) => {
+            let len = (end - start + 1).max(0);
+            let at = if *i < 0 { len + i } else { *i };
+            Some(if (0..len).contains(&at) {
+                Value::Int(start + at)
+            } else {
+                Value::Nil
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `size`, `first`, `last` where the object has them.
+fn command_of(object: &Value, command: &str) -> Option<Value> {
+    match (command, object) {
+        ("size", v) => v.size().map(|n| Value::Int(n as i64)),
+        ("first", Value::Array(a)) => Some(a.first().cloned().unwrap_or_default()),
+        ("last", Value::Array(a)) => Some(a.last().cloned().unwrap_or_default()),
+        ("first", Value::Range(a, b)) => Some(if a <= b { Value::Int(*a) } else { Value::Nil }),
+        ("last", Value::Range(_, b)) => Some(Value::Int(*b)),
+        ("first", Value::Object(o)) => Some(
+            o.iter()
+                .next()
+                .map(|(k, v)| Value::Array(vec![Value::str(k.clone()), v.clone()]))
+                .unwrap_or_default(),
+        ),
+        _ => None,
+    }
+}
+
+fn range_end(v: &Value) -> Result<i64, Stop> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::Nil => Ok(0),
+        Value::Str(s) => Ok(leading_int(s)),
+        other => to_integer(other),
+    }
+}
+
+/// `Utils.to_integer`: integers as they are, anything else through `Integer(to_s)`.
+pub fn to_integer(v: &Value) -> Result<i64, Stop> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        other => {
+            let s = other.to_string_lossy();
+            let t = s.trim();
+            let body = t.strip_prefix(['-', '+']).unwrap_or(t);
+            if !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
+                let digits: String = t.chars().filter(|c| *c != '_').collect();
+                return digits
+                    .parse()
+                    .map_err(|_| Stop::Error("invalid integer".into()));
+            }
+            Err(Stop::Error("invalid integer".into()))
+        }
+    }
+}
+
+/// Ruby's `to_i` (tablerow's attributes).
+fn ruby_to_i(v: &Value) -> i64 {
+    match v {
+        Value::Int(i) => *i,
+        Value::Float(f) => *f as i64,
+        Value::Str(s) => leading_int(s),
+        _ => 0,
+    }
+}
+
+/// `Utils.slice_collection`: the elements from `from` up to `to`.
+pub fn slice_collection(collection: &Value, from: i64, to: Option<i64>) -> Vec<Value> {
+    let items = match collection {
+        Value::Str(s) if s.is_empty() => return Vec::new(),
+        Value::Str(_) => vec![collection.clone()],
+        Value::Array(_) | Value::Range(..) | Value::Object(_) => collection.to_items(),
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        let index = index as i64;
+        if to.is_some_and(|t| t <= index) {
+            break;
+        }
+        if from <= index {
+            out.push(item);
+        }
+    }
+    out
+}
+
+fn forloop_object(name: &str, index: usize, length: usize, parent: Option<Object>) -> Object {
+    let (i, n) = (index as i64, length as i64);
+    let mut o = Object::new();
+    o.insert("name".into(), Value::str(name));
+    o.insert("length".into(), Value::Int(n));
+    o.insert("index".into(), Value::Int(i + 1));
+    o.insert("index0".into(), Value::Int(i));
+    o.insert("rindex".into(), Value::Int(n - i));
+    o.insert("rindex0".into(), Value::Int(n - i - 1));
+    o.insert("first".into(), Value::Bool(i == 0));
+    o.insert("last".into(), Value::Bool(i == n - 1));
+    o.insert(
+        "parentloop".into(),
+        parent.map(Value::Object).unwrap_or(Value::Nil),
+    );
+    o
+}
+
+impl Value {
+    /// How `cycle` prints a value: arrays joined, others by `to_s`.
+    fn render_cycle(&self, out: &mut String) {
+        match self {
+            Value::Array(_) => self.render(out),
+            other => other.to_s(out),
+        }
+    }
+}
+
+/// A number for the math filters.
+pub fn number(v: &Value) -> Number {
+    Number::from_value(v)
+}

@@ -1,0 +1,591 @@
+//! Liquid's values and the Ruby semantics Shopify Liquid gives them: what renders as what
+//! (`Float#to_s`, `Hash#inspect`), what is truthy (only `nil` and `false` are not), how values
+//! compare across types, and how filters read numbers (`Utils.to_number`).
+
+use std::cmp::Ordering;
+use std::fmt::Write;
+
+use indexmap::IndexMap;
+
+/// An object's entries, in insertion order (as a Ruby Hash keeps them).
+pub type Object = IndexMap<String, Value>;
+
+/// A Liquid value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Value {
+    /// `nil`.
+    #[default]
+    Nil,
+    /// `true` or `false`.
+    Bool(bool),
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// An array.
+    Array(Vec<Value>),
+    /// An object (a Ruby Hash).
+    Object(Object),
+    /// An integer range `(a..b)`, both ends included.
+    Range(i64, i64),
+}
+
+impl Value {
+    /// Whether Liquid takes the value as true: everything but `nil` and `false`.
+    pub fn truthy(&self) -> bool {
+        !matches!(self, Value::Nil | Value::Bool(false))
+    }
+
+    /// A string value.
+    pub fn str(s: impl Into<String>) -> Value {
+        Value::Str(s.into())
+    }
+
+    /// The value as `{{ }}` renders it: nil is nothing, arrays are their elements joined.
+    pub fn render(&self, out: &mut String) {
+        match self {
+            Value::Nil => {}
+            Value::Array(items) => {
+                for item in flatten(items) {
+                    item.to_s(out);
+                }
+            }
+            other => other.to_s(out),
+        }
+    }
+
+    /// Ruby's `to_s`.
+    pub fn to_s(&self, out: &mut String) {
+        match self {
+            Value::Nil => {}
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Int(i) => {
+                let _ = write!(out, "{i}");
+            }
+            Value::Float(f) => format_float(*f, out),
+            Value::Str(s) => out.push_str(s),
+            // Ruby's Array#to_s is #inspect.
+            Value::Array(_) | Value::Object(_) => self.inspect(out),
+            Value::Range(a, b) => {
+                let _ = write!(out, "{a}..{b}");
+            }
+        }
+    }
+
+    /// The value as a string (Ruby's `to_s`).
+    pub fn to_string_lossy(&self) -> String {
+        let mut out = String::new();
+        self.to_s(&mut out);
+        out
+    }
+
+    /// Ruby's `inspect` (Ruby 3.1 and 3.3: `{"a"=>1}`, `[1, "x", nil]`).
+    pub fn inspect(&self, out: &mut String) {
+        match self {
+            Value::Nil => out.push_str("nil"),
+            Value::Str(s) => inspect_str(s, out),
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    item.inspect(out);
+                }
+                out.push(']');
+            }
+            Value::Object(map) => {
+                out.push('{');
+                for (i, (k, v)) in map.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    inspect_str(k, out);
+                    out.push_str("=>");
+                    v.inspect(out);
+                }
+                out.push('}');
+            }
+            other => other.to_s(out),
+        }
+    }
+
+    /// Liquid's `size`: characters of a string, elements of an array, entries of an object.
+    pub fn size(&self) -> Option<usize> {
+        match self {
+            Value::Str(s) => Some(s.chars().count()),
+            Value::Array(a) => Some(a.len()),
+            Value::Object(o) => Some(o.len()),
+            Value::Range(a, b) => Some(if b >= a { (b - a + 1) as usize } else { 0 }),
+            // Integer#size is its width in bytes.
+            Value::Int(_) => Some(8),
+            _ => None,
+        }
+    }
+
+    /// Ruby's `empty?`, where the value has it.
+    pub fn is_empty(&self) -> Option<bool> {
+        match self {
+            Value::Str(s) => Some(s.is_empty()),
+            Value::Array(a) => Some(a.is_empty()),
+            Value::Object(o) => Some(o.is_empty()),
+            Value::Range(a, b) => Some(b < a),
+            _ => None,
+        }
+    }
+
+    /// ActiveSupport-style `blank?` as Liquid defines it for the `blank` literal.
+    pub fn is_blank(&self) -> Option<bool> {
+        match self {
+            Value::Nil => Some(true),
+            Value::Bool(b) => Some(!b),
+            Value::Str(s) => Some(s.trim().is_empty()),
+            Value::Array(a) => Some(a.is_empty()),
+            Value::Object(o) => Some(o.is_empty()),
+            _ => None,
+        }
+    }
+
+    /// The elements a `for` loop or an array filter walks.
+    pub fn to_items(&self) -> Vec<Value> {
+        match self {
+            Value::Array(a) => a.clone(),
+            Value::Range(a, b) => (*a..=*b).map(Value::Int).collect(),
+            Value::Object(o) => o
+                .iter()
+                .map(|(k, v)| Value::Array(vec![Value::str(k.clone()), v.clone()]))
+                .collect(),
+            Value::Nil => Vec::new(),
+            Value::Str(s) if s.is_empty() => Vec::new(),
+            other => vec![other.clone()],
+        }
+    }
+
+    /// Ruby's `==` as Liquid's conditions use it.
+    pub fn liquid_eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Int(a), Value::Float(b)) | (Value::Float(b), Value::Int(a)) => {
+                (*a as f64) == *b
+            }
+            (Value::Array(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.liquid_eq(y))
+            }
+            (Value::Object(a), Value::Object(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .all(|(k, v)| b.get(k).is_some_and(|w| v.liquid_eq(w)))
+            }
+            (Value::Range(a, b), Value::Range(c, d)) => a == c && b == d,
+            _ => self == other,
+        }
+    }
+
+    /// Ruby's `<=>` between two values; `None` where Ruby answers nil (incomparable).
+    pub fn ruby_cmp(&self, other: &Value) -> Option<Ordering> {
+        match (self, other) {
+            (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
+            (Value::Int(a), Value::Float(b)) => (*a as f64).partial_cmp(b),
+            (Value::Float(a), Value::Int(b)) => a.partial_cmp(&(*b as f64)),
+            (Value::Float(a), Value::Float(b)) => a.partial_cmp(b),
+            (Value::Str(a), Value::Str(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+            (Value::Array(a), Value::Array(b)) => {
+                for (x, y) in a.iter().zip(b) {
+                    match x.ruby_cmp(y)? {
+                        Ordering::Equal => {}
+                        other => return Some(other),
+                    }
+                }
+                Some(a.len().cmp(&b.len()))
+            }
+            (Value::Bool(a), Value::Bool(b)) if a == b => Some(Ordering::Equal),
+            (Value::Nil, Value::Nil) => Some(Ordering::Equal),
+            _ => None,
+        }
+    }
+
+    /// Ruby's class name, for error messages.
+    pub fn class_name(&self) -> &'static str {
+        match self {
+            Value::Nil => "nil",
+            Value::Bool(true) => "true",
+            Value::Bool(false) => "false",
+            Value::Int(_) => "Integer",
+            Value::Float(_) => "Float",
+            Value::Str(_) => "String",
+            Value::Array(_) => "Array",
+            Value::Object(_) => "Hash",
+            Value::Range(_, _) => "Range",
+        }
+    }
+
+    /// Converts JSON into a Liquid value (integers stay integers, objects keep their order).
+    pub fn from_json(json: &serde_json::Value) -> Value {
+        match json {
+            serde_json::Value::Null => Value::Nil,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(0.0)),
+            },
+            serde_json::Value::String(s) => Value::Str(s.clone()),
+            serde_json::Value::Array(a) => Value::Array(a.iter().map(Value::from_json).collect()),
+            serde_json::Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.clone(), Value::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The value as JSON (ranges become arrays).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Nil => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Value::Str(s) => serde_json::Value::String(s.clone()),
+            Value::Array(a) => serde_json::Value::Array(a.iter().map(Value::to_json).collect()),
+            Value::Object(o) => {
+                serde_json::Value::Object(o.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
+            Value::Range(a, b) => {
+                serde_json::Value::Array((*a..=*b).map(serde_json::Value::from).collect())
+            }
+        }
+    }
+}
+
+/// Nested arrays flattened, as `Array#join` walks them.
+pub fn flatten(items: &[Value]) -> Vec<&Value> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::Array(inner) => out.extend(flatten(inner)),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn inspect_str(s: &str, out: &mut String) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\u{1b}' => out.push_str("\\e"),
+            '#' => out.push('#'),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\x{:02X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Ruby's `Float#to_s`: the shortest digits that read back to the same float, in fixed
+/// notation with at least one decimal between 1e-4 and 1e16, else `1.0e+16`.
+pub fn format_float(f: f64, out: &mut String) {
+    if f.is_nan() {
+        out.push_str("NaN");
+        return;
+    }
+    if f.is_infinite() {
+        out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
+        return;
+    }
+    if f == 0.0 {
+        out.push_str(if f.is_sign_negative() { "-0.0" } else { "0.0" });
+        return;
+    }
+    // `{:e}` gives the shortest round-trip digits: "1.2345e3".
+    let sci = format!("{:e}", f.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if f < 0.0 {
+        out.push('-');
+    }
+    // Ruby: decimal exponent (of 0.ddd form) in -3..=16 prints fixed.
+    let decpt = exp + 1;
+    if (-3..=16).contains(&decpt) {
+        if decpt <= 0 {
+            out.push_str("0.");
+            for _ in 0..(-decpt) {
+                out.push('0');
+            }
+            out.push_str(&digits);
+        } else if decpt as usize >= digits.len() {
+            out.push_str(&digits);
+            for _ in 0..(decpt as usize - digits.len()) {
+                out.push('0');
+            }
+            out.push_str(".0");
+        } else {
+            out.push_str(&digits[..decpt as usize]);
+            out.push('.');
+            out.push_str(&digits[decpt as usize..]);
+        }
+        return;
+    }
+    out.push_str(&digits[..1]);
+    out.push('.');
+    if digits.len() > 1 {
+        out.push_str(&digits[1..]);
+    } else {
+        out.push('0');
+    }
+    let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+}
+
+/// A number as Liquid's math filters read their operands (`Utils.to_number`): floats are exact
+/// decimals (Ruby uses BigDecimal), strings that look like decimals are decimals, other strings
+/// are their leading integer, anything else is 0.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    /// An integer.
+    Int(i64),
+    /// A decimal `mantissa × 10^-scale`, exact (from a float's shortest digits or a string).
+    Decimal(i128, u32),
+    /// A float too large for an exact decimal.
+    Float(f64),
+}
+
+impl Number {
+    /// `Utils.to_number`.
+    pub fn from_value(value: &Value) -> Number {
+        match value {
+            Value::Int(i) => Number::Int(*i),
+            Value::Float(f) => decimal_of_float(*f),
+            Value::Str(s) => number_of_str(s),
+            _ => Number::Int(0),
+        }
+    }
+
+    /// The number as a float.
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Number::Int(i) => i as f64,
+            Number::Decimal(m, s) => decimal_to_f64(m, s),
+            Number::Float(f) => f,
+        }
+    }
+
+    /// Back to a Liquid value: integers stay integers, decimals become floats.
+    pub fn to_value(self) -> Value {
+        match self {
+            Number::Int(i) => Value::Int(i),
+            other => Value::Float(other.as_f64()),
+        }
+    }
+
+    /// Whether it is an integer.
+    pub fn is_int(self) -> bool {
+        matches!(self, Number::Int(_))
+    }
+}
+
+fn decimal_to_f64(mantissa: i128, scale: u32) -> f64 {
+    // Through the decimal string, so 0.3 reads back as the float nearest 0.3.
+    let text = if scale == 0 {
+        mantissa.to_string()
+    } else {
+        let negative = mantissa < 0;
+        let digits = mantissa.unsigned_abs().to_string();
+        let scale = scale as usize;
+        let padded = if digits.len() <= scale {
+            format!("{}{}", "0".repeat(scale - digits.len() + 1), digits)
+        } else {
+            digits
+        };
+        let (int, frac) = padded.split_at(padded.len() - scale);
+        format!("{}{int}.{frac}", if negative { "-" } else { "" })
+    };
+    text.parse().unwrap_or(0.0)
+}
+
+/// The exact decimal a float prints as.
+pub fn decimal_of_float(f: f64) -> Number {
+    if !f.is_finite() {
+        return Number::Float(f);
+    }
+    let mut text = String::new();
+    format_float(f, &mut text);
+    match parse_decimal(&text) {
+        Some((m, s)) => Number::Decimal(m, s),
+        None => Number::Float(f),
+    }
+}
+
+/// `-?\d+\.\d+` (or an integer) to a decimal; exponents are not decimals here.
+fn parse_decimal(text: &str) -> Option<(i128, u32)> {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+    if int.is_empty() || !int.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 30 {
+        return None;
+    }
+    let digits = format!("{int}{frac}");
+    let mantissa: i128 = digits.parse().ok()?;
+    Some((
+        if negative { -mantissa } else { mantissa },
+        frac.len() as u32,
+    ))
+}
+
+fn number_of_str(s: &str) -> Number {
+    let t = s.trim();
+    let looks_decimal = {
+        let body = t.strip_prefix('-').unwrap_or(t);
+        match body.split_once('.') {
+            Some((i, f)) => {
+                !i.is_empty()
+                    && !f.is_empty()
+                    && i.bytes().all(|b| b.is_ascii_digit())
+                    && f.bytes().all(|b| b.is_ascii_digit())
+            }
+            None => false,
+        }
+    };
+    if looks_decimal {
+        return match parse_decimal(t) {
+            Some((m, sc)) => Number::Decimal(m, sc),
+            None => Number::Float(t.parse().unwrap_or(0.0)),
+        };
+    }
+    Number::Int(leading_int(s))
+}
+
+/// Ruby's `String#to_i`: optional whitespace, a sign, digits (underscores between digits);
+/// 0 when there are none.
+pub fn leading_int(s: &str) -> i64 {
+    let s = s.trim_start();
+    let (negative, rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let mut value: i64 = 0;
+    let mut last_digit = false;
+    for b in rest.bytes() {
+        match b {
+            b'0'..=b'9' => {
+                value = value.saturating_mul(10).saturating_add((b - b'0') as i64);
+                last_digit = true;
+            }
+            b'_' if last_digit => last_digit = false,
+            _ => break,
+        }
+    }
+    if negative { -value } else { value }
+}
+
+/// Adds, subtracts or multiplies as Ruby does: integers exactly, decimals exactly.
+pub fn arith(a: Number, b: Number, op: char) -> Number {
+    use Number::*;
+    match (a, b) {
+        (Int(x), Int(y)) => {
+            let r = match op {
+                '+' => x.checked_add(y),
+                '-' => x.checked_sub(y),
+                _ => x.checked_mul(y),
+            };
+            match r {
+                Some(r) => Int(r),
+                None => Float(float_op(x as f64, y as f64, op)),
+            }
+        }
+        (Float(_), _) | (_, Float(_)) => Float(float_op(a.as_f64(), b.as_f64(), op)),
+        _ => {
+            let (xm, xs) = as_decimal(a);
+            let (ym, ys) = as_decimal(b);
+            let exact = match op {
+                '*' => xm.checked_mul(ym).map(|m| (m, xs + ys)),
+                _ => {
+                    let scale = xs.max(ys);
+                    let xa = xm.checked_mul(10i128.checked_pow(scale - xs).unwrap_or(0));
+                    let ya = ym.checked_mul(10i128.checked_pow(scale - ys).unwrap_or(0));
+                    match (xa, ya) {
+                        (Some(xa), Some(ya)) => if op == '+' {
+                            xa.checked_add(ya)
+                        } else {
+                            xa.checked_sub(ya)
+                        }
+                        .map(|m| (m, scale)),
+                        _ => None,
+                    }
+                }
+            };
+            match exact {
+                Some((m, s)) if s <= 36 => Decimal(m, s),
+                _ => Float(float_op(a.as_f64(), b.as_f64(), op)),
+            }
+        }
+    }
+}
+
+fn as_decimal(n: Number) -> (i128, u32) {
+    match n {
+        Number::Int(i) => (i as i128, 0),
+        Number::Decimal(m, s) => (m, s),
+        Number::Float(f) => (f as i128, 0),
+    }
+}
+
+fn float_op(x: f64, y: f64, op: char) -> f64 {
+    match op {
+        '+' => x + y,
+        '-' => x - y,
+        _ => x * y,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(x: f64) -> String {
+        let mut s = String::new();
+        format_float(x, &mut s);
+        s
+    }
+
+    #[test]
+    fn floats_print_as_ruby_prints_them() {
+        assert_eq!(f(1.0), "1.0");
+        assert_eq!(f(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(f(1e16), "1.0e+16");
+        assert_eq!(f(1e15), "1000000000000000.0");
+        assert_eq!(f(123456.789), "123456.789");
+        assert_eq!(f(0.0001), "0.0001");
+        assert_eq!(f(0.00001), "1.0e-05");
+        assert_eq!(f(-2.5), "-2.5");
+        assert_eq!(f(1.5e300), "1.5e+300");
+    }
+
+    #[test]
+    fn decimal_arithmetic_is_exact_like_bigdecimal() {
+        let a = Number::from_value(&Value::Float(0.1));
+        let b = Number::from_value(&Value::Float(0.2));
+        assert_eq!(arith(a, b, '+').to_value(), Value::Float(0.3));
+        let c = Number::from_value(&Value::str("1.10"));
+        assert_eq!(arith(c, Number::Int(3), '*').to_value(), Value::Float(3.3));
+        assert_eq!(leading_int(" 12abc"), 12);
+        assert_eq!(leading_int("1_000"), 1000);
+        assert_eq!(leading_int("abc"), 0);
+    }
+}

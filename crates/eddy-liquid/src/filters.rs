@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use std::fmt::Write;
 
 use crate::render::{Stop, to_integer};
-use crate::value::{Number, Object, Value, arith, decimal_of_float, flatten};
+use crate::value::{Number, Object, Value, arith, flatten};
 
 /// Applies the filter `name` to `input`.
 pub fn apply(
@@ -574,24 +574,25 @@ fn replace_last(input: &str, pattern: &str, replacement: &str) -> String {
     }
 }
 
-/// A property of an element (`item[property]`), as the array filters read it.
-fn property_of(item: &Value, property: &Value) -> Result<Value, Stop> {
+/// `item[property]` as Ruby answers it for the array filters: a hash by key, a string by
+/// substring; arrays and integers raise (`cannot select the property`); `Ok(None)` for values
+/// without `[]` (nil, floats, booleans, ranges), which makes `where`, `uniq`, `compact` and
+/// `sort` answer nil and `map` give nil for that element.
+fn property_of(item: &Value, property: &Value) -> Result<Option<Value>, Stop> {
     match item {
-        Value::Object(o) => Ok(match property {
+        Value::Object(o) => Ok(Some(match property {
             Value::Str(k) => o.get(k).cloned().unwrap_or_default(),
             _ => Value::Nil,
-        }),
-        Value::Nil | Value::Bool(_) => Ok(Value::Nil),
-        Value::Str(s) => Ok(match property {
+        })),
+        Value::Str(s) => Ok(Some(match property {
             Value::Str(p) if s.contains(p.as_str()) => Value::Str(p.clone()),
             _ => Value::Nil,
-        }),
-        Value::Array(_) | Value::Int(_) | Value::Float(_) | Value::Range(..) => {
-            Err(Stop::Error(format!(
-                "cannot select the property '{}'",
-                property.to_string_lossy()
-            )))
-        }
+        })),
+        Value::Array(_) | Value::Int(_) => Err(Stop::Error(format!(
+            "cannot select the property '{}'",
+            property.to_string_lossy()
+        ))),
+        Value::Nil | Value::Bool(_) | Value::Float(_) | Value::Range(..) => Ok(None),
     }
 }
 
@@ -603,18 +604,14 @@ fn sort(input: &Value, property: Option<Value>, natural: bool) -> Result<Value, 
     let keys: Vec<Value> = match &property {
         None => items.clone(),
         Some(p) => {
-            if !items.iter().all(|i| {
-                matches!(
-                    i,
-                    Value::Object(_) | Value::Str(_) | Value::Array(_) | Value::Int(_)
-                )
-            }) {
-                return Ok(Value::Nil);
+            let mut keys = Vec::with_capacity(items.len());
+            for item in &items {
+                match property_of(item, p)? {
+                    Some(k) => keys.push(k),
+                    None => return Ok(Value::Nil),
+                }
             }
-            items
-                .iter()
-                .map(|i| property_of(i, p))
-                .collect::<Result<_, _>>()?
+            keys
         }
     };
     let mut order: Vec<usize> = (0..items.len()).collect();
@@ -659,7 +656,9 @@ fn where_(input: &Value, property: &Value, target: Option<Value>) -> Result<Valu
     let items = iterate(input);
     let mut out = Vec::new();
     for item in items {
-        let value = property_of(&item, property)?;
+        let Some(value) = property_of(&item, property)? else {
+            return Ok(Value::Nil);
+        };
         let keep = match &target {
             None | Some(Value::Nil) => value.truthy(),
             Some(t) => value.liquid_eq(t) && same_kind(&value, t),
@@ -695,7 +694,10 @@ fn uniq(input: &Value, property: Option<Value>) -> Result<Value, Stop> {
     for item in items {
         let key = match &property {
             None => identity(&item),
-            Some(p) => identity(&property_of(&item, p)?),
+            Some(p) => match property_of(&item, p)? {
+                Some(v) => identity(&v),
+                None => return Ok(Value::Nil),
+            },
         };
         if seen.insert(key) {
             out.push(item);
@@ -707,7 +709,7 @@ fn uniq(input: &Value, property: Option<Value>) -> Result<Value, Stop> {
 fn map(input: &Value, property: &Value) -> Result<Value, Stop> {
     let mut out = Vec::new();
     for item in iterate(input) {
-        out.push(property_of(&item, property)?);
+        out.push(property_of(&item, property)?.unwrap_or_default());
     }
     Ok(Value::Array(out))
 }
@@ -717,7 +719,10 @@ fn compact(input: &Value, property: Option<Value>) -> Result<Value, Stop> {
     for item in iterate(input) {
         let missing = match &property {
             None => matches!(item, Value::Nil),
-            Some(p) => matches!(property_of(&item, p)?, Value::Nil),
+            Some(p) => match property_of(&item, p)? {
+                Some(v) => matches!(v, Value::Nil),
+                None => return Ok(Value::Nil),
+            },
         };
         if !missing {
             out.push(item);
@@ -738,8 +743,33 @@ fn divide(input: &Value, operand: &Value) -> Result<Value, Stop> {
             let floored = x % y != 0 && ((x < 0) != (y < 0));
             Value::Int(if floored { q - 1 } else { q })
         }
-        _ => Value::Float(a.as_f64() / b.as_f64()),
+        _ => decimal_divide(a, b)
+            .map(|n| n.to_value())
+            .unwrap_or_else(|| Value::Float(a.as_f64() / b.as_f64())),
     })
+}
+
+/// Division as BigDecimal does it: exact to 20 and more significant digits, then to a float
+/// (`3.14159 / 10` is 0.314159, not the float quotient 0.31415899999999997).
+fn decimal_divide(a: Number, b: Number) -> Option<Number> {
+    let ((xm, xs), (ym, ys)) = (decimal_parts(a)?, decimal_parts(b)?);
+    if ym == 0 {
+        return None;
+    }
+    // BigDecimal keeps the sign of a zero quotient.
+    if xm == 0 && ym < 0 {
+        return Some(Number::Float(-0.0));
+    }
+    for extra in (17..=24).rev() {
+        let numerator = 10i128
+            .checked_pow(ys + extra)
+            .and_then(|p| xm.checked_mul(p));
+        let denominator = 10i128.checked_pow(xs).and_then(|p| ym.checked_mul(p));
+        if let (Some(n), Some(d)) = (numerator, denominator) {
+            return Some(Number::Decimal(n / d, extra));
+        }
+    }
+    None
 }
 
 fn modulo(input: &Value, operand: &Value) -> Result<Value, Stop> {
@@ -749,16 +779,34 @@ fn modulo(input: &Value, operand: &Value) -> Result<Value, Stop> {
     }
     Ok(match (a, b) {
         (Number::Int(x), Number::Int(y)) => Value::Int(((x % y) + y) % y),
-        _ => {
-            let (x, y) = (a.as_f64(), b.as_f64());
-            let r = x - y * (x / y).floor();
-            // Through the decimal digits, as BigDecimal would give them.
-            match decimal_of_float(r) {
-                Number::Decimal(..) => Value::Float(r),
-                other => other.to_value(),
+        _ => match decimal_modulo(a, b) {
+            Some(n) => n.to_value(),
+            None => {
+                let (x, y) = (a.as_f64(), b.as_f64());
+                Value::Float(x - y * (x / y).floor())
             }
-        }
+        },
     })
+}
+
+/// `x % y` on exact decimals, with the sign of `y` (Ruby's modulo).
+fn decimal_modulo(a: Number, b: Number) -> Option<Number> {
+    let ((xm, xs), (ym, ys)) = (decimal_parts(a)?, decimal_parts(b)?);
+    let scale = xs.max(ys);
+    let x = xm.checked_mul(10i128.checked_pow(scale - xs)?)?;
+    let y = ym.checked_mul(10i128.checked_pow(scale - ys)?)?;
+    if y == 0 {
+        return None;
+    }
+    Some(Number::Decimal(((x % y) + y) % y, scale))
+}
+
+fn decimal_parts(n: Number) -> Option<(i128, u32)> {
+    match n {
+        Number::Int(i) => Some((i as i128, 0)),
+        Number::Decimal(m, s) => Some((m, s)),
+        Number::Float(_) => None,
+    }
 }
 
 fn finite(n: Number) -> Result<f64, Stop> {

@@ -173,10 +173,13 @@ enum Token {
         /// The token as written (`raw` collects them).
         source: String,
     },
+    /// A token that cannot be read; its error is raised when the parser reaches it (as
+    /// Liquid's lazy tokenizer does), and `raw` takes it as text.
+    Bad(SyntaxError, String),
 }
 
 /// Cuts `source` as `TemplateParser` does: text, `{%…%}`, `{{…}}`, or a lone `{%`/`{{`.
-fn tokenize(source: &str) -> Result<Vec<Token>, SyntaxError> {
+fn tokenize(source: &str) -> Vec<Token> {
     let mut tokens = Vec::new();
     let mut line = 1;
     let mut i = 0;
@@ -209,14 +212,15 @@ fn tokenize(source: &str) -> Result<Vec<Token>, SyntaxError> {
         let raw = &source[start..end];
         let token_line = line;
         line += raw.matches('\n').count();
-        tokens.push(if is_tag {
-            tag_token(raw, token_line)?
+        let token = if is_tag {
+            tag_token(raw, token_line)
         } else {
-            output_token(raw, token_line)?
-        });
+            output_token(raw, token_line)
+        };
+        tokens.push(token.unwrap_or_else(|e| Token::Bad(e, raw.to_string())));
         i = end;
     }
-    Ok(tokens)
+    tokens
 }
 
 fn find_start(source: &str, from: usize) -> Option<usize> {
@@ -298,7 +302,7 @@ fn output_token(raw: &str, line: usize) -> Result<Token, SyntaxError> {
 
 /// Parses a whole template.
 pub fn parse(source: &str) -> Result<Block, SyntaxError> {
-    let tokens = tokenize(source)?;
+    let tokens = tokenize(source);
     let mut parser = Parser {
         tokens,
         pos: 0,
@@ -379,6 +383,7 @@ impl Parser {
             let token = self.tokens[self.pos].clone();
             self.pos += 1;
             match token {
+                Token::Bad(error, _) => return Err(error),
                 Token::Text(mut text) => {
                     if self.trim_next {
                         text = text.trim_start().to_string();
@@ -702,24 +707,51 @@ impl Parser {
                 _ => {}
             }
         }
-        let mut body = Block::default();
+        // Liquid's `for` reads its body, then (after `else`) one else body: a second `else`
+        // ends the loop there with an empty else block, and what follows belongs to the
+        // enclosing block.
+        let never_closed = || SyntaxError {
+            message: "'for' tag was never closed".into(),
+            line,
+        };
+        if self.depth >= MAX_DEPTH {
+            return Err(SyntaxError {
+                message: "Nesting too deep".into(),
+                line,
+            });
+        }
+        self.depth += 1;
+        let (mut body, end) = self.body()?;
         let mut otherwise: Option<Block> = None;
-        let mut in_else = false;
-        self.block_until("for", line, |name, _, _, block| {
-            if in_else {
-                otherwise = Some(block);
-            } else {
-                body = block;
-            }
-            match name {
-                "" => Ok(Accepted::Yes),
-                "else" if !in_else => {
-                    in_else = true;
-                    Ok(Accepted::Yes)
+        let end = end.ok_or_else(never_closed)?;
+        match end.name.as_str() {
+            "endfor" => {}
+            "else" => {
+                let (else_body, end) = self.body()?;
+                let end = end.ok_or_else(never_closed)?;
+                match end.name.as_str() {
+                    "endfor" => otherwise = Some(else_body),
+                    "else" => otherwise = Some(Block::default()),
+                    other => {
+                        return Err(unknown_in_block(
+                            other,
+                            "for",
+                            end.line,
+                            self.for_liquid_tag,
+                        ));
+                    }
                 }
-                _ => Ok(Accepted::No),
             }
-        })?;
+            other => {
+                return Err(unknown_in_block(
+                    other,
+                    "for",
+                    end.line,
+                    self.for_liquid_tag,
+                ));
+            }
+        }
+        self.depth -= 1;
         if body.blank && otherwise.as_ref().is_none_or(|b| b.blank) {
             remove_blank_strings(&mut body);
             if let Some(b) = otherwise.as_mut() {
@@ -798,7 +830,7 @@ impl Parser {
             self.pos += 1;
             let text = match &token {
                 Token::Text(t) => t.clone(),
-                Token::Output { source, .. } => source.clone(),
+                Token::Output { source, .. } | Token::Bad(_, source) => source.clone(),
                 Token::Tag { source, .. } => {
                     // Only `{%` + spaces + `endraw` ends it (FullTokenPossiblyInvalid): a
                     // `{%- endraw %}` is body text, and the end tag's `-%}` trims nothing.

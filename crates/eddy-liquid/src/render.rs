@@ -495,8 +495,7 @@ fn compare_exprs(
         (None, Some(m)) => Some((m, &left)),
         _ => None,
     };
-    let equal = |ctx: &Context<'_>| -> bool {
-        let _ = ctx;
+    let equal = || -> bool {
         match literal_side {
             // Plain Ruby objects have no `blank?`: such a comparison is never true.
             Some(("blank", _)) => false,
@@ -504,10 +503,16 @@ fn compare_exprs(
             None => left.liquid_eq(&right),
         }
     };
+    // A method literal has no `<` nor `include?`; as the right side of `contains` it is a
+    // string that reads as "".
+    let (left_method, right_method) = (method(left_expr).is_some(), method(right_expr).is_some());
     match op {
-        "==" => Ok(equal(ctx)),
-        "!=" | "<>" => Ok(!equal(ctx)),
+        "==" => Ok(equal()),
+        "!=" | "<>" => Ok(!equal()),
+        "contains" if left_method => Ok(false),
+        "contains" if right_method => Ok(matches!(left, Value::Str(_))),
         "contains" => Ok(contains(&left, &right)),
+        "<" | ">" | "<=" | ">=" if left_method || right_method => Ok(false),
         "<" | ">" | "<=" | ">=" => ordered(&left, op, &right),
         other => Err(Stop::Error(format!("Unknown operator {other}"))),
     }
@@ -646,7 +651,8 @@ fn ruby_to_i(v: &Value) -> i64 {
 pub fn slice_collection(collection: &Value, from: i64, to: Option<i64>) -> Vec<Value> {
     let items = match collection {
         Value::Str(s) if s.is_empty() => return Vec::new(),
-        Value::Str(_) => vec![collection.clone()],
+        // A string is one element, whatever the offset and limit.
+        Value::Str(_) => return vec![collection.clone()],
         Value::Array(_) | Value::Range(..) | Value::Object(_) => collection.to_items(),
         _ => return Vec::new(),
     };

@@ -415,7 +415,8 @@ fn decimal_to_f64(mantissa: i128, scale: u32) -> f64 {
 
 /// The exact decimal a float prints as.
 pub fn decimal_of_float(f: f64) -> Number {
-    if !f.is_finite() {
+    // A decimal has no negative zero; BigDecimal does.
+    if !f.is_finite() || (f == 0.0 && f.is_sign_negative()) {
         return Number::Float(f);
     }
     let mut text = String::new();
@@ -531,6 +532,8 @@ pub fn arith(a: Number, b: Number, op: char) -> Number {
                 }
             };
             match exact {
+                // BigDecimal keeps the sign of a zero product: 0 * -0.25 is -0.0.
+                Some((0, _)) if op == '*' && ((xm < 0) != (ym < 0)) => Float(-0.0),
                 Some((m, s)) if s <= 36 => Decimal(m, s),
                 _ => Float(float_op(a.as_f64(), b.as_f64(), op)),
             }

@@ -59,17 +59,36 @@ impl Template {
         limits: Limits,
         fetch: Option<&dyn Fetch>,
     ) -> Result<Rendered, Stop> {
+        self.render_with(variables, limits, fetch, None)
+    }
+
+    /// Renders with content blocks too (`{{content_blocks.${name}}}`).
+    pub fn render_with(
+        &self,
+        variables: Object,
+        limits: Limits,
+        fetch: Option<&dyn Fetch>,
+        content_blocks: Option<&std::collections::HashMap<String, Template>>,
+    ) -> Result<Rendered, Stop> {
         if let Some(text) = parse::is_plain_text(&self.root) {
             return Ok(Rendered::Output(text.to_string()));
         }
         let mut ctx = Context::new(variables, limits);
         ctx.fetch = fetch;
+        ctx.content_blocks = content_blocks;
         let mut out = String::new();
         match ctx.render_block(&self.root, &mut out) {
             Ok(()) => Ok(Rendered::Output(out)),
             Err(Stop::Abort(reason)) => Ok(Rendered::Aborted(reason)),
             Err(other) => Err(other),
         }
+    }
+}
+
+impl Template {
+    /// The parsed tree.
+    pub(crate) fn root(&self) -> &Block {
+        &self.root
     }
 }
 

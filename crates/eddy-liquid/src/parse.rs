@@ -199,7 +199,7 @@ fn tokenize(source: &str) -> Vec<Token> {
         let end = if is_tag {
             source[start + 2..].find("%}").map(|e| start + 2 + e + 2)
         } else {
-            source[start + 2..].find('}').map(|e| {
+            output_close(&source[start + 2..]).map(|e| {
                 let close = start + 2 + e + 1;
                 if bytes.get(close) == Some(&b'}') {
                     close + 1
@@ -221,6 +221,29 @@ fn tokenize(source: &str) -> Vec<Token> {
         i = end;
     }
     tokens
+}
+
+/// The first `}` of an output's rest, stepping over Braze's `${…}` names (so that
+/// `{{${first_name}}}` is one output, as Braze reads it); without `${` it is Liquid's rule.
+fn output_close(rest: &str) -> Option<usize> {
+    let b = rest.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && b.get(i + 1) == Some(&b'{') {
+            match rest[i + 2..].find('}') {
+                Some(end) => {
+                    i += 2 + end + 1;
+                    continue;
+                }
+                None => return rest[i..].find('}').map(|e| i + e),
+            }
+        }
+        if b[i] == b'}' {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
 }
 
 fn find_start(source: &str, from: usize) -> Option<usize> {

@@ -19,9 +19,10 @@ pub enum Stop {
     /// `abort_message`: the message is not sent.
     #[error("aborted: {0}")]
     Abort(String),
-    /// The render went past its limits (output size, loop iterations).
+    /// The render cannot go on: past its limits (output size, steps), or a content block
+    /// that includes itself.
     #[error("{0}")]
-    Limit(String),
+    Fatal(String),
 }
 
 /// Bounds that keep one template from taking the process down.
@@ -57,6 +58,9 @@ pub struct Context<'a> {
     limits: Limits,
     /// Connected Content's HTTP (none: its calls fail as unreachable).
     pub fetch: Option<&'a dyn Fetch>,
+    /// Braze content blocks by name (`{{content_blocks.${name}}}`), rendered in place.
+    pub content_blocks: Option<&'a HashMap<String, crate::Template>>,
+    blocks_rendering: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +83,8 @@ impl<'a> Context<'a> {
             steps: 0,
             limits,
             fetch: None,
+            content_blocks: None,
+            blocks_rendering: Vec::new(),
         }
     }
 
@@ -99,7 +105,7 @@ impl<'a> Context<'a> {
     fn step(&mut self, n: u64) -> Result<(), Stop> {
         self.steps += n;
         if self.steps > self.limits.max_steps {
-            return Err(Stop::Limit(format!(
+            return Err(Stop::Fatal(format!(
                 "the template took more than {} steps",
                 self.limits.max_steps
             )));
@@ -124,6 +130,16 @@ impl<'a> Context<'a> {
 
     fn lookup(&mut self, lookup: &Lookup) -> Result<Value, Stop> {
         let name = self.eval(&lookup.name)?;
+        if matches!(&name, Value::Str(n) if n == "content_blocks")
+            && self.content_blocks.is_some()
+            && let Some(first) = lookup.keys.first()
+        {
+            let block = match first {
+                Key::Name(n) => n.clone(),
+                Key::Expr(e) => self.eval(e)?.to_string_lossy(),
+            };
+            return self.content_block(&block);
+        }
         let mut object = match &name {
             Value::Str(s) => self.find(s),
             _ => Value::Nil,
@@ -142,6 +158,27 @@ impl<'a> Context<'a> {
             };
         }
         Ok(object)
+    }
+
+    /// Renders a content block in the current context (its assignments are seen after it).
+    fn content_block(&mut self, name: &str) -> Result<Value, Stop> {
+        let Some(template) = self.content_blocks.and_then(|blocks| blocks.get(name)) else {
+            return Ok(Value::Nil);
+        };
+        if self.blocks_rendering.iter().any(|b| b == name) {
+            let mut chain = self.blocks_rendering.join(" → ");
+            chain.push_str(" → ");
+            chain.push_str(name);
+            return Err(Stop::Fatal(format!(
+                "content block '{name}' includes itself ({chain})"
+            )));
+        }
+        self.blocks_rendering.push(name.to_string());
+        let mut out = String::new();
+        let rendered = self.render_block(template.root(), &mut out);
+        self.blocks_rendering.pop();
+        rendered?;
+        Ok(Value::Str(out))
     }
 
     /// Evaluates `expr | filters…`.
@@ -186,7 +223,7 @@ impl<'a> Context<'a> {
                 }
             }
             if out.len() > self.limits.max_output_bytes {
-                return Err(Stop::Limit(format!(
+                return Err(Stop::Fatal(format!(
                     "the output passed {} bytes",
                     self.limits.max_output_bytes
                 )));

@@ -13,6 +13,8 @@
 //! - [`partners`]: the partner cohort import API (keys in the body).
 //! - [`profiles`]: the admin view of stored users (search by any identifier, one whole profile).
 //! - [`currents`]: Currents connectors in the admin API and `/currents/events`.
+//! - [`liquid`]: rendering Braze Liquid for a stored user, content blocks, Connected Content's
+//!   allowed hosts and credentials.
 //! - [`admin`]: `/eddy/v1` workspaces, API keys, partners, Data Import Keys, usage, export storage.
 //!
 //! Around them: [`config`] (typed settings), [`connections`] (the accept loop: timeouts and the
@@ -28,6 +30,7 @@ mod datadir;
 pub mod export_files;
 pub mod extract;
 pub mod http;
+pub mod liquid;
 pub mod metrics;
 pub mod partners;
 pub mod profiles;
@@ -81,6 +84,8 @@ pub struct AppState {
     pub log_requests: bool,
     /// Segment exports of this process and their state.
     pub exports: segment_export::Exports,
+    /// Connected Content's HTTP client and cache.
+    pub liquid_http: Arc<eddy_liquid::http::HttpClient>,
 }
 
 /// The state as handlers hold it.
@@ -198,6 +203,7 @@ impl App {
             currents: currents.clone(),
             log_requests: config.log_requests,
             exports: segment_export::Exports::default(),
+            liquid_http: liquid::http_client().map_err(StartError::Config)?,
         });
         Ok(App {
             router: router(state, config.max_body_bytes),
@@ -385,6 +391,28 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
                 .delete(admin::delete_workspace),
         )
         .route("/eddy/v1/workspaces/{ws}/users", get(profiles::list))
+        .route(
+            "/eddy/v1/workspaces/{ws}/liquid/render",
+            post(liquid::render),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/content-blocks",
+            get(liquid::list_content_blocks),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/content-blocks/{name}",
+            get(liquid::get_content_block)
+                .put(liquid::put_content_block)
+                .delete(liquid::delete_content_block),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/connected-content",
+            get(liquid::get_connected_content).put(liquid::put_connected_content),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/connected-content/credentials/{name}",
+            put(liquid::put_credential).delete(liquid::delete_credential),
+        )
         .route(
             "/eddy/v1/workspaces/{ws}/exports/{id}",
             get(segment_export::status),

@@ -244,6 +244,28 @@ impl Store {
         }
     }
 
+    /// A workspace's settings object of a kind, credentials opened.
+    pub fn object(&self, ws: u32, kind: &str, name: &str) -> Result<Option<Value>, StoreError> {
+        let Some(mut value) = self.meta_record::<Value>(&meta::object_key(ws, kind, name))? else {
+            return Ok(None);
+        };
+        self.open_secrets(&mut value)?;
+        Ok(Some(value))
+    }
+
+    /// Every settings object of a kind in a workspace, by name, credentials opened.
+    pub fn objects(&self, ws: u32, kind: &str) -> Result<Vec<(String, Value)>, StoreError> {
+        let prefix = meta::objects_prefix(ws, kind);
+        let mut out = Vec::new();
+        for (key, raw) in self.backend.scan(Table::Meta, &prefix, None, usize::MAX)? {
+            let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            let mut value: Value = decode(&raw, "meta")?;
+            self.open_secrets(&mut value)?;
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+
     /// Every Currents connector of every workspace, as (workspace, configuration).
     pub fn connectors(&self) -> Result<Vec<(u32, Value)>, StoreError> {
         let mut out = Vec::new();

@@ -199,6 +199,24 @@ pub(crate) fn export_storage_key(ws: u32) -> Vec<u8> {
     format!("export-storage/{ws:010}").into_bytes()
 }
 
+/// A workspace's named settings object of a kind (content blocks, credentials…).
+pub(crate) fn object_key(ws: u32, kind: &str, name: &str) -> Vec<u8> {
+    format!(
+        "object/{ws:010}/{}/{}",
+        bounded_str(kind),
+        bounded_str(name)
+    )
+    .into_bytes()
+}
+
+pub(crate) fn objects_prefix(ws: u32, kind: &str) -> Vec<u8> {
+    format!("object/{ws:010}/{}/", bounded_str(kind)).into_bytes()
+}
+
+pub(crate) fn workspace_objects_prefix(ws: u32) -> Vec<u8> {
+    format!("object/{ws:010}/").into_bytes()
+}
+
 pub(crate) fn connectors_prefix(ws: u32) -> Vec<u8> {
     format!("currents/{ws:010}/").into_bytes()
 }

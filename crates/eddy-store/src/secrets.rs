@@ -24,6 +24,7 @@ pub const SECRET_FIELDS: &[&str] = &[
     "access_key",
     "service_account_key",
     "api_key",
+    "password",
 ];
 
 const SEALED_PREFIX: &str = "eddy-sealed:v1:";

@@ -264,6 +264,31 @@ impl Store {
             .await
     }
 
+    /// Saves a workspace's named settings object of a kind (a content block, a credential);
+    /// string fields named like credentials are sealed.
+    pub async fn put_object(
+        &self,
+        ws: u32,
+        kind: &str,
+        name: String,
+        value: Value,
+    ) -> Result<(), StoreError> {
+        let kind = kind.to_string();
+        self.done(Mutation::PutObject {
+            ws,
+            kind,
+            name,
+            value,
+        })
+        .await
+    }
+
+    /// Removes a settings object; `NotFound` when there is none.
+    pub async fn delete_object(&self, ws: u32, kind: &str, name: String) -> Result<(), StoreError> {
+        let kind = kind.to_string();
+        self.done(Mutation::DeleteObject { ws, kind, name }).await
+    }
+
     /// Saves a Currents connector's delivery state (cursor and counters).
     pub async fn put_connector_state(
         &self,
@@ -360,6 +385,20 @@ impl Store {
                 sealer.seal_fields(&mut config)?;
                 Ok(Mutation::PutConnectorConfig { ws, name, config })
             }
+            Mutation::PutObject {
+                ws,
+                kind,
+                name,
+                mut value,
+            } => {
+                sealer.seal_fields(&mut value)?;
+                Ok(Mutation::PutObject {
+                    ws,
+                    kind,
+                    name,
+                    value,
+                })
+            }
             Mutation::SetExportStorage { ws, storage } => {
                 let invalid = |e: serde_json::Error| StoreError::Secrets(e.to_string());
                 let mut value = serde_json::to_value(&storage).map_err(invalid)?;
@@ -382,7 +421,7 @@ impl Store {
             return Ok(0);
         };
         let mut changed = 0;
-        for prefix in [&b"currents/"[..], &b"export-storage/"[..]] {
+        for prefix in [&b"currents/"[..], &b"export-storage/"[..], &b"object/"[..]] {
             for (key, raw) in self.backend.scan(Table::Meta, prefix, None, usize::MAX)? {
                 let mut value: Value = decode(&raw, "meta")?;
                 if !sealer.needs_reseal(&value)? {
@@ -396,7 +435,18 @@ impl Store {
                 ) else {
                     continue;
                 };
-                let mutation = if prefix == b"currents/" {
+                let mutation = if prefix == b"object/" {
+                    // object/<ws>/<kind>/<name>
+                    let Some((kind, name)) = name.split_once('/') else {
+                        continue;
+                    };
+                    Mutation::PutObject {
+                        ws,
+                        kind: kind.to_string(),
+                        name: name.to_string(),
+                        value,
+                    }
+                } else if prefix == b"currents/" {
                     Mutation::PutConnectorConfig {
                         ws,
                         name: name.to_string(),

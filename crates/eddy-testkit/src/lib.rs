@@ -4,15 +4,18 @@
 //!   a REST key; `start(dir)` restarts on an existing one.
 //! - [`s3`]: a small S3-compatible server (path-style PUT/GET, failure switch).
 //! - [`amplitude`]: an emulator of Amplitude's HTTP API v2, faults included.
+//! - [`amplitude_profile`]: an emulator of Amplitude's User Profile API (for Connected Content).
 //! - [`braze`]: an emulated Braze `/users/track` with scripted faults (for `eddy sync`).
 //! - [`read_avro`]: the records of a Currents file, through eddy's own Avro reader.
 
 pub mod amplitude;
+pub mod amplitude_profile;
 pub mod app;
 pub mod braze;
 pub mod s3;
 
 pub use amplitude::{AmplitudeEmulator, Fault};
+pub use amplitude_profile::{AmplitudeProfileApi, ProfileUser};
 pub use app::{TestApp, spawn_app, spawn_with, start};
 pub use s3::TestS3;
 

@@ -95,6 +95,7 @@ impl Txn<'_> {
             meta::segments_prefix(ws),
             meta::connectors_prefix(ws),
             meta::connector_states_prefix(ws),
+            meta::workspace_objects_prefix(ws),
         ] {
             for (key, _) in self.meta_scan(&prefix)? {
                 self.delete(Table::Meta, key);

@@ -20,6 +20,8 @@ use serde_json::Value;
 
 use crate::StoreError;
 use crate::backend::Table;
+use crate::identity::Read;
+use crate::meta;
 use crate::meta::{ApiKey, ExportStorage, Partner, Segment, Workspace};
 use crate::overlay::Txn;
 use cohorts::MemberChange;
@@ -130,6 +132,17 @@ pub(crate) enum Mutation {
         ws: u32,
         name: String,
     },
+    PutObject {
+        ws: u32,
+        kind: String,
+        name: String,
+        value: Value,
+    },
+    DeleteObject {
+        ws: u32,
+        kind: String,
+        name: String,
+    },
     DeleteOutbox {
         seqs: Vec<u64>,
     },
@@ -220,6 +233,24 @@ pub(crate) fn apply(
             txn.delete_partner(&name, &workspaces).map(done)
         }
         Mutation::DeleteConnector { ws, name } => txn.delete_connector(ws, &name).map(done),
+        Mutation::PutObject {
+            ws,
+            kind,
+            name,
+            value,
+        } => {
+            let bytes = value.to_string().into_bytes();
+            txn.put(Table::Meta, meta::object_key(ws, &kind, &name), bytes);
+            Ok(Outcome::Done)
+        }
+        Mutation::DeleteObject { ws, kind, name } => {
+            let key = meta::object_key(ws, &kind, &name);
+            if txn.get(Table::Meta, &key)?.is_none() {
+                return Err(StoreError::NotFound(format!("{kind} '{name}'")));
+            }
+            txn.delete(Table::Meta, key);
+            Ok(Outcome::Done)
+        }
         Mutation::DeleteOutbox { seqs } => {
             let n = seqs.len();
             for seq in seqs {

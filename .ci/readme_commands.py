@@ -134,7 +134,19 @@ def main():
                 raise SystemExit(f"the README says `{expected}`, eddy answered `{status} {body}`")
             if "/users/export/ids" in line and json.loads(body)["users"][0]["first_name"] != "Jane":
                 raise SystemExit(f"the exported user is not the tracked one: {body}")
-        print("the README's serve, admin and curl commands work as written")
+        # The Liquid example renders for the user the curl block above created.
+        liquid = next((b for b in blocks if b and "/liquid/render" in b[0]), None)
+        if liquid is None:
+            raise SystemExit("no liquid/render curl example in the README")
+        env["ADMIN"] = open(os.path.join(work, "eddy-data", "admin-token")).read().strip()
+        said = next((l[2:].strip() for l in liquid if l.startswith("# 200 ")), None)
+        line = liquid[0]
+        print(f"$ {line[:100]}…", flush=True)
+        out = subprocess.run(line + " -sS -w '\\n%{http_code}'", shell=True, cwd=work, env=env, capture_output=True, text=True)
+        body, _, status = out.stdout.rpartition("\n")
+        if f"{status} {body}" != said:
+            raise SystemExit(f"the README says `{said}`, eddy answered `{status} {body}` {out.stderr}")
+        print("the README's serve, admin, curl and Liquid commands work as written")
     finally:
         if server is not None and server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)

@@ -448,10 +448,26 @@ pub fn user_variables(user: &serde_json::Value) -> Object {
         _ => Value::Object(Object::new()),
     };
     vars.insert("custom_attribute".into(), custom);
+    // eddy keeps a profile's device ids only: the most recent one is `${id}`.
     if let Some(serde_json::Value::Array(devices)) = user.get("devices")
         && let Some(last) = devices.last()
     {
-        vars.insert("most_recently_used_device".into(), Value::from_json(last));
+        let mut device = Object::new();
+        if let Some(id) = last.get("device_id") {
+            device.insert("id".into(), Value::from_json(id));
+        }
+        vars.insert("most_recently_used_device".into(), Value::Object(device));
+    }
+    // Braze gives every user a fixed bucket in 0..=9999; eddy derives it from the braze id.
+    if matches!(vars.get("random_bucket_number"), None | Some(Value::Nil))
+        && let Some(braze_id) = user.get("braze_id").and_then(|v| v.as_str())
+    {
+        let digest = sha2::Sha256::digest(braze_id.as_bytes());
+        let n = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]));
+        vars.insert(
+            "random_bucket_number".into(),
+            Value::Int((n % 10_000) as i64),
+        );
     }
     if let Some(serde_json::Value::Array(groups)) = user.get("subscription_groups") {
         let mut states = Object::new();

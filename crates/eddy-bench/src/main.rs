@@ -6,6 +6,9 @@
 //! (durable: every 201 is fsync'd) and against a parse-and-discard endpoint that runs the same
 //! HTTP stack, JSON parsing and Braze validation but stores nothing.
 //!
+//! `eddy-bench liquid`: a Braze email rendered for 100,000 users by eddy's Liquid, liquidjs and
+//! Ruby Liquid.
+//!
 //! `eddy-bench segments`: the exact size of a 4-leaf segment over 10M profiles, eddy's bitmap
 //! index against DuckDB on the same data.
 
@@ -13,6 +16,7 @@ mod amplitude;
 mod avro;
 mod cohorts;
 mod currents_s3;
+mod liquid;
 mod load;
 mod memory;
 mod segments;
@@ -51,6 +55,8 @@ enum Command {
     Memory(memory::MemoryArgs),
     /// eddy sync over a 10M-row CSV with 1% changed: read, diff, run, and DuckDB's diff.
     Sync(sync::SyncArgs),
+    /// A Braze email rendered for N users: eddy's Liquid vs liquidjs and Ruby Liquid.
+    Liquid(liquid::LiquidArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Command::CurrentsS3(args) => runtime.block_on(currents_s3::run(args)),
         Command::Memory(args) => runtime.block_on(memory::run(args)),
         Command::Sync(args) => runtime.block_on(sync::run(args)),
+        Command::Liquid(args) => runtime.block_on(liquid::run(args)),
     }
 }
 

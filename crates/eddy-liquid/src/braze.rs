@@ -211,8 +211,32 @@ pub struct Request {
 pub struct Response {
     /// The HTTP status.
     pub status: u16,
-    /// The body.
-    pub body: String,
+    /// The body (shared: a cache hit does not copy it).
+    pub body: std::sync::Arc<str>,
+    /// The body read as JSON (an object or array), when it is; cached answers keep it, so a
+    /// cache hit is not parsed again.
+    pub json: Option<std::sync::Arc<Value>>,
+}
+
+impl Response {
+    /// An answer; its body is read as JSON once, here.
+    pub fn new(status: u16, body: String) -> Response {
+        let json = match serde_json::from_str::<serde_json::Value>(&body) {
+            // Objects carry the status, as Braze's `__http_status_code__`.
+            Ok(mut v) if v.is_object() || v.is_array() => {
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("__http_status_code__".into(), status.into());
+                }
+                Some(std::sync::Arc::new(Value::from_json(&v)))
+            }
+            _ => None,
+        };
+        Response {
+            status,
+            body: body.into(),
+            json,
+        }
+    }
 }
 
 /// Why a Connected Content request got no answer.
@@ -392,15 +416,9 @@ pub fn connected_content(
         // Braze renders an empty string for a call that fails.
         Err(FetchError::Failed(_)) => return Ok(()),
     };
-    match serde_json::from_str::<serde_json::Value>(&response.body) {
-        Ok(json) if json.is_object() || json.is_array() => {
-            let mut value = Value::from_json(&json);
-            if let Value::Object(o) = &mut value {
-                o.insert(
-                    "__http_status_code__".into(),
-                    Value::Int(response.status as i64),
-                );
-            }
+    match &response.json {
+        Some(json) => {
+            let value = Value::clone(json);
             match &call.save {
                 Some(name) => ctx.assign(name, value),
                 None => out.push_str(&response.body),
@@ -419,7 +437,7 @@ pub fn connected_content(
 /// The variables a Braze template sees for a user, from the user's `/users/export/ids` object:
 /// the standard tags (`first_name`, `email_address`, `user_id`…) and `custom_attribute`.
 pub fn user_variables(user: &serde_json::Value) -> Object {
-    let mut vars = Object::new();
+    let mut vars = Object::default();
     let field = |name: &str| user.get(name).map(Value::from_json).unwrap_or_default();
     let standard = [
         ("first_name", "first_name"),
@@ -445,18 +463,18 @@ pub fn user_variables(user: &serde_json::Value) -> Object {
         Some(serde_json::Value::Object(o)) => {
             Value::from_json(&serde_json::Value::Object(o.clone()))
         }
-        _ => Value::Object(Object::new()),
+        _ => Value::object(Object::default()),
     };
     vars.insert("custom_attribute".into(), custom);
     // eddy keeps a profile's device ids only: the most recent one is `${id}`.
     if let Some(serde_json::Value::Array(devices)) = user.get("devices")
         && let Some(last) = devices.last()
     {
-        let mut device = Object::new();
+        let mut device = Object::default();
         if let Some(id) = last.get("device_id") {
             device.insert("id".into(), Value::from_json(id));
         }
-        vars.insert("most_recently_used_device".into(), Value::Object(device));
+        vars.insert("most_recently_used_device".into(), Value::object(device));
     }
     // Braze gives every user a fixed bucket in 0..=9999; eddy derives it from the braze id.
     if matches!(vars.get("random_bucket_number"), None | Some(Value::Nil))
@@ -470,7 +488,7 @@ pub fn user_variables(user: &serde_json::Value) -> Object {
         );
     }
     if let Some(serde_json::Value::Array(groups)) = user.get("subscription_groups") {
-        let mut states = Object::new();
+        let mut states = Object::default();
         for g in groups {
             if let (Some(id), Some(state)) = (
                 g.get("id").and_then(|v| v.as_str()),
@@ -479,7 +497,7 @@ pub fn user_variables(user: &serde_json::Value) -> Object {
                 states.insert(id.to_string(), Value::str(state.to_ascii_lowercase()));
             }
         }
-        vars.insert("subscribed_state".into(), Value::Object(states));
+        vars.insert("subscribed_state".into(), Value::object(states));
     }
     vars
 }

@@ -11,16 +11,17 @@ use crate::value::{Number, Object, Value, arith, flatten};
 /// Applies the filter `name` to `input`.
 pub fn apply(
     name: &str,
+    arity: Option<(usize, Option<usize>)>,
     input: Value,
     mut args: Vec<Value>,
     kwargs: Vec<(String, Value)>,
 ) -> Result<Value, Stop> {
-    let Some((min, max)) = arity(name) else {
+    let Some((min, max)) = arity else {
         return Ok(input);
     };
     // Ruby passes keyword arguments as one more positional hash.
     if !kwargs.is_empty() {
-        args.push(Value::Object(kwargs.into_iter().collect()));
+        args.push(Value::object(kwargs.into_iter().collect()));
     }
     let given = args.len() + 1;
     if given < min || max.is_some_and(|m| given > m) {
@@ -40,11 +41,19 @@ pub fn apply(
             Value::Float(_) | Value::Nil | Value::Bool(_) => 0,
             other => other.size().unwrap_or(0) as i64,
         }),
-        "downcase" => Value::Str(s(&input).to_lowercase()),
-        "upcase" => Value::Str(s(&input).to_uppercase()),
+        "downcase" => Value::Str(match &input {
+            Value::Str(text) if text.is_ascii() => text.to_ascii_lowercase(),
+            other => s(other).to_lowercase(),
+        }),
+        "upcase" => Value::Str(match &input {
+            Value::Str(text) if text.is_ascii() => text.to_ascii_uppercase(),
+            other => s(other).to_uppercase(),
+        }),
         "capitalize" => Value::Str(capitalize(&s(&input))),
         "escape" | "h" => match input {
             Value::Nil => Value::Nil,
+            // Most text has nothing to escape: it is passed on without a copy.
+            Value::Str(text) if !text.contains(['&', '<', '>', '"', '\'']) => Value::Str(text),
             other => Value::Str(escape_html(&s(&other))),
         },
         "escape_once" => Value::Str(escape_once(&s(&input))),
@@ -76,7 +85,7 @@ pub fn apply(
             Value::Nil => Value::Nil,
             other => truncatewords(&s(&other), arg(0), arg(1))?,
         },
-        "split" => Value::Array(
+        "split" => Value::array(
             ruby_split(&s(&input), &s(&args[0]))
                 .into_iter()
                 .map(Value::Str)
@@ -106,7 +115,7 @@ pub fn apply(
         "reverse" => {
             let mut items = iterate(&input);
             items.reverse();
-            Value::Array(items)
+            Value::array(items)
         }
         "map" => map(&input, &args[0])?,
         "compact" => compact(&input, arg(0))?,
@@ -128,7 +137,7 @@ pub fn apply(
             Value::Array(more) => {
                 let mut items = iterate(&input);
                 items.extend(more.iter().cloned());
-                Value::Array(items)
+                Value::array(items)
             }
             _ => {
                 return Err(Stop::Error(
@@ -143,7 +152,7 @@ pub fn apply(
             Value::Object(o) => o
                 .iter()
                 .next()
-                .map(|(k, v)| Value::Array(vec![Value::str(k.clone()), v.clone()]))
+                .map(|(k, v)| Value::array(vec![Value::str(k.clone()), v.clone()]))
                 .unwrap_or_default(),
             _ => Value::Nil,
         },
@@ -211,7 +220,7 @@ pub fn apply(
 }
 
 /// (least, most) arguments counting the input; `None` for an unknown filter.
-fn arity(name: &str) -> Option<(usize, Option<usize>)> {
+pub fn arity(name: &str) -> Option<(usize, Option<usize>)> {
     let one = (1, Some(1));
     let two = (2, Some(2));
     Some(match name {
@@ -275,17 +284,22 @@ fn capitalize(s: &str) -> String {
 
 /// `CGI.escapeHTML`.
 pub fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
+    let mut out = String::with_capacity(s.len() + 16);
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let entity = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'"' => "&quot;",
+            b'\'' => "&#39;",
+            _ => continue,
+        };
+        out.push_str(&s[run..i]);
+        out.push_str(entity);
+        run = i + 1;
     }
+    out.push_str(&s[run..]);
     out
 }
 
@@ -450,8 +464,8 @@ fn slice(input: &Value, offset: &Value, length: Option<&Value>) -> Result<Value,
     };
     Ok(match input {
         Value::Array(items) => match window(items.len()) {
-            Some((a, b)) => Value::Array(items[a..b].to_vec()),
-            None => Value::Array(Vec::new()),
+            Some((a, b)) => Value::array(items[a..b].to_vec()),
+            None => Value::array(Vec::new()),
         },
         other => {
             let chars: Vec<char> = other.to_string_lossy().chars().collect();
@@ -471,12 +485,27 @@ fn truncate(input: &str, length: Option<Value>, ending: Option<Value>) -> Result
     let ending = ending
         .map(|e| e.to_string_lossy())
         .unwrap_or_else(|| "...".into());
-    let chars: Vec<char> = input.chars().collect();
-    if (chars.len() as i64) <= length {
+    let chars = |t: &str| {
+        if t.is_ascii() {
+            t.len()
+        } else {
+            t.chars().count()
+        }
+    };
+    if (chars(input) as i64) <= length {
         return Ok(Value::str(input));
     }
-    let keep = (length - ending.chars().count() as i64).max(0) as usize;
-    let mut out: String = chars[..keep.min(chars.len())].iter().collect();
+    let keep = (length - chars(&ending) as i64).max(0) as usize;
+    let cut = if input.is_ascii() {
+        keep.min(input.len())
+    } else {
+        input
+            .char_indices()
+            .nth(keep)
+            .map_or(input.len(), |(i, _)| i)
+    };
+    let mut out = String::with_capacity(cut + ending.len());
+    out.push_str(&input[..cut]);
     out.push_str(&ending);
     Ok(Value::Str(out))
 }
@@ -599,7 +628,7 @@ fn property_of(item: &Value, property: &Value) -> Result<Option<Value>, Stop> {
 fn sort(input: &Value, property: Option<Value>, natural: bool) -> Result<Value, Stop> {
     let mut items = iterate(input);
     if items.is_empty() {
-        return Ok(Value::Array(Vec::new()));
+        return Ok(Value::array(Vec::new()));
     }
     let keys: Vec<Value> = match &property {
         None => items.clone(),
@@ -649,7 +678,7 @@ fn sort(input: &Value, property: Option<Value>, natural: bool) -> Result<Value, 
         .into_iter()
         .map(|i| std::mem::take(&mut items[i]))
         .collect();
-    Ok(Value::Array(sorted))
+    Ok(Value::array(sorted))
 }
 
 fn where_(input: &Value, property: &Value, target: Option<Value>) -> Result<Value, Stop> {
@@ -667,7 +696,7 @@ fn where_(input: &Value, property: &Value, target: Option<Value>) -> Result<Valu
             out.push(item);
         }
     }
-    Ok(Value::Array(out))
+    Ok(Value::array(out))
 }
 
 /// Ruby's `==` between a string and a number is false even when they print alike.
@@ -703,7 +732,7 @@ fn uniq(input: &Value, property: Option<Value>) -> Result<Value, Stop> {
             out.push(item);
         }
     }
-    Ok(Value::Array(out))
+    Ok(Value::array(out))
 }
 
 fn map(input: &Value, property: &Value) -> Result<Value, Stop> {
@@ -711,7 +740,7 @@ fn map(input: &Value, property: &Value) -> Result<Value, Stop> {
     for item in iterate(input) {
         out.push(property_of(&item, property)?.unwrap_or_default());
     }
-    Ok(Value::Array(out))
+    Ok(Value::array(out))
 }
 
 fn compact(input: &Value, property: Option<Value>) -> Result<Value, Stop> {
@@ -728,7 +757,7 @@ fn compact(input: &Value, property: Option<Value>) -> Result<Value, Stop> {
             out.push(item);
         }
     }
-    Ok(Value::Array(out))
+    Ok(Value::array(out))
 }
 
 fn divide(input: &Value, operand: &Value) -> Result<Value, Stop> {
@@ -874,5 +903,5 @@ fn round_half_up(mantissa: i128, scale: u32, places: i64) -> f64 {
 
 /// Builds an object from pairs (for the filters that answer one).
 pub fn object(pairs: impl IntoIterator<Item = (String, Value)>) -> Value {
-    Value::Object(pairs.into_iter().collect::<Object>())
+    Value::object(pairs.into_iter().collect::<Object>())
 }

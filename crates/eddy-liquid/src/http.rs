@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use crate::braze::{Fetch, FetchError, Method, Request, Response};
@@ -32,7 +32,7 @@ const MAX_BODY: usize = 10 * 1024 * 1024;
 pub struct HttpClient {
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
-    cache: Mutex<HashMap<String, (Instant, Response)>>,
+    cache: RwLock<HashMap<String, (Instant, Response)>>,
     retry_pause: Duration,
     /// Requests sent (not answered from the cache), for tests and metrics.
     pub sent: std::sync::atomic::AtomicU64,
@@ -61,7 +61,7 @@ impl HttpClient {
         Ok(HttpClient {
             client,
             runtime,
-            cache: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
             retry_pause,
             sent: std::sync::atomic::AtomicU64::new(0),
         })
@@ -77,19 +77,25 @@ impl HttpClient {
     }
 
     fn cached(&self, key: &str) -> Option<Response> {
-        let mut cache = self.cache.lock().ok()?;
-        match cache.get(key) {
-            Some((until, response)) if *until > Instant::now() => Some(response.clone()),
-            Some(_) => {
-                cache.remove(key);
-                None
+        // Hits only read: renders on several threads do not wait on each other.
+        {
+            let cache = self.cache.read().ok()?;
+            match cache.get(key) {
+                Some((until, response)) if *until > Instant::now() => {
+                    return Some(response.clone());
+                }
+                Some(_) => {}
+                None => return None,
             }
-            None => None,
         }
+        if let Ok(mut cache) = self.cache.write() {
+            cache.remove(key);
+        }
+        None
     }
 
     fn remember(&self, key: String, response: &Response, ttl: Duration) {
-        let Ok(mut cache) = self.cache.lock() else {
+        let Ok(mut cache) = self.cache.write() else {
             return;
         };
         if cache.len() >= MAX_ENTRIES {
@@ -217,7 +223,7 @@ impl Scoped<'_> {
             let status = response.status().as_u16();
             let bytes = response.bytes().await.map_err(|e| e.to_string())?;
             let body = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_BODY)]).into_owned();
-            Ok(Response { status, body })
+            Ok(Response::new(status, body))
         })
     }
 }
@@ -237,15 +243,28 @@ fn cache_lifetime(request: &Request) -> Option<Duration> {
 }
 
 fn cache_key(scope: &str, request: &Request) -> String {
-    let mut headers = request.headers.clone();
+    let mut key = String::with_capacity(scope.len() + request.url.len() + 16);
+    key.push_str(scope);
+    key.push('\0');
+    key.push_str(match request.method {
+        Method::Get => "GET",
+        Method::Post => "POST",
+    });
+    key.push('\0');
+    key.push_str(&request.url);
+    let mut headers: Vec<&(String, String)> = request.headers.iter().collect();
     headers.sort();
-    format!(
-        "{scope}\u{0}{:?}\u{0}{}\u{0}{headers:?}\u{0}{}\u{0}{}",
-        request.method,
-        request.url,
-        request.body.as_deref().unwrap_or(""),
-        request.basic_auth.as_deref().unwrap_or("")
-    )
+    for (k, v) in headers {
+        key.push('\0');
+        key.push_str(k);
+        key.push(':');
+        key.push_str(v);
+    }
+    key.push('\0');
+    key.push_str(request.body.as_deref().unwrap_or(""));
+    key.push('\0');
+    key.push_str(request.basic_auth.as_deref().unwrap_or(""));
+    key
 }
 
 /// Whether an address is on the public internet (not loopback, private, link-local…).

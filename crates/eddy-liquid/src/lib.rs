@@ -33,6 +33,8 @@ use parse::{Block, Node};
 #[derive(Debug, Clone)]
 pub struct Template {
     root: Block,
+    /// The source's length: the output's first capacity.
+    source_len: usize,
 }
 
 /// What rendering gave.
@@ -49,13 +51,14 @@ impl Template {
     pub fn parse(source: &str) -> Result<Template, SyntaxError> {
         Ok(Template {
             root: parse::parse(source)?,
+            source_len: source.len(),
         })
     }
 
     /// Renders with these variables, limits and (optionally) Connected Content's HTTP.
     pub fn render(
         &self,
-        variables: Object,
+        variables: &Object,
         limits: Limits,
         fetch: Option<&dyn Fetch>,
     ) -> Result<Rendered, Stop> {
@@ -65,7 +68,7 @@ impl Template {
     /// Renders with content blocks too (`{{content_blocks.${name}}}`).
     pub fn render_with(
         &self,
-        variables: Object,
+        variables: &Object,
         limits: Limits,
         fetch: Option<&dyn Fetch>,
         content_blocks: Option<&std::collections::HashMap<String, Template>>,
@@ -76,7 +79,7 @@ impl Template {
         let mut ctx = Context::new(variables, limits);
         ctx.fetch = fetch;
         ctx.content_blocks = content_blocks;
-        let mut out = String::new();
+        let mut out = String::with_capacity(self.source_len + self.source_len / 2);
         match ctx.render_block(&self.root, &mut out) {
             Ok(()) => Ok(Rendered::Output(out)),
             Err(Stop::Abort(reason)) => Ok(Rendered::Aborted(reason)),

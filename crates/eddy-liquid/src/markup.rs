@@ -46,6 +46,9 @@ pub enum Key {
 pub struct Filter {
     /// The filter's name.
     pub name: String,
+    /// Its (least, most) arguments counting the input, looked up once at parse time; `None`
+    /// for a filter Liquid does not know (it leaves its input as it is).
+    pub arity: Option<(usize, Option<usize>)>,
     /// Positional arguments.
     pub args: Vec<Expr>,
     /// Keyword arguments (`allow_false: true`).
@@ -474,7 +477,13 @@ fn parse_filter(chunk: &str) -> Option<Filter> {
             None => i += 1,
         }
     }
-    Some(Filter { name, args, kwargs })
+    let arity = crate::filters::arity(&name);
+    Some(Filter {
+        name,
+        arity,
+        args,
+        kwargs,
+    })
 }
 
 /// `\w+\s*:\s*` at `i`: the key and where the value starts.

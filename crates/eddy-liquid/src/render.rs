@@ -3,6 +3,7 @@
 //! print nothing), `break`/`continue` as interrupts, and Braze's abort.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::braze::Fetch;
 use crate::filters;
@@ -45,13 +46,17 @@ impl Default for Limits {
 
 /// What renders a template: the variables, the registers tags keep, and the outside world.
 pub struct Context<'a> {
-    /// The render's variables (`environments.first` in Liquid: `increment` counts here).
-    pub environment: Object,
+    /// The render's variables, read-only.
+    environment: &'a Object,
+    /// `increment`/`decrement` counters: Liquid keeps them in the render's variables
+    /// (`environments.first`), so they shadow a variable of the same name.
+    counters: HashMap<String, Value>,
     /// Scopes, outermost first: `assign` writes `scopes[0]`, loops push their own.
     scopes: Vec<Object>,
     cycles: HashMap<String, usize>,
     for_offsets: HashMap<String, i64>,
-    for_stack: Vec<Object>,
+    /// The loops being rendered, innermost last: what `parentloop` shows.
+    for_stack: Vec<LoopState>,
     ifchanged: Option<String>,
     interrupt: Option<Interrupt>,
     steps: u64,
@@ -71,10 +76,11 @@ enum Interrupt {
 
 impl<'a> Context<'a> {
     /// A context over these variables.
-    pub fn new(environment: Object, limits: Limits) -> Context<'a> {
+    pub fn new(environment: &'a Object, limits: Limits) -> Context<'a> {
         Context {
             environment,
-            scopes: vec![Object::new()],
+            counters: HashMap::new(),
+            scopes: vec![Object::default()],
             cycles: HashMap::new(),
             for_offsets: HashMap::new(),
             for_stack: Vec::new(),
@@ -93,13 +99,17 @@ impl<'a> Context<'a> {
         self.scopes[0].insert(name.to_string(), value);
     }
 
-    fn find(&self, name: &str) -> Value {
+    /// A variable by name: the innermost scope that has it, then the counters, then the render's
+    /// variables.
+    fn find(&self, name: &str) -> Option<&Value> {
         for scope in self.scopes.iter().rev() {
             if let Some(v) = scope.get(name) {
-                return v.clone();
+                return Some(v);
             }
         }
-        self.environment.get(name).cloned().unwrap_or(Value::Nil)
+        self.counters
+            .get(name)
+            .or_else(|| self.environment.get(name))
     }
 
     fn step(&mut self, n: u64) -> Result<(), Stop> {
@@ -129,8 +139,19 @@ impl<'a> Context<'a> {
     }
 
     fn lookup(&mut self, lookup: &Lookup) -> Result<Value, Stop> {
-        let name = self.eval(&lookup.name)?;
-        if matches!(&name, Value::Str(n) if n == "content_blocks")
+        // A name written in the template is read in place; a bracketed one is evaluated.
+        let evaluated_name;
+        let name: &str = match lookup.name.as_ref() {
+            Expr::Literal(Value::Str(n)) => n,
+            other => {
+                evaluated_name = self.eval(other)?;
+                match &evaluated_name {
+                    Value::Str(n) => n,
+                    _ => return Ok(Value::Nil),
+                }
+            }
+        };
+        if name == "content_blocks"
             && self.content_blocks.is_some()
             && let Some(first) = lookup.keys.first()
         {
@@ -140,24 +161,55 @@ impl<'a> Context<'a> {
             };
             return self.content_block(&block);
         }
-        let mut object = match &name {
-            Value::Str(s) => self.find(s),
-            _ => Value::Nil,
-        };
+        // Keys in brackets are evaluated first; then the path is walked by reference, so only
+        // the value found is copied.
+        let mut evaluated: Vec<Value> = Vec::new();
         for key in &lookup.keys {
-            let (key_value, command) = match key {
-                Key::Name(n) => (Value::str(n.clone()), Some(n.as_str())),
-                Key::Expr(e) => (self.eval(e)?, None),
-            };
-            object = match index(&object, &key_value) {
-                Some(v) => v,
-                None => match command.and_then(|c| command_of(&object, c)) {
-                    Some(v) => v,
+            if let Key::Expr(e) = key {
+                evaluated.push(self.eval(e)?);
+            }
+        }
+        let Some(mut object) = self.find(name) else {
+            return Ok(Value::Nil);
+        };
+        let mut owned: Option<Value> = None;
+        let mut next_evaluated = evaluated.iter();
+        for key in &lookup.keys {
+            let (key_ref, command) = match key {
+                Key::Name(n) => (KeyRef::Name(n), Some(n.as_str())),
+                Key::Expr(_) => match next_evaluated.next() {
+                    Some(v) => (KeyRef::Value(v), None),
                     None => return Ok(Value::Nil),
                 },
             };
+            enum Step<'v> {
+                Borrow(&'v Value),
+                Own(Value),
+            }
+            let step = match &owned {
+                None => match index_ref(object, key_ref) {
+                    Some(IndexResult::Ref(v)) => Step::Borrow(v),
+                    Some(IndexResult::Owned(v)) => Step::Own(v),
+                    None => match command.and_then(|c| command_of(object, c)) {
+                        Some(v) => Step::Own(v),
+                        None => return Ok(Value::Nil),
+                    },
+                },
+                Some(current) => match index_ref(current, key_ref) {
+                    Some(IndexResult::Ref(v)) => Step::Own(v.clone()),
+                    Some(IndexResult::Owned(v)) => Step::Own(v),
+                    None => match command.and_then(|c| command_of(current, c)) {
+                        Some(v) => Step::Own(v),
+                        None => return Ok(Value::Nil),
+                    },
+                },
+            };
+            match step {
+                Step::Borrow(v) => object = v,
+                Step::Own(v) => owned = Some(v),
+            }
         }
-        Ok(object)
+        Ok(owned.unwrap_or_else(|| object.clone()))
     }
 
     /// Renders a content block in the current context (its assignments are seen after it).
@@ -196,7 +248,7 @@ impl<'a> Context<'a> {
             for (k, e) in &filter.kwargs {
                 kwargs.push((k.clone(), self.eval(e)?));
             }
-            value = filters::apply(&filter.name, value, args, kwargs)?;
+            value = filters::apply(&filter.name, filter.arity, value, args, kwargs)?;
         }
         Ok(value)
     }
@@ -312,7 +364,11 @@ impl<'a> Context<'a> {
                 self.cycles.insert(key, next);
             }
             Node::Counter(name, delta) => {
-                let current = match self.environment.get(name) {
+                let current = match self
+                    .counters
+                    .get(name)
+                    .or_else(|| self.environment.get(name))
+                {
                     Some(Value::Int(i)) => *i,
                     Some(Value::Nil) | None => 0,
                     Some(other) => {
@@ -323,7 +379,7 @@ impl<'a> Context<'a> {
                     }
                 };
                 let value = current + delta;
-                self.environment.insert(name.clone(), Value::Int(value));
+                self.counters.insert(name.clone(), Value::Int(value));
                 let shown = if *delta > 0 { current } else { value };
                 out.push_str(&shown.to_string());
             }
@@ -382,7 +438,7 @@ impl<'a> Context<'a> {
             },
             None => None,
         };
-        let mut segment = slice_collection(&collection, from, to);
+        let mut segment = slice_collection(collection, from, to);
         if f.reversed {
             segment.reverse();
         }
@@ -395,20 +451,32 @@ impl<'a> Context<'a> {
             return Ok(());
         }
         let length = segment.len();
-        let parent = self.for_stack.last().cloned();
-        self.scopes.push(Object::new());
+        // The loop object is built once and updated in place; `parentloop` is the enclosing
+        // loop as it is when this loop starts.
+        let parent = self.for_stack.last().map(LoopState::object);
+        let state = LoopState {
+            name: f.name.clone(),
+            index: 0,
+            length,
+            parent,
+        };
+        let mut scope = Object::default();
+        scope.insert("forloop".into(), Value::object(state.object()));
+        self.for_stack.push(state);
+        self.scopes.push(scope);
         let result = (|| {
             for (i, item) in segment.into_iter().enumerate() {
                 self.step(1)?;
-                let forloop = forloop_object(&f.name, i, length, parent.clone());
-                self.for_stack.push(forloop.clone());
+                if let Some(state) = self.for_stack.last_mut() {
+                    state.index = i;
+                }
                 if let Some(scope) = self.scopes.last_mut() {
-                    scope.insert("forloop".into(), Value::Object(forloop));
+                    if let Some((_, Value::Object(forloop))) = scope.get_index_mut(0) {
+                        set_position(Arc::make_mut(forloop), i as i64, length as i64);
+                    }
                     scope.insert(f.variable.clone(), item);
                 }
-                let rendered = self.render_block(&f.body, out);
-                self.for_stack.pop();
-                rendered?;
+                self.render_block(&f.body, out)?;
                 match self.interrupt.take() {
                     Some(Interrupt::Break) => break,
                     Some(Interrupt::Continue) | None => {}
@@ -416,6 +484,7 @@ impl<'a> Context<'a> {
             }
             Ok(())
         })();
+        self.for_stack.pop();
         self.scopes.pop();
         result
     }
@@ -434,20 +503,20 @@ impl<'a> Context<'a> {
             Some(e) => Some(from + ruby_to_i(&self.eval(e)?)),
             None => None,
         };
-        let items = slice_collection(&collection, from, to);
+        let items = slice_collection(collection, from, to);
         let length = items.len() as i64;
         let cols = match attribute("cols") {
             Some(e) => ruby_to_i(&self.eval(e)?),
             None => 0,
         };
         out.push_str("<tr class=\"row1\">\n");
-        self.scopes.push(Object::new());
+        self.scopes.push(Object::default());
         let result = (|| {
             let (mut row, mut col) = (1i64, 1i64);
             for (index, item) in items.into_iter().enumerate() {
                 self.step(1)?;
                 let index = index as i64;
-                let mut drop = Object::new();
+                let mut drop = Object::default();
                 let last = index == length - 1;
                 drop.insert("length".into(), Value::Int(length));
                 drop.insert("index".into(), Value::Int(index + 1));
@@ -462,7 +531,7 @@ impl<'a> Context<'a> {
                 drop.insert("col_first".into(), Value::Bool(col == 1));
                 drop.insert("col_last".into(), Value::Bool(col == cols));
                 if let Some(scope) = self.scopes.last_mut() {
-                    scope.insert("tablerowloop".into(), Value::Object(drop));
+                    scope.insert("tablerowloop".into(), Value::object(drop));
                     scope.insert(t.variable.clone(), item);
                 }
                 out.push_str(&format!("<td class=\"col{col}\">"));
@@ -602,30 +671,52 @@ fn ordered(left: &Value, op: &str, right: &Value) -> Result<bool, Stop> {
     })
 }
 
+/// What indexing gave: a value inside the object, or a computed one (a range element).
+enum IndexResult<'v> {
+    Ref(&'v Value),
+    Owned(Value),
+}
+
+/// A lookup key: a name written in the template, or an evaluated bracket.
+#[derive(Clone, Copy)]
+enum KeyRef<'k> {
+    Name(&'k str),
+    Value(&'k Value),
+}
+
 /// `object[key]` where Liquid allows it: a hash by key, an array by integer index.
-pub fn index(object: &Value, key: &Value) -> Option<Value> {
+fn index_ref<'v>(object: &'v Value, key: KeyRef<'_>) -> Option<IndexResult<'v>> {
     match (object, key) {
-        (Value::Object(o), Value::Str(k)) => o.get(k).cloned(),
-        (Value::Array(a), Value::Int(i)) => {
+        (Value::Object(o), KeyRef::Name(k)) => o.get(k).map(IndexResult::Ref),
+        (Value::Object(o), KeyRef::Value(Value::Str(k))) => o.get(k.as_str()).map(IndexResult::Ref),
+        (Value::Array(a), KeyRef::Value(Value::Int(i))) => {
             let len = a.len() as i64;
             let at = if *i < 0 { len + i } else { *i };
             Some(if (0..len).contains(&at) {
-                a[at as usize].clone()
+                IndexResult::Ref(&a[at as usize])
             } else {
-                Value::Nil
+                IndexResult::Owned(Value::Nil)
             })
         }
-        (Value::Range(start, end), Value::Int(i)) => {
+        (Value::Range(start, end), KeyRef::Value(Value::Int(i))) => {
             let len = (end - start + 1).max(0);
             let at = if *i < 0 { len + i } else { *i };
-            Some(if (0..len).contains(&at) {
+            Some(IndexResult::Owned(if (0..len).contains(&at) {
                 Value::Int(start + at)
             } else {
                 Value::Nil
-            })
+            }))
         }
         _ => None,
     }
+}
+
+/// `object[key]` as a value (for filters that index).
+pub fn index(object: &Value, key: &Value) -> Option<Value> {
+    index_ref(object, KeyRef::Value(key)).map(|r| match r {
+        IndexResult::Ref(v) => v.clone(),
+        IndexResult::Owned(v) => v,
+    })
 }
 
 /// `size`, `first`, `last` where the object has them.
@@ -639,7 +730,7 @@ fn command_of(object: &Value, command: &str) -> Option<Value> {
         ("first", Value::Object(o)) => Some(
             o.iter()
                 .next()
-                .map(|(k, v)| Value::Array(vec![Value::str(k.clone()), v.clone()]))
+                .map(|(k, v)| Value::array(vec![Value::str(k.clone()), v.clone()]))
                 .unwrap_or_default(),
         ),
         _ => None,
@@ -685,43 +776,77 @@ fn ruby_to_i(v: &Value) -> i64 {
 }
 
 /// `Utils.slice_collection`: the elements from `from` up to `to`.
-pub fn slice_collection(collection: &Value, from: i64, to: Option<i64>) -> Vec<Value> {
+pub fn slice_collection(collection: Value, from: i64, to: Option<i64>) -> Vec<Value> {
     let items = match collection {
         Value::Str(s) if s.is_empty() => return Vec::new(),
         // A string is one element, whatever the offset and limit.
-        Value::Str(_) => return vec![collection.clone()],
-        Value::Array(_) | Value::Range(..) | Value::Object(_) => collection.to_items(),
+        Value::Str(_) => return vec![collection],
+        // Shared elements are copied only if someone else holds them.
+        Value::Array(items) => {
+            Arc::try_unwrap(items).unwrap_or_else(|shared| shared.as_ref().clone())
+        }
+        Value::Range(..) | Value::Object(_) => collection.to_items(),
         _ => return Vec::new(),
     };
-    let mut out = Vec::new();
-    for (index, item) in items.into_iter().enumerate() {
-        let index = index as i64;
-        if to.is_some_and(|t| t <= index) {
-            break;
-        }
-        if from <= index {
-            out.push(item);
-        }
+    let start = from.max(0) as usize;
+    let end = match to {
+        Some(t) => t.max(0) as usize,
+        None => usize::MAX,
+    };
+    if start >= end {
+        return Vec::new();
     }
-    out
+    items.into_iter().skip(start).take(end - start).collect()
 }
 
-fn forloop_object(name: &str, index: usize, length: usize, parent: Option<Object>) -> Object {
-    let (i, n) = (index as i64, length as i64);
-    let mut o = Object::new();
-    o.insert("name".into(), Value::str(name));
-    o.insert("length".into(), Value::Int(n));
-    o.insert("index".into(), Value::Int(i + 1));
-    o.insert("index0".into(), Value::Int(i));
-    o.insert("rindex".into(), Value::Int(n - i));
-    o.insert("rindex0".into(), Value::Int(n - i - 1));
-    o.insert("first".into(), Value::Bool(i == 0));
-    o.insert("last".into(), Value::Bool(i == n - 1));
-    o.insert(
-        "parentloop".into(),
-        parent.map(Value::Object).unwrap_or(Value::Nil),
-    );
-    o
+/// A `for` loop being rendered.
+struct LoopState {
+    name: String,
+    index: usize,
+    length: usize,
+    parent: Option<Object>,
+}
+
+/// Where `forloop`'s changing fields sit in its object (inserted in this order).
+const POSITION_FIELDS: std::ops::Range<usize> = 2..8;
+
+impl LoopState {
+    /// The `forloop` object for the current iteration.
+    fn object(&self) -> Object {
+        let (i, n) = (self.index as i64, self.length as i64);
+        let mut o = Object::with_capacity_and_hasher(9, Default::default());
+        o.insert("name".into(), Value::str(self.name.clone()));
+        o.insert("length".into(), Value::Int(n));
+        o.insert("index".into(), Value::Int(i + 1));
+        o.insert("index0".into(), Value::Int(i));
+        o.insert("rindex".into(), Value::Int(n - i));
+        o.insert("rindex0".into(), Value::Int(n - i - 1));
+        o.insert("first".into(), Value::Bool(i == 0));
+        o.insert("last".into(), Value::Bool(i == n - 1));
+        o.insert(
+            "parentloop".into(),
+            self.parent.clone().map(Value::object).unwrap_or(Value::Nil),
+        );
+        debug_assert_eq!(o.get_index_of("index"), Some(POSITION_FIELDS.start));
+        o
+    }
+}
+
+/// Moves a `forloop` object to iteration `i` of `n`, by position (no hashing).
+fn set_position(forloop: &mut Object, i: i64, n: i64) {
+    let values = [
+        Value::Int(i + 1),
+        Value::Int(i),
+        Value::Int(n - i),
+        Value::Int(n - i - 1),
+        Value::Bool(i == 0),
+        Value::Bool(i == n - 1),
+    ];
+    for (slot, value) in POSITION_FIELDS.zip(values) {
+        if let Some((_, v)) = forloop.get_index_mut(slot) {
+            *v = value;
+        }
+    }
 }
 
 impl Value {

@@ -4,11 +4,12 @@
 
 use std::cmp::Ordering;
 use std::fmt::Write;
+use std::sync::Arc;
 
 use indexmap::IndexMap;
 
-/// An object's entries, in insertion order (as a Ruby Hash keeps them).
-pub type Object = IndexMap<String, Value>;
+/// An object's entries, in insertion order (as a Ruby Hash keeps them), with a fast seeded hash.
+pub type Object = IndexMap<String, Value, foldhash::fast::RandomState>;
 
 /// A Liquid value.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -24,10 +25,10 @@ pub enum Value {
     Float(f64),
     /// A string.
     Str(String),
-    /// An array.
-    Array(Vec<Value>),
-    /// An object (a Ruby Hash).
-    Object(Object),
+    /// An array (shared: copying a value never copies its elements).
+    Array(Arc<Vec<Value>>),
+    /// An object (a Ruby Hash), shared likewise.
+    Object(Arc<Object>),
     /// An integer range `(a..b)`, both ends included.
     Range(i64, i64),
 }
@@ -41,6 +42,24 @@ impl Value {
     /// A string value.
     pub fn str(s: impl Into<String>) -> Value {
         Value::Str(s.into())
+    }
+
+    /// An array value.
+    pub fn array(items: Vec<Value>) -> Value {
+        Value::Array(Arc::new(items))
+    }
+
+    /// An object value.
+    pub fn object(entries: Object) -> Value {
+        Value::Object(Arc::new(entries))
+    }
+
+    /// The entries of an object value (copied only if shared).
+    pub fn into_object(self) -> Option<Object> {
+        match self {
+            Value::Object(o) => Some(Arc::try_unwrap(o).unwrap_or_else(|shared| (*shared).clone())),
+            _ => None,
+        }
     }
 
     /// The value as `{{ }}` renders it: nil is nothing, arrays are their elements joined.
@@ -61,9 +80,7 @@ impl Value {
         match self {
             Value::Nil => {}
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            Value::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
+            Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
             Value::Float(f) => format_float(*f, out),
             Value::Str(s) => out.push_str(s),
             // Ruby's Array#to_s is #inspect.
@@ -151,11 +168,11 @@ impl Value {
     /// The elements a `for` loop or an array filter walks.
     pub fn to_items(&self) -> Vec<Value> {
         match self {
-            Value::Array(a) => a.clone(),
+            Value::Array(a) => a.as_ref().clone(),
             Value::Range(a, b) => (*a..=*b).map(Value::Int).collect(),
             Value::Object(o) => o
                 .iter()
-                .map(|(k, v)| Value::Array(vec![Value::str(k.clone()), v.clone()]))
+                .map(|(k, v)| Value::array(vec![Value::str(k.clone()), v.clone()]))
                 .collect(),
             Value::Nil => Vec::new(),
             Value::Str(s) if s.is_empty() => Vec::new(),
@@ -170,7 +187,7 @@ impl Value {
                 (*a as f64) == *b
             }
             (Value::Array(a), Value::Array(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.liquid_eq(y))
+                a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.liquid_eq(y))
             }
             (Value::Object(a), Value::Object(b)) => {
                 a.len() == b.len()
@@ -191,7 +208,7 @@ impl Value {
             (Value::Float(a), Value::Float(b)) => a.partial_cmp(b),
             (Value::Str(a), Value::Str(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
             (Value::Array(a), Value::Array(b)) => {
-                for (x, y) in a.iter().zip(b) {
+                for (x, y) in a.iter().zip(b.iter()) {
                     match x.ruby_cmp(y)? {
                         Ordering::Equal => {}
                         other => return Some(other),
@@ -230,8 +247,8 @@ impl Value {
                 None => Value::Float(n.as_f64().unwrap_or(0.0)),
             },
             serde_json::Value::String(s) => Value::Str(s.clone()),
-            serde_json::Value::Array(a) => Value::Array(a.iter().map(Value::from_json).collect()),
-            serde_json::Value::Object(o) => Value::Object(
+            serde_json::Value::Array(a) => Value::array(a.iter().map(Value::from_json).collect()),
+            serde_json::Value::Object(o) => Value::object(
                 o.iter()
                     .map(|(k, v)| (k.clone(), Value::from_json(v)))
                     .collect(),
@@ -307,11 +324,8 @@ pub fn format_float(f: f64, out: &mut String) {
         out.push_str(if f.is_sign_negative() { "-0.0" } else { "0.0" });
         return;
     }
-    // `{:e}` gives the shortest round-trip digits: "1.2345e3".
-    let sci = format!("{:e}", f.abs());
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let (digits, exp) = shortest_digits(f.abs());
+    let digits = digits.as_str();
     if f < 0.0 {
         out.push('-');
     }
@@ -323,9 +337,9 @@ pub fn format_float(f: f64, out: &mut String) {
             for _ in 0..(-decpt) {
                 out.push('0');
             }
-            out.push_str(&digits);
+            out.push_str(digits);
         } else if decpt as usize >= digits.len() {
-            out.push_str(&digits);
+            out.push_str(digits);
             for _ in 0..(decpt as usize - digits.len()) {
                 out.push('0');
             }
@@ -345,6 +359,27 @@ pub fn format_float(f: f64, out: &mut String) {
         out.push('0');
     }
     let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+}
+
+/// The shortest digits that read back as `f` (positive, finite) and the decimal exponent of the
+/// first: 1234.5 → ("12345", 3).
+fn shortest_digits(f: f64) -> (String, i32) {
+    let mut buffer = ryu::Buffer::new();
+    let text = buffer.format_finite(f);
+    let (mantissa, exp) = match text.split_once('e') {
+        Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits = String::with_capacity(int.len() + frac.len());
+    digits.push_str(int);
+    digits.push_str(frac);
+    // The first significant digit's position relative to the point.
+    let leading_zeros = digits.bytes().take_while(|b| *b == b'0').count();
+    let exponent = exp + int.len() as i32 - 1 - leading_zeros as i32;
+    let digits = digits[leading_zeros..].trim_end_matches('0');
+    let digits = if digits.is_empty() { "0" } else { digits };
+    (digits.to_string(), exponent)
 }
 
 /// A number as Liquid's math filters read their operands (`Utils.to_number`): floats are exact
@@ -395,6 +430,12 @@ impl Number {
 }
 
 fn decimal_to_f64(mantissa: i128, scale: u32) -> f64 {
+    // Both exact in a double: one correctly rounded division is the nearest double, as parsing
+    // the decimal text would give.
+    const EXACT: i128 = 1 << 53;
+    if mantissa.abs() < EXACT && scale <= 22 {
+        return mantissa as f64 / 10f64.powi(scale as i32);
+    }
     // Through the decimal string, so 0.3 reads back as the float nearest 0.3.
     let text = if scale == 0 {
         mantissa.to_string()
@@ -418,6 +459,16 @@ pub fn decimal_of_float(f: f64) -> Number {
     // A decimal has no negative zero; BigDecimal does.
     if !f.is_finite() || (f == 0.0 && f.is_sign_negative()) {
         return Number::Float(f);
+    }
+    // The shortest decimal that reads back as `f` has the fewest decimal places; for values a
+    // double holds exactly scaled, find it without printing.
+    let mut scale = 1.0f64;
+    for places in 0..=9u32 {
+        let m = (f * scale).round();
+        if m.abs() < (1u64 << 53) as f64 && m / scale == f {
+            return Number::Decimal(m as i128, places);
+        }
+        scale *= 10.0;
     }
     let mut text = String::new();
     format_float(f, &mut text);

@@ -6,12 +6,12 @@ use eddy_liquid::{Limits, Rendered, Template, Value};
 use serde_json::json;
 
 fn render(template: &str, vars: serde_json::Value) -> String {
-    let Value::Object(vars) = Value::from_json(&vars) else {
-        panic!("variables are an object")
-    };
+    let vars = Value::from_json(&vars)
+        .into_object()
+        .expect("variables are an object");
     match Template::parse(template)
         .expect("parses")
-        .render(vars, Limits::default(), None)
+        .render(&vars, Limits::default(), None)
     {
         Ok(Rendered::Output(out)) => out,
         other => panic!("{other:?}"),
@@ -131,7 +131,7 @@ fn aborts_carry_their_reason_and_stop_everything_after() {
     let template = Template::parse("a{% for i in (1..3) %}{{ i }}{% if i == 2 %}{% abort_message(\"stop at \" ) %}{% endif %}{% endfor %}z")
         .expect("parses");
     let out = template
-        .render(Default::default(), Limits::default(), None)
+        .render(&Default::default(), Limits::default(), None)
         .expect("renders");
     assert_eq!(out, Rendered::Aborted("stop at ".into()));
 }

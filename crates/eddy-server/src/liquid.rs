@@ -66,7 +66,7 @@ pub async fn render(
     };
     let mut variables = match &req.user {
         Some(identifier) => eddy_liquid::user_variables(&find_user(&state, &ws, identifier)?),
-        None => Object::new(),
+        None => Object::default(),
     };
     let objects = [
         ("api_trigger_properties", req.api_trigger_properties),
@@ -87,7 +87,7 @@ pub async fn render(
     let scope = ws.id.to_string();
     let rendered = tokio::task::spawn_blocking(move || {
         let fetch = http.scoped(&scope, &rules);
-        template.render_with(variables, Limits::default(), Some(&fetch), Some(&blocks))
+        template.render_with(&variables, Limits::default(), Some(&fetch), Some(&blocks))
     })
     .await
     .map_err(|_| ApiError::Internal)?;

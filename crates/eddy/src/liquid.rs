@@ -111,7 +111,7 @@ async fn local(
     };
     let mut variables = match &user {
         Some(user) => eddy_liquid::user_variables(user),
-        None => Object::new(),
+        None => Object::default(),
     };
     match vars {
         Some(serde_json::Value::Object(map)) => {
@@ -132,7 +132,7 @@ async fn local(
         };
         let fetch = http.scoped("cli", &rules);
         template
-            .render(variables, Limits::default(), Some(&fetch))
+            .render(&variables, Limits::default(), Some(&fetch))
             .map_err(|e| anyhow::anyhow!("{e}"))
     })
     .await??;

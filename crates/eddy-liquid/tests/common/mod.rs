@@ -14,10 +14,9 @@ pub fn corpus_dir() -> std::path::PathBuf {
 pub fn corpus_vars() -> Object {
     let text = std::fs::read_to_string(corpus_dir().join("vars.json")).expect("vars.json");
     let json: serde_json::Value = serde_json::from_str(&text).expect("vars.json is JSON");
-    match Value::from_json(&json) {
-        Value::Object(vars) => vars,
-        _ => panic!("vars.json holds an object"),
-    }
+    Value::from_json(&json)
+        .into_object()
+        .expect("vars.json holds an object")
 }
 
 /// Every case: ("file/name", template).
@@ -59,7 +58,7 @@ pub fn corpus(dir: &Path) -> Vec<(String, String)> {
 pub fn render(template: &str, vars: &Object) -> serde_json::Value {
     match Template::parse(template) {
         Err(e) => serde_json::json!({"syntax_error": e.message}),
-        Ok(t) => match t.render(vars.clone(), Limits::default(), None) {
+        Ok(t) => match t.render(vars, Limits::default(), None) {
             Ok(Rendered::Output(out)) => serde_json::json!({"output": out}),
             Ok(Rendered::Aborted(reason)) => serde_json::json!({"aborted": reason}),
             Err(e) => serde_json::json!({"stopped": e.to_string()}),

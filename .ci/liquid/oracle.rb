@@ -3,6 +3,7 @@
 # Usage: TZ=UTC ruby oracle.rb CORPUS_DIR
 require 'liquid'
 require 'json'
+require 'timeout'
 
 dir = ARGV.fetch(0)
 vars = JSON.parse(File.read(File.join(dir, 'vars.json')))
@@ -16,10 +17,15 @@ Dir.glob(File.join(dir, '*.cases')).sort.each do |path|
     source = lines.join
     source = source.chomp
     begin
-      template = Liquid::Template.parse(source)
-      results["#{file}/#{name}"] = { 'output' => template.render(Marshal.load(Marshal.dump(vars))) }
+      # A template that runs away (a huge range) is reported, not waited for.
+      Timeout.timeout(5) do
+        template = Liquid::Template.parse(source)
+        results["#{file}/#{name}"] = { 'output' => template.render(Marshal.load(Marshal.dump(vars))) }
+      end
     rescue Liquid::SyntaxError => e
       results["#{file}/#{name}"] = { 'syntax_error' => e.to_s(false) }
+    rescue Timeout::Error
+      results["#{file}/#{name}"] = { 'timeout' => true }
     end
   end
   File.readlines(path).each do |line|

@@ -45,9 +45,17 @@ pub fn filter_arity(name: &str) -> Option<(usize, Option<usize>)> {
 }
 
 /// Applies one of Braze's filters (arity already checked).
-pub fn filter(name: &str, input: Value, args: &[Value]) -> Result<Value, Stop> {
+pub fn filter(
+    name: &str,
+    input: Value,
+    args: &[std::borrow::Cow<'_, Value>],
+) -> Result<Value, Stop> {
     let text = input.to_string_lossy();
-    let key = || args.first().map(Value::to_string_lossy).unwrap_or_default();
+    let key = || {
+        args.first()
+            .map(|a| a.to_string_lossy())
+            .unwrap_or_default()
+    };
     Ok(match name {
         "md5" => Value::Str(hex(&md5::Md5::digest(text.as_bytes()))),
         "sha1" => Value::Str(hex(&sha1::Sha1::digest(text.as_bytes()))),
@@ -59,7 +67,7 @@ pub fn filter(name: &str, input: Value, args: &[Value]) -> Result<Value, Stop> {
         "url_escape" => Value::Str(url_escape(&text)),
         "url_param_escape" => Value::Str(cgi_escape(&text).replace('+', "%20")),
         "json_escape" => Value::Str(json_escape(&text)),
-        "property_accessor" => match (&input, args.first()) {
+        "property_accessor" => match (&input, args.first().map(|a| a.as_ref())) {
             (Value::Object(o), Some(Value::Str(k))) => o.get(k).cloned().unwrap_or_default(),
             _ => Value::Nil,
         },

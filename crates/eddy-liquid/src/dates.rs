@@ -11,7 +11,7 @@ use crate::value::Value;
 /// `date: format`: the input as a time (`now`, epoch seconds, or a date/time text), formatted;
 /// anything else is returned as it came.
 pub fn date_filter(input: Value, format: &Value) -> Value {
-    let format = format.to_string_lossy();
+    let format = format.as_text();
     if format.is_empty() {
         return input;
     }
@@ -222,6 +222,13 @@ fn zone_word(w: &str) -> Option<Offset> {
 /// Ruby's `strftime`, through jiff's, with Ruby's expansions of `%c`, `%x`, `%X`, `%D` and
 /// `%L` (milliseconds); `None` if jiff cannot format it.
 fn strftime(time: &Zoned, format: &str) -> Option<String> {
+    let needs_translation = format.split('%').skip(1).any(|d| {
+        d.trim_start_matches(['-', '_', '0', '^', '#'])
+            .starts_with(['c', 'x', 'X', 'D', 'L', 'Z'])
+    });
+    if !needs_translation {
+        return jiff::fmt::strtime::format(format, time).ok();
+    }
     let mut ruby = String::with_capacity(format.len());
     let mut chars = format.chars().peekable();
     while let Some(c) = chars.next() {

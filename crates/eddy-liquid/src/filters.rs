@@ -2,6 +2,7 @@
 //! math is decimal, `split` drops trailing empties), and Braze's own filters. An unknown filter
 //! leaves its input as it is, as lax Liquid does; a wrong number of arguments is Ruby's error.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt::Write;
 
@@ -13,7 +14,7 @@ pub fn apply(
     name: &str,
     arity: Option<(usize, Option<usize>)>,
     input: Value,
-    mut args: Vec<Value>,
+    mut args: Vec<Cow<'_, Value>>,
     kwargs: Vec<(String, Value)>,
 ) -> Result<Value, Stop> {
     let Some((min, max)) = arity else {
@@ -21,7 +22,7 @@ pub fn apply(
     };
     // Ruby passes keyword arguments as one more positional hash.
     if !kwargs.is_empty() {
-        args.push(Value::object(kwargs.into_iter().collect()));
+        args.push(Cow::Owned(Value::object(kwargs.into_iter().collect())));
     }
     let given = args.len() + 1;
     if given < min || max.is_some_and(|m| given > m) {
@@ -34,8 +35,10 @@ pub fn apply(
             "wrong number of arguments (given {given}, expected {expected})"
         )));
     }
-    let arg = |i: usize| args.get(i).cloned();
-    let s = |v: &Value| v.to_string_lossy();
+    let arg = |i: usize| args.get(i).map(|a| a.as_ref());
+    fn s(v: &Value) -> std::borrow::Cow<'_, str> {
+        v.as_text()
+    }
     Ok(match name {
         "size" => Value::Int(match &input {
             Value::Float(_) | Value::Nil | Value::Bool(_) => 0,
@@ -76,7 +79,7 @@ pub fn apply(
                 Stop::Error("invalid base64 provided to base64_url_safe_decode".into())
             })?)
         }
-        "slice" => slice(&input, &args[0], arg(1).as_ref())?,
+        "slice" => slice(&input, &args[0], arg(1))?,
         "truncate" => match input {
             Value::Nil => Value::Nil,
             other => truncate(&s(&other), arg(0), arg(1))?,
@@ -98,7 +101,9 @@ pub fn apply(
         "strip_newlines" => Value::Str(s(&input).replace("\r\n", "").replace('\n', "")),
         "newline_to_br" => Value::Str(s(&input).replace("\r\n", "\n").replace('\n', "<br />\n")),
         "join" => {
-            let glue = arg(0).map(|g| s(&g)).unwrap_or_else(|| " ".into());
+            let glue = arg(0)
+                .map(|g| g.to_string_lossy())
+                .unwrap_or_else(|| " ".into());
             let mut out = String::new();
             for (i, item) in iterate(&input).iter().enumerate() {
                 if i > 0 {
@@ -120,20 +125,20 @@ pub fn apply(
         "map" => map(&input, &args[0])?,
         "compact" => compact(&input, arg(0))?,
         "replace" => {
-            Value::Str(s(&input).replace(&s(&args[0]), &arg(1).map(|r| s(&r)).unwrap_or_default()))
+            let with = arg(1).map(|r| r.to_string_lossy()).unwrap_or_default();
+            Value::Str(s(&input).replace(s(&args[0]).as_ref(), &with))
         }
-        "replace_first" => Value::Str(s(&input).replacen(
-            &s(&args[0]),
-            &arg(1).map(|r| s(&r)).unwrap_or_default(),
-            1,
-        )),
+        "replace_first" => {
+            let with = arg(1).map(|r| r.to_string_lossy()).unwrap_or_default();
+            Value::Str(s(&input).replacen(s(&args[0]).as_ref(), &with, 1))
+        }
         "replace_last" => Value::Str(replace_last(&s(&input), &s(&args[0]), &s(&args[1]))),
-        "remove" => Value::Str(s(&input).replace(&s(&args[0]), "")),
-        "remove_first" => Value::Str(s(&input).replacen(&s(&args[0]), "", 1)),
+        "remove" => Value::Str(s(&input).replace(s(&args[0]).as_ref(), "")),
+        "remove_first" => Value::Str(s(&input).replacen(s(&args[0]).as_ref(), "", 1)),
         "remove_last" => Value::Str(replace_last(&s(&input), &s(&args[0]), "")),
-        "append" => Value::Str(s(&input) + &s(&args[0])),
-        "prepend" => Value::Str(s(&args[0]) + &s(&input)),
-        "concat" => match &args[0] {
+        "append" => Value::Str(s(&input).into_owned() + s(&args[0]).as_ref()),
+        "prepend" => Value::Str(s(&args[0]).into_owned() + s(&input).as_ref()),
+        "concat" => match args[0].as_ref() {
             Value::Array(more) => {
                 let mut items = iterate(&input);
                 items.extend(more.iter().cloned());
@@ -200,10 +205,10 @@ pub fn apply(
         }
         "default" => {
             let allow_false = matches!(
-                args.get(1),
+                args.get(1).map(|a| a.as_ref()),
                 Some(Value::Object(o)) if o.get("allow_false").is_some_and(Value::truthy)
             );
-            let fallback = arg(0).unwrap_or_else(|| Value::str(""));
+            let fallback = arg(0).cloned().unwrap_or_else(|| Value::str(""));
             let missing = if allow_false {
                 matches!(input, Value::Nil)
             } else {
@@ -477,9 +482,9 @@ fn slice(input: &Value, offset: &Value, length: Option<&Value>) -> Result<Value,
     })
 }
 
-fn truncate(input: &str, length: Option<Value>, ending: Option<Value>) -> Result<Value, Stop> {
+fn truncate(input: &str, length: Option<&Value>, ending: Option<&Value>) -> Result<Value, Stop> {
     let length = match length {
-        Some(l) => to_integer(&l)?,
+        Some(l) => to_integer(l)?,
         None => 50,
     };
     let ending = ending
@@ -510,9 +515,13 @@ fn truncate(input: &str, length: Option<Value>, ending: Option<Value>) -> Result
     Ok(Value::Str(out))
 }
 
-fn truncatewords(input: &str, words: Option<Value>, ending: Option<Value>) -> Result<Value, Stop> {
+fn truncatewords(
+    input: &str,
+    words: Option<&Value>,
+    ending: Option<&Value>,
+) -> Result<Value, Stop> {
     let words = match words {
-        Some(w) => to_integer(&w)?,
+        Some(w) => to_integer(w)?,
         None => 15,
     }
     .max(1) as usize;
@@ -625,7 +634,7 @@ fn property_of(item: &Value, property: &Value) -> Result<Option<Value>, Stop> {
     }
 }
 
-fn sort(input: &Value, property: Option<Value>, natural: bool) -> Result<Value, Stop> {
+fn sort(input: &Value, property: Option<&Value>, natural: bool) -> Result<Value, Stop> {
     let mut items = iterate(input);
     if items.is_empty() {
         return Ok(Value::array(Vec::new()));
@@ -681,7 +690,7 @@ fn sort(input: &Value, property: Option<Value>, natural: bool) -> Result<Value, 
     Ok(Value::array(sorted))
 }
 
-fn where_(input: &Value, property: &Value, target: Option<Value>) -> Result<Value, Stop> {
+fn where_(input: &Value, property: &Value, target: Option<&Value>) -> Result<Value, Stop> {
     let items = iterate(input);
     let mut out = Vec::new();
     for item in items {
@@ -716,7 +725,7 @@ fn identity(v: &Value) -> String {
     key
 }
 
-fn uniq(input: &Value, property: Option<Value>) -> Result<Value, Stop> {
+fn uniq(input: &Value, property: Option<&Value>) -> Result<Value, Stop> {
     let items = iterate(input);
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
@@ -743,7 +752,7 @@ fn map(input: &Value, property: &Value) -> Result<Value, Stop> {
     Ok(Value::array(out))
 }
 
-fn compact(input: &Value, property: Option<Value>) -> Result<Value, Stop> {
+fn compact(input: &Value, property: Option<&Value>) -> Result<Value, Stop> {
     let mut out = Vec::new();
     for item in iterate(input) {
         let missing = match &property {
@@ -851,7 +860,7 @@ fn finite(n: Number) -> Result<f64, Stop> {
     Ok(f)
 }
 
-fn round(input: &Value, digits: Option<Value>) -> Result<Value, Stop> {
+fn round(input: &Value, digits: Option<&Value>) -> Result<Value, Stop> {
     let places = match &digits {
         Some(d) => match Number::from_value(d) {
             Number::Int(i) => i,

@@ -32,7 +32,7 @@ const MAX_BODY: usize = 10 * 1024 * 1024;
 pub struct HttpClient {
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
-    cache: RwLock<HashMap<String, (Instant, Response)>>,
+    cache: RwLock<HashMap<String, (Instant, Response), foldhash::fast::RandomState>>,
     retry_pause: Duration,
     /// Requests sent (not answered from the cache), for tests and metrics.
     pub sent: std::sync::atomic::AtomicU64,
@@ -61,7 +61,7 @@ impl HttpClient {
         Ok(HttpClient {
             client,
             runtime,
-            cache: RwLock::new(HashMap::new()),
+            cache: RwLock::new(HashMap::default()),
             retry_pause,
             sent: std::sync::atomic::AtomicU64::new(0),
         })

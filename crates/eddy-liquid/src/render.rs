@@ -2,6 +2,7 @@
 //! loops push their own), errors printed in place as `Liquid error: …` (except in tags that
 //! print nothing), `break`/`continue` as interrupts, and Braze's abort.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -240,9 +241,17 @@ impl<'a> Context<'a> {
             None => Value::Nil,
         };
         for filter in &variable.filters {
-            let mut args = Vec::with_capacity(filter.args.len());
-            for a in &filter.args {
-                args.push(self.eval(a)?);
+            // Literal arguments are lent to the filter, not copied.
+            let mut args: Vec<Cow<'_, Value>> = Vec::new();
+            if !filter.args.is_empty() {
+                // Room for the keyword hash too, which Ruby passes as one more argument.
+                args.reserve_exact(filter.args.len() + usize::from(!filter.kwargs.is_empty()));
+                for a in &filter.args {
+                    args.push(match a {
+                        Expr::Literal(v) => Cow::Borrowed(v),
+                        other => Cow::Owned(self.eval(other)?),
+                    });
+                }
             }
             let mut kwargs = Vec::with_capacity(filter.kwargs.len());
             for (k, e) in &filter.kwargs {
@@ -474,7 +483,12 @@ impl<'a> Context<'a> {
                     if let Some((_, Value::Object(forloop))) = scope.get_index_mut(0) {
                         set_position(Arc::make_mut(forloop), i as i64, length as i64);
                     }
-                    scope.insert(f.variable.clone(), item);
+                    match scope.get_mut(f.variable.as_str()) {
+                        Some(slot) => *slot = item,
+                        None => {
+                            scope.insert(f.variable.clone(), item);
+                        }
+                    }
                 }
                 self.render_block(&f.body, out)?;
                 match self.interrupt.take() {

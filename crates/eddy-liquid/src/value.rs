@@ -91,6 +91,14 @@ impl Value {
         }
     }
 
+    /// The value as text (Ruby's `to_s`), borrowed when it is a string.
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Value::Str(s) => std::borrow::Cow::Borrowed(s),
+            other => std::borrow::Cow::Owned(other.to_string_lossy()),
+        }
+    }
+
     /// The value as a string (Ruby's `to_s`).
     pub fn to_string_lossy(&self) -> String {
         let mut out = String::new();
@@ -324,8 +332,8 @@ pub fn format_float(f: f64, out: &mut String) {
         out.push_str(if f.is_sign_negative() { "-0.0" } else { "0.0" });
         return;
     }
-    let (digits, exp) = shortest_digits(f.abs());
-    let digits = digits.as_str();
+    let mut buffer = [0u8; 40];
+    let (digits, exp) = shortest_digits(f.abs(), &mut buffer);
     if f < 0.0 {
         out.push('-');
     }
@@ -361,25 +369,30 @@ pub fn format_float(f: f64, out: &mut String) {
     let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
 }
 
-/// The shortest digits that read back as `f` (positive, finite) and the decimal exponent of the
-/// first: 1234.5 → ("12345", 3).
-fn shortest_digits(f: f64) -> (String, i32) {
-    let mut buffer = ryu::Buffer::new();
-    let text = buffer.format_finite(f);
+/// The shortest digits that read back as `f` (positive, finite), in `buffer`, and the decimal
+/// exponent of the first: 1234.5 → ("12345", 3).
+fn shortest_digits(f: f64, buffer: &mut [u8; 40]) -> (&str, i32) {
+    let mut ryu_buffer = ryu::Buffer::new();
+    let text = ryu_buffer.format_finite(f);
     let (mantissa, exp) = match text.split_once('e') {
         Some((m, e)) => (m, e.parse::<i32>().unwrap_or(0)),
         None => (text, 0),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let mut digits = String::with_capacity(int.len() + frac.len());
-    digits.push_str(int);
-    digits.push_str(frac);
+    let mut len = 0;
+    for b in int.bytes().chain(frac.bytes()).take(buffer.len()) {
+        buffer[len] = b;
+        len += 1;
+    }
     // The first significant digit's position relative to the point.
-    let leading_zeros = digits.bytes().take_while(|b| *b == b'0').count();
+    let leading_zeros = buffer[..len].iter().take_while(|b| **b == b'0').count();
     let exponent = exp + int.len() as i32 - 1 - leading_zeros as i32;
-    let digits = digits[leading_zeros..].trim_end_matches('0');
-    let digits = if digits.is_empty() { "0" } else { digits };
-    (digits.to_string(), exponent)
+    let mut end = len;
+    while end > leading_zeros && buffer[end - 1] == b'0' {
+        end -= 1;
+    }
+    let digits = std::str::from_utf8(&buffer[leading_zeros..end]).unwrap_or("0");
+    (if digits.is_empty() { "0" } else { digits }, exponent)
 }
 
 /// A number as Liquid's math filters read their operands (`Utils.to_number`): floats are exact

@@ -366,9 +366,16 @@ fn generated_templates_render_as_ruby_liquid_renders_them() {
         serde_json::from_slice(&run.stdout).expect("oracle JSON");
     let vars = corpus_vars();
     let mut failures = Vec::new();
+    let mut runaway = 0;
     for (name, template) in &templates {
         let want = &expected[name];
         let got = render(template, &vars);
+        // A template that runs away (nested loops growing a counter) has no output to compare:
+        // Ruby Liquid, which has no limits by default, is stopped after 5 s, eddy by its own.
+        if want.get("timeout").is_some() && got.get("stopped").is_some() {
+            runaway += 1;
+            continue;
+        }
         if &got != want {
             failures.push(format!(
                 "{name}\n  template: {template:?}\n  ruby:     {want}\n  eddy:     {got}"
@@ -376,9 +383,9 @@ fn generated_templates_render_as_ruby_liquid_renders_them() {
         }
     }
     println!(
-        "seed {seed}: {} generated templates, {} equal to Ruby Liquid",
+        "seed {seed}: {} generated templates, {} equal to Ruby Liquid, {runaway} stopped by both engines' limits",
         templates.len(),
-        templates.len() - failures.len()
+        templates.len() - failures.len() - runaway
     );
     let shown: Vec<_> = failures.iter().take(15).cloned().collect();
     assert!(

@@ -271,13 +271,7 @@ fn tag_token(raw: &str, line: usize) -> Result<Token, SyntaxError> {
     let trim_left = inner.starts_with('-');
     let inner = if trim_left { &inner[1..] } else { inner };
     let body = inner.trim_start();
-    let name_len = if body.starts_with('#') {
-        1
-    } else {
-        body.bytes()
-            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
-            .count()
-    };
+    let name_len = tag_name_len(body);
     if name_len == 0 {
         return Err(unterminated());
     }
@@ -295,6 +289,16 @@ fn tag_token(raw: &str, line: usize) -> Result<Token, SyntaxError> {
         line,
         source: raw.to_string(),
     })
+}
+
+/// The length of the tag name at the start of `body`: `#` or `\w+` (`TagName`).
+fn tag_name_len(body: &str) -> usize {
+    if body.starts_with('#') {
+        return 1;
+    }
+    body.bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        .count()
 }
 
 /// `ContentOfVariable`: `{{-?(.*?)-?}}`.
@@ -887,13 +891,7 @@ impl Parser {
             if t.is_empty() {
                 continue;
             }
-            let name_len = if t.starts_with('#') {
-                1
-            } else {
-                t.bytes()
-                    .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
-                    .count()
-            };
+            let name_len = tag_name_len(t);
             if name_len == 0 {
                 return Err(SyntaxError {
                     message: format!("Unknown tag '{t}'"),

@@ -336,6 +336,7 @@ pub fn parse(source: &str) -> Result<Block, SyntaxError> {
         trim_next: false,
         depth: 0,
         for_liquid_tag: false,
+        cycles: 0,
     };
     let (block, end) = parser.body()?;
     match end {
@@ -366,6 +367,8 @@ struct Parser {
     depth: usize,
     /// Inside `{% liquid %}`: lines are tags, `end` tags close blocks the same way.
     for_liquid_tag: bool,
+    /// Cycle tags read so far.
+    cycles: usize,
 }
 
 const MAX_DEPTH: usize = 100;
@@ -545,15 +548,7 @@ impl Parser {
                 let target = signature_run(markup).ok_or_else(|| {
                     syntax("Syntax Error in 'capture' - Valid syntax: capture [var]")
                 })?;
-                let mut captured = Block::default();
-                self.block_until("capture", line, |name, _, _, block| {
-                    if name.is_empty() {
-                        captured = block;
-                        return Ok(Accepted::Yes);
-                    }
-                    Ok(Accepted::No)
-                })?;
-                Ok(Node::Capture(target, captured))
+                Ok(Node::Capture(target, self.plain_block("capture", line)?))
             }
             "if" | "unless" => self.if_tag(name, markup, line),
             "case" => self.case_tag(markup, line),
@@ -576,23 +571,16 @@ impl Parser {
                 Ok(Node::Comment)
             }
             "raw" => self.raw_tag(markup, line),
-            "cycle" => cycle_tag(markup, line),
+            "cycle" => {
+                self.cycles += 1;
+                cycle_tag(markup, line, self.cycles)
+            }
             "increment" => Ok(Node::Counter(markup.trim().to_string(), 1)),
             "decrement" => Ok(Node::Counter(markup.trim().to_string(), -1)),
             "echo" => Ok(Node::Echo(parse_variable(markup), line)),
             "break" => Ok(Node::Break),
             "continue" => Ok(Node::Continue),
-            "ifchanged" => {
-                let mut body = Block::default();
-                self.block_until("ifchanged", line, |name, _, _, block| {
-                    if name.is_empty() {
-                        body = block;
-                        return Ok(Accepted::Yes);
-                    }
-                    Ok(Accepted::No)
-                })?;
-                Ok(Node::IfChanged(body))
-            }
+            "ifchanged" => Ok(Node::IfChanged(self.plain_block("ifchanged", line)?)),
             "include" | "render" => Ok(Node::Include(line)),
             "abort_message" => Ok(Node::Abort(crate::braze::abort_reason(markup), line)),
             "connected_content" => {
@@ -601,6 +589,19 @@ impl Parser {
             }
             other => Err(syntax(&format!("Unknown tag '{other}'"))),
         }
+    }
+
+    /// The body of a block tag that takes no inner tags of its own (`capture`, `tablerow`…).
+    fn plain_block(&mut self, tag: &str, line: usize) -> Result<Block, SyntaxError> {
+        let mut body = Block::default();
+        self.block_until(tag, line, |name, _, _, block| {
+            if name.is_empty() {
+                body = block;
+                return Ok(Accepted::Yes);
+            }
+            Ok(Accepted::No)
+        })?;
+        Ok(body)
     }
 
     fn if_tag(&mut self, tag: &str, markup: &str, line: usize) -> Result<Node, SyntaxError> {
@@ -827,14 +828,7 @@ impl Parser {
             .into_iter()
             .map(|(k, v)| (k, parse_expr(&v)))
             .collect();
-        let mut body = Block::default();
-        self.block_until("tablerow", line, |name, _, _, block| {
-            if name.is_empty() {
-                body = block;
-                return Ok(Accepted::Yes);
-            }
-            Ok(Accepted::No)
-        })?;
+        let body = self.plain_block("tablerow", line)?;
         Ok(Node::TableRow(Box::new(TableRow {
             variable,
             collection,
@@ -913,8 +907,10 @@ impl Parser {
             trim_next: false,
             depth: self.depth,
             for_liquid_tag: true,
+            cycles: self.cycles,
         };
         let (parsed, end) = inner.body()?;
+        self.cycles = inner.cycles;
         if let Some(end) = end {
             return Err(unknown_in_block(&end.name, "liquid", end.line, true));
         }
@@ -1020,7 +1016,9 @@ fn when_values(markup: &str, line: usize) -> Result<Vec<Expr>, SyntaxError> {
     }
 }
 
-fn cycle_tag(markup: &str, line: usize) -> Result<Node, SyntaxError> {
+/// `serial` numbers the template's cycle tags: an unnamed cycle over variables is keyed by
+/// its tag, as Ruby keys it by the identity of its parsed values.
+fn cycle_tag(markup: &str, line: usize, serial: usize) -> Result<Node, SyntaxError> {
     let error = || SyntaxError {
         message: "Syntax Error in 'cycle' - Valid syntax: cycle [name :] var [, var2, var3 ...]"
             .into(),
@@ -1048,8 +1046,7 @@ fn cycle_tag(markup: &str, line: usize) -> Result<Node, SyntaxError> {
         }
         match v {
             Expr::Literal(value) => value.inspect(&mut key),
-            // Ruby keys such a cycle by its objects' identity: one position per tag.
-            other => key.push_str(&format!("{other:p}@{line}", other = other as *const Expr)),
+            _ => key.push_str(&format!("<variable of cycle tag {serial}>")),
         }
     }
     key.push(']');

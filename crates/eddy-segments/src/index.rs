@@ -350,6 +350,11 @@ fn sync_occurrences(
 }
 
 impl WorkspaceIndex {
+    /// Every profile of the workspace.
+    pub fn all(&self) -> &RoaringBitmap {
+        &self.all
+    }
+
     /// Indexes a profile's current state (replacing what was indexed for it).
     pub fn upsert(&mut self, id: u32, profile: &Profile) {
         self.all.insert(id);

@@ -45,6 +45,46 @@ pub struct Config {
     pub secrets_key: Option<String>,
     /// The previous key, while rotating: credentials it encrypted are re-encrypted at start.
     pub previous_secrets_key_file: Option<PathBuf>,
+    /// Sending: links, concurrency, retries (`[messaging]`).
+    pub messaging: Messaging,
+}
+
+/// The `[messaging]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Messaging {
+    /// The base URL recipients reach this eddy at, for open, click and unsubscribe links
+    /// [default: `http://<listen>`]; a workspace's `tracking_domain` overrides it.
+    pub public_url: Option<String>,
+    /// Deliveries in flight per dispatch.
+    pub concurrency: usize,
+    /// Requests in flight per webhook host, across dispatches.
+    pub host_concurrency: usize,
+    /// Open connections per SMTP relay.
+    pub smtp_connections: usize,
+    /// Attempts per message before it counts as failed (webhook 5xx/429/network, SMTP 4xx).
+    pub attempts: u32,
+    /// Delay before the first retry, milliseconds; each next retry waits twice as long.
+    pub retry_base_ms: u64,
+    /// Timeout of one webhook request, seconds.
+    pub webhook_timeout_seconds: u64,
+    /// Recipients committed together.
+    pub chunk: usize,
+}
+
+impl Default for Messaging {
+    fn default() -> Self {
+        Messaging {
+            public_url: None,
+            concurrency: 256,
+            host_concurrency: 128,
+            smtp_connections: 8,
+            attempts: 5,
+            retry_base_ms: 2_000,
+            webhook_timeout_seconds: 30,
+            chunk: 512,
+        }
+    }
 }
 
 /// A fixed-window request limit.
@@ -77,6 +117,7 @@ impl Default for Config {
             secrets_key_file: None,
             secrets_key: None,
             previous_secrets_key_file: None,
+            messaging: Messaging::default(),
         }
     }
 }
@@ -101,6 +142,19 @@ impl Config {
             return Err(
                 "header_read_timeout_seconds and idle_timeout_seconds must be at least 1".into(),
             );
+        }
+        let m = &self.messaging;
+        if m.concurrency == 0 || m.host_concurrency == 0 || m.smtp_connections == 0 || m.chunk == 0
+        {
+            return Err("messaging concurrency, host_concurrency, smtp_connections and chunk must be at least 1".into());
+        }
+        if m.attempts == 0 || m.webhook_timeout_seconds == 0 {
+            return Err("messaging attempts and webhook_timeout_seconds must be at least 1".into());
+        }
+        if let Some(url) = &m.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err("messaging.public_url starts with http:// or https://".into());
         }
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes must be at least 1".into());

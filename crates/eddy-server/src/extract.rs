@@ -60,6 +60,50 @@ permissions! {
     SegmentsDetails = "segments.details";
     /// `currents.events`.
     CurrentsEvents = "currents.events";
+    /// `messages.send`.
+    MessagesSend = "messages.send";
+    /// `messages.schedule.create`.
+    MessagesScheduleCreate = "messages.schedule.create";
+    /// `messages.schedule.update`.
+    MessagesScheduleUpdate = "messages.schedule.update";
+    /// `messages.schedule.delete`.
+    MessagesScheduleDelete = "messages.schedule.delete";
+    /// `messages.schedule_broadcasts`.
+    MessagesScheduledBroadcasts = "messages.schedule_broadcasts";
+    /// `campaigns.trigger.send`.
+    CampaignsTriggerSend = "campaigns.trigger.send";
+    /// `campaigns.trigger.schedule.create`.
+    CampaignsTriggerScheduleCreate = "campaigns.trigger.schedule.create";
+    /// `campaigns.trigger.schedule.update`.
+    CampaignsTriggerScheduleUpdate = "campaigns.trigger.schedule.update";
+    /// `campaigns.trigger.schedule.delete`.
+    CampaignsTriggerScheduleDelete = "campaigns.trigger.schedule.delete";
+    /// `transactional.send`.
+    TransactionalSend = "transactional.send";
+    /// `sends.id.create`.
+    SendsIdCreate = "sends.id.create";
+    /// `campaigns.list`.
+    CampaignsList = "campaigns.list";
+    /// `campaigns.details`.
+    CampaignsDetails = "campaigns.details";
+    /// `subscription.status.set`.
+    SubscriptionStatusSet = "subscription.status.set";
+    /// `subscription.status.get`.
+    SubscriptionStatusGet = "subscription.status.get";
+    /// `subscription.groups.get`.
+    SubscriptionUserStatus = "subscription.groups.get";
+    /// `email.status`.
+    EmailStatus = "email.status";
+    /// `email.hard_bounces`.
+    EmailHardBounces = "email.hard_bounces";
+    /// `email.unsubscribe`.
+    EmailUnsubscribes = "email.unsubscribe";
+    /// `email.bounce.remove`.
+    EmailBounceRemove = "email.bounce.remove";
+    /// `email.spam.remove`.
+    EmailSpamRemove = "email.spam.remove";
+    /// `email.blacklist`.
+    EmailBlocklist = "email.blacklist";
 }
 
 /// A request authenticated by a REST API key that holds `P`.

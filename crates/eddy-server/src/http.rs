@@ -65,6 +65,17 @@ impl From<eddy_currents::CurrentsError> for HttpError {
     }
 }
 
+impl From<eddy_messaging::MessagingError> for HttpError {
+    fn from(e: eddy_messaging::MessagingError) -> Self {
+        use eddy_messaging::MessagingError;
+        HttpError(match e {
+            MessagingError::Invalid(m) => ApiError::BadRequest(m),
+            MessagingError::NotFound(m) => ApiError::ResourceNotFound(m),
+            MessagingError::Store(e) => store_error(e),
+        })
+    }
+}
+
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status =
@@ -147,6 +158,23 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Every value of a query parameter, also under its `name[]` spelling (Braze's array form).
+pub fn query_params(query: Option<&str>, name: &str) -> Vec<String> {
+    let Some(query) = query else {
+        return Vec::new();
+    };
+    let bracketed = format!("{name}[]");
+    let bracketed_encoded = format!("{name}%5B%5D");
+    let mut out = Vec::new();
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name || k == bracketed || k.eq_ignore_ascii_case(&bracketed_encoded) {
+            out.push(percent_decode(v));
+        }
+    }
+    out
 }
 
 fn percent_decode(s: &str) -> String {

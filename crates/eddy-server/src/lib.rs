@@ -31,6 +31,7 @@ pub mod export_files;
 pub mod extract;
 pub mod http;
 pub mod liquid;
+pub mod messaging;
 pub mod metrics;
 pub mod partners;
 pub mod profiles;
@@ -38,6 +39,8 @@ pub mod ratelimit;
 pub mod request_log;
 pub mod segment_export;
 pub mod segments;
+pub mod subscriptions;
+pub mod tracking;
 mod unimplemented;
 pub mod users;
 
@@ -86,6 +89,8 @@ pub struct AppState {
     pub exports: segment_export::Exports,
     /// Connected Content's HTTP client and cache.
     pub liquid_http: Arc<eddy_liquid::http::HttpClient>,
+    /// The delivery engine.
+    pub engine: Arc<eddy_messaging::engine::Engine>,
 }
 
 /// The state as handlers hold it.
@@ -191,6 +196,25 @@ impl App {
         let currents = eddy_currents::Currents::start(store.clone(), retention)
             .map_err(|e| StartError::Config(e.to_string()))?;
         let metrics = Arc::new(Metrics::default());
+        let liquid_http = liquid::http_client().map_err(StartError::Config)?;
+        let m = &config.messaging;
+        let settings = eddy_messaging::engine::Settings {
+            public_url: m
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", config.listen)),
+            concurrency: m.concurrency,
+            host_concurrency: m.host_concurrency,
+            smtp_connections: m.smtp_connections,
+            attempts: m.attempts,
+            retry_base: std::time::Duration::from_millis(m.retry_base_ms),
+            webhook_timeout: std::time::Duration::from_secs(m.webhook_timeout_seconds),
+            chunk: m.chunk,
+        };
+        let engine =
+            eddy_messaging::engine::Engine::start(store.clone(), settings, liquid_http.clone())
+                .await
+                .map_err(|e| StartError::Config(format!("messaging: {e}")))?;
         let state = Arc::new(AppState {
             store: store.clone(),
             admin_token_hash: ids::sha256_hex(&token),
@@ -203,7 +227,8 @@ impl App {
             currents: currents.clone(),
             log_requests: config.log_requests,
             exports: segment_export::Exports::default(),
-            liquid_http: liquid::http_client().map_err(StartError::Config)?,
+            liquid_http,
+            engine,
         });
         Ok(App {
             router: router(state, config.max_body_bytes),
@@ -422,6 +447,96 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
             get(profiles::get),
         )
         .route("/eddy/v1/workspaces/{ws}/usage", get(admin::usage))
+        .route("/messages/send", post(messaging::messages_send))
+        .route(
+            "/messages/schedule/create",
+            post(messaging::messages_schedule_create),
+        )
+        .route(
+            "/messages/schedule/update",
+            post(messaging::messages_schedule_update),
+        )
+        .route(
+            "/messages/schedule/delete",
+            post(messaging::messages_schedule_delete),
+        )
+        .route(
+            "/messages/scheduled_broadcasts",
+            get(messaging::scheduled_broadcasts),
+        )
+        .route("/campaigns/trigger/send", post(messaging::trigger_send))
+        .route(
+            "/campaigns/trigger/schedule/create",
+            post(messaging::trigger_schedule_create),
+        )
+        .route(
+            "/campaigns/trigger/schedule/update",
+            post(messaging::trigger_schedule_update),
+        )
+        .route(
+            "/campaigns/trigger/schedule/delete",
+            post(messaging::trigger_schedule_delete),
+        )
+        .route(
+            "/transactional/v1/campaigns/{campaign_id}/send",
+            post(messaging::transactional_send),
+        )
+        .route("/sends/id/create", post(messaging::sends_id_create))
+        .route("/campaigns/list", get(messaging::campaigns_list))
+        .route("/campaigns/details", get(messaging::campaigns_details))
+        .route("/subscription/status/set", post(subscriptions::status_set))
+        .route(
+            "/v2/subscription/status/set",
+            post(subscriptions::status_set_v2),
+        )
+        .route("/subscription/status/get", get(subscriptions::status_get))
+        .route("/subscription/user/status", get(subscriptions::user_status))
+        .route("/email/status", post(subscriptions::email_status))
+        .route("/email/hard_bounces", get(subscriptions::hard_bounces))
+        .route("/email/unsubscribes", get(subscriptions::unsubscribes))
+        .route("/email/bounce/remove", post(subscriptions::bounce_remove))
+        .route("/email/spam/remove", post(subscriptions::spam_remove))
+        .route("/email/blocklist", post(subscriptions::blocklist))
+        .route("/email/blacklist", post(subscriptions::blocklist))
+        .route(
+            "/eddy/v1/workspaces/{ws}/campaigns",
+            get(messaging::list_campaigns).post(messaging::create_campaign),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/campaigns/{id}",
+            get(messaging::get_campaign)
+                .put(messaging::put_campaign)
+                .delete(messaging::delete_campaign),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/dispatches/{id}",
+            get(messaging::get_dispatch),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/email",
+            get(messaging::get_email)
+                .put(messaging::put_email)
+                .delete(messaging::delete_email),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/users/messages",
+            get(messaging::user_messages),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/subscription-groups",
+            get(subscriptions::list_groups),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/subscription-groups/{id}",
+            put(subscriptions::put_group).delete(subscriptions::delete_group),
+        )
+        .route("/eddy/t/o/{token}", get(tracking::open))
+        .route("/eddy/t/c/{token}", get(tracking::click))
+        .route("/eddy/t/s/{token}", get(tracking::subscription))
+        .route(
+            "/eddy/t/l/{token}",
+            get(tracking::list_unsubscribe_page).post(tracking::list_unsubscribe),
+        )
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))

@@ -23,10 +23,7 @@ use crate::http::{HttpError, json_response};
 
 type Answer = Result<Response, HttpError>;
 
-/// The kinds of settings objects this module keeps in the store.
-const CONTENT_BLOCK: &str = "content-block";
-const CONNECTED_CONTENT: &str = "connected-content";
-const CREDENTIAL: &str = "credential";
+use eddy_messaging::templates::{CONNECTED_CONTENT, CONTENT_BLOCK, CREDENTIAL};
 
 /// The body of `POST /eddy/v1/workspaces/{ws}/liquid/render`.
 #[derive(Debug, Deserialize)]
@@ -146,36 +143,15 @@ fn content_blocks(
     state: &SharedState,
     ws: &Workspace,
 ) -> Result<HashMap<String, Template>, HttpError> {
-    let mut blocks = HashMap::new();
-    for (name, value) in state.store.objects(ws.id, CONTENT_BLOCK)? {
-        let content = value["content"].as_str().unwrap_or_default();
-        let template = Template::parse(content).map_err(|e| {
-            ApiError::BadRequest(format!(
-                "content block '{name}' line {}: {}",
-                e.line, e.message
-            ))
-        })?;
-        blocks.insert(name, template);
-    }
-    Ok(blocks)
+    Ok(eddy_messaging::templates::content_blocks(
+        &state.store,
+        ws.id,
+    )?)
 }
 
 /// What Connected Content may call for this workspace.
 fn rules(state: &SharedState, ws: &Workspace) -> Result<Rules, HttpError> {
-    let allowed_hosts = match state.store.object(ws.id, CONNECTED_CONTENT, "settings")? {
-        Some(v) => serde_json::from_value(v["allowed_hosts"].clone()).unwrap_or_default(),
-        None => Vec::new(),
-    };
-    let mut credentials = HashMap::new();
-    for (name, value) in state.store.objects(ws.id, CREDENTIAL)? {
-        let user = value["username"].as_str().unwrap_or_default().to_string();
-        let password = value["password"].as_str().unwrap_or_default().to_string();
-        credentials.insert(name, (user, password));
-    }
-    Ok(Rules {
-        allowed_hosts,
-        credentials,
-    })
+    Ok(eddy_messaging::templates::rules(&state.store, ws.id)?)
 }
 
 /// A content block as the admin API takes it.

@@ -13,6 +13,10 @@ pub const GROUPS: &[(&str, u64, u64)] = &[
     ("users.export.ids", 250, 60),
     ("segments", 250_000, 3_600),
     ("partners", 250_000, 3_600),
+    ("messages", 250_000, 3_600),
+    ("subscription", 5_000, 60),
+    ("email", 250_000, 3_600),
+    ("campaigns.export", 250_000, 3_600),
     ("admin", 100_000, 60),
     ("internal", 1_000_000, 60),
 ];
@@ -30,6 +34,22 @@ pub fn group_of(path: &str) -> &'static str {
         "/users/export/segment" | "/segments/list" | "/segments/details" => "segments",
         p if p.starts_with("/partners/") => "partners",
         "/currents/events" => "users.track",
+        "/messages/send"
+        | "/campaigns/trigger/send"
+        | "/messages/schedule/create"
+        | "/messages/schedule/update"
+        | "/messages/schedule/delete"
+        | "/campaigns/trigger/schedule/create"
+        | "/campaigns/trigger/schedule/update"
+        | "/campaigns/trigger/schedule/delete"
+        | "/messages/scheduled_broadcasts"
+        | "/sends/id/create" => "messages",
+        p if p.starts_with("/transactional/") => "messages",
+        p if p.starts_with("/subscription/") || p.starts_with("/v2/subscription/") => {
+            "subscription"
+        }
+        p if p.starts_with("/email/") => "email",
+        "/campaigns/list" | "/campaigns/details" => "campaigns.export",
         p if p.starts_with("/eddy/") => "admin",
         _ => "internal",
     }

@@ -47,6 +47,7 @@ use tokio::sync::mpsc;
 
 pub use error::StoreError;
 pub use meta::{ApiKey, Workspace};
+pub use mutations::ObjectWrite;
 pub use mutations::cohorts::{CohortMember, MemberChange};
 pub use writer::WriterStats;
 
@@ -259,6 +260,33 @@ impl Store {
         let mut out = Vec::new();
         for (key, raw) in self.backend.scan(Table::Meta, &prefix, None, usize::MAX)? {
             let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+            let mut value: Value = decode(&raw, "meta")?;
+            self.open_secrets(&mut value)?;
+            out.push((name, value));
+        }
+        Ok(out)
+    }
+
+    /// Settings objects of a kind whose names start with `prefix`, in name order, from after
+    /// `after` (a name), at most `limit`: pages over large kinds (message history by user).
+    pub fn objects_page(
+        &self,
+        ws: u32,
+        kind: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Value)>, StoreError> {
+        let kind_prefix = meta::objects_prefix(ws, kind);
+        let mut scan_prefix = kind_prefix.clone();
+        scan_prefix.extend_from_slice(prefix.as_bytes());
+        let after_key = after.map(|name| meta::object_key(ws, kind, name));
+        let mut out = Vec::new();
+        for (key, raw) in
+            self.backend
+                .scan(Table::Meta, &scan_prefix, after_key.as_deref(), limit)?
+        {
+            let name = String::from_utf8_lossy(&key[kind_prefix.len()..]).into_owned();
             let mut value: Value = decode(&raw, "meta")?;
             self.open_secrets(&mut value)?;
             out.push((name, value));

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use crate::backend::Table;
 use crate::meta::{ApiKey, ExportStorage, Partner, Segment, Workspace};
 use crate::mutations::cohorts::MemberChange;
-use crate::mutations::{Mutation, Outcome};
+use crate::mutations::{Mutation, ObjectWrite, Outcome};
 
 /// Keys a deleted workspace's purge removes per group commit: small enough that other writes
 /// wait one short group, large enough to purge a million profiles in a few hundred groups.
@@ -321,6 +321,22 @@ impl Store {
         self.count("emit", Mutation::Emit { ws, events, to }).await
     }
 
+    /// Writes settings objects and Currents events in one commit (a delivery outcome and the
+    /// event that reports it); answers how many events were queued.
+    pub async fn record(
+        &self,
+        ws: u32,
+        objects: Vec<ObjectWrite>,
+        events: Vec<OutboxEvent>,
+    ) -> Result<usize, StoreError> {
+        let mutation = Mutation::Record {
+            ws,
+            objects,
+            events,
+        };
+        self.count("record", mutation).await
+    }
+
     async fn count(&self, what: &'static str, mutation: Mutation) -> Result<usize, StoreError> {
         match self.run(mutation).await? {
             Outcome::Count(n) => Ok(n),
@@ -397,6 +413,22 @@ impl Store {
                     kind,
                     name,
                     value,
+                })
+            }
+            Mutation::Record {
+                ws,
+                mut objects,
+                events,
+            } => {
+                for write in &mut objects {
+                    if let Some(value) = &mut write.value {
+                        sealer.seal_fields(value)?;
+                    }
+                }
+                Ok(Mutation::Record {
+                    ws,
+                    objects,
+                    events,
                 })
             }
             Mutation::SetExportStorage { ws, storage } => {

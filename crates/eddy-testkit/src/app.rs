@@ -41,14 +41,17 @@ pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
         secrets_key_file: Some(dir.join("test-secrets.key")),
         ..Config::default()
     };
-    tweak(&mut config);
-    let app = App::build(&config).await.expect("app builds");
-    let store = app.store.clone();
-    let currents = app.currents.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    // Links in emails point at the address the test server really listens on.
+    config.messaging.public_url = Some(format!("http://{addr}"));
+    config.messaging.retry_base_ms = 20;
+    tweak(&mut config);
+    let app = App::build(&config).await.expect("app builds");
+    let store = app.store.clone();
+    let currents = app.currents.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         app.serve(listener, async move {
@@ -116,6 +119,19 @@ impl TestApp {
             .client
             .get(self.url(path))
             .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// GETs with this app's REST key.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(&self.key)
             .send()
             .await
             .expect("send");

@@ -6,17 +6,20 @@
 //! - [`amplitude`]: an emulator of Amplitude's HTTP API v2, faults included.
 //! - [`amplitude_profile`]: an emulator of Amplitude's User Profile API (for Connected Content).
 //! - [`braze`]: an emulated Braze `/users/track` with scripted faults (for `eddy sync`).
+//! - [`receivers`]: a webhook receiver and a real SMTP server (aiosmtpd) for sending tests.
 //! - [`read_avro`]: the records of a Currents file, through eddy's own Avro reader.
 
 pub mod amplitude;
 pub mod amplitude_profile;
 pub mod app;
 pub mod braze;
+pub mod receivers;
 pub mod s3;
 
 pub use amplitude::{AmplitudeEmulator, Fault};
 pub use amplitude_profile::{AmplitudeProfileApi, ProfileUser};
 pub use app::{TestApp, spawn_app, spawn_with, start};
+pub use receivers::{SmtpServer, WebhookReceiver};
 pub use s3::TestS3;
 
 /// The records of an Avro Object Container File, read by eddy's own reader (the one `eddy sync`

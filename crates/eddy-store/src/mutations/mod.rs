@@ -152,8 +152,26 @@ pub(crate) enum Mutation {
         events: Vec<OutboxEvent>,
         to: Option<String>,
     },
+    /// Settings objects written or removed together with the Currents events that record the
+    /// same facts (a message outcome and its event), in one commit.
+    Record {
+        ws: u32,
+        objects: Vec<ObjectWrite>,
+        events: Vec<OutboxEvent>,
+    },
     /// One 64 KiB record, to learn whether commits succeed (readiness).
     Probe,
+}
+
+/// One settings object to write (`Some`) or remove (`None`) within a [`Mutation::Record`].
+#[derive(Debug, Clone)]
+pub struct ObjectWrite {
+    /// The object's kind, e.g. `message`.
+    pub kind: String,
+    /// Its name within the kind.
+    pub name: String,
+    /// The new value, or `None` to remove it (absent is not an error).
+    pub value: Option<Value>,
 }
 
 /// What a mutation answers once durable.
@@ -265,6 +283,24 @@ pub(crate) fn apply(
                     Some(connector) => txn.emit_to(ws, event, connector.clone()),
                     None => txn.emit(ws, event),
                 }
+            }
+            Ok(Outcome::Count(n))
+        }
+        Mutation::Record {
+            ws,
+            objects,
+            events,
+        } => {
+            let n = events.len();
+            for write in objects {
+                let key = meta::object_key(ws, &write.kind, &write.name);
+                match write.value {
+                    Some(value) => txn.put(Table::Meta, key, value.to_string().into_bytes()),
+                    None => txn.delete(Table::Meta, key),
+                }
+            }
+            for event in events {
+                txn.emit(ws, event);
             }
             Ok(Outcome::Count(n))
         }

@@ -1,0 +1,1361 @@
+//! The delivery engine: runs every dispatch of the store to its end, across restarts.
+//!
+//! A dispatch is visited in chunks of recipients in ascending profile id. For a chunk the engine
+//! (1) prepares every recipient on a blocking thread: reads the profile, decides eligibility and
+//! the control group, renders the messages (Connected Content may wait on HTTP there);
+//! (2) delivers the prepared messages concurrently, bounded per process and per receiving host,
+//! paced by `messages_per_minute`, retrying what is worth retrying; (3) commits every outcome,
+//! its Currents events, the dispatch's counters and its progress (`next`, and `claimed` for the
+//! following chunk) in one store commit. So a crash loses nothing and repeats at most the one
+//! chunk that was claimed and in flight; those repeats are counted.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
+
+use eddy_liquid::http::{HttpClient, Rules};
+use eddy_liquid::{Object, Value as LValue};
+use eddy_model::currents::OutboxEvent;
+use eddy_model::profile::Profile;
+use eddy_store::{ObjectWrite, Store, Workspace};
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, Semaphore};
+
+use crate::dispatch::{Dispatch, Recipient, State};
+use crate::events::{Context, message_type};
+use crate::mime::{self, Mail};
+use crate::smtp::{Pool, Relay, Reply};
+use crate::templates::{Abort, Compiled};
+use crate::tracking::{Link, Signer};
+use crate::webhook::{self, Verdict};
+use crate::{MessagingError, campaign, kinds};
+
+/// How the engine delivers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The base URL of this eddy as recipients reach it (tracking and unsubscribe links).
+    pub public_url: String,
+    /// Deliveries in flight per dispatch.
+    pub concurrency: usize,
+    /// Requests in flight per webhook host, across dispatches.
+    pub host_concurrency: usize,
+    /// Open connections per SMTP relay.
+    pub smtp_connections: usize,
+    /// Attempts per webhook or email before giving up.
+    pub attempts: u32,
+    /// The first retry's delay; each next one doubles.
+    pub retry_base: Duration,
+    /// Timeout of one webhook request.
+    pub webhook_timeout: Duration,
+    /// Recipients per chunk (per commit).
+    pub chunk: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            public_url: "http://127.0.0.1:8780".into(),
+            concurrency: 256,
+            host_concurrency: 128,
+            smtp_connections: 8,
+            attempts: 5,
+            retry_base: Duration::from_secs(2),
+            webhook_timeout: Duration::from_secs(30),
+            chunk: 512,
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages accepted by a receiver (webhook 2xx, SMTP 2xx).
+    pub sent: AtomicU64,
+    /// Webhook failures and email bounces after the last attempt.
+    pub failed: AtomicU64,
+    /// Recipients aborted by Liquid.
+    pub aborted: AtomicU64,
+    /// Retries (webhook and email).
+    pub retries: AtomicU64,
+    /// Recipients in flight at a crash and sent again after the restart.
+    pub resent_after_restart: AtomicU64,
+    /// Dispatches whose run failed (store errors); they resume at the next start.
+    pub dispatch_errors: AtomicU64,
+}
+
+/// The engine: one per server.
+pub struct Engine {
+    store: Store,
+    settings: Settings,
+    http: reqwest::Client,
+    liquid_http: Arc<HttpClient>,
+    signer: Signer,
+    hosts: StdMutex<HashMap<String, Arc<Semaphore>>>,
+    pools: StdMutex<HashMap<u32, (Relay, Arc<Pool>)>>,
+    running: StdMutex<std::collections::HashSet<(u32, String)>>,
+    wake: Notify,
+    /// Counters.
+    pub stats: Stats,
+}
+
+/// The SMTP relay settings of a workspace as stored (`kinds::EMAIL`/`settings`).
+pub fn relay_of(store: &Store, ws: u32) -> Result<Option<Relay>, MessagingError> {
+    let Some(settings) = store.object(ws, kinds::EMAIL, "settings")? else {
+        return Ok(None);
+    };
+    let relay: Relay = Relay {
+        host: settings["host"].as_str().unwrap_or_default().to_string(),
+        port: settings["port"].as_u64().unwrap_or(25) as u16,
+        implicit_tls: settings["implicit_tls"].as_bool().unwrap_or(false),
+        starttls: settings["starttls"].as_bool().unwrap_or(false),
+        username: settings["username"].as_str().map(str::to_string),
+        password: settings["password"].as_str().map(str::to_string),
+    };
+    Ok(Some(relay))
+}
+
+/// The tracking domain of a workspace's email settings, if set.
+fn tracking_base(store: &Store, ws: u32, default: &str) -> String {
+    let configured = store
+        .object(ws, kinds::EMAIL, "settings")
+        .ok()
+        .flatten()
+        .and_then(|s| s["tracking_domain"].as_str().map(str::to_string))
+        .filter(|s| !s.is_empty());
+    match configured {
+        Some(domain) if domain.starts_with("http://") || domain.starts_with("https://") => {
+            domain.trim_end_matches('/').to_string()
+        }
+        Some(domain) => format!("https://{}", domain.trim_end_matches('/')),
+        None => default.trim_end_matches('/').to_string(),
+    }
+}
+
+/// The key that signs tracking links, made once and kept in the store.
+async fn tracking_key(store: &Store) -> Result<Vec<u8>, MessagingError> {
+    // Workspace 0 holds process-wide objects; workspace ids start at 1.
+    if let Some(value) = store.object(0, kinds::TRACKING, "key")?
+        && let Some(hex) = value["secret"].as_str()
+        && hex.len() == 64
+    {
+        let bytes: Option<Vec<u8>> = (0..32)
+            .map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
+            .collect();
+        if let Some(bytes) = bytes {
+            return Ok(bytes);
+        }
+    }
+    let secret =
+        eddy_store::ids::secret_hex(32).map_err(|e| MessagingError::invalid(e.to_string()))?;
+    store
+        .put_object(0, kinds::TRACKING, "key".into(), json!({"secret": secret}))
+        .await?;
+    Box::pin(tracking_key(store)).await
+}
+
+/// Name of a recipient's outcome record: profile first, so one user's history is one scan.
+pub fn message_name(profile: u32, dispatch_id: &str) -> String {
+    format!("{profile:010}/{dispatch_id}")
+}
+
+impl Engine {
+    /// Starts the engine and resumes every unfinished dispatch of the store.
+    pub async fn start(
+        store: Store,
+        settings: Settings,
+        liquid_http: Arc<HttpClient>,
+    ) -> Result<Arc<Engine>, MessagingError> {
+        let key = tracking_key(&store).await?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(settings.host_concurrency)
+            .build()
+            .map_err(|e| MessagingError::invalid(format!("http client: {e}")))?;
+        let engine = Arc::new(Engine {
+            store,
+            settings,
+            http,
+            liquid_http,
+            signer: Signer::new(key),
+            hosts: StdMutex::new(HashMap::new()),
+            pools: StdMutex::new(HashMap::new()),
+            running: StdMutex::new(Default::default()),
+            wake: Notify::new(),
+            stats: Stats::default(),
+        });
+        for ws in engine.store.workspaces()? {
+            for (id, value) in engine.store.objects(ws.id, kinds::DISPATCH)? {
+                let state = value["state"].as_str().unwrap_or_default();
+                if state == "scheduled" || state == "sending" {
+                    engine.submit(ws.clone(), id);
+                }
+            }
+        }
+        Ok(engine)
+    }
+
+    /// The signer of tracking links.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs a stored dispatch (once: a dispatch already running is left to its task).
+    pub fn submit(self: &Arc<Self>, ws: Workspace, dispatch_id: String) {
+        let key = (ws.id, dispatch_id.clone());
+        {
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            if !running.insert(key.clone()) {
+                return;
+            }
+        }
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.run(&ws, &dispatch_id).await {
+                engine.stats.dispatch_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, dispatch_id, workspace = ws.name, "dispatch stopped; it resumes at the next start");
+            }
+            engine
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        });
+    }
+
+    /// Wakes scheduled dispatches to re-read their schedule.
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    fn load(&self, ws: u32, id: &str) -> Result<Option<Dispatch>, MessagingError> {
+        match self.store.object(ws, kinds::DISPATCH, id)? {
+            Some(value) => serde_json::from_value(value)
+                .map(Some)
+                .map_err(|e| MessagingError::invalid(format!("stored dispatch {id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn run(self: &Arc<Self>, ws: &Workspace, id: &str) -> Result<(), MessagingError> {
+        // Wait for the schedule, re-reading it whenever a schedule changes.
+        let mut dispatch = loop {
+            let Some(dispatch) = self.load(ws.id, id)? else {
+                return Ok(());
+            };
+            match dispatch.state {
+                State::Done | State::Cancelled => return Ok(()),
+                State::Sending => break dispatch,
+                State::Scheduled => {}
+            }
+            let now = eddy_model::time::now_ms();
+            let first_due = if dispatch.in_local_time {
+                dispatch.send_at - 14 * 3_600_000
+            } else {
+                dispatch.send_at
+            };
+            if first_due <= now {
+                let mut started = dispatch;
+                started.state = State::Sending;
+                self.save(ws.id, &started, Vec::new(), Vec::new()).await?;
+                break started;
+            }
+            let wait = Duration::from_millis((first_due - now).min(60_000) as u64);
+            let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+        };
+        loop {
+            let pending_until = self.pass(ws, &mut dispatch).await?;
+            match pending_until {
+                None => break,
+                Some(due) => {
+                    // Recipients in later time zones: sleep until the next one is due, then
+                    // visit the audience again (recipients already settled are skipped).
+                    let wait = (due - eddy_model::time::now_ms()).clamp(0, 3_600_000);
+                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                    dispatch.next = 0;
+                    dispatch.claimed = 0;
+                }
+            }
+        }
+        dispatch.state = State::Done;
+        dispatch.finished_at = Some(eddy_model::time::now_ms());
+        self.save(ws.id, &dispatch, Vec::new(), Vec::new()).await?;
+        tracing::info!(
+            dispatch_id = id,
+            workspace = ws.name,
+            sent = dispatch.counts.sent,
+            failed = dispatch.counts.failed,
+            "dispatch finished"
+        );
+        Ok(())
+    }
+
+    async fn save(
+        &self,
+        ws: u32,
+        dispatch: &Dispatch,
+        mut objects: Vec<ObjectWrite>,
+        events: Vec<OutboxEvent>,
+    ) -> Result<(), MessagingError> {
+        let value =
+            serde_json::to_value(dispatch).map_err(|e| MessagingError::invalid(e.to_string()))?;
+        objects.push(ObjectWrite {
+            kind: kinds::DISPATCH.into(),
+            name: dispatch.id.clone(),
+            value: Some(value),
+        });
+        self.store.record(ws, objects, events).await?;
+        Ok(())
+    }
+
+    /// One visit of the audience from `dispatch.next`; answers the earliest time a recipient
+    /// left for later (local-time sends) is due.
+    async fn pass(
+        self: &Arc<Self>,
+        ws: &Workspace,
+        dispatch: &mut Dispatch,
+    ) -> Result<Option<i64>, MessagingError> {
+        let bitmap = dispatch.bitmap()?;
+        let blocks = crate::templates::content_blocks(&self.store, ws.id)?;
+        let compiled = Arc::new(Compiled::new(&dispatch.messages, blocks)?);
+        let rules = Arc::new(crate::templates::rules(&self.store, ws.id)?);
+        let pool = match &dispatch.messages.email {
+            Some(_) => self.pool(ws.id)?,
+            None => None,
+        };
+        let base = tracking_base(&self.store, ws.id, &self.settings.public_url);
+        let in_doubt_until = dispatch.claimed;
+        let mut pending_until: Option<i64> = None;
+        let pacer = dispatch.messages_per_minute.map(Pacer::new).map(Arc::new);
+        let mut chunk = dispatch.recipients_from(Some(&bitmap), dispatch.next, self.settings.chunk);
+        if let Some(last) = chunk.last()
+            && dispatch.claimed <= u64::from(last.id)
+        {
+            dispatch.claimed = u64::from(last.id) + 1;
+            self.save(ws.id, dispatch, Vec::new(), Vec::new()).await?;
+        }
+        while let Some(last) = chunk.last() {
+            let chunk_end = u64::from(last.id) + 1;
+            let prepared = {
+                let engine = self.clone();
+                let job = Prepare {
+                    ws: ws.clone(),
+                    dispatch: dispatch.clone(),
+                    compiled: compiled.clone(),
+                    rules: rules.clone(),
+                    base: base.clone(),
+                    has_relay: pool.is_some(),
+                };
+                let recipients = std::mem::take(&mut chunk);
+                tokio::task::spawn_blocking(move || engine.prepare_chunk(&job, recipients))
+                    .await
+                    .map_err(|e| MessagingError::invalid(format!("prepare: {e}")))??
+            };
+            let mut works = Vec::new();
+            for p in prepared {
+                match p {
+                    Prepared::Settled | Prepared::Gone => {}
+                    Prepared::Pending(due) => {
+                        pending_until = Some(pending_until.map_or(due, |d: i64| d.min(due)));
+                    }
+                    Prepared::Ready(work) => works.push(*work),
+                }
+            }
+            let finished: Vec<Finished> =
+                futures_util::stream::iter(works.into_iter().map(|work| {
+                    let engine = self.clone();
+                    let pool = pool.clone();
+                    let pacer = pacer.clone();
+                    let in_doubt = u64::from(work.id) < in_doubt_until;
+                    async move { engine.deliver(work, pool, pacer, in_doubt).await }
+                }))
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .collect()
+                .await;
+            let mut objects = Vec::with_capacity(finished.len());
+            let mut events = Vec::new();
+            for done in finished {
+                add_counts(&mut dispatch.counts, &done.counts);
+                objects.push(ObjectWrite {
+                    kind: kinds::MESSAGE.into(),
+                    name: message_name(done.id, &dispatch.id),
+                    value: Some(Value::Object(done.history)),
+                });
+                objects.extend(done.extra);
+                events.extend(done.events);
+            }
+            dispatch.next = chunk_end;
+            chunk = dispatch.recipients_from(Some(&bitmap), dispatch.next, self.settings.chunk);
+            if let Some(last) = chunk.last() {
+                dispatch.claimed = dispatch.claimed.max(u64::from(last.id) + 1);
+            }
+            self.save(ws.id, dispatch, objects, events).await?;
+        }
+        Ok(pending_until)
+    }
+
+    /// The SMTP pool of a workspace's relay (made again when the settings change).
+    fn pool(&self, ws: u32) -> Result<Option<Arc<Pool>>, MessagingError> {
+        let Some(relay) = relay_of(&self.store, ws)? else {
+            return Ok(None);
+        };
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((known, pool)) = pools.get(&ws)
+            && *known == relay
+        {
+            return Ok(Some(pool.clone()));
+        }
+        let helo = self
+            .settings
+            .public_url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .unwrap_or("localhost")
+            .to_string();
+        let pool = Arc::new(Pool::new(
+            relay.clone(),
+            helo,
+            self.settings.smtp_connections,
+        ));
+        pools.insert(ws, (relay, pool.clone()));
+        Ok(Some(pool))
+    }
+
+    fn host_permits(&self, url: &str) -> Arc<Semaphore> {
+        let host = url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts
+            .entry(host)
+            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.host_concurrency.max(1))))
+            .clone()
+    }
+}
+
+/// What preparing a chunk needs.
+struct Prepare {
+    ws: Workspace,
+    dispatch: Dispatch,
+    compiled: Arc<Compiled>,
+    rules: Arc<Rules>,
+    base: String,
+    has_relay: bool,
+}
+
+enum Prepared {
+    /// An outcome is already recorded (an earlier pass).
+    Settled,
+    /// The profile no longer exists.
+    Gone,
+    /// Local-time send: due at this UTC ms.
+    Pending(i64),
+    /// Ready to deliver (or to record as not sent).
+    Ready(Box<Work>),
+}
+
+/// One recipient, rendered.
+struct Work {
+    ws: u32,
+    id: u32,
+    context: Context,
+    history: Map<String, Value>,
+    events: Vec<OutboxEvent>,
+    counts: crate::dispatch::Counts,
+    webhook: Option<WebhookWork>,
+    email: Option<EmailWork>,
+}
+
+struct WebhookWork {
+    request: webhook::Request,
+    variation: Option<String>,
+    extras: Option<Map<String, Value>>,
+}
+
+struct EmailWork {
+    to: String,
+    from_address: String,
+    data: String,
+    bcc: Option<String>,
+    variation: Option<String>,
+    extras: Option<Map<String, Value>>,
+}
+
+/// One recipient, delivered.
+struct Finished {
+    id: u32,
+    history: Map<String, Value>,
+    events: Vec<OutboxEvent>,
+    counts: crate::dispatch::Counts,
+    extra: Vec<ObjectWrite>,
+}
+
+fn add_counts(total: &mut crate::dispatch::Counts, add: &crate::dispatch::Counts) {
+    total.sent += add.sent;
+    total.aborted += add.aborted;
+    total.failed += add.failed;
+    total.control += add.control;
+    total.skipped += add.skipped;
+    total.resent_after_restart += add.resent_after_restart;
+}
+
+/// Whether a recipient falls in the control group: a stable hash of the campaign (or dispatch)
+/// and the user, so one user is in or out for every send of a campaign.
+pub fn in_control(key: &str, braze_id: &str, percent: u8) -> bool {
+    if percent == 0 {
+        return false;
+    }
+    let hash = xxhash_rust::xxh3::xxh3_64(format!("{key}\u{0}{braze_id}").as_bytes());
+    (hash % 100) < u64::from(percent)
+}
+
+/// The UTC ms at which a wall-clock time (given as if it were UTC) happens in a time zone.
+pub fn local_due(naive_ms: i64, time_zone: Option<&str>) -> i64 {
+    let Some(tz) = time_zone.and_then(|name| jiff::tz::TimeZone::get(name).ok()) else {
+        return naive_ms;
+    };
+    let Ok(ts) = jiff::Timestamp::from_millisecond(naive_ms) else {
+        return naive_ms;
+    };
+    let civil = ts.to_zoned(jiff::tz::TimeZone::UTC).datetime();
+    match civil.to_zoned(tz) {
+        Ok(zoned) => zoned.timestamp().as_millisecond(),
+        Err(_) => naive_ms,
+    }
+}
+
+/// The email subscription state of a profile (Braze's default for a user with an address:
+/// subscribed).
+fn email_state(profile: &Profile) -> &str {
+    profile
+        .fields
+        .get("email_subscribe")
+        .and_then(Value::as_str)
+        .unwrap_or("subscribed")
+}
+
+impl Engine {
+    fn prepare_chunk(
+        &self,
+        job: &Prepare,
+        recipients: Vec<Recipient>,
+    ) -> Result<Vec<Prepared>, MessagingError> {
+        let scope = job.ws.id.to_string();
+        let fetch = self.liquid_http.scoped(&scope, &job.rules);
+        let mut out = Vec::with_capacity(recipients.len());
+        let now = eddy_model::time::now_ms();
+        for recipient in recipients {
+            let name = message_name(recipient.id, &job.dispatch.id);
+            if self
+                .store
+                .object(job.ws.id, kinds::MESSAGE, &name)?
+                .is_some()
+            {
+                out.push(Prepared::Settled);
+                continue;
+            }
+            let Some(profile) = self.store.profile(job.ws.id, recipient.id)? else {
+                out.push(Prepared::Gone);
+                continue;
+            };
+            let time_zone = profile.fields.get("time_zone").and_then(Value::as_str);
+            if job.dispatch.in_local_time {
+                let due = local_due(job.dispatch.send_at, time_zone);
+                if due > now {
+                    out.push(Prepared::Pending(due));
+                    continue;
+                }
+            }
+            let work = self.prepare_one(job, &recipient, &profile, &fetch, now)?;
+            out.push(Prepared::Ready(Box::new(work)));
+        }
+        Ok(out)
+    }
+
+    fn prepare_one(
+        &self,
+        job: &Prepare,
+        recipient: &Recipient,
+        profile: &Profile,
+        fetch: &dyn eddy_liquid::Fetch,
+        now: i64,
+    ) -> Result<Work, MessagingError> {
+        let dispatch = &job.dispatch;
+        let context = Context {
+            braze_id: profile.braze_id.clone(),
+            external_id: profile.external_id.clone(),
+            timezone: profile
+                .fields
+                .get("time_zone")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            app_group_id: job.ws.app_group_id.clone(),
+            dispatch_id: dispatch.id.clone(),
+            send_id: dispatch.send_id.clone(),
+            campaign_id: dispatch.campaign_id.clone(),
+            campaign_name: dispatch.campaign_name.clone(),
+        };
+        let mut history = Map::new();
+        history.insert("dispatch_id".into(), json!(dispatch.id));
+        history.insert("at".into(), json!(eddy_model::time::format_iso(now)));
+        if let Some(c) = &dispatch.campaign_id {
+            history.insert("campaign_id".into(), json!(c));
+        }
+        if let Some(c) = &dispatch.campaign_name {
+            history.insert("campaign_name".into(), json!(c));
+        }
+        if let Some(s) = &dispatch.send_id {
+            history.insert("send_id".into(), json!(s));
+        }
+        let mut work = Work {
+            ws: job.ws.id,
+            id: recipient.id,
+            context,
+            history,
+            events: Vec::new(),
+            counts: Default::default(),
+            webhook: None,
+            email: None,
+        };
+        let control_key = dispatch.campaign_id.as_deref().unwrap_or(&dispatch.id);
+        if in_control(
+            control_key,
+            &profile.braze_id,
+            dispatch.control_group_percent,
+        ) {
+            work.history.insert("status".into(), json!("control"));
+            work.events.push(work.context.event(
+                "users.campaigns.EnrollInControl".into(),
+                now,
+                None,
+                Vec::new(),
+            ));
+            work.counts.control = 1;
+            return Ok(work);
+        }
+        let variables = self.variables(job, recipient, profile);
+        let mut channels = Map::new();
+        if let Some(message) = &dispatch.messages.webhook {
+            let variation = campaign::variation_id(
+                dispatch.campaign_id.as_deref(),
+                "webhook",
+                message.message_variation_id.as_deref(),
+            );
+            match render_webhook(&job.compiled, message, &variables, fetch) {
+                Ok(request) => {
+                    work.webhook = Some(WebhookWork {
+                        request,
+                        variation,
+                        extras: message.extras.clone(),
+                    })
+                }
+                Err(abort) => {
+                    channels.insert("webhook".into(), aborted(&abort));
+                    work.events.push(abort_event(
+                        &work.context,
+                        "webhook",
+                        variation.as_deref(),
+                        &abort,
+                        now,
+                        None,
+                    ));
+                    work.counts.aborted += 1;
+                }
+            }
+        }
+        if let Some(message) = &dispatch.messages.email {
+            let variation = campaign::variation_id(
+                dispatch.campaign_id.as_deref(),
+                "email",
+                message.message_variation_id.as_deref(),
+            );
+            match self.email_eligibility(job, profile)? {
+                Err(reason) => {
+                    channels.insert(
+                        "email".into(),
+                        json!({"status": "skipped", "reason": reason}),
+                    );
+                    work.counts.skipped += 1;
+                }
+                Ok(to) => {
+                    match self.render_email(job, recipient.id, message, &variables, fetch, &to, now)
+                    {
+                        Ok((email, subject)) => {
+                            channels.insert("email".into(), json!({"to": to, "subject": subject}));
+                            work.email = Some(EmailWork {
+                                variation,
+                                extras: message.extras.clone(),
+                                ..email
+                            });
+                        }
+                        Err(abort) => {
+                            channels.insert("email".into(), aborted(&abort));
+                            work.events.push(abort_event(
+                                &work.context,
+                                "email",
+                                variation.as_deref(),
+                                &abort,
+                                now,
+                                Some(&to),
+                            ));
+                            work.counts.aborted += 1;
+                        }
+                    }
+                }
+            }
+        }
+        work.history
+            .insert("channels".into(), Value::Object(channels));
+        Ok(work)
+    }
+
+    fn variables(&self, job: &Prepare, recipient: &Recipient, profile: &Profile) -> Object {
+        let dispatch = &job.dispatch;
+        let mut variables = eddy_liquid::user_variables(&profile.export(None));
+        let mut properties = dispatch.trigger_properties.clone();
+        if let Some(own) = &recipient.trigger_properties {
+            for (k, v) in own {
+                properties.insert(k.clone(), v.clone());
+            }
+        }
+        variables.insert(
+            "api_trigger_properties".into(),
+            LValue::from_json(&Value::Object(properties)),
+        );
+        let mut campaign = Map::new();
+        campaign.insert("dispatch_id".into(), json!(dispatch.id));
+        if let Some(id) = &dispatch.campaign_id {
+            campaign.insert("api_id".into(), json!(id));
+        }
+        if let Some(name) = &dispatch.campaign_name {
+            campaign.insert("name".into(), json!(name));
+        }
+        if let Some(send_id) = &dispatch.send_id {
+            campaign.insert("send_id".into(), json!(send_id));
+        }
+        variables.insert(
+            "campaign".into(),
+            LValue::from_json(&Value::Object(campaign)),
+        );
+        for name in ["canvas_entry_properties", "event_properties"] {
+            variables.insert(name.into(), LValue::from_json(&json!({})));
+        }
+        variables
+    }
+
+    /// The address to send to, or why not.
+    fn email_eligibility(
+        &self,
+        job: &Prepare,
+        profile: &Profile,
+    ) -> Result<Result<String, String>, MessagingError> {
+        let Some(to) = profile.email() else {
+            return Ok(Err("no email address".into()));
+        };
+        if !job.has_relay {
+            return Ok(Err("the workspace has no SMTP relay".into()));
+        }
+        let state = email_state(profile);
+        let wanted = job.dispatch.recipient_subscription_state.as_str();
+        let eligible = match wanted {
+            "all" => true,
+            "opted_in" => state == "opted_in",
+            _ => state == "opted_in" || state == "subscribed",
+        };
+        if !eligible {
+            return Ok(Err(format!("email state is {state}")));
+        }
+        if let Some(group) = &job.dispatch.subscription_group_id
+            && profile.subscription_groups.get(group).map(String::as_str) != Some("subscribed")
+        {
+            return Ok(Err(format!("not subscribed to group {group}")));
+        }
+        if let Some(record) = self.store.object(job.ws.id, kinds::EMAIL_ADDRESS, to)? {
+            for (field, reason) in [
+                ("hard_bounced_at", "the address hard bounced"),
+                ("spam_at", "the address marked email as spam"),
+                ("blocklisted_at", "the address is blocklisted"),
+            ] {
+                if !record[field].is_null() {
+                    return Ok(Err(reason.into()));
+                }
+            }
+        }
+        Ok(Ok(to.to_string()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn render_email(
+        &self,
+        job: &Prepare,
+        profile_id: u32,
+        message: &campaign::EmailMessage,
+        variables: &Object,
+        fetch: &dyn eddy_liquid::Fetch,
+        to: &str,
+        now: i64,
+    ) -> Result<(EmailWork, String), Abort> {
+        let c = &job.compiled;
+        let render = |field: &str| c.render(field, variables, Some(fetch));
+        let from = render("email.from")?;
+        if !mime::valid_mailbox(&from) {
+            return Err(Abort::Error(format!("'{from}' is not a sender address")));
+        }
+        let subject = render("email.subject")?;
+        let body = render("email.body")?;
+        let reply_to = match &message.reply_to {
+            Some(_) => Some(render("email.reply_to")?),
+            None => None,
+        };
+        let preheader = match &message.preheader {
+            Some(_) => render("email.preheader")?,
+            None => String::new(),
+        };
+        let mut headers = Vec::new();
+        for name in message.headers.keys() {
+            headers.push((name.clone(), render(&format!("email.headers.{name}"))?));
+        }
+        let link = |kind: char, url: Option<String>, state: Option<&str>| {
+            let token = self.signer.token(&Link {
+                w: job.ws.id,
+                p: profile_id,
+                d: job.dispatch.id.clone(),
+                k: kind,
+                u: url,
+                s: state.map(str::to_string),
+            });
+            let path = match kind {
+                'o' => "o",
+                'c' => "c",
+                'l' => "l",
+                _ => "s",
+            };
+            format!("{}/eddy/t/{path}/{token}", job.base)
+        };
+        let mut html = body;
+        for (placeholder, state) in [
+            ("${set_user_to_unsubscribed_url}", "unsubscribed"),
+            ("${set_user_to_subscribed_url}", "subscribed"),
+            ("${set_user_to_opted_in_url}", "opted_in"),
+        ] {
+            if html.contains(placeholder) {
+                html = html.replace(placeholder, &link('s', None, Some(state)));
+            }
+        }
+        let own_prefix = format!("{}/eddy/t/", job.base);
+        html = crate::tracking::rewrite_links(&html, |url| {
+            if url.starts_with(&own_prefix) {
+                None
+            } else {
+                Some(link('c', Some(url.to_string()), None))
+            }
+        });
+        html = mime::with_preheader(&html, &preheader);
+        let pixel = format!(
+            "<img src=\"{}\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\">",
+            link('o', None, None)
+        );
+        html = mime::append_to_body(&html, &pixel);
+        let mut text = match &message.plaintext_body {
+            Some(_) => render("email.plaintext_body")?,
+            None => mime::html_to_text(&html),
+        };
+        for (placeholder, state) in [
+            ("${set_user_to_unsubscribed_url}", "unsubscribed"),
+            ("${set_user_to_subscribed_url}", "subscribed"),
+            ("${set_user_to_opted_in_url}", "opted_in"),
+        ] {
+            if text.contains(placeholder) {
+                text = text.replace(placeholder, &link('s', None, Some(state)));
+            }
+        }
+        let from_address = mime::address(&from).to_string();
+        let domain = mime::domain(&from_address)
+            .unwrap_or("localhost")
+            .to_string();
+        let mail = Mail {
+            from: from.clone(),
+            to: to.to_string(),
+            reply_to,
+            bcc: message.bcc.clone(),
+            subject: subject.clone(),
+            html,
+            text,
+            headers,
+            message_id: format!("{}.{profile_id}@{domain}", job.dispatch.id),
+            list_unsubscribe: Some(link('l', None, Some("unsubscribed"))),
+            date_ms: now,
+        };
+        let boundary = format!("eddy-{}-{profile_id}", job.dispatch.id);
+        let data = mime::format(&mail, &boundary);
+        Ok((
+            EmailWork {
+                to: to.to_string(),
+                from_address,
+                data,
+                bcc: message.bcc.clone(),
+                variation: None,
+                extras: None,
+            },
+            subject,
+        ))
+    }
+
+    async fn deliver(
+        self: Arc<Self>,
+        mut work: Work,
+        pool: Option<Arc<Pool>>,
+        pacer: Option<Arc<Pacer>>,
+        in_doubt: bool,
+    ) -> Finished {
+        let mut extra = Vec::new();
+        let mut channels = match work.history.remove("channels") {
+            Some(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        let mut attempted = false;
+        if let Some(WebhookWork {
+            request,
+            variation,
+            extras,
+        }) = work.webhook.take()
+        {
+            if let Some(p) = &pacer {
+                p.wait().await;
+            }
+            attempted = true;
+            let entry = self
+                .deliver_webhook(&mut work, &request, variation.as_deref(), extras)
+                .await;
+            channels.insert("webhook".into(), entry);
+        }
+        if let Some(email) = work.email.take() {
+            if let Some(p) = &pacer {
+                p.wait().await;
+            }
+            attempted = true;
+            let mut entry = match channels.remove("email") {
+                Some(Value::Object(map)) => map,
+                _ => Map::new(),
+            };
+            let (status, reason, bounced) = match &pool {
+                Some(pool) => self.deliver_email(&mut work, pool, &email).await,
+                None => (
+                    "failed",
+                    Some("the workspace has no SMTP relay".to_string()),
+                    false,
+                ),
+            };
+            entry.insert("status".into(), json!(status));
+            if let Some(reason) = reason {
+                entry.insert("reason".into(), json!(reason));
+            }
+            if bounced {
+                extra.push(self.hard_bounce(work.ws, &email.to));
+            }
+            channels.insert("email".into(), Value::Object(entry));
+        }
+        if attempted && in_doubt {
+            work.counts.resent_after_restart += 1;
+            self.stats
+                .resent_after_restart
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if !channels.is_empty() {
+            work.history
+                .insert("channels".into(), Value::Object(channels));
+        }
+        self.stats
+            .aborted
+            .fetch_add(work.counts.aborted, Ordering::Relaxed);
+        Finished {
+            id: work.id,
+            history: work.history,
+            events: work.events,
+            counts: work.counts,
+            extra,
+        }
+    }
+
+    /// The address record after a hard bounce (merged with what the store has).
+    fn hard_bounce(&self, ws: u32, address: &str) -> ObjectWrite {
+        let mut record = self
+            .store
+            .object(ws, kinds::EMAIL_ADDRESS, address)
+            .ok()
+            .flatten()
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        record["hard_bounced_at"] = json!(eddy_model::time::now_ms());
+        ObjectWrite {
+            kind: kinds::EMAIL_ADDRESS.into(),
+            name: address.to_string(),
+            value: Some(record),
+        }
+    }
+
+    async fn deliver_webhook(
+        &self,
+        work: &mut Work,
+        request: &webhook::Request,
+        variation: Option<&str>,
+        extras: Option<Map<String, Value>>,
+    ) -> Value {
+        let permits = self.host_permits(&request.url);
+        let attempts = self.settings.attempts.max(1);
+        let mut attempt_no = 0;
+        loop {
+            attempt_no += 1;
+            let attempt = {
+                let _permit = permits.acquire().await;
+                webhook::send(&self.http, request, self.settings.webhook_timeout).await
+            };
+            let now = eddy_model::time::now_ms();
+            let verdict = attempt.verdict();
+            if verdict == Verdict::Sent {
+                let extras = extras.map(|e| Value::String(Value::Object(e).to_string()));
+                work.events.push(work.context.event(
+                    message_type("webhook", "Send"),
+                    now,
+                    variation,
+                    vec![("message_extras", extras.unwrap_or(Value::Null))],
+                ));
+                work.counts.sent += 1;
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                return json!({"status": "sent", "http_status": attempt.status, "attempts": attempt_no});
+            }
+            let retry = verdict == Verdict::Retry && attempt_no < attempts;
+            let (host, path) = split_url(&request.url);
+            if retry {
+                work.events.push(work.context.event(
+                    message_type("webhook", "Retry"),
+                    now,
+                    variation,
+                    vec![
+                        ("retry_type", json!(retry_type(attempt.status))),
+                        ("retry_log", json!(attempt.detail)),
+                    ],
+                ));
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff(self.settings.retry_base, attempt_no)).await;
+                continue;
+            }
+            work.events.push(work.context.event(
+                message_type("webhook", "Failure"),
+                now,
+                variation,
+                vec![
+                    (
+                        "http_status_code",
+                        attempt.status.map_or(Value::Null, |s| json!(s)),
+                    ),
+                    ("endpoint_url", json!(request.url)),
+                    ("host", json!(host)),
+                    ("url_path", json!(path)),
+                    ("raw_response", json!(attempt.detail)),
+                    ("retry_count", json!(attempt_no - 1)),
+                    (
+                        "webhook_duration",
+                        json!(attempt.duration.as_millis() as i64),
+                    ),
+                    (
+                        "webhook_failure_source",
+                        json!(if attempt.status.is_some() {
+                            "http"
+                        } else {
+                            "network"
+                        }),
+                    ),
+                    ("is_terminal", json!(true)),
+                ],
+            ));
+            work.counts.failed += 1;
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return json!({"status": "failed", "http_status": attempt.status, "attempts": attempt_no,
+                          "reason": attempt.detail});
+        }
+    }
+
+    /// Answers (status, reason, hard bounced).
+    async fn deliver_email(
+        &self,
+        work: &mut Work,
+        pool: &Pool,
+        email: &EmailWork,
+    ) -> (&'static str, Option<String>, bool) {
+        let variation = email.variation.as_deref();
+        let from_domain = mime::domain(&email.from_address).map(str::to_string);
+        let recipient_domain = mime::domain(&email.to).map(str::to_string);
+        let extras = email
+            .extras
+            .clone()
+            .map(|e| Value::String(Value::Object(e).to_string()));
+        let address = json!(email.to);
+        work.events.push(work.context.event(
+            message_type("email", "Send"),
+            eddy_model::time::now_ms(),
+            variation,
+            vec![
+                ("email_address", address.clone()),
+                ("message_extras", extras.unwrap_or(Value::Null)),
+                ("from_domain", json!(from_domain)),
+            ],
+        ));
+        let mut recipients = vec![email.to.as_str()];
+        if let Some(bcc) = &email.bcc {
+            recipients.push(mime::address(bcc));
+        }
+        let attempts = self.settings.attempts.max(1);
+        let mut attempt_no = 0;
+        loop {
+            attempt_no += 1;
+            let result = pool
+                .send(&email.from_address, &recipients, &email.data)
+                .await;
+            let now = eddy_model::time::now_ms();
+            let reason = match result {
+                Ok(Reply::Accepted(_)) => {
+                    work.events.push(work.context.event(
+                        message_type("email", "Delivery"),
+                        now,
+                        variation,
+                        vec![
+                            ("email_address", address.clone()),
+                            ("from_domain", json!(from_domain)),
+                        ],
+                    ));
+                    work.counts.sent += 1;
+                    self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                    return ("delivered", None, false);
+                }
+                Ok(Reply::Rejected(text)) => {
+                    work.events.push(work.context.event(
+                        message_type("email", "Bounce"),
+                        now,
+                        variation,
+                        vec![
+                            ("email_address", address.clone()),
+                            ("bounce_reason", json!(text)),
+                        ],
+                    ));
+                    work.counts.failed += 1;
+                    self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                    return ("bounced", Some(text), true);
+                }
+                Ok(Reply::Deferred(text)) => text,
+                Err(e) => e.0,
+            };
+            work.events.push(work.context.event(
+                message_type("email", "Deferral"),
+                now,
+                variation,
+                vec![
+                    ("email_address", address.clone()),
+                    ("deferral_reason", json!(reason)),
+                    ("attempt_count", json!(attempt_no)),
+                    ("recipient_domain", json!(recipient_domain)),
+                ],
+            ));
+            if attempt_no < attempts {
+                work.events.push(work.context.event(
+                    message_type("email", "Retry"),
+                    now,
+                    variation,
+                    vec![
+                        ("email_address", address.clone()),
+                        ("retry_type", json!("soft_bounce")),
+                        ("retry_log", json!(reason)),
+                    ],
+                ));
+                self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(backoff(self.settings.retry_base, attempt_no)).await;
+                continue;
+            }
+            work.events.push(work.context.event(
+                message_type("email", "SoftBounce"),
+                now,
+                variation,
+                vec![
+                    ("email_address", address.clone()),
+                    ("bounce_reason", json!(reason)),
+                ],
+            ));
+            work.counts.failed += 1;
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return ("soft_bounced", Some(reason), false);
+        }
+    }
+}
+
+fn retry_type(status: Option<u16>) -> String {
+    match status {
+        Some(s) => format!("http_{s}"),
+        None => "network".into(),
+    }
+}
+
+fn split_url(url: &str) -> (String, String) {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    match rest.find('/') {
+        Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
+        None => (rest.to_string(), "/".into()),
+    }
+}
+
+/// The delay before attempt `n + 1`: the base doubled per attempt, capped at ten minutes.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    (base * factor).min(Duration::from_secs(600))
+}
+
+fn aborted(abort: &Abort) -> Value {
+    match abort {
+        Abort::Aborted(reason) => json!({"status": "aborted", "reason": reason}),
+        Abort::Error(message) => json!({"status": "aborted", "reason": message}),
+    }
+}
+
+fn abort_event(
+    context: &Context,
+    channel: &str,
+    variation: Option<&str>,
+    abort: &Abort,
+    now: i64,
+    address: Option<&str>,
+) -> OutboxEvent {
+    let (abort_type, log) = match abort {
+        Abort::Aborted(reason) => ("liquid_abort_message", reason.as_str()),
+        Abort::Error(message) => ("liquid_error", message.as_str()),
+    };
+    context.event(
+        message_type(channel, "Abort"),
+        now,
+        variation,
+        vec![
+            ("abort_type", json!(abort_type)),
+            ("abort_log", json!(log)),
+            ("email_address", json!(address)),
+        ],
+    )
+}
+
+fn render_webhook(
+    compiled: &Compiled,
+    message: &campaign::WebhookMessage,
+    variables: &Object,
+    fetch: &dyn eddy_liquid::Fetch,
+) -> Result<webhook::Request, Abort> {
+    let url = compiled.render("webhook.url", variables, Some(fetch))?;
+    let url = url.trim().to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(Abort::Error(format!("'{url}' is not an http(s) URL")));
+    }
+    let body = match &message.body {
+        Some(_) => Some(compiled.render("webhook.body", variables, Some(fetch))?),
+        None => None,
+    };
+    let mut headers = Vec::new();
+    for name in message.request_headers.keys() {
+        let value = compiled.render(
+            &format!("webhook.request_headers.{name}"),
+            variables,
+            Some(fetch),
+        )?;
+        headers.push((name.clone(), value));
+    }
+    Ok(webhook::Request {
+        method: message.request_method.to_ascii_uppercase(),
+        url,
+        headers,
+        body,
+    })
+}
+
+/// Spaces deliveries of one dispatch to `messages_per_minute`.
+pub struct Pacer {
+    interval: Duration,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    /// A pacer for a rate per minute.
+    pub fn new(per_minute: u32) -> Pacer {
+        Pacer {
+            interval: Duration::from_secs(60) / per_minute.max(1),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for the next slot.
+    pub async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let now = tokio::time::Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_groups_are_stable_and_near_their_share() {
+        let n = (0..10_000)
+            .filter(|i| in_control("camp", &format!("user{i}"), 20))
+            .count();
+        assert!((1_700..2_300).contains(&n), "{n}");
+        assert_eq!(in_control("camp", "u", 20), in_control("camp", "u", 20));
+        assert!(!in_control("camp", "u", 0));
+        assert!(in_control("camp", "u", 100));
+    }
+
+    #[test]
+    fn local_time_is_the_wall_clock_of_the_zone() {
+        // 2026-12-01 09:00 as a wall-clock time.
+        let naive = jiff::civil::date(2026, 12, 1)
+            .at(9, 0, 0, 0)
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .unwrap()
+            .timestamp()
+            .as_millisecond();
+        assert_eq!(local_due(naive, None), naive);
+        assert_eq!(local_due(naive, Some("Europe/Paris")), naive - 3_600_000);
+        assert_eq!(
+            local_due(naive, Some("America/New_York")),
+            naive + 5 * 3_600_000
+        );
+        assert_eq!(local_due(naive, Some("Not/AZone")), naive);
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let base = Duration::from_secs(2);
+        assert_eq!(backoff(base, 1), Duration::from_secs(2));
+        assert_eq!(backoff(base, 3), Duration::from_secs(8));
+        assert_eq!(backoff(base, 40), Duration::from_secs(600));
+    }
+
+    #[test]
+    fn urls_split_into_host_and_path() {
+        assert_eq!(
+            split_url("https://h.test:8/a/b?c"),
+            ("h.test:8".into(), "/a/b?c".into())
+        );
+        assert_eq!(split_url("http://h.test"), ("h.test".into(), "/".into()));
+    }
+}

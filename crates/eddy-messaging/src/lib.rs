@@ -1,0 +1,51 @@
+//! eddy's sending: what Braze calls API-triggered campaigns and API sends, over webhook and email.
+//!
+//! The flow, a file per concern:
+//! - [`campaign`]: campaign definitions and message objects (Braze's `/messages/send` shapes),
+//!   checked once, Liquid parsed once.
+//! - [`audience`]: Braze's connected-audience filter, compiled onto eddy's segment filters.
+//! - [`dispatch`]: a send as the store keeps it: who (explicit recipients or a bitmap of the
+//!   audience taken at request time), what, when, and how far delivery got.
+//! - [`engine`]: runs dispatches: reads recipients in id order, decides eligibility, renders,
+//!   delivers, and records every outcome with its Currents events in one commit.
+//! - [`webhook`] and [`smtp`] (with [`mime`]): the two channels.
+//! - [`events`]: the Currents records of message events.
+//! - [`tracking`]: signed open, click and subscription links served by eddy.
+//! - [`templates`]: a workspace's content blocks and Connected Content rules.
+//! - [`kinds`]: the names under which all of this lives in the store.
+
+pub mod audience;
+pub mod campaign;
+pub mod dispatch;
+pub mod engine;
+mod error;
+pub mod events;
+pub mod mime;
+pub mod smtp;
+pub mod templates;
+pub mod tracking;
+pub mod webhook;
+
+pub use error::MessagingError;
+
+/// The kinds of store objects messaging keeps.
+pub mod kinds {
+    /// Campaign definitions, by campaign id.
+    pub const CAMPAIGN: &str = "campaign";
+    /// Subscription groups, by id.
+    pub const SUBSCRIPTION_GROUP: &str = "subscription-group";
+    /// Dispatches, by dispatch id.
+    pub const DISPATCH: &str = "dispatch";
+    /// One recipient's outcome of one dispatch: `{profile:010}/{dispatch_id}`.
+    pub const MESSAGE: &str = "message";
+    /// A workspace's SMTP relay: `settings`.
+    pub const EMAIL: &str = "email";
+    /// State of an email address apart from any user (bounces, spam, blocklist, status).
+    pub const EMAIL_ADDRESS: &str = "email-address";
+    /// Send ids created through `/sends/id/create`: `{campaign_id}/{send_id}`.
+    pub const SEND_ID: &str = "send-id";
+    /// Transactional `external_send_id`s seen in the last 24 h: `{campaign_id}/{id}`.
+    pub const EXTERNAL_SEND: &str = "external-send";
+    /// The key that signs tracking links: `key`.
+    pub const TRACKING: &str = "tracking";
+}

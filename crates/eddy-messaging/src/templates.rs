@@ -1,0 +1,114 @@
+//! A workspace's Liquid environment (content blocks, Connected Content rules) and the parsed
+//! templates of a send, rendered per recipient.
+
+use std::collections::HashMap;
+
+use eddy_liquid::http::Rules;
+use eddy_liquid::{Fetch, Limits, Object, Rendered, Stop, Template};
+use eddy_store::Store;
+
+use crate::MessagingError;
+use crate::campaign::Messages;
+
+/// Store kind of content blocks.
+pub const CONTENT_BLOCK: &str = "content-block";
+/// Store kind of Connected Content settings.
+pub const CONNECTED_CONTENT: &str = "connected-content";
+/// Store kind of Connected Content credentials.
+pub const CREDENTIAL: &str = "credential";
+
+/// The workspace's content blocks, parsed (a block that does not parse is named).
+pub fn content_blocks(store: &Store, ws: u32) -> Result<HashMap<String, Template>, MessagingError> {
+    let mut blocks = HashMap::new();
+    for (name, value) in store.objects(ws, CONTENT_BLOCK)? {
+        let content = value["content"].as_str().unwrap_or_default();
+        let template = Template::parse(content).map_err(|e| {
+            MessagingError::invalid(format!(
+                "content block '{name}' line {}: {}",
+                e.line, e.message
+            ))
+        })?;
+        blocks.insert(name, template);
+    }
+    Ok(blocks)
+}
+
+/// What Connected Content may call for a workspace.
+pub fn rules(store: &Store, ws: u32) -> Result<Rules, MessagingError> {
+    let allowed_hosts = match store.object(ws, CONNECTED_CONTENT, "settings")? {
+        Some(v) => serde_json::from_value(v["allowed_hosts"].clone()).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut credentials = HashMap::new();
+    for (name, value) in store.objects(ws, CREDENTIAL)? {
+        let user = value["username"].as_str().unwrap_or_default().to_string();
+        let password = value["password"].as_str().unwrap_or_default().to_string();
+        credentials.insert(name, (user, password));
+    }
+    Ok(Rules {
+        allowed_hosts,
+        credentials,
+    })
+}
+
+/// Why rendering a message for one recipient stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Abort {
+    /// `{% abort_message %}` (with its reason) or a Connected Content abort.
+    Aborted(String),
+    /// A Liquid error that stops the render.
+    Error(String),
+}
+
+/// Every text field of a send, parsed once.
+pub struct Compiled {
+    /// Field name → template.
+    fields: HashMap<String, Template>,
+    blocks: HashMap<String, Template>,
+}
+
+impl Compiled {
+    /// Parses every Liquid field of `messages`.
+    pub fn new(
+        messages: &Messages,
+        blocks: HashMap<String, Template>,
+    ) -> Result<Compiled, MessagingError> {
+        let mut fields = HashMap::new();
+        let mut add = |channel: &str, texts: Vec<(String, &str)>| -> Result<(), MessagingError> {
+            for (name, text) in texts {
+                let template = Template::parse(text).map_err(|e| {
+                    MessagingError::invalid(format!(
+                        "messages.{channel}.{name}: Liquid syntax error on line {}: {}",
+                        e.line, e.message
+                    ))
+                })?;
+                fields.insert(format!("{channel}.{name}"), template);
+            }
+            Ok(())
+        };
+        if let Some(webhook) = &messages.webhook {
+            add("webhook", webhook.texts())?;
+        }
+        if let Some(email) = &messages.email {
+            add("email", email.texts())?;
+        }
+        Ok(Compiled { fields, blocks })
+    }
+
+    /// Renders one field (`email.subject`) for one recipient; a missing field renders empty.
+    pub fn render(
+        &self,
+        field: &str,
+        variables: &Object,
+        fetch: Option<&dyn Fetch>,
+    ) -> Result<String, Abort> {
+        let Some(template) = self.fields.get(field) else {
+            return Ok(String::new());
+        };
+        match template.render_with(variables, Limits::default(), fetch, Some(&self.blocks)) {
+            Ok(Rendered::Output(text)) => Ok(text),
+            Ok(Rendered::Aborted(reason)) | Err(Stop::Abort(reason)) => Err(Abort::Aborted(reason)),
+            Err(Stop::Error(message)) | Err(Stop::Fatal(message)) => Err(Abort::Error(message)),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! One webhook request and how its answer is classified: 2xx sent; 429, 5xx and network errors
+//! worth another attempt; any other status a terminal failure.
+
+use std::time::{Duration, Instant};
+
+/// A rendered webhook request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Method.
+    pub method: String,
+    /// URL.
+    pub url: String,
+    /// Headers.
+    pub headers: Vec<(String, String)>,
+    /// Body.
+    pub body: Option<String>,
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The status, when the receiver answered.
+    pub status: Option<u16>,
+    /// The start of the answer's body, or the network error.
+    pub detail: String,
+    /// How long the attempt took.
+    pub duration: Duration,
+}
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered.
+    Sent,
+    /// Try again later.
+    Retry,
+    /// Give up.
+    Fail,
+}
+
+impl Attempt {
+    /// Sent, retry or fail, by Braze's rules for webhooks.
+    pub fn verdict(&self) -> Verdict {
+        match self.status {
+            Some(s) if (200..300).contains(&s) => Verdict::Sent,
+            Some(429) | None => Verdict::Retry,
+            Some(s) if s >= 500 => Verdict::Retry,
+            Some(_) => Verdict::Fail,
+        }
+    }
+}
+
+/// The most of an answer's body kept in events.
+const MAX_DETAIL: usize = 1024;
+
+/// Sends one request with a timeout.
+pub async fn send(client: &reqwest::Client, request: &Request, timeout: Duration) -> Attempt {
+    let started = Instant::now();
+    let method =
+        reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::POST);
+    let mut builder = client.request(method, &request.url).timeout(timeout);
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    if let Some(body) = &request.body {
+        builder = builder.body(body.clone());
+    }
+    match builder.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let mut detail = response.text().await.unwrap_or_default();
+            truncate(&mut detail, MAX_DETAIL);
+            Attempt {
+                status: Some(status),
+                detail,
+                duration: started.elapsed(),
+            }
+        }
+        Err(e) => Attempt {
+            status: None,
+            detail: error_text(&e),
+            duration: started.elapsed(),
+        },
+    }
+}
+
+fn error_text(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+/// Cuts text to at most `max` bytes at a character boundary.
+pub fn truncate(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(status: Option<u16>) -> Attempt {
+        Attempt {
+            status,
+            detail: String::new(),
+            duration: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_brazes_retry_rules() {
+        assert_eq!(attempt(Some(204)).verdict(), Verdict::Sent);
+        assert_eq!(attempt(Some(429)).verdict(), Verdict::Retry);
+        assert_eq!(attempt(Some(503)).verdict(), Verdict::Retry);
+        assert_eq!(attempt(None).verdict(), Verdict::Retry);
+        assert_eq!(attempt(Some(404)).verdict(), Verdict::Fail);
+        assert_eq!(attempt(Some(301)).verdict(), Verdict::Fail);
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        let mut text = "ééé".to_string();
+        truncate(&mut text, 3);
+        assert_eq!(text, "é");
+    }
+}

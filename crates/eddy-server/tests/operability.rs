@@ -7,15 +7,13 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn braze_endpoints_eddy_lacks_are_named_and_wrong_methods_answer_405_json() {
     let app = spawn_app().await;
-    let (status, body) = app.post("/messages/send", json!({})).await;
+    let (status, body) = app.post("/canvas/trigger/send", json!({})).await;
     assert_eq!(status, 501);
     assert_eq!(
         body["message"],
-        "eddy does not implement POST /messages/send"
+        "eddy does not implement POST /canvas/trigger/send"
     );
-    let (status, body) = app
-        .post("/transactional/v1/campaigns/c1/send", json!({}))
-        .await;
+    let (status, body) = app.post("/catalogs/shoes/items/1", json!({})).await;
     assert_eq!(status, 501, "{body}");
     // An unknown path is still Braze's 404.
     let (status, body) = app.post("/no/such/path", json!({})).await;

@@ -95,6 +95,9 @@ pub struct Engine {
     hosts: StdMutex<HashMap<String, Arc<Semaphore>>>,
     pools: StdMutex<HashMap<u32, (Relay, Arc<Pool>)>>,
     running: StdMutex<std::collections::HashSet<(u32, String)>>,
+    /// Workspaces with a campaign that has conversion events (the only ones whose tracked
+    /// events are checked for conversions).
+    converting: StdMutex<std::collections::HashSet<u32>>,
     wake: Notify,
     /// Counters.
     pub stats: Stats,
@@ -182,10 +185,12 @@ impl Engine {
             hosts: StdMutex::new(HashMap::new()),
             pools: StdMutex::new(HashMap::new()),
             running: StdMutex::new(Default::default()),
+            converting: StdMutex::new(Default::default()),
             wake: Notify::new(),
             stats: Stats::default(),
         });
         for ws in engine.store.workspaces()? {
+            engine.campaigns_changed(ws.id)?;
             for (id, value) in engine.store.objects(ws.id, kinds::DISPATCH)? {
                 let state = value["state"].as_str().unwrap_or_default();
                 if state == "scheduled" || state == "sending" {
@@ -227,6 +232,106 @@ impl Engine {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key);
         });
+    }
+
+    /// Re-reads whether a workspace has campaigns with conversion events.
+    pub fn campaigns_changed(&self, ws: u32) -> Result<(), MessagingError> {
+        let any = self
+            .store
+            .objects(ws, kinds::CAMPAIGN)?
+            .iter()
+            .any(|(_, c)| {
+                c["conversion_events"]
+                    .as_array()
+                    .is_some_and(|a| !a.is_empty())
+            });
+        let mut converting = self.converting.lock().unwrap_or_else(|p| p.into_inner());
+        if any {
+            converting.insert(ws);
+        } else {
+            converting.remove(&ws);
+        }
+        Ok(())
+    }
+
+    /// Records `users.campaigns.Conversion` for tracked behaviours that follow a message of a
+    /// campaign with a matching conversion event, within its window; once per recipient and
+    /// send, in the commit that marks the send converted.
+    pub async fn conversions(
+        &self,
+        ws: &Workspace,
+        behaviours: &[Behaviour],
+    ) -> Result<usize, MessagingError> {
+        let watching = self
+            .converting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ws.id);
+        if !watching {
+            return Ok(0);
+        }
+        let mut writes: HashMap<String, Map<String, Value>> = HashMap::new();
+        let mut events = Vec::new();
+        for behaviour in behaviours {
+            let Some((id, profile)) = self.store.find(ws.id, &behaviour.ident)? else {
+                continue;
+            };
+            let prefix = format!("{id:010}/");
+            for (name, value) in
+                self.store
+                    .objects_page(ws.id, kinds::MESSAGE, &prefix, None, usize::MAX)?
+            {
+                let Value::Object(stored) = value else {
+                    continue;
+                };
+                let record = writes.entry(name).or_insert(stored);
+                let Some(found) = conversion_of(record, behaviour) else {
+                    continue;
+                };
+                record.insert("converted_at".into(), json!(behaviour.time_ms));
+                let text = |k: &str| record.get(k).and_then(Value::as_str).map(str::to_string);
+                let context = Context {
+                    braze_id: profile.braze_id.clone(),
+                    external_id: profile.external_id.clone(),
+                    timezone: profile
+                        .fields
+                        .get("time_zone")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    app_group_id: ws.app_group_id.clone(),
+                    dispatch_id: text("dispatch_id").unwrap_or_default(),
+                    send_id: text("send_id"),
+                    campaign_id: text("campaign_id"),
+                    campaign_name: text("campaign_name"),
+                };
+                let variation = found
+                    .channel
+                    .and_then(|c| campaign::variation_id(context.campaign_id.as_deref(), c, None));
+                events.push(context.event(
+                    "users.campaigns.Conversion".into(),
+                    behaviour.time_ms,
+                    variation.as_deref(),
+                    vec![
+                        ("conversion_behavior_index", json!(found.index)),
+                        ("conversion_behavior", json!(found.behaviour.to_string())),
+                        ("app_id", json!(behaviour.app_id)),
+                    ],
+                ));
+            }
+        }
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let objects = writes
+            .into_iter()
+            .filter(|(_, r)| r.contains_key("converted_at"))
+            .map(|(name, record)| ObjectWrite {
+                kind: kinds::MESSAGE.into(),
+                name,
+                value: Some(Value::Object(record)),
+            })
+            .collect();
+        Ok(self.store.record(ws.id, objects, events).await?)
     }
 
     /// Wakes scheduled dispatches to re-read their schedule.
@@ -443,6 +548,64 @@ impl Engine {
     }
 }
 
+/// A tracked custom event or purchase, checked for conversions.
+#[derive(Debug, Clone)]
+pub struct Behaviour {
+    /// Who did it.
+    pub ident: eddy_model::track::Identifier,
+    /// The custom event's name.
+    pub event: Option<String>,
+    /// The purchased product.
+    pub product: Option<String>,
+    /// When, UTC ms.
+    pub time_ms: i64,
+    /// The app it came from.
+    pub app_id: Option<String>,
+}
+
+struct Found {
+    index: usize,
+    behaviour: Value,
+    channel: Option<&'static str>,
+}
+
+/// Whether a behaviour converts a recipient's message record: the message reached them, the
+/// record is not converted yet, and a conversion event matches within its window.
+fn conversion_of(record: &Map<String, Value>, behaviour: &Behaviour) -> Option<Found> {
+    if record.contains_key("converted_at") {
+        return None;
+    }
+    let at = record.get("at_ms")?.as_i64()?;
+    let channels = record.get("channels")?.as_object()?;
+    let channel = ["email", "webhook"].into_iter().find(|c| {
+        let status = channels.get(*c).and_then(|v| v["status"].as_str());
+        matches!(status, Some("sent" | "delivered"))
+    })?;
+    let conversions: Vec<campaign::ConversionEvent> =
+        serde_json::from_value(record.get("conversion_events")?.clone()).ok()?;
+    for (index, conversion) in conversions.iter().enumerate() {
+        let in_window =
+            behaviour.time_ms >= at && behaviour.time_ms - at <= conversion.window_seconds * 1000;
+        if in_window && conversion.matches(behaviour.event.as_deref(), behaviour.product.as_deref())
+        {
+            let mut described =
+                json!({"type": conversion.braze_type(), "window": conversion.window_seconds});
+            if let Some(name) = &conversion.custom_event_name {
+                described["custom_event_name"] = json!(name);
+            }
+            if let Some(product) = &conversion.product {
+                described["product"] = json!(product);
+            }
+            return Some(Found {
+                index,
+                behaviour: described,
+                channel: Some(channel),
+            });
+        }
+    }
+    None
+}
+
 /// What preparing a chunk needs.
 struct Prepare {
     ws: Workspace,
@@ -616,6 +779,13 @@ impl Engine {
         }
         if let Some(s) = &dispatch.send_id {
             history.insert("send_id".into(), json!(s));
+        }
+        history.insert("at_ms".into(), json!(now));
+        if !dispatch.conversion_events.is_empty() {
+            history.insert(
+                "conversion_events".into(),
+                json!(dispatch.conversion_events),
+            );
         }
         let mut work = Work {
             ws: job.ws.id,

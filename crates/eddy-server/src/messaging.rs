@@ -1042,6 +1042,7 @@ pub async fn create_campaign(
         .store
         .put_object(ws.id, kinds::CAMPAIGN, campaign.id.clone(), value)
         .await?;
+    state.engine.campaigns_changed(ws.id)?;
     Ok(json_response(
         StatusCode::CREATED,
         &admin_campaign_json(&campaign),
@@ -1065,6 +1066,7 @@ pub async fn put_campaign(
         .store
         .put_object(ws.id, kinds::CAMPAIGN, id, value)
         .await?;
+    state.engine.campaigns_changed(ws.id)?;
     Ok(json_response(
         StatusCode::OK,
         &admin_campaign_json(&campaign),
@@ -1107,6 +1109,7 @@ pub async fn delete_campaign(
         .store
         .delete_object(ws.id, kinds::CAMPAIGN, id)
         .await?;
+    state.engine.campaigns_changed(ws.id)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
+use eddy_messaging::engine::Behaviour;
 use eddy_model::time;
 use eddy_model::track::{Identifier, validate_track};
 use eddy_model::users::{
@@ -42,8 +43,39 @@ pub async fn track(State(state): State<SharedState>, rest: Rest<UsersTrack>) -> 
     rest.processed(objects);
     let ws = rest.workspace;
     let batch = validate_track(&req, time::now_ms())?;
-    let response = state.store.track(ws, batch).await?;
+    let behaviours = behaviours(&batch);
+    let response = state.store.track(ws.clone(), batch).await?;
+    if !behaviours.is_empty()
+        && let Err(e) = state.engine.conversions(&ws, &behaviours).await
+    {
+        // The track is durable and answered; a conversion that cannot be recorded is logged.
+        tracing::error!(error = %e, workspace = ws.name, "cannot record campaign conversions");
+    }
     Ok(json_response(StatusCode::CREATED, &json!(response)))
+}
+
+/// The custom events and purchases of a batch, as conversion candidates.
+fn behaviours(batch: &eddy_model::track::TrackBatch) -> Vec<Behaviour> {
+    let mut out = Vec::new();
+    for e in &batch.events {
+        out.push(Behaviour {
+            ident: e.target.ident.clone(),
+            event: Some(e.name.clone()),
+            product: None,
+            time_ms: e.time_ms,
+            app_id: e.app_id.clone(),
+        });
+    }
+    for p in &batch.purchases {
+        out.push(Behaviour {
+            ident: p.target.ident.clone(),
+            event: None,
+            product: Some(p.product_id.clone()),
+            time_ms: p.time_ms,
+            app_id: p.app_id.clone(),
+        });
+    }
+    out
 }
 
 /// `POST /users/identify`.

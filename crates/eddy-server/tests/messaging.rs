@@ -637,3 +637,50 @@ fn hrefs(html: &str) -> Vec<String> {
         .map(|s| s.split('"').next().unwrap().replace("&amp;", "&"))
         .collect()
 }
+
+#[tokio::test]
+async fn a_conversion_event_after_a_send_is_recorded_once() {
+    let app = spawn_app().await;
+    let receiver = WebhookReceiver::start().await;
+    app.track(json!({"attributes": [{"external_id": "buyer"}, {"external_id": "other"}]}))
+        .await;
+    let id = campaign(&app, json!({"name": "Upsell", "messages": {"webhook": {"url": receiver.url("/u")}},
+        "conversion_events": [{"type": "custom_event", "custom_event_name": "upgraded", "window_seconds": 3600},
+                              {"type": "purchase"}]})).await;
+    let (_, sent) = app
+        .post(
+            "/campaigns/trigger/send",
+            json!({"campaign_id": id, "recipients": [{"external_user_id": "buyer"}]}),
+        )
+        .await;
+    let dispatch_id = sent["dispatch_id"].as_str().unwrap().to_string();
+    finished(&app, &dispatch_id).await;
+    let now = eddy_model::time::format_iso(eddy_model::time::now_ms() + 1000);
+    for (who, name) in [
+        ("buyer", "viewed"),
+        ("other", "upgraded"),
+        ("buyer", "upgraded"),
+        ("buyer", "upgraded"),
+    ] {
+        let (status, _) = app
+            .track(json!({"events": [{"external_id": who, "name": name, "time": now}]}))
+            .await;
+        assert_eq!(status, 201);
+    }
+    let conversions = events(&app, "users.campaigns.Conversion");
+    let (_, history) = app.admin_get(&format!("{WS}/users/messages?external_id=buyer")).await;
+    assert_eq!(conversions.len(), 1, "{conversions:?} {history}");
+    assert_eq!(conversions[0]["external_user_id"], "buyer");
+    assert_eq!(conversions[0]["campaign_id"], id.as_str());
+    assert_eq!(conversions[0]["conversion_behavior_index"], 0);
+    assert_eq!(
+        conversions[0]["message_variation_id"],
+        format!("{id}-webhook")
+    );
+    assert!(
+        !conversions[0]
+            .as_object()
+            .unwrap()
+            .contains_key("dispatch_id")
+    );
+}

@@ -85,6 +85,55 @@ pub struct Stats {
     pub dispatch_errors: AtomicU64,
 }
 
+impl Stats {
+    /// The counters in Prometheus' text format, with the dispatches running now.
+    pub fn render(&self, active: usize) -> String {
+        let mut out = String::new();
+        let counters = [
+            (
+                "eddy_messages_sent_total",
+                "Messages a receiver accepted (webhook 2xx, SMTP 2xx).",
+                &self.sent,
+            ),
+            (
+                "eddy_messages_failed_total",
+                "Webhook failures and email bounces after the last attempt.",
+                &self.failed,
+            ),
+            (
+                "eddy_messages_aborted_total",
+                "Recipients aborted by Liquid or Connected Content.",
+                &self.aborted,
+            ),
+            (
+                "eddy_messages_retries_total",
+                "Webhook and email retries.",
+                &self.retries,
+            ),
+            (
+                "eddy_messages_resent_after_restart_total",
+                "Recipients in flight at a crash, sent again after the restart.",
+                &self.resent_after_restart,
+            ),
+            (
+                "eddy_dispatch_errors_total",
+                "Dispatches stopped by a store error (they resume at the next start).",
+                &self.dispatch_errors,
+            ),
+        ];
+        for (name, help, value) in counters {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                value.load(Ordering::Relaxed)
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP eddy_dispatches_active Dispatches sending or waiting for their schedule.\n# TYPE eddy_dispatches_active gauge\neddy_dispatches_active {active}\n"
+        ));
+        out
+    }
+}
+
 /// The engine: one per server.
 pub struct Engine {
     store: Store,
@@ -332,6 +381,11 @@ impl Engine {
             })
             .collect();
         Ok(self.store.record(ws.id, objects, events).await?)
+    }
+
+    /// Dispatches running or waiting for their schedule in this process.
+    pub fn active(&self) -> usize {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Wakes scheduled dispatches to re-read their schedule.

@@ -587,12 +587,13 @@ async fn metrics_text(State(state): State<SharedState>) -> Response {
             )
         })
         .collect();
-    let text = state.metrics.render(
+    let mut text = state.metrics.render(
         state.store.stats(),
         state.store.queue_depth(),
         &connectors,
         state.exports.figures(),
     );
+    text.push_str(&state.engine.stats.render(state.engine.active()));
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -179,6 +179,15 @@ async fn webhooks_retry_5xx_and_fail_on_4xx_and_liquid_can_abort() {
     assert_eq!(aborts.len(), 1);
     assert_eq!(aborts[0]["abort_log"], "no route");
     assert_eq!(aborts[0]["external_user_id"], "u3");
+    let metrics = app.metrics().await;
+    for line in [
+        "eddy_messages_sent_total 1",
+        "eddy_messages_failed_total 1",
+        "eddy_messages_aborted_total 1",
+        "eddy_messages_retries_total 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -668,7 +677,9 @@ async fn a_conversion_event_after_a_send_is_recorded_once() {
         assert_eq!(status, 201);
     }
     let conversions = events(&app, "users.campaigns.Conversion");
-    let (_, history) = app.admin_get(&format!("{WS}/users/messages?external_id=buyer")).await;
+    let (_, history) = app
+        .admin_get(&format!("{WS}/users/messages?external_id=buyer"))
+        .await;
     assert_eq!(conversions.len(), 1, "{conversions:?} {history}");
     assert_eq!(conversions[0]["external_user_id"], "buyer");
     assert_eq!(conversions[0]["campaign_id"], id.as_str());
@@ -683,4 +694,89 @@ async fn a_conversion_event_after_a_send_is_recorded_once() {
             .unwrap()
             .contains_key("dispatch_id")
     );
+}
+
+#[tokio::test]
+async fn message_events_reach_s3_as_avro_and_amplitude_with_braze_names() {
+    use eddy_testkit::{AmplitudeEmulator, TestS3, read_avro};
+    let app = spawn_app().await;
+    let receiver = WebhookReceiver::start().await;
+    let s3 = TestS3::start().await;
+    let amp = AmplitudeEmulator::start("amp-key").await;
+    let (status, body) = app
+        .admin_post(
+            &format!("{WS}/currents"),
+            json!({"name": "files", "type": "s3", "bucket": "currents-bucket",
+            "endpoint": s3.endpoint, "access_key_id": "test", "secret_access_key": "test"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .admin_post(
+            &format!("{WS}/currents"),
+            json!({"name": "amp", "type": "amplitude", "api_key": "amp-key",
+            "endpoint": amp.url, "throttle_seconds": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    app.track(json!({"attributes": [{"external_id": "m1"}, {"external_id": "m2", "skip": true}]}))
+        .await;
+    let id = campaign(&app, json!({"name": "Ping", "control_group_percent": 0, "messages": {"webhook": {"url": receiver.url("/p"),
+        "body": "{% if custom_attribute.${skip} %}{% abort_message('skipped') %}{% endif %}ok"}}})).await;
+    let (_, sent) = app
+        .post(
+            "/campaigns/trigger/send",
+            json!({"campaign_id": id, "broadcast": true, "send_id": "s-1"}),
+        )
+        .await;
+    let dispatch_id = sent["dispatch_id"].as_str().expect("dispatch").to_string();
+    finished(&app, &dispatch_id).await;
+    for name in ["files", "amp"] {
+        let (status, body) = app
+            .admin_post(&format!("{WS}/currents/{name}/flush"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let key = s3
+        .keys()
+        .into_iter()
+        .find(|k| k.contains("/event_type=users.messages.webhook.Send/"))
+        .expect("a webhook Send file");
+    let records = read_avro(&s3.get(&key).unwrap());
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["campaign_id"], id.as_str());
+    assert_eq!(records[0]["dispatch_id"], dispatch_id.as_str());
+    assert_eq!(records[0]["send_id"], "s-1");
+    assert_eq!(records[0]["external_user_id"], "m1");
+    assert!(
+        s3.keys()
+            .iter()
+            .any(|k| k.contains("/event_type=users.messages.webhook.Abort/"))
+    );
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        names = amp
+            .ingested()
+            .into_values()
+            .map(|e| e["event_type"].as_str().unwrap_or_default().to_string())
+            .collect();
+        if names.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.admin_post(&format!("{WS}/currents/amp/flush"), json!({}))
+            .await;
+    }
+    names.sort();
+    assert_eq!(
+        names,
+        vec!["[Appboy] Webhook Abort", "[Appboy] Webhook Send"]
+    );
+    let send = amp
+        .ingested()
+        .into_values()
+        .find(|e| e["event_type"] == "[Appboy] Webhook Send")
+        .unwrap();
+    assert_eq!(send["user_id"], "m1");
+    assert_eq!(send["event_properties"]["campaign_id"], id.as_str());
 }

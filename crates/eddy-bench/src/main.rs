@@ -19,6 +19,7 @@ mod currents_s3;
 mod liquid;
 mod load;
 mod memory;
+mod messaging;
 mod segments;
 mod sync;
 mod zipf;
@@ -57,6 +58,9 @@ enum Command {
     Sync(sync::SyncArgs),
     /// A Braze email rendered for N users: eddy's Liquid vs liquidjs and Ruby Liquid.
     Liquid(liquid::LiquidArgs),
+    /// A webhook broadcast to a segment and an email send: deliveries per second against the
+    /// receivers' own ceilings.
+    Messaging(messaging::MessagingArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         Command::CurrentsS3(args) => runtime.block_on(currents_s3::run(args)),
         Command::Memory(args) => runtime.block_on(memory::run(args)),
         Command::Sync(args) => runtime.block_on(sync::run(args)),
+        Command::Messaging(args) => runtime.block_on(messaging::run(args)),
         Command::Liquid(args) => runtime.block_on(liquid::run(args)),
     }
 }

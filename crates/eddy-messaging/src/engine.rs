@@ -493,28 +493,46 @@ impl Engine {
         let mut pending_until: Option<i64> = None;
         let pacer = dispatch.messages_per_minute.map(Pacer::new).map(Arc::new);
         let mut chunk = dispatch.recipients_from(Some(&bitmap), dispatch.next, self.settings.chunk);
-        if let Some(last) = chunk.last()
-            && dispatch.claimed <= u64::from(last.id)
+        // A chunk's outcomes commit while the next chunk is delivered, so what is claimed runs
+        // two chunks ahead of what is settled.
+        let ahead = 2 * self.settings.chunk;
+        if let Some(claim) = claim_through(dispatch, &bitmap, dispatch.next, ahead)
+            && dispatch.claimed < claim
         {
-            dispatch.claimed = u64::from(last.id) + 1;
+            dispatch.claimed = claim;
             self.save(ws.id, dispatch, Vec::new(), Vec::new()).await?;
         }
-        while let Some(last) = chunk.last() {
-            let chunk_end = u64::from(last.id) + 1;
-            let prepared = {
-                let engine = self.clone();
-                let job = Prepare {
-                    ws: ws.clone(),
-                    dispatch: dispatch.clone(),
-                    compiled: compiled.clone(),
-                    rules: rules.clone(),
-                    base: base.clone(),
-                    has_relay: pool.is_some(),
-                };
-                let recipients = std::mem::take(&mut chunk);
-                tokio::task::spawn_blocking(move || engine.prepare_chunk(&job, recipients))
-                    .await
-                    .map_err(|e| MessagingError::invalid(format!("prepare: {e}")))??
+        let mut committing: Option<tokio::task::JoinHandle<Result<(), MessagingError>>> = None;
+        let job = Arc::new(Prepare {
+            ws: ws.clone(),
+            dispatch: dispatch.clone(),
+            compiled: compiled.clone(),
+            rules: rules.clone(),
+            base: base.clone(),
+            has_relay: pool.is_some(),
+            // Only recipients claimed before this run (or any, for local-time sends visited
+            // again) can have an outcome already.
+            settled_below: if dispatch.in_local_time {
+                u64::MAX
+            } else {
+                in_doubt_until
+            },
+        });
+        // The next chunk is prepared (read, rendered) while the current one is delivered.
+        let mut preparing = Some(self.spawn_prepare(&job, std::mem::take(&mut chunk)));
+        while let Some(current) = preparing.take() {
+            let (chunk_end, prepared) = current
+                .await
+                .map_err(|e| MessagingError::invalid(format!("prepare: {e}")))??;
+            if let Some(upcoming_from) = chunk_end {
+                let next_chunk =
+                    dispatch.recipients_from(Some(&bitmap), upcoming_from, self.settings.chunk);
+                if !next_chunk.is_empty() {
+                    preparing = Some(self.spawn_prepare(&job, next_chunk));
+                }
+            }
+            let Some(chunk_end) = chunk_end else {
+                break;
             };
             let mut works = Vec::new();
             for p in prepared {
@@ -550,13 +568,41 @@ impl Engine {
                 events.extend(done.events);
             }
             dispatch.next = chunk_end;
-            chunk = dispatch.recipients_from(Some(&bitmap), dispatch.next, self.settings.chunk);
-            if let Some(last) = chunk.last() {
-                dispatch.claimed = dispatch.claimed.max(u64::from(last.id) + 1);
+            if let Some(claim) = claim_through(dispatch, &bitmap, chunk_end, ahead) {
+                dispatch.claimed = dispatch.claimed.max(claim);
             }
-            self.save(ws.id, dispatch, objects, events).await?;
+            // In order: the previous chunk's commit is durable before this one is sent, so
+            // the next chunk is delivered only under a durable claim.
+            if let Some(previous) = committing.take() {
+                previous
+                    .await
+                    .map_err(|e| MessagingError::invalid(format!("commit: {e}")))??;
+            }
+            let (engine, ws_id, snapshot) = (self.clone(), ws.id, dispatch.clone());
+            committing = Some(tokio::spawn(async move {
+                engine.save(ws_id, &snapshot, objects, events).await
+            }));
+        }
+        if let Some(last) = committing.take() {
+            last.await
+                .map_err(|e| MessagingError::invalid(format!("commit: {e}")))??;
         }
         Ok(pending_until)
+    }
+
+    /// Prepares a chunk on a blocking thread; answers where it ends (none when empty).
+    fn spawn_prepare(
+        self: &Arc<Self>,
+        job: &Arc<Prepare>,
+        recipients: Vec<Recipient>,
+    ) -> tokio::task::JoinHandle<Result<PreparedChunk, MessagingError>> {
+        let engine = self.clone();
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || {
+            let end = recipients.last().map(|r| u64::from(r.id) + 1);
+            let prepared = engine.prepare_chunk(&job, recipients)?;
+            Ok((end, prepared))
+        })
     }
 
     /// The SMTP pool of a workspace's relay (made again when the settings change).
@@ -668,7 +714,11 @@ struct Prepare {
     rules: Arc<Rules>,
     base: String,
     has_relay: bool,
+    settled_below: u64,
 }
+
+/// Where a prepared chunk ends (none when it was empty), and its recipients.
+type PreparedChunk = (Option<u64>, Vec<Prepared>);
 
 enum Prepared {
     /// An outcome is already recorded (an earlier pass).
@@ -726,6 +776,14 @@ fn add_counts(total: &mut crate::dispatch::Counts, add: &crate::dispatch::Counts
     total.resent_after_restart += add.resent_after_restart;
 }
 
+/// The id just past the `n` recipients from `from` (none when there are none).
+fn claim_through(dispatch: &Dispatch, bitmap: &roaring::RoaringBitmap, from: u64, n: usize) -> Option<u64> {
+    dispatch
+        .recipients_from(Some(bitmap), from, n)
+        .last()
+        .map(|r| u64::from(r.id) + 1)
+}
+
 /// Whether a recipient falls in the control group: a stable hash of the campaign (or dispatch)
 /// and the user, so one user is in or out for every send of a campaign.
 pub fn in_control(key: &str, braze_id: &str, percent: u8) -> bool {
@@ -773,10 +831,11 @@ impl Engine {
         let now = eddy_model::time::now_ms();
         for recipient in recipients {
             let name = message_name(recipient.id, &job.dispatch.id);
-            if self
-                .store
-                .object(job.ws.id, kinds::MESSAGE, &name)?
-                .is_some()
+            if u64::from(recipient.id) < job.settled_below
+                && self
+                    .store
+                    .object(job.ws.id, kinds::MESSAGE, &name)?
+                    .is_some()
             {
                 out.push(Prepared::Settled);
                 continue;

@@ -4,6 +4,7 @@ The serve command and the "Using it" examples are read from README.md's text (no
 here), so a README that drifts from what works fails CI. Usage: readme_commands.py ROOT
 """
 
+import http.server
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -146,7 +148,41 @@ def main():
         body, _, status = out.stdout.rpartition("\n")
         if f"{status} {body}" != said:
             raise SystemExit(f"the README says `{said}`, eddy answered `{status} {body}` {out.stderr}")
-        print("the README's serve, admin, curl and Liquid commands work as written")
+        # The sending example: a webhook to a receiver on port 9000, rendered for that user.
+        send = next((b for b in blocks if b and b[0].startswith("curl -X POST http://127.0.0.1:8780/messages/send")), None)
+        if send is None:
+            raise SystemExit("no /messages/send curl example in the README")
+        received = []
+
+        class Receiver(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                received.append((self.path, self.rfile.read(length).decode()))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 9000), Receiver)
+        threading.Thread(target=receiver.serve_forever, daemon=True).start()
+        try:
+            line = send[0]
+            print(f"$ {line[:100]}…", flush=True)
+            out = subprocess.run(line + " -sS -w '\\n%{http_code}'", shell=True, cwd=work, env=env, capture_output=True, text=True)
+            body, _, status = out.stdout.rpartition("\n")
+            if status != "201" or json.loads(body).get("message") != "success" or not json.loads(body).get("dispatch_id"):
+                raise SystemExit(f"the README's send answered `{status} {body}` {out.stderr}")
+            said = next((l for l in send if l.startswith("# 201 ")), "")
+            path, text = re.search(r'gets POST (\S+) "([^"]*)"', said).groups()
+            deadline = time.time() + 30
+            while (path, text) not in received and time.time() < deadline:
+                time.sleep(0.1)
+            if (path, text) not in received:
+                raise SystemExit(f"the README says the receiver gets POST {path} {text!r}; it got {received}")
+        finally:
+            receiver.shutdown()
+        print("the README's serve, admin, curl, Liquid and sending commands work as written")
     finally:
         if server is not None and server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)

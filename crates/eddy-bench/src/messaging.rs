@@ -78,18 +78,33 @@ fn user(i: usize) -> Value {
     let tier = ["basic", "pro", "team"][i % 3];
     json!({"external_id": format!("u{i}"), "first_name": format!("First{i}"), "last_name": "Last",
            "email": format!("user{i}@bench.test"), "home_city": "Lisbon", "country": "PT",
-           "tier": tier, "points": i % 1000, "vip": i % 7 == 0, "cohort": "bench"})
+           "tier": tier, "points": i % 1000, "vip": i.is_multiple_of(7), "cohort": "bench"})
 }
 
-async fn admin(client: &reqwest::Client, method: reqwest::Method, url: &str, body: Value) -> anyhow::Result<Value> {
-    let r = client.request(method, url).bearer_auth(ADMIN).json(&body).send().await?;
+async fn admin(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let r = client
+        .request(method, url)
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await?;
     let status = r.status();
     let text = r.text().await?;
     anyhow::ensure!(status.is_success(), "{url}: {status} {text}");
     Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-async fn load_users(client: &reqwest::Client, base: &str, key: &str, users: usize) -> anyhow::Result<()> {
+async fn load_users(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    users: usize,
+) -> anyhow::Result<()> {
     let bodies: Vec<String> = (0..users)
         .collect::<Vec<_>>()
         .chunks(75)
@@ -98,13 +113,24 @@ async fn load_users(client: &reqwest::Client, base: &str, key: &str, users: usiz
     let queue = Arc::new(Mutex::new(bodies));
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let (client, url, key, queue) = (client.clone(), format!("{base}/users/track"), key.to_string(), queue.clone());
+        let (client, url, key, queue) = (
+            client.clone(),
+            format!("{base}/users/track"),
+            key.to_string(),
+            queue.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             loop {
                 let Some(body) = queue.lock().ok().and_then(|mut q| q.pop()) else {
                     return Ok::<_, anyhow::Error>(());
                 };
-                let r = client.post(&url).bearer_auth(&key).header("content-type", "application/json").body(body).send().await?;
+                let r = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
                 anyhow::ensure!(r.status().is_success(), "track: {}", r.status());
             }
         }));
@@ -118,7 +144,9 @@ async fn load_users(client: &reqwest::Client, base: &str, key: &str, users: usiz
 async fn wait_done(client: &reqwest::Client, base: &str, dispatch: &str) -> anyhow::Result<Value> {
     loop {
         let status: Value = client
-            .get(format!("{base}/eddy/v1/workspaces/default/dispatches/{dispatch}"))
+            .get(format!(
+                "{base}/eddy/v1/workspaces/default/dispatches/{dispatch}"
+            ))
             .bearer_auth(ADMIN)
             .send()
             .await?
@@ -141,18 +169,33 @@ pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
     let counter = Arc::new(Counter::default());
     let receiver = start_receiver(counter.clone()).await?;
     // The Connected Content endpoint: one call, then the cache.
-    let offers = axum::Router::new().route("/offers", axum::routing::get(|| async { axum::Json(json!({"headline": "Two for one"})) }));
+    let offers = axum::Router::new().route(
+        "/offers",
+        axum::routing::get(|| async { axum::Json(json!({"headline": "Two for one"})) }),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let offers_addr = listener.local_addr()?;
     tokio::spawn(async move { axum::serve(listener, offers).await });
-    admin(&client, reqwest::Method::PUT, &format!("{ws}/connected-content"), json!({"allowed_hosts": [offers_addr.to_string()]})).await?;
+    admin(
+        &client,
+        reqwest::Method::PUT,
+        &format!("{ws}/connected-content"),
+        json!({"allowed_hosts": [offers_addr.to_string()]}),
+    )
+    .await?;
 
     let started = Instant::now();
     load_users(&client, &base, &key, args.users).await?;
-    println!("{} users loaded in {:.1} s", args.users, started.elapsed().as_secs_f64());
+    println!(
+        "{} users loaded in {:.1} s",
+        args.users,
+        started.elapsed().as_secs_f64()
+    );
     let segment = admin(&client, reqwest::Method::POST, &format!("{ws}/segments"),
         json!({"name": "everyone", "filter": {"attribute": "cohort", "op": "equals", "value": "bench"}})).await?;
-    let template = format!("{{% connected_content http://{offers_addr}/offers :save offers :cache_max_age 900 %}}{WEBHOOK_BODY}");
+    let template = format!(
+        "{{% connected_content http://{offers_addr}/offers :save offers :cache_max_age 900 %}}{WEBHOOK_BODY}"
+    );
     let campaign = admin(&client, reqwest::Method::POST, &format!("{ws}/campaigns"), json!({"name": "bench webhook",
         "messages": {"webhook": {"url": format!("{receiver}/w/{{{{${{user_id}}}}}}"), "body": template,
                                  "request_headers": {"Content-Type": "application/json"}}}})).await?;
@@ -169,19 +212,37 @@ pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let dispatch = sent["dispatch_id"].as_str().context("dispatch_id")?.to_string();
+    let dispatch = sent["dispatch_id"]
+        .as_str()
+        .context("dispatch_id")?
+        .to_string();
     let status = wait_done(&client, &base, &dispatch).await?;
-    let first = counter.first_at.lock().unwrap_or_else(|p| p.into_inner()).context("no delivery")?;
-    let last = counter.last_at.lock().unwrap_or_else(|p| p.into_inner()).context("no delivery")?;
+    let first = counter
+        .first_at
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .context("no delivery")?;
+    let last = counter
+        .last_at
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .context("no delivery")?;
     let total = counter.total.load(Ordering::Relaxed);
     let (distinct, repeated) = {
         let paths = counter.paths.lock().unwrap_or_else(|p| p.into_inner());
-        (paths.len(), paths.values().map(|n| u64::from(n - 1)).sum::<u64>())
+        (
+            paths.len(),
+            paths.values().map(|n| u64::from(n - 1)).sum::<u64>(),
+        )
     };
     let eddy_rate = total as f64 / (last - t0).as_secs_f64();
     let to_first_ms = (first - t0).as_secs_f64() * 1000.0;
     let lost = args.users.saturating_sub(distinct);
-    println!("eddy webhook broadcast: {total} deliveries in {:.2} s = {eddy_rate:.0}/s; first after {to_first_ms:.0} ms; lost {lost}, repeated {repeated}; dispatch counts {}", (last - t0).as_secs_f64(), status["counts"]);
+    println!(
+        "eddy webhook broadcast: {total} deliveries in {:.2} s = {eddy_rate:.0}/s; first after {to_first_ms:.0} ms; lost {lost}, repeated {repeated}; dispatch counts {}",
+        (last - t0).as_secs_f64(),
+        status["counts"]
+    );
     if lost > 0 || repeated > 0 {
         bail!("the receiver counted {lost} lost and {repeated} repeated deliveries");
     }
@@ -193,8 +254,12 @@ pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
             u["first_name"].as_str().unwrap_or_default(), u["email"].as_str().unwrap_or_default(),
             u["tier"].as_str().unwrap_or_default().to_uppercase(), u["points"].as_u64().unwrap_or(0) + 10, u["vip"])
     }).collect();
-    let queue = Arc::new(Mutex::new(bodies.into_iter().enumerate().collect::<Vec<_>>()));
-    let generator = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build()?;
+    let queue = Arc::new(Mutex::new(
+        bodies.into_iter().enumerate().collect::<Vec<_>>(),
+    ));
+    let generator = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.connections)
+        .build()?;
     let t1 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
@@ -204,7 +269,12 @@ pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
                 let Some((i, body)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
                     return Ok::<_, anyhow::Error>(());
                 };
-                let r = client.post(format!("{receiver}/ceiling/{i}")).header("content-type", "application/json").body(body).send().await?;
+                let r = client
+                    .post(format!("{receiver}/ceiling/{i}"))
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
                 anyhow::ensure!(r.status().is_success(), "receiver: {}", r.status());
             }
         }));
@@ -213,9 +283,16 @@ pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
         t.await??;
     }
     let ceiling = args.users as f64 / t1.elapsed().as_secs_f64();
-    println!("receiver ceiling ({} connections): {ceiling:.0}/s; eddy reached {:.0}%", args.connections, 100.0 * eddy_rate / ceiling);
-    println!("| webhook broadcast, {} users, 10 tags + cached Connected Content | {eddy_rate:.0}/s | {ceiling:.0}/s | {:.0}% | {to_first_ms:.0} ms | {lost} lost, {repeated} repeated |",
-        args.users, 100.0 * eddy_rate / ceiling);
+    println!(
+        "receiver ceiling ({} connections): {ceiling:.0}/s; eddy reached {:.0}%",
+        args.connections,
+        100.0 * eddy_rate / ceiling
+    );
+    println!(
+        "| webhook broadcast, {} users, 10 tags + cached Connected Content | {eddy_rate:.0}/s | {ceiling:.0}/s | {:.0}% | {to_first_ms:.0} ms | {lost} lost, {repeated} repeated |",
+        args.users,
+        100.0 * eddy_rate / ceiling
+    );
 
     if let Some(python) = &args.smtp_python {
         email(&client, &base, &key, &ws, python, args.email_users).await?;
@@ -224,19 +301,34 @@ pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn email(client: &reqwest::Client, base: &str, key: &str, ws: &str, python: &std::path::Path, users: usize) -> anyhow::Result<()> {
+async fn email(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    ws: &str,
+    python: &std::path::Path,
+    users: usize,
+) -> anyhow::Result<()> {
     use eddy_messaging::smtp::{Pool, Relay, Reply};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../eddy-testkit/smtp_sink.py");
     let mut sink = std::process::Command::new(python)
-        .arg(script).arg("--port").arg(port.to_string()).arg("--count-only")
+        .arg(script)
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--count-only")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     let stderr = sink.stderr.take().context("stderr")?;
     let lines = std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>()
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
     });
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -244,7 +336,13 @@ async fn email(client: &reqwest::Client, base: &str, key: &str, ws: &str, python
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    admin(client, reqwest::Method::PUT, &format!("{ws}/email"), json!({"smtp_url": format!("smtp://127.0.0.1:{port}")})).await?;
+    admin(
+        client,
+        reqwest::Method::PUT,
+        &format!("{ws}/email"),
+        json!({"smtp_url": format!("smtp://127.0.0.1:{port}")}),
+    )
+    .await?;
     // Recipients by id: the first `users` users, in requests of 50.
     let t0 = Instant::now();
     let mut dispatches = Vec::new();
@@ -252,17 +350,31 @@ async fn email(client: &reqwest::Client, base: &str, key: &str, ws: &str, python
         "body": "<html><body><p>Hello {{${first_name}}} {{${last_name}}} from {{${city}}}.</p><p><a href=\"https://shop.test/p?u={{${user_id}}}\">Shop</a></p></body></html>"}});
     for chunk in (0..users).collect::<Vec<_>>().chunks(50) {
         let ids: Vec<String> = chunk.iter().map(|i| format!("u{i}")).collect();
-        let sent: Value = client.post(format!("{base}/messages/send")).bearer_auth(key)
-            .json(&json!({"external_user_ids": ids, "messages": email})).send().await?.json().await?;
-        dispatches.push(sent["dispatch_id"].as_str().context("dispatch_id")?.to_string());
+        let sent: Value = client
+            .post(format!("{base}/messages/send"))
+            .bearer_auth(key)
+            .json(&json!({"external_user_ids": ids, "messages": email}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        dispatches.push(
+            sent["dispatch_id"]
+                .as_str()
+                .context("dispatch_id")?
+                .to_string(),
+        );
     }
     let mut sent = 0;
     for d in &dispatches {
-        sent += wait_done(client, base, d).await?["counts"]["sent"].as_u64().unwrap_or(0);
+        sent += wait_done(client, base, d).await?["counts"]["sent"]
+            .as_u64()
+            .unwrap_or(0);
     }
     let eddy_secs = t0.elapsed().as_secs_f64();
     // The SMTP ceiling: the same messages through a plain pool of 8 connections.
-    let relay = Relay::parse(&format!("smtp://127.0.0.1:{port}"), false).map_err(anyhow::Error::msg)?;
+    let relay =
+        Relay::parse(&format!("smtp://127.0.0.1:{port}"), false).map_err(anyhow::Error::msg)?;
     let pool = Arc::new(Pool::new(relay, "bench".into(), 8));
     // The same shape eddy sends: both parts, the unsubscribe headers, a tracked link and pixel.
     let html = "<html><body><p>Hello First1 Last from Lisbon.</p><p><a href=\"http://127.0.0.1/eddy/t/c/eyJ3IjoxLCJwIjoxLCJkIjoiZGlzcGF0Y2giLCJrIjoiYyIsInUiOiJodHRwczovL3Nob3AudGVzdC9wP3U9dTEifQ.AAAAAAAAAAAAAAAAAAAAAA\">Shop</a></p><img src=\"http://127.0.0.1/eddy/t/o/eyJ3IjoxLCJwIjoxLCJkIjoiZGlzcGF0Y2giLCJrIjoibyJ9.AAAAAAAAAAAAAAAAAAAAAA\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\"></body></html>";
@@ -285,7 +397,10 @@ async fn email(client: &reqwest::Client, base: &str, key: &str, ws: &str, python
         let (pool, next, message) = (pool.clone(), next.clone(), message.clone());
         tasks.push(tokio::spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < users as u64 {
-                match pool.send("bench@shop.test", &["x@bench.test"], &message).await {
+                match pool
+                    .send("bench@shop.test", &["x@bench.test"], &message)
+                    .await
+                {
                     Ok(Reply::Accepted(_)) => {}
                     other => anyhow::bail!("smtp: {other:?}"),
                 }
@@ -299,16 +414,31 @@ async fn email(client: &reqwest::Client, base: &str, key: &str, ws: &str, python
     let ceiling = users as f64 / t1.elapsed().as_secs_f64();
     terminate(&mut sink);
     let lines = lines.join().unwrap_or_default();
-    let received: u64 = lines.iter().find_map(|l| l.strip_prefix("received ").and_then(|n| n.trim().parse().ok())).unwrap_or(0);
+    let received: u64 = lines
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("received ")
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0);
     let eddy_rate = sent as f64 / eddy_secs;
     let expected = sent + users as u64;
-    println!("eddy email: {sent} delivered in {eddy_secs:.2} s = {eddy_rate:.0}/s (requests of 50 recipients); SMTP ceiling {ceiling:.0}/s; the server counted {received} of {expected}");
-    println!("| email, {users} users | {eddy_rate:.0}/s | {ceiling:.0}/s | {:.0}% | | {} lost or repeated |", 100.0 * eddy_rate / ceiling, expected.abs_diff(received));
+    println!(
+        "eddy email: {sent} delivered in {eddy_secs:.2} s = {eddy_rate:.0}/s (requests of 50 recipients); SMTP ceiling {ceiling:.0}/s; the server counted {received} of {expected}"
+    );
+    println!(
+        "| email, {users} users | {eddy_rate:.0}/s | {ceiling:.0}/s | {:.0}% | | {} lost or repeated |",
+        100.0 * eddy_rate / ceiling,
+        expected.abs_diff(received)
+    );
     Ok(())
 }
 
 /// SIGTERM, so the sink reports its count.
 fn terminate(child: &mut std::process::Child) {
-    let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let _ = child.wait();
 }

@@ -777,7 +777,12 @@ fn add_counts(total: &mut crate::dispatch::Counts, add: &crate::dispatch::Counts
 }
 
 /// The id just past the `n` recipients from `from` (none when there are none).
-fn claim_through(dispatch: &Dispatch, bitmap: &roaring::RoaringBitmap, from: u64, n: usize) -> Option<u64> {
+fn claim_through(
+    dispatch: &Dispatch,
+    bitmap: &roaring::RoaringBitmap,
+    from: u64,
+    n: usize,
+) -> Option<u64> {
     dispatch
         .recipients_from(Some(bitmap), from, n)
         .last()

@@ -119,7 +119,10 @@ async fn kill_9_during_a_broadcast_resumes_without_loss_and_counts_repeats() {
         repeats <= counted,
         "{repeats} repeats but {counted} counted"
     );
-    assert!(counted <= 2 * 512, "at most the two claimed chunks are in doubt: {counted}");
+    assert!(
+        counted <= 2 * 512,
+        "at most the two claimed chunks are in doubt: {counted}"
+    );
     // The committed counts hold each recipient once: the chunk in flight was counted again, not twice.
     assert_eq!(status["counts"]["sent"], USERS as u64, "{status}");
 }

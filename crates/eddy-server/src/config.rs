@@ -77,7 +77,7 @@ impl Default for Messaging {
         Messaging {
             public_url: None,
             concurrency: 256,
-            host_concurrency: 256,
+            host_concurrency: 128,
             smtp_connections: 8,
             attempts: 5,
             retry_base_ms: 2_000,

@@ -144,6 +144,9 @@ pub struct Engine {
     hosts: StdMutex<HashMap<String, Arc<Semaphore>>>,
     pools: StdMutex<HashMap<u32, (Relay, Arc<Pool>)>>,
     running: StdMutex<std::collections::HashSet<(u32, String)>>,
+    /// The dispatch tasks, so that shutdown can wait for them (and the store they hold).
+    tasks: StdMutex<tokio::task::JoinSet<()>>,
+    stopping: std::sync::atomic::AtomicBool,
     /// Workspaces with a campaign that has conversion events (the only ones whose tracked
     /// events are checked for conversions).
     converting: StdMutex<std::collections::HashSet<u32>>,
@@ -234,6 +237,8 @@ impl Engine {
             hosts: StdMutex::new(HashMap::new()),
             pools: StdMutex::new(HashMap::new()),
             running: StdMutex::new(Default::default()),
+            tasks: StdMutex::new(tokio::task::JoinSet::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             converting: StdMutex::new(Default::default()),
             wake: Notify::new(),
             stats: Stats::default(),
@@ -269,8 +274,14 @@ impl Engine {
                 return;
             }
         }
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let engine = self.clone();
-        tokio::spawn(async move {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        // Finished tasks are collected here so that the set does not grow with every send.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
             if let Err(e) = engine.run(&ws, &dispatch_id).await {
                 engine.stats.dispatch_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, dispatch_id, workspace = ws.name, "dispatch stopped; it resumes at the next start");
@@ -281,6 +292,31 @@ impl Engine {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key);
         });
+    }
+
+    /// Stops the dispatches: each finishes the chunk it is delivering and commits it, within
+    /// `deadline`; past it they are dropped. Either way every dispatch resumes at the next start
+    /// from its last commit, and no task holds the store any more.
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_waiters();
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let drained = tokio::time::timeout(deadline, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                dispatches = tasks.len(),
+                "dispatches still delivering at shutdown were stopped; they resume at the next start"
+            );
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
     }
 
     /// Re-reads whether a workspace has campaigns with conversion events.
@@ -427,16 +463,31 @@ impl Engine {
             }
             let wait = Duration::from_millis((first_due - now).min(60_000) as u64);
             let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+            if self.stopping() {
+                return Ok(());
+            }
         };
         loop {
-            let pending_until = self.pass(ws, &mut dispatch).await?;
-            match pending_until {
-                None => break,
-                Some(due) => {
+            match self.pass(ws, &mut dispatch).await? {
+                PassEnd::Done => break,
+                PassEnd::Stopped => return Ok(()),
+                PassEnd::PendingUntil(due) => {
                     // Recipients in later time zones: sleep until the next one is due, then
                     // visit the audience again (recipients already settled are skipped).
-                    let wait = (due - eddy_model::time::now_ms()).clamp(0, 3_600_000);
-                    tokio::time::sleep(Duration::from_millis(wait as u64)).await;
+                    loop {
+                        let wait = (due - eddy_model::time::now_ms()).clamp(0, 3_600_000);
+                        if wait == 0 {
+                            break;
+                        }
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(wait as u64),
+                            self.wake.notified(),
+                        )
+                        .await;
+                        if self.stopping() {
+                            return Ok(());
+                        }
+                    }
                     dispatch.next = 0;
                     dispatch.claimed = 0;
                 }
@@ -479,7 +530,7 @@ impl Engine {
         self: &Arc<Self>,
         ws: &Workspace,
         dispatch: &mut Dispatch,
-    ) -> Result<Option<i64>, MessagingError> {
+    ) -> Result<PassEnd, MessagingError> {
         let bitmap = dispatch.bitmap()?;
         let blocks = crate::templates::content_blocks(&self.store, ws.id)?;
         let compiled = Arc::new(Compiled::new(&dispatch.messages, blocks)?);
@@ -503,6 +554,7 @@ impl Engine {
             self.save(ws.id, dispatch, Vec::new(), Vec::new()).await?;
         }
         let mut committing: Option<tokio::task::JoinHandle<Result<(), MessagingError>>> = None;
+        let mut stopped = false;
         let job = Arc::new(Prepare {
             ws: ws.clone(),
             dispatch: dispatch.clone(),
@@ -534,6 +586,15 @@ impl Engine {
             let Some(chunk_end) = chunk_end else {
                 break;
             };
+            if self.stopping() {
+                // What was claimed and not delivered is sent after the restart; the chunk being
+                // prepared is let finish so that nothing holds the store afterwards.
+                if let Some(next) = preparing.take() {
+                    let _ = next.await;
+                }
+                stopped = true;
+                break;
+            }
             let mut works = Vec::new();
             for p in prepared {
                 match p {
@@ -587,7 +648,13 @@ impl Engine {
             last.await
                 .map_err(|e| MessagingError::invalid(format!("commit: {e}")))??;
         }
-        Ok(pending_until)
+        if stopped {
+            return Ok(PassEnd::Stopped);
+        }
+        Ok(match pending_until {
+            Some(due) => PassEnd::PendingUntil(due),
+            None => PassEnd::Done,
+        })
     }
 
     /// Prepares a chunk on a blocking thread; answers where it ends (none when empty).
@@ -646,6 +713,16 @@ impl Engine {
             .or_insert_with(|| Arc::new(Semaphore::new(self.settings.host_concurrency.max(1))))
             .clone()
     }
+}
+
+/// How one visit of a dispatch's audience ended.
+enum PassEnd {
+    /// Every recipient is settled.
+    Done,
+    /// Some recipients are due later (local time): at this UTC ms.
+    PendingUntil(i64),
+    /// The engine is shutting down; the dispatch resumes at the next start.
+    Stopped,
 }
 
 /// A tracked custom event or purchase, checked for conversions.

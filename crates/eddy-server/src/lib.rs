@@ -104,6 +104,8 @@ pub struct App {
     pub store: Store,
     /// The Currents connectors (flushed at shutdown).
     pub currents: Arc<eddy_currents::Currents>,
+    /// The delivery engine (stopped at shutdown, before the store).
+    pub engine: Arc<eddy_messaging::engine::Engine>,
     /// Where the admin token was written, when it was generated.
     pub admin_token_file: Option<std::path::PathBuf>,
     /// Request and connection counters, shared with the accept loop.
@@ -228,12 +230,13 @@ impl App {
             log_requests: config.log_requests,
             exports: segment_export::Exports::default(),
             liquid_http,
-            engine,
+            engine: engine.clone(),
         });
         Ok(App {
             router: router(state, config.max_body_bytes),
             store,
             currents,
+            engine,
             admin_token_file,
             metrics,
             limits: connections::ConnectionLimits {
@@ -256,6 +259,7 @@ impl App {
         connections::serve(listener, self.router, self.limits, self.metrics, shutdown).await?;
         // What connectors buffered is also in the outbox; flushing only spares the next start a re-read.
         self.currents.shutdown(self.shutdown_deadline).await;
+        self.engine.shutdown(self.shutdown_deadline).await;
         self.store.close().await;
         Ok(())
     }

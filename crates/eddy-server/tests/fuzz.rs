@@ -284,6 +284,111 @@ fn routes() -> Vec<Route> {
             "/eddy/v1/workspaces/default/currents/none/replay",
             json!({"from": t}),
         ),
+        rest(
+            "POST",
+            "/messages/send",
+            json!({"external_user_ids": ["f1"], "messages": {"webhook": {"url": "http://127.0.0.1:9/{{${user_id}}}",
+            "body": "{{${first_name}}}", "request_headers": {"X-A": "b"}}}}),
+        ),
+        rest(
+            "POST",
+            "/messages/schedule/create",
+            json!({"broadcast": true, "audience": {"AND": [{"custom_attribute": {"custom_attribute_name": "n", "comparison": "greater_than", "value": 0}}]},
+            "messages": {"webhook": {"url": "http://127.0.0.1:9/s"}}, "schedule": {"time": "2099-01-01T00:00:00Z"}}),
+        ),
+        rest(
+            "POST",
+            "/messages/schedule/delete",
+            json!({"schedule_id": "none"}),
+        ),
+        rest(
+            "GET",
+            "/messages/scheduled_broadcasts?end_time=2100-01-01T00:00:00Z",
+            Value::Null,
+        ),
+        rest(
+            "POST",
+            "/campaigns/trigger/send",
+            json!({"campaign_id": "none", "trigger_properties": {"a": 1},
+            "recipients": [{"external_user_id": "f1", "send_to_existing_only": false, "attributes": {"x": 1}}]}),
+        ),
+        rest(
+            "POST",
+            "/transactional/v1/campaigns/none/send",
+            json!({"external_send_id": "a", "recipient": {"external_user_id": "f1"}}),
+        ),
+        rest(
+            "POST",
+            "/sends/id/create",
+            json!({"campaign_id": "none", "send_id": "s"}),
+        ),
+        rest("GET", "/campaigns/list?page=0", Value::Null),
+        rest("GET", "/campaigns/details?campaign_id=none", Value::Null),
+        rest(
+            "POST",
+            "/subscription/status/set",
+            json!({"subscription_group_id": "g", "subscription_state": "subscribed", "external_id": ["f1"]}),
+        ),
+        rest(
+            "POST",
+            "/v2/subscription/status/set",
+            json!({"subscription_groups": [{"subscription_group_id": "g", "subscription_state": "unsubscribed", "emails": ["a@b.co"]}]}),
+        ),
+        rest(
+            "GET",
+            "/subscription/status/get?subscription_group_id=g&external_id[]=f1",
+            Value::Null,
+        ),
+        rest(
+            "GET",
+            "/subscription/user/status?external_id=f1",
+            Value::Null,
+        ),
+        rest(
+            "POST",
+            "/email/status",
+            json!({"email": "a@b.co", "subscription_state": "opted_in"}),
+        ),
+        rest(
+            "GET",
+            "/email/hard_bounces?start_date=2024-01-01&end_date=2024-01-02",
+            Value::Null,
+        ),
+        rest("GET", "/email/unsubscribes?email=a@b.co", Value::Null),
+        rest("POST", "/email/bounce/remove", json!({"email": "a@b.co"})),
+        rest("POST", "/email/blocklist", json!({"email": ["z@b.co"]})),
+        admin(
+            "POST",
+            "/eddy/v1/workspaces/default/campaigns",
+            json!({"name": "C", "control_group_percent": 10, "messages": {"webhook": {"url": "http://127.0.0.1:9/c"}},
+            "conversion_events": [{"type": "custom_event", "custom_event_name": "e"}]}),
+        ),
+        admin(
+            "PUT",
+            "/eddy/v1/workspaces/default/subscription-groups/g",
+            json!({"name": "G"}),
+        ),
+        admin(
+            "PUT",
+            "/eddy/v1/workspaces/default/email",
+            json!({"smtp_url": "smtp://127.0.0.1:9", "validate": false}),
+        ),
+        admin(
+            "GET",
+            "/eddy/v1/workspaces/default/users/messages?external_id=f1",
+            Value::Null,
+        ),
+        admin(
+            "GET",
+            "/eddy/v1/workspaces/default/dispatches/none",
+            Value::Null,
+        ),
+        Route {
+            method: "GET",
+            path: "/eddy/t/c/abc.def",
+            auth: Auth::None,
+            body: Value::Null,
+        },
     ]
 }
 

@@ -780,3 +780,26 @@ async fn message_events_reach_s3_as_avro_and_amplitude_with_braze_names() {
     assert_eq!(send["user_id"], "m1");
     assert_eq!(send["event_properties"]["campaign_id"], id.as_str());
 }
+
+#[tokio::test]
+async fn a_schedule_survives_a_restart_and_is_sent_once_due() {
+    let app = spawn_app().await;
+    let receiver = WebhookReceiver::start().await;
+    app.track(json!({"attributes": [{"external_id": "later"}]}))
+        .await;
+    let soon = eddy_model::time::format_iso(eddy_model::time::now_ms() + 1500);
+    let (status, created) = app
+        .post(
+            "/messages/schedule/create",
+            json!({"external_user_ids": ["later"],
+            "messages": {"webhook": {"url": receiver.url("/later")}}, "schedule": {"time": soon}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let dir = app.stop().await;
+    assert_eq!(receiver.count(), 0);
+    let app = eddy_testkit::start(dir, |_| {}).await;
+    let done = finished(&app, created["dispatch_id"].as_str().unwrap()).await;
+    assert_eq!(done["counts"]["sent"], 1);
+    assert_eq!(receiver.count(), 1);
+}

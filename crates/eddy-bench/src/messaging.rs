@@ -78,7 +78,7 @@ fn user(i: usize) -> Value {
     let tier = ["basic", "pro", "team"][i % 3];
     json!({"external_id": format!("u{i}"), "first_name": format!("First{i}"), "last_name": "Last",
            "email": format!("user{i}@bench.test"), "home_city": "Lisbon", "country": "PT",
-           "tier": tier, "points": i % 1000, "vip": i.is_multiple_of(7), "cohort": "bench"})
+           "tier": tier, "points": i % 1000, "vip": i.is_multiple_of(7), "cohort": "bench", "n": i})
 }
 
 async fn admin(
@@ -294,6 +294,7 @@ pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
         100.0 * eddy_rate / ceiling
     );
 
+    email_into_sink(&client, &base, &key, &ws, args.email_users).await?;
     if let Some(python) = &args.smtp_python {
         email(&client, &base, &key, &ws, python, args.email_users).await?;
     }
@@ -346,8 +347,7 @@ async fn email(
     // Recipients by id: the first `users` users, in requests of 50.
     let t0 = Instant::now();
     let mut dispatches = Vec::new();
-    let email = json!({"email": {"from": "Bench <bench@shop.test>", "subject": "Hi {{${first_name}}}, {{custom_attribute.${points}}} points",
-        "body": "<html><body><p>Hello {{${first_name}}} {{${last_name}}} from {{${city}}}.</p><p><a href=\"https://shop.test/p?u={{${user_id}}}\">Shop</a></p></body></html>"}});
+    let email = email_message();
     for chunk in (0..users).collect::<Vec<_>>().chunks(50) {
         let ids: Vec<String> = chunk.iter().map(|i| format!("u{i}")).collect();
         let sent: Value = client
@@ -376,20 +376,7 @@ async fn email(
     let relay =
         Relay::parse(&format!("smtp://127.0.0.1:{port}"), false).map_err(anyhow::Error::msg)?;
     let pool = Arc::new(Pool::new(relay, "bench".into(), 8));
-    // The same shape eddy sends: both parts, the unsubscribe headers, a tracked link and pixel.
-    let html = "<html><body><p>Hello First1 Last from Lisbon.</p><p><a href=\"http://127.0.0.1/eddy/t/c/eyJ3IjoxLCJwIjoxLCJkIjoiZGlzcGF0Y2giLCJrIjoiYyIsInUiOiJodHRwczovL3Nob3AudGVzdC9wP3U9dTEifQ.AAAAAAAAAAAAAAAAAAAAAA\">Shop</a></p><img src=\"http://127.0.0.1/eddy/t/o/eyJ3IjoxLCJwIjoxLCJkIjoiZGlzcGF0Y2giLCJrIjoibyJ9.AAAAAAAAAAAAAAAAAAAAAA\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\"></body></html>";
-    let mail = eddy_messaging::mime::Mail {
-        from: "Bench <bench@shop.test>".into(),
-        to: "x@bench.test".into(),
-        subject: "Hi First1, 1 points".into(),
-        html: html.into(),
-        text: eddy_messaging::mime::html_to_text(html),
-        message_id: "dispatch.1@shop.test".into(),
-        list_unsubscribe: Some("http://127.0.0.1/eddy/t/l/eyJ3IjoxfQ.AAAA".into()),
-        date_ms: 0,
-        ..Default::default()
-    };
-    let message = eddy_messaging::mime::format(&mail, "eddy-dispatch-1");
+    let message = ceiling_message();
     let t1 = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
@@ -432,6 +419,179 @@ async fn email(
         expected.abs_diff(received)
     );
     Ok(())
+}
+
+/// A minimal SMTP server that accepts everything and counts messages per recipient.
+#[derive(Default)]
+struct SmtpCounter {
+    messages: AtomicU64,
+    last_at: Mutex<Option<Instant>>,
+    recipients: Mutex<HashMap<String, u32>>,
+}
+
+async fn start_smtp_sink(counter: Arc<SmtpCounter>) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                let _ = write.write_all(b"220 sink ESMTP\r\n").await;
+                let mut rcpt = Vec::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let upper = line.to_ascii_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") || upper.starts_with("HELO") {
+                        b"250 sink\r\n"
+                    } else if upper.starts_with("RCPT TO:") {
+                        rcpt.push(line[8..].trim().trim_matches(['<', '>']).to_string());
+                        b"250 ok\r\n"
+                    } else if upper == "DATA" {
+                        let _ = write.write_all(b"354 go on\r\n").await;
+                        while let Ok(Some(data)) = lines.next_line().await {
+                            if data == "." {
+                                break;
+                            }
+                        }
+                        counter.messages.fetch_add(1, Ordering::Relaxed);
+                        *counter.last_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(Instant::now());
+                        let mut seen = counter.recipients.lock().unwrap_or_else(|p| p.into_inner());
+                        for r in rcpt.drain(..) {
+                            *seen.entry(r).or_default() += 1;
+                        }
+                        b"250 queued\r\n"
+                    } else if upper == "QUIT" {
+                        let _ = write.write_all(b"221 bye\r\n").await;
+                        return;
+                    } else {
+                        if upper == "RSET" {
+                            rcpt.clear();
+                        }
+                        b"250 ok\r\n"
+                    };
+                    if write.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
+/// Email broadcast to a segment of `users` into the in-process SMTP sink, beside the sink's
+/// ceiling with eddy's SMTP client sending it the same message.
+async fn email_into_sink(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    ws: &str,
+    users: usize,
+) -> anyhow::Result<()> {
+    use eddy_messaging::smtp::{Pool, Relay, Reply};
+    let counter = Arc::new(SmtpCounter::default());
+    let port = start_smtp_sink(counter.clone()).await?;
+    admin(
+        client,
+        reqwest::Method::PUT,
+        &format!("{ws}/email"),
+        json!({"smtp_url": format!("smtp://127.0.0.1:{port}")}),
+    )
+    .await?;
+    let segment = admin(client, reqwest::Method::POST, &format!("{ws}/segments"),
+        json!({"name": "email sink", "filter": {"attribute": "n", "op": "less_than", "value": users}})).await?;
+    let t0 = Instant::now();
+    let sent: Value = client
+        .post(format!("{base}/messages/send"))
+        .bearer_auth(key)
+        .json(&json!({"segment_id": segment["id"], "broadcast": true, "messages": email_message()}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let dispatch = sent["dispatch_id"]
+        .as_str()
+        .context("dispatch_id")?
+        .to_string();
+    let status = wait_done(client, base, &dispatch).await?;
+    let last = counter
+        .last_at
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .context("no email arrived")?;
+    let eddy_rate = counter.messages.load(Ordering::Relaxed) as f64 / (last - t0).as_secs_f64();
+    let (distinct, repeated) = {
+        let seen = counter.recipients.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            seen.len(),
+            seen.values().map(|n| u64::from(n - 1)).sum::<u64>(),
+        )
+    };
+    let lost = users.saturating_sub(distinct);
+    let relay =
+        Relay::parse(&format!("smtp://127.0.0.1:{port}"), false).map_err(anyhow::Error::msg)?;
+    let pool = Arc::new(Pool::new(relay, "bench".into(), 8));
+    let message = ceiling_message();
+    let t1 = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (pool, next, message) = (pool.clone(), next.clone(), message.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= users as u64 {
+                    return Ok(());
+                }
+                let to = format!("ceiling{i}@bench.test");
+                match pool.send("bench@shop.test", &[to.as_str()], &message).await {
+                    Ok(Reply::Accepted(_)) => {}
+                    other => anyhow::bail!("smtp: {other:?}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let ceiling = users as f64 / t1.elapsed().as_secs_f64();
+    println!(
+        "eddy email broadcast into the in-process sink: {eddy_rate:.0}/s; lost {lost}, repeated {repeated}; dispatch counts {}; the sink's ceiling with a plain client: {ceiling:.0}/s",
+        status["counts"]
+    );
+    println!(
+        "| email broadcast, {users} users, into an in-process SMTP sink | {eddy_rate:.0}/s | {ceiling:.0}/s | {:.0}% | | {lost} lost, {repeated} repeated |",
+        100.0 * eddy_rate / ceiling
+    );
+    if lost > 0 || repeated > 0 {
+        bail!("the sink counted {lost} lost and {repeated} repeated emails");
+    }
+    Ok(())
+}
+
+fn email_message() -> Value {
+    json!({"email": {"from": "Bench <bench@shop.test>", "subject": "Hi {{${first_name}}}, {{custom_attribute.${points}}} points",
+        "body": "<html><body><p>Hello {{${first_name}}} {{${last_name}}} from {{${city}}}.</p><p><a href=\"https://shop.test/p?u={{${user_id}}}\">Shop</a></p></body></html>"}})
+}
+
+/// The same shape eddy sends: both parts, the unsubscribe headers, a tracked link and pixel.
+fn ceiling_message() -> String {
+    let html = "<html><body><p>Hello First1 Last from Lisbon.</p><p><a href=\"http://127.0.0.1/eddy/t/c/eyJ3IjoxLCJwIjoxLCJkIjoiZGlzcGF0Y2giLCJrIjoiYyIsInUiOiJodHRwczovL3Nob3AudGVzdC9wP3U9dTEifQ.AAAAAAAAAAAAAAAAAAAAAA\">Shop</a></p><img src=\"http://127.0.0.1/eddy/t/o/eyJ3IjoxLCJwIjoxLCJkIjoiZGlzcGF0Y2giLCJrIjoibyJ9.AAAAAAAAAAAAAAAAAAAAAA\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\"></body></html>";
+    let mail = eddy_messaging::mime::Mail {
+        from: "Bench <bench@shop.test>".into(),
+        to: "x@bench.test".into(),
+        subject: "Hi First1, 1 points".into(),
+        html: html.into(),
+        text: eddy_messaging::mime::html_to_text(html),
+        message_id: "dispatch.1@shop.test".into(),
+        list_unsubscribe: Some("http://127.0.0.1/eddy/t/l/eyJ3IjoxfQ.AAAA".into()),
+        date_ms: 0,
+        ..Default::default()
+    };
+    eddy_messaging::mime::format(&mail, "eddy-dispatch-1")
 }
 
 /// SIGTERM, so the sink reports its count.

@@ -569,6 +569,7 @@ impl Engine {
             } else {
                 in_doubt_until
             },
+            shared: shared_variables(dispatch),
         });
         // The next chunk is prepared (read, rendered) while the current one is delivered.
         let mut preparing = Some(self.spawn_prepare(&job, std::mem::take(&mut chunk)));
@@ -792,6 +793,39 @@ struct Prepare {
     base: String,
     has_relay: bool,
     settled_below: u64,
+    shared: Vec<(String, LValue)>,
+}
+
+/// Variables every recipient of a dispatch shares: its trigger properties, the campaign, and
+/// empty Canvas and event properties.
+fn shared_variables(dispatch: &Dispatch) -> Vec<(String, LValue)> {
+    let mut campaign = Map::new();
+    campaign.insert("dispatch_id".into(), json!(dispatch.id));
+    if let Some(id) = &dispatch.campaign_id {
+        campaign.insert("api_id".into(), json!(id));
+    }
+    if let Some(name) = &dispatch.campaign_name {
+        campaign.insert("name".into(), json!(name));
+    }
+    if let Some(send_id) = &dispatch.send_id {
+        campaign.insert("send_id".into(), json!(send_id));
+    }
+    let properties = Value::Object(dispatch.trigger_properties.clone());
+    vec![
+        (
+            "api_trigger_properties".into(),
+            LValue::from_json(&properties),
+        ),
+        (
+            "campaign".into(),
+            LValue::from_json(&Value::Object(campaign)),
+        ),
+        (
+            "canvas_entry_properties".into(),
+            LValue::from_json(&json!({})),
+        ),
+        ("event_properties".into(), LValue::from_json(&json!({}))),
+    ]
 }
 
 /// Where a prepared chunk ends (none when it was empty), and its recipients.
@@ -1085,35 +1119,20 @@ impl Engine {
     }
 
     fn variables(&self, job: &Prepare, recipient: &Recipient, profile: &Profile) -> Object {
-        let dispatch = &job.dispatch;
         let mut variables = eddy_liquid::user_variables(&profile.export(None));
-        let mut properties = dispatch.trigger_properties.clone();
+        // What every recipient shares is built once per pass; values share their contents.
+        for (name, value) in &job.shared {
+            variables.insert(name.clone(), value.clone());
+        }
         if let Some(own) = &recipient.trigger_properties {
+            let mut properties = job.dispatch.trigger_properties.clone();
             for (k, v) in own {
                 properties.insert(k.clone(), v.clone());
             }
-        }
-        variables.insert(
-            "api_trigger_properties".into(),
-            LValue::from_json(&Value::Object(properties)),
-        );
-        let mut campaign = Map::new();
-        campaign.insert("dispatch_id".into(), json!(dispatch.id));
-        if let Some(id) = &dispatch.campaign_id {
-            campaign.insert("api_id".into(), json!(id));
-        }
-        if let Some(name) = &dispatch.campaign_name {
-            campaign.insert("name".into(), json!(name));
-        }
-        if let Some(send_id) = &dispatch.send_id {
-            campaign.insert("send_id".into(), json!(send_id));
-        }
-        variables.insert(
-            "campaign".into(),
-            LValue::from_json(&Value::Object(campaign)),
-        );
-        for name in ["canvas_entry_properties", "event_properties"] {
-            variables.insert(name.into(), LValue::from_json(&json!({})));
+            variables.insert(
+                "api_trigger_properties".into(),
+                LValue::from_json(&Value::Object(properties)),
+            );
         }
         variables
     }

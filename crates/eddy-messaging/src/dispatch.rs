@@ -9,12 +9,13 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use eddy_store::ObjectWrite;
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
-use crate::MessagingError;
 use crate::campaign::{Campaign, ConversionEvent, Messages};
+use crate::{MessagingError, kinds};
 
 /// Who a dispatch goes to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +138,35 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    /// The store writes that save this dispatch: the record itself, the entry that finds it
+    /// while it is open (resumed at start; removed once done or cancelled), and the one that
+    /// finds it by its schedule id. Every save goes through here, so they always agree.
+    pub fn writes(&self) -> Result<Vec<ObjectWrite>, MessagingError> {
+        let value = serde_json::to_value(self)
+            .map_err(|e| MessagingError::invalid(format!("dispatch {}: {e}", self.id)))?;
+        let open = matches!(self.state, State::Scheduled | State::Sending);
+        let mut writes = vec![
+            ObjectWrite {
+                kind: kinds::DISPATCH.into(),
+                name: self.id.clone(),
+                value: Some(value),
+            },
+            ObjectWrite {
+                kind: kinds::OPEN_DISPATCH.into(),
+                name: self.id.clone(),
+                value: open.then(|| json!({})),
+            },
+        ];
+        if let Some(schedule_id) = &self.schedule_id {
+            writes.push(ObjectWrite {
+                kind: kinds::SCHEDULE.into(),
+                name: schedule_id.clone(),
+                value: Some(json!({"dispatch_id": self.id})),
+            });
+        }
+        Ok(writes)
+    }
+
     /// The settings a campaign contributes to a send of it.
     pub fn apply_campaign(&mut self, campaign: &Campaign) {
         self.campaign_id = Some(campaign.id.clone());

@@ -245,11 +245,8 @@ impl Engine {
         });
         for ws in engine.store.workspaces()? {
             engine.campaigns_changed(ws.id)?;
-            for (id, value) in engine.store.objects(ws.id, kinds::DISPATCH)? {
-                let state = value["state"].as_str().unwrap_or_default();
-                if state == "scheduled" || state == "sending" {
-                    engine.submit(ws.clone(), id);
-                }
+            for (id, _) in engine.store.objects(ws.id, kinds::OPEN_DISPATCH)? {
+                engine.submit(ws.clone(), id);
             }
         }
         Ok(engine)

@@ -36,6 +36,10 @@ pub mod kinds {
     pub const SUBSCRIPTION_GROUP: &str = "subscription-group";
     /// Dispatches, by dispatch id.
     pub const DISPATCH: &str = "dispatch";
+    /// Dispatches not finished yet (scheduled or sending), by dispatch id: what a start resumes.
+    pub const OPEN_DISPATCH: &str = "dispatch-open";
+    /// Scheduled sends not sent yet, by schedule id → `{"dispatch_id"}`.
+    pub const SCHEDULE: &str = "schedule";
     /// One recipient's outcome of one dispatch: `{profile:010}/{dispatch_id}`.
     pub const MESSAGE: &str = "message";
     /// A workspace's SMTP relay: `settings`.

@@ -258,10 +258,9 @@ fn schedule_time(schedule: &Schedule) -> Result<i64, HttpError> {
 
 /// Saves a dispatch and hands it to the engine.
 async fn start(state: &SharedState, ws: &Workspace, dispatch: Dispatch) -> Result<(), HttpError> {
-    let value = serde_json::to_value(&dispatch).map_err(|_| HttpError(ApiError::Internal))?;
     state
         .store
-        .put_object(ws.id, kinds::DISPATCH, dispatch.id.clone(), value)
+        .record(ws.id, dispatch.writes()?, Vec::new())
         .await?;
     state.engine.submit(ws.clone(), dispatch.id);
     Ok(())
@@ -472,32 +471,37 @@ fn scheduled(
     schedule_id: &str,
     campaign_id: Option<&str>,
 ) -> Result<Dispatch, HttpError> {
-    for (_, value) in state.store.objects(ws, kinds::DISPATCH)? {
-        if value["schedule_id"].as_str() != Some(schedule_id) {
-            continue;
-        }
-        let dispatch: Dispatch =
-            serde_json::from_value(value).map_err(|_| HttpError(ApiError::Internal))?;
-        if campaign_id.is_some() && dispatch.campaign_id.as_deref() != campaign_id {
-            break;
-        }
-        if dispatch.state != DispatchState::Scheduled {
-            return Err(bad(format!(
-                "schedule '{schedule_id}' has already been sent or deleted"
-            )));
-        }
-        return Ok(dispatch);
+    let not_found = || {
+        HttpError(ApiError::ResourceNotFound(format!(
+            "schedule '{schedule_id}'"
+        )))
+    };
+    let entry = state
+        .store
+        .object(ws, kinds::SCHEDULE, schedule_id)?
+        .ok_or_else(not_found)?;
+    let dispatch_id = entry["dispatch_id"].as_str().unwrap_or_default();
+    let value = state
+        .store
+        .object(ws, kinds::DISPATCH, dispatch_id)?
+        .ok_or_else(not_found)?;
+    let dispatch: Dispatch =
+        serde_json::from_value(value).map_err(|_| HttpError(ApiError::Internal))?;
+    if campaign_id.is_some() && dispatch.campaign_id.as_deref() != campaign_id {
+        return Err(not_found());
     }
-    Err(HttpError(ApiError::ResourceNotFound(format!(
-        "schedule '{schedule_id}'"
-    ))))
+    if dispatch.state != DispatchState::Scheduled {
+        return Err(bad(format!(
+            "schedule '{schedule_id}' has already been sent or deleted"
+        )));
+    }
+    Ok(dispatch)
 }
 
 async fn save(state: &SharedState, ws: u32, dispatch: &Dispatch) -> Result<(), HttpError> {
-    let value = serde_json::to_value(dispatch).map_err(|_| HttpError(ApiError::Internal))?;
     state
         .store
-        .put_object(ws, kinds::DISPATCH, dispatch.id.clone(), value)
+        .record(ws, dispatch.writes()?, Vec::new())
         .await?;
     state.engine.wake();
     Ok(())
@@ -588,7 +592,14 @@ pub async fn scheduled_broadcasts(
     let end_ms = time::parse_time(&end)
         .ok_or_else(|| bad(format!("end_time '{end}' is not an ISO 8601 time")))?;
     let mut out = Vec::new();
-    for (_, value) in state.store.objects(rest.workspace.id, kinds::DISPATCH)? {
+    for (_, entry) in state.store.objects(rest.workspace.id, kinds::SCHEDULE)? {
+        let dispatch_id = entry["dispatch_id"].as_str().unwrap_or_default();
+        let Some(value) = state
+            .store
+            .object(rest.workspace.id, kinds::DISPATCH, dispatch_id)?
+        else {
+            continue;
+        };
         let Ok(dispatch) = serde_json::from_value::<Dispatch>(value) else {
             continue;
         };

@@ -182,7 +182,22 @@ def main():
                 raise SystemExit(f"the README says the receiver gets POST {path} {text!r}; it got {received}")
         finally:
             receiver.shutdown()
-        print("the README's serve, admin, curl, Liquid and sending commands work as written")
+        # The PostgreSQL store's migrate command, against the machine's PostgreSQL.
+        migrate = [strip_comment(l) for b in blocks for l in b if l.startswith("cargo run") and " migrate --store " in l]
+        if len(migrate) != 1:
+            raise SystemExit(f"expected one migrate command in the README, found {migrate}")
+        database = migrate[0].rsplit("/", 1)[1]
+        existed = subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-tAc",
+                                  f"SELECT 1 FROM pg_database WHERE datname = '{database}'"],
+                                 capture_output=True, text=True).stdout.strip() == "1"
+        print(f"$ {migrate[0]}", flush=True)
+        out = subprocess.run(migrate[0], shell=True, cwd=work, env=env, capture_output=True, text=True)
+        if not existed:
+            subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"])
+        if out.returncode != 0 or "schema version 1" not in out.stdout:
+            raise SystemExit(f"the README's migrate command: exit {out.returncode}: {out.stdout} {out.stderr[-2000:]}")
+        print(out.stdout.strip())
+        print("the README's serve, admin, curl, Liquid, sending and migrate commands work as written")
     finally:
         if server is not None and server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)

@@ -47,6 +47,31 @@ pub struct Config {
     pub previous_secrets_key_file: Option<PathBuf>,
     /// Sending: links, concurrency, retries (`[messaging]`).
     pub messaging: Messaging,
+    /// Where data lives (`[store]`): the embedded store in `data_dir`, or PostgreSQL.
+    pub store: StoreConfig,
+}
+
+/// The `[store]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `embedded` (fjall under `data_dir`) or `postgres`.
+    pub kind: String,
+    /// For `postgres`: `postgres://user:password@host:port/database` (`EDDY_STORE` or
+    /// `eddy serve --store` set it too).
+    pub url: Option<String>,
+    /// For `postgres`: connections in the pool.
+    pub connections: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            kind: "embedded".into(),
+            url: None,
+            connections: 8,
+        }
+    }
 }
 
 /// The `[messaging]` table.
@@ -118,6 +143,7 @@ impl Default for Config {
             secrets_key: None,
             previous_secrets_key_file: None,
             messaging: Messaging::default(),
+            store: StoreConfig::default(),
         }
     }
 }
@@ -142,6 +168,26 @@ impl Config {
             return Err(
                 "header_read_timeout_seconds and idle_timeout_seconds must be at least 1".into(),
             );
+        }
+        match (self.store.kind.as_str(), &self.store.url) {
+            ("embedded", None) => {}
+            ("embedded", Some(_)) => {
+                return Err("store.url applies to kind = \"postgres\"".into());
+            }
+            ("postgres", Some(url))
+                if url.starts_with("postgres://") || url.starts_with("postgresql://") => {}
+            ("postgres", _) => {
+                return Err(
+                    "store kind = \"postgres\" needs url = \"postgres://user@host/database\""
+                        .into(),
+                );
+            }
+            (other, _) => {
+                return Err(format!("store.kind '{other}' is not embedded or postgres"));
+            }
+        }
+        if self.store.connections == 0 {
+            return Err("store.connections must be at least 1".into());
         }
         let m = &self.messaging;
         if m.concurrency == 0 || m.host_concurrency == 0 || m.smtp_connections == 0 || m.chunk == 0

@@ -132,7 +132,7 @@ pub enum StartError {
     #[error("secrets: {0}")]
     Secrets(String),
     /// Another process serves the same data directory.
-    #[error("another eddy holds {}; stop it or choose another --data-dir", .0.display())]
+    #[error("another eddy holds {}; stop it, or choose another --data-dir (or --store)", .0.display())]
     Locked(std::path::PathBuf),
 }
 
@@ -160,10 +160,13 @@ impl App {
             sealer: Some(sealer(config)?),
             ..StoreOptions::default()
         };
-        let store = match Store::open(&config.data_dir.join("store"), options) {
+        let store = match open_store(config, options).await {
             Ok(store) => store,
-            Err(eddy_store::StoreError::Locked(_)) => {
-                return Err(StartError::Locked(config.data_dir.clone()));
+            Err(eddy_store::StoreError::Locked(where_)) => {
+                return Err(StartError::Locked(match config.store.kind.as_str() {
+                    "postgres" => where_,
+                    _ => config.data_dir.clone(),
+                }));
             }
             Err(e) => return Err(e.into()),
         };
@@ -262,6 +265,23 @@ impl App {
         self.engine.shutdown(self.shutdown_deadline).await;
         self.store.close().await;
         Ok(())
+    }
+}
+
+/// The store the configuration names: embedded under the data directory, or PostgreSQL.
+async fn open_store(
+    config: &Config,
+    options: StoreOptions,
+) -> Result<Store, eddy_store::StoreError> {
+    match (config.store.kind.as_str(), &config.store.url) {
+        ("postgres", Some(url)) => {
+            let (url, connections) = (url.clone(), config.store.connections);
+            // The synchronous client runs a runtime of its own: connect off this one.
+            tokio::task::spawn_blocking(move || Store::open_postgres(&url, connections, options))
+                .await
+                .map_err(|e| eddy_store::StoreError::Backend(e.to_string()))?
+        }
+        _ => Store::open(&config.data_dir.join("store"), options),
     }
 }
 

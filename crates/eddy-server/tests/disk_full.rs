@@ -67,6 +67,10 @@ async fn write(app: &TestApp, n: usize) -> u16 {
 
 #[tokio::test]
 async fn writes_come_back_after_the_disk_is_freed() {
+    if std::env::var("EDDY_TEST_STORE").ok().as_deref() == Some("postgres") {
+        eprintln!("skipped: the full disk here is the embedded store's (PostgreSQL keeps its own)");
+        return;
+    }
     let Some(fs) = Tmpfs::mount("48m") else {
         eprintln!("skipped: cannot mount a tmpfs here (needs root)");
         return;

@@ -100,7 +100,8 @@ impl Backend for FjallBackend {
         self.with_open(|open| {
             let keyspace = open.keyspace(table);
             let mut out = Vec::new();
-            let iter = match after {
+            // An `after` below the prefix excludes nothing of it.
+            let iter = match after.filter(|a| *a >= prefix) {
                 Some(after) => {
                     let mut start = after.to_vec();
                     start.push(0);

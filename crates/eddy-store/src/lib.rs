@@ -30,6 +30,7 @@ mod keys;
 pub mod meta;
 pub mod mutations;
 mod overlay;
+pub mod postgres_backend;
 pub mod secrets;
 mod writer;
 mod writes;
@@ -97,6 +98,17 @@ impl Store {
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Backend(e.to_string()))?;
         let backend = fjall_backend::FjallBackend::open(dir, options.cache_bytes)?;
+        Store::start(Arc::new(backend), options)
+    }
+
+    /// Opens the store in a PostgreSQL database (created and migrated as needed) with a pool of
+    /// `connections`, and starts its writer.
+    pub fn open_postgres(
+        url: &str,
+        connections: usize,
+        options: StoreOptions,
+    ) -> Result<Store, StoreError> {
+        let backend = postgres_backend::PostgresBackend::open(url, connections)?;
         Store::start(Arc::new(backend), options)
     }
 

@@ -18,6 +18,48 @@ pub struct TestApp {
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
+    /// The PostgreSQL database of this app (`EDDY_TEST_STORE=postgres`), dropped with it.
+    database: Option<String>,
+}
+
+/// The server that holds test databases (`EDDY_TEST_STORE=postgres`).
+const TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// Where a test app keeps data: `EDDY_TEST_STORE=postgres` runs every server test on the
+/// machine's PostgreSQL, a fresh database per app (its name kept in the data dir so that a
+/// restart finds it again).
+fn test_store(dir: &std::path::Path) -> Option<String> {
+    if std::env::var("EDDY_TEST_STORE").ok().as_deref() != Some("postgres") {
+        return None;
+    }
+    let marker = dir.join("test-database");
+    if let Ok(name) = std::fs::read_to_string(&marker) {
+        return Some(name);
+    }
+    let name = format!("eddy_test_{}", eddy_store::ids::id_hex(12));
+    let create = format!("CREATE DATABASE {name}");
+    run_sql(&create);
+    std::fs::create_dir_all(dir).expect("create the data dir");
+    std::fs::write(&marker, &name).expect("write the test database's name");
+    Some(name)
+}
+
+/// Runs one statement on the test server's `postgres` database, off any async runtime (the
+/// synchronous client runs its own).
+fn run_sql(sql: &str) {
+    let sql = sql.to_string();
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(
+            &format!("{TEST_SERVER}/postgres"),
+            postgres::NoTls,
+        )
+        .expect(
+            "EDDY_TEST_STORE=postgres needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust)",
+        );
+        client.batch_execute(&sql).expect("test database statement");
+    })
+    .join()
+    .expect("test database thread");
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -48,6 +90,12 @@ pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
     // Links in emails point at the address the test server really listens on.
     config.messaging.public_url = Some(format!("http://{addr}"));
     config.messaging.retry_base_ms = 20;
+    let database = test_store(&dir);
+    if let Some(name) = &database {
+        config.store.kind = "postgres".into();
+        config.store.url = Some(format!("{TEST_SERVER}/{name}"));
+        config.store.connections = 4;
+    }
     tweak(&mut config);
     let app = App::build(&config).await.expect("app builds");
     let store = app.store.clone();
@@ -71,6 +119,7 @@ pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
         stop: Some(stop),
         done: Some(done),
         _tmp: None,
+        database,
     };
     test.key = test.create_key("default", None).await;
     test
@@ -205,10 +254,20 @@ impl TestApp {
             let _ = done.await;
         }
         let dir = self.dir.clone();
+        // The restarted app takes the database over (and drops it).
+        self.database = None;
         // Keep the temp dir alive for a restart by leaking it into the caller's hands.
         if let Some(tmp) = self._tmp.take() {
             let _ = tmp.keep();
         }
         dir
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(name) = self.database.take() {
+            run_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
     }
 }

@@ -48,6 +48,15 @@ enum Command {
     Config(ConfigArgs),
     /// Render and check Braze Liquid templates.
     Liquid(liquid::LiquidArgs),
+    /// Create or upgrade eddy's tables in a PostgreSQL store, and nothing else.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// The database: `postgres://user:password@host/database`.
+    #[arg(long, env = "EDDY_STORE", hide_env_values = true)]
+    store: String,
 }
 
 #[derive(Args)]
@@ -117,6 +126,10 @@ struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8780].
     #[arg(long, env = "EDDY_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Keep data in PostgreSQL (`postgres://user:password@host/database`) instead of the
+    /// embedded store; eddy creates and migrates its tables.
+    #[arg(long, env = "EDDY_STORE", hide_env_values = true)]
+    store: Option<String>,
 }
 
 #[derive(Args)]
@@ -306,7 +319,25 @@ fn main() -> anyhow::Result<()> {
             let code = runtime.block_on(liquid::liquid(args))?;
             std::process::exit(code);
         }
+        Command::Migrate(args) => migrate(&args),
     }
+}
+
+/// `eddy migrate --store URL`: applies the schema migrations and prints the version.
+fn migrate(args: &MigrateArgs) -> anyhow::Result<()> {
+    use eddy_store::postgres_backend;
+    let mut client = postgres_backend::connect_creating(&args.store).with_context(|| {
+        format!(
+            "cannot connect to {}",
+            postgres_backend::redact(&args.store)
+        )
+    })?;
+    let version = postgres_backend::migrate(&mut client)?;
+    println!(
+        "{} is at eddy schema version {version}",
+        postgres_backend::redact(&args.store)
+    );
+    Ok(())
 }
 
 /// `RUST_LOG` filters (default: info, the storage engine's own chatter at warn); colours only on
@@ -444,6 +475,10 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(url) = &args.store {
+        config.store.kind = "postgres".into();
+        config.store.url = Some(url.clone());
     }
     if let Ok(token) = std::env::var("EDDY_ADMIN_TOKEN")
         && !token.is_empty()

@@ -1,0 +1,153 @@
+//! The two backends against each other: the same random write sets applied to the embedded
+//! store and to PostgreSQL, then every kind of read compared (point reads, prefix scans with
+//! `after` and limits, last-write-wins within a set, deletes). Needs the machine's PostgreSQL
+//! (127.0.0.1:5432, user postgres); skipped without `EDDY_TEST_POSTGRES=1`.
+
+use eddy_store::StoreError;
+use eddy_store::backend::{Backend, Table, WriteSet};
+use eddy_store::fjall_backend::FjallBackend;
+use eddy_store::postgres_backend::PostgresBackend;
+
+const SERVER: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// A fresh database, dropped at the end.
+struct Database(String);
+
+impl Database {
+    fn create() -> Database {
+        let name = format!("eddy_test_{}", eddy_store::ids::id_hex(12));
+        sql(&format!("CREATE DATABASE {name}"));
+        Database(name)
+    }
+
+    fn url(&self) -> String {
+        format!("{SERVER}/{}", self.0)
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        sql(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0));
+    }
+}
+
+fn sql(statement: &str) {
+    let mut client = postgres::Client::connect(&format!("{SERVER}/postgres"), postgres::NoTls)
+        .expect("PostgreSQL on 127.0.0.1:5432");
+    client.batch_execute(statement).expect("statement");
+}
+
+fn enabled() -> bool {
+    if std::env::var("EDDY_TEST_POSTGRES").ok().as_deref() == Some("1") {
+        return true;
+    }
+    eprintln!("skipped: set EDDY_TEST_POSTGRES=1 with PostgreSQL on 127.0.0.1:5432");
+    false
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    /// Keys from a small alphabet, so that prefixes, neighbours and 0xff bytes meet often.
+    fn key(&mut self) -> Vec<u8> {
+        let len = 1 + self.below(4) as usize;
+        (0..len)
+            .map(|_| [0u8, 1, b'a', b'b', 0xfe, 0xff][self.below(6) as usize])
+            .collect()
+    }
+}
+
+#[test]
+fn postgres_answers_every_read_as_the_embedded_store() {
+    if !enabled() {
+        return;
+    }
+    let database = Database::create();
+    let pg = PostgresBackend::open(&database.url(), 2).expect("open postgres");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fjall = FjallBackend::open(dir.path(), 8 * 1024 * 1024).expect("open fjall");
+    let mut rng = Rng(0x5eed_0000_0042);
+    let tables = [Table::Meta, Table::Profiles, Table::Outbox];
+    for round in 0..200 {
+        let mut set = || {
+            let mut writes = WriteSet::default();
+            for _ in 0..1 + rng.below(12) {
+                let table = tables[rng.below(3) as usize];
+                let value = (rng.below(3) != 0).then(|| rng.next().to_be_bytes().to_vec());
+                writes.ops.push((table, rng.key(), value));
+            }
+            writes
+        };
+        let writes = set();
+        let copy = WriteSet {
+            ops: writes.ops.clone(),
+        };
+        pg.commit(writes).expect("pg commit");
+        fjall.commit(copy).expect("fjall commit");
+        for _ in 0..10 {
+            let table = tables[rng.below(3) as usize];
+            let key = rng.key();
+            assert_eq!(
+                pg.get(table, &key).unwrap(),
+                fjall.get(table, &key).unwrap(),
+                "round {round} get {key:?}"
+            );
+            let prefix: Vec<u8> = rng.key().into_iter().take(rng.below(3) as usize).collect();
+            let after = (rng.below(2) == 0).then(|| rng.key());
+            let limit = 1 + rng.below(8) as usize;
+            assert_eq!(
+                pg.scan(table, &prefix, after.as_deref(), limit).unwrap(),
+                fjall.scan(table, &prefix, after.as_deref(), limit).unwrap(),
+                "round {round} scan {prefix:?} after {after:?} limit {limit}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_second_process_on_one_database_is_refused_and_newer_schemas_too() {
+    if !enabled() {
+        return;
+    }
+    let database = Database::create();
+    let first = PostgresBackend::open(&database.url(), 1).expect("open");
+    match PostgresBackend::open(&database.url(), 1) {
+        Err(StoreError::Locked(_)) => {}
+        Err(other) => panic!("expected Locked, got {other}"),
+        Ok(_) => panic!("two eddys opened one database"),
+    }
+    drop(first);
+    let mut client = postgres::Client::connect(&database.url(), postgres::NoTls).expect("connect");
+    client
+        .batch_execute("INSERT INTO eddy_schema (version) VALUES (99)")
+        .expect("bump");
+    drop(client);
+    // The lock is released with the first pool's connections; allow them to close.
+    let mut refused = None;
+    for _ in 0..50 {
+        match PostgresBackend::open(&database.url(), 1) {
+            Err(StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            Err(e) => {
+                refused = Some(e.to_string());
+                break;
+            }
+            Ok(_) => panic!("a newer schema was accepted"),
+        }
+    }
+    let refused = refused.expect("refused");
+    assert!(
+        refused.contains("version 99, newer than this eddy's 1"),
+        "{refused}"
+    );
+}

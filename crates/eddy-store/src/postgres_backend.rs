@@ -50,8 +50,24 @@ impl Conn {
 
 /// A pool of connections, each on its own thread.
 pub struct PostgresBackend {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    // `None` once dropping: the workers see the channel close and end.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
     url: String,
+}
+
+impl Drop for PostgresBackend {
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        // Joined, so that the lock's connection is closed when the backend is gone and a
+        // restart in the same process finds the database free.
+        let workers = self.workers.lock().map(|mut w| std::mem::take(&mut *w));
+        for worker in workers.unwrap_or_default() {
+            let _ = worker.join();
+        }
+    }
 }
 
 fn pg(e: postgres::Error) -> StoreError {
@@ -149,25 +165,34 @@ impl PostgresBackend {
     pub fn open(url: &str, connections: usize) -> Result<PostgresBackend, StoreError> {
         let mut lock_client = connect_creating(url)?;
         migrate(&mut lock_client)?;
-        let locked: bool = lock_client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-            .map_err(pg)?
-            .get(0);
-        if !locked {
-            return Err(StoreError::Locked(std::path::PathBuf::from(redact(url))));
+        // A process that is stopping releases the lock as its session ends: give it a moment.
+        let mut tries = 0;
+        loop {
+            let locked: bool = lock_client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+                .map_err(pg)?
+                .get(0);
+            if locked {
+                break;
+            }
+            tries += 1;
+            if tries >= 20 {
+                return Err(StoreError::Locked(std::path::PathBuf::from(redact(url))));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         // The lock lives as long as its connection; its thread keeps it open until the pool
         // closes (every sender dropped), then closes it.
-        let lock_rx = rx.clone();
-        spawn_worker(lock_client, lock_rx, true)?;
+        let mut workers = vec![spawn_worker(lock_client, rx.clone(), true)?];
         for _ in 0..connections.max(1) {
             let client = Client::connect(url, NoTls).map_err(pg)?;
-            spawn_worker(client, rx.clone(), false)?;
+            workers.push(spawn_worker(client, rx.clone(), false)?);
         }
         Ok(PostgresBackend {
-            jobs: Mutex::new(tx),
+            jobs: Mutex::new(Some(tx)),
+            workers: Mutex::new(workers),
             url: redact(url),
         })
     }
@@ -181,11 +206,16 @@ impl PostgresBackend {
         let job: Job = Box::new(move |client| {
             let _ = answer.send(work(client));
         });
-        self.jobs
+        let jobs = self
+            .jobs
             .lock()
-            .map_err(|_| StoreError::Backend("postgresql pool poisoned".into()))?
+            .map_err(|_| StoreError::Backend("postgresql pool poisoned".into()))?;
+        let closed = || StoreError::Backend(format!("no connection to {}", self.url));
+        jobs.as_ref()
+            .ok_or_else(closed)?
             .send(job)
-            .map_err(|_| StoreError::Backend(format!("no connection to {}", self.url)))?;
+            .map_err(|_| closed())?;
+        drop(jobs);
         result
             .recv()
             .map_err(|_| StoreError::Backend(format!("the connection to {} failed", self.url)))?
@@ -208,7 +238,7 @@ fn spawn_worker(
     client: Client,
     jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
     holds_lock: bool,
-) -> Result<(), StoreError> {
+) -> Result<std::thread::JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
         .name(
             if holds_lock {
@@ -249,7 +279,6 @@ fn spawn_worker(
                 }
             }
         })
-        .map(|_| ())
         .map_err(|e| StoreError::Backend(e.to_string()))
 }
 

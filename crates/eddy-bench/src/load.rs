@@ -40,6 +40,10 @@ pub struct IngestArgs {
     /// Path of the eddy binary [default: next to eddy-bench].
     #[arg(long)]
     eddy: Option<PathBuf>,
+    /// Keep eddy's data in this PostgreSQL database (`postgres://…`; created when missing, and
+    /// best empty) instead of the embedded store.
+    #[arg(long)]
+    store: Option<String>,
     /// Drive an already running server at this base URL instead (no baseline); for profiling.
     #[arg(long, requires = "key")]
     url: Option<String>,
@@ -291,7 +295,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
 
     // eddy serve, durable, on a fresh data dir, Braze's rate limits lifted.
     let eddy = args.eddy.clone().unwrap_or_else(crate::sibling_eddy);
-    let server = EddyServer::start(&eddy, &["users.track"]).await?;
+    let server = EddyServer::start_with(&eddy, &["users.track"], args.store.as_deref()).await?;
     let (url, key) = (server.url.clone(), server.key.clone());
     run_load(&url, &key, &bodies, args.connections, warmup).await;
     let before = reqwest::get(format!("{url}/metrics")).await?.text().await?;
@@ -397,6 +401,15 @@ pub(crate) struct EddyServer {
 impl EddyServer {
     /// Starts the binary at `eddy` and creates a key with every permission.
     pub async fn start(eddy: &std::path::Path, lifted: &[&str]) -> anyhow::Result<EddyServer> {
+        Self::start_with(eddy, lifted, None).await
+    }
+
+    /// As [`EddyServer::start`], with data in the PostgreSQL database `store` when given.
+    pub async fn start_with(
+        eddy: &std::path::Path,
+        lifted: &[&str],
+        store: Option<&str>,
+    ) -> anyhow::Result<EddyServer> {
         let data = tempfile::tempdir()?;
         let config = data.path().join("eddy.toml");
         let mut text = String::from("[rate_limits]\n");
@@ -404,6 +417,9 @@ impl EddyServer {
             text.push_str(&format!(
                 "\"{group}\" = {{ limit = 1000000000, window_seconds = 1 }}\n"
             ));
+        }
+        if let Some(url) = store {
+            text.push_str(&format!("[store]\nkind = \"postgres\"\nurl = \"{url}\"\n"));
         }
         std::fs::write(&config, text)?;
         let port = free_port()?;

@@ -86,6 +86,11 @@ pub type Pair = (Vec<u8>, Vec<u8>);
 pub trait Backend: Send + Sync + 'static {
     /// Reads one key.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Reads several keys of one table, answers in the same order. Engines with a round trip
+    /// per read (a database server) answer them in one.
+    fn get_many(&self, table: Table, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|key| self.get(table, key)).collect()
+    }
     /// Reads up to `limit` pairs whose key starts with `prefix` and sorts after `after`.
     fn scan(
         &self,

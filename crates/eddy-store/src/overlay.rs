@@ -96,6 +96,28 @@ impl Read for Txn<'_> {
 }
 
 impl<'a> Txn<'a> {
+    /// Reads the identifier entries a group will look up in one backend call, into the cache,
+    /// so that applying the group does not pay a round trip per identifier.
+    pub fn prefetch_idents(&mut self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        let mut missing: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|key| {
+                !self.raw[Table::Idents.position()].contains_key(key)
+                    && self.cache.ident(key).is_none()
+            })
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let values = self.backend.get_many(Table::Idents, &missing)?;
+        for (key, value) in missing.into_iter().zip(values) {
+            self.cache.remember_ident(key, value);
+        }
+        Ok(())
+    }
+
     /// Starts a group over `backend`.
     pub fn new(
         backend: &'a dyn Backend,

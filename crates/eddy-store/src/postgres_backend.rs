@@ -296,6 +296,28 @@ impl Backend for PostgresBackend {
         })
     }
 
+    fn get_many(&self, table: Table, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT key, value FROM {} WHERE key = ANY($1)",
+            table_name(table)
+        );
+        let wanted = keys.to_vec();
+        let found: HashMap<Vec<u8>, Vec<u8>> = self.run(move |client| {
+            let statement = client.prepare(&sql)?;
+            Ok(client
+                .client
+                .query(&statement, &[&wanted])
+                .map_err(pg)?
+                .into_iter()
+                .map(|row| (row.get::<_, Vec<u8>>(0), row.get::<_, Vec<u8>>(1)))
+                .collect())
+        })?;
+        Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+    }
+
     fn scan(
         &self,
         table: Table,

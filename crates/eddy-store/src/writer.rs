@@ -249,6 +249,8 @@ impl Writer {
             &committed_index,
             eddy_model::time::now_ms(),
         );
+        txn.prefetch_idents(crate::mutations::ident_keys(&mutations))
+            .map_err(GroupFailure::Apply)?;
         let mut results: Vec<Result<Outcome, StoreError>> = Vec::with_capacity(mutations.len());
         for mutation in mutations {
             match apply(&mut txn, mutation, limits) {

@@ -103,6 +103,12 @@ fn postgres_answers_every_read_as_the_embedded_store() {
                 fjall.get(table, &key).unwrap(),
                 "round {round} get {key:?}"
             );
+            let keys: Vec<Vec<u8>> = (0..rng.below(5)).map(|_| rng.key()).collect();
+            assert_eq!(
+                pg.get_many(table, &keys).unwrap(),
+                fjall.get_many(table, &keys).unwrap(),
+                "round {round} get_many {keys:?}"
+            );
             let prefix: Vec<u8> = rng.key().into_iter().take(rng.below(3) as usize).collect();
             let after = (rng.below(2) == 0).then(|| rng.key());
             let limit = 1 + rng.below(8) as usize;

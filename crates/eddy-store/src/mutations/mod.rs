@@ -183,6 +183,42 @@ pub(crate) enum Outcome {
     Done,
 }
 
+/// The identifier index keys the `/users/track` writes of a group will look up (external ids,
+/// Braze ids, aliases), so that they can be read in one go.
+pub(crate) fn ident_keys(mutations: &[Mutation]) -> Vec<Vec<u8>> {
+    use crate::keys::kind;
+    use eddy_model::track::Identifier;
+    let mut out = Vec::new();
+    for mutation in mutations {
+        let Mutation::Track { ws, batch } = mutation else {
+            continue;
+        };
+        let targets = batch
+            .attributes
+            .iter()
+            .map(|a| &a.target)
+            .chain(batch.events.iter().map(|e| &e.target))
+            .chain(batch.purchases.iter().map(|p| &p.target));
+        for target in targets {
+            let key = match &target.ident {
+                Identifier::ExternalId(v) => {
+                    crate::keys::ident(ws.id, kind::EXTERNAL, v.as_bytes())
+                }
+                Identifier::BrazeId(v) => crate::keys::ident(ws.id, kind::BRAZE, v.as_bytes()),
+                Identifier::Alias(a) => crate::keys::ident(
+                    ws.id,
+                    kind::ALIAS,
+                    &crate::keys::alias_value(&a.alias_label, &a.alias_name),
+                ),
+                // Emails and phones are prefix scans over the profiles sharing them.
+                Identifier::Email(_) | Identifier::Phone(_) => continue,
+            };
+            out.push(key);
+        }
+    }
+    out
+}
+
 /// Applies one mutation to the group's overlay.
 pub(crate) fn apply(
     txn: &mut Txn<'_>,

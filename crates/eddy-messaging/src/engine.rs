@@ -373,18 +373,14 @@ impl Engine {
                 record.insert("converted_at".into(), json!(behaviour.time_ms));
                 let text = |k: &str| record.get(k).and_then(Value::as_str).map(str::to_string);
                 let context = Context {
-                    braze_id: profile.braze_id.clone(),
-                    external_id: profile.external_id.clone(),
-                    timezone: profile
-                        .fields
-                        .get("time_zone")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    app_group_id: ws.app_group_id.clone(),
-                    dispatch_id: text("dispatch_id").unwrap_or_default(),
                     send_id: text("send_id"),
                     campaign_id: text("campaign_id"),
                     campaign_name: text("campaign_name"),
+                    ..Context::of(
+                        &profile,
+                        &ws.app_group_id,
+                        text("dispatch_id").unwrap_or_default(),
+                    )
                 };
                 let variation = found
                     .channel
@@ -851,6 +847,25 @@ struct Work {
     email: Option<EmailWork>,
 }
 
+impl Work {
+    /// Records an email event of this recipient, with the address it concerns.
+    fn email_event(
+        &mut self,
+        name: &str,
+        time_ms: i64,
+        variation: Option<&str>,
+        address: &Value,
+        extra: Vec<(&'static str, Value)>,
+    ) {
+        let mut fields = vec![("email_address", address.clone())];
+        fields.extend(extra);
+        let event = self
+            .context
+            .event(message_type("email", name), time_ms, variation, fields);
+        self.events.push(event);
+    }
+}
+
 struct WebhookWork {
     request: webhook::Request,
     variation: Option<String>,
@@ -981,18 +996,10 @@ impl Engine {
     ) -> Result<Work, MessagingError> {
         let dispatch = &job.dispatch;
         let context = Context {
-            braze_id: profile.braze_id.clone(),
-            external_id: profile.external_id.clone(),
-            timezone: profile
-                .fields
-                .get("time_zone")
-                .and_then(Value::as_str)
-                .map(str::to_string),
-            app_group_id: job.ws.app_group_id.clone(),
-            dispatch_id: dispatch.id.clone(),
             send_id: dispatch.send_id.clone(),
             campaign_id: dispatch.campaign_id.clone(),
             campaign_name: dispatch.campaign_name.clone(),
+            ..Context::of(profile, &job.ws.app_group_id, dispatch.id.clone())
         };
         let mut history = Map::new();
         history.insert("dispatch_id".into(), json!(dispatch.id));
@@ -1482,16 +1489,16 @@ impl Engine {
             .clone()
             .map(|e| Value::String(Value::Object(e).to_string()));
         let address = json!(email.to);
-        work.events.push(work.context.event(
-            message_type("email", "Send"),
+        work.email_event(
+            "Send",
             eddy_model::time::now_ms(),
             variation,
+            &address,
             vec![
-                ("email_address", address.clone()),
                 ("message_extras", extras.unwrap_or(Value::Null)),
                 ("from_domain", json!(from_domain)),
             ],
-        ));
+        );
         let mut recipients = vec![email.to.as_str()];
         if let Some(bcc) = &email.bcc {
             recipients.push(mime::address(bcc));
@@ -1506,29 +1513,25 @@ impl Engine {
             let now = eddy_model::time::now_ms();
             let reason = match result {
                 Ok(Reply::Accepted(_)) => {
-                    work.events.push(work.context.event(
-                        message_type("email", "Delivery"),
+                    work.email_event(
+                        "Delivery",
                         now,
                         variation,
-                        vec![
-                            ("email_address", address.clone()),
-                            ("from_domain", json!(from_domain)),
-                        ],
-                    ));
+                        &address,
+                        vec![("from_domain", json!(from_domain))],
+                    );
                     work.counts.sent += 1;
                     self.stats.sent.fetch_add(1, Ordering::Relaxed);
                     return ("delivered", None, false);
                 }
                 Ok(Reply::Rejected(text)) => {
-                    work.events.push(work.context.event(
-                        message_type("email", "Bounce"),
+                    work.email_event(
+                        "Bounce",
                         now,
                         variation,
-                        vec![
-                            ("email_address", address.clone()),
-                            ("bounce_reason", json!(text)),
-                        ],
-                    ));
+                        &address,
+                        vec![("bounce_reason", json!(text))],
+                    );
                     work.counts.failed += 1;
                     self.stats.failed.fetch_add(1, Ordering::Relaxed);
                     return ("bounced", Some(text), true);
@@ -1536,41 +1539,39 @@ impl Engine {
                 Ok(Reply::Deferred(text)) => text,
                 Err(e) => e.0,
             };
-            work.events.push(work.context.event(
-                message_type("email", "Deferral"),
+            work.email_event(
+                "Deferral",
                 now,
                 variation,
+                &address,
                 vec![
-                    ("email_address", address.clone()),
                     ("deferral_reason", json!(reason)),
                     ("attempt_count", json!(attempt_no)),
                     ("recipient_domain", json!(recipient_domain)),
                 ],
-            ));
+            );
             if attempt_no < attempts {
-                work.events.push(work.context.event(
-                    message_type("email", "Retry"),
+                work.email_event(
+                    "Retry",
                     now,
                     variation,
+                    &address,
                     vec![
-                        ("email_address", address.clone()),
                         ("retry_type", json!("soft_bounce")),
                         ("retry_log", json!(reason)),
                     ],
-                ));
+                );
                 self.stats.retries.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(backoff(self.settings.retry_base, attempt_no)).await;
                 continue;
             }
-            work.events.push(work.context.event(
-                message_type("email", "SoftBounce"),
+            work.email_event(
+                "SoftBounce",
                 now,
                 variation,
-                vec![
-                    ("email_address", address.clone()),
-                    ("bounce_reason", json!(reason)),
-                ],
-            ));
+                &address,
+                vec![("bounce_reason", json!(reason))],
+            );
             work.counts.failed += 1;
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             return ("soft_bounced", Some(reason), false);

@@ -31,6 +31,28 @@ pub fn message_type(channel: &str, name: &str) -> String {
 }
 
 impl Context {
+    /// The context of a user's events for a dispatch (campaign and send id left to the caller).
+    pub fn of(
+        profile: &eddy_model::profile::Profile,
+        app_group_id: &str,
+        dispatch_id: String,
+    ) -> Context {
+        Context {
+            braze_id: profile.braze_id.clone(),
+            external_id: profile.external_id.clone(),
+            timezone: profile
+                .fields
+                .get("time_zone")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            app_group_id: app_group_id.to_string(),
+            dispatch_id,
+            send_id: None,
+            campaign_id: None,
+            campaign_name: None,
+        }
+    }
+
     /// An event of `event_type` at `time_ms` for `message_variation_id`, with extra fields.
     pub fn event(
         &self,

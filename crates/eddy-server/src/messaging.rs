@@ -256,6 +256,17 @@ fn schedule_time(schedule: &Schedule) -> Result<i64, HttpError> {
     })
 }
 
+/// Commits a dispatch, hands it to the engine, and answers Braze's 201: the `dispatch_id`, and
+/// the `schedule_id` of a scheduled one.
+async fn accept(state: &SharedState, ws: &Workspace, dispatch: Dispatch) -> Answer {
+    let mut body = json!({"dispatch_id": dispatch.id, "message": "success"});
+    if let Some(schedule_id) = &dispatch.schedule_id {
+        body["schedule_id"] = json!(schedule_id);
+    }
+    start(state, ws, dispatch).await?;
+    Ok(json_response(StatusCode::CREATED, &body))
+}
+
 /// Saves a dispatch and hands it to the engine.
 async fn start(state: &SharedState, ws: &Workspace, dispatch: Dispatch) -> Result<(), HttpError> {
     state
@@ -424,12 +435,7 @@ pub async fn messages_send(State(state): State<SharedState>, rest: Rest<Messages
         return Err(bad("'schedule' belongs to /messages/schedule/create"));
     }
     let dispatch = prepare_send(&state, &rest.workspace, &req).await?;
-    let id = dispatch.id.clone();
-    start(&state, &rest.workspace, dispatch).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"dispatch_id": id, "message": "success"}),
-    ))
+    accept(&state, &rest.workspace, dispatch).await
 }
 
 /// `POST /messages/schedule/create` → 201 `{"dispatch_id", "schedule_id", "message"}`.
@@ -442,12 +448,7 @@ pub async fn messages_schedule_create(
         return Err(bad("'schedule' is required"));
     }
     let dispatch = prepare_send(&state, &rest.workspace, &req).await?;
-    let (id, schedule_id) = (dispatch.id.clone(), dispatch.schedule_id.clone());
-    start(&state, &rest.workspace, dispatch).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"dispatch_id": id, "schedule_id": schedule_id, "message": "success"}),
-    ))
+    accept(&state, &rest.workspace, dispatch).await
 }
 
 /// The body of the schedule update and delete endpoints.
@@ -771,12 +772,7 @@ pub async fn trigger_send(
         ));
     }
     let dispatch = prepare_trigger(&state, &rest.workspace, &req).await?;
-    let id = dispatch.id.clone();
-    start(&state, &rest.workspace, dispatch).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"dispatch_id": id, "message": "success"}),
-    ))
+    accept(&state, &rest.workspace, dispatch).await
 }
 
 /// `POST /campaigns/trigger/schedule/create` → 201 `{"dispatch_id", "schedule_id", "message"}`.
@@ -789,12 +785,7 @@ pub async fn trigger_schedule_create(
         return Err(bad("'schedule' is required"));
     }
     let dispatch = prepare_trigger(&state, &rest.workspace, &req).await?;
-    let (id, schedule_id) = (dispatch.id.clone(), dispatch.schedule_id.clone());
-    start(&state, &rest.workspace, dispatch).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"dispatch_id": id, "schedule_id": schedule_id, "message": "success"}),
-    ))
+    accept(&state, &rest.workspace, dispatch).await
 }
 
 /// The body of `/transactional/v1/campaigns/{id}/send`.

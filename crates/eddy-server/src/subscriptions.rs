@@ -156,6 +156,39 @@ fn group_change(ident_key: &str, ident: &str, group: &str, subscription_state: &
     json!({ident_key: ident, "subscription_groups": [{"subscription_group_id": group, "subscription_state": subscription_state}]})
 }
 
+/// The users a subscription change names, by identifier kind.
+struct Users<'a> {
+    external: &'a [String],
+    emails: &'a [String],
+    phones: &'a [String],
+}
+
+/// One `/users/track` attributes object per user named, setting the group's state.
+fn group_changes(
+    attributes: &mut Vec<Value>,
+    users: &Users<'_>,
+    group_id: &str,
+    subscription_state: &str,
+) -> Result<(), HttpError> {
+    for id in users.external {
+        attributes.push(group_change(
+            "external_id",
+            id,
+            group_id,
+            subscription_state,
+        ));
+    }
+    for email in users.emails {
+        let email = normalize_email(email)
+            .ok_or_else(|| bad(format!("'{email}' is not an email address")))?;
+        attributes.push(group_change("email", &email, group_id, subscription_state));
+    }
+    for phone in users.phones {
+        attributes.push(group_change("phone", phone, group_id, subscription_state));
+    }
+    Ok(())
+}
+
 fn check_state(subscription_state: &str) -> Result<(), HttpError> {
     if matches!(subscription_state, "subscribed" | "unsubscribed") {
         Ok(())
@@ -188,22 +221,12 @@ pub async fn status_set(
         return Err(bad("name users: external_id, email or phone"));
     }
     let mut attributes = Vec::new();
-    for id in &external {
-        attributes.push(group_change(
-            "external_id",
-            id,
-            group_id,
-            subscription_state,
-        ));
-    }
-    for email in &emails {
-        let email = normalize_email(email)
-            .ok_or_else(|| bad(format!("'{email}' is not an email address")))?;
-        attributes.push(group_change("email", &email, group_id, subscription_state));
-    }
-    for phone in &phones {
-        attributes.push(group_change("phone", phone, group_id, subscription_state));
-    }
+    let users = Users {
+        external: &external,
+        emails: &emails,
+        phones: &phones,
+    };
+    group_changes(&mut attributes, &users, group_id, subscription_state)?;
     rest.processed(attributes.len());
     track(&state, &rest.workspace, attributes).await?;
     Ok(json_response(
@@ -247,22 +270,12 @@ pub async fn status_set_v2(
                 "each subscription group names exactly one of external_ids, emails or phones",
             ));
         }
-        for id in &external {
-            attributes.push(group_change(
-                "external_id",
-                id,
-                group_id,
-                subscription_state,
-            ));
-        }
-        for email in &emails {
-            let email = normalize_email(email)
-                .ok_or_else(|| bad(format!("'{email}' is not an email address")))?;
-            attributes.push(group_change("email", &email, group_id, subscription_state));
-        }
-        for phone in &phones {
-            attributes.push(group_change("phone", phone, group_id, subscription_state));
-        }
+        let users = Users {
+            external: &external,
+            emails: &emails,
+            phones: &phones,
+        };
+        group_changes(&mut attributes, &users, group_id, subscription_state)?;
     }
     rest.processed(attributes.len());
     track(&state, &rest.workspace, attributes).await?;

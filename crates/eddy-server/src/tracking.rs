@@ -70,18 +70,10 @@ fn subject(state: &SharedState, token: &str, kind: char) -> Result<Subject, Http
         None => (None, None, None, None),
     };
     let context = Context {
-        braze_id: profile.braze_id.clone(),
-        external_id: profile.external_id.clone(),
-        timezone: profile
-            .fields
-            .get("time_zone")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        app_group_id: ws.app_group_id.clone(),
-        dispatch_id: link.d.clone(),
         send_id,
         campaign_id,
         campaign_name,
+        ..Context::of(&profile, &ws.app_group_id, link.d.clone())
     };
     Ok(Subject {
         email: profile.email().map(str::to_string),

@@ -65,6 +65,11 @@ impl From<eddy_currents::CurrentsError> for HttpError {
     }
 }
 
+/// A 400 with Braze's body: `{"message": text}`.
+pub fn bad(text: impl Into<String>) -> HttpError {
+    HttpError(ApiError::BadRequest(text.into()))
+}
+
 impl From<eddy_messaging::MessagingError> for HttpError {
     fn from(e: eddy_messaging::MessagingError) -> Self {
         use eddy_messaging::MessagingError;

@@ -32,13 +32,9 @@ use crate::extract::{
     MessagesScheduleCreate, MessagesScheduleDelete, MessagesScheduleUpdate,
     MessagesScheduledBroadcasts, MessagesSend, Rest, SendsIdCreate, TransactionalSend,
 };
-use crate::http::{HttpError, json_response};
+use crate::http::{HttpError, bad, json_response};
 
 type Answer = Result<Response, HttpError>;
-
-fn bad(text: impl Into<String>) -> HttpError {
-    HttpError(ApiError::BadRequest(text.into()))
-}
 
 /// Recipients named in one request, at most (Braze's limit).
 const MAX_RECIPIENTS: usize = 50;

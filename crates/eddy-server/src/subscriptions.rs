@@ -7,7 +7,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use eddy_messaging::kinds;
-use eddy_model::ApiError;
 use eddy_model::time;
 use eddy_model::track::{Identifier, normalize_email, validate_track};
 use eddy_model::wire::TrackRequest;
@@ -21,13 +20,9 @@ use crate::extract::{
     EmailStatus, EmailUnsubscribes, JsonBody, Rest, SubscriptionStatusGet, SubscriptionStatusSet,
     SubscriptionUserStatus,
 };
-use crate::http::{HttpError, json_response, query_params};
+use crate::http::{HttpError, bad, json_response, query_params};
 
 type Answer = Result<Response, HttpError>;
-
-fn bad(text: impl Into<String>) -> HttpError {
-    HttpError(ApiError::BadRequest(text.into()))
-}
 
 const MAX_IDS: usize = 50;
 

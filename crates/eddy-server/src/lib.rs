@@ -15,9 +15,13 @@
 //! - [`currents`]: Currents connectors in the admin API and `/currents/events`.
 //! - [`liquid`]: rendering Braze Liquid for a stored user, content blocks, Connected Content's
 //!   allowed hosts and credentials.
+//! - [`messaging`]: Braze's send, trigger, transactional and schedule endpoints, campaign
+//!   definitions, the SMTP relay, dispatch status and message history (delivery itself is
+//!   `eddy_messaging`'s engine); [`subscriptions`]: subscription groups and the email address
+//!   lists; [`tracking`]: the open, click and unsubscribe links in emails.
 //! - [`admin`]: `/eddy/v1` workspaces, API keys, partners, Data Import Keys, usage, export storage.
 //!
-//! Around them: [`config`] (typed settings), [`connections`] (the accept loop: timeouts and the
+//! Around them: [`config`] (typed settings, the store to open: embedded or PostgreSQL), [`connections`] (the accept loop: timeouts and the
 //! connection cap), [`ratelimit`] and [`metrics`] (applied by the edge middleware to every
 //! request). [`App::build`] opens the store and prepares the router; [`App::serve`] runs it until
 //! a shutdown signal, finishes in-flight requests and stops the writer after its last commit.

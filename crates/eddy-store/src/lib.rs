@@ -6,13 +6,15 @@
 //!
 //! Inside, a file per concern:
 //! - [`backend`]: the storage trait and what every engine must guarantee;
-//!   [`fjall_backend`] is the embedded default.
+//!   [`fjall_backend`] is the embedded default, [`postgres_backend`] keeps the same tables in
+//!   PostgreSQL (one eddy per database).
 //! - `keys` and [`meta`]: what lives under which key (every key bounded by construction).
 //! - `codec`: how a profile is stored. `identity`: which profile an identifier names, written
 //!   once over any reader. `cache`: what the writer keeps between groups. `overlay`: one group's
 //!   reads-own-writes view and its write set.
-//! - [`mutations`]: the operations by domain (users, cohorts, admin), each a function over the
-//!   overlay; `writer`: the thread that groups them, commits once and recovers from failures.
+//! - [`mutations`]: the operations by domain (users, cohorts, admin, and settings objects recorded
+//!   with Currents events in one commit), each a function over the overlay; `writer`: the
+//!   thread that groups them, commits once and recovers from failures.
 //! - `indexer`: re-indexing committed profiles for segments, off the writer.
 //! - [`secrets`]: credentials in connector and export settings, encrypted at rest.
 //! - [`ids`]: secrets (fail closed) and unique ids.

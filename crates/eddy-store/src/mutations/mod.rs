@@ -163,7 +163,7 @@ pub(crate) enum Mutation {
     Probe,
 }
 
-/// One settings object to write (`Some`) or remove (`None`) within a [`Mutation::Record`].
+/// One settings object to write (`Some`) or remove (`None`) in a [`crate::Store::record`] commit.
 #[derive(Debug, Clone)]
 pub struct ObjectWrite {
     /// The object's kind, e.g. `message`.

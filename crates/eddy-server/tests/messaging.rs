@@ -803,3 +803,77 @@ async fn a_schedule_survives_a_restart_and_is_sent_once_due() {
     assert_eq!(done["counts"]["sent"], 1);
     assert_eq!(receiver.count(), 1);
 }
+
+#[tokio::test]
+async fn local_time_sends_wait_for_each_users_zone() {
+    let app = spawn_app().await;
+    let receiver = WebhookReceiver::start().await;
+    app.track(json!({"attributes": [
+        {"external_id": "utc", "time_zone": "Etc/UTC"},
+        {"external_id": "ahead", "time_zone": "Pacific/Kiritimati"},
+        {"external_id": "behind", "time_zone": "America/Los_Angeles"}]}))
+        .await;
+    // Now, as a wall-clock time: already past in UTC and UTC+14, hours away in Los Angeles.
+    let wall = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    let (status, created) = app
+        .post(
+            "/messages/schedule/create",
+            json!({"external_user_ids": ["utc", "ahead", "behind"],
+            "messages": {"webhook": {"url": receiver.url("/tz/{{${user_id}}}")}},
+            "schedule": {"time": wall, "in_local_time": true}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let path = format!(
+        "{WS}/dispatches/{}",
+        created["dispatch_id"].as_str().unwrap()
+    );
+    for _ in 0..500 {
+        if receiver.count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut paths: Vec<String> = receiver.requests().into_iter().map(|r| r.path).collect();
+    paths.sort();
+    assert_eq!(paths, vec!["/tz/ahead", "/tz/utc"]);
+    let (_, status) = app.admin_get(&path).await;
+    assert_eq!(
+        status["state"], "sending",
+        "the Los Angeles user is still to come: {status}"
+    );
+    assert_eq!(status["in_local_time"], true);
+}
+
+#[tokio::test]
+async fn messages_per_minute_spaces_deliveries() {
+    let app = spawn_app().await;
+    let receiver = WebhookReceiver::start().await;
+    let users: Vec<Value> = (0..4)
+        .map(|i| json!({"external_id": format!("r{i}")}))
+        .collect();
+    app.track(json!({"attributes": users})).await;
+    let id = campaign(
+        &app,
+        json!({"name": "Slow", "messages_per_minute": 300,
+        "messages": {"webhook": {"url": receiver.url("/slow")}}}),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (_, sent) = app
+        .post(
+            "/campaigns/trigger/send",
+            json!({"campaign_id": id, "broadcast": true}),
+        )
+        .await;
+    finished(&app, sent["dispatch_id"].as_str().unwrap()).await;
+    assert_eq!(receiver.count(), 4);
+    // 300 a minute is one every 200 ms: the fourth goes out no sooner than 600 ms after the first.
+    assert!(
+        started.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -113,9 +113,6 @@ pub struct Dispatch {
     /// Set for scheduled sends.
     #[serde(default)]
     pub schedule_id: Option<String>,
-    /// A name for `/messages/scheduled_broadcasts`.
-    #[serde(default)]
-    pub name: Option<String>,
     /// Whether the schedule targets everyone (`broadcast`).
     #[serde(default)]
     pub broadcast: bool,
@@ -266,7 +263,6 @@ mod tests {
             send_at: 0,
             in_local_time: false,
             schedule_id: None,
-            name: None,
             broadcast: false,
             state: State::Sending,
             next: 0,

@@ -257,11 +257,6 @@ impl Engine {
         &self.signer
     }
 
-    /// The store.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Runs a stored dispatch (once: a dispatch already running is left to its task).
     pub fn submit(self: &Arc<Self>, ws: Workspace, dispatch_id: String) {
         let key = (ws.id, dispatch_id.clone());
@@ -302,6 +297,13 @@ impl Engine {
             while tasks.join_next().await.is_some() {}
         })
         .await;
+        let pools: Vec<Arc<Pool>> = self
+            .pools
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, (_, pool))| pool)
+            .collect();
         if drained.is_err() {
             tracing::warn!(
                 dispatches = tasks.len(),
@@ -309,6 +311,10 @@ impl Engine {
             );
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
+        }
+        // Idle SMTP connections say QUIT rather than vanish.
+        for pool in pools {
+            pool.close().await;
         }
     }
 
@@ -336,6 +342,15 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether tracked events of a workspace can convert (it has campaigns with conversion
+    /// events); `/users/track` asks before collecting them.
+    pub fn watches_conversions(&self, ws: u32) -> bool {
+        self.converting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&ws)
+    }
+
     /// Records `users.campaigns.Conversion` for tracked behaviours that follow a message of a
     /// campaign with a matching conversion event, within its window; once per recipient and
     /// send, in the commit that marks the send converted.
@@ -344,12 +359,7 @@ impl Engine {
         ws: &Workspace,
         behaviours: &[Behaviour],
     ) -> Result<usize, MessagingError> {
-        let watching = self
-            .converting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&ws.id);
-        if !watching {
+        if !self.watches_conversions(ws.id) {
             return Ok(0);
         }
         let mut writes: HashMap<String, Map<String, Value>> = HashMap::new();
@@ -1275,7 +1285,6 @@ impl Engine {
             from: from.clone(),
             to: to.to_string(),
             reply_to,
-            bcc: message.bcc.clone(),
             subject: subject.clone(),
             html,
             text,

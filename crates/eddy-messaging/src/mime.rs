@@ -14,8 +14,6 @@ pub struct Mail {
     pub to: String,
     /// `Reply-To`.
     pub reply_to: Option<String>,
-    /// Blind copy (an envelope recipient only; never a header).
-    pub bcc: Option<String>,
     /// Subject.
     pub subject: String,
     /// HTML body.

@@ -378,11 +378,6 @@ impl Pool {
         }
     }
 
-    /// The relay this pool sends through.
-    pub fn relay(&self) -> &Relay {
-        &self.relay
-    }
-
     /// Sends one message on an idle connection (or a new one); a connection that failed is
     /// dropped, one that answered is kept.
     pub async fn send(

@@ -291,7 +291,6 @@ fn new_dispatch(kind: &str, messages: Messages, audience: Audience, now: i64) ->
         send_at: now,
         in_local_time: false,
         schedule_id: None,
-        name: None,
         broadcast: false,
         state: DispatchState::Sending,
         next: 0,
@@ -609,16 +608,19 @@ pub async fn scheduled_broadcasts(
                 .unwrap_or_default(),
             None => Vec::new(),
         };
-        out.push((dispatch.send_at, json!({
-            "name": dispatch.campaign_name.clone().or(dispatch.name.clone()).unwrap_or_else(|| "API send".into()),
-            "dispatch_id": dispatch.id,
-            "type": if dispatch.campaign_id.is_some() { "Campaign" } else { "API Campaign" },
-            "campaign_id": dispatch.campaign_id,
-            "schedule_id": dispatch.schedule_id,
-            "send_at": time::format_iso(dispatch.send_at),
-            "in_local_time": dispatch.in_local_time,
-            "tags": tags,
-        })));
+        out.push((
+            dispatch.send_at,
+            json!({
+                "name": dispatch.campaign_name.clone().unwrap_or_else(|| "API send".into()),
+                "dispatch_id": dispatch.id,
+                "type": if dispatch.campaign_id.is_some() { "Campaign" } else { "API Campaign" },
+                "campaign_id": dispatch.campaign_id,
+                "schedule_id": dispatch.schedule_id,
+                "send_at": time::format_iso(dispatch.send_at),
+                "in_local_time": dispatch.in_local_time,
+                "tags": tags,
+            }),
+        ));
     }
     out.sort_by_key(|(at, _)| *at);
     let list: Vec<Value> = out.into_iter().map(|(_, v)| v).collect();

@@ -43,7 +43,12 @@ pub async fn track(State(state): State<SharedState>, rest: Rest<UsersTrack>) -> 
     rest.processed(objects);
     let ws = rest.workspace;
     let batch = validate_track(&req, time::now_ms())?;
-    let behaviours = behaviours(&batch);
+    // Only workspaces with conversion campaigns pay for collecting them.
+    let behaviours = if state.engine.watches_conversions(ws.id) {
+        behaviours(&batch)
+    } else {
+        Vec::new()
+    };
     let response = state.store.track(ws.clone(), batch).await?;
     if !behaviours.is_empty()
         && let Err(e) = state.engine.conversions(&ws, &behaviours).await

@@ -458,7 +458,7 @@ async fn subscription_groups_and_email_lists_answer_as_braze() {
 
 #[tokio::test]
 async fn email_goes_through_a_real_smtp_server_with_bounces_tracking_and_unsubscribe() {
-    let Some(smtp) = SmtpServer::start(false) else {
+    let Some(smtp) = SmtpServer::start() else {
         return;
     };
     let app = spawn_app().await;

@@ -54,6 +54,11 @@ impl WriterCache {
         self.idents.get(key)
     }
 
+    /// Whether anything is kept (a capacity of 0 turns the cache off).
+    pub fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
     /// Remembers an identifier index value read from the backend (committed state).
     pub fn remember_ident(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
         if self.capacity > 0 {

@@ -19,29 +19,58 @@ pub struct TestApp {
     done: Option<tokio::task::JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
     /// The PostgreSQL database of this app (`EDDY_TEST_STORE=postgres`), dropped with it.
-    database: Option<String>,
+    database: TestDatabase,
 }
 
 /// The server that holds test databases (`EDDY_TEST_STORE=postgres`).
 const TEST_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
-/// Where a test app keeps data: `EDDY_TEST_STORE=postgres` runs every server test on the
-/// machine's PostgreSQL, a fresh database per app (its name kept in the data dir so that a
-/// restart finds it again).
-fn test_store(dir: &std::path::Path) -> Option<String> {
-    if std::env::var("EDDY_TEST_STORE").ok().as_deref() != Some("postgres") {
-        return None;
+/// With `EDDY_TEST_STORE=postgres`, the PostgreSQL database of the servers started on a data
+/// directory: created once, named in a file there (so that a restart finds it), and dropped with
+/// the guard unless [`TestDatabase::keep`] hands it on.
+pub struct TestDatabase(Option<String>);
+
+impl TestDatabase {
+    /// The directory's database (made when missing), or none when tests run on the embedded
+    /// store.
+    pub fn for_dir(dir: &std::path::Path) -> TestDatabase {
+        if std::env::var("EDDY_TEST_STORE").ok().as_deref() != Some("postgres") {
+            return TestDatabase(None);
+        }
+        let marker = dir.join("test-database");
+        if let Ok(name) = std::fs::read_to_string(&marker) {
+            return TestDatabase(Some(name));
+        }
+        let name = format!("eddy_test_{}", eddy_store::ids::id_hex(12));
+        run_sql(&format!("CREATE DATABASE {name}"));
+        std::fs::create_dir_all(dir).expect("create the data dir");
+        std::fs::write(&marker, &name).expect("write the test database's name");
+        TestDatabase(Some(name))
     }
-    let marker = dir.join("test-database");
-    if let Ok(name) = std::fs::read_to_string(&marker) {
-        return Some(name);
+
+    /// The URL of the database a guard made for `dir`, if any (without guarding it).
+    pub fn url_of(dir: &std::path::Path) -> Option<String> {
+        let name = std::fs::read_to_string(dir.join("test-database")).ok()?;
+        Some(format!("{TEST_SERVER}/{name}"))
     }
-    let name = format!("eddy_test_{}", eddy_store::ids::id_hex(12));
-    let create = format!("CREATE DATABASE {name}");
-    run_sql(&create);
-    std::fs::create_dir_all(dir).expect("create the data dir");
-    std::fs::write(&marker, &name).expect("write the test database's name");
-    Some(name)
+
+    /// The database's URL, when there is one.
+    pub fn url(&self) -> Option<String> {
+        self.0.as_ref().map(|name| format!("{TEST_SERVER}/{name}"))
+    }
+
+    /// Leaves the database for a restart on the same directory (which guards it then).
+    pub fn keep(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some(name) = self.0.take() {
+            run_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
 }
 
 /// Runs one statement on the test server's `postgres` database, off any async runtime (the
@@ -90,10 +119,10 @@ pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
     // Links in emails point at the address the test server really listens on.
     config.messaging.public_url = Some(format!("http://{addr}"));
     config.messaging.retry_base_ms = 20;
-    let database = test_store(&dir);
-    if let Some(name) = &database {
+    let database = TestDatabase::for_dir(&dir);
+    if let Some(url) = database.url() {
         config.store.kind = "postgres".into();
-        config.store.url = Some(format!("{TEST_SERVER}/{name}"));
+        config.store.url = Some(url);
         config.store.connections = 4;
     }
     tweak(&mut config);
@@ -255,19 +284,11 @@ impl TestApp {
         }
         let dir = self.dir.clone();
         // The restarted app takes the database over (and drops it).
-        self.database = None;
+        self.database.keep();
         // Keep the temp dir alive for a restart by leaking it into the caller's hands.
         if let Some(tmp) = self._tmp.take() {
             let _ = tmp.keep();
         }
         dir
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(name) = self.database.take() {
-            run_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-        }
     }
 }

@@ -18,7 +18,7 @@ pub mod s3;
 
 pub use amplitude::{AmplitudeEmulator, Fault};
 pub use amplitude_profile::{AmplitudeProfileApi, ProfileUser};
-pub use app::{TestApp, spawn_app, spawn_with, start};
+pub use app::{TestApp, TestDatabase, spawn_app, spawn_with, start};
 pub use receivers::{SmtpServer, WebhookReceiver};
 pub use s3::TestS3;
 

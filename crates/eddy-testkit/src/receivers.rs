@@ -30,10 +30,10 @@ struct Inner {
     /// Path → (answers left, status) to give before answering 200.
     failures: Mutex<HashMap<String, (u32, u16)>>,
     count: AtomicU64,
-    record: bool,
 }
 
-/// An HTTP server answering 200 to everything (unless scripted otherwise).
+/// An HTTP server answering 200 to everything (unless scripted otherwise), keeping every
+/// request.
 #[derive(Clone)]
 pub struct WebhookReceiver {
     /// Where it listens.
@@ -53,23 +53,21 @@ async fn receive(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
-    if inner.record {
-        let headers = headers
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_string(),
-                    v.to_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
-        inner.requests.lock().unwrap().push(Received {
-            method: method.to_string(),
-            path: path.clone(),
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        });
-    }
+    let headers = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                v.to_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    inner.requests.lock().unwrap().push(Received {
+        method: method.to_string(),
+        path,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
     let mut failures = inner.failures.lock().unwrap();
     let key = uri.path().to_string();
     if let Some((left, status)) = failures.get_mut(&key)
@@ -84,19 +82,7 @@ async fn receive(
 impl WebhookReceiver {
     /// Starts a receiver that keeps every request.
     pub async fn start() -> WebhookReceiver {
-        Self::start_with(true).await
-    }
-
-    /// Starts a receiver that only counts (benchmarks).
-    pub async fn counting() -> WebhookReceiver {
-        Self::start_with(false).await
-    }
-
-    async fn start_with(record: bool) -> WebhookReceiver {
-        let inner = Arc::new(Inner {
-            record,
-            ..Inner::default()
-        });
+        let inner = Arc::new(Inner::default());
         let app = Router::new().fallback(receive).with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -156,7 +142,7 @@ impl SmtpServer {
     /// Starts the server with `EDDY_TEST_SMTP_PYTHON` (a Python with `aiosmtpd`), or `python3`;
     /// `None` when that Python lacks aiosmtpd, unless `EDDY_TEST_SMTP_PYTHON` is set (then it
     /// panics: CI must run these tests).
-    pub fn start(count_only: bool) -> Option<SmtpServer> {
+    pub fn start() -> Option<SmtpServer> {
         use std::io::BufRead;
         let required = std::env::var("EDDY_TEST_SMTP_PYTHON").ok();
         let python = required.clone().unwrap_or_else(|| "python3".into());
@@ -167,9 +153,6 @@ impl SmtpServer {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/smtp_sink.py");
         let mut command = std::process::Command::new(&python);
         command.arg(script).arg("--port").arg(port.to_string());
-        if count_only {
-            command.arg("--count-only");
-        }
         let spawned = command
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

@@ -22,7 +22,7 @@ fn request_body(worker: usize, n: usize) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_write() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let _database = binary::TestDatabase::for_dir(tmp.path());
+    let _database = eddy_testkit::TestDatabase::for_dir(tmp.path());
     let port = binary::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();

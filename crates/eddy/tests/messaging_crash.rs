@@ -28,7 +28,7 @@ async fn admin(client: &reqwest::Client, base: &str, path: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_broadcast_resumes_without_loss_and_counts_repeats() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let _database = binary::TestDatabase::for_dir(tmp.path());
+    let _database = eddy_testkit::TestDatabase::for_dir(tmp.path());
     let port = binary::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();

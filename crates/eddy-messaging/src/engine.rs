@@ -190,9 +190,8 @@ fn tracking_base(store: &Store, ws: u32, default: &str) -> String {
 
 /// The key that signs tracking links, made once and kept in the store.
 async fn tracking_key(store: &Store) -> Result<Vec<u8>, MessagingError> {
-    // Workspace 0 holds process-wide objects; workspace ids start at 1.
-    if let Some(value) = store.object(0, kinds::TRACKING, "key")?
-        && let Some(hex) = value["secret"].as_str()
+    if let Some(value) = store.object(eddy_store::GLOBAL_OBJECTS, kinds::TRACKING, "key")?
+        && let Some(hex) = value["password"].as_str()
         && hex.len() == 64
     {
         let bytes: Option<Vec<u8>> = (0..32)
@@ -205,7 +204,13 @@ async fn tracking_key(store: &Store) -> Result<Vec<u8>, MessagingError> {
     let secret =
         eddy_store::ids::secret_hex(32).map_err(|e| MessagingError::invalid(e.to_string()))?;
     store
-        .put_object(0, kinds::TRACKING, "key".into(), json!({"secret": secret}))
+        .put_object(
+            eddy_store::GLOBAL_OBJECTS,
+            kinds::TRACKING,
+            "key".into(),
+            // Under a credential's name, so that it is sealed at rest like one.
+            json!({"password": secret}),
+        )
         .await?;
     Box::pin(tracking_key(store)).await
 }

@@ -57,6 +57,10 @@ pub use writer::WriterStats;
 use backend::{Backend, Table};
 use identity::{Read, View};
 
+/// The settings-object namespace of process-wide objects (the key that signs tracking links):
+/// no workspace has this id (ids count up from 0), so deleting a workspace never touches them.
+pub const GLOBAL_OBJECTS: u32 = u32::MAX;
+
 /// Settings of the store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {

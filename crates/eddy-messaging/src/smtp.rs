@@ -145,6 +145,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// One open, greeted and authenticated connection.
 pub struct Connection {
     stream: BufStream<Box<dyn Io>>,
+    last_used: std::time::Instant,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -283,7 +284,10 @@ impl Connection {
                 "AUTH",
             )?;
         }
-        Ok(Connection { stream })
+        Ok(Connection {
+            stream,
+            last_used: std::time::Instant::now(),
+        })
     }
 
     /// Sends one message to `recipients`; the first recipient decides the reply (the others are
@@ -359,6 +363,9 @@ pub fn dot_stuff(data: &str) -> String {
     out
 }
 
+/// How long a connection may sit idle before it is checked with NOOP.
+const IDLE_CHECK: Duration = Duration::from_secs(10);
+
 /// Open connections to one relay, reused; at most `max` at a time.
 pub struct Pool {
     relay: Relay,
@@ -393,16 +400,21 @@ impl Pool {
             .map_err(|_| SmtpError("the pool is closed".into()))?;
         let reused = self.idle.lock().await.pop();
         let mut connection = match reused {
+            // Relays close connections left idle; one unused for a while is asked first, so that
+            // a message is never deferred for a connection that was already gone.
+            Some(mut c) if c.last_used.elapsed() > IDLE_CHECK => {
+                match command(&mut c.stream, "NOOP").await {
+                    Ok((250, _)) => c,
+                    _ => Connection::open(&self.relay, &self.helo).await?,
+                }
+            }
             Some(c) => c,
             None => Connection::open(&self.relay, &self.helo).await?,
         };
-        match connection.send(from, recipients, data).await {
-            Ok(reply) => {
-                self.idle.lock().await.push(connection);
-                Ok(reply)
-            }
-            Err(e) => Err(e),
-        }
+        let reply = connection.send(from, recipients, data).await?;
+        connection.last_used = std::time::Instant::now();
+        self.idle.lock().await.push(connection);
+        Ok(reply)
     }
 
     /// Closes the idle connections.
@@ -433,6 +445,99 @@ mod tests {
         assert!(Relay::parse("http://x", false).is_err());
         assert!(Relay::parse("smtps://x", true).is_err());
         assert!(Relay::parse("smtp://x:notaport", false).is_err());
+    }
+
+    /// A scripted relay: refuses recipients starting with `bounce` (550) and `soft` (451),
+    /// records each message's data, and answers every other command 250.
+    async fn relay() -> (
+        u16,
+        std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (seen, opened) = (got.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let (read, mut write) = stream.into_split();
+                    let mut lines = BufReader::new(read).lines();
+                    write.write_all(b"220 test\r\n").await.unwrap();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        let reply: &[u8] = if line.starts_with("EHLO") {
+                            b"250-test\r\n250 PIPELINING\r\n"
+                        } else if line.starts_with("RCPT TO:<bounce") {
+                            b"550 5.1.1 unknown\r\n"
+                        } else if line.starts_with("RCPT TO:<soft") {
+                            b"451 4.2.0 later\r\n"
+                        } else if line == "DATA" {
+                            write.write_all(b"354 go\r\n").await.unwrap();
+                            let mut data = String::new();
+                            while let Ok(Some(l)) = lines.next_line().await {
+                                if l == "." {
+                                    break;
+                                }
+                                data.push_str(&l);
+                                data.push('\n');
+                            }
+                            seen.lock().unwrap().push(data);
+                            b"250 queued\r\n"
+                        } else {
+                            b"250 ok\r\n"
+                        };
+                        write.write_all(reply).await.unwrap();
+                    }
+                });
+            }
+        });
+        (port, got, connections)
+    }
+
+    #[tokio::test]
+    async fn a_pool_sends_reuses_its_connection_and_classifies_refusals() {
+        let (port, got, connections) = relay().await;
+        let relay_url = Relay::parse(&format!("smtp://127.0.0.1:{port}"), false).unwrap();
+        let pool = Pool::new(relay_url, "eddy.test".into(), 1);
+        let reply = pool
+            .send("a@x.test", &["u@x.test"], "Subject: s\r\n\r\n.hidden\r\n")
+            .await
+            .unwrap();
+        assert!(matches!(reply, Reply::Accepted(_)), "{reply:?}");
+        assert!(
+            matches!(pool.send("a@x.test", &["bounce@x.test"], "x").await.unwrap(), Reply::Rejected(t) if t.starts_with("550"))
+        );
+        assert!(
+            matches!(pool.send("a@x.test", &["soft@x.test"], "x").await.unwrap(), Reply::Deferred(t) if t.starts_with("451"))
+        );
+        // After refusals (answered with RSET) the same connection still delivers.
+        assert!(matches!(
+            pool.send("a@x.test", &["v@x.test"], "body").await.unwrap(),
+            Reply::Accepted(_)
+        ));
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let got = got.lock().unwrap().clone();
+        // Dot-stuffed on the wire (a relay takes the extra dot off again).
+        assert_eq!(
+            got,
+            vec!["Subject: s\n\n..hidden\n".to_string(), "body\n".to_string()]
+        );
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn starttls_is_required_when_asked_for() {
+        let (port, _, _) = relay().await;
+        let relay_url = Relay::parse(&format!("smtp://127.0.0.1:{port}"), true).unwrap();
+        let err = Connection::open(&relay_url, "eddy.test")
+            .await
+            .err()
+            .unwrap();
+        assert!(err.0.contains("does not offer STARTTLS"), "{err}");
     }
 
     #[test]

@@ -952,16 +952,6 @@ pub fn local_due(naive_ms: i64, time_zone: Option<&str>) -> i64 {
     }
 }
 
-/// The email subscription state of a profile (Braze's default for a user with an address:
-/// subscribed).
-fn email_state(profile: &Profile) -> &str {
-    profile
-        .fields
-        .get("email_subscribe")
-        .and_then(Value::as_str)
-        .unwrap_or("subscribed")
-}
-
 impl Engine {
     fn prepare_chunk(
         &self,
@@ -1168,7 +1158,23 @@ impl Engine {
         if !job.has_relay {
             return Ok(Err("the workspace has no SMTP relay".into()));
         }
-        let state = email_state(profile);
+        let address = self
+            .store
+            .object(job.ws.id, kinds::EMAIL_ADDRESS, to)?
+            .filter(Value::is_object);
+        // A state set for the address (`/email/status`) before this user had it applies until
+        // the user's own state is set.
+        let address_state = address
+            .as_ref()
+            .and_then(|r| r["subscription_state"].as_str());
+        let state = match profile
+            .fields
+            .get("email_subscribe")
+            .and_then(Value::as_str)
+        {
+            Some(own) => own,
+            None => address_state.unwrap_or("subscribed"),
+        };
         let wanted = job.dispatch.recipient_subscription_state.as_str();
         let eligible = match wanted {
             "all" => true,
@@ -1183,7 +1189,7 @@ impl Engine {
         {
             return Ok(Err(format!("not subscribed to group {group}")));
         }
-        if let Some(record) = self.store.object(job.ws.id, kinds::EMAIL_ADDRESS, to)? {
+        if let Some(record) = &address {
             for (field, reason) in [
                 ("hard_bounced_at", "the address hard bounced"),
                 ("spam_at", "the address marked email as spam"),

@@ -595,6 +595,31 @@ async fn email_goes_through_a_real_smtp_server_with_bounces_tracking_and_unsubsc
         .await;
     let done = finished(&app, sent["dispatch_id"].as_str().unwrap()).await;
     assert_eq!(done["counts"]["sent"], 1, "{done}");
+    // A state set for an address before any user had it holds for the user who gets it.
+    let (status, _) = app
+        .post(
+            "/email/status",
+            json!({"email": "late@x.test", "subscription_state": "unsubscribed"}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    app.track(json!({"attributes": [{"external_id": "late", "email": "late@x.test",
+        "subscription_groups": [{"subscription_group_id": "promo", "subscription_state": "subscribed"}]}]}))
+        .await;
+    let (_, sent) = app
+        .post(
+            "/campaigns/trigger/send",
+            json!({"campaign_id": id, "recipients": [{"external_user_id": "late"}]}),
+        )
+        .await;
+    finished(&app, sent["dispatch_id"].as_str().unwrap()).await;
+    let (_, late) = app
+        .admin_get(&format!("{WS}/users/messages?external_id=late"))
+        .await;
+    assert_eq!(
+        late["messages"][0]["channels"]["email"]["reason"], "email state is unsubscribed",
+        "{late}"
+    );
     let (_, history) = app
         .admin_get(&format!("{WS}/users/messages?external_id=hard"))
         .await;

@@ -35,19 +35,26 @@ async fn send_all(
     bodies: Vec<String>,
     connections: usize,
 ) -> anyhow::Result<Duration> {
-    let queue = std::sync::Arc::new(std::sync::Mutex::new(bodies));
+    let requests = bodies.into_iter().map(|b| (url.to_string(), b)).collect();
+    post_all(client, key, requests, connections).await
+}
+
+/// POSTs each `(url, JSON body)` over `connections` connections, failing on any non-2xx;
+/// returns the elapsed time.
+pub(crate) async fn post_all(
+    client: &reqwest::Client,
+    key: Option<&str>,
+    requests: Vec<(String, String)>,
+    connections: usize,
+) -> anyhow::Result<Duration> {
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(requests));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..connections {
-        let (client, url, queue, key) = (
-            client.clone(),
-            url.to_string(),
-            queue.clone(),
-            key.map(str::to_string),
-        );
+        let (client, queue, key) = (client.clone(), queue.clone(), key.map(str::to_string));
         tasks.push(tokio::spawn(async move {
             loop {
-                let Some(body) = queue.lock().ok().and_then(|mut q| q.pop()) else {
+                let Some((url, body)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
                     return Ok::<_, anyhow::Error>(());
                 };
                 let mut request = client

@@ -110,34 +110,9 @@ async fn load_users(
         .chunks(75)
         .map(|c| json!({"attributes": c.iter().map(|i| user(*i)).collect::<Vec<_>>()}).to_string())
         .collect();
-    let queue = Arc::new(Mutex::new(bodies));
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (client, url, key, queue) = (
-            client.clone(),
-            format!("{base}/users/track"),
-            key.to_string(),
-            queue.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let Some(body) = queue.lock().ok().and_then(|mut q| q.pop()) else {
-                    return Ok::<_, anyhow::Error>(());
-                };
-                let r = client
-                    .post(&url)
-                    .bearer_auth(&key)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                anyhow::ensure!(r.status().is_success(), "track: {}", r.status());
-            }
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
+    let url = format!("{base}/users/track");
+    let requests = bodies.into_iter().map(|b| (url.clone(), b)).collect();
+    crate::cohorts::post_all(client, Some(key), requests, 8).await?;
     Ok(())
 }
 
@@ -254,35 +229,17 @@ pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
             u["first_name"].as_str().unwrap_or_default(), u["email"].as_str().unwrap_or_default(),
             u["tier"].as_str().unwrap_or_default().to_uppercase(), u["points"].as_u64().unwrap_or(0) + 10, u["vip"])
     }).collect();
-    let queue = Arc::new(Mutex::new(
-        bodies.into_iter().enumerate().collect::<Vec<_>>(),
-    ));
+    // Each to its own path, as eddy sends each user to theirs.
+    let requests = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| (format!("{receiver}/ceiling/{i}"), b))
+        .collect();
     let generator = reqwest::Client::builder()
         .pool_max_idle_per_host(args.connections)
         .build()?;
-    let t1 = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..args.connections {
-        let (client, queue, receiver) = (generator.clone(), queue.clone(), receiver.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let Some((i, body)) = queue.lock().ok().and_then(|mut q| q.pop()) else {
-                    return Ok::<_, anyhow::Error>(());
-                };
-                let r = client
-                    .post(format!("{receiver}/ceiling/{i}"))
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await?;
-                anyhow::ensure!(r.status().is_success(), "receiver: {}", r.status());
-            }
-        }));
-    }
-    for t in tasks {
-        t.await??;
-    }
-    let ceiling = args.users as f64 / t1.elapsed().as_secs_f64();
+    let took = crate::cohorts::post_all(&generator, None, requests, args.connections).await?;
+    let ceiling = args.users as f64 / took.as_secs_f64();
     println!(
         "receiver ceiling ({} connections): {ceiling:.0}/s; eddy reached {:.0}%",
         args.connections,

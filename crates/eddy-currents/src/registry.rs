@@ -264,16 +264,19 @@ impl Currents {
             connector: connector.clone(),
             read_pos: status.read_pos,
         };
-        let unread = reader
+        let (unread, first_unread_at) = reader
             .count_unread(status.read_pos, MAX_COUNTED_UNREAD)
-            .unwrap_or(0);
+            .unwrap_or((0, None));
+        // Lag: how long the oldest event not yet delivered has waited (0 when none waits).
+        let oldest = status.oldest_pending_at.or(first_unread_at);
+        let lag_seconds = oldest.map_or(0, |at| (eddy_model::time::now_ms() - at).max(0) / 1000);
         Some(json!({
             "name": connector.name, "type": connector.sink.kind(),
             "integration_id": connector.integration_id,
             "event_types": connector.event_types, "transforms": connector.transforms,
             "state": if status.last_error.is_some() { "error" } else { "active" },
             "delivered": status.delivered, "pending": status.pending + unread, "dropped": status.dropped,
-            "skipped": status.skipped,
+            "skipped": status.skipped, "lag_seconds": lag_seconds,
             "last_error": status.last_error,
             "next_retry_at": status.next_retry_at.map(eddy_model::time::format_iso),
         }))
@@ -329,7 +332,7 @@ impl Currents {
             "integration_id": connector.integration_id, "event_types": connector.event_types,
             "transforms": connector.transforms, "state": label,
             "delivered": state.delivered, "pending": 0, "dropped": state.dropped,
-            "skipped": state.skipped, "last_error": error.map(str::to_string).or(state.last_error),
+            "skipped": state.skipped, "lag_seconds": 0, "last_error": error.map(str::to_string).or(state.last_error),
         })))
     }
 

@@ -54,9 +54,14 @@ impl OutboxReader {
     }
 
     /// Events for this connector after `from` that it has not read yet, counting at most
-    /// `max_scanned` outbox entries (the answer is then a lower bound).
-    pub fn count_unread(&self, from: u64, max_scanned: usize) -> Result<u64, StoreError> {
-        let (mut pos, mut left, mut count) = (from, max_scanned, 0);
+    /// `max_scanned` outbox entries (the count is then a lower bound), and the queue time of
+    /// the first of them.
+    pub fn count_unread(
+        &self,
+        from: u64,
+        max_scanned: usize,
+    ) -> Result<(u64, Option<i64>), StoreError> {
+        let (mut pos, mut left, mut count, mut oldest) = (from, max_scanned, 0, None);
         while left > 0 {
             let page = self.store.outbox(pos, PAGE.min(left))?;
             let full = page.len() == PAGE.min(left);
@@ -65,13 +70,16 @@ impl OutboxReader {
                 pos = seq + 1;
                 if self.selects(entry).is_some() {
                     count += 1;
+                    if oldest.is_none() {
+                        oldest = entry.get("at").and_then(Value::as_i64);
+                    }
                 }
             }
             if !full {
                 break;
             }
         }
-        Ok(count)
+        Ok((count, oldest))
     }
 
     /// The entry's event type when this connector delivers it.

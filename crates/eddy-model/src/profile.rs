@@ -97,6 +97,21 @@ fn add_day(recent: &mut Vec<(i32, u32)>, day: i32, n: u32) {
     }
 }
 
+/// Most merges a profile remembers; older ones are forgotten first.
+pub const MAX_MERGE_HISTORY: usize = 100;
+
+/// A profile that was merged into another: who it was and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergedProfile {
+    /// Its braze id.
+    pub braze_id: String,
+    /// Its external id, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// When it was merged, UTC ms.
+    pub at_ms: i64,
+}
+
 /// One user profile, keyed in the store by its dense internal id.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
@@ -132,6 +147,9 @@ pub struct Profile {
     /// Sum of price × quantity.
     #[serde(default)]
     pub total_revenue: f64,
+    /// The profiles merged into this one, oldest first (at most [`MAX_MERGE_HISTORY`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<MergedProfile>,
     /// Creation time, UTC ms.
     pub created_at: i64,
     /// Last change, UTC ms (decides "most recently updated").
@@ -283,6 +301,20 @@ impl Profile {
             u64::from(quantity),
         );
         self.total_revenue += price * f64::from(quantity);
+    }
+
+    /// Remembers that `other` was merged into this one at `now_ms`, with the merges it had
+    /// itself absorbed before.
+    pub fn remember_merge(&mut self, other: &Profile, now_ms: i64) {
+        self.merged.extend(other.merged.iter().cloned());
+        self.merged.push(MergedProfile {
+            braze_id: other.braze_id.clone(),
+            external_id: other.external_id.clone(),
+            at_ms: now_ms,
+        });
+        self.merged.sort_by_key(|m| m.at_ms);
+        let excess = self.merged.len().saturating_sub(MAX_MERGE_HISTORY);
+        self.merged.drain(..excess);
     }
 
     /// Folds `other` (the profile being merged away) into this one, as Braze's merge does:

@@ -37,6 +37,48 @@ impl Points {
     }
 }
 
+/// What happened in a workspace on one day besides data points: the overview's figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Custom events recorded.
+    #[serde(default)]
+    pub events: u64,
+    /// Purchases recorded (a purchase of quantity 3 counts 3, as Currents does).
+    #[serde(default)]
+    pub purchases: u64,
+    /// Profiles created.
+    #[serde(default)]
+    pub new_profiles: u64,
+}
+
+impl Activity {
+    /// Adds another tally to this one.
+    pub fn add(&mut self, other: Activity) {
+        self.events += other.events;
+        self.purchases += other.purchases;
+        self.new_profiles += other.new_profiles;
+    }
+}
+
+/// One workspace's day as stored: its data points and its activity, in one record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Day {
+    /// Data points.
+    #[serde(flatten)]
+    pub points: Points,
+    /// Events, purchases and new profiles.
+    #[serde(flatten)]
+    pub activity: Activity,
+}
+
+impl Day {
+    /// Adds another day's tally to this one.
+    pub fn add(&mut self, other: Day) {
+        self.points.add(other.points);
+        self.activity.add(other.activity);
+    }
+}
+
 /// Whether Braze bills writes to a standard field.
 pub fn standard_field_billable(field: &str) -> bool {
     !matches!(
@@ -69,6 +111,28 @@ mod tests {
             }
         );
         assert!(standard_field_billable("first_name"));
+    }
+
+    #[test]
+    fn days_stored_before_activity_was_counted_still_read() {
+        let old: Day = serde_json::from_str(r#"{"billable":2,"non_billable":1}"#).unwrap();
+        assert_eq!(old.points.billable, 2);
+        assert_eq!(old.activity, Activity::default());
+        let mut day = old;
+        day.add(Day {
+            points: Points::default(),
+            activity: Activity {
+                events: 3,
+                purchases: 1,
+                new_profiles: 2,
+            },
+        });
+        let text = serde_json::to_string(&day).unwrap();
+        let back: Day = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, day);
+        // Points alone still read a new record.
+        let points: Points = serde_json::from_str(&text).unwrap();
+        assert_eq!(points.billable, 2);
         assert!(!standard_field_billable("email_subscribe"));
     }
 }

@@ -132,19 +132,25 @@ pub async fn delete_api_key(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /eddy/v1/workspaces/{ws}/usage`: data points per day.
+/// `GET /eddy/v1/workspaces/{ws}/usage`: data points per day (billable and not), with the
+/// events, purchases and new profiles of each day, and how many profiles there are now.
 pub async fn usage(State(state): State<SharedState>, AdminWorkspace(ws): AdminWorkspace) -> Answer {
     let mut total = Points::default();
     let mut days = Vec::new();
-    for (day, points) in state.store.usage(ws.id)? {
-        total.add(points);
+    for (day, tally) in state.store.usage(ws.id)? {
+        total.add(tally.points);
+        let (points, activity) = (tally.points, tally.activity);
         days.push(
-            json!({"date": day, "billable": points.billable, "non_billable": points.non_billable}),
+            json!({"date": day, "billable": points.billable, "non_billable": points.non_billable,
+                         "events": activity.events, "purchases": activity.purchases,
+                         "new_profiles": activity.new_profiles}),
         );
     }
+    let profiles = crate::segments::profile_count(&state, ws.id).await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"workspace": ws.name, "days": days, "total": {"billable": total.billable, "non_billable": total.non_billable}}),
+        &json!({"workspace": ws.name, "days": days, "profiles": profiles,
+                "total": {"billable": total.billable, "non_billable": total.non_billable}}),
     ))
 }
 
@@ -410,4 +416,38 @@ pub async fn delete_export_storage(
         .set_export_storage(ws.id, ExportStorage::Local)
         .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /eddy/v1/workspaces/{ws}/cohorts`: the cohorts partners imported, with their sizes now.
+pub async fn list_cohorts(
+    State(state): State<SharedState>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    let cohorts = state.store.cohorts(ws.id)?;
+    let store = state.store.clone();
+    let ws_id = ws.id;
+    let sizes = tokio::task::spawn_blocking(move || {
+        let index = store.index();
+        let workspace = index.workspace(ws_id);
+        cohorts
+            .into_iter()
+            .map(|c| {
+                let size = workspace
+                    .and_then(|w| w.cohort_bitmap(&c.partner, &c.cohort_id))
+                    .map_or(0, |b| b.len());
+                (c, size)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|_| HttpError(ApiError::Internal))?;
+    let list: Vec<_> = sizes
+        .iter()
+        .map(|(c, size)| {
+            json!({"partner": c.partner, "cohort_id": c.cohort_id, "name": c.name, "size": size,
+                   "created_at": c.created_at,
+                   "imported_at": eddy_model::time::format_iso(c.imported_at)})
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({"cohorts": list})))
 }

@@ -49,6 +49,30 @@ pub struct Config {
     pub messaging: Messaging,
     /// Where data lives (`[store]`): the embedded store in `data_dir`, or PostgreSQL.
     pub store: StoreConfig,
+    /// The dashboard and its API log (`[dashboard]`).
+    pub dashboard: Dashboard,
+}
+
+/// The `[dashboard]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dashboard {
+    /// Requests the API log keeps per workspace, in memory (0 turns the log off).
+    pub api_log_entries: usize,
+    /// Bytes of each request and answer body the API log keeps.
+    pub api_log_body_bytes: usize,
+    /// How long a sign-in lasts, seconds.
+    pub session_seconds: u64,
+}
+
+impl Default for Dashboard {
+    fn default() -> Self {
+        Dashboard {
+            api_log_entries: 500,
+            api_log_body_bytes: 64 * 1024,
+            session_seconds: 12 * 3600,
+        }
+    }
 }
 
 /// The `[store]` table.
@@ -144,6 +168,7 @@ impl Default for Config {
             previous_secrets_key_file: None,
             messaging: Messaging::default(),
             store: StoreConfig::default(),
+            dashboard: Dashboard::default(),
         }
     }
 }
@@ -201,6 +226,9 @@ impl Config {
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
             return Err("messaging.public_url starts with http:// or https://".into());
+        }
+        if self.dashboard.session_seconds == 0 {
+            return Err("dashboard.session_seconds must be at least 1".into());
         }
         if self.max_body_bytes == 0 {
             return Err("max_body_bytes must be at least 1".into());

@@ -151,6 +151,7 @@ impl<P: Permission> FromRequest<SharedState> for Rest<P> {
         let (key, workspace) = authorize(state, &headers, query.as_deref(), &body, P::NAME)?;
         if let Some(log) = &log {
             log.set_key(&key.name);
+            log.set_workspace(workspace.id, &body);
         }
         Ok(Rest {
             workspace,
@@ -162,6 +163,19 @@ impl<P: Permission> FromRequest<SharedState> for Rest<P> {
     }
 }
 
+/// The admin token, or a call the dashboard makes for a signed-in session (the marker is an
+/// in-process extension no client can set).
+fn admin(parts: &Parts, state: &SharedState) -> Result<(), HttpError> {
+    if parts
+        .extensions
+        .get::<crate::dashboard::SignedIn>()
+        .is_some()
+    {
+        return Ok(());
+    }
+    Ok(authorize_admin(state, &parts.headers)?)
+}
+
 /// A request that presented the admin token.
 pub struct Admin;
 
@@ -169,7 +183,7 @@ impl FromRequestParts<SharedState> for Admin {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, HttpError> {
-        authorize_admin(state, &parts.headers)?;
+        admin(parts, state)?;
         Ok(Admin)
     }
 }
@@ -181,7 +195,7 @@ impl FromRequestParts<SharedState> for AdminWorkspace {
     type Rejection = HttpError;
 
     async fn from_request_parts(parts: &mut Parts, state: &SharedState) -> Result<Self, HttpError> {
-        authorize_admin(state, &parts.headers)?;
+        admin(parts, state)?;
         let params = RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|_| HttpError(ApiError::NotFound))?;

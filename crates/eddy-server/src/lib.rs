@@ -27,9 +27,11 @@
 //! a shutdown signal, finishes in-flight requests and stops the writer after its last commit.
 
 pub mod admin;
+pub mod api_log;
 pub mod config;
 pub mod connections;
 pub mod currents;
+pub mod dashboard;
 mod datadir;
 pub mod export_files;
 pub mod extract;
@@ -95,6 +97,10 @@ pub struct AppState {
     pub liquid_http: Arc<eddy_liquid::http::HttpClient>,
     /// The delivery engine.
     pub engine: Arc<eddy_messaging::engine::Engine>,
+    /// The last requests of each workspace, for the dashboard.
+    pub api_log: api_log::ApiLog,
+    /// Dashboard sign-ins: the key that signs session cookies, and sign-outs.
+    pub sessions: dashboard::session::Sessions,
 }
 
 /// The state as handlers hold it.
@@ -238,6 +244,14 @@ impl App {
             exports: segment_export::Exports::default(),
             liquid_http,
             engine: engine.clone(),
+            api_log: api_log::ApiLog::new(
+                config.dashboard.api_log_entries,
+                config.dashboard.api_log_body_bytes,
+            ),
+            sessions: dashboard::session::Sessions::new(
+                &token,
+                std::time::Duration::from_secs(config.dashboard.session_seconds),
+            ),
         });
         Ok(App {
             router: router(state, config.max_body_bytes),
@@ -347,7 +361,19 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// Every route: the API, and the dashboard (which calls the API routes in process), behind
+/// the edge middleware.
 fn router(state: SharedState, max_body_bytes: usize) -> Router {
+    let api = api_routes(state.clone());
+    api.clone()
+        .merge(dashboard::routes(state.clone(), api))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(RequestDecompressionLayer::new())
+        .layer(middleware::from_fn_with_state(state, edge))
+}
+
+/// The HTTP API: Braze's endpoints, the admin API, tracking links, health and metrics.
+fn api_routes(state: SharedState) -> Router {
     Router::new()
         .route("/users/track", post(users::track))
         .route("/users/identify", post(users::identify))
@@ -419,6 +445,14 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
             post(segments::create).get(segments::list_admin),
         )
         .route(
+            "/eddy/v1/workspaces/{ws}/segments/{id}/export",
+            post(segment_export::export_admin),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/segments/size",
+            post(segments::preview_size),
+        )
+        .route(
             "/eddy/v1/workspaces/{ws}/segments/{id}",
             get(segments::get)
                 .put(segments::update)
@@ -472,8 +506,17 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
         )
         .route(
             "/eddy/v1/workspaces/{ws}/users/{braze_id}",
-            get(profiles::get),
+            get(profiles::get).delete(profiles::delete),
         )
+        .route(
+            "/eddy/v1/workspaces/{ws}/users/{braze_id}/events",
+            get(profiles::events),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/users/merge",
+            post(profiles::merge),
+        )
+        .route("/eddy/v1/workspaces/{ws}/cohorts", get(admin::list_cohorts))
         .route("/eddy/v1/workspaces/{ws}/usage", get(admin::usage))
         .route("/messages/send", post(messaging::messages_send))
         .route(
@@ -537,6 +580,10 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
                 .delete(messaging::delete_campaign),
         )
         .route(
+            "/eddy/v1/workspaces/{ws}/dispatches",
+            get(messaging::list_dispatches),
+        )
+        .route(
             "/eddy/v1/workspaces/{ws}/dispatches/{id}",
             get(messaging::get_dispatch),
         )
@@ -570,9 +617,6 @@ fn router(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(RequestDecompressionLayer::new())
-        .layer(middleware::from_fn_with_state(state.clone(), edge))
         .with_state(state)
 }
 
@@ -638,7 +682,15 @@ async fn metrics_text(State(state): State<SharedState>) -> Response {
 struct Unmatched;
 
 /// No route: a Braze endpoint eddy lacks is named as such (501), anything else is Braze's 404.
-async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+async fn not_found(
+    State(state): State<SharedState>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if uri.path() == "/dashboard" || uri.path().starts_with("/dashboard/") {
+        return dashboard::unknown(&state, &headers);
+    }
     let mut response = match unimplemented::braze_endpoint(method.as_str(), uri.path()) {
         Some(endpoint) => HttpError(ApiError::NotImplemented(endpoint)).into_response(),
         None => HttpError(ApiError::NotFound).into_response(),
@@ -666,6 +718,7 @@ async fn edge(State(state): State<SharedState>, mut req: Request, next: Next) ->
     let log = Arc::new(request_log::RequestLog::default());
     req.extensions_mut().insert(log.clone());
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let query = req.uri().query().map(str::to_string);
     let caller = caller_of(&req);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -708,7 +761,66 @@ async fn edge(State(state): State<SharedState>, mut req: Request, next: Next) ->
     if state.log_requests {
         log.emit(&method, &path, status, took);
     }
+    if let Some(ws) = log.workspace()
+        && state.api_log.enabled()
+    {
+        response = keep_in_api_log(
+            &state, ws, &log, &method, &path, query, status, took, response,
+        )
+        .await;
+    }
     response
+}
+
+/// Adds a workspace's request to the API log, with its answer when the answer is small and
+/// already whole (JSON answers are; streamed ones are not read).
+#[allow(clippy::too_many_arguments)]
+async fn keep_in_api_log(
+    state: &AppState,
+    ws: u32,
+    log: &request_log::RequestLog,
+    method: &axum::http::Method,
+    path: &str,
+    query: Option<String>,
+    status: u16,
+    took: std::time::Duration,
+    response: Response,
+) -> Response {
+    use axum::body::HttpBody;
+    let (parts, body) = response.into_parts();
+    let whole = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n as usize <= state.api_log.body_bytes());
+    let (body, kept) = if whole {
+        match axum::body::to_bytes(body, state.api_log.body_bytes()).await {
+            Ok(bytes) => (axum::body::Body::from(bytes.clone()), Some(bytes)),
+            Err(e) => {
+                tracing::warn!(error = %e, "api log: the answer could not be read");
+                (axum::body::Body::empty(), None)
+            }
+        }
+    } else {
+        (body, None)
+    };
+    state.api_log.push(
+        ws,
+        api_log::Entry {
+            id: 0,
+            at_ms: eddy_model::time::now_ms(),
+            method: method.to_string(),
+            path: api_log::redact_query(path, query.as_deref()),
+            key: log.key().unwrap_or("-").to_string(),
+            status,
+            micros: took.as_micros() as u64,
+            objects: log.objects(),
+            request: log.body().cloned().unwrap_or_default(),
+            request_truncated: false,
+            response: kept,
+            refused: false,
+        },
+    );
+    Response::from_parts(parts, body)
 }
 
 /// A cheap hash of whatever key the request presents; requests without one share a bucket.

@@ -5,7 +5,7 @@
 //! A send answers 2xx once its dispatch (audience included) is committed; the engine
 //! (`eddy_messaging::engine`) delivers it from there, across restarts.
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use eddy_messaging::campaign::{Campaign, CampaignInput, Messages};
@@ -1123,6 +1123,11 @@ pub async fn get_dispatch(
         .store
         .object(ws.id, kinds::DISPATCH, &id)?
         .ok_or_else(|| HttpError(ApiError::ResourceNotFound(format!("dispatch '{id}'"))))?;
+    Ok(json_response(StatusCode::OK, &dispatch_json(value)?))
+}
+
+/// A stored dispatch as the admin API shows it: the audience as its size, times as ISO 8601.
+fn dispatch_json(value: Value) -> Result<Value, HttpError> {
     let dispatch: Dispatch =
         serde_json::from_value(value).map_err(|_| HttpError(ApiError::Internal))?;
     let size = dispatch.audience_size()?;
@@ -1140,7 +1145,53 @@ pub async fn get_dispatch(
             json!(dispatch.finished_at.map(time::format_iso)),
         );
     }
-    Ok(json_response(StatusCode::OK, &v))
+    Ok(v)
+}
+
+/// Most dispatches `GET …/dispatches` reads before filtering.
+const DISPATCH_SCAN: usize = 10_000;
+
+/// `GET /eddy/v1/workspaces/{ws}/dispatches?campaign_id=&limit=`: sends, newest first (at
+/// most `limit`, default 50), with their state and counts.
+pub async fn list_dispatches(
+    State(state): State<SharedState>,
+    AdminWorkspace(ws): AdminWorkspace,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    let campaign = crate::http::query_param(query.as_deref(), "campaign_id");
+    let limit = match crate::http::query_param(query.as_deref(), "limit") {
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=500).contains(n))
+            .ok_or_else(|| bad("limit must be 1 to 500"))?,
+        None => 50,
+    };
+    let mut found = Vec::new();
+    for (_, value) in state
+        .store
+        .objects_page(ws.id, kinds::DISPATCH, "", None, DISPATCH_SCAN)?
+    {
+        let dispatch = dispatch_json(value)?;
+        if campaign
+            .as_deref()
+            .is_some_and(|c| dispatch.get("campaign_id").and_then(Value::as_str) != Some(c))
+        {
+            continue;
+        }
+        found.push(dispatch);
+    }
+    // ISO 8601 times of one format sort as the instants they name.
+    found.sort_by(|a, b| {
+        let at = |v: &Value| {
+            v.get("created_at")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        at(b).cmp(&at(a))
+    });
+    found.truncate(limit);
+    Ok(json_response(StatusCode::OK, &json!({"dispatches": found})))
 }
 
 /// The body of `PUT /eddy/v1/workspaces/{ws}/email`.

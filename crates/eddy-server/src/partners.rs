@@ -12,7 +12,6 @@ use eddy_store::{CohortMember, MemberChange};
 use serde_json::{Value, json};
 
 use crate::SharedState;
-use crate::extract::JsonBody;
 use crate::http::{HttpError, json_response};
 use crate::request_log::RequestLog;
 type Answer = Result<Response, HttpError>;
@@ -88,13 +87,16 @@ impl FromRequest<SharedState> for CohortCall {
         let Path(partner) = Path::<String>::from_request_parts(&mut parts, state)
             .await
             .map_err(|_| HttpError(ApiError::NotFound))?;
-        let JsonBody(body) =
-            JsonBody::<Value>::from_request(Request::from_parts(parts, body), state).await?;
+        let raw = crate::http::body_bytes(
+            axum::body::Bytes::from_request(Request::from_parts(parts, body), state).await,
+        )?;
+        let body: Value = crate::http::parse(&raw)?;
         let ws = authorize_partner(state, &partner, &body)?;
-        let cohort_id = cohort_id(&body)?;
         if let Some(log) = &log {
             log.set_key(&format!("partner {partner}"));
+            log.set_workspace(ws, &raw);
         }
+        let cohort_id = cohort_id(&body)?;
         Ok(CohortCall {
             partner,
             ws,

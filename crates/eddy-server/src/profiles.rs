@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::SharedState;
-use crate::extract::AdminWorkspace;
+use crate::extract::{AdminWorkspace, JsonBody};
 use crate::http::{HttpError, json_response};
 
 type Answer = Result<Response, HttpError>;
@@ -115,7 +115,26 @@ pub async fn get(
     body["id"] = json!(id);
     body["created_at"] = json!(time::format_iso(profile.created_at));
     body["cohorts"] = cohorts;
+    body["merged"] = json!(profile
+        .merged
+        .iter()
+        .map(|m| json!({"braze_id": m.braze_id, "external_id": m.external_id, "merged_at": time::format_iso(m.at_ms)}))
+        .collect::<Vec<_>>());
+    body["segments"] = segments_of(&state, ws.id, id).await?;
     Ok(json_response(StatusCode::OK, &body))
+}
+
+/// The saved segments a profile is in now.
+async fn segments_of(state: &SharedState, ws: u32, id: u32) -> Result<Value, HttpError> {
+    let mut out = Vec::new();
+    for segment in state.store.segments(ws)? {
+        let filter = crate::segments::parse_filter(&segment.filter)?;
+        let members = crate::segments::members(state, ws, filter, time::now_ms()).await?;
+        if members.contains(id) {
+            out.push(json!({"id": segment.id, "name": segment.name}));
+        }
+    }
+    Ok(Value::Array(out))
 }
 
 /// The cohorts a profile belongs to, with their display names, read off the index.
@@ -142,4 +161,73 @@ async fn cohorts_of(state: &SharedState, ws: &Workspace, id: u32) -> Result<Valu
         }
     }
     Ok(Value::Array(out))
+}
+
+/// `DELETE /eddy/v1/workspaces/{ws}/users/{braze_id}`: deletes the user as `/users/delete`
+/// does (the same store operation, its Currents event included).
+pub async fn delete(
+    State(state): State<SharedState>,
+    Path((_, braze_id)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    let request = eddy_model::wire::DeleteRequest {
+        braze_ids: vec![braze_id.clone()],
+        ..Default::default()
+    };
+    let deleted = state.store.delete_users(ws, request).await?;
+    if deleted == 0 {
+        return Err(ApiError::ResourceNotFound(format!("user '{braze_id}'")).into());
+    }
+    Ok(json_response(StatusCode::OK, &json!({"deleted": deleted})))
+}
+
+/// `POST /eddy/v1/workspaces/{ws}/users/merge` with `/users/merge`'s body and checks: the
+/// same store operation, for the admin token.
+pub async fn merge(
+    State(state): State<SharedState>,
+    AdminWorkspace(ws): AdminWorkspace,
+    JsonBody(req): JsonBody<Value>,
+) -> Answer {
+    let pairs = eddy_model::users::parse_merge(&req)?;
+    state.store.merge_users(ws, pairs).await?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"message": "success"}),
+    ))
+}
+
+/// How far back `…/users/{braze_id}/events` looks: the newest outbox entries of all workspaces.
+const RECENT_EVENTS_WINDOW: u64 = 20_000;
+
+/// `GET /eddy/v1/workspaces/{ws}/users/{braze_id}/events`: the user's Currents events among the
+/// newest outbox entries (what connectors deliver), newest first, at most 100.
+pub async fn events(
+    State(state): State<SharedState>,
+    Path((_, braze_id)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    let store = state.store.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        let head = store.outbox_head()?;
+        let from = head.saturating_sub(RECENT_EVENTS_WINDOW);
+        let mut found = Vec::new();
+        for (seq, entry) in store.outbox(from, RECENT_EVENTS_WINDOW as usize)? {
+            if entry.get("ws").and_then(Value::as_u64) != Some(u64::from(ws.id)) {
+                continue;
+            }
+            let record = entry.get("record").cloned().unwrap_or(Value::Null);
+            if record.get("user_id").and_then(Value::as_str) != Some(braze_id.as_str()) {
+                continue;
+            }
+            found.push(json!({"seq": seq, "type": entry.get("type"),
+                              "at": entry.get("at").and_then(Value::as_i64).map(time::format_iso),
+                              "record": record}));
+        }
+        found.reverse();
+        found.truncate(100);
+        Ok::<_, eddy_store::StoreError>(found)
+    })
+    .await
+    .map_err(|_| HttpError(ApiError::Internal))??;
+    Ok(json_response(StatusCode::OK, &json!({"events": found})))
 }

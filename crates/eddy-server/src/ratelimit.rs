@@ -18,6 +18,7 @@ pub const GROUPS: &[(&str, u64, u64)] = &[
     ("email", 250_000, 3_600),
     ("campaigns.export", 250_000, 3_600),
     ("admin", 100_000, 60),
+    ("dashboard", 100_000, 60),
     ("internal", 1_000_000, 60),
 ];
 
@@ -51,6 +52,7 @@ pub fn group_of(path: &str) -> &'static str {
         p if p.starts_with("/email/") => "email",
         "/campaigns/list" | "/campaigns/details" => "campaigns.export",
         p if p.starts_with("/eddy/") => "admin",
+        p if p.starts_with("/dashboard") => "dashboard",
         _ => "internal",
     }
 }

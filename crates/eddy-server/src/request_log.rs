@@ -10,12 +10,41 @@ use std::time::Duration;
 pub struct RequestLog {
     key: OnceLock<String>,
     objects: AtomicU64,
+    workspace: OnceLock<u32>,
+    body: OnceLock<axum::body::Bytes>,
 }
 
 impl RequestLog {
     /// The name of the REST API key that authenticated the request.
     pub fn set_key(&self, name: &str) {
         let _ = self.key.set(name.to_string());
+    }
+
+    /// The workspace the request's key belongs to, and the body it sent: what the API log
+    /// keeps (set by the extractors that authenticate REST and partner keys).
+    pub fn set_workspace(&self, ws: u32, body: &axum::body::Bytes) {
+        let _ = self.workspace.set(ws);
+        let _ = self.body.set(body.clone());
+    }
+
+    /// The workspace of the request's key, once authenticated.
+    pub fn workspace(&self) -> Option<u32> {
+        self.workspace.get().copied()
+    }
+
+    /// The request body, once an extractor read it.
+    pub fn body(&self) -> Option<&axum::body::Bytes> {
+        self.body.get()
+    }
+
+    /// The key's name, once authenticated.
+    pub fn key(&self) -> Option<&str> {
+        self.key.get().map(String::as_str)
+    }
+
+    /// Objects counted so far.
+    pub fn objects(&self) -> u64 {
+        self.objects.load(Ordering::Relaxed)
     }
 
     /// Objects (attributes, events, purchases, ids) the request carried.

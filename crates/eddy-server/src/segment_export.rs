@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use eddy_model::{ApiError, time};
@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::SharedState;
-use crate::extract::{Rest, UsersExportSegment};
+use crate::extract::{AdminWorkspace, JsonBody, Rest, UsersExportSegment};
 use crate::http::{HttpError, json_response};
 use crate::segments::{members, parse_filter};
 
@@ -27,8 +27,9 @@ type Answer = Result<Response, HttpError>;
 /// Users per export file (Braze: about 5,000).
 const USERS_PER_FILE: usize = 5000;
 
+/// The body of `/users/export/segment`.
 #[derive(Deserialize)]
-struct ExportRequest {
+pub struct ExportRequest {
     segment_id: Option<String>,
     callback_endpoint: Option<String>,
     fields_to_export: Option<Vec<String>>,
@@ -41,7 +42,23 @@ struct ExportRequest {
 /// `{"success": true}` to `callback_endpoint` when one is given.
 pub async fn export(State(state): State<SharedState>, rest: Rest<UsersExportSegment>) -> Answer {
     let req: ExportRequest = rest.json()?;
-    let ws = rest.workspace;
+    start(state, rest.workspace, req).await
+}
+
+/// `POST /eddy/v1/workspaces/{ws}/segments/{id}/export` (admin) with the body of
+/// `/users/export/segment` less `segment_id`: the same export, started by the admin token.
+pub async fn export_admin(
+    State(state): State<SharedState>,
+    Path((_, id)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+    JsonBody(mut req): JsonBody<ExportRequest>,
+) -> Answer {
+    req.segment_id = Some(id);
+    start(state, ws, req).await
+}
+
+/// Checks the request and starts the export in the background.
+async fn start(state: SharedState, ws: eddy_store::Workspace, req: ExportRequest) -> Answer {
     let Some(segment_id) = req.segment_id.filter(|s| !s.is_empty()) else {
         return Err(ApiError::BadRequest("segment_id is required".into()).into());
     };

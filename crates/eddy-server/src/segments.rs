@@ -40,6 +40,23 @@ pub(crate) async fn members(
     })
 }
 
+/// How many profiles a workspace holds now (every write acknowledged before included).
+pub(crate) async fn profile_count(state: &SharedState, ws: u32) -> Result<u64, HttpError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || {
+        store
+            .index()
+            .workspace(ws)
+            .map(|w| w.all().len())
+            .unwrap_or(0)
+    })
+    .await
+    .map_err(|e| {
+        tracing::error!(error = %e, "profile count failed");
+        HttpError(ApiError::Internal)
+    })
+}
+
 /// The exact size of a segment now.
 async fn size(state: &SharedState, ws: u32, filter: Filter) -> Result<u64, HttpError> {
     Ok(members(state, ws, filter, time::now_ms()).await?.len())
@@ -81,6 +98,25 @@ pub async fn create(
         StatusCode::CREATED,
         &segment_json(&segment, size),
     ))
+}
+
+/// The body of `POST …/segments/size`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizeQuestion {
+    filter: Value,
+}
+
+/// `POST /eddy/v1/workspaces/{ws}/segments/size` `{"filter"}` → `{"size"}`: the exact size a
+/// filter has now, without saving it (the dashboard's builder asks as the user edits).
+pub async fn preview_size(
+    State(state): State<SharedState>,
+    AdminWorkspace(ws): AdminWorkspace,
+    JsonBody(req): JsonBody<SizeQuestion>,
+) -> Answer {
+    let filter = parse_filter(&req.filter)?;
+    let size = size(&state, ws.id, filter).await?;
+    Ok(json_response(StatusCode::OK, &json!({"size": size})))
 }
 
 /// The checks of a segment body, for creation and update alike.

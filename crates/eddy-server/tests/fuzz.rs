@@ -383,6 +383,34 @@ fn routes() -> Vec<Route> {
             "/eddy/v1/workspaces/default/dispatches/none",
             Value::Null,
         ),
+        admin(
+            "GET",
+            "/eddy/v1/workspaces/default/dispatches?limit=5",
+            Value::Null,
+        ),
+        admin(
+            "POST",
+            "/eddy/v1/workspaces/default/segments/size",
+            json!({"filter": {"or": [{"attribute": "plan", "op": "equals", "value": "pro"},
+                                     {"purchase": null, "op": "count_at_most", "value": 2}]}}),
+        ),
+        admin(
+            "POST",
+            "/eddy/v1/workspaces/default/users/merge",
+            json!({"merge_updates": [{"identifier_to_merge": {"external_id": "f2"},
+                                      "identifier_to_keep": {"external_id": "f1"}}]}),
+        ),
+        admin(
+            "DELETE",
+            "/eddy/v1/workspaces/default/users/none",
+            Value::Null,
+        ),
+        admin(
+            "GET",
+            "/eddy/v1/workspaces/default/users/none/events",
+            Value::Null,
+        ),
+        admin("GET", "/eddy/v1/workspaces/default/cohorts", Value::Null),
         Route {
             method: "GET",
             path: "/eddy/t/c/abc.def",

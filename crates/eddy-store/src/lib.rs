@@ -43,7 +43,7 @@ use std::sync::{Arc, RwLock};
 
 use eddy_model::profile::{Limits, Profile};
 use eddy_model::track::Identifier;
-use eddy_model::usage::Points;
+use eddy_model::usage::Day;
 use eddy_segments::Index;
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -549,8 +549,8 @@ impl Store {
         Ok(view.profile(ws, id)?.map(|p| (id, p)))
     }
 
-    /// Data points per day of a workspace, oldest first.
-    pub fn usage(&self, ws: u32) -> Result<Vec<(String, Points)>, StoreError> {
+    /// Data points, events, purchases and new profiles per day of a workspace, oldest first.
+    pub fn usage(&self, ws: u32) -> Result<Vec<(String, Day)>, StoreError> {
         let mut out = Vec::new();
         for (key, value) in
             self.backend

@@ -8,7 +8,7 @@ use rustc_hash::FxHashMap;
 
 use eddy_model::currents::OutboxEvent;
 use eddy_model::profile::Profile;
-use eddy_model::usage::Points;
+use eddy_model::usage::{Activity, Day, Points};
 use eddy_segments::Index;
 use roaring::RoaringBitmap;
 
@@ -41,7 +41,7 @@ pub struct Txn<'a> {
     profiles: FxHashMap<(u32, u32), Option<Profile>>,
     order: Vec<(Table, Vec<u8>)>,
     outbox: Vec<(u32, OutboxEvent, Option<String>)>,
-    usage: FxHashMap<(u32, String), Points>,
+    usage: FxHashMap<(u32, String), Day>,
     touched_profile_counters: Vec<u32>,
     index: &'a Index,
     members: FxHashMap<(u32, String, String), CohortDelta>,
@@ -288,6 +288,13 @@ impl<'a> Txn<'a> {
         let id = *next;
         *next += 1;
         self.touched_profile_counters.push(ws);
+        self.count(
+            ws,
+            Activity {
+                new_profiles: 1,
+                ..Activity::default()
+            },
+        );
         let profile = Profile::new(ids::braze_id(self.now_ms), self.now_ms);
         self.put(
             Table::Idents,
@@ -379,7 +386,17 @@ impl<'a> Txn<'a> {
             return;
         }
         let day = eddy_model::time::utc_day(self.now_ms);
-        self.usage.entry((ws, day)).or_default().add(points);
+        self.usage.entry((ws, day)).or_default().points.add(points);
+    }
+
+    /// Adds events, purchases or new profiles to a workspace's tally for today.
+    pub fn count(&mut self, ws: u32, activity: Activity) {
+        let day = eddy_model::time::utc_day(self.now_ms);
+        self.usage
+            .entry((ws, day))
+            .or_default()
+            .activity
+            .add(activity);
     }
 
     /// Turns the group into one write set, assigning outbox sequence numbers. Also returns what
@@ -447,16 +464,16 @@ impl<'a> Txn<'a> {
                 Some(self.counters.next_outbox.to_be_bytes().to_vec()),
             ));
         }
-        for ((ws, day), points) in std::mem::take(&mut self.usage) {
+        for ((ws, day), tally) in std::mem::take(&mut self.usage) {
             let key = keys::usage(ws, &day);
-            let mut total: Points = match self.backend.get(Table::Usage, &key)? {
+            let mut total: Day = match self.backend.get(Table::Usage, &key)? {
                 Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
                     table: "usage",
                     reason: e.to_string(),
                 })?,
-                None => Points::default(),
+                None => Day::default(),
             };
-            total.add(points);
+            total.add(tally);
             let bytes =
                 serde_json::to_vec(&total).map_err(|e| StoreError::Backend(e.to_string()))?;
             writes.ops.push((Table::Usage, key, Some(bytes)));

@@ -5,7 +5,7 @@ use eddy_model::ObjectError;
 use eddy_model::currents::{self, UserRef};
 use eddy_model::profile::{Limits, Profile, SubscriptionChange};
 use eddy_model::track::{Identifier, Target, TrackBatch};
-use eddy_model::usage::Points;
+use eddy_model::usage::{Activity, Points};
 use eddy_model::users::Lookup;
 use eddy_model::wire::{
     AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse, UserAlias,
@@ -192,6 +192,13 @@ impl Txn<'_> {
             };
             let record = currents::custom_event(ids::event_id(), user, &event);
             self.emit(ws.id, record);
+            self.count(
+                ws.id,
+                Activity {
+                    events: 1,
+                    ..Activity::default()
+                },
+            );
             self.meter(
                 ws.id,
                 Points {
@@ -221,6 +228,13 @@ impl Txn<'_> {
                 let record = currents::purchase(ids::event_id(), user, &purchase);
                 self.emit(ws.id, record);
             }
+            self.count(
+                ws.id,
+                Activity {
+                    purchases: u64::from(purchase.quantity),
+                    ..Activity::default()
+                },
+            );
             self.meter(
                 ws.id,
                 Points {
@@ -249,6 +263,7 @@ impl Txn<'_> {
         };
         let before = survivor.clone();
         survivor.absorb(&merged);
+        survivor.remember_merge(&merged, self.now_ms);
         if move_aliases {
             for alias in &merged.aliases {
                 if survivor

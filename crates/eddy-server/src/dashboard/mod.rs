@@ -1,0 +1,309 @@
+//! The dashboard under `/dashboard`: server-rendered pages for people, signed in with the admin
+//! token.
+//!
+//! - [`session`]: the session cookie, CSRF tokens, sign-out.
+//! - [`api`]: how every page reads and every form acts: an in-process call of the admin API
+//!   (the same handlers, checks and store operations as `curl` against `/eddy/v1`).
+//! - [`layout`]: the page frame, navigation and shared pieces (tables, charts, messages).
+//! - One file per page: [`overview`], [`log`], [`users`], [`segments`], [`cohorts`],
+//!   [`currents`], [`keys`], [`templates`] (the Liquid playground and campaigns).
+//!
+//! Pages answer only to a valid session; everything else under `/dashboard` redirects to the
+//! sign-in page. Forms post `csrf`, and `fetch` calls send `x-csrf-token`.
+
+pub mod api;
+pub mod cohorts;
+pub mod currents;
+pub mod keys;
+pub mod layout;
+pub mod log;
+pub mod overview;
+pub mod segments;
+pub mod session;
+pub mod templates;
+pub mod users;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, RawPathParams, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use eddy_store::Workspace;
+use maud::html;
+
+use crate::SharedState;
+use session::Session;
+
+/// The marker the dashboard puts on its in-process admin API calls (see [`api`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SignedIn;
+
+/// The dashboard's state: the server's, and the admin API router its pages call.
+#[derive(Clone)]
+pub struct Dash {
+    /// The server's state.
+    pub app: SharedState,
+    /// The API routes, called in process.
+    pub api: Router,
+}
+
+/// The dashboard's routes.
+pub fn routes(app: SharedState, api: Router) -> Router {
+    Router::new()
+        .route("/dashboard", get(home))
+        .route("/dashboard/", get(home))
+        .route("/dashboard/sign-in", get(sign_in_page).post(sign_in))
+        .route("/dashboard/sign-out", post(sign_out))
+        .route("/dashboard/assets/style.css", get(style))
+        .route("/dashboard/assets/dashboard.js", get(script))
+        .route("/dashboard/{ws}", get(overview::page))
+        .route("/dashboard/{ws}/log", get(log::page))
+        .route("/dashboard/{ws}/log/{id}", get(log::entry))
+        .route("/dashboard/{ws}/users", get(users::search))
+        .route("/dashboard/{ws}/users/{braze_id}", get(users::profile))
+        .route(
+            "/dashboard/{ws}/users/{braze_id}/delete",
+            post(users::delete),
+        )
+        .route("/dashboard/{ws}/users/{braze_id}/merge", post(users::merge))
+        .route(
+            "/dashboard/{ws}/segments",
+            get(segments::list).post(segments::save),
+        )
+        .route("/dashboard/{ws}/segments/new", get(segments::editor))
+        .route("/dashboard/{ws}/segments/size", post(segments::size))
+        .route(
+            "/dashboard/{ws}/segments/{id}",
+            get(segments::editor).post(segments::save),
+        )
+        .route(
+            "/dashboard/{ws}/segments/{id}/delete",
+            post(segments::delete),
+        )
+        .route(
+            "/dashboard/{ws}/segments/{id}/export",
+            post(segments::export),
+        )
+        .route("/dashboard/{ws}/cohorts", get(cohorts::page))
+        .route(
+            "/dashboard/{ws}/partners/{partner}/key",
+            post(cohorts::generate_key),
+        )
+        .route(
+            "/dashboard/{ws}/partners/{partner}/key/delete",
+            post(cohorts::invalidate_key),
+        )
+        .route(
+            "/dashboard/{ws}/currents",
+            get(currents::page).post(currents::create),
+        )
+        .route(
+            "/dashboard/{ws}/currents/{name}/{action}",
+            post(currents::act),
+        )
+        .route("/dashboard/{ws}/keys", get(keys::page).post(keys::create))
+        .route("/dashboard/{ws}/keys/{id}/revoke", post(keys::revoke))
+        .route(
+            "/dashboard/{ws}/templates",
+            get(templates::playground).post(templates::render),
+        )
+        .route("/dashboard/{ws}/campaigns", get(templates::campaigns))
+        .route("/dashboard/{ws}/campaigns/{id}", get(templates::campaign))
+        .with_state(Dash { app, api })
+}
+
+/// A signed-in request: its session (pages without a valid one redirect to sign-in).
+pub struct Signed(pub Session);
+
+impl FromRequestParts<Dash> for Signed {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, dash: &Dash) -> Result<Self, Response> {
+        session_of(&parts.headers, dash)
+            .map(Signed)
+            .ok_or_else(to_sign_in)
+    }
+}
+
+fn session_of(headers: &HeaderMap, dash: &Dash) -> Option<Session> {
+    let cookie = session::cookie_of(headers)?;
+    dash.app.sessions.check(&cookie)
+}
+
+fn to_sign_in() -> Response {
+    Redirect::to("/dashboard/sign-in").into_response()
+}
+
+/// A signed-in request about the path's workspace (404 page when there is none).
+pub struct WsPage {
+    /// The session.
+    pub session: Session,
+    /// The path's workspace.
+    pub ws: Workspace,
+    /// Every workspace, for the switcher.
+    pub all: Vec<Workspace>,
+}
+
+impl FromRequestParts<Dash> for WsPage {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, dash: &Dash) -> Result<Self, Response> {
+        let Signed(session) = Signed::from_request_parts(parts, dash).await?;
+        let params = RawPathParams::from_request_parts(parts, dash)
+            .await
+            .map_err(|_| StatusCode::NOT_FOUND.into_response())?;
+        let name = params
+            .iter()
+            .find(|(key, _)| *key == "ws")
+            .map(|(_, value)| value.to_string())
+            .unwrap_or_default();
+        let all = dash.app.store.workspaces().unwrap_or_default();
+        let Some(ws) = all.iter().find(|w| w.name == name).cloned() else {
+            return Err(layout::not_found(
+                &session,
+                &format!("no workspace '{name}'"),
+            ));
+        };
+        Ok(WsPage { session, ws, all })
+    }
+}
+
+/// A form body, with its CSRF token checked against the session.
+pub struct Form {
+    text: String,
+}
+
+impl Form {
+    /// Checks the body's `csrf` field; a 403 page otherwise.
+    pub fn checked(body: &Bytes, session: &Session, dash: &Dash) -> Result<Form, Box<Response>> {
+        let text = String::from_utf8_lossy(body).into_owned();
+        let presented = crate::http::query_param(Some(&text), "csrf").unwrap_or_default();
+        if !dash.app.sessions.csrf_ok(session, &presented) {
+            return Err(Box::new(layout::forbidden(session)));
+        }
+        Ok(Form { text })
+    }
+
+    /// A field's value, trimmed; empty when absent.
+    pub fn get(&self, name: &str) -> String {
+        crate::http::query_param(Some(&self.text), name)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// Every value of a repeated field (checkboxes).
+    pub fn all(&self, name: &str) -> Vec<String> {
+        crate::http::query_params(Some(&self.text), name)
+    }
+}
+
+/// Checks the `x-csrf-token` header of a script's call.
+pub fn csrf_header_ok(headers: &HeaderMap, session: &Session, dash: &Dash) -> bool {
+    let presented = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    dash.app.sessions.csrf_ok(session, presented)
+}
+
+/// `/dashboard`: the workspaces when signed in, else the sign-in page.
+async fn home(State(dash): State<Dash>, headers: HeaderMap) -> Response {
+    let Some(session) = session_of(&headers, &dash) else {
+        return to_sign_in();
+    };
+    let workspaces = dash.app.store.workspaces().unwrap_or_default();
+    let body = html! {
+        h1 { "Workspaces" }
+        p { "Pick the workspace to look at." }
+        ul.cards {
+            @for ws in &workspaces {
+                li { a href={ "/dashboard/" (ws.name) } { (ws.name) } }
+            }
+        }
+    };
+    layout::frame("Workspaces", None, Some(&session), body)
+}
+
+async fn sign_in_page(State(dash): State<Dash>, headers: HeaderMap) -> Response {
+    if session_of(&headers, &dash).is_some() {
+        return Redirect::to("/dashboard").into_response();
+    }
+    layout::sign_in(None, StatusCode::OK)
+}
+
+async fn sign_in(State(dash): State<Dash>, body: Bytes) -> Response {
+    let text = String::from_utf8_lossy(&body);
+    let token = crate::http::query_param(Some(&text), "token").unwrap_or_default();
+    if token.is_empty() || !session::Sessions::token_ok(&dash.app.admin_token_hash, &token) {
+        tracing::warn!("dashboard sign-in refused: wrong admin token");
+        return layout::sign_in(
+            Some("That is not the admin token."),
+            StatusCode::UNAUTHORIZED,
+        );
+    }
+    let (_, cookie) = match dash.app.sessions.issue() {
+        Ok(issued) => issued,
+        Err(e) => {
+            tracing::error!(error = %e, "no session could be made");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
+    };
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (
+                header::SET_COOKIE,
+                session::set_cookie(&cookie, dash.app.sessions.lifetime()),
+            ),
+            (header::LOCATION, "/dashboard".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+async fn sign_out(State(dash): State<Dash>, Signed(session): Signed, body: Bytes) -> Response {
+    if let Err(refused) = Form::checked(&body, &session, &dash) {
+        return *refused;
+    }
+    dash.app.sessions.sign_out(&session);
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::SET_COOKIE, session::clear_cookie()),
+            (header::LOCATION, "/dashboard/sign-in".to_string()),
+        ],
+    )
+        .into_response()
+}
+
+async fn style() -> Response {
+    asset("text/css", include_str!("assets/style.css"))
+}
+
+async fn script() -> Response {
+    asset("text/javascript", include_str!("assets/dashboard.js"))
+}
+
+fn asset(content_type: &'static str, text: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        text,
+    )
+        .into_response()
+}
+
+/// Any other path under `/dashboard` (the router's fallback sends them here): sign-in first,
+/// then a 404 page.
+pub fn unknown(app: &crate::AppState, headers: &HeaderMap) -> Response {
+    let session = session::cookie_of(headers).and_then(|cookie| app.sessions.check(&cookie));
+    match session {
+        Some(session) => layout::not_found(&session, "no such page"),
+        None => to_sign_in(),
+    }
+}

@@ -1,0 +1,739 @@
+//! The dashboard over HTTP: sign-in, sessions, CSRF, that nothing under `/dashboard` answers
+//! without a session, and that pages show and change what the admin API does.
+
+use eddy_server::dashboard::api::encode;
+use eddy_testkit::{TestApp, spawn_app, spawn_with};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+
+/// A browser without JavaScript: a cookie, redirects not followed.
+struct Browser {
+    client: reqwest::Client,
+    base: String,
+    cookie: Option<String>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    set_cookie: Option<String>,
+    text: String,
+}
+
+impl Page {
+    /// The session's CSRF token, from the page's meta tag.
+    fn csrf(&self) -> String {
+        let start = self
+            .text
+            .find("name=\"csrf-token\" content=\"")
+            .expect("a csrf meta tag")
+            + "name=\"csrf-token\" content=\"".len();
+        let end = self.text[start..].find('"').unwrap() + start;
+        self.text[start..end].to_string()
+    }
+}
+
+impl Browser {
+    fn new(app: &TestApp) -> Browser {
+        Browser {
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: format!("http://{}", app.addr),
+            cookie: None,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Page {
+        let request = match &self.cookie {
+            Some(cookie) => request.header(COOKIE, format!("eddy_session={cookie}")),
+            None => request,
+        };
+        let response = request.send().await.unwrap();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v: &reqwest::header::HeaderValue| v.to_str().unwrap().to_string())
+        };
+        let (location, set_cookie) = (header(LOCATION), header(SET_COOKIE));
+        Page {
+            status: response.status().as_u16(),
+            location,
+            set_cookie,
+            text: response.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        self.send(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body.join("&")),
+        )
+        .await
+    }
+
+    async fn sign_in(app: &TestApp) -> (Browser, String) {
+        let mut browser = Browser::new(app);
+        let page = browser
+            .post("/dashboard/sign-in", &[("token", &app.admin_token)])
+            .await;
+        assert_eq!(page.status, 303, "{}", page.text);
+        let set = page.set_cookie.expect("a session cookie");
+        let value = set
+            .strip_prefix("eddy_session=")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap();
+        browser.cookie = Some(value.to_string());
+        let csrf = browser.get("/dashboard/default").await.csrf();
+        (browser, csrf)
+    }
+}
+
+/// Every page and action, with sample parameters.
+const GET_PAGES: &[&str] = &[
+    "/dashboard/default",
+    "/dashboard/default/log",
+    "/dashboard/default/log/1",
+    "/dashboard/default/users",
+    "/dashboard/default/users?q=u1",
+    "/dashboard/default/users/abc",
+    "/dashboard/default/segments",
+    "/dashboard/default/segments/new",
+    "/dashboard/default/segments/abc",
+    "/dashboard/default/cohorts",
+    "/dashboard/default/currents",
+    "/dashboard/default/keys",
+    "/dashboard/default/templates",
+    "/dashboard/default/campaigns",
+    "/dashboard/default/campaigns/abc",
+    "/dashboard/nope",
+    "/dashboard/default/no-such-page",
+];
+
+const POST_ACTIONS: &[&str] = &[
+    "/dashboard/sign-out",
+    "/dashboard/default/users/abc/delete",
+    "/dashboard/default/users/abc/merge",
+    "/dashboard/default/segments",
+    "/dashboard/default/segments/size",
+    "/dashboard/default/segments/abc",
+    "/dashboard/default/segments/abc/delete",
+    "/dashboard/default/segments/abc/export",
+    "/dashboard/default/partners/amperity/key",
+    "/dashboard/default/partners/amperity/key/delete",
+    "/dashboard/default/currents",
+    "/dashboard/default/currents/c/flush",
+    "/dashboard/default/keys",
+    "/dashboard/default/keys/abc/revoke",
+    "/dashboard/default/templates",
+];
+
+#[tokio::test]
+async fn nothing_under_dashboard_answers_without_a_session() {
+    let app = spawn_app().await;
+    app.track(json!({"attributes": [{"external_id": "u1", "secret_plan": "gold"}]}))
+        .await;
+    let mut browser = Browser::new(&app);
+    let forged = "99999999999.00.00";
+    for cookie in [None, Some("garbage"), Some(forged)] {
+        browser.cookie = cookie.map(str::to_string);
+        for path in GET_PAGES {
+            let page = browser.get(path).await;
+            assert_eq!(page.status, 303, "GET {path} with {cookie:?}");
+            assert_eq!(page.location.as_deref(), Some("/dashboard/sign-in"));
+            assert!(
+                !page.text.contains("gold") && !page.text.contains("u1"),
+                "{path}"
+            );
+        }
+        for path in POST_ACTIONS {
+            let page = browser.post(path, &[("name", "x")]).await;
+            assert_eq!(page.status, 303, "POST {path} with {cookie:?}");
+        }
+    }
+    // The admin token as a bearer, or a REST key, is not a session either.
+    for token in [&app.admin_token, &app.key] {
+        let response = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+            .get(app.url("/dashboard/default/users?q=u1"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 303);
+    }
+    // Nothing was changed by the refused posts: the key list still holds the test's key only.
+    let (_, keys) = app.admin_get("/eddy/v1/workspaces/default/api-keys").await;
+    assert_eq!(keys["api_keys"].as_array().unwrap().len(), 1);
+    // The sign-in page and the assets are public.
+    browser.cookie = None;
+    let page = browser.get("/dashboard/sign-in").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("type=\"password\""));
+    assert_eq!(browser.get("/dashboard/assets/style.css").await.status, 200);
+}
+
+#[tokio::test]
+async fn sign_in_gives_a_strict_http_only_cookie_and_sign_out_ends_it() {
+    let app = spawn_app().await;
+    let browser = Browser::new(&app);
+    let page = browser.get("/dashboard").await;
+    assert_eq!(page.location.as_deref(), Some("/dashboard/sign-in"));
+    let wrong = browser
+        .post("/dashboard/sign-in", &[("token", "not-the-token")])
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.set_cookie.is_none());
+    assert!(wrong.text.contains("not the admin token"));
+    let page = browser
+        .post("/dashboard/sign-in", &[("token", &app.admin_token)])
+        .await;
+    let cookie = page.set_cookie.unwrap();
+    for part in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/dashboard",
+        "Max-Age=43200",
+    ] {
+        assert!(cookie.contains(part), "{cookie} lacks {part}");
+    }
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    let home = browser.get("/dashboard").await;
+    assert_eq!(home.status, 200);
+    assert!(home.text.contains("/dashboard/default"));
+    for path in GET_PAGES {
+        let page = browser.get(path).await;
+        assert!(
+            [200, 404].contains(&page.status),
+            "{path}: {} {}",
+            page.status,
+            page.text
+        );
+    }
+    // Signing out needs the form's token too.
+    assert_eq!(browser.post("/dashboard/sign-out", &[]).await.status, 403);
+    let out = browser
+        .post("/dashboard/sign-out", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(out.status, 303);
+    assert!(out.set_cookie.unwrap().contains("Max-Age=0"));
+    assert_eq!(browser.get("/dashboard/default").await.status, 303);
+}
+
+#[tokio::test]
+async fn a_session_expires() {
+    let app = spawn_with(|c| c.dashboard.session_seconds = 1).await;
+    let (browser, _) = Browser::sign_in(&app).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let page = browser.get("/dashboard/default").await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.location.as_deref(), Some("/dashboard/sign-in"));
+}
+
+#[tokio::test]
+async fn forms_need_this_sessions_csrf_token() {
+    let app = spawn_app().await;
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    let (other, other_csrf) = Browser::sign_in(&app).await;
+    assert_ne!(csrf, other_csrf);
+    for token in ["", "0000", other_csrf.as_str()] {
+        let page = browser
+            .post(
+                "/dashboard/default/keys",
+                &[("csrf", token), ("name", "sneaky")],
+            )
+            .await;
+        assert_eq!(page.status, 403, "token {token:?}");
+    }
+    let (_, keys) = app.admin_get("/eddy/v1/workspaces/default/api-keys").await;
+    assert!(!keys.to_string().contains("sneaky"));
+    // The live size needs the token in its header.
+    let response = reqwest::Client::new()
+        .post(app.url("/dashboard/default/segments/size"))
+        .header(
+            COOKIE,
+            format!("eddy_session={}", browser.cookie.clone().unwrap()),
+        )
+        .json(&json!({"filter": {"and": []}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    drop(other);
+}
+
+#[tokio::test]
+async fn api_keys_are_created_once_shown_and_revoked() {
+    let app = spawn_app().await;
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    let page = browser
+        .post(
+            "/dashboard/default/keys",
+            &[
+                ("csrf", &csrf),
+                ("name", "from-dashboard"),
+                ("permission", "users.track"),
+                ("permission", "users.export.ids"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 201, "{}", page.text);
+    let start = page.text.find("id=\"new-key\">").unwrap() + "id=\"new-key\">".len();
+    let key = &page.text[start..start + 36];
+    let (status, _) = app
+        .post_as(
+            key,
+            "/users/track",
+            json!({"attributes": [{"external_id": "k1", "a": 1}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = app
+        .post_as(key, "/users/delete", json!({"external_ids": ["k1"]}))
+        .await;
+    assert_eq!(status, 403, "only the ticked permissions");
+    // Listed without the secret.
+    let list = browser.get("/dashboard/default/keys").await;
+    assert!(list.text.contains("from-dashboard") && !list.text.contains(key));
+    let (_, keys) = app.admin_get("/eddy/v1/workspaces/default/api-keys").await;
+    let id = keys["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "from-dashboard")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = browser
+        .post(
+            &format!("/dashboard/default/keys/{id}/revoke"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("revoked"));
+    let (status, _) = app
+        .post_as(
+            key,
+            "/users/track",
+            json!({"attributes": [{"external_id": "k1", "a": 2}]}),
+        )
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn the_api_log_shows_each_request_with_its_refused_objects() {
+    let app = spawn_app().await;
+    let (browser, _) = Browser::sign_in(&app).await;
+    let batch = json!({"api_key": app.key, "attributes": [
+        {"external_id": "good-1", "plan": "pro"},
+        {"plan": "nobody"},
+    ]});
+    let response = app
+        .client
+        .post(app.url("/users/track"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let answer: Value = response.json().await.unwrap();
+    let error = answer["errors"][0]["type"].as_str().unwrap().to_string();
+    let page = browser.get("/dashboard/default/log").await;
+    assert!(page.text.contains("POST /users/track"), "{}", page.text);
+    assert!(page.text.contains("<strong>attributes[1]</strong>"));
+    assert!(page.text.contains(&html_escaped(&error)), "{error}");
+    assert!(page.text.contains("nobody"), "the refused object is shown");
+    // Filters: by identifier, by status class.
+    let page = browser
+        .get("/dashboard/default/log?identifier=good-1")
+        .await;
+    assert!(page.text.contains("POST /users/track"));
+    let page = browser
+        .get("/dashboard/default/log?identifier=nobody-at-all")
+        .await;
+    assert!(page.text.contains("No requests match"));
+    let page = browser.get("/dashboard/default/log?status=errors").await;
+    assert!(
+        page.text.contains("POST /users/track"),
+        "refused objects count as errors"
+    );
+    let page = browser.get("/dashboard/default/log?status=5xx").await;
+    assert!(!page.text.contains("POST /users/track"));
+    // The entry: body redacted (the legacy api_key), answer shown.
+    let list = browser.get("/dashboard/default/log").await;
+    let href = list.text.find("/dashboard/default/log/").unwrap();
+    let id: String = list.text[href + "/dashboard/default/log/".len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let entry = browser.get(&format!("/dashboard/default/log/{id}")).await;
+    assert_eq!(entry.status, 200);
+    assert!(entry.text.contains("[REDACTED]"));
+    assert!(!entry.text.contains(&app.key), "the key never shows");
+    assert!(entry.text.contains("Refused objects"));
+    // Another workspace's log does not show this workspace's requests.
+    app.admin_post("/eddy/v1/workspaces", json!({"name": "other"}))
+        .await;
+    let other = browser.get("/dashboard/other/log").await;
+    assert!(!other.text.contains("POST /users/track"));
+}
+
+fn html_escaped(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[tokio::test]
+async fn the_api_log_can_be_turned_off() {
+    let app = spawn_with(|c| c.dashboard.api_log_entries = 0).await;
+    let (browser, _) = Browser::sign_in(&app).await;
+    app.track(json!({"attributes": [{"external_id": "u1", "a": 1}]}))
+        .await;
+    let page = browser.get("/dashboard/default/log").await;
+    assert!(page.text.contains("The API log is off"));
+    assert!(!page.text.contains("POST /users/track"));
+}
+
+#[tokio::test]
+async fn users_are_found_by_any_identifier_and_deleted_or_merged_from_their_page() {
+    let app = spawn_app().await;
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    app.track(json!({
+        "attributes": [
+            {"external_id": "keep", "email": "keep@example.com", "plan": "pro", "visits": 3},
+            {"user_alias": {"alias_name": "anon-7", "alias_label": "amplitude_id"}, "_update_existing_only": false, "city_of_birth": "Lyon"},
+        ],
+        "events": [{"external_id": "keep", "name": "played", "time": "2026-11-01T10:00:00Z"}],
+    }))
+    .await;
+    // An alias finds the user: one match opens the profile.
+    let page = browser
+        .get("/dashboard/default/users?q=amplitude_id:anon-7")
+        .await;
+    assert_eq!(page.status, 303, "{}", page.text);
+    let profile = browser.get(page.location.as_deref().unwrap()).await;
+    assert!(profile.text.contains("city_of_birth") && profile.text.contains("Lyon"));
+    // Email and external id find the other one; custom attributes carry their types.
+    let page = browser
+        .get("/dashboard/default/users?q=keep%40example.com")
+        .await;
+    let keep = browser.get(page.location.as_deref().unwrap()).await;
+    assert!(keep.text.contains("played"));
+    assert!(
+        keep.text.contains("<td>number</td><td>3</td>"),
+        "{}",
+        keep.text
+    );
+    let none = browser.get("/dashboard/default/users?q=nobody").await;
+    assert!(none.text.contains("No user has the identifier"));
+    // Merge the alias-only user into "keep", with the confirmation.
+    let anon_path = page_location(&browser, "amplitude_id:anon-7").await;
+    let unconfirmed = browser
+        .post(
+            &format!("{anon_path}/merge"),
+            &[("csrf", &csrf), ("into", "keep")],
+        )
+        .await;
+    assert!(unconfirmed.text.contains("tick the confirmation"));
+    let merged = browser
+        .post(
+            &format!("{anon_path}/merge"),
+            &[("csrf", &csrf), ("into", "keep"), ("confirm", "yes")],
+        )
+        .await;
+    assert_eq!(merged.status, 200, "{}", merged.text);
+    assert!(merged.text.contains("Merge history"));
+    let user = app.user("keep").await.unwrap();
+    assert_eq!(user["custom_attributes"]["city_of_birth"], "Lyon");
+    // Delete "keep".
+    let keep_path = page_location(&browser, "keep").await;
+    let deleted = browser
+        .post(
+            &format!("{keep_path}/delete"),
+            &[("csrf", &csrf), ("confirm", "yes")],
+        )
+        .await;
+    assert!(deleted.text.contains("was deleted"), "{}", deleted.text);
+    assert!(app.user("keep").await.is_none());
+}
+
+async fn page_location(browser: &Browser, q: &str) -> String {
+    let page = browser
+        .get(&format!("/dashboard/default/users?q={}", encode(q)))
+        .await;
+    page.location
+        .unwrap_or_else(|| panic!("no single user for {q}: {}", page.text))
+}
+
+#[tokio::test]
+async fn the_segment_builder_sizes_and_saves_through_the_admin_api() {
+    let app = spawn_app().await;
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    let users: Vec<Value> = (0..30)
+        .map(|i| json!({"external_id": format!("s{i}"), "score": i}))
+        .collect();
+    app.track(json!({"attributes": users})).await;
+    let filter = json!({"attribute": "score", "op": "at_least", "value": 10});
+    let (_, api) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/segments/size",
+            json!({"filter": filter}),
+        )
+        .await;
+    assert_eq!(api["size"], 20);
+    let response = reqwest::Client::new()
+        .post(app.url("/dashboard/default/segments/size"))
+        .header(
+            COOKIE,
+            format!("eddy_session={}", browser.cookie.clone().unwrap()),
+        )
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"filter": filter}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.json::<Value>().await.unwrap()["size"], 20);
+    // A bad filter gets the API's error text; saving it is refused the same way.
+    let page = browser
+        .post(
+            "/dashboard/default/segments",
+            &[
+                ("csrf", &csrf),
+                ("name", "bad"),
+                ("filter", "{\"attribute\": \"score\", \"op\": \"sideways\"}"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 400);
+    let (_, direct) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/segments",
+            json!({"name": "bad", "filter": {"attribute": "score", "op": "sideways"}}),
+        )
+        .await;
+    assert!(
+        page.text
+            .contains(&html_escaped(direct["message"].as_str().unwrap())),
+        "{direct}"
+    );
+    let page = browser
+        .post(
+            "/dashboard/default/segments",
+            &[
+                ("csrf", &csrf),
+                ("name", "high scores"),
+                ("filter", &filter.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("20 users in it now"));
+    let (_, list) = app.admin_get("/eddy/v1/workspaces/default/segments").await;
+    assert_eq!(list["segments"][0]["name"], "high scores");
+    assert_eq!(list["segments"][0]["size"], 20);
+    let listed = browser.get("/dashboard/default/segments").await;
+    assert!(listed.text.contains("high scores"));
+}
+
+#[tokio::test]
+async fn data_import_keys_are_generated_rotated_and_invalidated() {
+    let app = spawn_app().await;
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    app.admin_put(
+        "/eddy/v1/partners/amperity",
+        json!({"partner_api_key": "partner-secret"}),
+    )
+    .await;
+    let page = browser
+        .post(
+            "/dashboard/default/partners/amperity/key",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    let first = new_key(&page.text);
+    let import = |key: String| {
+        let app = &app;
+        async move {
+            app.client
+                .post(app.url("/partners/amperity/cohorts"))
+                .json(&json!({"partner_api_key": "partner-secret", "client_secret": key, "cohort_id": "c1", "name": "VIPs", "created_at": "2026-11-01T00:00:00Z"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert!(import(first.clone()).await < 300);
+    let page = browser
+        .post(
+            "/dashboard/default/partners/amperity/key",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    let second = new_key(&page.text);
+    assert_ne!(first, second);
+    assert_eq!(import(first).await, 401, "the rotated key stops working");
+    assert!(import(second.clone()).await < 300);
+    let cohorts = browser.get("/dashboard/default/cohorts").await;
+    assert!(cohorts.text.contains("VIPs"));
+    browser
+        .post(
+            "/dashboard/default/partners/amperity/key/delete",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(import(second).await, 401);
+}
+
+fn new_key(text: &str) -> String {
+    let start = text.find("id=\"new-key\">").expect("a new key") + "id=\"new-key\">".len();
+    let end = text[start..].find('<').unwrap() + start;
+    text[start..end].to_string()
+}
+
+#[tokio::test]
+async fn connectors_are_created_with_the_apis_checks() {
+    let app = spawn_app().await;
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    let page = browser
+        .post(
+            "/dashboard/default/currents",
+            &[
+                ("csrf", &csrf),
+                ("name", "bad name!"),
+                ("type", "s3"),
+                ("bucket", "b"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(
+        page.text.contains("connector names are 1 to 64"),
+        "{}",
+        page.text
+    );
+    let page = browser
+        .post(
+            "/dashboard/default/currents",
+            &[
+                ("csrf", &csrf),
+                ("name", "amp"),
+                ("type", "amplitude"),
+                ("api_key", "k"),
+                ("endpoint", "http://127.0.0.1:9"),
+                ("validate", "no"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 201, "{}", page.text);
+    assert!(page.text.contains("data-connector=\"amp\""));
+    assert!(!page.text.contains("value=\"k\""), "secrets are not echoed");
+    let (status, _) = app
+        .admin_get("/eddy/v1/workspaces/default/currents/amp")
+        .await;
+    assert_eq!(status, 200);
+    let page = browser
+        .post("/dashboard/default/currents/amp/pause", &[("csrf", &csrf)])
+        .await;
+    assert!(page.text.contains("amp: paused"));
+    let page = browser
+        .post("/dashboard/default/currents/amp/delete", &[("csrf", &csrf)])
+        .await;
+    assert!(page.text.contains("amp: deleted"));
+    let (status, _) = app
+        .admin_get("/eddy/v1/workspaces/default/currents/amp")
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn the_overview_counts_profiles_events_and_purchases_per_day() {
+    let app = spawn_app().await;
+    let (browser, _) = Browser::sign_in(&app).await;
+    app.track(json!({
+        "attributes": [{"external_id": "a"}, {"external_id": "b"}],
+        "events": [{"external_id": "a", "name": "e", "time": "2026-11-01T10:00:00Z"}, {"external_id": "b", "name": "e", "time": "2026-11-01T10:00:00Z"}],
+        "purchases": [{"external_id": "a", "product_id": "p", "currency": "USD", "price": 1.5, "quantity": 3, "time": "2026-11-01T10:00:00Z"}],
+    }))
+    .await;
+    let (_, usage) = app.admin_get("/eddy/v1/workspaces/default/usage").await;
+    assert_eq!(usage["profiles"], 2);
+    let today = &usage["days"][0];
+    assert_eq!(
+        (
+            today["events"].as_u64(),
+            today["purchases"].as_u64(),
+            today["new_profiles"].as_u64()
+        ),
+        (Some(2), Some(3), Some(2))
+    );
+    let page = browser.get("/dashboard/default").await;
+    assert!(
+        page.text
+            .contains("<span class=\"figure\">2</span> profiles"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains("<svg"));
+    assert!(page.text.contains("Events and purchases per day"));
+}
+
+#[tokio::test]
+async fn the_liquid_playground_renders_for_a_user() {
+    let app = spawn_app().await;
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    app.track(json!({"attributes": [{"external_id": "liq", "first_name": "Ada"}]}))
+        .await;
+    let page = browser
+        .post(
+            "/dashboard/default/templates",
+            &[
+                ("csrf", &csrf),
+                (
+                    "template",
+                    "Hi {{${first_name}}} {{api_trigger_properties.${n}}}",
+                ),
+                ("user_kind", "external_id"),
+                ("user", "liq"),
+                ("properties", "{\"n\": 7}"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("Hi Ada 7"), "{}", page.text);
+    let page = browser
+        .post(
+            "/dashboard/default/templates",
+            &[
+                ("csrf", &csrf),
+                ("template", "{% abort_message('no') %}"),
+                ("user_kind", "none"),
+            ],
+        )
+        .await;
+    assert!(page.text.contains("Aborted"), "{}", page.text);
+}

@@ -7,7 +7,6 @@ use axum::response::Response;
 use eddy_model::track::{Identifier, normalize_email};
 use eddy_model::wire::UserAlias;
 use eddy_model::{ApiError, time};
-use eddy_store::Workspace;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -110,7 +109,9 @@ pub async fn get(
         .store
         .find(ws.id, &Identifier::BrazeId(braze_id.clone()))?
         .ok_or_else(|| ApiError::ResourceNotFound(format!("user '{braze_id}'")))?;
-    let cohorts = cohorts_of(&state, &ws, id).await?;
+    let memberships = memberships_of(&state, ws.id, id).await?;
+    let segments = segments_of(&state, ws.id, &profile, &memberships)?;
+    let cohorts = cohorts_json(&state, ws.id, memberships)?;
     let mut body = profile.export(None);
     body["id"] = json!(id);
     body["created_at"] = json!(time::format_iso(profile.created_at));
@@ -120,42 +121,60 @@ pub async fn get(
         .iter()
         .map(|m| json!({"braze_id": m.braze_id, "external_id": m.external_id, "merged_at": time::format_iso(m.at_ms)}))
         .collect::<Vec<_>>());
-    body["segments"] = segments_of(&state, ws.id, id).await?;
+    body["segments"] = segments;
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// The saved segments a profile is in now.
-async fn segments_of(state: &SharedState, ws: u32, id: u32) -> Result<Value, HttpError> {
+/// The saved segments a profile is in now: each filter tested on this one profile (the
+/// per-profile predicate the index is checked against), not evaluated over the workspace.
+fn segments_of(
+    state: &SharedState,
+    ws: u32,
+    profile: &eddy_model::profile::Profile,
+    memberships: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<Value, HttpError> {
+    let now = time::now_ms();
     let mut out = Vec::new();
     for segment in state.store.segments(ws)? {
         let filter = crate::segments::parse_filter(&segment.filter)?;
-        let members = crate::segments::members(state, ws, filter, time::now_ms()).await?;
-        if members.contains(id) {
+        if eddy_segments::filter::matches(&filter, profile, memberships, now) {
             out.push(json!({"id": segment.id, "name": segment.name}));
         }
     }
     Ok(Value::Array(out))
 }
 
-/// The cohorts a profile belongs to, with their display names, read off the index.
-async fn cohorts_of(state: &SharedState, ws: &Workspace, id: u32) -> Result<Value, HttpError> {
+/// The cohorts a profile belongs to (partner → cohort ids), read off the index once it holds
+/// every acknowledged write.
+async fn memberships_of(
+    state: &SharedState,
+    ws: u32,
+    id: u32,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>, HttpError> {
     let store = state.store.clone();
-    let ws_id = ws.id;
-    let memberships = tokio::task::spawn_blocking(move || {
+    tokio::task::spawn_blocking(move || {
         store
             .index()
-            .workspace(ws_id)
+            .workspace(ws)
             .map(|w| w.memberships(id))
             .unwrap_or_default()
     })
     .await
-    .map_err(|_| HttpError(ApiError::Internal))?;
+    .map_err(|_| HttpError(ApiError::Internal))
+}
+
+/// Memberships with the cohorts' display names.
+fn cohorts_json(
+    state: &SharedState,
+    ws: u32,
+    memberships: std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<Value, HttpError> {
     let mut out = Vec::new();
     for (partner, ids) in memberships {
         for cohort_id in ids {
             let name = state
                 .store
-                .cohort(ws.id, &partner, &cohort_id)?
+                .cohort(ws, &partner, &cohort_id)?
                 .map(|c| c.name);
             out.push(json!({"partner": partner, "cohort_id": cohort_id, "name": name}));
         }
@@ -211,7 +230,9 @@ pub async fn events(
         let head = store.outbox_head()?;
         let from = head.saturating_sub(RECENT_EVENTS_WINDOW);
         let mut found = Vec::new();
-        for (seq, entry) in store.outbox(from, RECENT_EVENTS_WINDOW as usize)? {
+        let candidates =
+            store.outbox_containing(from, RECENT_EVENTS_WINDOW as usize, braze_id.as_bytes())?;
+        for (seq, entry) in candidates {
             if entry.get("ws").and_then(Value::as_u64) != Some(u64::from(ws.id)) {
                 continue;
             }

@@ -428,6 +428,11 @@ async fn users_are_found_by_any_identifier_and_deleted_or_merged_from_their_page
         "events": [{"external_id": "keep", "name": "played", "time": "2026-11-01T10:00:00Z"}],
     }))
     .await;
+    app.admin_post(
+        "/eddy/v1/workspaces/default/segments",
+        json!({"name": "the pros", "filter": {"attribute": "plan", "op": "equals", "value": "pro"}}),
+    )
+    .await;
     // An alias finds the user: one match opens the profile.
     let page = browser
         .get("/dashboard/default/users?q=amplitude_id:anon-7")
@@ -435,12 +440,21 @@ async fn users_are_found_by_any_identifier_and_deleted_or_merged_from_their_page
     assert_eq!(page.status, 303, "{}", page.text);
     let profile = browser.get(page.location.as_deref().unwrap()).await;
     assert!(profile.text.contains("city_of_birth") && profile.text.contains("Lyon"));
+    assert!(profile.text.contains("In no saved segment"));
     // Email and external id find the other one; custom attributes carry their types.
     let page = browser
         .get("/dashboard/default/users?q=keep%40example.com")
         .await;
     let keep = browser.get(page.location.as_deref().unwrap()).await;
     assert!(keep.text.contains("played"));
+    assert!(
+        keep.text.contains("the pros"),
+        "the segments the user is in"
+    );
+    assert!(
+        keep.text.contains("users.behaviors.CustomEvent"),
+        "recent Currents events"
+    );
     assert!(
         keep.text.contains("<td>number</td><td>3</td>"),
         "{}",

@@ -562,6 +562,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Outbox entries from sequence `from` on among the next `limit`, only those whose stored
+    /// bytes contain `needle` (an id): the others are never decoded.
+    pub fn outbox_containing(
+        &self,
+        from: u64,
+        limit: usize,
+        needle: &[u8],
+    ) -> Result<Vec<(u64, Value)>, StoreError> {
+        let after = from.checked_sub(1).map(keys::outbox);
+        let start = if from == 0 { None } else { after.as_deref() };
+        let mut out = Vec::new();
+        for (key, value) in self.backend.scan(Table::Outbox, b"", start, limit)? {
+            if needle.is_empty() || !value.windows(needle.len()).any(|w| w == needle) {
+                continue;
+            }
+            let seq = keys::decode_seq(&key)?;
+            out.push((seq, decode(&value, "outbox")?));
+        }
+        Ok(out)
+    }
+
     /// Outbox entries from sequence `from` on, up to `limit`.
     pub fn outbox(&self, from: u64, limit: usize) -> Result<Vec<(u64, Value)>, StoreError> {
         let after = from.checked_sub(1).map(keys::outbox);

@@ -50,6 +50,13 @@ pub struct IngestArgs {
     /// REST API key for `--url`.
     #[arg(long)]
     key: Option<String>,
+    /// Instead of the baseline comparison: eddy with its API log on and off, alternating,
+    /// `--pairs` runs each, to show what keeping requests for the dashboard costs ingest.
+    #[arg(long)]
+    api_log_cost: bool,
+    /// Runs of each setting for `--api-log-cost`.
+    #[arg(long, default_value_t = 3)]
+    pairs: usize,
     /// Run the internal parse-and-discard server (used by the harness itself).
     #[arg(long, hide = true)]
     discard_server: bool,
@@ -214,6 +221,23 @@ pub(crate) fn rss_mib(pid: u32) -> (f64, f64) {
     (field("VmHWM:"), field("VmRSS:"))
 }
 
+/// CPU time a process has used (user and system), from `/proc/PID/stat`.
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state.
+    let ticks_per_second = 100.0;
+    (ticks(11) + ticks(12)) / ticks_per_second
+}
+
 pub(crate) fn stop(mut child: Child) {
     terminate(&mut child);
 }
@@ -279,6 +303,10 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
+    if args.api_log_cost {
+        return api_log_cost(&args, &bodies, warmup, measured).await;
+    }
+
     // Baseline: a separate process, like eddy, so the load generator competes the same way.
     let port = free_port()?;
     let baseline = Command::new(std::env::current_exe()?)
@@ -295,7 +323,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
 
     // eddy serve, durable, on a fresh data dir, Braze's rate limits lifted.
     let eddy = args.eddy.clone().unwrap_or_else(crate::sibling_eddy);
-    let server = EddyServer::start_with(&eddy, &["users.track"], args.store.as_deref()).await?;
+    let server = EddyServer::start_with(&eddy, &["users.track"], args.store.as_deref(), "").await?;
     let (url, key) = (server.url.clone(), server.key.clone());
     run_load(&url, &key, &bodies, args.connections, warmup).await;
     let before = reqwest::get(format!("{url}/metrics")).await?.text().await?;
@@ -401,14 +429,16 @@ pub(crate) struct EddyServer {
 impl EddyServer {
     /// Starts the binary at `eddy` and creates a key with every permission.
     pub async fn start(eddy: &std::path::Path, lifted: &[&str]) -> anyhow::Result<EddyServer> {
-        Self::start_with(eddy, lifted, None).await
+        Self::start_with(eddy, lifted, None, "").await
     }
 
-    /// As [`EddyServer::start`], with data in the PostgreSQL database `store` when given.
+    /// As [`EddyServer::start`], with data in the PostgreSQL database `store` when given, and
+    /// `extra` appended to the configuration file.
     pub async fn start_with(
         eddy: &std::path::Path,
         lifted: &[&str],
         store: Option<&str>,
+        extra: &str,
     ) -> anyhow::Result<EddyServer> {
         let data = tempfile::tempdir()?;
         let config = data.path().join("eddy.toml");
@@ -421,6 +451,7 @@ impl EddyServer {
         if let Some(url) = store {
             text.push_str(&format!("[store]\nkind = \"postgres\"\nurl = \"{url}\"\n"));
         }
+        text.push_str(extra);
         std::fs::write(&config, text)?;
         let port = free_port()?;
         let url = format!("http://127.0.0.1:{port}");
@@ -494,4 +525,70 @@ fn metric(text: &str, name: &str) -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// `ingest --api-log-cost`: the same load against eddy with the API log on (the default) and
+/// off, alternating so that drift on a shared machine hits both alike.
+async fn api_log_cost(
+    args: &IngestArgs,
+    bodies: &[Bytes],
+    warmup: Duration,
+    measured: Duration,
+) -> anyhow::Result<()> {
+    let eddy = args.eddy.clone().unwrap_or_else(crate::sibling_eddy);
+    let off = "[dashboard]\napi_log_entries = 0\n";
+    // (setting, objects/s, eddy's CPU µs per object)
+    let mut results: Vec<(&str, f64, f64)> = Vec::new();
+    for _ in 0..args.pairs {
+        for (label, extra) in [("on", ""), ("off", off)] {
+            let server =
+                EddyServer::start_with(&eddy, &["users.track"], args.store.as_deref(), extra)
+                    .await?;
+            let (url, key) = (server.url.clone(), server.key.clone());
+            run_load(&url, &key, bodies, args.connections, warmup).await;
+            let cpu_before = cpu_seconds(server.child.id());
+            let stats = run_load(&url, &key, bodies, args.connections, measured).await;
+            let cpu = cpu_seconds(server.child.id()) - cpu_before;
+            server.stop();
+            let objects = (stats.requests * OBJECTS_PER_REQUEST as u64) as f64;
+            let micros = 1e6 * cpu / objects.max(1.0);
+            eprintln!(
+                "api log {label}: {:.0} objects/s, {micros:.2} CPU µs per object, {} errors",
+                stats.objects_per_second(),
+                stats.errors
+            );
+            results.push((label, stats.objects_per_second(), micros));
+        }
+    }
+    let mean = |which: &str, pick: fn(&(&str, f64, f64)) -> f64| {
+        let runs: Vec<f64> = results.iter().filter(|r| r.0 == which).map(pick).collect();
+        runs.iter().sum::<f64>() / runs.len().max(1) as f64
+    };
+    println!(
+        "| API log | objects/s (runs) | mean objects/s | eddy CPU µs per object (runs) | mean µs |"
+    );
+    println!("|---|---|---:|---|---:|");
+    for which in ["off", "on"] {
+        let runs = |pick: fn(&(&str, f64, f64)) -> String| {
+            results
+                .iter()
+                .filter(|r| r.0 == which)
+                .map(pick)
+                .collect::<Vec<_>>()
+                .join(" · ")
+        };
+        println!(
+            "| {which} | {} | {:.0} | {} | {:.2} |",
+            runs(|r| format!("{:.0}", r.1)),
+            mean(which, |r| r.1),
+            runs(|r| format!("{:.2}", r.2)),
+            mean(which, |r| r.2)
+        );
+    }
+    let cpu_cost = 100.0 * (mean("on", |r| r.2) / mean("off", |r| r.2).max(1e-9) - 1.0);
+    println!();
+    println!("API log: CPU per object {cpu_cost:+.1}%");
+    let throughput = 100.0 * (1.0 - mean("on", |r| r.1) / mean("off", |r| r.1).max(1.0));
+    println!("API log: throughput lower by {throughput:.1}%");
+    Ok(())
 }

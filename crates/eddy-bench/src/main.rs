@@ -9,6 +9,10 @@
 //! `eddy-bench liquid`: a Braze email rendered for 100,000 users by eddy's Liquid, liquidjs and
 //! Ruby Liquid.
 //!
+//! `eddy-bench ingest --api-log-cost`: the same load with the dashboard's API log on and off.
+//!
+//! `eddy-bench dashboard`: every dashboard page's answer time with 1M profiles stored.
+//!
 //! `eddy-bench segments`: the exact size of a 4-leaf segment over 10M profiles, eddy's bitmap
 //! index against DuckDB on the same data.
 
@@ -16,6 +20,7 @@ mod amplitude;
 mod avro;
 mod cohorts;
 mod currents_s3;
+mod dashboard;
 mod liquid;
 mod load;
 mod memory;
@@ -54,6 +59,8 @@ enum Command {
     CurrentsS3(currents_s3::CurrentsS3Args),
     /// Memory while serving N profiles of 20 attributes, and restart-to-serving time.
     Memory(memory::MemoryArgs),
+    /// Every dashboard page's answer time with 1M profiles stored.
+    Dashboard(dashboard::DashboardArgs),
     /// eddy sync over a 10M-row CSV with 1% changed: read, diff, run, and DuckDB's diff.
     Sync(sync::SyncArgs),
     /// A Braze email rendered for N users: eddy's Liquid vs liquidjs and Ruby Liquid.
@@ -83,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         Command::Amplitude(args) => runtime.block_on(amplitude::run(args)),
         Command::CurrentsS3(args) => runtime.block_on(currents_s3::run(args)),
         Command::Memory(args) => runtime.block_on(memory::run(args)),
+        Command::Dashboard(args) => runtime.block_on(dashboard::run(args)),
         Command::Sync(args) => runtime.block_on(sync::run(args)),
         Command::Messaging(args) => runtime.block_on(messaging::run(args)),
         Command::Liquid(args) => runtime.block_on(liquid::run(args)),

@@ -29,7 +29,7 @@ const DEVICES: [&str; 3] = ["ios", "android", "web"];
 const LOCALES: [&str; 4] = ["en", "fr", "pt", "ja"];
 
 /// 20 custom attributes: numbers, strings from small and large vocabularies, booleans, times.
-fn profile(i: usize) -> Value {
+pub(crate) fn profile(i: usize) -> Value {
     let r = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     json!({
         "external_id": format!("mem-{i:09}"),

@@ -446,7 +446,8 @@ pub async fn list_cohorts(
         .map(|(c, size)| {
             json!({"partner": c.partner, "cohort_id": c.cohort_id, "name": c.name, "size": size,
                    "created_at": c.created_at,
-                   "imported_at": eddy_model::time::format_iso(c.imported_at)})
+                   "imported_at": eddy_model::time::format_iso(c.imported_at),
+                   "changed_at": c.changed_at.map(eddy_model::time::format_iso)})
         })
         .collect();
     Ok(json_response(StatusCode::OK, &json!({"cohorts": list})))

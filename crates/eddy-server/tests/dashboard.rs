@@ -614,6 +614,9 @@ async fn data_import_keys_are_generated_rotated_and_invalidated() {
     assert!(import(second.clone()).await < 300);
     let cohorts = browser.get("/dashboard/default/cohorts").await;
     assert!(cohorts.text.contains("VIPs"));
+    let (_, listed) = app.admin_get("/eddy/v1/workspaces/default/cohorts").await;
+    assert_eq!(listed["cohorts"][0]["name"], "VIPs");
+    assert!(listed["cohorts"][0]["changed_at"].is_string(), "{listed}");
     browser
         .post(
             "/dashboard/default/partners/amperity/key/delete",

@@ -63,6 +63,8 @@ pub(crate) fn api_key_id_key(ws: u32, id: &str) -> Vec<u8> {
 
 pub(crate) const NEXT_WORKSPACE: &[u8] = b"next/workspace";
 pub(crate) const NEXT_OUTBOX: &[u8] = b"next/outbox";
+/// The token of the segment index snapshot saved at the last clean shutdown (see `snapshot`).
+pub(crate) const INDEX_SNAPSHOT: &[u8] = b"snapshot/index";
 /// When readiness last proved that a commit succeeds.
 pub(crate) const PROBE: &[u8] = b"probe/last";
 
@@ -106,6 +108,9 @@ pub struct Cohort {
     pub created_at: String,
     /// When eddy first saw it, UTC ms.
     pub imported_at: i64,
+    /// When it was last renamed or its members last changed, UTC ms.
+    #[serde(default)]
+    pub changed_at: Option<i64>,
 }
 
 /// A segment defined through the admin API.

@@ -86,7 +86,7 @@ async fn render(
             p { "No cohort was imported into this workspace yet." }
         } @else {
             table {
-                thead { tr { th scope="col" { "Name" } th scope="col" { "Partner" } th scope="col" { "Cohort id" } th scope="col" { "Users" } th scope="col" { "Created (partner)" } th scope="col" { "First imported" } } }
+                thead { tr { th scope="col" { "Name" } th scope="col" { "Partner" } th scope="col" { "Cohort id" } th scope="col" { "Users" } th scope="col" { "Created (partner)" } th scope="col" { "First imported" } th scope="col" { "Last change" } } }
                 tbody {
                     @for c in cohorts.list("cohorts") {
                         tr {
@@ -96,6 +96,7 @@ async fn render(
                             td.num { (number(c["size"].as_u64().unwrap_or(0))) }
                             td { (cell(&c["created_at"])) }
                             td { (cell(&c["imported_at"])) }
+                            td { (cell(&c["changed_at"])) }
                         }
                     }
                 }

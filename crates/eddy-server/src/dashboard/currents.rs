@@ -85,7 +85,7 @@ async fn render(
                                     form method="post" action={ "/dashboard/" (ws) "/currents/" (encode(&name)) "/" (action) } {
                                         (csrf(&page.session))
                                         @if action == "replay" {
-                                            label for={ "from-" (name) } { "Replay from" }
+                                            label for={ "from-" (name) } { "Replay from (UTC)" }
                                             input id={ "from-" (name) } name="from" type="datetime-local" required;
                                         }
                                         button type="submit" class=[(action == "delete").then_some("danger")] { (label) " " span.visually-hidden { (name) } }

@@ -31,10 +31,32 @@ impl Txn<'_> {
             name: name.to_string(),
             created_at: created_at.to_string(),
             imported_at: existing.as_ref().map_or(self.now_ms, |c| c.imported_at),
+            changed_at: existing.as_ref().and_then(|c| c.changed_at),
         };
         if existing.as_ref() == Some(&cohort) {
             return Ok(());
         }
+        let cohort = Cohort {
+            changed_at: Some(self.now_ms),
+            ..cohort
+        };
+        let bytes = serde_json::to_vec(&cohort).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.put(Table::Meta, key, bytes);
+        Ok(())
+    }
+
+    /// Records that a cohort's members changed now.
+    fn touch_cohort(&mut self, ws: u32, partner: &str, cohort_id: &str) -> Result<(), StoreError> {
+        let key = meta::cohort_key(ws, partner, cohort_id);
+        let Some(bytes) = self.get(Table::Meta, &key)? else {
+            return Ok(());
+        };
+        let mut cohort: Cohort =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                table: "meta",
+                reason: format!("cohort '{cohort_id}': {e}"),
+            })?;
+        cohort.changed_at = Some(self.now_ms);
         let bytes = serde_json::to_vec(&cohort).map_err(|e| StoreError::Backend(e.to_string()))?;
         self.put(Table::Meta, key, bytes);
         Ok(())
@@ -80,6 +102,9 @@ impl Txn<'_> {
             }
         }
         let changed = self.set_members(ws, partner, cohort_id, &resolved);
+        if changed > 0 {
+            self.touch_cohort(ws, partner, cohort_id)?;
+        }
         // Assignments are billable; those that changed nothing are filed as non-billable.
         self.meter(
             ws,

@@ -2,10 +2,10 @@
 //! current from the writer's change feed, answering filters exactly.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use eddy_model::profile::{Occurrences, Profile};
 use roaring::RoaringBitmap;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::filter::{
@@ -18,16 +18,94 @@ const NO_WORD: u32 = u32::MAX;
 /// Maps keyed by attribute or event names; names come from clients, so the hasher is seeded.
 type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
+/// The distinct strings of one column, each stored once in one buffer and found by hash.
+/// An identifier-like attribute (external ids, braze ids) has a word per profile, so a word's
+/// cost matters: its bytes, an 8-byte end offset and a 4-byte hash slot, where a `String` key
+/// with a separate allocation and map entry cost about a hundred bytes.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Words {
+    text: String,
+    /// Word `i` is `text[ends[i - 1]..ends[i]]`.
+    ends: Vec<u64>,
+    /// Word numbers by the hash of their text; rebuilt after a snapshot is loaded.
+    #[serde(skip)]
+    lookup: hashbrown::HashTable<u32>,
+    #[serde(skip)]
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Words {
+    /// Word `i`'s text.
+    fn get(&self, i: u32) -> &str {
+        let i = i as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+
+    fn hash(&self, text: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(text)
+    }
+
+    /// The number of a word, if the column has it.
+    fn find(&self, text: &str) -> Option<u32> {
+        self.lookup
+            .find(self.hash(text), |&i| self.get(i) == text)
+            .copied()
+    }
+
+    /// The number of a word, added when new (`true`).
+    fn insert(&mut self, text: &str) -> (u32, bool) {
+        if let Some(i) = self.find(text) {
+            return (i, false);
+        }
+        let i = self.ends.len() as u32;
+        self.text.push_str(text);
+        self.ends.push(self.text.len() as u64);
+        let hash = self.hash(text);
+        let (text, ends, hasher) = (&self.text, &self.ends, &self.hasher);
+        self.lookup
+            .insert_unique(hash, i, |&j| word_hash(hasher, text, ends, j));
+        (i, true)
+    }
+
+    /// Rebuilds the hash lookup (after deserializing).
+    fn rebuild_lookup(&mut self) {
+        self.lookup = hashbrown::HashTable::with_capacity(self.ends.len());
+        for i in 0..self.ends.len() as u32 {
+            let hash = self.hash(self.get(i));
+            let (text, ends, hasher) = (&self.text, &self.ends, &self.hasher);
+            self.lookup
+                .insert_unique(hash, i, |&j| word_hash(hasher, text, ends, j));
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, &str)> {
+        (0..self.ends.len() as u32).map(|i| (i as usize, self.get(i)))
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.text.capacity() + self.ends.capacity() * 8 + self.lookup.capacity() * 5
+    }
+}
+
+/// The hash of word `j` (the lookup's rehash when it grows).
+fn word_hash(hasher: &foldhash::fast::RandomState, text: &str, ends: &[u64], j: u32) -> u64 {
+    use std::hash::BuildHasher;
+    let j = j as usize;
+    let start = if j == 0 { 0 } else { ends[j - 1] as usize };
+    hasher.hash_one(&text[start..ends[j] as usize])
+}
+
 /// One attribute's values over all profiles of a workspace, typed.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Column {
     present: RoaringBitmap,
     /// The upsert that last visited this column (see [`WorkspaceIndex::upsert`]).
     stamp: u64,
-    /// Each distinct string once, shared by the dictionary and the word list.
-    dict: HashMap<Arc<str>, u32>,
-    words: Vec<Arc<str>>,
-    by_word: Vec<Holders>,
+    /// Each distinct string once.
+    words: Words,
+    by_word: Holders,
     word_of: Vec<u32>,
     nums: Vec<f64>,
     num_set: RoaringBitmap,
@@ -39,51 +117,77 @@ struct Column {
     items_of: HashMap<u32, Vec<String>>,
 }
 
-/// The profiles holding one string value. Most values of identifier-like attributes belong to
-/// a single profile: a lone id costs 16 bytes where a bitmap cost about a hundred.
-#[derive(Debug, Default)]
-enum Holders {
-    #[default]
-    None,
-    One(u32),
-    Many(Box<RoaringBitmap>),
+/// A word with no holder.
+const NOBODY: u32 = u32::MAX;
+/// A word with several holders: they are in `Holders::many`.
+const MANY: u32 = u32::MAX - 1;
+
+/// Which profiles hold each word of a column. Most words of identifier-like attributes belong
+/// to one profile, so that id is kept inline (4 bytes a word); a word held by several profiles
+/// keeps a bitmap aside. Profile ids stay below [`MANY`] (ids are dense from 0).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Holders {
+    /// Per word: its only holder, [`NOBODY`], or [`MANY`].
+    one: Vec<u32>,
+    many: HashMap<u32, RoaringBitmap>,
 }
 
 impl Holders {
-    fn insert(&mut self, id: u32) {
-        match self {
-            Holders::None => *self = Holders::One(id),
-            Holders::One(x) if *x == id => {}
-            Holders::One(x) => {
-                let mut b = RoaringBitmap::new();
-                b.insert(*x);
-                b.insert(id);
-                *self = Holders::Many(Box::new(b));
+    /// Makes room for a new word (held by nobody yet).
+    fn push(&mut self) {
+        self.one.push(NOBODY);
+    }
+
+    fn insert(&mut self, word: u32, id: u32) {
+        debug_assert!(id < MANY, "profile ids stay below the holder markers");
+        let slot = &mut self.one[word as usize];
+        match *slot {
+            NOBODY => *slot = id,
+            MANY => {
+                self.many.entry(word).or_default().insert(id);
             }
-            Holders::Many(b) => {
-                b.insert(id);
+            holder if holder == id => {}
+            holder => {
+                let mut bitmap = RoaringBitmap::new();
+                bitmap.insert(holder);
+                bitmap.insert(id);
+                self.many.insert(word, bitmap);
+                *slot = MANY;
             }
         }
     }
 
-    fn remove(&mut self, id: u32) {
-        match self {
-            Holders::One(x) if *x == id => *self = Holders::None,
-            Holders::Many(b) => {
-                b.remove(id);
+    fn remove(&mut self, word: u32, id: u32) {
+        let slot = &mut self.one[word as usize];
+        match *slot {
+            MANY => {
+                if let Some(bitmap) = self.many.get_mut(&word) {
+                    bitmap.remove(id);
+                }
             }
+            holder if holder == id => *slot = NOBODY,
             _ => {}
         }
     }
 
-    /// The holders that are also in `within`.
-    fn within(&self, within: &RoaringBitmap) -> RoaringBitmap {
-        match self {
-            Holders::None => RoaringBitmap::new(),
-            Holders::One(x) if within.contains(*x) => std::iter::once(*x).collect(),
-            Holders::One(_) => RoaringBitmap::new(),
-            Holders::Many(b) => &**b & within,
+    /// The word's holders that are also in `within`.
+    fn within(&self, word: u32, within: &RoaringBitmap) -> RoaringBitmap {
+        match self.one[word as usize] {
+            NOBODY => RoaringBitmap::new(),
+            MANY => self
+                .many
+                .get(&word)
+                .map(|bitmap| bitmap & within)
+                .unwrap_or_default(),
+            holder if within.contains(holder) => std::iter::once(holder).collect(),
+            _ => RoaringBitmap::new(),
         }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.one.capacity() * 4
+            + map_bytes(&self.many)
+            + self.many.values().map(bitmap_bytes).sum::<usize>()
     }
 }
 
@@ -106,14 +210,57 @@ fn operand_key(operand: &Operand) -> Option<String> {
     }
 }
 
+/// Extends a dense column to hold `id`. Capacity grows by an eighth at a time rather than
+/// doubling: at 10M profiles, doubling left up to 6M unused slots in every typed column.
 fn grow<T: Clone>(v: &mut Vec<T>, id: u32, fill: T) {
     let need = id as usize + 1;
     if v.len() < need {
+        if v.capacity() < need {
+            let extra = (need - v.len()).max(v.len() / 8);
+            v.reserve_exact(extra);
+        }
         v.resize(need, fill);
     }
 }
 
+/// Approximate heap bytes of a hash map: its capacity times an entry, plus a control byte.
+fn map_bytes<K, V, S>(map: &HashMap<K, V, S>) -> usize {
+    map.capacity() * (std::mem::size_of::<(K, V)>() + 1)
+}
+
+/// Approximate heap bytes of a bitmap.
+fn bitmap_bytes(bitmap: &RoaringBitmap) -> usize {
+    bitmap.serialized_size()
+}
+
 impl Column {
+    /// Approximate heap bytes, by capacity: what an attribute costs the index.
+    fn heap_bytes(&self) -> usize {
+        let items: usize = self
+            .items
+            .iter()
+            .map(|(k, b)| k.len() + bitmap_bytes(b))
+            .sum::<usize>()
+            + self
+                .items_of
+                .values()
+                .map(|list| list.iter().map(|k| k.len() + 24).sum::<usize>())
+                .sum::<usize>();
+        bitmap_bytes(&self.present)
+            + bitmap_bytes(&self.num_set)
+            + bitmap_bytes(&self.trues)
+            + bitmap_bytes(&self.falses)
+            + bitmap_bytes(&self.time_set)
+            + self.words.heap_bytes()
+            + self.by_word.heap_bytes()
+            + self.word_of.capacity() * 4
+            + self.nums.capacity() * 8
+            + self.times.capacity() * 8
+            + map_bytes(&self.items)
+            + map_bytes(&self.items_of)
+            + items
+    }
+
     fn clear(&mut self, id: u32) {
         if !self.present.remove(id) {
             return;
@@ -121,7 +268,7 @@ impl Column {
         if let Some(word) = self.word_of.get(id as usize).copied()
             && word != NO_WORD
         {
-            self.by_word[word as usize].remove(id);
+            self.by_word.remove(word, id);
             self.word_of[id as usize] = NO_WORD;
         }
         self.num_set.remove(id);
@@ -142,7 +289,7 @@ impl Column {
         let i = id as usize;
         match value {
             ValRef::Str(s) => match self.word_of.get(i) {
-                Some(w) if *w != NO_WORD => &*self.words[*w as usize] == s,
+                Some(w) if *w != NO_WORD => self.words.get(*w) == s,
                 _ => false,
             },
             ValRef::Num(n) => self.num_set.contains(id) && self.nums[i] == n,
@@ -164,20 +311,13 @@ impl Column {
         self.present.insert(id);
         match value {
             ValRef::Str(s) => {
-                let word = match self.dict.get(s) {
-                    Some(w) => *w,
-                    None => {
-                        let w = self.words.len() as u32;
-                        let text: Arc<str> = Arc::from(s);
-                        self.dict.insert(text.clone(), w);
-                        self.words.push(text);
-                        self.by_word.push(Holders::None);
-                        w
-                    }
-                };
+                let (word, new) = self.words.insert(s);
+                if new {
+                    self.by_word.push();
+                }
                 grow(&mut self.word_of, id, NO_WORD);
                 self.word_of[id as usize] = word;
-                self.by_word[word as usize].insert(id);
+                self.by_word.insert(word, id);
             }
             ValRef::Num(n) => {
                 grow(&mut self.nums, id, f64::NAN);
@@ -222,8 +362,8 @@ impl Column {
         let mut out = RoaringBitmap::new();
         match (op, operand) {
             (Op::Equals, Operand::Str(s)) => {
-                if let Some(word) = self.dict.get(s.as_str()) {
-                    out |= self.by_word[*word as usize].within(within);
+                if let Some(word) = self.words.find(s) {
+                    out |= self.by_word.within(word, within);
                 }
             }
             (Op::Equals, Operand::Bool(true)) => return &self.trues & within,
@@ -235,9 +375,9 @@ impl Column {
                 return out;
             }
             (Op::Contains | Op::MatchesRegex, _) => {
-                for (word, text) in self.words.iter().enumerate() {
+                for (word, text) in self.words.iter() {
                     if value_matches(Some(&Val::Str(text.to_string())), op, operand, now_ms) {
-                        out |= self.by_word[word].within(within);
+                        out |= self.by_word.within(word as u32, within);
                     }
                 }
                 return out;
@@ -313,13 +453,14 @@ fn scan(set: &RoaringBitmap, within: &RoaringBitmap, keep: impl Fn(u32) -> bool)
 }
 
 /// One workspace's index.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct WorkspaceIndex {
     all: RoaringBitmap,
     columns: NameMap<Column>,
     events: NameMap<HashMap<u32, Occurrences>>,
     purchases: NameMap<HashMap<u32, Occurrences>>,
     upserts: u64,
+    #[serde(with = "pair_keys")]
     cohorts: HashMap<(String, String), RoaringBitmap>,
 }
 
@@ -353,6 +494,35 @@ impl WorkspaceIndex {
     /// Every profile of the workspace.
     pub fn all(&self) -> &RoaringBitmap {
         &self.all
+    }
+
+    /// Approximate heap bytes (by capacity) of the whole workspace index, and of its largest
+    /// attribute columns, largest first: where the index's memory goes.
+    pub fn heap_bytes(&self) -> (usize, Vec<(String, usize)>) {
+        let mut columns: Vec<(String, usize)> = self
+            .columns
+            .iter()
+            .map(|(name, column)| (name.clone(), column.heap_bytes() + name.len()))
+            .collect();
+        columns.sort_by_key(|c| std::cmp::Reverse(c.1));
+        let occurrences = |maps: &NameMap<HashMap<u32, Occurrences>>| {
+            map_bytes(maps)
+                + maps
+                    .values()
+                    .map(|ids| {
+                        map_bytes(ids)
+                            + ids.values().map(|o| o.recent.capacity() * 8).sum::<usize>()
+                    })
+                    .sum::<usize>()
+        };
+        let total = bitmap_bytes(&self.all)
+            + map_bytes(&self.columns)
+            + columns.iter().map(|(_, b)| b).sum::<usize>()
+            + occurrences(&self.events)
+            + occurrences(&self.purchases)
+            + map_bytes(&self.cohorts)
+            + self.cohorts.values().map(bitmap_bytes).sum::<usize>();
+        (total, columns)
     }
 
     /// Indexes a profile's current state (replacing what was indexed for it).
@@ -630,13 +800,34 @@ fn cost(filter: &Filter) -> u8 {
     }
 }
 
-/// All workspaces' indexes.
-#[derive(Debug, Default)]
+/// All workspaces' indexes. It serializes (serde) so that a clean shutdown can save it and the
+/// next start load it instead of re-reading every profile; call [`Index::after_load`] on what
+/// was deserialized.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Index {
     workspaces: HashMap<u32, WorkspaceIndex>,
 }
 
 impl Index {
+    /// Rebuilds what a snapshot leaves out (each column's hash lookup of its words).
+    pub fn after_load(&mut self) {
+        for workspace in self.workspaces.values_mut() {
+            for column in workspace.columns.values_mut() {
+                column.words.rebuild_lookup();
+            }
+        }
+    }
+
+    /// How many workspaces hold profiles or cohorts.
+    pub fn workspace_count(&self) -> usize {
+        self.workspaces.len()
+    }
+
+    /// Approximate heap bytes of every workspace's index.
+    pub fn heap_bytes(&self) -> usize {
+        self.workspaces.values().map(|w| w.heap_bytes().0).sum()
+    }
+
     /// A workspace's index, created on first use.
     pub fn workspace_mut(&mut self, ws: u32) -> &mut WorkspaceIndex {
         self.workspaces.entry(ws).or_default()
@@ -645,6 +836,25 @@ impl Index {
     /// A workspace's index, if it has any profile.
     pub fn workspace(&self, ws: u32) -> Option<&WorkspaceIndex> {
         self.workspaces.get(&ws)
+    }
+}
+
+/// A map keyed by pairs, as a list of `(a, b, value)` (formats need string or scalar map keys).
+mod pair_keys {
+    use std::collections::HashMap;
+
+    use roaring::RoaringBitmap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    type Map = HashMap<(String, String), RoaringBitmap>;
+
+    pub fn serialize<S: Serializer>(map: &Map, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(map.iter().map(|((a, b), v)| (a, b, v)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Map, D::Error> {
+        let list: Vec<(String, String, RoaringBitmap)> = Vec::deserialize(d)?;
+        Ok(list.into_iter().map(|(a, b, v)| ((a, b), v)).collect())
     }
 }
 
@@ -662,24 +872,28 @@ mod tests {
     fn holders_move_between_one_and_many() {
         let all: RoaringBitmap = (0..10).collect();
         let mut h = Holders::default();
-        assert!(ids(&h.within(&all)).is_empty());
-        h.insert(3);
-        assert!(matches!(h, Holders::One(3)));
-        h.insert(3);
-        assert!(matches!(h, Holders::One(3)));
-        assert_eq!(ids(&h.within(&all)), vec![3]);
-        assert!(ids(&h.within(&(4..10).collect())).is_empty());
-        h.remove(7);
-        assert_eq!(ids(&h.within(&all)), vec![3]);
-        h.insert(5);
-        assert_eq!(ids(&h.within(&all)), vec![3, 5]);
-        h.remove(3);
-        assert_eq!(ids(&h.within(&all)), vec![5]);
-        h.remove(5);
-        assert!(ids(&h.within(&all)).is_empty());
-        let mut one = Holders::One(2);
-        one.remove(2);
-        assert!(matches!(one, Holders::None));
+        h.push();
+        assert!(ids(&h.within(0, &all)).is_empty());
+        h.insert(0, 3);
+        assert_eq!(h.one[0], 3);
+        h.insert(0, 3);
+        assert_eq!(h.one[0], 3);
+        assert_eq!(ids(&h.within(0, &all)), vec![3]);
+        assert!(ids(&h.within(0, &(4..10).collect())).is_empty());
+        h.remove(0, 7);
+        assert_eq!(ids(&h.within(0, &all)), vec![3]);
+        h.insert(0, 5);
+        assert_eq!(h.one[0], MANY);
+        assert_eq!(ids(&h.within(0, &all)), vec![3, 5]);
+        h.remove(0, 3);
+        assert_eq!(ids(&h.within(0, &all)), vec![5]);
+        h.remove(0, 5);
+        assert!(ids(&h.within(0, &all)).is_empty());
+        h.push();
+        h.insert(1, 2);
+        h.remove(1, 2);
+        assert_eq!(h.one[1], NOBODY);
+        assert!(ids(&h.within(1, &all)).is_empty());
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub struct StoreConfig {
     pub url: Option<String>,
     /// For `postgres`: connections in the pool.
     pub connections: usize,
+    /// Decoded profiles the writer keeps in memory between commits (and as many identifier
+    /// entries); 0 turns the cache off. Each costs about 1 KiB with 20 attributes.
+    pub writer_cache_profiles: usize,
 }
 
 impl Default for StoreConfig {
@@ -94,6 +97,7 @@ impl Default for StoreConfig {
             kind: "embedded".into(),
             url: None,
             connections: 8,
+            writer_cache_profiles: 200_000,
         }
     }
 }

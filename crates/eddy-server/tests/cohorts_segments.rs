@@ -563,3 +563,80 @@ async fn segment_export_to_an_s3_bucket() {
     ids.sort();
     assert_eq!(ids, vec!["s1", "s2"]);
 }
+
+fn index_from_snapshot(metrics: &str) -> bool {
+    metrics
+        .lines()
+        .any(|l| l.trim() == "eddy_segment_index_from_snapshot 1")
+}
+
+#[tokio::test]
+async fn the_segment_index_is_saved_at_shutdown_and_used_only_for_that_state() {
+    let app = spawn_app().await;
+    let secret = amplitude(&app).await;
+    let users: Vec<Value> = (0..50)
+        .map(|i| {
+            json!({"external_id": format!("s{i}"), "plan": if i % 5 == 0 { "pro" } else { "free" },
+                        "score": i, "tags": ["a", format!("t{}", i % 3)]})
+        })
+        .collect();
+    app.track(json!({"attributes": users, "events": [{"external_id": "s1", "name": "played", "time": jiff::Timestamp::now().to_string()}]}))
+        .await;
+    name_cohort(&app, &secret, "snap", "Snap").await;
+    change(
+        &app,
+        &secret,
+        "snap",
+        json!([{"user_ids": ["s1", "s2", "s3"]}]),
+    )
+    .await;
+    let filters = [
+        json!({"attribute": "plan", "op": "equals", "value": "pro"}),
+        json!({"attribute": "score", "op": "at_least", "value": 40}),
+        json!({"attribute": "tags", "op": "includes_value", "value": "t1"}),
+        json!({"event": "played", "op": "count_at_least", "value": 1}),
+        in_cohort("snap"),
+    ];
+    let mut segments = Vec::new();
+    for filter in &filters {
+        segments.push(segment(&app, filter.clone()).await);
+    }
+    assert!(
+        !index_from_snapshot(&app.metrics().await),
+        "a first start rebuilds"
+    );
+    // A clean stop saves the index; the next start loads it, with the same sizes, and removes it.
+    let key = app.key.clone();
+    let dir = app.stop().await;
+    let snapshot = dir.join("index.snapshot");
+    assert!(snapshot.exists(), "saved at shutdown");
+    let kept = std::fs::read(&snapshot).unwrap();
+    let mut again = start(dir.clone(), |_| {}).await;
+    again.key = key.clone();
+    assert!(
+        index_from_snapshot(&again.metrics().await),
+        "loaded at start"
+    );
+    assert!(!snapshot.exists(), "used once");
+    for (id, expected) in &segments {
+        assert_eq!(size(&again, id).await, *expected, "{id}");
+    }
+    // Strings new to a loaded column still index (its dictionary was rebuilt on load).
+    again
+        .track(json!({"attributes": [{"external_id": "s60", "plan": "pro", "tags": ["t1"]}, {"external_id": "s61", "plan": "enterprise"}]}))
+        .await;
+    assert_eq!(size(&again, &segments[0].0).await, segments[0].1 + 1);
+    assert_eq!(size(&again, &segments[2].0).await, segments[2].1 + 1);
+    // An old snapshot put back after more writes is refused: the store's token moved on.
+    let dir = again.stop().await;
+    std::fs::write(&snapshot, kept).unwrap();
+    let mut third = start(dir.clone(), |_| {}).await;
+    third.key = key;
+    assert!(
+        !index_from_snapshot(&third.metrics().await),
+        "a stale snapshot is rebuilt over"
+    );
+    assert_eq!(size(&third, &segments[0].0).await, segments[0].1 + 1);
+    third.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

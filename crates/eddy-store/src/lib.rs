@@ -15,7 +15,9 @@
 //! - [`mutations`]: the operations by domain (users, cohorts, admin, and settings objects recorded
 //!   with Currents events in one commit), each a function over the overlay; `writer`: the
 //!   thread that groups them, commits once and recovers from failures.
-//! - `indexer`: re-indexing committed profiles for segments, off the writer.
+//! - `indexer`: re-indexing committed profiles for segments, off the writer. `snapshot`: the
+//!   index saved at a clean stop and loaded at the next start, only for the exact state it was
+//!   taken from.
 //! - [`secrets`]: credentials in connector and export settings, encrypted at rest.
 //! - [`ids`]: secrets (fail closed) and unique ids.
 
@@ -34,6 +36,7 @@ pub mod mutations;
 mod overlay;
 pub mod postgres_backend;
 pub mod secrets;
+mod snapshot;
 mod writer;
 mod writes;
 mod written;
@@ -74,6 +77,9 @@ pub struct StoreOptions {
     pub cache_profiles: usize,
     /// Encrypts credentials at rest; without one they are stored as given.
     pub sealer: Option<secrets::Sealer>,
+    /// Where the segment index is saved at a clean shutdown and loaded from at the next start
+    /// (instead of re-reading every profile); none: always rebuilt.
+    pub index_snapshot: Option<std::path::PathBuf>,
 }
 
 impl Default for StoreOptions {
@@ -84,6 +90,7 @@ impl Default for StoreOptions {
             queue: 4096,
             cache_profiles: 200_000,
             sealer: None,
+            index_snapshot: None,
         }
     }
 }
@@ -97,6 +104,16 @@ pub struct Store {
     index: Arc<RwLock<Index>>,
     progress: Arc<indexer::Progress>,
     sealer: Option<Arc<secrets::Sealer>>,
+    index_start: IndexStart,
+}
+
+/// How the segment index was made at start.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexStart {
+    /// Loaded from the snapshot of the last clean shutdown (else rebuilt from the profiles).
+    pub from_snapshot: bool,
+    /// How long it took, seconds.
+    pub seconds: f64,
 }
 
 impl Store {
@@ -118,9 +135,30 @@ impl Store {
         Store::start(Arc::new(backend), options)
     }
 
-    /// Rebuilds the segment index from the backend, then starts a writer over it.
+    /// Loads the segment index saved at the last clean shutdown, or rebuilds it from the
+    /// backend, then starts a writer over it.
     pub fn start(backend: Arc<dyn Backend>, options: StoreOptions) -> Result<Store, StoreError> {
-        let index = Arc::new(RwLock::new(rebuild_index(backend.as_ref())?));
+        let started = std::time::Instant::now();
+        let saved = snapshot::take(backend.as_ref(), options.index_snapshot.as_deref())?;
+        let (index, from_snapshot) = match saved {
+            Some(index) => (index, true),
+            None => (rebuild_index(backend.as_ref())?, false),
+        };
+        let index_start = IndexStart {
+            from_snapshot,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let source = if from_snapshot {
+            "loaded from the snapshot"
+        } else {
+            "rebuilt from the profiles"
+        };
+        tracing::info!(
+            seconds = index_start.seconds,
+            workspaces = index.workspace_count(),
+            "segment index {source}"
+        );
+        let index = Arc::new(RwLock::new(index));
         let (tx, rx) = mpsc::channel(options.queue);
         let stats = Arc::new(WriterStats::default());
         let thread_backend = backend.clone();
@@ -140,6 +178,7 @@ impl Store {
             feed,
             stats: thread_stats,
             needs_recovery: false,
+            snapshot: options.index_snapshot.clone(),
         };
         std::thread::Builder::new()
             .name("eddy-writer".into())
@@ -152,7 +191,13 @@ impl Store {
             index,
             progress,
             sealer: options.sealer.map(Arc::new),
+            index_start,
         })
+    }
+
+    /// How the segment index was made at start (for `/metrics`).
+    pub fn index_start(&self) -> IndexStart {
+        self.index_start
     }
 
     /// The segment index, once it reflects every group committed before this call.

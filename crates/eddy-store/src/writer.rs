@@ -97,6 +97,8 @@ pub(crate) struct Writer {
     pub stats: Arc<WriterStats>,
     /// A commit failed: the backend must be recovered (and caches reloaded) before the next.
     pub needs_recovery: bool,
+    /// Where to save the segment index once the last group is committed at a clean stop.
+    pub snapshot: Option<std::path::PathBuf>,
 }
 
 pub(crate) fn run(mut writer: Writer, mut rx: mpsc::Receiver<Msg>) {
@@ -132,6 +134,9 @@ pub(crate) fn run(mut writer: Writer, mut rx: mpsc::Receiver<Msg>) {
     }
     rx.close();
     tracing::info!("writer stopped");
+    if stop.is_some() {
+        writer.save_index();
+    }
     if let Some(ack) = stop {
         let _ = ack.send(());
     }
@@ -319,6 +324,34 @@ impl Writer {
             .fetch_add(emitted, Ordering::Relaxed);
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result);
+        }
+    }
+
+    /// At a clean stop, after the last commit: saves the segment index for the next start.
+    /// A failure only costs that start a rebuild.
+    fn save_index(&self) {
+        let Some(path) = &self.snapshot else {
+            return;
+        };
+        if self.needs_recovery || !self.stats.writable.load(Ordering::SeqCst) {
+            tracing::warn!("the store is not writable; the segment index is not saved");
+            return;
+        }
+        let started = Instant::now();
+        self.feed.progress.wait(std::time::Duration::from_secs(60));
+        let index = match self.index.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match crate::snapshot::save(self.backend.as_ref(), &index, path) {
+            Ok(()) => tracing::info!(
+                path = %path.display(),
+                seconds = started.elapsed().as_secs_f64(),
+                "segment index saved for the next start"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "the segment index could not be saved; the next start rebuilds it")
+            }
         }
     }
 

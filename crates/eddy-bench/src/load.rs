@@ -233,7 +233,7 @@ pub(crate) fn cpu_seconds(pid: u32) -> f64 {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state.
+    // utime and stime are fields 14 and 15 of stat: 11 and 12 counting from the state (0).
     let ticks_per_second = 100.0;
     (ticks(11) + ticks(12)) / ticks_per_second
 }
@@ -476,14 +476,28 @@ impl EddyServer {
         })
     }
 
-    /// SIGTERM, then the same server again on the same data; returns the time until it
-    /// answers `/health`.
-    pub async fn restart(&mut self, eddy: &std::path::Path) -> anyhow::Result<Duration> {
-        terminate(&mut self.child);
+    /// SIGTERM (SIGKILL with `kill`), then the same server again on the same data; returns how
+    /// long the stop took
+    /// (the segment index is saved then) and the time from the new start until it answers
+    /// `/health`.
+    pub async fn restart(
+        &mut self,
+        eddy: &std::path::Path,
+        kill: bool,
+    ) -> anyhow::Result<(Duration, Duration)> {
+        let stopping = std::time::Instant::now();
+        if kill {
+            // A crash: nothing is saved, the next start rebuilds what it keeps in memory.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        } else {
+            terminate(&mut self.child);
+        }
+        let stopped = stopping.elapsed();
         let started = std::time::Instant::now();
         self.child = spawn_serve(eddy, self.port, self._data.path(), &self.config)?;
         wait_healthy(&self.url).await?;
-        Ok(started.elapsed())
+        Ok((stopped, started.elapsed()))
     }
 
     /// SIGTERM and wait.
@@ -519,7 +533,7 @@ impl Drop for EddyServer {
     }
 }
 
-fn metric(text: &str, name: &str) -> f64 {
+pub(crate) fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.split_whitespace().nth(1))

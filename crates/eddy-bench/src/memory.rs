@@ -21,6 +21,12 @@ pub struct MemoryArgs {
     /// Path of the eddy binary [default: next to eddy-bench].
     #[arg(long)]
     eddy: Option<std::path::PathBuf>,
+    /// Restart after SIGKILL (a crash: the segment index is rebuilt) instead of SIGTERM.
+    #[arg(long)]
+    kill: bool,
+    /// `[store] writer_cache_profiles` of the server [default: eddy's].
+    #[arg(long)]
+    writer_cache_profiles: Option<usize>,
 }
 
 const PLANS: [&str; 4] = ["free", "pro", "team", "enterprise"];
@@ -49,7 +55,11 @@ pub(crate) fn profile(i: usize) -> Value {
 /// Runs the benchmark and prints a Markdown table.
 pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
     let eddy = args.eddy.clone().unwrap_or_else(crate::sibling_eddy);
-    let mut server = EddyServer::start(&eddy, &["users.track", "admin"]).await?;
+    let extra = args
+        .writer_cache_profiles
+        .map(|n| format!("[store]\nwriter_cache_profiles = {n}\n"))
+        .unwrap_or_default();
+    let mut server = EddyServer::start_with(&eddy, &["users.track", "admin"], None, &extra).await?;
     let client = reqwest::Client::new();
     let track = format!("{}/users/track", server.url);
     let started = Instant::now();
@@ -91,8 +101,9 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
     anyhow::ensure!(size > 0, "segment: {created}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (peak, serving) = rss_mib(server.child.id());
+    let index_serving = index_mib(&client, &server.url).await?;
 
-    let healthy = server.restart(&eddy).await?;
+    let (stopped, healthy) = server.restart(&eddy, args.kill).await?;
     let restarted = Instant::now() - healthy;
     let segment_url = format!("{}/eddy/v1/workspaces/default/segments/{id}", server.url);
     let answered = loop {
@@ -114,19 +125,35 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<()> {
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, after_restart) = rss_mib(server.child.id());
+    let index_restarted = index_mib(&client, &server.url).await?;
     server.stop();
     println!(
-        "| profiles | attributes each | load s | profiles/s | RSS serving MiB | peak RSS MiB | restart → /health s | restart → segment answered s | RSS after restart MiB |"
+        "| profiles | attributes each | load s | profiles/s | RSS serving MiB | peak RSS MiB | stop s | restart → /health s | restart → segment answered s | RSS after restart MiB |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(
-        "| {} | 20 | {:.1} | {:.0} | {serving:.0} | {peak:.0} | {:.1} | {:.1} | {after_restart:.0} |",
+        "| {} | 20 | {:.1} | {:.0} | {serving:.0} | {peak:.0} | {:.1} | {:.1} | {:.1} | {after_restart:.0} |",
         args.profiles,
         loaded.as_secs_f64(),
         args.profiles as f64 / loaded.as_secs_f64(),
+        stopped.as_secs_f64(),
         healthy.as_secs_f64(),
         answered.as_secs_f64(),
     );
     eprintln!("segment size {size}");
+    println!(
+        "\nsegment index (eddy_segment_index_bytes): {index_serving:.0} MiB serving, {index_restarted:.0} MiB after the restart"
+    );
     Ok(())
+}
+
+/// The segment index's own estimate of its heap, from `/metrics`.
+async fn index_mib(client: &reqwest::Client, url: &str) -> anyhow::Result<f64> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(crate::load::metric(&text, "eddy_segment_index_bytes") / (1024.0 * 1024.0))
 }

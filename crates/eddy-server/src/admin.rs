@@ -424,10 +424,8 @@ pub async fn list_cohorts(
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
     let cohorts = state.store.cohorts(ws.id)?;
-    let store = state.store.clone();
     let ws_id = ws.id;
-    let sizes = tokio::task::spawn_blocking(move || {
-        let index = store.index();
+    let sizes = crate::segments::with_index(&state, move |index| {
         let workspace = index.workspace(ws_id);
         cohorts
             .into_iter()
@@ -439,8 +437,7 @@ pub async fn list_cohorts(
             })
             .collect::<Vec<_>>()
     })
-    .await
-    .map_err(|_| HttpError(ApiError::Internal))?;
+    .await?;
     let list: Vec<_> = sizes
         .iter()
         .map(|(c, size)| {

@@ -668,15 +668,11 @@ async fn metrics_text(State(state): State<SharedState>) -> Response {
         state.exports.figures(),
     );
     text.push_str(&state.engine.stats.render(state.engine.active()));
-    let index_bytes = {
-        let store = state.store.clone();
-        tokio::task::spawn_blocking(move || store.index().heap_bytes())
-            .await
-            .unwrap_or(0)
-    };
-    text.push_str(&format!(
-        "# HELP eddy_segment_index_bytes Approximate heap bytes of the segment index (by capacity).\n# TYPE eddy_segment_index_bytes gauge\neddy_segment_index_bytes {index_bytes}\n"
-    ));
+    if let Ok(index_bytes) = segments::with_index(&state, |index| index.heap_bytes()).await {
+        text.push_str(&format!(
+            "# HELP eddy_segment_index_bytes Approximate heap bytes of the segment index (by capacity).\n# TYPE eddy_segment_index_bytes gauge\neddy_segment_index_bytes {index_bytes}\n"
+        ));
+    }
     let start = state.store.index_start();
     text.push_str(&format!(
         "# HELP eddy_segment_index_start_seconds Time to make the segment index at start.\n# TYPE eddy_segment_index_start_seconds gauge\neddy_segment_index_start_seconds {:.3}\n# HELP eddy_segment_index_from_snapshot 1 when the index was loaded from the snapshot of the last clean shutdown, 0 when rebuilt from the profiles.\n# TYPE eddy_segment_index_from_snapshot gauge\neddy_segment_index_from_snapshot {}\n",

@@ -151,16 +151,13 @@ async fn memberships_of(
     ws: u32,
     id: u32,
 ) -> Result<std::collections::BTreeMap<String, Vec<String>>, HttpError> {
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        store
-            .index()
+    crate::segments::with_index(state, move |index| {
+        index
             .workspace(ws)
             .map(|w| w.memberships(id))
             .unwrap_or_default()
     })
     .await
-    .map_err(|_| HttpError(ApiError::Internal))
 }
 
 /// Memberships with the cohorts' display names.

@@ -17,44 +17,43 @@ use crate::http::{HttpError, json_response};
 
 type Answer = Result<Response, HttpError>;
 
-/// The members of a segment now. Waiting for the index and evaluating bitmaps is blocking work,
-/// so it runs off the async workers.
+/// Runs `read` on the segment index once it holds every write acknowledged before the call.
+/// Waiting for the index and walking bitmaps is blocking work, so it runs off the async workers.
+pub(crate) async fn with_index<T: Send + 'static>(
+    state: &SharedState,
+    read: impl FnOnce(&eddy_segments::Index) -> T + Send + 'static,
+) -> Result<T, HttpError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || read(&store.index()))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "reading the segment index failed");
+            HttpError(ApiError::Internal)
+        })
+}
+
+/// The members of a segment now.
 pub(crate) async fn members(
     state: &SharedState,
     ws: u32,
     filter: Filter,
     now_ms: i64,
 ) -> Result<roaring::RoaringBitmap, HttpError> {
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        store
-            .index()
+    with_index(state, move |index| {
+        index
             .workspace(ws)
             .map(|w| w.eval(&filter, now_ms))
             .unwrap_or_default()
     })
     .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "segment evaluation failed");
-        HttpError(ApiError::Internal)
-    })
 }
 
 /// How many profiles a workspace holds now (every write acknowledged before included).
 pub(crate) async fn profile_count(state: &SharedState, ws: u32) -> Result<u64, HttpError> {
-    let store = state.store.clone();
-    tokio::task::spawn_blocking(move || {
-        store
-            .index()
-            .workspace(ws)
-            .map(|w| w.all().len())
-            .unwrap_or(0)
+    with_index(state, move |index| {
+        index.workspace(ws).map_or(0, |w| w.all().len())
     })
     .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "profile count failed");
-        HttpError(ApiError::Internal)
-    })
 }
 
 /// The exact size of a segment now.

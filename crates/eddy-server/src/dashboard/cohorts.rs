@@ -1,7 +1,6 @@
 //! Cohorts and partners: registered partners with this workspace's Data Import Keys (generate,
 //! rotate, invalidate; a new key is shown once), and the cohorts partners imported.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::Method;
 use axum::response::Response;
@@ -9,7 +8,7 @@ use maud::html;
 
 use super::api::encode;
 use super::layout::{self, cell, csrf, flash, number};
-use super::{Dash, Form, WsPage};
+use super::{Dash, WsForm, WsPage};
 
 /// `GET /dashboard/{ws}/cohorts`.
 pub async fn page(State(dash): State<Dash>, page: WsPage) -> Response {
@@ -114,13 +113,9 @@ async fn render(
 /// `POST /dashboard/{ws}/partners/{partner}/key`: a new key (the previous one stops working).
 pub async fn generate_key(
     State(dash): State<Dash>,
-    page: WsPage,
     Path((_, partner)): Path<(String, String)>,
-    body: Bytes,
+    WsForm { page, .. }: WsForm,
 ) -> Response {
-    if let Err(refused) = Form::checked(&body, &page.session, &dash) {
-        return *refused;
-    }
     let ws = &page.ws.name;
     let reply = dash
         .call(
@@ -142,13 +137,9 @@ pub async fn generate_key(
 /// `POST /dashboard/{ws}/partners/{partner}/key/delete`: the key stops working.
 pub async fn invalidate_key(
     State(dash): State<Dash>,
-    page: WsPage,
     Path((_, partner)): Path<(String, String)>,
-    body: Bytes,
+    WsForm { page, .. }: WsForm,
 ) -> Response {
-    if let Err(refused) = Form::checked(&body, &page.session, &dash) {
-        return *refused;
-    }
     let ws = &page.ws.name;
     let reply = dash
         .call(

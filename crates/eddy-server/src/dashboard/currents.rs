@@ -1,7 +1,6 @@
 //! Currents: every connector with its delivery state, a creation form checked by the admin
 //! API, and the flush, test, replay, pause, resume and delete actions.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -10,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::api::encode;
 use super::layout::{self, cell, csrf, flash, number};
-use super::{Dash, Form, WsPage};
+use super::{Dash, Form, WsForm, WsPage};
 
 /// The settings the creation form has a field for, by connector type; anything else goes in
 /// "more settings (JSON)".
@@ -156,11 +155,7 @@ fn actions(state: &str) -> Vec<(&'static str, &'static str)> {
 }
 
 /// `POST /dashboard/{ws}/currents`: the admin API's creation body from the form's fields.
-pub async fn create(State(dash): State<Dash>, page: WsPage, body: Bytes) -> Response {
-    let form = match Form::checked(&body, &page.session, &dash) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
+pub async fn create(State(dash): State<Dash>, WsForm { page, form }: WsForm) -> Response {
     let mut request = Map::new();
     request.insert("name".into(), json!(form.get("name")));
     request.insert("type".into(), json!(form.get("type")));
@@ -207,14 +202,9 @@ pub async fn create(State(dash): State<Dash>, page: WsPage, body: Bytes) -> Resp
 /// `POST /dashboard/{ws}/currents/{name}/{action}`.
 pub async fn act(
     State(dash): State<Dash>,
-    page: WsPage,
     Path((_, name, action)): Path<(String, String, String)>,
-    body: Bytes,
+    WsForm { page, form }: WsForm,
 ) -> Response {
-    let form = match Form::checked(&body, &page.session, &dash) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
     let ws = &page.ws.name;
     let path = format!("/workspaces/{ws}/currents/{}", encode(&name));
     let reply = match action.as_str() {

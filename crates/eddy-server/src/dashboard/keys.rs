@@ -1,7 +1,6 @@
 //! REST API keys: the list (name, permissions, created, last used), creation (the key is shown
 //! once), revocation.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -11,7 +10,7 @@ use serde_json::json;
 
 use super::api::encode;
 use super::layout::{self, cell, csrf, flash};
-use super::{Dash, Form, WsPage};
+use super::{Dash, WsForm, WsPage};
 
 /// `GET /dashboard/{ws}/keys`.
 pub async fn page(State(dash): State<Dash>, page: WsPage) -> Response {
@@ -91,11 +90,7 @@ async fn render(
 }
 
 /// `POST /dashboard/{ws}/keys` (`name`, `permission`…).
-pub async fn create(State(dash): State<Dash>, page: WsPage, body: Bytes) -> Response {
-    let form = match Form::checked(&body, &page.session, &dash) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
+pub async fn create(State(dash): State<Dash>, WsForm { page, form }: WsForm) -> Response {
     let name = form.get("name");
     let permissions = form.all("permission");
     let request = if permissions.is_empty() {
@@ -122,13 +117,9 @@ pub async fn create(State(dash): State<Dash>, page: WsPage, body: Bytes) -> Resp
 /// `POST /dashboard/{ws}/keys/{id}/revoke`.
 pub async fn revoke(
     State(dash): State<Dash>,
-    page: WsPage,
     Path((_, id)): Path<(String, String)>,
-    body: Bytes,
+    WsForm { page, .. }: WsForm,
 ) -> Response {
-    if let Err(refused) = Form::checked(&body, &page.session, &dash) {
-        return *refused;
-    }
     let ws = &page.ws.name;
     let reply = dash
         .call(

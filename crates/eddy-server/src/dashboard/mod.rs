@@ -25,7 +25,7 @@ pub mod users;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, RawPathParams, State};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -197,6 +197,30 @@ impl Form {
     /// Every value of a repeated field (checkboxes).
     pub fn all(&self, name: &str) -> Vec<String> {
         crate::http::query_params(Some(&self.text), name)
+    }
+}
+
+/// A signed-in form post about the path's workspace, its CSRF token checked: the rejection is
+/// the sign-in redirect, the 404 page, or the 403 page.
+pub struct WsForm {
+    /// The page's session and workspace.
+    pub page: WsPage,
+    /// The form's fields.
+    pub form: Form,
+}
+
+impl FromRequest<Dash> for WsForm {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, dash: &Dash) -> Result<Self, Response> {
+        let (mut parts, body) = req.into_parts();
+        let page = WsPage::from_request_parts(&mut parts, dash).await?;
+        let request = axum::extract::Request::from_parts(parts, body);
+        let bytes = Bytes::from_request(request, dash)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let form = Form::checked(&bytes, &page.session, dash).map_err(|refused| *refused)?;
+        Ok(WsForm { page, form })
     }
 }
 

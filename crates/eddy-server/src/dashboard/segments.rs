@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::api::encode;
 use super::layout::{self, cell, csrf, flash, json_block, number};
-use super::{Dash, Form, WsPage, csrf_header_ok};
+use super::{Dash, WsForm, WsPage, csrf_header_ok};
 
 /// Fields a dashboard export writes unless the form names others.
 const DEFAULT_EXPORT_FIELDS: &str = "external_id, braze_id, email, phone, first_name, last_name";
@@ -164,14 +164,9 @@ async fn editor_page(
 /// `POST /dashboard/{ws}/segments` (create) and `/dashboard/{ws}/segments/{id}` (update).
 pub async fn save(
     State(dash): State<Dash>,
-    page: WsPage,
     Path(params): Path<HashMap<String, String>>,
-    body: Bytes,
+    WsForm { page, form }: WsForm,
 ) -> Response {
-    let form = match Form::checked(&body, &page.session, &dash) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
     let id = params.get("id").cloned();
     let draft = Draft {
         id: id.clone(),
@@ -265,14 +260,9 @@ pub async fn size(
 /// `POST /dashboard/{ws}/segments/{id}/delete` (`confirm=yes`).
 pub async fn delete(
     State(dash): State<Dash>,
-    page: WsPage,
     Path((_, id)): Path<(String, String)>,
-    body: Bytes,
+    WsForm { page, form }: WsForm,
 ) -> Response {
-    let form = match Form::checked(&body, &page.session, &dash) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
     let ws = &page.ws.name;
     if form.get("confirm") != "yes" {
         return layout::frame(
@@ -312,14 +302,9 @@ pub async fn delete(
 /// `POST /dashboard/{ws}/segments/{id}/export` (`fields=a, b, c`).
 pub async fn export(
     State(dash): State<Dash>,
-    page: WsPage,
     Path((_, id)): Path<(String, String)>,
-    body: Bytes,
+    WsForm { page, form }: WsForm,
 ) -> Response {
-    let form = match Form::checked(&body, &page.session, &dash) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
     let fields: Vec<String> = form
         .get("fields")
         .split(',')

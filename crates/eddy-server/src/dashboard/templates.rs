@@ -1,7 +1,6 @@
 //! Templates and campaigns: a Liquid playground (a template rendered for a stored user with
 //! trigger properties, through the admin API's renderer) and the campaigns with their sends.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -10,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::api::encode;
 use super::layout::{self, cell, csrf, json_block, number};
-use super::{Dash, Form, WsPage};
+use super::{Dash, WsForm, WsPage};
 
 /// What the playground shows: the inputs, and the rendering when there is one.
 #[derive(Default)]
@@ -78,11 +77,7 @@ fn render_page(page: &WsPage, draft: Playground, status: StatusCode) -> Response
 }
 
 /// `POST /dashboard/{ws}/templates`.
-pub async fn render(State(dash): State<Dash>, page: WsPage, body: Bytes) -> Response {
-    let form = match Form::checked(&body, &page.session, &dash) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
+pub async fn render(State(dash): State<Dash>, WsForm { page, form }: WsForm) -> Response {
     let mut draft = Playground {
         template: form.get("template"),
         user_kind: form.get("user_kind"),

@@ -1,7 +1,6 @@
 //! Users: find one by any identifier; a profile page with everything eddy knows about them;
 //! delete and merge after a confirmation.
 
-use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -10,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::api::encode;
 use super::layout::{self, cell, csrf, flash, json_block, number};
-use super::{Dash, Form, WsPage};
+use super::{Dash, WsForm, WsPage};
 use crate::http::query_param;
 
 /// Standard fields shown in this order (the rest follow alphabetically).
@@ -300,14 +299,9 @@ fn occurrences(title: &str, list: &Value) -> Markup {
 /// `POST /dashboard/{ws}/users/{braze_id}/delete` (`confirm=yes`).
 pub async fn delete(
     State(dash): State<Dash>,
-    page: WsPage,
     Path((_, braze_id)): Path<(String, String)>,
-    body: Bytes,
+    WsForm { page, form }: WsForm,
 ) -> Response {
-    let form = match Form::checked(&body, &page.session, &dash) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
     if form.get("confirm") != "yes" {
         return profile_page(
             &dash,
@@ -344,14 +338,9 @@ pub async fn delete(
 /// `POST /dashboard/{ws}/users/{braze_id}/merge` (`into=EXTERNAL_ID&confirm=yes`).
 pub async fn merge(
     State(dash): State<Dash>,
-    page: WsPage,
     Path((_, braze_id)): Path<(String, String)>,
-    body: Bytes,
+    WsForm { page, form }: WsForm,
 ) -> Response {
-    let form = match Form::checked(&body, &page.session, &dash) {
-        Ok(form) => form,
-        Err(refused) => return *refused,
-    };
     let into = form.get("into");
     if form.get("confirm") != "yes" || into.is_empty() {
         return profile_page(

@@ -320,6 +320,7 @@ pub async fn delete_workspace(
 ) -> Answer {
     state.currents.stop_workspace(ws.id).await;
     state.store.delete_workspace(&ws.name).await?;
+    state.api_log.forget(ws.id);
     tracing::info!(workspace = %ws.name, "workspace deleted");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

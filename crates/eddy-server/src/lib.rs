@@ -20,6 +20,9 @@
 //!   `eddy_messaging`'s engine); [`subscriptions`]: subscription groups and the email address
 //!   lists; [`tracking`]: the open, click and unsubscribe links in emails.
 //! - [`admin`]: `/eddy/v1` workspaces, API keys, partners, Data Import Keys, usage, export storage.
+//! - [`dashboard`]: the pages under `/dashboard` (sign-in, CSRF), which read and act only by
+//!   calling the admin API's routes in process; [`api_log`]: the last requests of each
+//!   workspace, kept by the edge for the dashboard.
 //!
 //! Around them: [`config`] (typed settings, the store to open: embedded or PostgreSQL), [`connections`] (the accept loop: timeouts and the
 //! connection cap), [`ratelimit`] and [`metrics`] (applied by the edge middleware to every
@@ -731,7 +734,12 @@ async fn edge(State(state): State<SharedState>, mut req: Request, next: Next) ->
     let log = Arc::new(request_log::RequestLog::default());
     req.extensions_mut().insert(log.clone());
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
-    let query = req.uri().query().map(str::to_string);
+    // Only the API log shows query strings; other requests skip the copy.
+    let query = state
+        .api_log
+        .enabled()
+        .then(|| req.uri().query().map(str::to_string))
+        .flatten();
     let caller = caller_of(&req);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

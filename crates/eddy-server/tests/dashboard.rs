@@ -754,3 +754,26 @@ async fn the_liquid_playground_renders_for_a_user() {
         .await;
     assert!(page.text.contains("Aborted"), "{}", page.text);
 }
+
+#[tokio::test]
+async fn every_user_is_listed_a_page_at_a_time() {
+    let app = spawn_app().await;
+    let (browser, _) = Browser::sign_in(&app).await;
+    let users: Vec<Value> = (0..60)
+        .map(|i| json!({"external_id": format!("page-{i:02}")}))
+        .collect();
+    app.track(json!({"attributes": users})).await;
+    let first = browser.get("/dashboard/default/users").await;
+    assert!(first.text.contains("page-00") && first.text.contains("page-49"));
+    assert!(!first.text.contains("page-50"));
+    let start = first.text.find("users?after=").expect("a next page") + "users?after=".len();
+    let after: String = first.text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let second = browser
+        .get(&format!("/dashboard/default/users?after={after}"))
+        .await;
+    assert!(second.text.contains("page-50") && second.text.contains("page-59"));
+    assert!(!second.text.contains("page-49"));
+}

@@ -39,15 +39,13 @@ pub async fn search(State(dash): State<Dash>, page: WsPage, RawQuery(query): Raw
         .map(|q| q.trim().to_string())
         .unwrap_or_default();
     let after = query_param(query.as_deref(), "after").unwrap_or_default();
-    let path = if q.is_empty() {
+    // A search, a later page of every user, or the first page.
+    let path = if !q.is_empty() {
+        format!("/workspaces/{ws}/users?q={}", encode(&q))
+    } else if !after.is_empty() {
         format!("/workspaces/{ws}/users?limit=50&after={}", encode(&after))
     } else {
-        format!("/workspaces/{ws}/users?q={}", encode(&q))
-    };
-    let path = if after.is_empty() && q.is_empty() {
         format!("/workspaces/{ws}/users?limit=50")
-    } else {
-        path
     };
     let reply = dash.get(&path).await;
     let users = reply.list("users");

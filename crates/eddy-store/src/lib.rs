@@ -641,23 +641,52 @@ impl Store {
     }
 }
 
-/// Builds the segment index from every stored profile and cohort membership.
+/// Builds the segment index from every stored profile and cohort membership. Reading and
+/// decoding profiles runs on a second thread while this one indexes them: each is about half
+/// of the work, and nothing serves until the index is whole.
 pub(crate) fn rebuild_index(backend: &dyn Backend) -> Result<Index, StoreError> {
+    type Batch = Result<Vec<(u32, u32, eddy_model::profile::Profile)>, StoreError>;
     let mut index = Index::default();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = backend.scan(Table::Profiles, b"", after.as_deref(), 4096)?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
-        for (key, value) in &page {
-            let (Some(ws), Some(id)) = (keys::decode_id(key), keys::profile_id(key)) else {
-                continue;
-            };
-            index
-                .workspace_mut(ws)
-                .upsert(id, &codec::decode_profile(value)?);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(4);
+    std::thread::scope(|scope| -> Result<(), StoreError> {
+        scope.spawn(move || {
+            let mut after: Option<Vec<u8>> = None;
+            loop {
+                let page = match backend.scan(Table::Profiles, b"", after.as_deref(), 4096) {
+                    Ok(page) => page,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let Some((last, _)) = page.last() else { return };
+                after = Some(last.clone());
+                let mut decoded = Vec::with_capacity(page.len());
+                for (key, value) in &page {
+                    let (Some(ws), Some(id)) = (keys::decode_id(key), keys::profile_id(key)) else {
+                        continue;
+                    };
+                    match codec::decode_profile(value) {
+                        Ok(profile) => decoded.push((ws, id, profile)),
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                // The indexing side stopped (it failed): nothing left to do.
+                if tx.send(Ok(decoded)).is_err() {
+                    return;
+                }
+            }
+        });
+        for batch in rx {
+            for (ws, id, profile) in batch? {
+                index.workspace_mut(ws).upsert(id, &profile);
+            }
         }
-    }
+        Ok(())
+    })?;
     let mut after: Option<Vec<u8>> = None;
     loop {
         let page = backend.scan(Table::Members, b"", after.as_deref(), 4096)?;

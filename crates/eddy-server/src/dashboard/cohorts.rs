@@ -27,12 +27,7 @@ async fn render(
     let mut keys = Vec::new();
     for p in partners.list("partners") {
         let name = cell(&p["name"]);
-        let key = dash
-            .get(&format!(
-                "/workspaces/{ws}/partners/{}/data-import-key",
-                encode(&name)
-            ))
-            .await;
+        let key = dash.get(&key_path(&ws, &name)).await;
         keys.push((name, cell(&p["display_name"]), key));
     }
     let cohorts = dash.get(&format!("/workspaces/{ws}/cohorts")).await;
@@ -110,6 +105,14 @@ async fn render(
     )
 }
 
+/// The admin API path of a partner's Data Import Key in a workspace.
+fn key_path(ws: &str, partner: &str) -> String {
+    format!(
+        "/workspaces/{ws}/partners/{}/data-import-key",
+        encode(partner)
+    )
+}
+
 /// `POST /dashboard/{ws}/partners/{partner}/key`: a new key (the previous one stops working).
 pub async fn generate_key(
     State(dash): State<Dash>,
@@ -117,16 +120,7 @@ pub async fn generate_key(
     WsForm { page, .. }: WsForm,
 ) -> Response {
     let ws = &page.ws.name;
-    let reply = dash
-        .call(
-            Method::POST,
-            &format!(
-                "/workspaces/{ws}/partners/{}/data-import-key",
-                encode(&partner)
-            ),
-            None,
-        )
-        .await;
+    let reply = dash.call(Method::POST, &key_path(ws, &partner), None).await;
     if !reply.ok() {
         return render(&dash, &page, Some(Err(reply.message())), None).await;
     }
@@ -142,14 +136,7 @@ pub async fn invalidate_key(
 ) -> Response {
     let ws = &page.ws.name;
     let reply = dash
-        .call(
-            Method::DELETE,
-            &format!(
-                "/workspaces/{ws}/partners/{}/data-import-key",
-                encode(&partner)
-            ),
-            None,
-        )
+        .call(Method::DELETE, &key_path(ws, &partner), None)
         .await;
     let outcome = if reply.ok() {
         Ok(format!("the Data Import Key of {partner} no longer works"))

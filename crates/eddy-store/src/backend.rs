@@ -19,10 +19,17 @@
 //!
 //! What is cached, and where: the writer caches committed profiles, identifier values and the id
 //! and sequence counters (`cache`, `overlay::Counters`), and the segment index lives in memory.
-//! That is only correct while this process is the only writer. A backend shared by several
-//! processes must tell each writer what the others committed (for example a change feed of
-//! written keys) so that it can drop those entries, or run with the caches off and the counters
-//! allocated in the database; until then, one writer per database.
+//! That is only correct while this process sees every write. A backend that several processes
+//! share says so through [`Backend::cluster`], and then guarantees three more things:
+//! - **One group at a time, cluster-wide.** [`Cluster::begin_group`] takes a lock that only the
+//!   group's commit (or [`Cluster::abort_group`]) releases, so a group reads what every earlier
+//!   group of every process committed, and nothing commits between its reads and its commit.
+//!   Sequence numbers handed out under that lock (the outbox's, profile ids) commit in order.
+//! - **A change feed.** Every commit made under the lock also records the keys it wrote, under
+//!   the next change number; [`Cluster::changes`] returns them in order, so each process drops
+//!   what it cached of those keys and re-indexes them (see `follower`).
+//! - **A leader lease** and **shared rate-limit counters** for work that must happen once in the
+//!   cluster (Currents connectors, dispatches, trimming) and limits that hold per key.
 
 use crate::StoreError;
 
@@ -107,4 +114,52 @@ pub trait Backend: Send + Sync + 'static {
     fn recover(&self) -> Result<(), StoreError> {
         Ok(())
     }
+    /// The cluster hooks of a backend that several processes share; `None` for one process.
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        None
+    }
+}
+
+/// What one commit of some process wrote, from the change feed.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Its change number: commits are numbered 1, 2, … in commit order.
+    pub seq: u64,
+    /// The process that committed it ([`Cluster::node`]).
+    pub node: u64,
+    /// When it committed, UTC ms (the database's clock).
+    pub at_ms: i64,
+    /// The keys it wrote (put or deleted) in the tables that processes cache or index.
+    pub keys: Vec<(Table, Vec<u8>)>,
+}
+
+/// How processes sharing one backend stay consistent (see the module's documentation).
+pub trait Cluster: Send + Sync {
+    /// This process's id in the change feed (random per start).
+    fn node(&self) -> u64;
+    /// Takes the cluster-wide write lock for one group and returns the last change number
+    /// committed; the group's [`Backend::commit`] records the next one and releases the lock.
+    fn begin_group(&self) -> Result<u64, StoreError>;
+    /// Releases the write lock of a group that will not commit.
+    fn abort_group(&self);
+    /// The last change number committed.
+    fn head(&self) -> Result<u64, StoreError>;
+    /// The changes numbered after `after` up to `upto`, in order; `None` when some of them were
+    /// trimmed already (the caller must then reload everything it derives from the backend).
+    fn changes(&self, after: u64, upto: u64) -> Result<Option<Vec<Change>>, StoreError>;
+    /// Takes or keeps the leader lease: true while this process holds it. A process that dies
+    /// loses it with its connection.
+    fn lead(&self) -> Result<bool, StoreError>;
+    /// Gives the leader lease up, if held (at a clean shutdown).
+    fn resign(&self);
+    /// Counts up to `want` requests of `caller` in a fixed window shared by the cluster, never
+    /// past `limit`: returns (the window's count after this, how many of `want` were granted).
+    fn take_tokens(
+        &self,
+        caller: u64,
+        group: &str,
+        window_start: u64,
+        want: u64,
+        limit: u64,
+    ) -> Result<(u64, u64), StoreError>;
 }

@@ -9,7 +9,8 @@ use crate::written::Written;
 /// What the writer keeps in memory between group commits: decoded profiles and identifier
 /// index values (misses included). It only ever holds committed state: profiles move out of it
 /// into a transaction and come back, and identifier writes are applied, after the commit
-/// succeeds. The writer is the only writer of both tables, so nothing else can make it stale.
+/// succeeds. Other processes sharing the backend make entries stale: the writer drops those
+/// their change records name before each group (see `writer`).
 #[derive(Debug, Default)]
 pub struct WriterCache {
     // Keys come from clients (external ids); foldhash is fast and randomly seeded per process.
@@ -75,6 +76,16 @@ impl WriterCache {
     /// the group commits, and is simply gone if it fails.
     pub fn take_profile(&mut self, ws: u32, id: u32) -> Option<Profile> {
         self.profiles.remove(&(ws, id))
+    }
+
+    /// Forgets a profile another process wrote.
+    pub fn forget_profile(&mut self, ws: u32, id: u32) {
+        self.profiles.remove(&(ws, id));
+    }
+
+    /// Forgets an identifier index value another process wrote.
+    pub fn forget_ident(&mut self, key: &[u8]) {
+        self.idents.remove(key);
     }
 
     /// Forgets everything (after a failed commit).

@@ -7,7 +7,7 @@
 //! Inside, a file per concern:
 //! - [`backend`]: the storage trait and what every engine must guarantee;
 //!   [`fjall_backend`] is the embedded default, [`postgres_backend`] keeps the same tables in
-//!   PostgreSQL (one eddy per database).
+//!   PostgreSQL, shared by as many eddy processes as point at it.
 //! - `keys` and [`meta`]: what lives under which key (every key bounded by construction).
 //! - `codec`: how a profile is stored. `identity`: which profile an identifier names, written
 //!   once over any reader. `cache`: what the writer keeps between groups. `overlay`: one group's
@@ -17,7 +17,8 @@
 //!   thread that groups them, commits once and recovers from failures.
 //! - `indexer`: re-indexing committed profiles for segments, off the writer. `snapshot`: the
 //!   index saved at a clean stop and loaded at the next start, only for the exact state it was
-//!   taken from.
+//!   taken from. `follower`: on a backend several processes share, the index (and the writer's
+//!   cache) following what the others commit.
 //! - [`secrets`]: credentials in connector and export settings, encrypted at rest.
 //! - [`ids`]: secrets (fail closed) and unique ids.
 
@@ -26,6 +27,7 @@ mod cache;
 mod codec;
 mod error;
 pub mod fjall_backend;
+mod follower;
 pub mod histogram;
 mod identity;
 pub mod ids;
@@ -105,6 +107,7 @@ pub struct Store {
     progress: Arc<indexer::Progress>,
     sealer: Option<Arc<secrets::Sealer>>,
     index_start: IndexStart,
+    follower: Option<Arc<follower::Follower>>,
 }
 
 /// How the segment index was made at start.
@@ -139,7 +142,18 @@ impl Store {
     /// backend, then starts a writer over it.
     pub fn start(backend: Arc<dyn Backend>, options: StoreOptions) -> Result<Store, StoreError> {
         let started = std::time::Instant::now();
-        let saved = snapshot::take(backend.as_ref(), options.index_snapshot.as_deref())?;
+        // On a shared backend the index starts at the change feed's head as of before the
+        // rebuild (later changes are re-read after it), and a snapshot is never trusted: other
+        // processes may have written since it was taken.
+        let shared_head = match backend.cluster() {
+            Some(cluster) => Some(cluster.head()?),
+            None => None,
+        };
+        let snapshot_path = match shared_head {
+            Some(_) => None,
+            None => options.index_snapshot.clone(),
+        };
+        let saved = snapshot::take(backend.as_ref(), snapshot_path.as_deref())?;
         let (index, from_snapshot) = match saved {
             Some(index) => (index, true),
             None => (rebuild_index(backend.as_ref())?, false),
@@ -170,6 +184,18 @@ impl Store {
                 .map_err(|e| StoreError::Backend(e.to_string()))?,
             progress: progress.clone(),
         };
+        let follower = shared_head.map(|head| {
+            Arc::new(follower::Follower::new(
+                head,
+                backend.clone(),
+                index.clone(),
+                feed.tx.clone(),
+                progress.clone(),
+            ))
+        });
+        if let Some(follower) = &follower {
+            follow_in_background(Arc::downgrade(follower))?;
+        }
         let writer = writer::Writer {
             backend: thread_backend,
             limits: options.limits,
@@ -178,7 +204,9 @@ impl Store {
             feed,
             stats: thread_stats,
             needs_recovery: false,
-            snapshot: options.index_snapshot.clone(),
+            snapshot: snapshot_path,
+            follower: follower.clone(),
+            seen: shared_head.unwrap_or(0),
         };
         std::thread::Builder::new()
             .name("eddy-writer".into())
@@ -192,7 +220,56 @@ impl Store {
             progress,
             sealer: options.sealer.map(Arc::new),
             index_start,
+            follower,
         })
+    }
+
+    /// On a backend shared with other processes: change records of theirs applied to this
+    /// process's index, and how old the last one was when applied (seconds). `None` otherwise.
+    pub fn change_feed(&self) -> Option<(u64, f64)> {
+        self.follower.as_ref().map(|f| {
+            (
+                f.applied.load(std::sync::atomic::Ordering::Relaxed),
+                f.lag_ms.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
+            )
+        })
+    }
+
+    /// Whether other processes share this store's backend.
+    pub fn is_shared(&self) -> bool {
+        self.follower.is_some()
+    }
+
+    /// Counts up to `want` requests of `caller` in a rate-limit window shared by the cluster,
+    /// never past `limit`: (the window's count after this, how many were granted). Only on a
+    /// shared store; a store of one process grants everything.
+    pub fn take_tokens(
+        &self,
+        caller: u64,
+        group: &str,
+        window_start: u64,
+        want: u64,
+        limit: u64,
+    ) -> Result<(u64, u64), StoreError> {
+        match self.backend.cluster() {
+            Some(cluster) => cluster.take_tokens(caller, group, window_start, want, limit),
+            None => Ok((want, want)),
+        }
+    }
+
+    /// Gives up the leader lease (at shutdown), so that another node takes over at once.
+    pub fn resign(&self) {
+        if let Some(cluster) = self.backend.cluster() {
+            cluster.resign();
+        }
+    }
+
+    /// Takes or keeps the cluster's leader lease (always true on a store of one process).
+    pub fn lead(&self) -> Result<bool, StoreError> {
+        match self.backend.cluster() {
+            Some(cluster) => cluster.lead(),
+            None => Ok(true),
+        }
     }
 
     /// How the segment index was made at start (for `/metrics`).
@@ -200,8 +277,14 @@ impl Store {
         self.index_start
     }
 
-    /// The segment index, once it reflects every group committed before this call.
+    /// The segment index, once it reflects every group committed before this call (by any
+    /// process sharing the backend).
     pub fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        if let Some(follower) = &self.follower
+            && let Err(e) = follower.catch_up()
+        {
+            tracing::warn!(error = %e, "cannot read the change feed; the segment index may miss other nodes' latest writes");
+        }
         self.progress.wait(std::time::Duration::from_secs(10));
         match self.index.read() {
             Ok(guard) => guard,
@@ -639,6 +722,26 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Moves the follower along the change feed twice a second while the store lives, so that an
+/// idle process stays within the feed's retention and its index stays current between reads.
+fn follow_in_background(follower: std::sync::Weak<follower::Follower>) -> Result<(), StoreError> {
+    std::thread::Builder::new()
+        .name("eddy-follower".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                let Some(follower) = follower.upgrade() else {
+                    return;
+                };
+                if let Err(e) = follower.catch_up() {
+                    tracing::warn!(error = %e, "cannot follow the change feed");
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 /// Builds the segment index from every stored profile and cohort membership. Reading and

@@ -510,19 +510,61 @@ struct OutboxEntry<'a> {
 /// Loads the counters from the backend (at start, and after a failed commit).
 pub fn load_counters(backend: &dyn Backend) -> Result<Counters, StoreError> {
     let mut counters = Counters::default();
-    if let Some(bytes) = backend.get(Table::Meta, meta::NEXT_OUTBOX)? {
-        counters.next_outbox = crate::keys::decode_seq(&bytes)?;
-    }
-    if let Some(bytes) = backend.get(Table::Meta, meta::NEXT_WORKSPACE)? {
-        counters.next_workspace = keys::decode_id(&bytes).unwrap_or(0);
-    }
-    for (key, value) in backend.scan(Table::Meta, b"next/profile/", None, usize::MAX)? {
-        let ws = std::str::from_utf8(&key[b"next/profile/".len()..])
-            .ok()
-            .and_then(|s| s.parse::<u32>().ok());
-        if let (Some(ws), Some(next)) = (ws, keys::decode_id(&value)) {
-            counters.next_profile.insert(ws, next);
+    let mut stored = Vec::new();
+    for key in [meta::NEXT_OUTBOX, meta::NEXT_WORKSPACE] {
+        if let Some(value) = backend.get(Table::Meta, key)? {
+            stored.push((key.to_vec(), value));
         }
     }
+    stored.extend(backend.scan(Table::Meta, b"next/profile/", None, usize::MAX)?);
+    for (key, value) in stored {
+        set_counter(&mut counters, &key, Some(&value))?;
+    }
     Ok(counters)
+}
+
+/// Re-reads the counters stored under `keys` (another process moved them).
+pub fn refresh_counters(
+    backend: &dyn Backend,
+    counters: &mut Counters,
+    keys: &[Vec<u8>],
+) -> Result<(), StoreError> {
+    for (key, value) in keys.iter().zip(backend.get_many(Table::Meta, keys)?) {
+        set_counter(counters, key, value.as_deref())?;
+    }
+    Ok(())
+}
+
+/// Sets the counter a `next/…` meta key holds to its stored value (absent: the start).
+fn set_counter(
+    counters: &mut Counters,
+    key: &[u8],
+    value: Option<&[u8]>,
+) -> Result<(), StoreError> {
+    if key == meta::NEXT_OUTBOX {
+        counters.next_outbox = match value {
+            Some(bytes) => crate::keys::decode_seq(bytes)?,
+            None => 0,
+        };
+        return Ok(());
+    }
+    if key == meta::NEXT_WORKSPACE {
+        counters.next_workspace = value.and_then(keys::decode_id).unwrap_or(0);
+        return Ok(());
+    }
+    let ws = key
+        .strip_prefix(b"next/profile/")
+        .and_then(|rest| std::str::from_utf8(rest).ok())
+        .and_then(|s| s.parse::<u32>().ok());
+    if let Some(ws) = ws {
+        match value.and_then(keys::decode_id) {
+            Some(next) => {
+                counters.next_profile.insert(ws, next);
+            }
+            None => {
+                counters.next_profile.remove(&ws);
+            }
+        }
+    }
+    Ok(())
 }

@@ -1,14 +1,20 @@
 //! The PostgreSQL backend: the same ordered tables, as `(key bytea PRIMARY KEY, value bytea)`
-//! tables in a database eddy creates and migrates itself.
+//! tables in a database eddy creates and migrates itself, shared by as many eddy processes as
+//! point at it.
 //!
 //! Connections live on threads of their own (the synchronous client runs its own small runtime,
-//! which must not be nested in the server's): a call sends its work to the pool and waits for the
-//! answer. A write set is one transaction, durable when PostgreSQL's commit returns
-//! (`synchronous_commit` as the server has it, `on` by default).
+//! which must not be nested in the server's), in three lanes: a pool for reads, one connection
+//! for the writer's groups, one that holds the leader lease. A call sends its work to a lane
+//! and waits for the answer.
 //!
-//! One eddy per database, for now: the writer's caches and counters assume they see every write
-//! (see `backend.rs`), so the first process takes a session advisory lock and a second one is
-//! refused, as a second process on one data directory is.
+//! How several processes stay consistent (the contract is in `backend.rs`): a group opens a
+//! transaction on the writer connection and takes `pg_advisory_xact_lock(WRITE_LOCK)`, which
+//! its `COMMIT` releases; the commit inserts the keys it wrote into `eddy_changes` under the next
+//! change number. Because numbers (change, outbox, profile id) are taken under the lock and the
+//! lock outlives the commit, they become visible in order: a reader never sees number n + 1
+//! without n. Change records older than ten minutes are trimmed; a process that fell further
+//! behind reloads instead. The leader lease is a session advisory lock, released when its
+//! process's connection ends (a crash included).
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -17,26 +23,67 @@ use std::sync::{Arc, Mutex};
 use postgres::{Client, NoTls};
 
 use crate::StoreError;
-use crate::backend::{Backend, Pair, Table, WriteSet};
+use crate::backend::{Backend, Change, Cluster, Pair, Table, WriteSet};
 
 /// The schema version this eddy writes; a database at a newer one is refused.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
-/// The advisory lock key of an eddy database (any constant; "eddy" in ASCII).
-const LOCK_KEY: i64 = 0x6564_6479;
+/// The advisory lock keys of an eddy database ("eddy" in ASCII, then one per purpose).
+const WRITE_LOCK: i64 = 0x6564_6479;
+const MIGRATE_LOCK: i64 = WRITE_LOCK + 1;
+const LEADER_LOCK: i64 = WRITE_LOCK + 2;
+
+/// How long change records are kept for processes that fall behind.
+const CHANGE_RETENTION_MS: i64 = 10 * 60 * 1000;
+
+/// Groups between two trims of old change records.
+const TRIM_EVERY: u64 = 256;
 
 type Job = Box<dyn FnOnce(&mut Conn) + Send>;
 
 /// Keys and values of one table's upserts, as two arrays for `unnest`.
 type Columns = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 
-/// One connection and the statements it has prepared.
+/// One connection, the statements it has prepared, and what its lane keeps on it.
 pub struct Conn {
     client: Client,
     statements: HashMap<String, postgres::Statement>,
+    url: Arc<str>,
+    /// Writer lane: the last change number when the open group took the write lock.
+    group: Option<u64>,
+    /// Writer lane: groups committed, to trim the change feed now and then.
+    commits: u64,
+    /// Leader lane: whether this connection holds the leader lease.
+    leading: bool,
 }
 
 impl Conn {
+    fn new(client: Client, url: Arc<str>) -> Conn {
+        Conn {
+            client,
+            statements: HashMap::new(),
+            url,
+            group: None,
+            commits: 0,
+            leading: false,
+        }
+    }
+
+    /// Replaces a connection the server closed (a restart, a network cut). Whatever it held
+    /// (an open group, the lease) went with it.
+    fn reconnect_if_closed(&mut self) {
+        if !self.client.is_closed() {
+            return;
+        }
+        match Client::connect(&self.url, NoTls) {
+            Ok(client) => {
+                tracing::warn!("postgresql connection closed; reconnected");
+                *self = Conn::new(client, self.url.clone());
+            }
+            Err(e) => tracing::error!(error = %e, "postgresql connection closed; cannot reconnect"),
+        }
+    }
+
     /// A prepared statement for `sql`, prepared once per connection.
     fn prepare(&mut self, sql: &str) -> Result<postgres::Statement, StoreError> {
         if let Some(statement) = self.statements.get(sql) {
@@ -48,25 +95,79 @@ impl Conn {
     }
 }
 
-/// A pool of connections, each on its own thread.
-pub struct PostgresBackend {
+/// Connections sharing one queue of work, each on its own thread.
+struct Lane {
     // `None` once dropping: the workers see the channel close and end.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     workers: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Lane {
+    fn open(url: &Arc<str>, name: &str, clients: Vec<Client>) -> Result<Lane, StoreError> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::new();
+        for client in clients {
+            let conn = Conn::new(client, url.clone());
+            workers.push(spawn_worker(conn, rx.clone(), name)?);
+        }
+        Ok(Lane {
+            jobs: Mutex::new(Some(tx)),
+            workers: Mutex::new(workers),
+        })
+    }
+
+    fn close(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        // Joined, so that the connections (and the lease) are closed when the backend is gone.
+        let workers = self.workers.lock().map(|mut w| std::mem::take(&mut *w));
+        for worker in workers.unwrap_or_default() {
+            let _ = worker.join();
+        }
+    }
+
+    /// Runs `work` on one of the lane's connections and waits for its answer.
+    fn run<T: Send + 'static>(
+        &self,
+        url: &str,
+        work: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (answer, result) = mpsc::channel();
+        let job: Job = Box::new(move |client| {
+            let _ = answer.send(work(client));
+        });
+        let jobs = self
+            .jobs
+            .lock()
+            .map_err(|_| StoreError::Backend("postgresql pool poisoned".into()))?;
+        let closed = || StoreError::Backend(format!("no connection to {url}"));
+        jobs.as_ref()
+            .ok_or_else(closed)?
+            .send(job)
+            .map_err(|_| closed())?;
+        drop(jobs);
+        result
+            .recv()
+            .map_err(|_| StoreError::Backend(format!("the connection to {url} failed")))?
+    }
+}
+
+/// Connections to one eddy database: a pool for reads, the writer's, the leader lease's.
+pub struct PostgresBackend {
+    pool: Lane,
+    writer: Lane,
+    leader: Lane,
+    node: u64,
     url: String,
 }
 
 impl Drop for PostgresBackend {
     fn drop(&mut self) {
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.take();
-        }
-        // Joined, so that the lock's connection is closed when the backend is gone and a
-        // restart in the same process finds the database free.
-        let workers = self.workers.lock().map(|mut w| std::mem::take(&mut *w));
-        for worker in workers.unwrap_or_default() {
-            let _ = worker.join();
-        }
+        self.pool.close();
+        self.writer.close();
+        self.leader.close();
     }
 }
 
@@ -102,7 +203,7 @@ pub fn migrate(client: &mut Client) -> Result<i32, StoreError> {
     // `IF NOT EXISTS` on existing tables is a notice, not news.
     tx.batch_execute("SET LOCAL client_min_messages = warning")
         .map_err(pg)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&(LOCK_KEY + 1)])
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
         .map_err(pg)?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS eddy_schema (version integer NOT NULL)")
         .map_err(pg)?;
@@ -126,6 +227,18 @@ pub fn migrate(client: &mut Client) -> Result<i32, StoreError> {
         }
         tx.execute("INSERT INTO eddy_schema (version) VALUES ($1)", &[&1i32])
             .map_err(pg)?;
+    }
+    if found < 2 {
+        // Version 2: several processes per database (the change feed, shared rate limits).
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS eddy_changes (seq bigint PRIMARY KEY, node bigint NOT NULL, \
+             at bigint NOT NULL, keys bytea NOT NULL); \
+             CREATE TABLE IF NOT EXISTS eddy_rate (caller bigint NOT NULL, grp text NOT NULL, \
+             window_start bigint NOT NULL, used bigint NOT NULL, granted bigint NOT NULL, \
+             PRIMARY KEY (caller, grp)); \
+             INSERT INTO eddy_schema (version) VALUES (2)",
+        )
+        .map_err(pg)?;
     }
     tx.commit().map_err(pg)?;
     Ok(SCHEMA_VERSION)
@@ -159,66 +272,32 @@ pub fn connect_creating(url: &str) -> Result<Client, StoreError> {
 }
 
 impl PostgresBackend {
-    /// Connects `connections` clients to `url` (creating the database when missing), migrates
-    /// the schema, and takes the database's lock (held by one more connection for as long as
-    /// the process lives).
+    /// Connects to `url` (creating the database when missing), migrates the schema, and opens
+    /// `connections` pooled connections, the writer's and the leader lease's.
     pub fn open(url: &str, connections: usize) -> Result<PostgresBackend, StoreError> {
-        let mut lock_client = connect_creating(url)?;
-        migrate(&mut lock_client)?;
-        // A process that is stopping releases the lock as its session ends: give it a moment.
-        let mut tries = 0;
-        loop {
-            let locked: bool = lock_client
-                .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-                .map_err(pg)?
-                .get(0);
-            if locked {
-                break;
-            }
-            tries += 1;
-            if tries >= 20 {
-                return Err(StoreError::Locked(std::path::PathBuf::from(redact(url))));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut first = connect_creating(url)?;
+        migrate(&mut first)?;
+        let shared: Arc<str> = Arc::from(url);
+        let connect = || Client::connect(url, NoTls).map_err(pg);
+        let mut readers = vec![first];
+        for _ in 1..connections.max(1) {
+            readers.push(connect()?);
         }
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        // The lock lives as long as its connection; its thread keeps it open until the pool
-        // closes (every sender dropped), then closes it.
-        let mut workers = vec![spawn_worker(lock_client, rx.clone(), true)?];
-        for _ in 0..connections.max(1) {
-            let client = Client::connect(url, NoTls).map_err(pg)?;
-            workers.push(spawn_worker(client, rx.clone(), false)?);
-        }
+        let node = u64::from_be_bytes(crate::ids::unique_bytes::<8>()) >> 1;
         Ok(PostgresBackend {
-            jobs: Mutex::new(Some(tx)),
-            workers: Mutex::new(workers),
+            pool: Lane::open(&shared, "eddy-pg", readers)?,
+            writer: Lane::open(&shared, "eddy-pg-writer", vec![connect()?])?,
+            leader: Lane::open(&shared, "eddy-pg-leader", vec![connect()?])?,
+            node,
             url: redact(url),
         })
     }
 
-    /// Runs `work` on a pooled connection and waits for its answer.
     fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let (answer, result) = mpsc::channel();
-        let job: Job = Box::new(move |client| {
-            let _ = answer.send(work(client));
-        });
-        let jobs = self
-            .jobs
-            .lock()
-            .map_err(|_| StoreError::Backend("postgresql pool poisoned".into()))?;
-        let closed = || StoreError::Backend(format!("no connection to {}", self.url));
-        jobs.as_ref()
-            .ok_or_else(closed)?
-            .send(job)
-            .map_err(|_| closed())?;
-        drop(jobs);
-        result
-            .recv()
-            .map_err(|_| StoreError::Backend(format!("the connection to {} failed", self.url)))?
+        self.pool.run(&self.url, work)
     }
 }
 
@@ -235,51 +314,147 @@ pub fn redact(url: &str) -> String {
 }
 
 fn spawn_worker(
-    client: Client,
+    mut conn: Conn,
     jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
-    holds_lock: bool,
+    name: &str,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
-        .name(
-            if holds_lock {
-                "eddy-pg-lock"
-            } else {
-                "eddy-pg"
-            }
-            .into(),
-        )
+        .name(name.into())
         .spawn(move || {
-            let mut client = Conn {
-                client,
-                statements: HashMap::new(),
-            };
-            if holds_lock {
-                // Waits for the pool to close; the lock goes with the connection.
-                loop {
-                    let next = jobs.lock().map(|rx| rx.recv());
-                    match next {
-                        // A job picked up by the lock thread still runs: it has a connection.
-                        Ok(Ok(job)) => job(&mut client),
-                        _ => return,
-                    }
-                }
-            }
             loop {
                 let next = jobs.lock().map(|rx| rx.recv());
-                match next {
-                    Ok(Ok(job)) => {
-                        if client.client.is_closed() {
-                            // The job's answer channel drops: its caller gets an error.
-                            tracing::error!("postgresql connection closed");
-                            return;
-                        }
-                        job(&mut client);
-                    }
-                    _ => return,
-                }
+                let Ok(Ok(job)) = next else {
+                    return;
+                };
+                conn.reconnect_if_closed();
+                job(&mut conn);
             }
         })
         .map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// Takes the write lock in a fresh transaction and reads the last change number.
+fn open_group(conn: &mut Conn) -> Result<u64, StoreError> {
+    conn.client.batch_execute("BEGIN").map_err(pg)?;
+    let locked = conn
+        .client
+        .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+        .map_err(pg)
+        .and_then(|_| last_change(conn));
+    match locked {
+        Ok(head) => {
+            conn.group = Some(head);
+            Ok(head)
+        }
+        Err(e) => {
+            let _ = conn.client.batch_execute("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+fn last_change(conn: &mut Conn) -> Result<u64, StoreError> {
+    let statement = conn.prepare("SELECT coalesce(max(seq), 0) FROM eddy_changes")?;
+    let head: i64 = conn.client.query_one(&statement, &[]).map_err(pg)?.get(0);
+    Ok(head as u64)
+}
+
+/// The tables whose keys go into change records: what processes cache or index. The outbox
+/// and usage are only ever read from the database.
+fn in_change_feed(table: Table) -> bool {
+    matches!(
+        table,
+        Table::Meta | Table::Profiles | Table::Idents | Table::Members
+    )
+}
+
+/// Change record keys: per key, its table's position (1 byte), its length (4, big-endian), itself.
+fn encode_keys(keys: &[(Table, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(keys.iter().map(|(_, k)| k.len() + 5).sum());
+    for (table, key) in keys {
+        out.push(table.position() as u8);
+        out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+        out.extend_from_slice(key);
+    }
+    out
+}
+
+fn decode_keys(mut bytes: &[u8]) -> Result<Vec<(Table, Vec<u8>)>, StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        table: "changes",
+        reason: "truncated key list".into(),
+    };
+    let mut out = Vec::new();
+    while let Some((&position, rest)) = bytes.split_first() {
+        let table = *Table::ALL.get(position as usize).ok_or_else(corrupt)?;
+        let len_bytes: [u8; 4] = rest
+            .get(..4)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?;
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        let key = rest.get(4..4 + len).ok_or_else(corrupt)?;
+        out.push((table, key.to_vec()));
+        bytes = &rest[4 + len..];
+    }
+    Ok(out)
+}
+
+/// Writes one group and its change record inside the open transaction (opening one when the
+/// caller did not), then commits: the lock goes with it.
+fn commit_group(
+    conn: &mut Conn,
+    node: u64,
+    deletes: &HashMap<Table, Vec<Vec<u8>>>,
+    puts: &HashMap<Table, Columns>,
+    changed: &[u8],
+) -> Result<(), StoreError> {
+    let head = match conn.group.take() {
+        Some(head) => head,
+        None => open_group(conn)?,
+    };
+    conn.group = None;
+    let written = (|| -> Result<(), StoreError> {
+        for (table, keys) in deletes {
+            let sql = format!("DELETE FROM {} WHERE key = ANY($1)", table_name(*table));
+            let statement = conn.prepare(&sql)?;
+            conn.client.execute(&statement, &[keys]).map_err(pg)?;
+        }
+        for (table, (keys, values)) in puts {
+            let sql = format!(
+                "INSERT INTO {} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                table_name(*table)
+            );
+            let statement = conn.prepare(&sql)?;
+            conn.client
+                .execute(&statement, &[keys, values])
+                .map_err(pg)?;
+        }
+        let seq = (head + 1) as i64;
+        let statement = conn.prepare(
+            "INSERT INTO eddy_changes (seq, node, at, keys) VALUES \
+             ($1, $2, (extract(epoch from clock_timestamp()) * 1000)::bigint, $3)",
+        )?;
+        conn.client
+            .execute(&statement, &[&seq, &(node as i64), &changed])
+            .map_err(pg)?;
+        conn.commits += 1;
+        if conn.commits.is_multiple_of(TRIM_EVERY) {
+            let statement = conn.prepare(
+                "DELETE FROM eddy_changes WHERE seq < $1 \
+                 AND at < (extract(epoch from clock_timestamp()) * 1000)::bigint - $2",
+            )?;
+            conn.client
+                .execute(&statement, &[&seq, &CHANGE_RETENTION_MS])
+                .map_err(pg)?;
+        }
+        conn.client.batch_execute("COMMIT").map_err(pg)
+    })();
+    if written.is_err() {
+        let _ = conn.client.batch_execute("ROLLBACK");
+    }
+    written
 }
 
 impl Backend for PostgresBackend {
@@ -373,6 +548,13 @@ impl Backend for PostgresBackend {
             }
             last.insert(id, value);
         }
+        let changed = encode_keys(
+            &order
+                .iter()
+                .filter(|(table, _)| in_change_feed(*table))
+                .map(|(table, key)| (*table, key.as_slice()))
+                .collect::<Vec<_>>(),
+        );
         let mut puts: HashMap<Table, Columns> = HashMap::new();
         let mut deletes: HashMap<Table, Vec<Vec<u8>>> = HashMap::new();
         for id in order {
@@ -387,21 +569,147 @@ impl Backend for PostgresBackend {
                 None => deletes.entry(table).or_default().push(key),
             }
         }
-        self.run(move |client| {
-            let mut tx = client.client.transaction().map_err(pg)?;
-            for (table, keys) in &deletes {
-                let sql = format!("DELETE FROM {} WHERE key = ANY($1)", table_name(*table));
-                tx.execute(&sql, &[keys]).map_err(pg)?;
+        let node = self.node;
+        self.writer.run(&self.url, move |conn| {
+            commit_group(conn, node, &deletes, &puts, &changed)
+        })
+    }
+
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        Some(self)
+    }
+}
+
+impl Cluster for PostgresBackend {
+    fn node(&self) -> u64 {
+        self.node
+    }
+
+    fn begin_group(&self) -> Result<u64, StoreError> {
+        self.writer.run(&self.url, |conn| match conn.group {
+            Some(head) => Ok(head),
+            None => open_group(conn),
+        })
+    }
+
+    fn abort_group(&self) {
+        let aborted = self.writer.run(&self.url, |conn| {
+            if conn.group.take().is_some() {
+                conn.client.batch_execute("ROLLBACK").map_err(pg)?;
             }
-            for (table, (keys, values)) in &puts {
-                let sql = format!(
-                    "INSERT INTO {} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                    table_name(*table)
-                );
-                tx.execute(&sql, &[keys, values]).map_err(pg)?;
+            Ok(())
+        });
+        if let Err(e) = aborted {
+            tracing::warn!(error = %e, "could not roll back an aborted group");
+        }
+    }
+
+    fn head(&self) -> Result<u64, StoreError> {
+        self.run(last_change)
+    }
+
+    fn changes(&self, after: u64, upto: u64) -> Result<Option<Vec<Change>>, StoreError> {
+        if upto <= after {
+            return Ok(Some(Vec::new()));
+        }
+        let rows = self.run(move |conn| {
+            let statement = conn.prepare(
+                "SELECT seq, node, at, keys FROM eddy_changes WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+            )?;
+            conn.client
+                .query(&statement, &[&(after as i64), &(upto as i64)])
+                .map_err(pg)
+        })?;
+        // Numbers are dense (one per commit, under the lock): a missing one was trimmed.
+        if rows.len() as u64 != upto - after {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(Change {
+                seq: row.get::<_, i64>(0) as u64,
+                node: row.get::<_, i64>(1) as u64,
+                at_ms: row.get(2),
+                keys: decode_keys(row.get(3))?,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    fn lead(&self) -> Result<bool, StoreError> {
+        self.leader.run(&self.url, |conn| {
+            if conn.leading {
+                // Still connected means still holding it.
+                conn.client.batch_execute("SELECT 1").map_err(|e| {
+                    conn.leading = false;
+                    pg(e)
+                })?;
+                return Ok(true);
             }
-            tx.commit().map_err(pg)
+            let statement = conn.prepare("SELECT pg_try_advisory_lock($1)")?;
+            let locked: bool = conn
+                .client
+                .query_one(&statement, &[&LEADER_LOCK])
+                .map_err(pg)?
+                .get(0);
+            conn.leading = locked;
+            Ok(locked)
+        })
+    }
+
+    fn resign(&self) {
+        let resigned = self.leader.run(&self.url, |conn| {
+            if conn.leading {
+                conn.leading = false;
+                let statement = conn.prepare("SELECT pg_advisory_unlock($1)")?;
+                conn.client
+                    .query_one(&statement, &[&LEADER_LOCK])
+                    .map_err(pg)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = resigned {
+            tracing::warn!(error = %e, "could not give up the leader lease; it ends with the connection");
+        }
+    }
+
+    fn take_tokens(
+        &self,
+        caller: u64,
+        group: &str,
+        window_start: u64,
+        want: u64,
+        limit: u64,
+    ) -> Result<(u64, u64), StoreError> {
+        let group = group.to_string();
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let (caller, window_start, want, limit) = (
+            caller as i64,
+            clamp(window_start),
+            clamp(want),
+            clamp(limit),
+        );
+        self.run(move |conn| {
+            // A row from an older window starts over; one from a newer window (a node whose
+            // clock is ahead) grants nothing until this node's clock gets there.
+            let statement = conn.prepare(
+                "INSERT INTO eddy_rate AS r (caller, grp, window_start, used, granted) \
+                 VALUES ($1::bigint, $2::text, $3::bigint, LEAST($4::bigint, $5::bigint), LEAST($4::bigint, $5::bigint)) \
+                 ON CONFLICT (caller, grp) DO UPDATE SET \
+                   window_start = GREATEST(r.window_start, EXCLUDED.window_start), \
+                   used = CASE WHEN r.window_start = EXCLUDED.window_start THEN LEAST(r.used + $4, GREATEST(r.used, $5)) \
+                               WHEN r.window_start < EXCLUDED.window_start THEN LEAST($4, $5) \
+                               ELSE r.used END, \
+                   granted = CASE WHEN r.window_start = EXCLUDED.window_start THEN LEAST(r.used + $4, GREATEST(r.used, $5)) - r.used \
+                                  WHEN r.window_start < EXCLUDED.window_start THEN LEAST($4, $5) \
+                                  ELSE 0 END \
+                 RETURNING used, granted",
+            )?;
+            let row = conn
+                .client
+                .query_one(&statement, &[&caller, &group, &window_start, &want, &limit])
+                .map_err(pg)?;
+            Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
         })
     }
 }
@@ -409,6 +717,20 @@ impl Backend for PostgresBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn change_keys_round_trip() {
+        let keys = [
+            (Table::Profiles, &b"\0\0\0\x01ab"[..]),
+            (Table::Meta, &b""[..]),
+        ];
+        let decoded = decode_keys(&encode_keys(&keys)).unwrap();
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(decoded[0], (Table::Profiles, b"\0\0\0\x01ab".to_vec()));
+        assert_eq!(decoded[1], (Table::Meta, Vec::new()));
+        assert!(decode_keys(&[1, 0, 0, 0, 9, 1]).is_err());
+        assert!(decode_keys(&[200]).is_err());
+    }
 
     #[test]
     fn prefix_ends_and_redaction() {

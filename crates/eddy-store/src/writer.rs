@@ -11,10 +11,11 @@ use eddy_segments::Index;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::StoreError;
-use crate::backend::Backend;
+use crate::backend::{Backend, Change, Table};
 use crate::cache::WriterCache;
+use crate::follower::Follower;
 use crate::mutations::{Mutation, Outcome, apply};
-use crate::overlay::{Counters, Txn, load_counters};
+use crate::overlay::{Counters, Txn, load_counters, refresh_counters};
 use crate::written::Written;
 
 pub(crate) struct Job {
@@ -99,6 +100,10 @@ pub(crate) struct Writer {
     pub needs_recovery: bool,
     /// Where to save the segment index once the last group is committed at a clean stop.
     pub snapshot: Option<std::path::PathBuf>,
+    /// On a backend shared with other processes: the index's place in the change feed.
+    pub follower: Option<Arc<Follower>>,
+    /// On a shared backend: the last change number whose keys the cache and counters reflect.
+    pub seen: u64,
 }
 
 pub(crate) fn run(mut writer: Writer, mut rx: mpsc::Receiver<Msg>) {
@@ -188,13 +193,40 @@ impl Writer {
             }
             return;
         }
+        // On a shared backend the group holds the cluster's write lock from here to its commit,
+        // and the follower's cursor until its changes are fed (see `follower`).
+        let follower = self.follower.clone();
+        let mut shared = None;
+        if let Some(follower) = &follower {
+            let mut cursor = follower.lock();
+            match self.begin_shared_group(follower, &mut cursor, counters) {
+                Ok(head) => shared = Some((cursor, head)),
+                Err(e) => {
+                    drop(cursor);
+                    self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, mutations = replies.len(), "could not start a group on the shared store");
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                    return;
+                }
+            }
+        }
         let saved = counters.clone();
         let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| {
             self.apply_and_commit(counters, mutations)
         }));
+        if let (Err(_) | Ok(Err(_)), Some(cluster)) = (&attempt, self.backend.cluster()) {
+            cluster.abort_group();
+        }
         let failure = match attempt {
             Ok(Ok(committed)) => {
                 self.after_commit(replies, committed);
+                if let Some((mut cursor, head)) = shared {
+                    // This group's change record is the next number; it was fed just now.
+                    self.seen = head + 1;
+                    *cursor = head + 1;
+                }
                 let took = started.elapsed();
                 self.stats
                     .commit_micros
@@ -282,6 +314,73 @@ impl Writer {
         })
     }
 
+    /// Takes the cluster's write lock and brings the cache, the counters and the index up to
+    /// every change other processes committed before it; returns the last change number.
+    fn begin_shared_group(
+        &mut self,
+        follower: &Follower,
+        cursor: &mut u64,
+        counters: &mut Counters,
+    ) -> Result<u64, StoreError> {
+        let backend = self.backend.clone();
+        let Some(cluster) = backend.cluster() else {
+            return Ok(0);
+        };
+        let head = cluster.begin_group()?;
+        if head <= self.seen {
+            return Ok(head);
+        }
+        let caught_up = (|| -> Result<(), StoreError> {
+            match cluster.changes(self.seen, head)? {
+                Some(records) => {
+                    self.forget(cluster.node(), &records, counters)?;
+                    follower.apply(cursor, &records)
+                }
+                None => {
+                    self.cache.clear();
+                    *counters = load_counters(backend.as_ref())?;
+                    follower.reload(cursor, head)
+                }
+            }
+        })();
+        if let Err(e) = caught_up {
+            cluster.abort_group();
+            return Err(e);
+        }
+        self.seen = head;
+        Ok(head)
+    }
+
+    /// Drops what the cache holds of keys other processes wrote, and reloads the counters when
+    /// they moved one.
+    fn forget(
+        &mut self,
+        node: u64,
+        records: &[Change],
+        counters: &mut Counters,
+    ) -> Result<(), StoreError> {
+        let mut moved_counters = Vec::new();
+        for record in records.iter().filter(|r| r.node != node) {
+            for (table, key) in &record.keys {
+                match table {
+                    Table::Profiles => {
+                        if let (Some(ws), Some(id)) =
+                            (crate::keys::decode_id(key), crate::keys::profile_id(key))
+                        {
+                            self.cache.forget_profile(ws, id);
+                        }
+                    }
+                    Table::Idents => self.cache.forget_ident(key),
+                    Table::Meta if key.starts_with(b"next/") => moved_counters.push(key.clone()),
+                    _ => {}
+                }
+            }
+        }
+        moved_counters.sort_unstable();
+        moved_counters.dedup();
+        refresh_counters(self.backend.as_ref(), counters, &moved_counters)
+    }
+
     /// Feeds the index and the cache with a durable group, then answers its callers.
     fn after_commit(
         &mut self,
@@ -361,12 +460,22 @@ impl Writer {
         self.backend.recover()?;
         *counters = load_counters(self.backend.as_ref())?;
         self.cache.clear();
+        let follower = self.follower.clone();
+        let mut cursor = follower.as_ref().map(|f| f.lock());
+        let head = match self.backend.cluster() {
+            Some(cluster) => cluster.head()?,
+            None => 0,
+        };
         // Let the indexer finish what it was handed, so that nothing older lands after the rebuild.
         self.feed.progress.wait(std::time::Duration::from_secs(10));
         let fresh = crate::rebuild_index(self.backend.as_ref())?;
         match self.index.write() {
             Ok(mut guard) => *guard = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        if let Some(cursor) = cursor.as_mut() {
+            **cursor = head;
+            self.seen = head;
         }
         self.needs_recovery = false;
         self.stats.recoveries.fetch_add(1, Ordering::Relaxed);

@@ -279,6 +279,27 @@ impl Store {
             kind,
             name,
             value,
+            if_absent: false,
+        })
+        .await
+    }
+
+    /// Saves a settings object only if none has its name (`Conflict` otherwise): of processes
+    /// creating one at once, exactly one wins.
+    pub async fn create_object(
+        &self,
+        ws: u32,
+        kind: &str,
+        name: String,
+        value: Value,
+    ) -> Result<(), StoreError> {
+        let kind = kind.to_string();
+        self.done(Mutation::PutObject {
+            ws,
+            kind,
+            name,
+            value,
+            if_absent: true,
         })
         .await
     }
@@ -406,6 +427,7 @@ impl Store {
                 kind,
                 name,
                 mut value,
+                if_absent,
             } => {
                 sealer.seal_fields(&mut value)?;
                 Ok(Mutation::PutObject {
@@ -413,6 +435,7 @@ impl Store {
                     kind,
                     name,
                     value,
+                    if_absent,
                 })
             }
             Mutation::Record {
@@ -477,6 +500,7 @@ impl Store {
                         kind: kind.to_string(),
                         name: name.to_string(),
                         value,
+                        if_absent: false,
                     }
                 } else if prefix == b"currents/" {
                     Mutation::PutConnectorConfig {

@@ -3,7 +3,6 @@
 //! `after` and limits, last-write-wins within a set, deletes). Needs the machine's PostgreSQL
 //! (127.0.0.1:5432, user postgres); skipped without `EDDY_TEST_POSTGRES=1`.
 
-use eddy_store::StoreError;
 use eddy_store::backend::{Backend, Table, WriteSet};
 use eddy_store::fjall_backend::FjallBackend;
 use eddy_store::postgres_backend::PostgresBackend;
@@ -122,38 +121,99 @@ fn postgres_answers_every_read_as_the_embedded_store() {
 }
 
 #[test]
-fn a_second_process_on_one_database_is_refused_and_newer_schemas_too() {
+fn processes_sharing_a_database_follow_each_others_commits_and_newer_schemas_are_refused() {
+    use eddy_store::backend::Cluster;
     if !enabled() {
         return;
     }
     let database = Database::create();
     let first = PostgresBackend::open(&database.url(), 1).expect("open");
-    match PostgresBackend::open(&database.url(), 1) {
-        Err(StoreError::Locked(_)) => {}
-        Err(other) => panic!("expected Locked, got {other}"),
-        Ok(_) => panic!("two eddys opened one database"),
-    }
+    let second = PostgresBackend::open(&database.url(), 1).expect("a second process opens too");
+    assert_ne!(first.node(), second.node());
+    let head = first.head().unwrap();
+    // A group holds the write lock from its start to its commit: the other process waits.
+    assert_eq!(first.begin_group().unwrap(), head);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let waiting = std::thread::spawn(move || {
+        let started = second.begin_group().expect("second group");
+        done_tx.send(started).unwrap();
+        second
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(done_rx.try_recv().is_err(), "the lock was not held");
+    first
+        .commit(WriteSet {
+            ops: vec![
+                (Table::Profiles, b"p1".to_vec(), Some(b"v".to_vec())),
+                (Table::Outbox, b"o1".to_vec(), Some(b"e".to_vec())),
+                (Table::Idents, b"i1".to_vec(), None),
+            ],
+        })
+        .unwrap();
+    assert_eq!(
+        done_rx.recv().unwrap(),
+        head + 1,
+        "the second group saw the first commit"
+    );
+    let second = waiting.join().unwrap();
+    second
+        .commit(WriteSet {
+            ops: vec![(Table::Meta, b"next/x".to_vec(), Some(b"1".to_vec()))],
+        })
+        .unwrap();
+    let changes = first
+        .changes(head, head + 2)
+        .unwrap()
+        .expect("nothing trimmed");
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0].node, first.node());
+    // The outbox is not in the feed: nothing caches it.
+    assert_eq!(
+        changes[0].keys,
+        vec![
+            (Table::Profiles, b"p1".to_vec()),
+            (Table::Idents, b"i1".to_vec())
+        ]
+    );
+    assert_eq!(changes[1].node, second.node());
+    assert_eq!(changes[1].keys, vec![(Table::Meta, b"next/x".to_vec())]);
+    // An aborted group releases the lock.
+    first.begin_group().unwrap();
+    first.abort_group();
+    assert_eq!(second.begin_group().unwrap(), head + 2);
+    second.abort_group();
+    // One leader at a time; the lease goes with its process.
+    assert!(first.lead().unwrap());
+    assert!(!second.lead().unwrap());
+    assert!(first.lead().unwrap());
     drop(first);
+    assert!(second.lead().unwrap());
+    // Shared counters never grant past the limit, whoever asks.
+    assert_eq!(second.take_tokens(7, "g", 60, 4, 5).unwrap(), (4, 4));
+    assert_eq!(second.take_tokens(7, "g", 60, 4, 5).unwrap(), (5, 1));
+    assert_eq!(second.take_tokens(7, "g", 60, 4, 5).unwrap(), (5, 0));
+    assert_eq!(
+        second.take_tokens(7, "g", 120, 4, 5).unwrap(),
+        (4, 4),
+        "a new window"
+    );
+    assert_eq!(
+        second.take_tokens(7, "g", 60, 4, 5).unwrap(),
+        (4, 0),
+        "a stale window"
+    );
+    drop(second);
     let mut client = postgres::Client::connect(&database.url(), postgres::NoTls).expect("connect");
     client
         .batch_execute("INSERT INTO eddy_schema (version) VALUES (99)")
         .expect("bump");
     drop(client);
-    // The lock is released with the first pool's connections; allow them to close.
-    let mut refused = None;
-    for _ in 0..50 {
-        match PostgresBackend::open(&database.url(), 1) {
-            Err(StoreError::Locked(_)) => std::thread::sleep(std::time::Duration::from_millis(100)),
-            Err(e) => {
-                refused = Some(e.to_string());
-                break;
-            }
-            Ok(_) => panic!("a newer schema was accepted"),
-        }
-    }
-    let refused = refused.expect("refused");
+    let refused = match PostgresBackend::open(&database.url(), 1) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a newer schema was accepted"),
+    };
     assert!(
-        refused.contains("version 99, newer than this eddy's 1"),
+        refused.contains("version 99, newer than this eddy's 2"),
         "{refused}"
     );
 }

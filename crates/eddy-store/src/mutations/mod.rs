@@ -137,6 +137,8 @@ pub(crate) enum Mutation {
         kind: String,
         name: String,
         value: Value,
+        /// Refuse (`Conflict`) when the object exists: one creator wins across processes.
+        if_absent: bool,
     },
     DeleteObject {
         ws: u32,
@@ -292,9 +294,13 @@ pub(crate) fn apply(
             kind,
             name,
             value,
+            if_absent,
         } => {
-            let bytes = value.to_string().into_bytes();
-            txn.put(Table::Meta, meta::object_key(ws, &kind, &name), bytes);
+            let key = meta::object_key(ws, &kind, &name);
+            if if_absent && txn.get(Table::Meta, &key)?.is_some() {
+                return Err(StoreError::Conflict(format!("{kind} '{name}'")));
+            }
+            txn.put(Table::Meta, key, value.to_string().into_bytes());
             Ok(Outcome::Done)
         }
         Mutation::DeleteObject { ws, kind, name } => {

@@ -1,6 +1,10 @@
 //! The running connectors: one delivery task per connector (a [`FileTask`] or an
 //! [`AmplitudeTask`]), started at boot and on creation, asked to flush or replay through a
 //! channel, stopped together at shutdown; and the trimming of the outbox behind all of them.
+//!
+//! On a store several eddy nodes share, connectors run on the leader node alone
+//! ([`Currents::set_leading`]); the others save settings and answer from the stored state, and
+//! the leader starts, restarts and stops tasks to match what is stored (within a second).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,6 +41,11 @@ pub enum CurrentsError {
     /// The sink refused or failed (S3, Azure, GCS or Amplitude); the connector retries.
     #[error("{0}")]
     Upstream(String),
+    /// The connector runs on the cluster's leader node, and this node is not it.
+    #[error(
+        "connector '{0}' runs on the cluster's leader node, not this one; send the request again (to the leader)"
+    )]
+    NotLeader(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -79,6 +88,10 @@ pub struct ConnectorMetrics {
 pub struct Currents {
     store: Store,
     running: Mutex<HashMap<(u32, String), Running>>,
+    /// Whether this node runs the connectors (always on a store of one process).
+    leading: std::sync::atomic::AtomicBool,
+    /// Settings that failed to start, so that reconciling does not retry (and log) them each time.
+    failed: Mutex<HashMap<(u32, String), Value>>,
     /// How long the outbox keeps events (for replays) once every connector is past them.
     outbox_retention: Duration,
 }
@@ -89,9 +102,16 @@ impl Currents {
         let currents = Arc::new(Currents {
             store: store.clone(),
             running: Mutex::new(HashMap::new()),
+            leading: std::sync::atomic::AtomicBool::new(!store.is_shared()),
+            failed: Mutex::new(HashMap::new()),
             outbox_retention,
         });
-        for (ws, value) in store.connectors()? {
+        // On a shared store the node that wins the leader lease starts them (`set_leading`).
+        let stored = match currents.leading() {
+            true => store.connectors()?,
+            false => Vec::new(),
+        };
+        for (ws, value) in stored {
             match serde_json::from_value::<Connector>(value) {
                 // One damaged connector must not keep the others (or the server) down.
                 Ok(connector) if connector.paused => {}
@@ -112,12 +132,108 @@ impl Currents {
                 let Some(currents) = weak.upgrade() else {
                     return;
                 };
+                if !currents.leading() {
+                    continue;
+                }
                 if let Err(e) = currents.trim_outbox().await {
                     tracing::warn!(error = %e, "outbox trim failed");
                 }
             }
         });
         Ok(currents)
+    }
+
+    /// Whether this node runs the connectors.
+    pub fn leading(&self) -> bool {
+        self.leading.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Makes this node run the connectors (`true`: start, restart or stop tasks to match the
+    /// stored settings) or stop running them (`false`: each ends after its current round; its
+    /// cursor is saved, so the next leader goes on from there). Called every second on a shared
+    /// store with whether this node holds the leader lease.
+    pub async fn set_leading(&self, leading: bool) -> Result<(), CurrentsError> {
+        let was = self
+            .leading
+            .swap(leading, std::sync::atomic::Ordering::SeqCst);
+        if !leading {
+            if was {
+                tracing::warn!("this node lost the leader lease; its Currents connectors stop");
+                for (ws, name) in self.running_names() {
+                    self.stop_one(ws, &name).await;
+                }
+            }
+            return Ok(());
+        }
+        if !was {
+            tracing::info!("this node leads: it runs the Currents connectors");
+        }
+        self.reconcile().await
+    }
+
+    /// Starts what is stored and not running, restarts what runs with other settings, stops
+    /// what runs and is no longer stored or is paused.
+    async fn reconcile(&self) -> Result<(), CurrentsError> {
+        let mut wanted: HashMap<(u32, String), (Value, Connector)> = HashMap::new();
+        for (ws, value) in self.store.connectors()? {
+            let Ok(connector) = serde_json::from_value::<Connector>(value) else {
+                continue;
+            };
+            if connector.paused {
+                continue;
+            }
+            let Ok(canonical) = serde_json::to_value(&connector) else {
+                continue;
+            };
+            wanted.insert((ws, connector.name.clone()), (canonical, connector));
+        }
+        let running: Vec<((u32, String), Value)> = match self.running.lock() {
+            Ok(running) => running
+                .iter()
+                .map(|(key, r)| {
+                    (
+                        key.clone(),
+                        serde_json::to_value(&r.connector).unwrap_or(Value::Null),
+                    )
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for (key, config) in running {
+            let keep = wanted.get(&key).is_some_and(|(want, _)| *want == config);
+            if keep {
+                wanted.remove(&key);
+            } else {
+                self.stop_one(key.0, &key.1).await;
+            }
+        }
+        let mut failed = self
+            .failed
+            .lock()
+            .map_err(|_| CurrentsError::Unavailable("the connector registry is poisoned".into()))?;
+        for ((ws, name), (config, connector)) in wanted {
+            let key = (ws, name);
+            if failed.get(&key) == Some(&config) {
+                continue;
+            }
+            match self.spawn(ws, connector) {
+                Ok(()) => {
+                    failed.remove(&key);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, ws, connector = %key.1, "Currents connector not started; fix or delete it");
+                    failed.insert(key, config);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn running_names(&self) -> Vec<(u32, String)> {
+        match self.running.lock() {
+            Ok(running) => running.keys().cloned().collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Deletes outbox entries older than the outbox retention that every connector has passed;
@@ -184,7 +300,9 @@ impl Currents {
         self.store
             .put_connector_config(ws, connector.name.clone(), config)
             .await?;
-        self.spawn(ws, connector.clone())?;
+        if self.leading() {
+            self.spawn(ws, connector.clone())?;
+        }
         Ok(connector)
     }
 
@@ -321,6 +439,9 @@ impl Currents {
             .unwrap_or_default();
         let (label, error) = if connector.paused {
             ("paused", None)
+        } else if !self.leading() {
+            // It runs on the leader node; these counters are its last saved ones.
+            ("active", None)
         } else {
             (
                 "stopped",
@@ -374,7 +495,7 @@ impl Currents {
         self.save(ws, &connector).await?;
         if paused {
             self.stop_one(ws, name).await;
-        } else {
+        } else if self.leading() {
             self.spawn(ws, connector)?;
         }
         Ok(())
@@ -403,7 +524,7 @@ impl Currents {
         connector.paused = current.paused;
         self.stop_one(ws, name).await;
         self.save(ws, &connector).await?;
-        if !connector.paused {
+        if !connector.paused && self.leading() {
             self.spawn(ws, connector.clone())?;
         }
         Ok(connector)
@@ -503,7 +624,7 @@ impl Currents {
             running
                 .get(&(ws, name.to_string()))
                 .map(|r| r.connector.clone())
-                .ok_or_else(|| CurrentsError::NotFound(name.to_string()))?
+                .ok_or_else(|| self.not_running(ws, name))?
         };
         let types: Vec<String> = match &connector.event_types {
             Some(types) => types.clone(),
@@ -535,7 +656,7 @@ impl Currents {
             running
                 .get(&(ws, name.to_string()))
                 .map(|r| r.requests.clone())
-                .ok_or_else(|| CurrentsError::NotFound(name.to_string()))?
+                .ok_or_else(|| self.not_running(ws, name))?
         };
         let (reply, answer) = oneshot::channel();
         sender
@@ -546,6 +667,15 @@ impl Currents {
             .await
             .map_err(|_| CurrentsError::Unavailable("the connector has stopped".into()))?
             .map_err(CurrentsError::Upstream)
+    }
+
+    /// Why a connector has no task here: it runs on the leader node, or it is not running.
+    fn not_running(&self, ws: u32, name: &str) -> CurrentsError {
+        let stored = matches!(self.store.connector(ws, name), Ok(Some(_)));
+        if stored && !self.leading() {
+            return CurrentsError::NotLeader(name.to_string());
+        }
+        CurrentsError::NotFound(name.to_string())
     }
 
     /// Flushes every connector and stops them all, in parallel, within `deadline` overall.

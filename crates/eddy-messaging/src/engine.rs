@@ -8,6 +8,10 @@
 //! its Currents events, the dispatch's counters and its progress (`next`, and `claimed` for the
 //! following chunk) in one store commit. So a crash loses nothing and repeats at most the one
 //! chunk that was claimed and in flight; those repeats are counted.
+//!
+//! On a store several eddy nodes share, dispatches run on the leader node alone
+//! ([`Engine::set_leading`]): any node stores a dispatch, the leader picks it up within a second,
+//! and a new leader resumes what the last one left from its last commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,6 +151,8 @@ pub struct Engine {
     /// The dispatch tasks, so that shutdown can wait for them (and the store they hold).
     tasks: StdMutex<tokio::task::JoinSet<()>>,
     stopping: std::sync::atomic::AtomicBool,
+    /// Whether this node runs dispatches (always on a store of one process).
+    leading: std::sync::atomic::AtomicBool,
     /// Workspaces with a campaign that has conversion events (the only ones whose tracked
     /// events are checked for conversions).
     converting: StdMutex<std::collections::HashSet<u32>>,
@@ -188,31 +194,42 @@ fn tracking_base(store: &Store, ws: u32, default: &str) -> String {
     }
 }
 
-/// The key that signs tracking links, made once and kept in the store.
+/// The key that signs tracking links, made once and kept in the store: of several processes
+/// starting at once on one database, the first to commit it wins and all use it.
 async fn tracking_key(store: &Store) -> Result<Vec<u8>, MessagingError> {
-    if let Some(value) = store.object(eddy_store::GLOBAL_OBJECTS, kinds::TRACKING, "key")?
-        && let Some(hex) = value["password"].as_str()
-        && hex.len() == 64
-    {
-        let bytes: Option<Vec<u8>> = (0..32)
-            .map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
-            .collect();
-        if let Some(bytes) = bytes {
-            return Ok(bytes);
-        }
+    if let Some(key) = stored_tracking_key(store)? {
+        return Ok(key);
     }
     let secret =
         eddy_store::ids::secret_hex(32).map_err(|e| MessagingError::invalid(e.to_string()))?;
-    store
-        .put_object(
+    let created = store
+        .create_object(
             eddy_store::GLOBAL_OBJECTS,
             kinds::TRACKING,
             "key".into(),
             // Under a credential's name, so that it is sealed at rest like one.
             json!({"password": secret}),
         )
-        .await?;
-    Box::pin(tracking_key(store)).await
+        .await;
+    match created {
+        Ok(()) | Err(eddy_store::StoreError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    stored_tracking_key(store)?.ok_or_else(|| {
+        MessagingError::invalid("the stored key that signs tracking links is malformed")
+    })
+}
+
+fn stored_tracking_key(store: &Store) -> Result<Option<Vec<u8>>, MessagingError> {
+    let Some(value) = store.object(eddy_store::GLOBAL_OBJECTS, kinds::TRACKING, "key")? else {
+        return Ok(None);
+    };
+    let Some(hex) = value["password"].as_str().filter(|h| h.len() == 64) else {
+        return Ok(None);
+    };
+    Ok((0..32)
+        .map(|i| u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok())
+        .collect())
 }
 
 /// Name of a recipient's outcome record: profile first, so one user's history is one scan.
@@ -228,6 +245,7 @@ impl Engine {
         liquid_http: Arc<HttpClient>,
     ) -> Result<Arc<Engine>, MessagingError> {
         let key = tracking_key(&store).await?;
+        let store_shared = store.is_shared();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(settings.host_concurrency)
@@ -244,17 +262,55 @@ impl Engine {
             running: StdMutex::new(Default::default()),
             tasks: StdMutex::new(tokio::task::JoinSet::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            leading: std::sync::atomic::AtomicBool::new(!store_shared),
             converting: StdMutex::new(Default::default()),
             wake: Notify::new(),
             stats: Stats::default(),
         });
-        for ws in engine.store.workspaces()? {
-            engine.campaigns_changed(ws.id)?;
-            for (id, _) in engine.store.objects(ws.id, kinds::OPEN_DISPATCH)? {
-                engine.submit(ws.clone(), id);
+        engine.resume()?;
+        Ok(engine)
+    }
+
+    /// Re-reads which workspaces convert and submits every unfinished dispatch (those running
+    /// already are left to their tasks; on a node that does not lead, none is started).
+    fn resume(self: &Arc<Self>) -> Result<(), MessagingError> {
+        for ws in self.store.workspaces()? {
+            self.campaigns_changed(ws.id)?;
+            for (id, _) in self.store.objects(ws.id, kinds::OPEN_DISPATCH)? {
+                self.submit(ws.clone(), id);
             }
         }
-        Ok(engine)
+        Ok(())
+    }
+
+    /// Makes this node run dispatches (`true`: pick up every unfinished one, including those
+    /// other nodes stored, and let scheduled ones re-read their schedule) or stop them (`false`:
+    /// each resumes on the next leader from its last commit). Called every second on a shared
+    /// store with whether this node holds the leader lease; every node re-reads which
+    /// workspaces convert, since campaigns may change on any node.
+    pub async fn set_leading(self: &Arc<Self>, leading: bool) -> Result<(), MessagingError> {
+        let was = self.leading.swap(leading, Ordering::SeqCst);
+        if was && !leading {
+            tracing::warn!(
+                "this node lost the leader lease; its dispatches stop here and resume on the leader"
+            );
+            let mut tasks =
+                std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+            self.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+        let engine = self.clone();
+        tokio::task::spawn_blocking(move || engine.resume())
+            .await
+            .map_err(|e| MessagingError::invalid(e.to_string()))??;
+        if leading {
+            self.wake();
+        }
+        Ok(())
     }
 
     /// The signer of tracking links.
@@ -271,7 +327,11 @@ impl Engine {
                 return;
             }
         }
-        if self.stopping.load(Ordering::SeqCst) {
+        if self.stopping.load(Ordering::SeqCst) || !self.leading.load(Ordering::SeqCst) {
+            self.running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
             return;
         }
         let engine = self.clone();

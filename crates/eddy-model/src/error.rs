@@ -72,6 +72,10 @@ pub enum ApiError {
     /// The server is shutting down or its writer stopped.
     #[error("service unavailable")]
     Unavailable,
+    /// Work only the cluster's leader node does (a connector's flush, replay or test events),
+    /// asked of another node: a 503 that says so; the request may go to any node again.
+    #[error("{0}")]
+    NotLeader(String),
     /// A destination eddy writes to (S3, Amplitude, …) failed; eddy keeps retrying.
     #[error("{0}")]
     Upstream(String),
@@ -102,7 +106,7 @@ impl ApiError {
             | ApiError::TooManyIds
             | ApiError::NoValidTrackData(_)
             | ApiError::BadRequest(_) => 400,
-            ApiError::Unavailable | ApiError::StorageUnavailable => 503,
+            ApiError::Unavailable | ApiError::StorageUnavailable | ApiError::NotLeader(_) => 503,
             ApiError::Internal => 500,
             ApiError::Upstream(_) => 502,
         }

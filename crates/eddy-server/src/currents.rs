@@ -29,9 +29,10 @@ pub async fn create(
     JsonBody(request): JsonBody<CreateRequest>,
 ) -> Answer {
     let connector = state.currents.create(ws.id, request).await?;
+    // On a node that does not lead, the connector runs elsewhere: its stored state answers.
     let status = state
         .currents
-        .status(ws.id, &connector.name)
+        .describe(ws.id, &connector.name)?
         .unwrap_or_default();
     Ok(json_response(StatusCode::CREATED, &status))
 }

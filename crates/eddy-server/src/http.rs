@@ -60,6 +60,7 @@ impl From<eddy_currents::CurrentsError> for HttpError {
                 ApiError::Unavailable
             }
             CurrentsError::Upstream(m) => ApiError::Upstream(m),
+            e @ CurrentsError::NotLeader(_) => ApiError::NotLeader(e.to_string()),
             CurrentsError::Store(e) => store_error(e),
         })
     }

@@ -26,11 +26,14 @@
 //!
 //! Around them: [`config`] (typed settings, the store to open: embedded or PostgreSQL), [`connections`] (the accept loop: timeouts and the
 //! connection cap), [`ratelimit`] and [`metrics`] (applied by the edge middleware to every
-//! request). [`App::build`] opens the store and prepares the router; [`App::serve`] runs it until
+//! request; on a shared store the limits hold cluster-wide), [`cluster`] (on a store several
+//! nodes share: the leader lease that connectors and dispatches follow). [`App::build`] opens
+//! the store and prepares the router; [`App::serve`] runs it until
 //! a shutdown signal, finishes in-flight requests and stops the writer after its last commit.
 
 pub mod admin;
 pub mod api_log;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod currents;
@@ -104,6 +107,8 @@ pub struct AppState {
     pub api_log: api_log::ApiLog,
     /// Dashboard sign-ins: the key that signs session cookies, and sign-outs.
     pub sessions: dashboard::session::Sessions,
+    /// On a shared store: whether this node holds the leader lease.
+    pub leading: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// The state as handlers hold it.
@@ -127,6 +132,8 @@ pub struct App {
     pub limits: connections::ConnectionLimits,
     /// How long connectors may take to flush at shutdown, all together.
     pub shutdown_deadline: std::time::Duration,
+    /// On a shared store: this node's leader lease loop.
+    pub node: Option<cluster::Node>,
 }
 
 /// Errors while starting.
@@ -186,7 +193,11 @@ impl App {
             Err(e) => return Err(e.into()),
         };
         if store.workspace("default")?.is_none() && store.workspaces()?.is_empty() {
-            store.create_workspace("default").await?;
+            match store.create_workspace("default").await {
+                // Another node sharing the store made it first.
+                Ok(_) | Err(eddy_store::StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         // A workspace deleted while its data was being purged is finished off in the background.
         let purging = store.clone();
@@ -235,10 +246,12 @@ impl App {
             eddy_messaging::engine::Engine::start(store.clone(), settings, liquid_http.clone())
                 .await
                 .map_err(|e| StartError::Config(format!("messaging: {e}")))?;
+        let node = cluster::Node::start(&store, currents.clone(), engine.clone());
         let state = Arc::new(AppState {
+            leading: node.as_ref().map(|n| n.leading.clone()),
             store: store.clone(),
             admin_token_hash: ids::sha256_hex(&token),
-            limiter,
+            limiter: limiter.share_through(&store),
             metrics: metrics.clone(),
             export_dir: config
                 .export_dir
@@ -273,6 +286,7 @@ impl App {
                 max_connections: config.max_connections,
             },
             shutdown_deadline: std::time::Duration::from_secs(config.shutdown_timeout_seconds),
+            node,
         })
     }
 
@@ -283,9 +297,15 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         connections::serve(listener, self.router, self.limits, self.metrics, shutdown).await?;
+        if let Some(node) = self.node {
+            node.stop().await;
+        }
         // What connectors buffered is also in the outbox; flushing only spares the next start a re-read.
         self.currents.shutdown(self.shutdown_deadline).await;
         self.engine.shutdown(self.shutdown_deadline).await;
+        // Another node takes over at its next tick rather than when this process ends.
+        let resigning = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || resigning.resign()).await;
         self.store.close().await;
         Ok(())
     }
@@ -682,6 +702,21 @@ async fn metrics_text(State(state): State<SharedState>) -> Response {
         start.seconds,
         u8::from(start.from_snapshot)
     ));
+    if let (Some(leading), Some((applied, lag))) = (&state.leading, state.store.change_feed()) {
+        text.push_str(&format!(
+            "# HELP eddy_cluster_leader 1 while this node holds the leader lease (it runs connectors and dispatches).
+# TYPE eddy_cluster_leader gauge
+eddy_cluster_leader {}
+# HELP eddy_change_feed_applied_total Commits of other nodes applied to this node's segment index.
+# TYPE eddy_change_feed_applied_total counter
+eddy_change_feed_applied_total {applied}
+# HELP eddy_change_feed_lag_seconds Age of the last applied commit of another node when this node applied it.
+# TYPE eddy_change_feed_lag_seconds gauge
+eddy_change_feed_lag_seconds {lag:.3}
+",
+            u8::from(leading.load(Ordering::Relaxed)),
+        ));
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -745,7 +780,7 @@ async fn edge(State(state): State<SharedState>, mut req: Request, next: Next) ->
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let decision = state.limiter.check(caller, group, now);
+    let decision = state.limiter.decide(caller, group, now).await;
     let mut response = if decision.allowed {
         match AssertUnwindSafe(next.run(req)).catch_unwind().await {
             Ok(response) => response,

@@ -1,5 +1,10 @@
 //! Per-key, per-endpoint-group fixed-window rate limits with Braze's defaults, and the
 //! `X-RateLimit-*` headers every response carries.
+//!
+//! On a store several eddy nodes share, a key's limit holds across the cluster: each window's
+//! count lives in the database, and a node takes allowance from it in blocks (a hundredth of the
+//! limit, 1 to 1,000 requests) that it then spends locally. The cluster never lets more than the
+//! limit through; it may refuse a little early, by at most the blocks other nodes hold unspent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -77,10 +82,34 @@ const MAX_WINDOWS_PER_SHARD: usize = 16_384;
 /// (caller hash, group) → (window start, requests counted in it).
 type Windows = HashMap<(u64, &'static str), (u64, u64)>;
 
+/// A node's share of a window counted in the shared store.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    window_start: u64,
+    /// Requests this node may still let through in the window.
+    tokens: u64,
+    /// The window's cluster-wide count (allowance taken by every node) when last asked.
+    used: u64,
+}
+
+/// (caller hash, group) → this node's lease of its current window.
+type Leases = HashMap<(u64, &'static str), Lease>;
+
 /// Fixed-window counters keyed by (caller, group), sharded to keep lock hold times tiny.
 pub struct RateLimiter {
     limits: HashMap<&'static str, RateLimit>,
     shards: Vec<Mutex<Windows>>,
+    /// On a shared store: where windows are counted, and this node's leases of them.
+    shared: Option<Shared>,
+}
+
+/// The cluster-wide side of a limiter.
+struct Shared {
+    store: eddy_store::Store,
+    leases: Vec<Mutex<Leases>>,
+    /// One allowance request per shard at a time: requests that find their lease empty wait for
+    /// the one asking, instead of each taking a block (which would strand allowance here).
+    asking: Vec<tokio::sync::Mutex<()>>,
 }
 
 impl RateLimiter {
@@ -108,15 +137,126 @@ impl RateLimiter {
             limits.insert(*group, *limit);
         }
         let shards = (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect();
-        Ok(RateLimiter { limits, shards })
+        Ok(RateLimiter {
+            limits,
+            shards,
+            shared: None,
+        })
     }
 
-    /// Counts a request of `caller` (a hash of its key) in `group` at `now` (epoch seconds).
-    pub fn check(&self, caller: u64, group: &'static str, now: u64) -> Decision {
-        let limit = self.limits.get(group).copied().unwrap_or(RateLimit {
+    /// Counts windows in `store` when other nodes share it, so that limits hold cluster-wide.
+    pub fn share_through(mut self, store: &eddy_store::Store) -> RateLimiter {
+        if store.is_shared() {
+            self.shared = Some(Shared {
+                store: store.clone(),
+                leases: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+                asking: (0..SHARDS).map(|_| tokio::sync::Mutex::new(())).collect(),
+            });
+        }
+        self
+    }
+
+    fn limit_of(&self, group: &str) -> RateLimit {
+        self.limits.get(group).copied().unwrap_or(RateLimit {
             limit: u64::MAX,
             window_seconds: 60,
+        })
+    }
+
+    /// Counts a request of `caller` in `group` at `now`: in this process, or across the cluster
+    /// on a shared store. Should the shared count fail, this node's own count decides (logged).
+    pub async fn decide(&self, caller: u64, group: &'static str, now: u64) -> Decision {
+        let Some(shared) = &self.shared else {
+            return self.check(caller, group, now);
+        };
+        let limit = self.limit_of(group);
+        let window_start = now - now % limit.window_seconds;
+        let reset = window_start + limit.window_seconds;
+        let shard = &shared.leases[(caller as usize) % SHARDS];
+        let spend = |lease: &mut Lease| -> Option<Decision> {
+            if lease.window_start != window_start {
+                *lease = Lease {
+                    window_start,
+                    tokens: 0,
+                    used: 0,
+                };
+            }
+            if lease.tokens > 0 {
+                lease.tokens -= 1;
+                return Some(Decision {
+                    allowed: true,
+                    limit: limit.limit,
+                    remaining: limit.limit.saturating_sub(lease.used) + lease.tokens,
+                    reset,
+                });
+            }
+            // The cluster-wide count only grows within a window: once at the limit, refuse.
+            (lease.used >= limit.limit).then_some(Decision {
+                allowed: false,
+                limit: limit.limit,
+                remaining: 0,
+                reset,
+            })
+        };
+        let try_spend = || {
+            let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+            if map.len() > MAX_WINDOWS_PER_SHARD {
+                map.retain(|_, lease| lease.window_start >= window_start);
+            }
+            let lease = map.entry((caller, group)).or_insert(Lease {
+                window_start,
+                tokens: 0,
+                used: 0,
+            });
+            spend(lease)
+        };
+        if let Some(decision) = try_spend() {
+            return decision;
+        }
+        let _turn = shared.asking[(caller as usize) % SHARDS].lock().await;
+        // The request before this one in line may have brought allowance back.
+        if let Some(decision) = try_spend() {
+            return decision;
+        }
+        let block = (limit.limit / 100).clamp(1, 1_000);
+        let taker = shared.store.clone();
+        let taken = tokio::task::spawn_blocking(move || {
+            taker.take_tokens(caller, group, window_start, block, limit.limit)
+        })
+        .await;
+        let (used, granted) = match taken {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, group, "cannot count the request cluster-wide; this node's own count decides");
+                return self.check(caller, group, now);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, group, "cannot count the request cluster-wide; this node's own count decides");
+                return self.check(caller, group, now);
+            }
+        };
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let lease = map.entry((caller, group)).or_insert(Lease {
+            window_start,
+            tokens: 0,
+            used: 0,
         });
+        if lease.window_start == window_start {
+            lease.used = lease.used.max(used);
+            lease.tokens += granted;
+        }
+        spend(lease).unwrap_or(Decision {
+            allowed: false,
+            limit: limit.limit,
+            remaining: 0,
+            reset,
+        })
+    }
+
+    /// Counts a request of `caller` (a hash of its key) in `group` at `now` (epoch seconds), in
+    /// this process.
+    pub fn check(&self, caller: u64, group: &'static str, now: u64) -> Decision {
+        let limit = self.limit_of(group);
         let window_start = now - now % limit.window_seconds;
         let reset = window_start + limit.window_seconds;
         let Ok(mut shard) = self.shards[(caller as usize) % SHARDS].lock() else {

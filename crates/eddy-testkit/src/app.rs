@@ -48,6 +48,14 @@ impl TestDatabase {
         TestDatabase(Some(name))
     }
 
+    /// A fresh database on the test server, whatever `EDDY_TEST_STORE` says (for tests of
+    /// several nodes sharing one).
+    pub fn create() -> TestDatabase {
+        let name = format!("eddy_test_{}", eddy_store::ids::id_hex(12));
+        run_sql(&format!("CREATE DATABASE {name}"));
+        TestDatabase(Some(name))
+    }
+
     /// The URL of the database a guard made for `dir`, if any (without guarding it).
     pub fn url_of(dir: &std::path::Path) -> Option<String> {
         let name = std::fs::read_to_string(dir.join("test-database")).ok()?;

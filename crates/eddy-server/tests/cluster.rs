@@ -1,0 +1,273 @@
+//! Three eddy nodes sharing one PostgreSQL database, each a whole server on its own port with
+//! its own connections: writes through any node land once and are read by every other at once,
+//! concurrent writes to one profile lose nothing, identifiers stay unique, segment sizes agree,
+//! rate limits hold across nodes, and the Currents connector moves to another node when its
+//! leader stops. Needs the machine's PostgreSQL; skipped without `EDDY_TEST_POSTGRES=1`.
+
+use std::collections::BTreeMap;
+
+use eddy_server::config::RateLimit;
+use eddy_testkit::{AmplitudeEmulator, TestApp, TestDatabase, start};
+use serde_json::{Value, json};
+
+fn enabled() -> bool {
+    if std::env::var("EDDY_TEST_POSTGRES").ok().as_deref() == Some("1") {
+        return true;
+    }
+    eprintln!("skipped: set EDDY_TEST_POSTGRES=1 with PostgreSQL on 127.0.0.1:5432");
+    false
+}
+
+/// Nodes on one database, with the same secrets key and a rate limit small enough to count.
+async fn nodes(database: &TestDatabase, count: usize) -> (Vec<TestApp>, Vec<tempfile::TempDir>) {
+    let url = database.url().expect("a database");
+    let mut apps = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..count {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = url.clone();
+        let app = start(dir.path().to_path_buf(), move |config| {
+            config.store.kind = "postgres".into();
+            config.store.url = Some(url);
+            config.store.connections = 3;
+            config.secrets_key = Some("ab".repeat(32));
+            config.rate_limits = BTreeMap::from([(
+                "segments".to_string(),
+                RateLimit {
+                    limit: 10,
+                    window_seconds: 3600,
+                },
+            )]);
+        })
+        .await;
+        apps.push(app);
+        dirs.push(dir);
+    }
+    (apps, dirs)
+}
+
+async fn segment_size(app: &TestApp, id: &str) -> u64 {
+    let (status, body) = app
+        .admin_get(&format!("/eddy/v1/workspaces/default/segments/{id}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body["size"].as_u64().expect("size")
+}
+
+async fn leaders(apps: &[&TestApp]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, app) in apps.iter().enumerate() {
+        if app.metrics().await.contains("\neddy_cluster_leader 1\n") {
+            out.push(i);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_on_one_database_act_as_one() {
+    if !enabled() {
+        return;
+    }
+    let database = TestDatabase::create();
+    let (apps, _dirs) = nodes(&database, 3).await;
+    let (a, b, c) = (&apps[0], &apps[1], &apps[2]);
+
+    // A key made on one node works on the others, and a write is read right after elsewhere.
+    let (status, body) = a
+        .post_as(
+            &c.key,
+            "/users/track",
+            json!({"attributes": [{"external_id": "ryw", "tier": "gold"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let seen = b.user("ryw").await.expect("node b reads node a's write");
+    assert_eq!(seen["custom_attributes"]["tier"], "gold");
+
+    // Concurrent writes to one profile through all nodes: nothing lost.
+    let per_node = 150;
+    let mut writes = Vec::new();
+    for (n, app) in apps.iter().enumerate() {
+        for i in 0..per_node {
+            writes.push(async move {
+                let body = json!({
+                    "attributes": [{"external_id": "counter", "points": {"inc": 1},
+                                    "tags": {"add": [format!("n{n}-{}", i % 8)]}}],
+                    "events": [{"external_id": "counter", "name": "clicked", "time": "2024-05-01T00:00:00Z"}],
+                });
+                let (status, body) = app.track(body).await;
+                assert_eq!(status, 201, "{body}");
+            });
+        }
+    }
+    futures_util::future::join_all(writes).await;
+    // Identifiers stay unique: every node creates the same 40 users at once.
+    let mut creates = Vec::new();
+    for app in &apps {
+        for k in 0..40 {
+            creates.push(async move {
+                let body =
+                    json!({"attributes": [{"external_id": format!("same-{k}"), "tier": "silver"}]});
+                let (status, body) = app.track(body).await;
+                assert_eq!(status, 201, "{body}");
+            });
+        }
+    }
+    futures_util::future::join_all(creates).await;
+    for app in &apps {
+        let user = app.user("counter").await.expect("counter");
+        assert_eq!(user["custom_attributes"]["points"], 3 * per_node, "{user}");
+        assert_eq!(
+            user["custom_attributes"]["tags"].as_array().map(Vec::len),
+            Some(24),
+            "{user}"
+        );
+        assert_eq!(user["custom_events"][0]["count"], 3 * per_node, "{user}");
+    }
+
+    // A segment sized on any node counts every acknowledged write, the same on every node.
+    let (status, body) = b
+        .admin_post(
+            "/eddy/v1/workspaces/default/segments",
+            json!({"name": "silver", "filter": {"attribute": "tier", "op": "equals", "value": "silver"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let silver = body["id"].as_str().expect("id").to_string();
+    for app in &apps {
+        assert_eq!(segment_size(app, &silver).await, 40);
+    }
+    c.track(json!({"attributes": [{"external_id": "same-0", "tier": "bronze"}]}))
+        .await;
+    for app in &apps {
+        assert_eq!(
+            segment_size(app, &silver).await,
+            39,
+            "a write on c, asked anywhere"
+        );
+    }
+    // Identify and merge racing on different nodes leave each identifier on one profile.
+    let (_, body) = a
+        .post(
+            "/users/merge",
+            json!({"merge_updates": [{"identifier_to_merge": {"external_id": "same-1"},
+                                      "identifier_to_keep": {"external_id": "same-2"}}]}),
+        )
+        .await;
+    assert_eq!(body["message"], "success", "{body}");
+    let (_, body) = b
+        .post(
+            "/users/alias/new",
+            json!({"user_aliases": [{"external_id": "same-3", "alias_name": "amp-3", "alias_label": "amplitude"}]}),
+        )
+        .await;
+    assert_eq!(body["message"], "success", "{body}");
+    for app in &apps {
+        assert!(app.user("same-1").await.is_none(), "merged away");
+        let kept = app
+            .user_by(json!({"user_aliases": [{"alias_name": "amp-3", "alias_label": "amplitude"}]}))
+            .await
+            .expect("alias");
+        assert_eq!(kept["external_id"], "same-3");
+        assert_eq!(
+            segment_size(app, &silver).await,
+            38,
+            "same-1 merged into same-2"
+        );
+    }
+
+    // The rate limit of a key holds across nodes: 10 of 15 calls pass, wherever they land.
+    let mut passed = 0;
+    for i in 0..15 {
+        let app = &apps[i % 3];
+        let response = app
+            .client
+            .get(app.url("/segments/list"))
+            .bearer_auth(&a.key)
+            .send()
+            .await
+            .expect("send");
+        if response.status() == 200 {
+            passed += 1;
+        } else {
+            assert_eq!(response.status(), 429);
+        }
+    }
+    assert_eq!(passed, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connector_moves_to_another_node_when_its_leader_stops() {
+    if !enabled() {
+        return;
+    }
+    let database = TestDatabase::create();
+    let (apps, _dirs) = nodes(&database, 3).await;
+    let amp = AmplitudeEmulator::start("amp-key").await;
+    // Exactly one node leads.
+    let mut leading = Vec::new();
+    for _ in 0..50 {
+        leading = leaders(&apps.iter().collect::<Vec<_>>()).await;
+        if leading.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(leading.len(), 1, "{leading:?}");
+    let leader = leading[0];
+    // Created through a node that does not lead: the leader starts it.
+    let other = (leader + 1) % 3;
+    let (status, body) = apps[other]
+        .admin_post(
+            "/eddy/v1/workspaces/default/currents",
+            json!({"name": "amp", "type": "amplitude", "api_key": "amp-key", "endpoint": amp.url, "throttle_seconds": 1}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["name"], "amp", "{body}");
+    assert_eq!(body["state"], "active", "{body}");
+    let (status, body) = apps[other]
+        .admin_post("/eddy/v1/workspaces/default/currents/amp/flush", json!({}))
+        .await;
+    assert_eq!(status, 503, "only the leader flushes: {body}");
+    assert!(
+        body["message"].as_str().unwrap_or("").contains("leader"),
+        "{body}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    for (n, app) in apps.iter().enumerate() {
+        track_range(app, n * 50, n * 50 + 50).await;
+    }
+    wait_for(&amp, 150).await;
+    // The leader stops; another node takes over and delivers what is written from now on.
+    let mut apps = apps;
+    let stopped = apps.remove(leader);
+    stopped.stop().await;
+    for (n, app) in apps.iter().enumerate() {
+        track_range(app, 1000 + n * 50, 1000 + n * 50 + 50).await;
+    }
+    wait_for(&amp, 250).await;
+    let rest: Vec<&TestApp> = apps.iter().collect();
+    assert_eq!(leaders(&rest).await.len(), 1);
+}
+
+/// Tracks one event for each of the users `u{from}`..`u{to}`.
+async fn track_range(app: &TestApp, from: usize, to: usize) {
+    let events: Vec<Value> = (from..to)
+        .map(|i| json!({"external_id": format!("u{i}"), "name": "seen", "time": "2024-05-01T00:00:00Z"}))
+        .collect();
+    let (status, body) = app.track(json!({"events": events})).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// Waits (up to 30 s) until the emulator holds `count` distinct events, and no more arrive.
+async fn wait_for(amp: &AmplitudeEmulator, count: usize) {
+    for _ in 0..300 {
+        if amp.distinct() >= count {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(amp.distinct(), count);
+}

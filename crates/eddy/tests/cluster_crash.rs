@@ -1,0 +1,273 @@
+//! Three `eddy serve` processes on one PostgreSQL database under a load spread over all of them;
+//! the leader is `kill -9`ed mid-load. Every acknowledged write must be on every surviving node,
+//! the counter every request increments must equal the requests that landed, segment sizes must
+//! agree, and the Currents connector must move to a surviving node and deliver every event.
+//! Needs the machine's PostgreSQL; skipped without `EDDY_TEST_POSTGRES=1`.
+
+mod binary;
+
+use std::process::Child;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use binary::{ADMIN, free_port, spawn_server, wait_healthy};
+use eddy_testkit::{AmplitudeEmulator, TestDatabase};
+use serde_json::{Value, json};
+
+const NODES: usize = 3;
+const WORKERS: usize = 6;
+
+fn request_body(worker: usize, n: usize) -> Value {
+    let id = format!("w{worker}-{n}");
+    json!({
+        "attributes": [
+            {"external_id": id, "n": n, "tag": "crash"},
+            {"external_id": "counter", "hits": {"inc": 1}}
+        ],
+        "events": [{"external_id": id, "name": "crash_event", "time": "2024-01-01T00:00:00Z"}]
+    })
+}
+
+async fn is_leader(client: &reqwest::Client, base: &str) -> bool {
+    match client.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r
+            .text()
+            .await
+            .is_ok_and(|t| t.contains("\neddy_cluster_leader 1\n")),
+        Err(_) => false,
+    }
+}
+
+async fn post(client: &reqwest::Client, url: String, key: &str, body: Value) -> Value {
+    let response = client
+        .post(&url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert!(status.is_success(), "{url}: {status} {text}");
+    serde_json::from_str(&text).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_leader_loses_nothing_and_its_connector_moves() {
+    if std::env::var("EDDY_TEST_POSTGRES").ok().as_deref() != Some("1") {
+        eprintln!("skipped: set EDDY_TEST_POSTGRES=1 with PostgreSQL on 127.0.0.1:5432");
+        return;
+    }
+    let database = TestDatabase::create();
+    let name = database.url().expect("url");
+    let name = name.rsplit('/').next().expect("name").to_string();
+    let client = reqwest::Client::new();
+    let mut dirs = Vec::new();
+    let mut bases = Vec::new();
+    let mut servers: Vec<Option<Child>> = Vec::new();
+    // Started together, as an orchestrator would.
+    for _ in 0..NODES {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // `spawn_server` puts the database named here into the node's configuration.
+        std::fs::write(dir.path().join("test-database"), &name).expect("marker");
+        let port = free_port();
+        servers.push(Some(spawn_server(dir.path(), port)));
+        bases.push(format!("http://127.0.0.1:{port}"));
+        dirs.push(dir);
+    }
+    for base in &bases {
+        wait_healthy(&client, base).await;
+    }
+    let created = post(
+        &client,
+        format!("{}/eddy/v1/workspaces/default/api-keys", bases[0]),
+        ADMIN,
+        json!({"name": "cluster"}),
+    )
+    .await;
+    let key = created["key"].as_str().expect("key").to_string();
+    let amp = AmplitudeEmulator::start("amp-key").await;
+    let connector = post(
+        &client,
+        format!("{}/eddy/v1/workspaces/default/currents", bases[1]),
+        ADMIN,
+        json!({"name": "amp", "type": "amplitude", "api_key": "amp-key", "endpoint": amp.url,
+               "throttle_seconds": 1, "event_types": ["users.behaviors.CustomEvent"]}),
+    )
+    .await;
+    assert_eq!(connector["name"], "amp", "{connector:?}");
+    let mut leader = None;
+    for _ in 0..100 {
+        for (i, base) in bases.iter().enumerate() {
+            if is_leader(&client, base).await {
+                leader = Some(i);
+            }
+        }
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader = leader.expect("a leader");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for worker in 0..WORKERS {
+        let (client, key, stop) = (client.clone(), key.clone(), stop.clone());
+        let base = bases[worker % NODES].clone();
+        workers.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let body = request_body(worker, sent);
+                sent += 1;
+                match client
+                    .post(format!("{base}/users/track"))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().as_u16() == 201 => acked.push(sent - 1),
+                    Ok(r) => panic!("unexpected status {}", r.status()),
+                    // The node was killed.
+                    Err(_) => break,
+                }
+            }
+            (worker, acked, sent)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let killed_at = Instant::now();
+    if let Some(mut server) = servers[leader].take() {
+        server.kill().expect("kill -9");
+        let _ = server.wait();
+    }
+    // The others go on under load while a new leader takes over.
+    let survivors: Vec<String> = (0..NODES)
+        .filter(|i| *i != leader)
+        .map(|i| bases[i].clone())
+        .collect();
+    let mut new_leader = None;
+    while new_leader.is_none() && killed_at.elapsed() < Duration::from_secs(30) {
+        for base in &survivors {
+            if is_leader(&client, base).await {
+                new_leader = Some(base.clone());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failover = killed_at.elapsed();
+    assert!(new_leader.is_some(), "no node took the lease over");
+    eprintln!("a surviving node leads {failover:?} after the kill");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut results = Vec::new();
+    for w in workers {
+        results.push(w.await.expect("worker"));
+    }
+    let acked_total: usize = results.iter().map(|(_, a, _)| a.len()).sum();
+    eprintln!("{acked_total} requests acknowledged");
+    assert!(acked_total > 100, "the load got through ({acked_total})");
+
+    // Every acknowledged request is whole on every survivor; the others are whole or absent.
+    let mut landed = Vec::new();
+    for (worker, acked, sent) in &results {
+        let ids: Vec<usize> = (0..*sent).collect();
+        for chunk in ids.chunks(50) {
+            let external_ids: Vec<String> =
+                chunk.iter().map(|n| format!("w{worker}-{n}")).collect();
+            let mut answers = Vec::new();
+            for base in &survivors {
+                let found = post(
+                    &client,
+                    format!("{base}/users/export/ids"),
+                    &key,
+                    json!({"external_ids": external_ids}),
+                )
+                .await;
+                let mut present: Vec<String> = found["users"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|u| {
+                        assert_eq!(u["custom_attributes"]["tag"], "crash", "half-applied: {u}");
+                        assert_eq!(u["custom_events"][0]["count"], 1, "half-applied: {u}");
+                        u["external_id"].as_str().unwrap_or_default().to_string()
+                    })
+                    .collect();
+                present.sort();
+                answers.push(present);
+            }
+            assert!(answers.windows(2).all(|w| w[0] == w[1]), "nodes disagree");
+            for n in chunk {
+                let id = format!("w{worker}-{n}");
+                let there = answers[0].contains(&id);
+                assert!(there || !acked.contains(n), "acknowledged {id} is missing");
+                if there {
+                    landed.push(id);
+                }
+            }
+        }
+    }
+    eprintln!("{} requests landed", landed.len());
+    // The counter counts exactly the requests that landed, on every survivor.
+    for base in &survivors {
+        let found = post(
+            &client,
+            format!("{base}/users/export/ids"),
+            &key,
+            json!({"external_ids": ["counter"]}),
+        )
+        .await;
+        assert_eq!(
+            found["users"][0]["custom_attributes"]["hits"],
+            landed.len(),
+            "{found}"
+        );
+    }
+    // A segment's size is the same on every survivor.
+    let segment = post(
+        &client,
+        format!("{}/eddy/v1/workspaces/default/segments", survivors[0]),
+        ADMIN,
+        json!({"name": "crash", "filter": {"attribute": "tag", "op": "equals", "value": "crash"}}),
+    )
+    .await;
+    let id = segment["id"].as_str().expect("segment id").to_string();
+    for base in &survivors {
+        let sized: Value = client
+            .get(format!("{base}/eddy/v1/workspaces/default/segments/{id}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .expect("size")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(sized["size"], landed.len(), "{base}: {sized}");
+    }
+    // Every event that landed reaches Amplitude through the connector's new node.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while amp.distinct() < landed.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let delivered: std::collections::BTreeSet<String> = amp
+        .ingested()
+        .values()
+        .filter_map(|e| e["user_id"].as_str().map(str::to_string))
+        .collect();
+    for id in &landed {
+        assert!(
+            delivered.contains(id),
+            "{id}'s event never reached Amplitude"
+        );
+    }
+    for server in servers.iter_mut().flatten() {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+    drop(dirs);
+}

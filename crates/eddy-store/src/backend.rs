@@ -131,22 +131,33 @@ pub struct Change {
     pub at_ms: i64,
     /// The keys it wrote (put or deleted) in the tables that processes cache or index.
     pub keys: Vec<(Table, Vec<u8>)>,
+    /// The counters it moved (`next/…` meta keys) with their new values.
+    pub counters: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The change feed as a group or a reader finds it.
+#[derive(Debug, Clone)]
+pub struct GroupStart {
+    /// The last change number committed.
+    pub head: u64,
+    /// The changes after the caller's position, in order; `None` when some were trimmed
+    /// already (the caller must then reload everything it derives from the backend).
+    pub changes: Option<Vec<Change>>,
 }
 
 /// How processes sharing one backend stay consistent (see the module's documentation).
 pub trait Cluster: Send + Sync {
     /// This process's id in the change feed (random per start).
     fn node(&self) -> u64;
-    /// Takes the cluster-wide write lock for one group and returns the last change number
-    /// committed; the group's [`Backend::commit`] records the next one and releases the lock.
-    fn begin_group(&self) -> Result<u64, StoreError>;
+    /// Takes the cluster-wide write lock for one group and returns the changes committed after
+    /// `after`; the group's [`Backend::commit`] records the next number and releases the lock.
+    fn begin_group(&self, after: u64) -> Result<GroupStart, StoreError>;
     /// Releases the write lock of a group that will not commit.
     fn abort_group(&self);
     /// The last change number committed.
     fn head(&self) -> Result<u64, StoreError>;
-    /// The changes numbered after `after` up to `upto`, in order; `None` when some of them were
-    /// trimmed already (the caller must then reload everything it derives from the backend).
-    fn changes(&self, after: u64, upto: u64) -> Result<Option<Vec<Change>>, StoreError>;
+    /// The changes committed after `after`, without the lock.
+    fn changes(&self, after: u64) -> Result<GroupStart, StoreError>;
     /// Takes or keeps the leader lease: true while this process holds it. A process that dies
     /// loses it with its connection.
     fn lead(&self) -> Result<bool, StoreError>;

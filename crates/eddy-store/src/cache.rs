@@ -67,6 +67,13 @@ impl WriterCache {
         }
     }
 
+    /// Remembers a profile read from the backend (committed state).
+    pub fn remember_profile(&mut self, ws: u32, id: u32, profile: Profile) {
+        if self.capacity > 0 {
+            self.profiles.insert((ws, id), profile);
+        }
+    }
+
     /// A committed profile, if cached.
     pub fn profile(&self, ws: u32, id: u32) -> Option<&Profile> {
         self.profiles.get(&(ws, id))

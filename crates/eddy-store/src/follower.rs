@@ -3,11 +3,12 @@
 //! each change names, so the index ends with their current values whatever the order.
 //!
 //! Three callers move the cursor, always under its mutex: the writer at the start of each group
-//! (it must see other processes' cohort memberships before applying) and after its own commit
-//! (whose profiles it feeds to the indexer itself), readers asking for the index, and a
-//! background tick. Because the writer holds the mutex from its group's start until its own
-//! changes are fed, a reader can never hand the indexer an older value of a key after the
-//! writer handed it a newer one.
+//! (it must see other processes' cohort memberships before applying; the profiles they wrote it
+//! leaves pending, outside its lock) and after its own commit (whose profiles it feeds to the
+//! indexer itself), readers asking for the index, and a background tick; the last two also
+//! re-read the pending profiles. Because the writer holds the mutex from its group's start until
+//! its own changes are fed, a reader can never hand the indexer an older value of a key after
+//! the writer handed it a newer one.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -20,9 +21,24 @@ use crate::backend::{Backend, Change, Table};
 use crate::indexer::{Batch, Progress};
 use crate::keys;
 
+/// Where the index stands in the change feed.
+#[derive(Debug, Default)]
+pub(crate) struct Position {
+    /// The last change number whose memberships the index reflects.
+    pub cursor: u64,
+    /// Profile keys other processes wrote (up to the cursor) not yet re-read into the index.
+    pending: BTreeSet<Vec<u8>>,
+}
+
+/// Sets a position to `head` with nothing pending, after the index was rebuilt from the backend.
+pub(crate) fn follower_reset(position: &mut Position, head: u64) {
+    position.cursor = head;
+    position.pending.clear();
+}
+
 /// The index's position in a shared backend's change feed, and how to move it.
 pub(crate) struct Follower {
-    cursor: Mutex<u64>,
+    position: Mutex<Position>,
     backend: Arc<dyn Backend>,
     index: Arc<RwLock<Index>>,
     indexer: mpsc::Sender<Batch>,
@@ -42,7 +58,10 @@ impl Follower {
         progress: Arc<Progress>,
     ) -> Follower {
         Follower {
-            cursor: Mutex::new(cursor),
+            position: Mutex::new(Position {
+                cursor,
+                pending: BTreeSet::new(),
+            }),
             backend,
             index,
             indexer,
@@ -52,42 +71,44 @@ impl Follower {
         }
     }
 
-    /// The cursor: the last change number the index reflects.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, u64> {
-        match self.cursor.lock() {
+    /// The position, held while the index is moved.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Position> {
+        match self.position.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    /// Applies every change committed so far (by any process).
+    /// Applies every change committed so far (by any process), pending profiles included.
     pub(crate) fn catch_up(&self) -> Result<(), StoreError> {
         let Some(cluster) = self.backend.cluster() else {
             return Ok(());
         };
-        let head = cluster.head()?;
-        let mut cursor = self.lock();
-        if head <= *cursor {
-            return Ok(());
+        let mut position = self.lock();
+        let feed = cluster.changes(position.cursor)?;
+        match feed.changes {
+            Some(records) => self.apply(&mut position, &records)?,
+            None => self.reload(&mut position, feed.head)?,
         }
-        match cluster.changes(*cursor, head)? {
-            Some(records) => self.apply(&mut cursor, &records),
-            None => self.reload(&mut cursor, head),
-        }
+        self.reread(&mut position)
     }
 
-    /// Applies the records numbered after the cursor that other processes committed, and moves
-    /// the cursor to the last one. This process's own records were fed when they committed.
-    pub(crate) fn apply(&self, cursor: &mut u64, records: &[Change]) -> Result<(), StoreError> {
+    /// Applies the memberships of the records numbered after the cursor that other processes
+    /// committed, leaves their profiles pending, and moves the cursor to the last record. This
+    /// process's own records were fed when they committed.
+    pub(crate) fn apply(
+        &self,
+        position: &mut Position,
+        records: &[Change],
+    ) -> Result<(), StoreError> {
         let Some(cluster) = self.backend.cluster() else {
             return Ok(());
         };
         let node = cluster.node();
-        let mut profiles = BTreeSet::new();
         let mut members = BTreeSet::new();
         let mut last = None;
         for record in records {
-            if record.seq <= *cursor {
+            if record.seq <= position.cursor {
                 continue;
             }
             last = Some(record);
@@ -98,7 +119,7 @@ impl Follower {
             for (table, key) in &record.keys {
                 match table {
                     Table::Profiles => {
-                        profiles.insert(key.clone());
+                        position.pending.insert(key.clone());
                     }
                     Table::Members => {
                         members.insert(key.clone());
@@ -110,17 +131,9 @@ impl Follower {
         let Some(last) = last else {
             return Ok(());
         };
-        let profiles: Vec<Vec<u8>> = profiles.into_iter().collect();
-        let members: Vec<Vec<u8>> = members.into_iter().collect();
-        let values = self.backend.get_many(Table::Profiles, &profiles)?;
-        let present = self.backend.get_many(Table::Members, &members)?;
-        let mut batch: Batch = Vec::with_capacity(profiles.len());
-        for (key, value) in profiles.iter().zip(values) {
-            if let (Some(ws), Some(id)) = (keys::decode_id(key), keys::profile_id(key)) {
-                batch.push(((ws, id), value));
-            }
-        }
         if !members.is_empty() {
+            let members: Vec<Vec<u8>> = members.into_iter().collect();
+            let present = self.backend.get_many(Table::Members, &members)?;
             let mut index = match self.index.write() {
                 Ok(guard) => guard,
                 Err(poisoned) => poisoned.into_inner(),
@@ -133,24 +146,46 @@ impl Follower {
                 }
             }
         }
-        if !batch.is_empty() {
-            self.progress.committed();
-            if self.indexer.send(batch).is_err() {
-                tracing::error!("the indexer stopped; segment sizes no longer follow changes");
+        if last.node != node {
+            self.lag_ms.store(
+                (eddy_model::time::now_ms() - last.at_ms).max(0),
+                Ordering::Relaxed,
+            );
+        }
+        position.cursor = last.seq;
+        Ok(())
+    }
+
+    /// Re-reads the pending profiles and hands them to the indexer.
+    fn reread(&self, position: &mut Position) -> Result<(), StoreError> {
+        if position.pending.is_empty() {
+            return Ok(());
+        }
+        let profiles: Vec<Vec<u8>> = std::mem::take(&mut position.pending).into_iter().collect();
+        let values = match self.backend.get_many(Table::Profiles, &profiles) {
+            Ok(values) => values,
+            Err(e) => {
+                position.pending = profiles.into_iter().collect();
+                return Err(e);
+            }
+        };
+        let mut batch: Batch = Vec::with_capacity(profiles.len());
+        for (key, value) in profiles.iter().zip(values) {
+            if let (Some(ws), Some(id)) = (keys::decode_id(key), keys::profile_id(key)) {
+                batch.push(((ws, id), value));
             }
         }
-        self.lag_ms.store(
-            (eddy_model::time::now_ms() - last.at_ms).max(0),
-            Ordering::Relaxed,
-        );
-        *cursor = last.seq;
+        self.progress.committed();
+        if self.indexer.send(batch).is_err() {
+            tracing::error!("the indexer stopped; segment sizes no longer follow changes");
+        }
         Ok(())
     }
 
     /// Rebuilds the index from the backend when the records after the cursor are gone.
-    pub(crate) fn reload(&self, cursor: &mut u64, head: u64) -> Result<(), StoreError> {
+    pub(crate) fn reload(&self, position: &mut Position, head: u64) -> Result<(), StoreError> {
         tracing::warn!(
-            cursor = *cursor,
+            cursor = position.cursor,
             head,
             "this process fell behind the change feed; rebuilding the segment index"
         );
@@ -160,7 +195,7 @@ impl Follower {
             Ok(mut guard) => *guard = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
         }
-        *cursor = head;
+        follower_reset(position, head);
         Ok(())
     }
 }

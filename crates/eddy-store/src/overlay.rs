@@ -97,27 +97,53 @@ impl Read for Txn<'_> {
 
 impl<'a> Txn<'a> {
     /// Reads the identifier entries a group will look up in one backend call, into the cache,
-    /// so that applying the group does not pay a round trip per identifier.
-    pub fn prefetch_idents(&mut self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+    /// then the profiles they name that the cache lacks in one more, so that applying the group
+    /// does not pay a round trip per identifier or profile.
+    pub fn prefetch_idents(&mut self, mut wanted: Vec<Vec<u8>>) -> Result<(), StoreError> {
         // Without a cache the answers would have nowhere to wait.
         if !self.cache.enabled() {
             return Ok(());
         }
-        let mut missing: Vec<Vec<u8>> = keys
-            .into_iter()
+        wanted.sort_unstable();
+        wanted.dedup();
+        let missing: Vec<Vec<u8>> = wanted
+            .iter()
             .filter(|key| {
-                !self.raw[Table::Idents.position()].contains_key(key)
+                !self.raw[Table::Idents.position()].contains_key(*key)
                     && self.cache.ident(key).is_none()
             })
+            .cloned()
             .collect();
-        missing.sort_unstable();
-        missing.dedup();
-        if missing.is_empty() {
-            return Ok(());
-        }
         let values = self.backend.get_many(Table::Idents, &missing)?;
         for (key, value) in missing.into_iter().zip(values) {
             self.cache.remember_ident(key, value);
+        }
+        // The profiles they name, where the cache lacks them (on a store other processes write,
+        // their copies are dropped whenever another process writes them).
+        let mut profiles: Vec<Vec<u8>> = Vec::new();
+        for key in &wanted {
+            let stored = match self.raw[Table::Idents.position()].get(key) {
+                Some(stored) => stored.as_deref(),
+                None => self.cache.ident(key).and_then(|v| v.as_deref()),
+            };
+            let (Some(ws), Some(id)) = (keys::decode_id(key), stored.and_then(keys::decode_id))
+            else {
+                continue;
+            };
+            if self.cache.profile(ws, id).is_none() && !self.profiles.contains_key(&(ws, id)) {
+                profiles.push(keys::profile(ws, id));
+            }
+        }
+        profiles.sort_unstable();
+        profiles.dedup();
+        let values = self.backend.get_many(Table::Profiles, &profiles)?;
+        for (key, value) in profiles.iter().zip(values) {
+            let (Some(ws), Some(id), Some(bytes)) =
+                (keys::decode_id(key), keys::profile_id(key), value)
+            else {
+                continue;
+            };
+            self.cache.remember_profile(ws, id, decode_profile(&bytes)?);
         }
         Ok(())
     }
@@ -523,20 +549,8 @@ pub fn load_counters(backend: &dyn Backend) -> Result<Counters, StoreError> {
     Ok(counters)
 }
 
-/// Re-reads the counters stored under `keys` (another process moved them).
-pub fn refresh_counters(
-    backend: &dyn Backend,
-    counters: &mut Counters,
-    keys: &[Vec<u8>],
-) -> Result<(), StoreError> {
-    for (key, value) in keys.iter().zip(backend.get_many(Table::Meta, keys)?) {
-        set_counter(counters, key, value.as_deref())?;
-    }
-    Ok(())
-}
-
 /// Sets the counter a `next/…` meta key holds to its stored value (absent: the start).
-fn set_counter(
+pub(crate) fn set_counter(
     counters: &mut Counters,
     key: &[u8],
     value: Option<&[u8]>,

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use postgres::{Client, NoTls};
 
 use crate::StoreError;
-use crate::backend::{Backend, Change, Cluster, Pair, Table, WriteSet};
+use crate::backend::{Backend, Change, Cluster, GroupStart, Pair, Table, WriteSet};
 
 /// The schema version this eddy writes; a database at a newer one is refused.
 pub const SCHEMA_VERSION: i32 = 2;
@@ -333,24 +333,63 @@ fn spawn_worker(
         .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
-/// Takes the write lock in a fresh transaction and reads the last change number.
-fn open_group(conn: &mut Conn) -> Result<u64, StoreError> {
-    conn.client.batch_execute("BEGIN").map_err(pg)?;
-    let locked = conn
+/// Takes the write lock in a fresh transaction (one round trip) and reads the changes after
+/// `after` with the last change number (another); the group is open until its commit.
+fn open_group(conn: &mut Conn, after: u64) -> Result<GroupStart, StoreError> {
+    let opened = conn
         .client
-        .execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+        ))
         .map_err(pg)
-        .and_then(|_| last_change(conn));
-    match locked {
-        Ok(head) => {
-            conn.group = Some(head);
-            Ok(head)
+        .and_then(|()| changes_since(conn, after));
+    match opened {
+        Ok(start) => {
+            conn.group = Some(start.head);
+            Ok(start)
         }
         Err(e) => {
             let _ = conn.client.batch_execute("ROLLBACK");
             Err(e)
         }
     }
+}
+
+/// The changes numbered after `after` and the last change number, in one query: the last
+/// record comes back even when it is not new.
+fn changes_since(conn: &mut Conn, after: u64) -> Result<GroupStart, StoreError> {
+    let statement = conn.prepare(
+        "SELECT seq, node, at, keys FROM eddy_changes \
+         WHERE seq > $1 OR seq = (SELECT max(seq) FROM eddy_changes) ORDER BY seq",
+    )?;
+    let rows = conn
+        .client
+        .query(&statement, &[&(after as i64)])
+        .map_err(pg)?;
+    let mut changes = Vec::with_capacity(rows.len());
+    let mut head = 0;
+    for row in rows {
+        let seq = row.get::<_, i64>(0) as u64;
+        head = seq;
+        if seq <= after {
+            continue;
+        }
+        let (keys, counters) = decode_keys(row.get(3))?;
+        changes.push(Change {
+            seq,
+            node: row.get::<_, i64>(1) as u64,
+            at_ms: row.get(2),
+            keys,
+            counters,
+        });
+    }
+    // Numbers are dense (one per commit, under the lock): a missing one was trimmed, and a
+    // feed behind the caller was restored from an older backup.
+    let complete = changes.first().is_none_or(|c| c.seq == after + 1) && head >= after;
+    Ok(GroupStart {
+        head,
+        changes: complete.then_some(changes),
+    })
 }
 
 fn last_change(conn: &mut Conn) -> Result<u64, StoreError> {
@@ -368,36 +407,69 @@ fn in_change_feed(table: Table) -> bool {
     )
 }
 
-/// Change record keys: per key, its table's position (1 byte), its length (4, big-endian), itself.
-fn encode_keys(keys: &[(Table, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(keys.iter().map(|(_, k)| k.len() + 5).sum());
-    for (table, key) in keys {
-        out.push(table.position() as u8);
+/// A key a commit writes: its table, itself, and its new value (`None`: deleted).
+type WrittenKey<'a> = (Table, &'a [u8], Option<&'a [u8]>);
+
+/// The marker of a counter entry in a change record's key list.
+const COUNTER: u8 = 0xff;
+
+/// A change record's key list: per key, its table's position (1 byte), its length (4,
+/// big-endian), itself; counters (`next/…` meta keys, which every process must read before its
+/// next group) are entries marked [`COUNTER`] followed by their value (length, bytes).
+fn encode_keys(keys: &[WrittenKey<'_>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(keys.iter().map(|(_, k, _)| k.len() + 5).sum());
+    for (table, key, value) in keys {
+        let counter = match value {
+            Some(value) if *table == Table::Meta && key.starts_with(b"next/") => Some(*value),
+            _ => None,
+        };
+        out.push(match counter {
+            Some(_) => COUNTER,
+            None => table.position() as u8,
+        });
         out.extend_from_slice(&(key.len() as u32).to_be_bytes());
         out.extend_from_slice(key);
+        if let Some(value) = counter {
+            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            out.extend_from_slice(value);
+        }
     }
     out
 }
 
-fn decode_keys(mut bytes: &[u8]) -> Result<Vec<(Table, Vec<u8>)>, StoreError> {
+/// Changed keys, and the counters with their values.
+type DecodedKeys = (Vec<(Table, Vec<u8>)>, Vec<(Vec<u8>, Vec<u8>)>);
+
+fn decode_keys(mut bytes: &[u8]) -> Result<DecodedKeys, StoreError> {
     let corrupt = || StoreError::Corrupt {
         table: "changes",
         reason: "truncated key list".into(),
     };
-    let mut out = Vec::new();
-    while let Some((&position, rest)) = bytes.split_first() {
-        let table = *Table::ALL.get(position as usize).ok_or_else(corrupt)?;
-        let len_bytes: [u8; 4] = rest
+    // A length-prefixed byte string at the start of `bytes`, and what follows it.
+    let take = |bytes: &[u8]| -> Result<(Vec<u8>, usize), StoreError> {
+        let len_bytes: [u8; 4] = bytes
             .get(..4)
             .ok_or_else(corrupt)?
             .try_into()
             .map_err(|_| corrupt())?;
         let len = u32::from_be_bytes(len_bytes) as usize;
-        let key = rest.get(4..4 + len).ok_or_else(corrupt)?;
-        out.push((table, key.to_vec()));
-        bytes = &rest[4 + len..];
+        let item = bytes.get(4..4 + len).ok_or_else(corrupt)?;
+        Ok((item.to_vec(), 4 + len))
+    };
+    let (mut keys, mut counters) = (Vec::new(), Vec::new());
+    while let Some((&marker, rest)) = bytes.split_first() {
+        let (key, used) = take(rest)?;
+        bytes = &rest[used..];
+        if marker == COUNTER {
+            let (value, used) = take(bytes)?;
+            bytes = &bytes[used..];
+            counters.push((key, value));
+            continue;
+        }
+        let table = *Table::ALL.get(marker as usize).ok_or_else(corrupt)?;
+        keys.push((table, key));
     }
-    Ok(out)
+    Ok((keys, counters))
 }
 
 /// Writes one group and its change record inside the open transaction (opening one when the
@@ -411,7 +483,21 @@ fn commit_group(
 ) -> Result<(), StoreError> {
     let head = match conn.group.take() {
         Some(head) => head,
-        None => open_group(conn)?,
+        // A commit outside a group (the snapshot token): the lock all the same.
+        None => {
+            conn.client
+                .batch_execute(&format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+                ))
+                .map_err(pg)?;
+            match last_change(conn) {
+                Ok(head) => head,
+                Err(e) => {
+                    let _ = conn.client.batch_execute("ROLLBACK");
+                    return Err(e);
+                }
+            }
+        }
     };
     conn.group = None;
     let written = (|| -> Result<(), StoreError> {
@@ -551,8 +637,14 @@ impl Backend for PostgresBackend {
         let changed = encode_keys(
             &order
                 .iter()
-                .filter(|(table, _)| in_change_feed(*table))
-                .map(|(table, key)| (*table, key.as_slice()))
+                .filter(|id| in_change_feed(id.0))
+                .map(|id| {
+                    (
+                        id.0,
+                        id.1.as_slice(),
+                        last.get(id).and_then(|v| v.as_deref()),
+                    )
+                })
                 .collect::<Vec<_>>(),
         );
         let mut puts: HashMap<Table, Columns> = HashMap::new();
@@ -585,10 +677,14 @@ impl Cluster for PostgresBackend {
         self.node
     }
 
-    fn begin_group(&self) -> Result<u64, StoreError> {
-        self.writer.run(&self.url, |conn| match conn.group {
-            Some(head) => Ok(head),
-            None => open_group(conn),
+    fn begin_group(&self, after: u64) -> Result<GroupStart, StoreError> {
+        self.writer.run(&self.url, move |conn| {
+            if conn.group.is_some() {
+                // A group left open (its caller failed before committing): start afresh.
+                conn.group = None;
+                conn.client.batch_execute("ROLLBACK").map_err(pg)?;
+            }
+            open_group(conn, after)
         })
     }
 
@@ -608,32 +704,8 @@ impl Cluster for PostgresBackend {
         self.run(last_change)
     }
 
-    fn changes(&self, after: u64, upto: u64) -> Result<Option<Vec<Change>>, StoreError> {
-        if upto <= after {
-            return Ok(Some(Vec::new()));
-        }
-        let rows = self.run(move |conn| {
-            let statement = conn.prepare(
-                "SELECT seq, node, at, keys FROM eddy_changes WHERE seq > $1 AND seq <= $2 ORDER BY seq",
-            )?;
-            conn.client
-                .query(&statement, &[&(after as i64), &(upto as i64)])
-                .map_err(pg)
-        })?;
-        // Numbers are dense (one per commit, under the lock): a missing one was trimmed.
-        if rows.len() as u64 != upto - after {
-            return Ok(None);
-        }
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            out.push(Change {
-                seq: row.get::<_, i64>(0) as u64,
-                node: row.get::<_, i64>(1) as u64,
-                at_ms: row.get(2),
-                keys: decode_keys(row.get(3))?,
-            });
-        }
-        Ok(Some(out))
+    fn changes(&self, after: u64) -> Result<GroupStart, StoreError> {
+        self.run(move |conn| changes_since(conn, after))
     }
 
     fn lead(&self) -> Result<bool, StoreError> {
@@ -721,15 +793,32 @@ mod tests {
     #[test]
     fn change_keys_round_trip() {
         let keys = [
-            (Table::Profiles, &b"\0\0\0\x01ab"[..]),
-            (Table::Meta, &b""[..]),
+            (Table::Profiles, &b"\0\0\0\x01ab"[..], Some(&b"profile"[..])),
+            (
+                Table::Meta,
+                &b"next/outbox"[..],
+                Some(&b"\0\0\0\0\0\0\0\x07"[..]),
+            ),
+            (Table::Meta, &b""[..], None),
         ];
-        let decoded = decode_keys(&encode_keys(&keys)).unwrap();
-        assert_eq!(decoded.len(), 2);
-        assert_eq!(decoded[0], (Table::Profiles, b"\0\0\0\x01ab".to_vec()));
-        assert_eq!(decoded[1], (Table::Meta, Vec::new()));
+        let (decoded, counters) = decode_keys(&encode_keys(&keys)).unwrap();
+        assert_eq!(
+            decoded,
+            vec![
+                (Table::Profiles, b"\0\0\0\x01ab".to_vec()),
+                (Table::Meta, Vec::new())
+            ]
+        );
+        assert_eq!(
+            counters,
+            vec![(b"next/outbox".to_vec(), b"\0\0\0\0\0\0\0\x07".to_vec())]
+        );
         assert!(decode_keys(&[1, 0, 0, 0, 9, 1]).is_err());
-        assert!(decode_keys(&[200]).is_err());
+        assert!(decode_keys(&[200, 0, 0, 0, 0]).is_err());
+        assert!(
+            decode_keys(&[COUNTER, 0, 0, 0, 1, b'n']).is_err(),
+            "a counter without its value"
+        );
     }
 
     #[test]

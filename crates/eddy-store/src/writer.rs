@@ -1,5 +1,7 @@
 //! The single writer: one thread that takes whatever mutations are waiting, applies them in
 //! order to one transaction, commits it with one fsync, and only then answers every request.
+//! On a backend several processes share, each process has one, and their groups take turns
+//! under the backend's write lock (see `backend.rs` and `follower`).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,9 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::StoreError;
 use crate::backend::{Backend, Change, Table};
 use crate::cache::WriterCache;
-use crate::follower::Follower;
+use crate::follower::{Follower, Position, follower_reset};
 use crate::mutations::{Mutation, Outcome, apply};
-use crate::overlay::{Counters, Txn, load_counters, refresh_counters};
+use crate::overlay::{Counters, Txn, load_counters, set_counter};
 use crate::written::Written;
 
 pub(crate) struct Job {
@@ -198,11 +200,11 @@ impl Writer {
         let follower = self.follower.clone();
         let mut shared = None;
         if let Some(follower) = &follower {
-            let mut cursor = follower.lock();
-            match self.begin_shared_group(follower, &mut cursor, counters) {
-                Ok(head) => shared = Some((cursor, head)),
+            let mut position = follower.lock();
+            match self.begin_shared_group(follower, &mut position, counters) {
+                Ok(head) => shared = Some((position, head)),
                 Err(e) => {
-                    drop(cursor);
+                    drop(position);
                     self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(error = %e, mutations = replies.len(), "could not start a group on the shared store");
                     for reply in replies {
@@ -222,10 +224,10 @@ impl Writer {
         let failure = match attempt {
             Ok(Ok(committed)) => {
                 self.after_commit(replies, committed);
-                if let Some((mut cursor, head)) = shared {
+                if let Some((mut position, head)) = shared {
                     // This group's change record is the next number; it was fed just now.
                     self.seen = head + 1;
-                    *cursor = head + 1;
+                    position.cursor = head + 1;
                 }
                 let took = started.elapsed();
                 self.stats
@@ -274,7 +276,8 @@ impl Writer {
         mutations: Vec<Mutation>,
     ) -> Result<Committed, GroupFailure> {
         let (backend, limits) = (self.backend.as_ref(), self.limits);
-        // The writer is the index's only writer, so reading it while applying cannot race.
+        // Cohort memberships, what a group reads of the index, change only here and, on a shared
+        // store, under the follower's mutex, which this group holds: reading them cannot race.
         let committed_index = match self.index.read() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -319,27 +322,24 @@ impl Writer {
     fn begin_shared_group(
         &mut self,
         follower: &Follower,
-        cursor: &mut u64,
+        position: &mut Position,
         counters: &mut Counters,
     ) -> Result<u64, StoreError> {
         let backend = self.backend.clone();
         let Some(cluster) = backend.cluster() else {
             return Ok(0);
         };
-        let head = cluster.begin_group()?;
-        if head <= self.seen {
-            return Ok(head);
-        }
+        let start = cluster.begin_group(self.seen)?;
         let caught_up = (|| -> Result<(), StoreError> {
-            match cluster.changes(self.seen, head)? {
+            match &start.changes {
                 Some(records) => {
-                    self.forget(cluster.node(), &records, counters)?;
-                    follower.apply(cursor, &records)
+                    self.forget(cluster.node(), records, counters)?;
+                    follower.apply(position, records)
                 }
                 None => {
                     self.cache.clear();
                     *counters = load_counters(backend.as_ref())?;
-                    follower.reload(cursor, head)
+                    follower.reload(position, start.head)
                 }
             }
         })();
@@ -347,19 +347,18 @@ impl Writer {
             cluster.abort_group();
             return Err(e);
         }
-        self.seen = head;
-        Ok(head)
+        self.seen = start.head;
+        Ok(start.head)
     }
 
-    /// Drops what the cache holds of keys other processes wrote, and reloads the counters when
-    /// they moved one.
+    /// Drops what the cache holds of keys other processes wrote, and takes the counters they
+    /// moved.
     fn forget(
         &mut self,
         node: u64,
         records: &[Change],
         counters: &mut Counters,
     ) -> Result<(), StoreError> {
-        let mut moved_counters = Vec::new();
         for record in records.iter().filter(|r| r.node != node) {
             for (table, key) in &record.keys {
                 match table {
@@ -371,14 +370,14 @@ impl Writer {
                         }
                     }
                     Table::Idents => self.cache.forget_ident(key),
-                    Table::Meta if key.starts_with(b"next/") => moved_counters.push(key.clone()),
                     _ => {}
                 }
             }
+            for (key, value) in &record.counters {
+                set_counter(counters, key, Some(value))?;
+            }
         }
-        moved_counters.sort_unstable();
-        moved_counters.dedup();
-        refresh_counters(self.backend.as_ref(), counters, &moved_counters)
+        Ok(())
     }
 
     /// Feeds the index and the cache with a durable group, then answers its callers.
@@ -461,7 +460,7 @@ impl Writer {
         *counters = load_counters(self.backend.as_ref())?;
         self.cache.clear();
         let follower = self.follower.clone();
-        let mut cursor = follower.as_ref().map(|f| f.lock());
+        let mut position = follower.as_ref().map(|f| f.lock());
         let head = match self.backend.cluster() {
             Some(cluster) => cluster.head()?,
             None => 0,
@@ -473,8 +472,9 @@ impl Writer {
             Ok(mut guard) => *guard = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
         }
-        if let Some(cursor) = cursor.as_mut() {
-            **cursor = head;
+        if let Some(position) = position.as_mut() {
+            // Pending profiles were just re-read with everything else.
+            follower_reset(position, head);
             self.seen = head;
         }
         self.needs_recovery = false;

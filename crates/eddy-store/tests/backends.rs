@@ -132,10 +132,10 @@ fn processes_sharing_a_database_follow_each_others_commits_and_newer_schemas_are
     assert_ne!(first.node(), second.node());
     let head = first.head().unwrap();
     // A group holds the write lock from its start to its commit: the other process waits.
-    assert_eq!(first.begin_group().unwrap(), head);
+    assert_eq!(first.begin_group(head).unwrap().head, head);
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let waiting = std::thread::spawn(move || {
-        let started = second.begin_group().expect("second group");
+        let started = second.begin_group(head).expect("second group");
         done_tx.send(started).unwrap();
         second
     });
@@ -145,29 +145,31 @@ fn processes_sharing_a_database_follow_each_others_commits_and_newer_schemas_are
         .commit(WriteSet {
             ops: vec![
                 (Table::Profiles, b"p1".to_vec(), Some(b"v".to_vec())),
+                (Table::Meta, b"next/outbox".to_vec(), Some(b"7".to_vec())),
                 (Table::Outbox, b"o1".to_vec(), Some(b"e".to_vec())),
                 (Table::Idents, b"i1".to_vec(), None),
             ],
         })
         .unwrap();
+    let started = done_rx.recv().unwrap();
     assert_eq!(
-        done_rx.recv().unwrap(),
+        started.head,
         head + 1,
         "the second group saw the first commit"
     );
+    assert_eq!(started.changes.as_ref().map(Vec::len), Some(1));
     let second = waiting.join().unwrap();
     second
         .commit(WriteSet {
             ops: vec![(Table::Meta, b"next/x".to_vec(), Some(b"1".to_vec()))],
         })
         .unwrap();
-    let changes = first
-        .changes(head, head + 2)
-        .unwrap()
-        .expect("nothing trimmed");
+    let feed = first.changes(head).unwrap();
+    assert_eq!(feed.head, head + 2);
+    let changes = feed.changes.expect("nothing trimmed");
     assert_eq!(changes.len(), 2);
     assert_eq!(changes[0].node, first.node());
-    // The outbox is not in the feed: nothing caches it.
+    // The outbox is not in the feed (nothing caches it); counters come with their values.
     assert_eq!(
         changes[0].keys,
         vec![
@@ -175,12 +177,23 @@ fn processes_sharing_a_database_follow_each_others_commits_and_newer_schemas_are
             (Table::Idents, b"i1".to_vec())
         ]
     );
+    assert_eq!(
+        changes[0].counters,
+        vec![(b"next/outbox".to_vec(), b"7".to_vec())]
+    );
     assert_eq!(changes[1].node, second.node());
-    assert_eq!(changes[1].keys, vec![(Table::Meta, b"next/x".to_vec())]);
+    assert_eq!(
+        changes[1].counters,
+        vec![(b"next/x".to_vec(), b"1".to_vec())]
+    );
+    let nothing_new = first.changes(head + 2).unwrap();
+    assert_eq!(nothing_new.changes.map(|c| c.len()), Some(0));
+    // A position past the feed (a database restored from an older backup) is not followed.
+    assert!(first.changes(head + 5).unwrap().changes.is_none());
     // An aborted group releases the lock.
-    first.begin_group().unwrap();
+    first.begin_group(head + 2).unwrap();
     first.abort_group();
-    assert_eq!(second.begin_group().unwrap(), head + 2);
+    assert_eq!(second.begin_group(head + 2).unwrap().head, head + 2);
     second.abort_group();
     // One leader at a time; the lease goes with its process.
     assert!(first.lead().unwrap());

@@ -82,6 +82,14 @@ const MAX_WINDOWS_PER_SHARD: usize = 16_384;
 /// (caller hash, group) → (window start, requests counted in it).
 type Windows = HashMap<(u64, &'static str), (u64, u64)>;
 
+/// Seconds since the epoch, now.
+fn epoch_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 /// A node's share of a window counted in the shared store.
 #[derive(Debug, Clone, Copy)]
 struct Lease {
@@ -235,6 +243,13 @@ impl RateLimiter {
                 return self.check(caller, group, now);
             }
         };
+        if granted == 0 && used < limit.limit {
+            // Nothing granted below the limit: the shared window had moved on while this request
+            // waited. It is served now, so it counts in the window of now.
+            drop(_turn);
+            let later = epoch_seconds().max(reset);
+            return Box::pin(self.decide(caller, group, later)).await;
+        }
         let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
         let lease = map.entry((caller, group)).or_insert(Lease {
             window_start,

@@ -29,6 +29,24 @@ fn request_body(worker: usize, n: usize) -> Value {
     })
 }
 
+/// A node's process, killed when the test ends however it ends.
+struct Running(Option<Child>);
+
+impl Running {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 async fn is_leader(client: &reqwest::Client, base: &str) -> bool {
     match client.get(format!("{base}/metrics")).send().await {
         Ok(r) => r
@@ -65,14 +83,14 @@ async fn kill_9_of_the_leader_loses_nothing_and_its_connector_moves() {
     let client = reqwest::Client::new();
     let mut dirs = Vec::new();
     let mut bases = Vec::new();
-    let mut servers: Vec<Option<Child>> = Vec::new();
+    let mut servers: Vec<Running> = Vec::new();
     // Started together, as an orchestrator would.
     for _ in 0..NODES {
         let dir = tempfile::tempdir().expect("tempdir");
         // `spawn_server` puts the database named here into the node's configuration.
         std::fs::write(dir.path().join("test-database"), &name).expect("marker");
         let port = free_port();
-        servers.push(Some(spawn_server(dir.path(), port)));
+        servers.push(Running(Some(spawn_server(dir.path(), port))));
         bases.push(format!("http://127.0.0.1:{port}"));
         dirs.push(dir);
     }
@@ -140,10 +158,7 @@ async fn kill_9_of_the_leader_loses_nothing_and_its_connector_moves() {
     }
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let killed_at = Instant::now();
-    if let Some(mut server) = servers[leader].take() {
-        server.kill().expect("kill -9");
-        let _ = server.wait();
-    }
+    servers[leader].kill();
     // The others go on under load while a new leader takes over.
     let survivors: Vec<String> = (0..NODES)
         .filter(|i| *i != leader)
@@ -265,9 +280,6 @@ async fn kill_9_of_the_leader_loses_nothing_and_its_connector_moves() {
             "{id}'s event never reached Amplitude"
         );
     }
-    for server in servers.iter_mut().flatten() {
-        let _ = server.kill();
-        let _ = server.wait();
-    }
+    drop(servers);
     drop(dirs);
 }

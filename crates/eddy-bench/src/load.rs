@@ -67,7 +67,7 @@ const OBJECTS_PER_REQUEST: usize = 150;
 pub(crate) const ADMIN: &str = "bench-admin-token";
 
 /// Builds one `/users/track` body: 75 attribute objects and 75 events on Zipf-drawn users.
-fn request_body(zipf: &Zipf, rng: &mut Rng) -> Bytes {
+pub(crate) fn request_body(zipf: &Zipf, rng: &mut Rng) -> Bytes {
     const EVENTS: [&str; 8] = [
         "opened_app",
         "viewed_item",
@@ -104,19 +104,19 @@ fn request_body(zipf: &Zipf, rng: &mut Rng) -> Bytes {
 }
 
 /// Results of one load run.
-struct Stats {
-    requests: u64,
-    errors: u64,
-    elapsed: Duration,
+pub(crate) struct Stats {
+    pub requests: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
     latencies_us: Vec<u32>,
 }
 
 impl Stats {
-    fn objects_per_second(&self) -> f64 {
+    pub(crate) fn objects_per_second(&self) -> f64 {
         (self.requests * OBJECTS_PER_REQUEST as u64) as f64 / self.elapsed.as_secs_f64()
     }
 
-    fn percentile_ms(&self, p: f64) -> f64 {
+    pub(crate) fn percentile_ms(&self, p: f64) -> f64 {
         if self.latencies_us.is_empty() {
             return 0.0;
         }
@@ -132,6 +132,17 @@ async fn run_load(
     connections: usize,
     duration: Duration,
 ) -> Stats {
+    run_spread(&[url.to_string()], key, bodies, connections, duration).await
+}
+
+/// Load spread over several servers: connection `c` talks to `urls[c % urls.len()]`.
+pub(crate) async fn run_spread(
+    urls: &[String],
+    key: &str,
+    bodies: &[Bytes],
+    connections: usize,
+    duration: Duration,
+) -> Stats {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections)
         .build()
@@ -141,7 +152,7 @@ async fn run_load(
     let mut tasks = Vec::with_capacity(connections);
     for c in 0..connections {
         let client = client.clone();
-        let url = format!("{url}/users/track");
+        let url = format!("{}/users/track", urls[c % urls.len()]);
         let key = key.to_string();
         let bodies = bodies.to_vec();
         tasks.push(tokio::spawn(async move {
@@ -506,7 +517,7 @@ impl EddyServer {
     }
 }
 
-fn spawn_serve(
+pub(crate) fn spawn_serve(
     eddy: &std::path::Path,
     port: u16,
     data: &std::path::Path,

@@ -18,6 +18,7 @@
 
 mod amplitude;
 mod avro;
+mod cluster;
 mod cohorts;
 mod currents_s3;
 mod dashboard;
@@ -59,6 +60,9 @@ enum Command {
     CurrentsS3(currents_s3::CurrentsS3Args),
     /// Memory while serving N profiles of 20 attributes, and restart-to-serving time.
     Memory(memory::MemoryArgs),
+    /// Ingest on the embedded store and on PostgreSQL with 1, 2 and 3 nodes; segment sizes
+    /// while other nodes write; connector failover after `kill -9`.
+    Cluster(cluster::ClusterArgs),
     /// Every dashboard page's answer time with 1M profiles stored.
     Dashboard(dashboard::DashboardArgs),
     /// eddy sync over a 10M-row CSV with 1% changed: read, diff, run, and DuckDB's diff.
@@ -90,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         Command::Amplitude(args) => runtime.block_on(amplitude::run(args)),
         Command::CurrentsS3(args) => runtime.block_on(currents_s3::run(args)),
         Command::Memory(args) => runtime.block_on(memory::run(args)),
+        Command::Cluster(args) => runtime.block_on(cluster::run(args)),
         Command::Dashboard(args) => runtime.block_on(dashboard::run(args)),
         Command::Sync(args) => runtime.block_on(sync::run(args)),
         Command::Messaging(args) => runtime.block_on(messaging::run(args)),

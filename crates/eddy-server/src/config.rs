@@ -84,7 +84,8 @@ pub struct StoreConfig {
     /// For `postgres`: `postgres://user:password@host:port/database` (`EDDY_STORE` or
     /// `eddy serve --store` set it too).
     pub url: Option<String>,
-    /// For `postgres`: connections in the pool.
+    /// For `postgres`: connections in the pool for reads (the writer and the leader lease each
+    /// hold one more).
     pub connections: usize,
     /// Decoded profiles the writer keeps in memory between commits (and as many identifier
     /// entries); 0 turns the cache off. Each costs about 1 KiB with 20 attributes.

@@ -57,8 +57,17 @@ pub struct Conn {
     leading: bool,
 }
 
+/// Session settings of every connection: PostgreSQL drops a node whose machine or network died
+/// within about 25 s (and with it the write lock or the leader lease it held), and ends a group
+/// left open for a minute (a node stuck mid-group must not stop every other node's writes).
+const SESSION: &str = "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; \
+                       SET tcp_keepalives_count = 3; SET idle_in_transaction_session_timeout = '60s'";
+
 impl Conn {
-    fn new(client: Client, url: Arc<str>) -> Conn {
+    fn new(mut client: Client, url: Arc<str>) -> Conn {
+        if let Err(e) = client.batch_execute(SESSION) {
+            tracing::warn!(error = %pg(e), "cannot set the session's keepalives and timeouts");
+        }
         Conn {
             client,
             statements: HashMap::new(),
@@ -259,8 +268,13 @@ pub fn connect_creating(url: &str) -> Result<Client, StoreError> {
             let mut admin = maintenance.connect(NoTls).map_err(pg)?;
             let quoted = format!("\"{}\"", name.replace('"', "\"\""));
             if let Err(create) = admin.batch_execute(&format!("CREATE DATABASE {quoted}")) {
-                // Another process may have created it meanwhile.
-                if create.code() != Some(&postgres::error::SqlState::DUPLICATE_DATABASE) {
+                // Another process created it meanwhile: before this one looked (duplicate
+                // database), or at the same moment (the catalog's unique index says so).
+                let raced = [
+                    postgres::error::SqlState::DUPLICATE_DATABASE,
+                    postgres::error::SqlState::UNIQUE_VIOLATION,
+                ];
+                if !create.code().is_some_and(|code| raced.contains(code)) {
                     return Err(pg(create));
                 }
             }

@@ -76,6 +76,57 @@ def healthy():
         return False
 
 
+def several_nodes(blocks, work, env):
+    """The README's two nodes on one database, run as the block is written: a key made on the
+    first works on the second, and a user tracked through the first is read through the second."""
+    block = next((b for b in blocks if b and b[0].startswith("export EDDY_STORE=")), None)
+    if block is None:
+        raise SystemExit("no several-node example in the README")
+    variables = dict(re.match(r"export (\w+)=(\S+)", strip_comment(l)).groups() for l in block if l.startswith("export "))
+    database = variables["EDDY_STORE"].rsplit("/", 1)[1]
+    ports = [re.search(r"--listen 127\.0\.0\.1:(\d+)", l).group(1) for l in block if " serve " in l]
+    token = variables["EDDY_ADMIN_TOKEN"]
+    for line in block:
+        print(f"$ {line[:100]}", flush=True)
+    script = "\n".join(strip_comment(l) for l in block) + "\nwait\n"
+    nodes = subprocess.Popen(["bash", "-c", script], cwd=work, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL)
+
+    def call(port, path, body, bearer):
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                         headers={"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.load(answer)
+
+    try:
+        deadline = time.time() + 600
+        for port in ports:
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+                        if answer.status == 200:
+                            break
+                except OSError:
+                    pass
+                if nodes.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"the README's node on port {port} never answered /health")
+                time.sleep(0.5)
+        key = call(ports[0], "/eddy/v1/workspaces/default/api-keys", {"name": "nodes"}, token)["key"]
+        call(ports[0], "/users/track", {"attributes": [{"external_id": "across-nodes", "tier": "gold"}]}, key)
+        found = call(ports[1], "/users/export/ids", {"external_ids": ["across-nodes"]}, key)
+        if [u.get("custom_attributes", {}).get("tier") for u in found.get("users", [])] != ["gold"]:
+            raise SystemExit(f"the second node does not read the first node's write: {found}")
+        print(f"two nodes on {database}: a key and a write made through one are used and read through the other")
+    finally:
+        if nodes.poll() is None:
+            os.killpg(nodes.pid, signal.SIGTERM)
+            try:
+                nodes.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(nodes.pid, signal.SIGKILL)
+        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"])
+
+
 def main():
     readme = open(os.path.join(ROOT, "README.md")).read()
     blocks = shell_blocks(readme)
@@ -194,10 +245,13 @@ def main():
         out = subprocess.run(migrate[0], shell=True, cwd=work, env=env, capture_output=True, text=True)
         if not existed:
             subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"])
-        if out.returncode != 0 or "schema version 1" not in out.stdout:
+        source = open(os.path.join(ROOT, "crates/eddy-store/src/postgres_backend.rs")).read()
+        version = re.search(r"pub const SCHEMA_VERSION: i32 = (\d+);", source).group(1)
+        if out.returncode != 0 or f"schema version {version}" not in out.stdout:
             raise SystemExit(f"the README's migrate command: exit {out.returncode}: {out.stdout} {out.stderr[-2000:]}")
         print(out.stdout.strip())
-        print("the README's serve, admin, curl, Liquid, sending and migrate commands work as written")
+        several_nodes(blocks, work, env)
+        print("the README's serve, admin, curl, Liquid, sending, migrate and several-node commands work as written")
     finally:
         if server is not None and server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)

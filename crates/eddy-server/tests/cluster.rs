@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use eddy_server::config::RateLimit;
 use eddy_testkit::{AmplitudeEmulator, TestApp, TestDatabase, start};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 fn enabled() -> bool {
@@ -31,13 +32,22 @@ async fn nodes(database: &TestDatabase, count: usize) -> (Vec<TestApp>, Vec<temp
             config.store.url = Some(url);
             config.store.connections = 3;
             config.secrets_key = Some("ab".repeat(32));
-            config.rate_limits = BTreeMap::from([(
-                "segments".to_string(),
-                RateLimit {
-                    limit: 10,
-                    window_seconds: 3600,
-                },
-            )]);
+            config.rate_limits = BTreeMap::from([
+                (
+                    "segments".to_string(),
+                    RateLimit {
+                        limit: 10,
+                        window_seconds: 3600,
+                    },
+                ),
+                (
+                    "users.track".to_string(),
+                    RateLimit {
+                        limit: 1_000_000,
+                        window_seconds: 1,
+                    },
+                ),
+            ]);
         })
         .await;
         apps.push(app);
@@ -85,23 +95,24 @@ async fn three_nodes_on_one_database_act_as_one() {
     let seen = b.user("ryw").await.expect("node b reads node a's write");
     assert_eq!(seen["custom_attributes"]["tier"], "gold");
 
-    // Concurrent writes to one profile through all nodes: nothing lost.
-    let per_node = 150;
-    let mut writes = Vec::new();
-    for (n, app) in apps.iter().enumerate() {
-        for i in 0..per_node {
-            writes.push(async move {
-                let body = json!({
-                    "attributes": [{"external_id": "counter", "points": {"inc": 1},
-                                    "tags": {"add": [format!("n{n}-{}", i % 8)]}}],
-                    "events": [{"external_id": "counter", "name": "clicked", "time": "2024-05-01T00:00:00Z"}],
-                });
-                let (status, body) = app.track(body).await;
-                assert_eq!(status, 201, "{body}");
+    // Concurrent writes to one profile through all nodes: nothing lost (3 nodes × 1,000).
+    let per_node = 1_000;
+    let writes = (0..3 * per_node).map(|i| {
+        let (n, app) = (i % 3, &apps[i % 3]);
+        async move {
+            let body = json!({
+                "attributes": [{"external_id": "counter", "points": {"inc": 1},
+                                "tags": {"add": [format!("n{n}-{}", i % 8)]}}],
+                "events": [{"external_id": "counter", "name": "clicked", "time": "2024-05-01T00:00:00Z"}],
             });
+            let (status, body) = app.track(body).await;
+            assert_eq!(status, 201, "{body}");
         }
-    }
-    futures_util::future::join_all(writes).await;
+    });
+    futures_util::stream::iter(writes)
+        .buffer_unordered(96)
+        .collect::<Vec<()>>()
+        .await;
     // Identifiers stay unique: every node creates the same 40 users at once.
     let mut creates = Vec::new();
     for app in &apps {
@@ -147,7 +158,62 @@ async fn three_nodes_on_one_database_act_as_one() {
             "a write on c, asked anywhere"
         );
     }
-    // Identify and merge racing on different nodes leave each identifier on one profile.
+    // Identify and merge racing on different nodes leave each identifier on one live profile.
+    for k in 0..10 {
+        a.track(json!({"attributes": [
+            {"user_alias": {"alias_name": format!("anon-{k}"), "alias_label": "amplitude"},
+             "_update_existing_only": false, "tier": "anon"},
+            {"external_id": format!("race-{k}")}, {"external_id": format!("keep-{k}")}
+        ]}))
+        .await;
+    }
+    let races = (0..10).map(|k| async move {
+        let identify = b.post(
+            "/users/identify",
+            json!({"aliases_to_identify": [{"external_id": format!("race-{k}"),
+                   "user_alias": {"alias_name": format!("anon-{k}"), "alias_label": "amplitude"}}]}),
+        );
+        let merge = c.post(
+            "/users/merge",
+            json!({"merge_updates": [{"identifier_to_merge": {"external_id": format!("race-{k}")},
+                                      "identifier_to_keep": {"external_id": format!("keep-{k}")}}]}),
+        );
+        let ((s1, b1), (s2, b2)) = futures_util::join!(identify, merge);
+        assert!(s1 < 300 && s2 < 300, "{b1} {b2}");
+    });
+    futures_util::future::join_all(races).await;
+    for k in 0..10 {
+        let mut answers = Vec::new();
+        for app in &apps {
+            let kept = app.user(&format!("keep-{k}")).await.expect("kept");
+            let alias = app
+                .user_by(json!({"user_aliases": [{"alias_name": format!("anon-{k}"), "alias_label": "amplitude"}]}))
+                .await;
+            let race = app.user(&format!("race-{k}")).await;
+            // Identify first: the alias joined race-k, and a merge leaves aliases behind with
+            // the merged profile, so both are gone. Merge first: race-k was gone, so identify
+            // gave the alias-only profile that external id, and both name it.
+            match (&race, &alias) {
+                (None, None) => {}
+                (Some(race), Some(alias)) => {
+                    assert_eq!(alias["braze_id"], race["braze_id"], "anon-{k}")
+                }
+                _ => panic!("race-{k} and anon-{k} disagree: {race:?} {alias:?}"),
+            }
+            assert_ne!(
+                alias.as_ref().map(|a| a["braze_id"].clone()),
+                Some(kept["braze_id"].clone())
+            );
+            let race_id = race.map(|r| r["braze_id"].clone());
+            let alias_id = alias.map(|a| a["braze_id"].clone());
+            answers.push((kept["braze_id"].clone(), alias_id, race_id));
+        }
+        assert!(
+            answers.windows(2).all(|w| w[0] == w[1]),
+            "nodes disagree: {answers:?}"
+        );
+    }
+    // Identify and merge on different nodes, one after the other.
     let (_, body) = a
         .post(
             "/users/merge",

@@ -273,15 +273,7 @@ impl Store {
         name: String,
         value: Value,
     ) -> Result<(), StoreError> {
-        let kind = kind.to_string();
-        self.done(Mutation::PutObject {
-            ws,
-            kind,
-            name,
-            value,
-            if_absent: false,
-        })
-        .await
+        self.write_object(ws, kind, name, value, false).await
     }
 
     /// Saves a settings object only if none has its name (`Conflict` otherwise): of processes
@@ -293,13 +285,24 @@ impl Store {
         name: String,
         value: Value,
     ) -> Result<(), StoreError> {
+        self.write_object(ws, kind, name, value, true).await
+    }
+
+    async fn write_object(
+        &self,
+        ws: u32,
+        kind: &str,
+        name: String,
+        value: Value,
+        if_absent: bool,
+    ) -> Result<(), StoreError> {
         let kind = kind.to_string();
         self.done(Mutation::PutObject {
             ws,
             kind,
             name,
             value,
-            if_absent: true,
+            if_absent,
         })
         .await
     }

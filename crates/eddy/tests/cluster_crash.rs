@@ -1,7 +1,8 @@
 //! Three `eddy serve` processes on one PostgreSQL database under a load spread over all of them;
 //! the leader is `kill -9`ed mid-load. Every acknowledged write must be on every surviving node,
 //! the counter every request increments must equal the requests that landed, segment sizes must
-//! agree, and the Currents connector must move to a surviving node and deliver every event.
+//! agree, and the Currents connectors (S3, Amplitude) must move to a surviving node and deliver
+//! every event.
 //! Needs the machine's PostgreSQL; skipped without `EDDY_TEST_POSTGRES=1`.
 
 mod binary;
@@ -11,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use binary::{ADMIN, free_port, spawn_server, wait_healthy};
-use eddy_testkit::{AmplitudeEmulator, TestDatabase};
+use binary::{ADMIN, free_port, spawn_server, track_until_stopped, wait_healthy};
+use eddy_testkit::{AmplitudeEmulator, TestDatabase, TestS3, read_avro};
 use serde_json::{Value, json};
 
 const NODES: usize = 3;
@@ -115,6 +116,17 @@ async fn kill_9_of_the_leader_loses_nothing_and_its_connector_moves() {
     )
     .await;
     assert_eq!(connector["name"], "amp", "{connector:?}");
+    let s3 = TestS3::start().await;
+    let connector = post(
+        &client,
+        format!("{}/eddy/v1/workspaces/default/currents", bases[2]),
+        ADMIN,
+        json!({"name": "s3", "type": "s3", "bucket": "b", "endpoint": s3.endpoint,
+               "access_key_id": "k", "secret_access_key": "s", "flush_interval_seconds": 1,
+               "event_types": ["users.behaviors.CustomEvent"]}),
+    )
+    .await;
+    assert_eq!(connector["name"], "s3", "{connector:?}");
     let mut leader = None;
     for _ in 0..100 {
         for (i, base) in bases.iter().enumerate() {
@@ -132,29 +144,15 @@ async fn kill_9_of_the_leader_loses_nothing_and_its_connector_moves() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for worker in 0..WORKERS {
-        let (client, key, stop) = (client.clone(), key.clone(), stop.clone());
-        let base = bases[worker % NODES].clone();
-        workers.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut sent = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let body = request_body(worker, sent);
-                sent += 1;
-                match client
-                    .post(format!("{base}/users/track"))
-                    .bearer_auth(&key)
-                    .json(&body)
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().as_u16() == 201 => acked.push(sent - 1),
-                    Ok(r) => panic!("unexpected status {}", r.status()),
-                    // The node was killed.
-                    Err(_) => break,
-                }
-            }
-            (worker, acked, sent)
-        }));
+        // A worker whose node is killed stops there.
+        let task = track_until_stopped(
+            client.clone(),
+            bases[worker % NODES].clone(),
+            key.clone(),
+            stop.clone(),
+            move |n| request_body(worker, n),
+        );
+        workers.push((worker, task));
     }
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let killed_at = Instant::now();
@@ -179,8 +177,9 @@ async fn kill_9_of_the_leader_loses_nothing_and_its_connector_moves() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);
     let mut results = Vec::new();
-    for w in workers {
-        results.push(w.await.expect("worker"));
+    for (worker, task) in workers {
+        let (acked, sent) = task.await.expect("worker");
+        results.push((worker, acked, sent));
     }
     let acked_total: usize = results.iter().map(|(_, a, _)| a.len()).sum();
     eprintln!("{acked_total} requests acknowledged");
@@ -264,9 +263,22 @@ async fn kill_9_of_the_leader_loses_nothing_and_its_connector_moves() {
             .expect("json");
         assert_eq!(sized["size"], landed.len(), "{base}: {sized}");
     }
-    // Every event that landed reaches Amplitude through the connector's new node.
+    // Every event that landed reaches S3 and Amplitude through the connectors' new node.
+    let in_s3 = || {
+        let mut users = std::collections::BTreeSet::new();
+        for object in s3.keys() {
+            for record in read_avro(&s3.get(&object).unwrap_or_default()) {
+                if let Some(user) = record["external_user_id"].as_str() {
+                    users.insert(user.to_string());
+                }
+            }
+        }
+        users
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while amp.distinct() < landed.len() && Instant::now() < deadline {
+    while (amp.distinct() < landed.len() || in_s3().len() < landed.len())
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let delivered: std::collections::BTreeSet<String> = amp
@@ -274,11 +286,13 @@ async fn kill_9_of_the_leader_loses_nothing_and_its_connector_moves() {
         .values()
         .filter_map(|e| e["user_id"].as_str().map(str::to_string))
         .collect();
+    let stored = in_s3();
     for id in &landed {
         assert!(
             delivered.contains(id),
             "{id}'s event never reached Amplitude"
         );
+        assert!(stored.contains(id), "{id}'s event never reached S3");
     }
     drop(servers);
     drop(dirs);

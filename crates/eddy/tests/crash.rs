@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use binary::{ADMIN, spawn_server, wait_healthy};
+use binary::{ADMIN, spawn_server, track_until_stopped, wait_healthy};
 use serde_json::{Value, json};
 
 fn request_body(worker: usize, n: usize) -> Value {
@@ -43,38 +43,22 @@ async fn kill_9_loses_no_acknowledged_write() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for worker in 0..8 {
-        let client = client.clone();
-        let base = base.clone();
-        let key = key.clone();
-        let stop = stop.clone();
-        workers.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            let mut sent = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let body = request_body(worker, sent);
-                sent += 1;
-                match client
-                    .post(format!("{base}/users/track"))
-                    .bearer_auth(&key)
-                    .json(&body)
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status().as_u16() == 201 => acked.push(sent - 1),
-                    Ok(r) => panic!("unexpected status {}", r.status()),
-                    Err(_) => break,
-                }
-            }
-            (worker, acked, sent)
-        }));
+        let task = track_until_stopped(
+            client.clone(),
+            base.clone(),
+            key.clone(),
+            stop.clone(),
+            move |n| request_body(worker, n),
+        );
+        workers.push((worker, task));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     server.kill().expect("kill -9");
     let _ = server.wait();
     stop.store(true, Ordering::Relaxed);
     let mut acked: BTreeMap<usize, (Vec<usize>, usize)> = BTreeMap::new();
-    for w in workers {
-        let (worker, list, sent) = w.await.expect("worker");
+    for (worker, task) in workers {
+        let (list, sent) = task.await.expect("worker");
         acked.insert(worker, (list, sent));
     }
     let total_acked: usize = acked.values().map(|(l, _)| l.len()).sum();

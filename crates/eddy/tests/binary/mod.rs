@@ -58,3 +58,37 @@ pub async fn wait_healthy(client: &reqwest::Client, base: &str) {
     }
     panic!("server did not become healthy");
 }
+
+/// A load worker: posts `body(n)` to `/users/track` for n = 0, 1, … until `stop` is set or the
+/// server goes away (killed); returns the numbers acknowledged with a 201 and how many were sent.
+/// Any other answer is a failure of the test.
+// Each test binary compiles this module; the ones that do not load a server leave it unused.
+#[allow(dead_code)]
+pub fn track_until_stopped(
+    client: reqwest::Client,
+    base: String,
+    key: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    body: impl Fn(usize) -> serde_json::Value + Send + 'static,
+) -> tokio::task::JoinHandle<(Vec<usize>, usize)> {
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut sent = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let request = body(sent);
+            sent += 1;
+            match client
+                .post(format!("{base}/users/track"))
+                .bearer_auth(&key)
+                .json(&request)
+                .send()
+                .await
+            {
+                Ok(r) if r.status().as_u16() == 201 => acked.push(sent - 1),
+                Ok(r) => panic!("unexpected status {}", r.status()),
+                Err(_) => break,
+            }
+        }
+        (acked, sent)
+    })
+}

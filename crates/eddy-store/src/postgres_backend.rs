@@ -51,6 +51,10 @@ pub struct Conn {
     url: Arc<str>,
     /// Writer lane: the last change number when the open group took the write lock.
     group: Option<u64>,
+    /// Writer lane: the open group's lock is gone (its connection closed, or its commit failed),
+    /// so committing it again must fail rather than take the lock afresh over reads made without
+    /// it. The next group starts clear.
+    group_lost: bool,
     /// Writer lane: groups committed, to trim the change feed now and then.
     commits: u64,
     /// Leader lane: whether this connection holds the leader lease.
@@ -73,6 +77,7 @@ impl Conn {
             statements: HashMap::new(),
             url,
             group: None,
+            group_lost: false,
             commits: 0,
             leading: false,
         }
@@ -87,7 +92,9 @@ impl Conn {
         match Client::connect(&self.url, NoTls) {
             Ok(client) => {
                 tracing::warn!("postgresql connection closed; reconnected");
+                let lost = self.group.is_some() || self.group_lost;
                 *self = Conn::new(client, self.url.clone());
+                self.group_lost = lost;
             }
             Err(e) => tracing::error!(error = %e, "postgresql connection closed; cannot reconnect"),
         }
@@ -137,15 +144,23 @@ impl Lane {
         }
     }
 
-    /// Runs `work` on one of the lane's connections and waits for its answer.
+    /// Runs `work` on one of the lane's connections and waits for its answer. Work that failed
+    /// because the server closed the connection (a restart, an administrator) runs once more on a
+    /// new one: what it held (a group's lock, the lease) is known lost there, so a commit of a
+    /// group fails and the lease is asked for afresh.
     fn run<T: Send + 'static>(
         &self,
         url: &str,
-        work: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
+        work: impl Fn(&mut Conn) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (answer, result) = mpsc::channel();
-        let job: Job = Box::new(move |client| {
-            let _ = answer.send(work(client));
+        let job: Job = Box::new(move |conn| {
+            let mut outcome = work(conn);
+            if outcome.is_err() && conn.client.is_closed() {
+                conn.reconnect_if_closed();
+                outcome = work(conn);
+            }
+            let _ = answer.send(outcome);
         });
         let jobs = self
             .jobs
@@ -309,7 +324,7 @@ impl PostgresBackend {
 
     fn run<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Conn) -> Result<T, StoreError> + Send + 'static,
+        work: impl Fn(&mut Conn) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.pool.run(&self.url, work)
     }
@@ -495,6 +510,14 @@ fn commit_group(
     puts: &HashMap<Table, Columns>,
     changed: &[u8],
 ) -> Result<(), StoreError> {
+    if std::mem::take(&mut conn.group_lost) {
+        return Err(StoreError::Backend(
+            "the connection to postgresql closed during the group and its write lock with it; nothing was written".into(),
+        ));
+    }
+    // A group's commit that fails must not be tried again under a fresh lock: its reads were
+    // made under the one that just ended.
+    let in_group = conn.group.is_some();
     let head = match conn.group.take() {
         Some(head) => head,
         // A commit outside a group (the snapshot token): the lock all the same.
@@ -553,6 +576,7 @@ fn commit_group(
     })();
     if written.is_err() {
         let _ = conn.client.batch_execute("ROLLBACK");
+        conn.group_lost = in_group;
     }
     written
 }
@@ -693,6 +717,7 @@ impl Cluster for PostgresBackend {
 
     fn begin_group(&self, after: u64) -> Result<GroupStart, StoreError> {
         self.writer.run(&self.url, move |conn| {
+            conn.group_lost = false;
             if conn.group.is_some() {
                 // A group left open (its caller failed before committing): start afresh.
                 conn.group = None;
@@ -704,6 +729,7 @@ impl Cluster for PostgresBackend {
 
     fn abort_group(&self) {
         let aborted = self.writer.run(&self.url, |conn| {
+            conn.group_lost = false;
             if conn.group.take().is_some() {
                 conn.client.batch_execute("ROLLBACK").map_err(pg)?;
             }

@@ -195,6 +195,32 @@ fn processes_sharing_a_database_follow_each_others_commits_and_newer_schemas_are
     first.abort_group();
     assert_eq!(second.begin_group(head + 2).unwrap().head, head + 2);
     second.abort_group();
+    // A group whose connection closed lost its lock with it: its commit fails, the next works.
+    let head = first.head().unwrap();
+    first.begin_group(head).unwrap();
+    sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        database.0
+    ));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let lost = first.commit(WriteSet {
+        ops: vec![(Table::Profiles, b"p2".to_vec(), Some(b"v".to_vec()))],
+    });
+    assert!(
+        lost.is_err(),
+        "a commit without its group's lock went through"
+    );
+    let head = first.head().unwrap();
+    first.begin_group(head).unwrap();
+    first
+        .commit(WriteSet {
+            ops: vec![(Table::Profiles, b"p2".to_vec(), Some(b"v".to_vec()))],
+        })
+        .unwrap();
+    assert_eq!(
+        first.get(Table::Profiles, b"p2").unwrap(),
+        Some(b"v".to_vec())
+    );
     // One leader at a time; the lease goes with its process.
     assert!(first.lead().unwrap());
     assert!(!second.lead().unwrap());

@@ -274,8 +274,12 @@ impl Engine {
     /// Re-reads which workspaces convert and submits every unfinished dispatch (those running
     /// already are left to their tasks; on a node that does not lead, none is started).
     fn resume(self: &Arc<Self>) -> Result<(), MessagingError> {
+        let leading = self.leading.load(Ordering::SeqCst);
         for ws in self.store.workspaces()? {
             self.campaigns_changed(ws.id)?;
+            if !leading {
+                continue;
+            }
             for (id, _) in self.store.objects(ws.id, kinds::OPEN_DISPATCH)? {
                 self.submit(ws.clone(), id);
             }

@@ -75,16 +75,8 @@ async fn start_node(eddy: &std::path::Path, store: Option<&str>) -> anyhow::Resu
 }
 
 async fn admin_post(url: &str, body: Value) -> anyhow::Result<Value> {
-    let answer = reqwest::Client::new()
-        .post(url)
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await?;
-    let status = answer.status();
-    let text = answer.text().await?;
-    anyhow::ensure!(status.is_success(), "{url}: {status} {text}");
-    Ok(serde_json::from_str(&text)?)
+    let client = reqwest::Client::new();
+    crate::messaging::admin(&client, reqwest::Method::POST, url, body).await
 }
 
 /// CPU seconds used so far by every PostgreSQL server process of the machine.

@@ -81,7 +81,8 @@ fn user(i: usize) -> Value {
            "tier": tier, "points": i % 1000, "vip": i.is_multiple_of(7), "cohort": "bench", "n": i})
 }
 
-async fn admin(
+/// An admin API call with the harness's token; a non-2xx answer is an error.
+pub(crate) async fn admin(
     client: &reqwest::Client,
     method: reqwest::Method,
     url: &str,

@@ -50,6 +50,8 @@ async function waitFor(what, condition) {
   check(false, `timed out waiting for ${what}`)
 }
 
+// The receiver is on loopback: webhooks reach a private address only when the workspace lists it.
+await adminCall('PUT', '/connected-content', { allowed_hosts: ['127.0.0.1'] })
 await adminCall('PUT', '/email', { smtp_url: `smtp://127.0.0.1:${smtpPort}` })
 await adminCall('PUT', '/subscription-groups/ci-news', { name: 'CI news' })
 const webhookCampaign = await adminCall('POST', '/campaigns', {

@@ -122,7 +122,7 @@ pub async fn run(args: LiquidArgs) -> anyhow::Result<()> {
     )
     .map_err(anyhow::Error::msg)?;
     let rules = Rules {
-        allowed_hosts: vec!["127.0.0.1".into()],
+        allowed_hosts: eddy_net::AllowedHosts::parse(&["127.0.0.1"])?,
         ..Rules::default()
     };
     let variables: Vec<Object> = users

@@ -156,7 +156,8 @@ pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
         &client,
         reqwest::Method::PUT,
         &format!("{ws}/connected-content"),
-        json!({"allowed_hosts": [offers_addr.to_string()]}),
+        // The offers server and the webhook receiver are both on loopback.
+        json!({"allowed_hosts": [offers_addr.to_string(), "127.0.0.1"]}),
     )
     .await?;
 

@@ -212,6 +212,8 @@ pub struct Request {
     pub no_cache: bool,
     /// Retry failures (up to 5 attempts); the message aborts if all fail.
     pub retry: bool,
+    /// What is left of the render's time: every attempt and pause ends within it.
+    pub time_left: std::time::Duration,
 }
 
 /// An answer to a Connected Content request.
@@ -395,7 +397,9 @@ pub fn connected_content(
         Some(block) => Some(ctx.render_fragment(block)?),
         None => None,
     };
+    let time_left = ctx.time_left()?;
     let request = Request {
+        time_left,
         method: call.method,
         url,
         headers,
@@ -428,7 +432,7 @@ pub fn connected_content(
         Some(json) => {
             let value = Value::clone(json);
             match &call.save {
-                Some(name) => ctx.assign(name, value),
+                Some(name) => ctx.assign(name, value)?,
                 None => out.push_str(&response.body),
             }
         }

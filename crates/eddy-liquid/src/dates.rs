@@ -219,9 +219,35 @@ fn zone_word(w: &str) -> Option<Offset> {
     Offset::from_seconds(sign * (hours * 3600 + minutes * 60)).ok()
 }
 
+/// The widest padding a directive may ask for (`%10d`): Ruby pads to any width, which would let
+/// one filter allocate gigabytes; past this the date is left as it was given.
+const MAX_PADDING: usize = 1024;
+
+/// The largest width among the format's directives.
+fn widest_padding(format: &str) -> usize {
+    format
+        .split('%')
+        .skip(1)
+        .map(|directive| {
+            let digits: String = directive
+                .trim_start_matches(['-', '_', '0', '^', '#'])
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits
+                .parse::<usize>()
+                .unwrap_or(if digits.is_empty() { 0 } else { usize::MAX })
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Ruby's `strftime`, through jiff's, with Ruby's expansions of `%c`, `%x`, `%X`, `%D` and
 /// `%L` (milliseconds); `None` if jiff cannot format it.
 fn strftime(time: &Zoned, format: &str) -> Option<String> {
+    if widest_padding(format) > MAX_PADDING {
+        return None;
+    }
     let needs_translation = format.split('%').skip(1).any(|d| {
         d.trim_start_matches(['-', '_', '0', '^', '#'])
             .starts_with(['c', 'x', 'X', 'D', 'L', 'Z'])
@@ -280,6 +306,8 @@ mod tests {
         assert_eq!(date("Tue, 05 Mar 2024 10:00:00 +0000", "%a %d"), "Tue 05");
         assert_eq!(date("not a date", "%Y"), "not a date");
         assert_eq!(date("0", "%Y-%m-%d"), "1970-01-01");
+        assert_eq!(date("2024-03-05", "%5d"), "00005");
+        assert_eq!(date("2024-03-05", "%999999999d"), "2024-03-05");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use std::fmt::Write;
 
 use crate::render::{Stop, to_integer};
-use crate::value::{Number, Object, Value, arith, flatten};
+use crate::value::{Number, Object, VALUE_BYTES, Value, arith, flatten};
 
 /// Applies the filter `name` to `input`.
 pub fn apply(
@@ -267,6 +267,48 @@ pub fn arity(name: &str) -> Option<(usize, Option<usize>)> {
 }
 
 /// `InputIterator`: arrays flattened, a hash as one element, nil as nothing.
+/// At most how many bytes a filter's result may hold, for the filters whose result can be far
+/// larger than what they are given (`replace` multiplies, `join` repeats its glue, a range's
+/// elements are made one by one); `None` for the others, whose result is checked once made.
+pub fn output_bound(name: &str, input: &Value, args: &[Cow<'_, Value>]) -> Option<usize> {
+    // A range is made into its elements by the filters that iterate; an integer prints in at
+    // most 20 bytes.
+    let elements = |v: &Value| match v {
+        Value::Range(a, b) => {
+            let count = (i128::from(*b) - i128::from(*a) + 1).clamp(0, usize::MAX as i128);
+            (count as usize).saturating_mul(VALUE_BYTES + 20)
+        }
+        other => other.weight(),
+    };
+    let arg = |i: usize| args.get(i).map_or(0, |a| elements(a));
+    let bound = match name {
+        "replace" => {
+            let (text, pattern, with) = (elements(input), arg(0), arg(1));
+            // An empty pattern matches between every two characters (Ruby's gsub).
+            let matches = text.checked_div(pattern).unwrap_or(text + 1);
+            text.saturating_add(matches.saturating_mul(with))
+        }
+        "join" => {
+            let count = match input {
+                Value::Array(items) => items.len(),
+                Value::Range(..) => elements(input) / (VALUE_BYTES + 20),
+                _ => 1,
+            };
+            elements(input).saturating_add(count.saturating_mul(arg(0)))
+        }
+        // Splitting into characters makes a string slot for each.
+        "split" => elements(input).saturating_mul(VALUE_BYTES + 1),
+        "sort" | "sort_natural" | "where" | "uniq" | "reverse" | "map" | "compact" | "concat"
+            if matches!(input, Value::Range(..))
+                || args.iter().any(|a| matches!(a.as_ref(), Value::Range(..))) =>
+        {
+            elements(input).saturating_add(arg(0))
+        }
+        _ => return None,
+    };
+    Some(bound)
+}
+
 fn iterate(input: &Value) -> Vec<Value> {
     match input {
         Value::Array(items) => flatten(items).into_iter().cloned().collect(),
@@ -464,7 +506,7 @@ fn slice(input: &Value, offset: &Value, length: Option<&Value>) -> Result<Value,
         if start < 0 || start > len || length < 0 {
             return None;
         }
-        let end = (start + length).min(len);
+        let end = start.saturating_add(length).min(len);
         Some((start as usize, end as usize))
     };
     Ok(match input {

@@ -7,9 +7,10 @@
 //! blocking thread (`spawn_blocking`), never on an async worker.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
+
+use eddy_net::{AllowedHosts, Policy};
 
 use crate::braze::{Fetch, FetchError, Method, Request, Response};
 
@@ -28,9 +29,11 @@ const MAX_ENTRIES: usize = 10_000;
 /// Bytes of an answer read at most.
 const MAX_BODY: usize = 10 * 1024 * 1024;
 
-/// The shared client and cache.
+/// The shared clients and cache.
 pub struct HttpClient {
-    client: reqwest::Client,
+    /// One client per set of allowed hosts: its resolver admits public addresses and those
+    /// hosts, so a connection goes only where the check let it.
+    clients: RwLock<HashMap<AllowedHosts, reqwest::Client>>,
     runtime: tokio::runtime::Handle,
     cache: RwLock<HashMap<String, (Instant, Response), foldhash::fast::RandomState>>,
     retry_pause: Duration,
@@ -41,8 +44,8 @@ pub struct HttpClient {
 /// What one workspace's templates may do: extra hosts, and named basic-auth credentials.
 #[derive(Debug, Clone, Default)]
 pub struct Rules {
-    /// Hosts allowed beyond public ones (`127.0.0.1`, `api.internal:8443`): any port.
-    pub allowed_hosts: Vec<String>,
+    /// Hosts allowed beyond public ones (`127.0.0.1`, `api.internal:8443`).
+    pub allowed_hosts: AllowedHosts,
     /// `:basic_auth NAME` → (username, password).
     pub credentials: HashMap<String, (String, String)>,
 }
@@ -53,18 +56,42 @@ impl HttpClient {
         runtime: tokio::runtime::Handle,
         retry_pause: Duration,
     ) -> Result<HttpClient, String> {
-        let client = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(HttpClient {
-            client,
+        let http = HttpClient {
+            clients: RwLock::new(HashMap::new()),
             runtime,
             cache: RwLock::new(HashMap::default()),
             retry_pause,
             sent: std::sync::atomic::AtomicU64::new(0),
-        })
+        };
+        // The client of workspaces that allow nothing more is made now, so that a failure to
+        // build one shows at start.
+        http.client(&AllowedHosts::default())?;
+        Ok(http)
+    }
+
+    /// The client whose resolver admits public addresses and `allowed`.
+    fn client(&self, allowed: &AllowedHosts) -> Result<reqwest::Client, String> {
+        if let Some(client) = self
+            .clients
+            .read()
+            .ok()
+            .and_then(|c| c.get(allowed).cloned())
+        {
+            return Ok(client);
+        }
+        let client = eddy_net::client_builder(Policy::Workspace(allowed.clone()))
+            .timeout(TIMEOUT)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        if let Ok(mut clients) = self.clients.write() {
+            // Each workspace's list is one entry; lists that change leave old entries, which a
+            // bound keeps from growing without end.
+            if clients.len() > 1024 {
+                clients.clear();
+            }
+            clients.insert(allowed.clone(), client.clone());
+        }
+        Ok(client)
     }
 
     /// A view for one workspace (its cache space and rules).
@@ -125,13 +152,9 @@ impl Fetch for Scoped<'_> {
     fn fetch(&self, request: &Request) -> Result<Response, FetchError> {
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| FetchError::Refused(format!("'{}' is not a URL: {e}", request.url)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(FetchError::Refused(format!(
-                "only http and https URLs are called, not '{}'",
-                url.scheme()
-            )));
-        }
-        self.check_host(&url)?;
+        Policy::Workspace(self.rules.allowed_hosts.clone())
+            .check_url(&url, true)
+            .map_err(|refused| FetchError::Refused(refused.0))?;
         let ttl = cache_lifetime(request);
         let key = ttl.map(|_| cache_key(self.scope, request));
         if let Some(key) = &key
@@ -140,10 +163,16 @@ impl Fetch for Scoped<'_> {
             return Ok(hit);
         }
         let attempts = if request.retry { ATTEMPTS } else { 1 };
+        let deadline = Instant::now() + request.time_left;
         let mut pause = self.http.retry_pause;
         let mut last_error = String::new();
         for attempt in 1..=attempts {
-            match self.send(&url, request) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                last_error = "the render's time for connected content ran out".into();
+                break;
+            }
+            match self.send(&url, request, left.min(TIMEOUT)) {
                 Ok(response) if response.status < 500 => {
                     if let (Some(key), Some(ttl)) = (key, ttl)
                         && (200..300).contains(&response.status)
@@ -154,10 +183,11 @@ impl Fetch for Scoped<'_> {
                     return Ok(response);
                 }
                 Ok(response) => last_error = format!("HTTP {}", response.status),
-                Err(e) => last_error = e,
+                Err(FetchError::Refused(reason)) => return Err(FetchError::Refused(reason)),
+                Err(FetchError::Failed(reason)) => last_error = reason,
             }
             if attempt < attempts {
-                std::thread::sleep(pause);
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
                 pause *= 2;
             }
         }
@@ -166,50 +196,28 @@ impl Fetch for Scoped<'_> {
 }
 
 impl Scoped<'_> {
-    fn check_host(&self, url: &reqwest::Url) -> Result<(), FetchError> {
-        let host = url.host_str().unwrap_or_default();
-        let port = url.port_or_known_default().unwrap_or(80);
-        let allowed = self.rules.allowed_hosts.iter().any(|h| {
-            h.eq_ignore_ascii_case(host) || h.eq_ignore_ascii_case(&format!("{host}:{port}"))
-        });
-        if allowed {
-            return Ok(());
-        }
-        if port != 80 && port != 443 {
-            return Err(FetchError::Refused(format!(
-                "port {port} of {host} is not allowed (80 and 443 only, unless the host is in the workspace's allowed_hosts)"
-            )));
-        }
-        let addresses = self
+    fn send(
+        &self,
+        url: &reqwest::Url,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Response, FetchError> {
+        let client = self
             .http
-            .runtime
-            .block_on(tokio::net::lookup_host((host, port)))
-            .map_err(|e| FetchError::Failed(format!("cannot resolve {host}: {e}")))?;
-        for address in addresses {
-            if !is_public(address.ip()) {
-                return Err(FetchError::Refused(format!(
-                    "{host} resolves to {}, a private address (add the host to the workspace's allowed_hosts to call it)",
-                    address.ip()
-                )));
-            }
-        }
-        Ok(())
-    }
-
-    fn send(&self, url: &reqwest::Url, request: &Request) -> Result<Response, String> {
+            .client(&self.rules.allowed_hosts)
+            .map_err(FetchError::Failed)?;
         let mut builder = match request.method {
-            Method::Get => self.http.client.get(url.clone()),
-            Method::Post => self.http.client.post(url.clone()),
-        };
+            Method::Get => client.get(url.clone()),
+            Method::Post => client.post(url.clone()),
+        }
+        .timeout(timeout);
         for (k, v) in &request.headers {
             builder = builder.header(k, v);
         }
         if let Some(name) = &request.basic_auth {
-            let (user, password) = self
-                .rules
-                .credentials
-                .get(name)
-                .ok_or_else(|| format!("no basic auth credential named '{name}'"))?;
+            let (user, password) = self.rules.credentials.get(name).ok_or_else(|| {
+                FetchError::Failed(format!("no basic auth credential named '{name}'"))
+            })?;
             builder = builder.basic_auth(user, Some(password));
         }
         if let Some(body) = &request.body {
@@ -219,13 +227,46 @@ impl Scoped<'_> {
             .sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.http.runtime.block_on(async {
-            let response = builder.send().await.map_err(|e| e.to_string())?;
+            let mut response = builder.send().await.map_err(|e| failure(&e))?;
             let status = response.status().as_u16();
-            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-            let body = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_BODY)]).into_owned();
-            Ok(Response::new(status, body))
+            // The answer is read as it comes and given up past the cap: a large answer costs
+            // no more memory than the cap, whatever it announces.
+            if response
+                .content_length()
+                .is_some_and(|length| length > MAX_BODY as u64)
+            {
+                return Err(FetchError::Failed(too_large()));
+            }
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| failure(&e))? {
+                if bytes.len() + chunk.len() > MAX_BODY {
+                    return Err(FetchError::Failed(too_large()));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(Response::new(
+                status,
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ))
         })
     }
+}
+
+/// A request that failed: refused when the resolver refused every address of the host (the
+/// same refusal as a literal address gets), else failed.
+fn failure(error: &reqwest::Error) -> FetchError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(refused) = e.downcast_ref::<eddy_net::Refused>() {
+            return FetchError::Refused(refused.0.clone());
+        }
+        source = e.source();
+    }
+    FetchError::Failed(error.to_string())
+}
+
+fn too_large() -> String {
+    format!("the answer is larger than {} bytes", MAX_BODY)
 }
 
 /// How long an answer may be reused; `None`: not cached.
@@ -267,55 +308,9 @@ fn cache_key(scope: &str, request: &Request) -> String {
     key
 }
 
-/// Whether an address is on the public internet (not loopback, private, link-local…).
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (64..128).contains(&o[1])))
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_public_addresses_are_public() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "192.168.0.1",
-            "169.254.169.254",
-            "::1",
-            "fd00::1",
-            "100.64.0.1",
-            "0.0.0.0",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
-        }
-        assert!(is_public("93.184.216.34".parse().unwrap()));
-    }
 
     #[test]
     fn posts_are_cached_only_when_asked_and_ages_are_bounded() {
@@ -328,6 +323,7 @@ mod tests {
             cache_max_age: None,
             no_cache: false,
             retry: false,
+            time_left: Duration::from_secs(1),
         };
         assert_eq!(cache_lifetime(&r), None);
         r.cache_max_age = Some(10);

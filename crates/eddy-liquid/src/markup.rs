@@ -64,15 +64,24 @@ pub struct Variable {
     pub filters: Vec<Filter>,
 }
 
-/// A condition of `if`, `unless`, `elsif`, `when`: `left [op right]`, chained right to left.
+/// One comparison of a condition: `left [op right]`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Condition {
+pub struct Comparison {
     /// The left operand.
     pub left: Expr,
     /// The operator and the right operand.
     pub op: Option<(String, Expr)>,
-    /// `and`/`or` and the rest of the chain.
-    pub next: Option<(Relation, Box<Condition>)>,
+}
+
+/// A condition of `if`, `unless`, `elsif`, `when`: comparisons joined by `and`/`or`, which
+/// Liquid chains right to left. Kept flat, so that a chain of any length is neither parsed,
+/// evaluated nor dropped by recursion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    /// The first comparison.
+    pub first: Comparison,
+    /// Each following comparison with the word that joins it to the one before.
+    pub rest: Vec<(Relation, Comparison)>,
 }
 
 /// How a condition joins the next.
@@ -206,8 +215,16 @@ pub fn find_fragment(s: &str, from: usize) -> Option<(usize, usize)> {
     None
 }
 
+/// How deep ranges may nest in their own ends (`((1..2)..3)`): past it the expression is nil,
+/// so that no markup can make the parser recurse without end.
+const MAX_RANGE_NESTING: usize = 32;
+
 /// `Expression.parse`: literals, ranges, numbers, else a variable lookup.
 pub fn parse_expr(markup: &str) -> Expr {
+    parse_expr_nested(markup, 0)
+}
+
+fn parse_expr_nested(markup: &str, nesting: usize) -> Expr {
     let m = markup.trim_matches(|c: char| c.is_ascii_whitespace() || c == '\0');
     if m.len() >= 2
         && ((m.starts_with('"') && m.ends_with('"')) || (m.starts_with('\'') && m.ends_with('\'')))
@@ -221,7 +238,13 @@ pub fn parse_expr(markup: &str) -> Expr {
         };
     }
     if let Some((a, b)) = range_parts(m) {
-        let (start, end) = (parse_expr(a), parse_expr(b));
+        if nesting >= MAX_RANGE_NESTING {
+            return Expr::Literal(Value::Nil);
+        }
+        let (start, end) = (
+            parse_expr_nested(a, nesting + 1),
+            parse_expr_nested(b, nesting + 1),
+        );
         return match (&start, &end) {
             (Expr::Literal(x), Expr::Literal(y)) => {
                 Expr::Literal(Value::Range(literal_to_i(x), literal_to_i(y)))
@@ -635,26 +658,27 @@ fn operator_at(s: &str, i: usize) -> Option<usize> {
 /// Parses `if`/`elsif`/`unless` markup; `None` when it does not parse (Liquid's "Syntax Error in
 /// tag 'if'").
 pub fn parse_condition(markup: &str) -> Option<Condition> {
-    let mut chunks = condition_chunks(markup);
-    let last = chunks.pop()?;
-    let mut condition = parse_comparison(last)?;
-    while !chunks.is_empty() {
-        let op = chunks.pop()?.trim();
-        let previous = chunks.pop()?;
-        let mut new = parse_comparison(previous)?;
-        let relation = match op {
+    let chunks = condition_chunks(markup);
+    // Chunks alternate: comparison, operator, comparison…; Ruby reads them from the end and
+    // gives up on the first that does not parse.
+    if chunks.len().is_multiple_of(2) {
+        return None;
+    }
+    let first = parse_comparison(chunks[0])?;
+    let mut rest = Vec::with_capacity(chunks.len() / 2);
+    for pair in chunks[1..].chunks_exact(2) {
+        let relation = match pair[0].trim() {
             "and" => Relation::And,
             "or" => Relation::Or,
             _ => return None,
         };
-        new.next = Some((relation, Box::new(condition)));
-        condition = new;
+        rest.push((relation, parse_comparison(pair[1])?));
     }
-    Some(condition)
+    Some(Condition { first, rest })
 }
 
 /// `(QuotedFragment)\s*([=!<>a-z_]+)?\s*(QuotedFragment)?`, searched in the chunk.
-fn parse_comparison(chunk: &str) -> Option<Condition> {
+fn parse_comparison(chunk: &str) -> Option<Comparison> {
     let (start, end) = find_fragment(chunk, 0)?;
     let left = parse_condition_operand(&chunk[start..end]);
     let b = chunk.as_bytes();
@@ -667,11 +691,7 @@ fn parse_comparison(chunk: &str) -> Option<Condition> {
         i += 1;
     }
     if i == op_start {
-        return Some(Condition {
-            left,
-            op: None,
-            next: None,
-        });
+        return Some(Comparison { left, op: None });
     }
     let op = chunk[op_start..i].to_string();
     while i < b.len() && is_space(b[i]) {
@@ -681,10 +701,9 @@ fn parse_comparison(chunk: &str) -> Option<Condition> {
         Some(e) => parse_condition_operand(&chunk[i..e]),
         None => Expr::Literal(Value::Nil),
     };
-    Some(Condition {
+    Some(Comparison {
         left,
         op: Some((op, right)),
-        next: None,
     })
 }
 
@@ -716,12 +735,12 @@ mod tests {
     #[test]
     fn conditions_chain_right_to_left() {
         let c = parse_condition("a and b or c").expect("parses");
-        let (rel, rest) = c.next.expect("chained");
-        assert_eq!(rel, Relation::And);
-        assert_eq!(rest.next.as_ref().map(|n| n.0), Some(Relation::Or));
+        let relations: Vec<Relation> = c.rest.iter().map(|(r, _)| *r).collect();
+        assert_eq!(relations, [Relation::And, Relation::Or]);
         let c = parse_condition("x contains 'a b'").expect("parses");
-        assert_eq!(c.op.as_ref().map(|o| o.0.as_str()), Some("contains"));
-        assert!(parse_condition("orange").expect("a name").next.is_none());
+        assert_eq!(c.first.op.as_ref().map(|o| o.0.as_str()), Some("contains"));
+        assert!(parse_condition("orange").expect("a name").rest.is_empty());
+        assert!(parse_condition("a and").is_none());
     }
 
     #[test]

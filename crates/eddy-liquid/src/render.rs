@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::braze::Fetch;
 use crate::filters;
-use crate::markup::{Condition, Expr, Key, Lookup, Relation, Variable};
+use crate::markup::{Comparison, Condition, Expr, Key, Lookup, Relation, Variable};
 use crate::parse::{Block, CycleGroup, ForLoop, Node, Offset, TableRow};
 use crate::value::{Number, Object, Value, leading_int};
 
@@ -27,13 +27,21 @@ pub enum Stop {
     Fatal(String),
 }
 
-/// Bounds that keep one template from taking the process down.
+/// Bounds that keep one template from taking the process down: whatever a template does, its
+/// render ends within these, with [`Stop::Fatal`] naming the bound it passed.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Bytes of output at most.
     pub max_output_bytes: usize,
     /// Loop iterations and nodes rendered at most.
     pub max_steps: u64,
+    /// Bytes the values a render builds may hold at once (its variables plus the value being
+    /// computed), estimated before a filter that multiplies its input runs.
+    pub max_memory_bytes: usize,
+    /// How long a render may take, Connected Content calls included.
+    pub max_duration: std::time::Duration,
+    /// How deep content blocks may include each other (Braze allows two levels).
+    pub max_content_block_depth: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +49,9 @@ impl Default for Limits {
         Limits {
             max_output_bytes: 10 * 1024 * 1024,
             max_steps: 5_000_000,
+            max_memory_bytes: 64 * 1024 * 1024,
+            max_duration: std::time::Duration::from_secs(15),
+            max_content_block_depth: 2,
         }
     }
 }
@@ -62,6 +73,12 @@ pub struct Context<'a> {
     interrupt: Option<Interrupt>,
     steps: u64,
     limits: Limits,
+    /// When the render started: [`Limits::max_duration`] counts from here.
+    started: std::time::Instant,
+    /// Bytes held by the variables `assign` and `capture` set (by name).
+    held: HashMap<String, usize>,
+    /// Their sum.
+    held_total: usize,
     /// Connected Content's HTTP (none: its calls fail as unreachable).
     pub fetch: Option<&'a dyn Fetch>,
     /// Braze content blocks by name (`{{content_blocks.${name}}}`), rendered in place.
@@ -89,15 +106,54 @@ impl<'a> Context<'a> {
             interrupt: None,
             steps: 0,
             limits,
+            started: std::time::Instant::now(),
+            held: HashMap::new(),
+            held_total: 0,
             fetch: None,
             content_blocks: None,
             blocks_rendering: Vec::new(),
         }
     }
 
-    /// Sets a variable in the outermost scope, as `assign` does.
-    pub fn assign(&mut self, name: &str, value: Value) {
+    /// Sets a variable in the outermost scope, as `assign` does. The variable's bytes count
+    /// toward the render's memory from now on, in place of what it held before.
+    pub fn assign(&mut self, name: &str, value: Value) -> Result<(), Stop> {
+        let bytes = value.weight();
+        let before = self.held.get(name).copied().unwrap_or(0);
+        let total = self.held_total - before + bytes;
+        if total > self.limits.max_memory_bytes {
+            return Err(self.over_memory());
+        }
+        self.held_total = total;
+        self.held.insert(name.to_string(), bytes);
         self.scopes[0].insert(name.to_string(), value);
+        Ok(())
+    }
+
+    /// Whether a value of `bytes` more fits beside the variables the render holds.
+    fn fits(&self, bytes: usize) -> Result<(), Stop> {
+        if self.held_total.saturating_add(bytes) > self.limits.max_memory_bytes {
+            return Err(self.over_memory());
+        }
+        Ok(())
+    }
+
+    fn over_memory(&self) -> Stop {
+        Stop::Fatal(format!(
+            "the template built more than {} bytes of values",
+            self.limits.max_memory_bytes
+        ))
+    }
+
+    /// What is left of the render's time, or the error that it is spent.
+    pub fn time_left(&self) -> Result<std::time::Duration, Stop> {
+        match self.limits.max_duration.checked_sub(self.started.elapsed()) {
+            Some(left) if !left.is_zero() => Ok(left),
+            _ => Err(Stop::Fatal(format!(
+                "the template took more than {} s to render",
+                self.limits.max_duration.as_secs_f64()
+            ))),
+        }
     }
 
     /// A variable by name: the innermost scope that has it, then the counters, then the render's
@@ -114,12 +170,18 @@ impl<'a> Context<'a> {
     }
 
     fn step(&mut self, n: u64) -> Result<(), Stop> {
+        let before = self.steps;
         self.steps += n;
         if self.steps > self.limits.max_steps {
             return Err(Stop::Fatal(format!(
                 "the template took more than {} steps",
                 self.limits.max_steps
             )));
+        }
+        // The clock is read every 4,096 steps: cheap, and often enough to stop within
+        // milliseconds of the budget.
+        if before >> 12 != self.steps >> 12 {
+            self.time_left()?;
         }
         Ok(())
     }
@@ -226,6 +288,15 @@ impl<'a> Context<'a> {
                 "content block '{name}' includes itself ({chain})"
             )));
         }
+        if self.blocks_rendering.len() >= self.limits.max_content_block_depth {
+            let mut chain = self.blocks_rendering.join(" → ");
+            chain.push_str(" → ");
+            chain.push_str(name);
+            return Err(Stop::Fatal(format!(
+                "content blocks nest more than {} levels deep ({chain})",
+                self.limits.max_content_block_depth
+            )));
+        }
         self.blocks_rendering.push(name.to_string());
         let mut out = String::new();
         let rendered = self.render_block(template.root(), &mut out);
@@ -257,7 +328,13 @@ impl<'a> Context<'a> {
             for (k, e) in &filter.kwargs {
                 kwargs.push((k.clone(), self.eval(e)?));
             }
+            // A filter that multiplies its input (replace, join, a range's elements) is refused
+            // before it allocates; any other result is checked once made.
+            if let Some(bound) = filters::output_bound(&filter.name, &value, &args) {
+                self.fits(bound)?;
+            }
             value = filters::apply(&filter.name, filter.arity, value, args, kwargs)?;
+            self.fits(value.weight())?;
         }
         Ok(value)
     }
@@ -301,12 +378,12 @@ impl<'a> Context<'a> {
             }
             Node::Assign(to, variable, _) => {
                 let value = self.eval_variable(variable)?;
-                self.assign(to, value);
+                self.assign(to, value)?;
             }
             Node::Capture(to, block) => {
                 let mut captured = String::new();
                 self.render_block(block, &mut captured)?;
-                self.assign(to, Value::Str(captured));
+                self.assign(to, Value::Str(captured))?;
             }
             Node::If {
                 branches,
@@ -447,13 +524,13 @@ impl<'a> Context<'a> {
             },
             None => None,
         };
-        let mut segment = slice_collection(collection, from, to);
+        let mut segment = Segment::of(collection, from, to);
         if f.reversed {
             segment.reverse();
         }
         self.for_offsets
-            .insert(f.name.clone(), from + segment.len() as i64);
-        if segment.is_empty() {
+            .insert(f.name.clone(), from.saturating_add(segment.len() as i64));
+        if segment.len() == 0 {
             if let Some(otherwise) = &f.otherwise {
                 self.render_block(otherwise, out)?;
             }
@@ -474,7 +551,7 @@ impl<'a> Context<'a> {
         self.for_stack.push(state);
         self.scopes.push(scope);
         let result = (|| {
-            for (i, item) in segment.into_iter().enumerate() {
+            for (i, item) in segment.enumerate() {
                 self.step(1)?;
                 if let Some(state) = self.for_stack.last_mut() {
                     state.index = i;
@@ -517,7 +594,7 @@ impl<'a> Context<'a> {
             Some(e) => Some(from + ruby_to_i(&self.eval(e)?)),
             None => None,
         };
-        let items = slice_collection(collection, from, to);
+        let items = Segment::of(collection, from, to);
         let length = items.len() as i64;
         let cols = match attribute("cols") {
             Some(e) => ruby_to_i(&self.eval(e)?),
@@ -527,7 +604,7 @@ impl<'a> Context<'a> {
         self.scopes.push(Object::default());
         let result = (|| {
             let (mut row, mut col) = (1i64, 1i64);
-            for (index, item) in items.into_iter().enumerate() {
+            for (index, item) in items.enumerate() {
                 self.step(1)?;
                 let index = index as i64;
                 let mut drop = Object::default();
@@ -569,24 +646,27 @@ impl<'a> Context<'a> {
         Ok(())
     }
 
-    /// Evaluates a condition chain (right to left, as Liquid chains it).
+    /// Evaluates a condition chain as Liquid chains it, right to left: `a or b and c` is
+    /// `a or (b and c)`, so a comparison decides the rest as soon as its word says so.
     pub fn condition(&mut self, condition: &Condition) -> Result<bool, Stop> {
-        let mut current = condition;
-        loop {
-            let result = match &current.op {
-                None => {
-                    self.eval(&current.left)?.truthy()
-                        || matches!(current.left, Expr::Blank | Expr::Empty)
-                }
-                Some((op, right)) => {
-                    let left = self.eval(&current.left).map(|v| (v, &current.left))?;
-                    compare_exprs(left, op, right, self)?
-                }
-            };
-            match &current.next {
-                Some((Relation::Or, next)) if !result => current = next,
-                Some((Relation::And, next)) if result => current = next,
-                _ => return Ok(result),
+        let mut result = self.comparison(&condition.first)?;
+        for (relation, next) in &condition.rest {
+            match relation {
+                Relation::Or if result => return Ok(true),
+                Relation::And if !result => return Ok(false),
+                _ => result = self.comparison(next)?,
+            }
+        }
+        Ok(result)
+    }
+
+    fn comparison(&mut self, comparison: &Comparison) -> Result<bool, Stop> {
+        match &comparison.op {
+            None => Ok(self.eval(&comparison.left)?.truthy()
+                || matches!(comparison.left, Expr::Blank | Expr::Empty)),
+            Some((op, right)) => {
+                let left = self.eval(&comparison.left)?;
+                compare_exprs((left, &comparison.left), op, right, self)
             }
         }
     }
@@ -811,6 +891,89 @@ pub fn slice_collection(collection: Value, from: i64, to: Option<i64>) -> Vec<Va
         return Vec::new();
     }
     items.into_iter().skip(start).take(end - start).collect()
+}
+
+/// The elements a loop visits: a list, or integers counted one by one, so that a range of any
+/// length costs nothing until it is visited (and the step limit ends a visit that is too long).
+enum Segment {
+    Items(std::vec::IntoIter<Value>),
+    /// `next` up to `last` included, moving by `by` (±1); empty once `remaining` is 0.
+    Count {
+        next: i64,
+        by: i64,
+        remaining: u64,
+    },
+}
+
+impl Segment {
+    /// `Utils.slice_collection` over a collection: the elements from `from` up to `to`.
+    fn of(collection: Value, from: i64, to: Option<i64>) -> Segment {
+        let Value::Range(first, last) = collection else {
+            return Segment::Items(slice_collection(collection, from, to).into_iter());
+        };
+        let length = (i128::from(last) - i128::from(first) + 1).max(0);
+        let start = i128::from(from).clamp(0, length);
+        let end = match to {
+            Some(t) => i128::from(t).clamp(start, length),
+            None => length,
+        };
+        Segment::Count {
+            next: (i128::from(first) + start) as i64,
+            by: 1,
+            remaining: (end - start) as u64,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Segment::Items(items) => items.len(),
+            Segment::Count { remaining, .. } => usize::try_from(*remaining).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn reverse(&mut self) {
+        match self {
+            Segment::Items(items) => {
+                let mut reversed: Vec<Value> = std::mem::take(items).collect();
+                reversed.reverse();
+                *items = reversed.into_iter();
+            }
+            Segment::Count {
+                next,
+                by,
+                remaining,
+            } if *remaining > 0 => {
+                *next = (i128::from(*next) + i128::from(*by) * (i128::from(*remaining) - 1)) as i64;
+                *by = -*by;
+            }
+            Segment::Count { .. } => {}
+        }
+    }
+}
+
+impl Iterator for Segment {
+    type Item = Value;
+
+    fn next(&mut self) -> Option<Value> {
+        match self {
+            Segment::Items(items) => items.next(),
+            Segment::Count {
+                next,
+                by,
+                remaining,
+            } => {
+                if *remaining == 0 {
+                    return None;
+                }
+                let value = *next;
+                *remaining -= 1;
+                if *remaining > 0 {
+                    *next += *by;
+                }
+                Some(Value::Int(value))
+            }
+        }
+    }
 }
 
 /// A `for` loop being rendered.

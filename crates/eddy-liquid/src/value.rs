@@ -8,6 +8,11 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
+/// The bytes of one value's slot in an array or object.
+pub const VALUE_BYTES: usize = std::mem::size_of::<Value>();
+/// The bytes an object adds per entry beyond its value (the key's `String` and hash slot).
+const ENTRY_BYTES: usize = std::mem::size_of::<String>() + 8;
+
 /// An object's entries, in insertion order (as a Ruby Hash keeps them), with a fast seeded hash.
 pub type Object = IndexMap<String, Value, foldhash::fast::RandomState>;
 
@@ -59,6 +64,22 @@ impl Value {
         match self {
             Value::Object(o) => Some(Arc::try_unwrap(o).unwrap_or_else(|shared| (*shared).clone())),
             _ => None,
+        }
+    }
+
+    /// About how many bytes the value holds beyond its own slot: a string's text, an array's or
+    /// object's slots and contents. A range holds none (its elements are counted, not kept).
+    pub fn weight(&self) -> usize {
+        match self {
+            Value::Str(text) => text.len(),
+            Value::Array(items) => items.iter().fold(items.len() * VALUE_BYTES, |sum, item| {
+                sum.saturating_add(item.weight())
+            }),
+            Value::Object(entries) => entries.iter().fold(
+                entries.len() * (VALUE_BYTES + ENTRY_BYTES),
+                |sum, (key, value)| sum.saturating_add(key.len() + value.weight()),
+            ),
+            Value::Nil | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Range(..) => 0,
         }
     }
 

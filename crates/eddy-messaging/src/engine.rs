@@ -55,6 +55,8 @@ pub struct Settings {
     pub webhook_timeout: Duration,
     /// Recipients per chunk (per commit).
     pub chunk: usize,
+    /// Bounds of each render.
+    pub liquid: eddy_liquid::Limits,
 }
 
 impl Default for Settings {
@@ -68,6 +70,7 @@ impl Default for Settings {
             retry_base: Duration::from_secs(2),
             webhook_timeout: Duration::from_secs(30),
             chunk: 512,
+            liquid: eddy_liquid::Limits::default(),
         }
     }
 }
@@ -142,7 +145,9 @@ impl Stats {
 pub struct Engine {
     store: Store,
     settings: Settings,
-    http: reqwest::Client,
+    /// Webhook clients, one per set of allowed hosts: each resolver admits public addresses and
+    /// those hosts, as Connected Content's does.
+    webhook_clients: StdMutex<HashMap<eddy_net::AllowedHosts, reqwest::Client>>,
     liquid_http: Arc<HttpClient>,
     signer: Signer,
     hosts: StdMutex<HashMap<String, Arc<Semaphore>>>,
@@ -246,15 +251,10 @@ impl Engine {
     ) -> Result<Arc<Engine>, MessagingError> {
         let key = tracking_key(&store).await?;
         let store_shared = store.is_shared();
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(settings.host_concurrency)
-            .build()
-            .map_err(|e| MessagingError::invalid(format!("http client: {e}")))?;
         let engine = Arc::new(Engine {
             store,
             settings,
-            http,
+            webhook_clients: StdMutex::new(HashMap::new()),
             liquid_http,
             signer: Signer::new(key),
             hosts: StdMutex::new(HashMap::new()),
@@ -267,8 +267,34 @@ impl Engine {
             wake: Notify::new(),
             stats: Stats::default(),
         });
+        // A failure to build a client shows at start, not at the first send.
+        engine.webhook_client(&eddy_net::AllowedHosts::default())?;
         engine.resume()?;
         Ok(engine)
+    }
+
+    /// The webhook client for a workspace's allowed hosts.
+    fn webhook_client(
+        &self,
+        allowed: &eddy_net::AllowedHosts,
+    ) -> Result<reqwest::Client, MessagingError> {
+        let mut clients = self
+            .webhook_clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(allowed) {
+            return Ok(client.clone());
+        }
+        let client = eddy_net::client_builder(eddy_net::Policy::Workspace(allowed.clone()))
+            .pool_max_idle_per_host(self.settings.host_concurrency)
+            .build()
+            .map_err(|e| MessagingError::internal(format!("http client: {e}")))?;
+        // Lists that change leave old clients behind; a bound keeps them from piling up.
+        if clients.len() > 1024 {
+            clients.clear();
+        }
+        clients.insert(allowed.clone(), client.clone());
+        Ok(client)
     }
 
     /// Re-reads which workspaces convert and submits every unfinished dispatch (those running
@@ -605,12 +631,17 @@ impl Engine {
     ) -> Result<PassEnd, MessagingError> {
         let bitmap = dispatch.bitmap()?;
         let blocks = crate::templates::content_blocks(&self.store, ws.id)?;
-        let compiled = Arc::new(Compiled::new(&dispatch.messages, blocks)?);
+        let compiled = Arc::new(Compiled::new(
+            &dispatch.messages,
+            blocks,
+            self.settings.liquid,
+        )?);
         let rules = Arc::new(crate::templates::rules(&self.store, ws.id)?);
         let pool = match &dispatch.messages.email {
             Some(_) => self.pool(ws.id)?,
             None => None,
         };
+        let http = self.webhook_client(&rules.allowed_hosts)?;
         let base = tracking_base(&self.store, ws.id, &self.settings.public_url);
         let in_doubt_until = dispatch.claimed;
         let mut pending_until: Option<i64> = None;
@@ -681,10 +712,13 @@ impl Engine {
             let finished: Vec<Finished> =
                 futures_util::stream::iter(works.into_iter().map(|work| {
                     let engine = self.clone();
-                    let pool = pool.clone();
-                    let pacer = pacer.clone();
+                    let channels = Channels {
+                        http: http.clone(),
+                        pool: pool.clone(),
+                        pacer: pacer.clone(),
+                    };
                     let in_doubt = u64::from(work.id) < in_doubt_until;
-                    async move { engine.deliver(work, pool, pacer, in_doubt).await }
+                    async move { engine.deliver(work, channels, in_doubt).await }
                 }))
                 .buffer_unordered(self.settings.concurrency.max(1))
                 .collect()
@@ -857,6 +891,14 @@ fn conversion_of(record: &Map<String, Value>, behaviour: &Behaviour) -> Option<F
 }
 
 /// What preparing a chunk needs.
+/// What a recipient's delivery goes through: the dispatch's webhook client, its SMTP pool and
+/// its pacer.
+struct Channels {
+    http: reqwest::Client,
+    pool: Option<Arc<Pool>>,
+    pacer: Option<Arc<Pacer>>,
+}
+
 struct Prepare {
     ws: Workspace,
     dispatch: Dispatch,
@@ -1123,7 +1165,13 @@ impl Engine {
                 "webhook",
                 message.message_variation_id.as_deref(),
             );
-            match render_webhook(&job.compiled, message, &variables, fetch) {
+            match render_webhook(
+                &job.compiled,
+                message,
+                &variables,
+                fetch,
+                &job.rules.allowed_hosts,
+            ) {
                 Ok(request) => {
                     work.webhook = Some(WebhookWork {
                         request,
@@ -1383,13 +1431,8 @@ impl Engine {
         ))
     }
 
-    async fn deliver(
-        self: Arc<Self>,
-        mut work: Work,
-        pool: Option<Arc<Pool>>,
-        pacer: Option<Arc<Pacer>>,
-        in_doubt: bool,
-    ) -> Finished {
+    async fn deliver(self: Arc<Self>, mut work: Work, via: Channels, in_doubt: bool) -> Finished {
+        let Channels { http, pool, pacer } = via;
         let mut extra = Vec::new();
         let mut channels = match work.history.remove("channels") {
             Some(Value::Object(map)) => map,
@@ -1407,7 +1450,7 @@ impl Engine {
             }
             attempted = true;
             let entry = self
-                .deliver_webhook(&mut work, &request, variation.as_deref(), extras)
+                .deliver_webhook(&http, &mut work, &request, variation.as_deref(), extras)
                 .await;
             channels.insert("webhook".into(), entry);
         }
@@ -1478,6 +1521,7 @@ impl Engine {
 
     async fn deliver_webhook(
         &self,
+        http: &reqwest::Client,
         work: &mut Work,
         request: &webhook::Request,
         variation: Option<&str>,
@@ -1490,7 +1534,7 @@ impl Engine {
             attempt_no += 1;
             let attempt = {
                 let _permit = permits.acquire().await;
-                webhook::send(&self.http, request, self.settings.webhook_timeout).await
+                webhook::send(http, request, self.settings.webhook_timeout).await
             };
             let now = eddy_model::time::now_ms();
             let verdict = attempt.verdict();
@@ -1720,12 +1764,16 @@ fn render_webhook(
     message: &campaign::WebhookMessage,
     variables: &Object,
     fetch: &dyn eddy_liquid::Fetch,
+    allowed: &eddy_net::AllowedHosts,
 ) -> Result<webhook::Request, Abort> {
     let url = compiled.render("webhook.url", variables, Some(fetch))?;
     let url = url.trim().to_string();
-    if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(Abort::Error(format!("'{url}' is not an http(s) URL")));
-    }
+    let parsed = reqwest::Url::parse(&url)
+        .map_err(|e| Abort::Error(format!("'{url}' is not an http(s) URL: {e}")))?;
+    // A name is checked again once resolved, by the client's resolver.
+    eddy_net::Policy::Workspace(allowed.clone())
+        .check_url(&parsed, false)
+        .map_err(|refused| Abort::Error(format!("webhook url: {refused}")))?;
     let body = match &message.body {
         Some(_) => Some(compiled.render("webhook.body", variables, Some(fetch))?),
         None => None,

@@ -35,10 +35,14 @@ pub fn content_blocks(store: &Store, ws: u32) -> Result<HashMap<String, Template
 
 /// What Connected Content may call for a workspace.
 pub fn rules(store: &Store, ws: u32) -> Result<Rules, MessagingError> {
-    let allowed_hosts = match store.object(ws, CONNECTED_CONTENT, "settings")? {
-        Some(v) => serde_json::from_value(v["allowed_hosts"].clone()).unwrap_or_default(),
+    let listed: Vec<String> = match store.object(ws, CONNECTED_CONTENT, "settings")? {
+        Some(v) => serde_json::from_value(v["allowed_hosts"].clone()).map_err(|e| {
+            MessagingError::internal(format!("stored connected content settings: {e}"))
+        })?,
         None => Vec::new(),
     };
+    let allowed_hosts = eddy_net::AllowedHosts::parse(&listed)
+        .map_err(|e| MessagingError::internal(format!("stored allowed_hosts: {e}")))?;
     let mut credentials = HashMap::new();
     for (name, value) in store.objects(ws, CREDENTIAL)? {
         let user = value["username"].as_str().unwrap_or_default().to_string();
@@ -65,6 +69,7 @@ pub struct Compiled {
     /// Field name → template.
     fields: HashMap<String, Template>,
     blocks: HashMap<String, Template>,
+    limits: Limits,
 }
 
 impl Compiled {
@@ -72,6 +77,7 @@ impl Compiled {
     pub fn new(
         messages: &Messages,
         blocks: HashMap<String, Template>,
+        limits: Limits,
     ) -> Result<Compiled, MessagingError> {
         let mut fields = HashMap::new();
         let mut add = |channel: &str, texts: Vec<(String, &str)>| -> Result<(), MessagingError> {
@@ -92,7 +98,11 @@ impl Compiled {
         if let Some(email) = &messages.email {
             add("email", email.texts())?;
         }
-        Ok(Compiled { fields, blocks })
+        Ok(Compiled {
+            fields,
+            blocks,
+            limits,
+        })
     }
 
     /// Renders one field (`email.subject`) for one recipient; a missing field renders empty.
@@ -105,7 +115,7 @@ impl Compiled {
         let Some(template) = self.fields.get(field) else {
             return Ok(String::new());
         };
-        match template.render_with(variables, Limits::default(), fetch, Some(&self.blocks)) {
+        match template.render_with(variables, self.limits, fetch, Some(&self.blocks)) {
             Ok(Rendered::Output(text)) => Ok(text),
             Ok(Rendered::Aborted(reason)) | Err(Stop::Abort(reason)) => Err(Abort::Aborted(reason)),
             Err(Stop::Error(message)) | Err(Stop::Fatal(message)) => Err(Abort::Error(message)),

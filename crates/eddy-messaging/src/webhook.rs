@@ -25,6 +25,9 @@ pub struct Attempt {
     pub detail: String,
     /// How long the attempt took.
     pub duration: Duration,
+    /// The destination was refused (a private address the workspace does not allow): no
+    /// attempt can succeed.
+    pub refused: bool,
 }
 
 /// What to do after an attempt.
@@ -41,6 +44,9 @@ pub enum Verdict {
 impl Attempt {
     /// Sent, retry or fail, by Braze's rules for webhooks.
     pub fn verdict(&self) -> Verdict {
+        if self.refused {
+            return Verdict::Fail;
+        }
         match self.status {
             Some(s) if (200..300).contains(&s) => Verdict::Sent,
             Some(429) | None => Verdict::Retry,
@@ -60,6 +66,11 @@ pub async fn send(client: &reqwest::Client, request: &Request, timeout: Duration
         reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::POST);
     let mut builder = client.request(method, &request.url).timeout(timeout);
     for (name, value) in &request.headers {
+        // The host is the URL's: a header naming another would reach a different site on
+        // the address that was checked.
+        if name.eq_ignore_ascii_case("host") {
+            continue;
+        }
         builder = builder.header(name, value);
     }
     if let Some(body) = &request.body {
@@ -74,14 +85,28 @@ pub async fn send(client: &reqwest::Client, request: &Request, timeout: Duration
                 status: Some(status),
                 detail,
                 duration: started.elapsed(),
+                refused: false,
             }
         }
         Err(e) => Attempt {
             status: None,
             detail: error_text(&e),
             duration: started.elapsed(),
+            refused: is_refusal(&e),
         },
     }
+}
+
+/// Whether the client's resolver refused every address of the host.
+fn is_refusal(e: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(inner) = source {
+        if inner.is::<eddy_net::Refused>() {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
 }
 
 fn error_text(e: &reqwest::Error) -> String {
@@ -116,6 +141,7 @@ mod tests {
             status,
             detail: String::new(),
             duration: Duration::ZERO,
+            refused: false,
         }
     }
 

@@ -51,6 +51,54 @@ pub struct Config {
     pub store: StoreConfig,
     /// The dashboard and its API log (`[dashboard]`).
     pub dashboard: Dashboard,
+    /// What one template render may use (`[liquid]`), wherever it runs.
+    pub liquid: LiquidLimits,
+    /// Refuse every outbound connection but to 127.0.0.0/8 and ::1 (webhooks, Connected
+    /// Content, SMTP, Currents): what tests set so that nothing they run leaves the machine.
+    pub outbound_loopback_only: bool,
+}
+
+/// The `[liquid]` table: bounds of one render, for sends, the render endpoint and previews.
+/// A template past one aborts for that recipient, with the bound as the reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LiquidLimits {
+    /// Bytes a render may print.
+    pub max_output_bytes: usize,
+    /// Loop iterations and tags a render may run.
+    pub max_steps: u64,
+    /// MiB the values a render builds may hold at once.
+    pub max_memory_mib: usize,
+    /// Seconds a render may take, its Connected Content calls included.
+    pub max_render_seconds: u64,
+    /// How deep content blocks may include each other (Braze: two levels).
+    pub max_content_block_depth: usize,
+}
+
+impl Default for LiquidLimits {
+    fn default() -> Self {
+        let limits = eddy_liquid::Limits::default();
+        LiquidLimits {
+            max_output_bytes: limits.max_output_bytes,
+            max_steps: limits.max_steps,
+            max_memory_mib: limits.max_memory_bytes / (1024 * 1024),
+            max_render_seconds: limits.max_duration.as_secs(),
+            max_content_block_depth: limits.max_content_block_depth,
+        }
+    }
+}
+
+impl LiquidLimits {
+    /// The engine's limits.
+    pub fn limits(&self) -> eddy_liquid::Limits {
+        eddy_liquid::Limits {
+            max_output_bytes: self.max_output_bytes,
+            max_steps: self.max_steps,
+            max_memory_bytes: self.max_memory_mib.saturating_mul(1024 * 1024),
+            max_duration: std::time::Duration::from_secs(self.max_render_seconds),
+            max_content_block_depth: self.max_content_block_depth,
+        }
+    }
 }
 
 /// The `[dashboard]` table.
@@ -174,6 +222,8 @@ impl Default for Config {
             messaging: Messaging::default(),
             store: StoreConfig::default(),
             dashboard: Dashboard::default(),
+            liquid: LiquidLimits::default(),
+            outbound_loopback_only: false,
         }
     }
 }
@@ -193,6 +243,16 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
+        }
+        let liquid = &self.liquid;
+        if liquid.max_output_bytes == 0
+            || liquid.max_steps == 0
+            || liquid.max_memory_mib == 0
+            || liquid.max_render_seconds == 0
+        {
+            return Err(
+                "liquid limits must be at least 1 (max_content_block_depth may be 0)".into(),
+            );
         }
         if self.header_read_timeout_seconds == 0 || self.idle_timeout_seconds == 0 {
             return Err(

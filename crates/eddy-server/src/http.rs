@@ -77,6 +77,10 @@ impl From<eddy_messaging::MessagingError> for HttpError {
         HttpError(match e {
             MessagingError::Invalid(m) => ApiError::BadRequest(m),
             MessagingError::NotFound(m) => ApiError::ResourceNotFound(m),
+            MessagingError::Internal(m) => {
+                tracing::error!(error = %m, "messaging failure");
+                ApiError::Internal
+            }
             MessagingError::Store(e) => store_error(e),
         })
     }

@@ -101,6 +101,8 @@ pub struct AppState {
     pub exports: segment_export::Exports,
     /// Connected Content's HTTP client and cache.
     pub liquid_http: Arc<eddy_liquid::http::HttpClient>,
+    /// Bounds of every render the server runs (`[liquid]`).
+    pub liquid_limits: eddy_liquid::Limits,
     /// The delivery engine.
     pub engine: Arc<eddy_messaging::engine::Engine>,
     /// The last requests of each workspace, for the dashboard.
@@ -160,6 +162,9 @@ impl App {
     /// Opens the store, makes sure the `default` workspace and an admin token exist, and builds the router.
     pub async fn build(config: &Config) -> Result<App, StartError> {
         config.validate().map_err(StartError::Config)?;
+        if config.outbound_loopback_only {
+            eddy_net::restrict_to_loopback();
+        }
         let limiter = RateLimiter::new(&config.rate_limits).map_err(StartError::Config)?;
         datadir::private_umask();
         let tightened = datadir::secure(&config.data_dir).map_err(|e| {
@@ -241,6 +246,7 @@ impl App {
             retry_base: std::time::Duration::from_millis(m.retry_base_ms),
             webhook_timeout: std::time::Duration::from_secs(m.webhook_timeout_seconds),
             chunk: m.chunk,
+            liquid: config.liquid.limits(),
         };
         let engine =
             eddy_messaging::engine::Engine::start(store.clone(), settings, liquid_http.clone())
@@ -261,6 +267,7 @@ impl App {
             log_requests: config.log_requests,
             exports: segment_export::Exports::default(),
             liquid_http,
+            liquid_limits: config.liquid.limits(),
             engine: engine.clone(),
             api_log: api_log::ApiLog::new(
                 config.dashboard.api_log_entries,

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use eddy_liquid::http::{HttpClient, Rules};
-use eddy_liquid::{Limits, Object, Rendered, Stop, Template, Value};
+use eddy_liquid::{Object, Rendered, Stop, Template, Value};
 use eddy_model::ApiError;
 use eddy_model::track::{Identifier, normalize_email};
 use eddy_model::wire::UserAlias;
@@ -82,9 +82,10 @@ pub async fn render(
     let rules = rules(&state, &ws)?;
     let http = state.liquid_http.clone();
     let scope = ws.id.to_string();
+    let limits = state.liquid_limits;
     let rendered = tokio::task::spawn_blocking(move || {
         let fetch = http.scoped(&scope, &rules);
-        template.render_with(&variables, Limits::default(), Some(&fetch), Some(&blocks))
+        template.render_with(&variables, limits, Some(&fetch), Some(&blocks))
     })
     .await
     .map_err(|_| ApiError::Internal)?;
@@ -267,15 +268,8 @@ pub async fn put_connected_content(
     AdminWorkspace(ws): AdminWorkspace,
     JsonBody(settings): JsonBody<ConnectedContentSettings>,
 ) -> Answer {
-    if let Some(bad) = settings
-        .allowed_hosts
-        .iter()
-        .find(|h| h.is_empty() || h.contains(['/', ' ', '@']))
-    {
-        return Err(ApiError::BadRequest(format!(
-            "'{bad}' is not a host (a name or address, optionally with :port)"
-        ))
-        .into());
+    if let Err(invalid) = eddy_net::AllowedHosts::parse(&settings.allowed_hosts) {
+        return Err(ApiError::BadRequest(invalid.to_string()).into());
     }
     let value = json!({"allowed_hosts": settings.allowed_hosts});
     state
@@ -294,9 +288,14 @@ pub async fn get_connected_content(
     let rules = rules(&state, &ws)?;
     let mut names: Vec<String> = rules.credentials.into_keys().collect();
     names.sort();
+    let listed = state
+        .store
+        .object(ws.id, CONNECTED_CONTENT, "settings")?
+        .map(|settings| settings["allowed_hosts"].clone())
+        .unwrap_or_else(|| json!([]));
     Ok(json_response(
         StatusCode::OK,
-        &json!({"allowed_hosts": rules.allowed_hosts, "credentials": names}),
+        &json!({"allowed_hosts": listed, "credentials": names}),
     ))
 }
 

@@ -5,10 +5,17 @@
 
 use std::time::Duration;
 
-use eddy_testkit::{SmtpServer, TestApp, WebhookReceiver, spawn_app};
+use eddy_testkit::{SmtpServer, TestApp, WebhookReceiver};
 use serde_json::{Value, json};
 
 const WS: &str = "/eddy/v1/workspaces/default";
+
+/// A server whose default workspace may reach the receivers the tests start on loopback.
+async fn spawn_app() -> TestApp {
+    let app = eddy_testkit::spawn_app().await;
+    app.allow_loopback("default").await;
+    app
+}
 
 /// Waits until a dispatch is done; answers its status.
 async fn finished(app: &TestApp, dispatch_id: &str) -> Value {

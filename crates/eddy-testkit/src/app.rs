@@ -127,6 +127,8 @@ pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
     // Links in emails point at the address the test server really listens on.
     config.messaging.public_url = Some(format!("http://{addr}"));
     config.messaging.retry_base_ms = 20;
+    // Nothing a test starts may connect beyond this machine.
+    config.outbound_loopback_only = true;
     let database = TestDatabase::for_dir(&dir);
     if let Some(url) = database.url() {
         config.store.kind = "postgres".into();
@@ -177,6 +179,18 @@ impl TestApp {
             .await;
         assert_eq!(status, 201, "{body}");
         body["key"].as_str().expect("key").to_string()
+    }
+
+    /// Lets a workspace's webhooks and Connected Content reach the local receivers tests
+    /// start (loopback is private, so refused unless listed).
+    pub async fn allow_loopback(&self, ws: &str) {
+        let (status, body) = self
+            .admin_put(
+                &format!("/eddy/v1/workspaces/{ws}/connected-content"),
+                json!({"allowed_hosts": ["127.0.0.1", "::1", "localhost"]}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
     }
 
     pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {

@@ -127,7 +127,7 @@ async fn local(
         let http =
             HttpClient::new(runtime, Duration::from_millis(200)).map_err(anyhow::Error::msg)?;
         let rules = Rules {
-            allowed_hosts,
+            allowed_hosts: eddy_net::AllowedHosts::parse(&allowed_hosts)?,
             ..Rules::default()
         };
         let fetch = http.scoped("cli", &rules);

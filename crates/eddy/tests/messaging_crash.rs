@@ -46,6 +46,17 @@ async fn kill_9_during_a_broadcast_resumes_without_loss_and_counts_repeats() {
         .await
         .expect("key json");
     let key = created["key"].as_str().expect("key").to_string();
+    // The receiver is on loopback, which webhooks reach only when the workspace allows it.
+    let allowed = client
+        .put(format!(
+            "{base}/eddy/v1/workspaces/default/connected-content"
+        ))
+        .bearer_auth(ADMIN)
+        .json(&json!({"allowed_hosts": ["127.0.0.1"]}))
+        .send()
+        .await
+        .expect("allow loopback");
+    assert_eq!(allowed.status(), 200);
     let ids: Vec<String> = (0..USERS).map(|i| format!("u{i}")).collect();
     for chunk in ids.chunks(75) {
         let attributes: Vec<Value> = chunk

@@ -539,16 +539,22 @@ fn email_message() -> Value {
 /// The same shape eddy sends: both parts, the unsubscribe headers, a tracked link and pixel.
 fn ceiling_message() -> String {
     let html = "<html><body><p>Hello First1 Last from Lisbon.</p><p><a href=\"http://127.0.0.1/eddy/t/c/eyJ3IjoxLCJwIjoxLCJkIjoiZGlzcGF0Y2giLCJrIjoiYyIsInUiOiJodHRwczovL3Nob3AudGVzdC9wP3U9dTEifQ.AAAAAAAAAAAAAAAAAAAAAA\">Shop</a></p><img src=\"http://127.0.0.1/eddy/t/o/eyJ3IjoxLCJwIjoxLCJkIjoiZGlzcGF0Y2giLCJrIjoibyJ9.AAAAAAAAAAAAAAAAAAAAAA\" width=\"1\" height=\"1\" alt=\"\" style=\"display:none\"></body></html>";
+    use eddy_messaging::address::Mailbox;
+    let mailbox = |name: Option<&str>, address: &str| Mailbox {
+        name: name.map(str::to_string),
+        address: address.to_string(),
+    };
     let mail = eddy_messaging::mime::Mail {
-        from: "Bench <bench@shop.test>".into(),
-        to: "x@bench.test".into(),
+        from: mailbox(Some("Bench"), "bench@shop.test"),
+        to: mailbox(None, "x@bench.test"),
+        reply_to: None,
+        headers: Vec::new(),
         subject: "Hi First1, 1 points".into(),
         html: html.into(),
         text: eddy_messaging::mime::html_to_text(html),
         message_id: "dispatch.1@shop.test".into(),
         list_unsubscribe: Some("http://127.0.0.1/eddy/t/l/eyJ3IjoxfQ.AAAA".into()),
         date_ms: 0,
-        ..Default::default()
     };
     eddy_messaging::mime::format(&mail, "eddy-dispatch-1")
 }

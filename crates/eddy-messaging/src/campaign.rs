@@ -171,6 +171,21 @@ impl Messages {
             if email.from.trim().is_empty() {
                 return Err(MessagingError::invalid("messages.email.from is required"));
             }
+            // Addresses written without Liquid are checked now; rendered ones at each send.
+            let literal = [
+                ("from", Some(&email.from)),
+                ("reply_to", email.reply_to.as_ref()),
+                ("bcc", email.bcc.as_ref()),
+            ];
+            for (field, text) in literal {
+                let Some(text) = text else { continue };
+                let is_liquid = field != "bcc" && (text.contains("{{") || text.contains("{%"));
+                if is_liquid {
+                    continue;
+                }
+                crate::address::Mailbox::parse(text)
+                    .map_err(|e| MessagingError::invalid(format!("messages.email.{field}: {e}")))?;
+            }
             for (field, text) in email.texts() {
                 parse_field(&format!("messages.email.{field}"), text)?;
             }

@@ -49,6 +49,9 @@ pub enum State {
     Done,
     /// Deleted before it was sent.
     Cancelled,
+    /// Given up: its runs kept failing or kept being cut off without progress; `failure`
+    /// says why. Never resumed.
+    Failed,
 }
 
 /// How a recipient's visit ended, counted per dispatch.
@@ -132,6 +135,13 @@ pub struct Dispatch {
     /// When the last recipient settled, UTC ms.
     #[serde(default)]
     pub finished_at: Option<i64>,
+    /// Runs started since the last committed chunk: a dispatch whose runs keep ending
+    /// without progress (an error, or the process stopping under it) is parked as failed.
+    #[serde(default)]
+    pub starts_without_progress: u32,
+    /// Why the dispatch failed (state `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 impl Dispatch {
@@ -270,6 +280,8 @@ mod tests {
             counts: Counts::default(),
             created_at: 0,
             finished_at: None,
+            starts_without_progress: 0,
+            failure: None,
         };
         let b = dispatch.bitmap().unwrap();
         let ids: Vec<u32> = dispatch

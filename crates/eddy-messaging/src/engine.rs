@@ -27,6 +27,7 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, Semaphore};
 
+use crate::address::Mailbox;
 use crate::dispatch::{Dispatch, Recipient, State};
 use crate::events::{Context, message_type};
 use crate::mime::{self, Mail};
@@ -88,8 +89,10 @@ pub struct Stats {
     pub retries: AtomicU64,
     /// Recipients in flight at a crash and sent again after the restart.
     pub resent_after_restart: AtomicU64,
-    /// Dispatches whose run failed (store errors); they resume at the next start.
+    /// Dispatch runs that failed (each is tried again, with a pause, until it is parked).
     pub dispatch_errors: AtomicU64,
+    /// Dispatches parked as failed.
+    pub dispatches_failed: AtomicU64,
 }
 
 impl Stats {
@@ -124,8 +127,13 @@ impl Stats {
             ),
             (
                 "eddy_dispatch_errors_total",
-                "Dispatches stopped by a store error (they resume at the next start).",
+                "Dispatch runs that stopped on an error (tried again until parked).",
                 &self.dispatch_errors,
+            ),
+            (
+                "eddy_dispatches_failed_total",
+                "Dispatches parked in the failed state (their runs kept ending without progress).",
+                &self.dispatches_failed,
             ),
         ];
         for (name, help, value) in counters {
@@ -140,6 +148,11 @@ impl Stats {
         out
     }
 }
+
+/// Runs of one dispatch that may end without a committed chunk before it is parked as
+/// failed: enough for a restart or a failover in the middle of a chunk, not for a send that
+/// takes the process down each time.
+const MAX_STARTS_WITHOUT_PROGRESS: u32 = 3;
 
 /// The engine: one per server.
 pub struct Engine {
@@ -369,9 +382,17 @@ impl Engine {
         // Finished tasks are collected here so that the set does not grow with every send.
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
-            if let Err(e) = engine.run(&ws, &dispatch_id).await {
+            // A run that fails is tried again after a pause; each try counts as a start
+            // without progress, so one that keeps failing is parked, not retried forever.
+            let mut pause = Duration::from_secs(1);
+            while let Err(e) = engine.run(&ws, &dispatch_id).await {
                 engine.stats.dispatch_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, dispatch_id, workspace = ws.name, "dispatch stopped; it resumes at the next start");
+                tracing::error!(error = %e, dispatch_id, workspace = ws.name, "dispatch run failed; it is tried again");
+                let _ = tokio::time::timeout(pause, engine.wake.notified()).await;
+                if engine.stopping() || !engine.leading.load(Ordering::SeqCst) {
+                    break;
+                }
+                pause = (pause * 2).min(Duration::from_secs(60));
             }
             engine
                 .running
@@ -543,7 +564,7 @@ impl Engine {
                 return Ok(());
             };
             match dispatch.state {
-                State::Done | State::Cancelled => return Ok(()),
+                State::Done | State::Cancelled | State::Failed => return Ok(()),
                 State::Sending => break dispatch,
                 State::Scheduled => {}
             }
@@ -565,6 +586,11 @@ impl Engine {
                 return Ok(());
             }
         };
+        if dispatch.starts_without_progress >= MAX_STARTS_WITHOUT_PROGRESS {
+            return self.park(ws, dispatch).await;
+        }
+        dispatch.starts_without_progress += 1;
+        self.save(ws.id, &dispatch, Vec::new(), Vec::new()).await?;
         loop {
             match self.pass(ws, &mut dispatch).await? {
                 PassEnd::Done => break,
@@ -604,6 +630,28 @@ impl Engine {
         Ok(())
     }
 
+    /// Gives a dispatch up: what was not settled is never sent, and the reason is kept.
+    async fn park(&self, ws: &Workspace, mut dispatch: Dispatch) -> Result<(), MessagingError> {
+        let reason = format!(
+            "its last {} runs ended without delivering a chunk (an error each time, or the process stopped while sending); it is not tried again",
+            dispatch.starts_without_progress
+        );
+        tracing::error!(
+            dispatch_id = dispatch.id,
+            workspace = ws.name,
+            reason,
+            "dispatch parked as failed"
+        );
+        dispatch.state = State::Failed;
+        dispatch.failure = Some(reason);
+        dispatch.finished_at = Some(eddy_model::time::now_ms());
+        self.save(ws.id, &dispatch, Vec::new(), Vec::new()).await?;
+        self.stats.dispatches_failed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Saves a dispatch with what it settled, in one commit; a dispatch that is no longer
+    /// open leaves the list resumed at start.
     async fn save(
         &self,
         ws: u32,
@@ -611,13 +659,7 @@ impl Engine {
         mut objects: Vec<ObjectWrite>,
         events: Vec<OutboxEvent>,
     ) -> Result<(), MessagingError> {
-        let value =
-            serde_json::to_value(dispatch).map_err(|e| MessagingError::invalid(e.to_string()))?;
-        objects.push(ObjectWrite {
-            kind: kinds::DISPATCH.into(),
-            name: dispatch.id.clone(),
-            value: Some(value),
-        });
+        objects.extend(dispatch.writes()?);
         self.store.record(ws, objects, events).await?;
         Ok(())
     }
@@ -736,6 +778,7 @@ impl Engine {
                 events.extend(done.events);
             }
             dispatch.next = chunk_end;
+            dispatch.starts_without_progress = 0;
             if let Some(claim) = claim_through(dispatch, &bitmap, chunk_end, ahead) {
                 dispatch.claimed = dispatch.claimed.max(claim);
             }
@@ -1091,7 +1134,25 @@ impl Engine {
                     continue;
                 }
             }
-            let work = self.prepare_one(job, &recipient, &profile, &fetch, now)?;
+            // A bug that panics while preparing one recipient ends this run with an error
+            // (tried again, then parked), never the process nor a thread the runtime needs.
+            let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.prepare_one(job, &recipient, &profile, &fetch, now)
+            }));
+            let work = match prepared {
+                Ok(work) => work?,
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    return Err(MessagingError::internal(format!(
+                        "preparing recipient {} panicked: {what}",
+                        recipient.id
+                    )));
+                }
+            };
             out.push(Prepared::Ready(Box::new(work)));
         }
         Ok(out)
@@ -1328,14 +1389,21 @@ impl Engine {
     ) -> Result<(EmailWork, String), Abort> {
         let c = &job.compiled;
         let render = |field: &str| c.render(field, variables, Some(fetch));
-        let from = render("email.from")?;
-        if !mime::valid_mailbox(&from) {
-            return Err(Abort::Error(format!("'{from}' is not a sender address")));
-        }
+        // Addresses rendered from Liquid or profile data are parsed before they are written
+        // anywhere: a recipient whose address does not parse is aborted with the reason.
+        let mailbox = |field: &str, text: &str| {
+            Mailbox::parse(text).map_err(|e| Abort::Error(format!("email {field}: {e}")))
+        };
+        let from = mailbox("from", &render("email.from")?)?;
+        let to = mailbox("to", to)?;
         let subject = render("email.subject")?;
         let body = render("email.body")?;
         let reply_to = match &message.reply_to {
-            Some(_) => Some(render("email.reply_to")?),
+            Some(_) => Some(mailbox("reply_to", &render("email.reply_to")?)?),
+            None => None,
+        };
+        let bcc = match &message.bcc {
+            Some(text) => Some(mailbox("bcc", text)?.address),
             None => None,
         };
         let preheader = match &message.preheader {
@@ -1400,13 +1468,12 @@ impl Engine {
                 text = text.replace(placeholder, &link('s', None, Some(state)));
             }
         }
-        let from_address = mime::address(&from).to_string();
-        let domain = mime::domain(&from_address)
-            .unwrap_or("localhost")
-            .to_string();
+        let from_address = from.address.clone();
+        let domain = from.domain().to_string();
+        let to_address = to.address.clone();
         let mail = Mail {
-            from: from.clone(),
-            to: to.to_string(),
+            from,
+            to,
             reply_to,
             subject: subject.clone(),
             html,
@@ -1420,10 +1487,10 @@ impl Engine {
         let data = mime::format(&mail, &boundary);
         Ok((
             EmailWork {
-                to: to.to_string(),
+                to: to_address,
                 from_address,
                 data,
-                bcc: message.bcc.clone(),
+                bcc,
                 variation: None,
                 extras: None,
             },
@@ -1610,8 +1677,9 @@ impl Engine {
         email: &EmailWork,
     ) -> (&'static str, Option<String>, bool) {
         let variation = email.variation.as_deref();
-        let from_domain = mime::domain(&email.from_address).map(str::to_string);
-        let recipient_domain = mime::domain(&email.to).map(str::to_string);
+        let domain_of = |address: &str| address.rsplit_once('@').map(|(_, d)| d.to_string());
+        let from_domain = domain_of(&email.from_address);
+        let recipient_domain = domain_of(&email.to);
         let extras = email
             .extras
             .clone()
@@ -1629,7 +1697,7 @@ impl Engine {
         );
         let mut recipients = vec![email.to.as_str()];
         if let Some(bcc) = &email.bcc {
-            recipients.push(mime::address(bcc));
+            recipients.push(bcc);
         }
         let attempts = self.settings.attempts.max(1);
         let mut attempt_no = 0;

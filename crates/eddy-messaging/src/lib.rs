@@ -14,6 +14,7 @@
 //! - [`templates`]: a workspace's content blocks and Connected Content rules.
 //! - [`kinds`]: the names under which all of this lives in the store.
 
+pub mod address;
 pub mod audience;
 pub mod campaign;
 pub mod dispatch;

@@ -5,15 +5,17 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::address::Mailbox;
+
 /// One rendered email, ready to be formatted.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Mail {
-    /// `From` as given (`Name <address>` or an address).
-    pub from: String,
-    /// The recipient's address.
-    pub to: String,
+    /// `From`.
+    pub from: Mailbox,
+    /// The recipient.
+    pub to: Mailbox,
     /// `Reply-To`.
-    pub reply_to: Option<String>,
+    pub reply_to: Option<Mailbox>,
     /// Subject.
     pub subject: String,
     /// HTML body.
@@ -28,31 +30,6 @@ pub struct Mail {
     pub list_unsubscribe: Option<String>,
     /// `Date`, UTC ms.
     pub date_ms: i64,
-}
-
-/// The address part of `Name <address>` (or the whole text when there are no brackets).
-pub fn address(mailbox: &str) -> &str {
-    let trimmed = mailbox.trim();
-    match (trimmed.rfind('<'), trimmed.rfind('>')) {
-        (Some(open), Some(close)) if open < close => trimmed[open + 1..close].trim(),
-        _ => trimmed,
-    }
-}
-
-/// The domain of an address.
-pub fn domain(address: &str) -> Option<&str> {
-    address.rsplit_once('@').map(|(_, d)| d)
-}
-
-/// Whether a mailbox is usable in a header: one address with a local part and a domain, no
-/// line breaks.
-pub fn valid_mailbox(mailbox: &str) -> bool {
-    let addr = address(mailbox);
-    !mailbox.contains(['\r', '\n'])
-        && addr
-            .split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.contains('@'))
-        && !addr.contains([' ', ',', '<', '>'])
 }
 
 /// A header value: as is when it is printable ASCII, else RFC 2047 encoded words.
@@ -77,24 +54,6 @@ pub fn encode_header(value: &str) -> String {
     words.join("\r\n ")
 }
 
-/// A `From`-like header: the display name encoded, the address as is.
-fn encode_mailbox(mailbox: &str) -> String {
-    let trimmed = mailbox.trim();
-    match trimmed.rfind('<') {
-        Some(open) if open > 0 => {
-            let name = trimmed[..open].trim().trim_matches('"');
-            let encoded = encode_header(name);
-            let name = if encoded == name && name.contains([',', ';', ':', '"', '@', '.']) {
-                format!("\"{}\"", name.replace('"', ""))
-            } else {
-                encoded
-            };
-            format!("{name} <{}>", address(trimmed))
-        }
-        _ => address(trimmed).to_string(),
-    }
-}
-
 fn base64_lines(text: &str, out: &mut String) {
     let encoded = STANDARD.encode(text.as_bytes());
     let bytes = encoded.as_bytes();
@@ -116,10 +75,10 @@ pub fn format(mail: &Mail, boundary: &str) -> String {
         out.push_str(value);
         out.push_str("\r\n");
     };
-    header("From", &encode_mailbox(&mail.from));
-    header("To", &mail.to);
+    header("From", &mail.from.header_value());
+    header("To", &mail.to.header_value());
     if let Some(reply_to) = &mail.reply_to {
-        header("Reply-To", &encode_mailbox(reply_to));
+        header("Reply-To", &reply_to.header_value());
     }
     header("Subject", &encode_header(&mail.subject));
     header("Date", &date);
@@ -307,16 +266,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_and_domains() {
-        assert_eq!(address("Shop <news@shop.test>"), "news@shop.test");
-        assert_eq!(address(" a@b.co "), "a@b.co");
-        assert_eq!(domain("a@b.co"), Some("b.co"));
-        assert!(valid_mailbox("Shop <news@shop.test>"));
-        assert!(!valid_mailbox("news"));
-        assert!(!valid_mailbox("a@b.co\r\nBcc: x@y.z"));
-    }
-
-    #[test]
     fn non_ascii_headers_are_encoded_words() {
         assert_eq!(encode_header("Hello"), "Hello");
         let encoded = encode_header("Grüße");
@@ -326,25 +275,28 @@ mod tests {
             assert!(word.len() <= 75, "{word}");
         }
         assert_eq!(encode_header("a\r\nBcc: x"), "aBcc: x");
-        assert_eq!(
-            encode_mailbox("Shop, Inc. <n@s.test>"),
-            "\"Shop, Inc.\" <n@s.test>"
-        );
     }
 
     #[test]
     fn formatted_mail_has_both_parts_and_the_unsubscribe_headers() {
         let mail = Mail {
-            from: "Shop <n@s.test>".into(),
-            to: "u@x.test".into(),
+            from: Mailbox::parse("Shop <n@s.test>").unwrap(),
+            to: Mailbox::parse("u@x.test").unwrap(),
+            reply_to: Some(Mailbox::parse("Help, Desk <h@s.test>").unwrap_or(Mailbox {
+                name: Some("Help, Desk".into()),
+                address: "h@s.test".into(),
+            })),
             subject: "Hi".into(),
             html: "<p>Hi</p>".into(),
             text: "Hi".into(),
+            headers: Vec::new(),
             message_id: "m@s.test".into(),
             list_unsubscribe: Some("https://e.test/u".into()),
-            ..Mail::default()
+            date_ms: 0,
         };
         let text = format(&mail, "b1");
+        assert!(text.contains("From: Shop <n@s.test>\r\n"));
+        assert!(text.contains("Reply-To: \"Help, Desk\" <h@s.test>\r\n"));
         assert!(text.contains("List-Unsubscribe: <https://e.test/u>\r\n"));
         assert!(text.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
         assert!(text.contains("Content-Type: multipart/alternative; boundary=\"b1\"\r\n"));

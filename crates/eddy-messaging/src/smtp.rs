@@ -188,6 +188,14 @@ async fn command<S: AsyncBufReadExt + AsyncWrite + Unpin>(
     stream: &mut S,
     line: &str,
 ) -> Result<(u16, String), SmtpError> {
+    // One command is one line: text that would end it early is refused before anything is
+    // written, so the session stays where it was.
+    if line.contains(['\r', '\n', '\0']) {
+        return Err(SmtpError(format!(
+            "refused to send an SMTP command holding a line break: {:?}",
+            line.chars().take(80).collect::<String>()
+        )));
+    }
     stream.write_all(line.as_bytes()).await.map_err(io_error)?;
     stream.write_all(b"\r\n").await.map_err(io_error)?;
     stream.flush().await.map_err(io_error)?;
@@ -298,6 +306,17 @@ impl Connection {
         recipients: &[&str],
         data: &str,
     ) -> Result<Reply, SmtpError> {
+        // Every address is checked before the first command, so a refused one leaves the
+        // session as it was (no transaction begun).
+        if let Some(bad) = std::iter::once(&from)
+            .chain(recipients)
+            .find(|a| a.is_empty() || a.contains(['\r', '\n', '\0', '<', '>', ' ']))
+        {
+            return Err(SmtpError(format!(
+                "refused an envelope address that is not one address: {:?}",
+                bad.chars().take(80).collect::<String>()
+            )));
+        }
         let classify = |(code, text): (u16, String)| match code / 100 {
             2 | 3 => None,
             4 => Some(Reply::Deferred(text)),
@@ -520,11 +539,24 @@ mod tests {
             Reply::Accepted(_)
         ));
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // A recipient holding commands is refused before anything is written: the relay
+        // receives no forged message, and the pool still delivers at once.
+        let injected = "b@example.com>\r\nRSET\r\nMAIL FROM:<spoof@bank.example>\r\nRCPT TO:<victim@example.org>\r\nDATA\r\nforged\r\n.";
+        let refused = pool.send("a@x.test", &["u@x.test", injected], "real").await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert!(matches!(
+            pool.send("a@x.test", &["w@x.test"], "after").await.unwrap(),
+            Reply::Accepted(_)
+        ));
         let got = got.lock().unwrap().clone();
         // Dot-stuffed on the wire (a relay takes the extra dot off again).
         assert_eq!(
             got,
-            vec!["Subject: s\n\n..hidden\n".to_string(), "body\n".to_string()]
+            vec![
+                "Subject: s\n\n..hidden\n".to_string(),
+                "body\n".to_string(),
+                "after\n".to_string()
+            ]
         );
         pool.close().await;
     }

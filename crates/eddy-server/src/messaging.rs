@@ -298,6 +298,8 @@ fn new_dispatch(kind: &str, messages: Messages, audience: Audience, now: i64) ->
         counts: Counts::default(),
         created_at: now,
         finished_at: None,
+        starts_without_progress: 0,
+        failure: None,
     }
 }
 

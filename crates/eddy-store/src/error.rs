@@ -29,6 +29,10 @@ pub enum StoreError {
     /// Stored credentials cannot be sealed or opened (a missing or wrong key).
     #[error("{0}")]
     Secrets(String),
+    /// The database connection closed during a commit and no new connection could tell
+    /// whether the commit was made: the write may or may not be applied.
+    #[error("commit outcome unknown: {0}")]
+    CommitOutcomeUnknown(String),
     /// The writer panicked while applying the group; nothing of it was applied.
     #[error("internal error while applying the write; nothing of it was applied")]
     Panicked,

@@ -501,6 +501,9 @@ fn decode_keys(mut bytes: &[u8]) -> Result<DecodedKeys, StoreError> {
     Ok((keys, counters))
 }
 
+/// How many times the outcome of a commit whose reply was lost is asked (every half second).
+const OUTCOME_CHECKS: u32 = 20;
+
 /// Writes one group and its change record inside the open transaction (opening one when the
 /// caller did not), then commits: the lock goes with it.
 fn commit_group(
@@ -537,7 +540,7 @@ fn commit_group(
         }
     };
     conn.group = None;
-    let written = (|| -> Result<(), StoreError> {
+    let written = (|| -> Result<i64, StoreError> {
         for (table, keys) in deletes {
             let sql = format!("DELETE FROM {} WHERE key = ANY($1)", table_name(*table));
             let statement = conn.prepare(&sql)?;
@@ -572,13 +575,69 @@ fn commit_group(
                 .execute(&statement, &[&seq, &CHANGE_RETENTION_MS])
                 .map_err(pg)?;
         }
-        conn.client.batch_execute("COMMIT").map_err(pg)
+        Ok(seq)
     })();
-    if written.is_err() {
-        let _ = conn.client.batch_execute("ROLLBACK");
-        conn.group_lost = in_group;
+    let seq = match written {
+        Ok(seq) => seq,
+        Err(e) => {
+            let _ = conn.client.batch_execute("ROLLBACK");
+            conn.group_lost = in_group;
+            return Err(e);
+        }
+    };
+    match conn.client.batch_execute("COMMIT") {
+        Ok(()) => Ok(()),
+        // The connection closed with the COMMIT: the server may have committed before the
+        // reply was lost. The change record written in the transaction says which.
+        Err(e) if conn.client.is_closed() => committed_after_all(conn, seq, node, &e),
+        Err(e) => {
+            let _ = conn.client.batch_execute("ROLLBACK");
+            conn.group_lost = in_group;
+            Err(pg(e))
+        }
     }
-    written
+}
+
+/// After a COMMIT whose answer was lost: whether the group's change record (`seq` written by
+/// this `node`) exists, asked on a new connection. A commit that happened is a success; one
+/// that did not is an error, so a client's 503 always means "not applied".
+fn committed_after_all(
+    conn: &mut Conn,
+    seq: i64,
+    node: u64,
+    lost: &postgres::Error,
+) -> Result<(), StoreError> {
+    for attempt in 0..OUTCOME_CHECKS {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        conn.reconnect_if_closed();
+        if conn.client.is_closed() {
+            continue;
+        }
+        let found = conn.client.query_opt(
+            "SELECT 1 FROM eddy_changes WHERE seq = $1 AND node = $2",
+            &[&seq, &(node as i64)],
+        );
+        match found {
+            Ok(Some(_)) => {
+                tracing::warn!(
+                    seq,
+                    "the connection closed with a commit's reply; the commit had been made"
+                );
+                return Ok(());
+            }
+            Ok(None) => {
+                return Err(StoreError::Backend(format!(
+                    "the connection to postgresql closed during the commit, which was not made: {lost}"
+                )));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot yet learn whether a commit was made"),
+        }
+    }
+    Err(StoreError::CommitOutcomeUnknown(format!(
+        "the connection to postgresql closed during a commit and no new one could tell whether it was made: {lost}"
+    )))
 }
 
 impl Backend for PostgresBackend {

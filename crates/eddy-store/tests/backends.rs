@@ -265,3 +265,124 @@ fn processes_sharing_a_database_follow_each_others_commits_and_newer_schemas_are
         "{refused}"
     );
 }
+
+/// A TCP proxy to PostgreSQL that, once armed, cuts the client's connection at its next
+/// `COMMIT`: after forwarding it (the server commits, the reply is lost) or instead of it (the
+/// server rolls back when the connection goes).
+struct CommitCutter {
+    port: u16,
+    armed: std::sync::Arc<std::sync::Mutex<Option<bool>>>,
+}
+
+impl CommitCutter {
+    fn start() -> CommitCutter {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let armed = std::sync::Arc::new(std::sync::Mutex::new(None::<bool>));
+        let trigger = armed.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let mut server =
+                    std::net::TcpStream::connect("127.0.0.1:5432").expect("postgresql");
+                let (mut from_server, mut to_client) =
+                    (server.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                });
+                let trigger = trigger.clone();
+                std::thread::spawn(move || {
+                    let mut read_exact = |n: usize| -> Option<Vec<u8>> {
+                        let mut buf = vec![0u8; n];
+                        client.read_exact(&mut buf).ok().map(|_| buf)
+                    };
+                    // The startup message has a length and no type.
+                    let Some(len) = read_exact(4) else { return };
+                    let body_len = u32::from_be_bytes(len[..4].try_into().unwrap()) as usize - 4;
+                    let Some(body) = read_exact(body_len) else {
+                        return;
+                    };
+                    let _ = server.write_all(&len).and_then(|_| server.write_all(&body));
+                    loop {
+                        let Some(head) = read_exact(5) else { return };
+                        let len = u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize - 4;
+                        let Some(body) = read_exact(len) else { return };
+                        let commit = head[0] == b'Q' && body == b"COMMIT\0";
+                        let cut = if commit {
+                            trigger.lock().unwrap().take()
+                        } else {
+                            None
+                        };
+                        if cut == Some(false) {
+                            let _ = server.shutdown(std::net::Shutdown::Both);
+                            let _ = client.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                        if server
+                            .write_all(&head)
+                            .and_then(|_| server.write_all(&body))
+                            .is_err()
+                        {
+                            return;
+                        }
+                        if cut == Some(true) {
+                            std::thread::sleep(std::time::Duration::from_millis(300));
+                            let _ = server.shutdown(std::net::Shutdown::Both);
+                            let _ = client.shutdown(std::net::Shutdown::Both);
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        CommitCutter { port, armed }
+    }
+
+    /// Cuts the next COMMIT: after the server received it (`true`) or before (`false`).
+    fn arm(&self, after_sending: bool) {
+        *self.armed.lock().unwrap() = Some(after_sending);
+    }
+}
+
+#[test]
+fn a_commit_whose_reply_is_lost_answers_what_the_server_did() {
+    if !enabled() {
+        return;
+    }
+    let database = Database::create();
+    // The schema is made directly, then the backend goes through the proxy.
+    drop(PostgresBackend::open(&database.url(), 1).expect("open"));
+    let cutter = CommitCutter::start();
+    let proxied = format!(
+        "postgres://postgres@127.0.0.1:{}/{}",
+        cutter.port, database.0
+    );
+    let backend = PostgresBackend::open(&proxied, 1).expect("open through the proxy");
+    let write = |key: &[u8]| WriteSet {
+        ops: vec![(Table::Profiles, key.to_vec(), Some(b"v".to_vec()))],
+    };
+    // The server committed; its answer was lost with the connection: a success.
+    cutter.arm(true);
+    backend
+        .commit(write(b"made"))
+        .expect("the commit was made, and eddy found out");
+    // The connection went before the server had the COMMIT: an error, and nothing applied.
+    cutter.arm(false);
+    let refused = backend.commit(write(b"lost"));
+    assert!(refused.is_err(), "{refused:?}");
+    let direct = PostgresBackend::open(&database.url(), 1).expect("open");
+    assert_eq!(
+        direct.get(Table::Profiles, b"made").unwrap(),
+        Some(b"v".to_vec())
+    );
+    assert_eq!(direct.get(Table::Profiles, b"lost").unwrap(), None);
+    // The backend goes on writing on its new connection.
+    backend
+        .commit(write(b"after"))
+        .expect("a commit after both");
+    assert_eq!(
+        direct.get(Table::Profiles, b"after").unwrap(),
+        Some(b"v".to_vec())
+    );
+}

@@ -237,23 +237,28 @@ async fn upgrade(tcp: TcpStream, host: &str) -> Result<Box<dyn Io>, SmtpError> {
 impl Connection {
     /// Connects, reads the greeting, says EHLO, upgrades and authenticates as configured.
     pub async fn open(relay: &Relay, helo: &str) -> Result<Connection, SmtpError> {
-        let tcp = tokio::time::timeout(
-            TIMEOUT,
-            TcpStream::connect((relay.host.as_str(), relay.port)),
-        )
-        .await
-        .map_err(|_| {
-            SmtpError(format!(
-                "connecting to {}:{} timed out",
-                relay.host, relay.port
-            ))
-        })?
-        .map_err(|e| {
-            SmtpError(format!(
-                "cannot connect to {}:{}: {e}",
-                relay.host, relay.port
-            ))
-        })?;
+        let addresses: Vec<std::net::SocketAddr> =
+            tokio::net::lookup_host((relay.host.as_str(), relay.port))
+                .await
+                .map_err(|e| SmtpError(format!("cannot resolve {}: {e}", relay.host)))?
+                .collect();
+        for address in &addresses {
+            eddy_net::check_outbound(address.ip()).map_err(|e| SmtpError(e.to_string()))?;
+        }
+        let tcp = tokio::time::timeout(TIMEOUT, TcpStream::connect(addresses.as_slice()))
+            .await
+            .map_err(|_| {
+                SmtpError(format!(
+                    "connecting to {}:{} timed out",
+                    relay.host, relay.port
+                ))
+            })?
+            .map_err(|e| {
+                SmtpError(format!(
+                    "cannot connect to {}:{}: {e}",
+                    relay.host, relay.port
+                ))
+            })?;
         let _ = tcp.set_nodelay(true);
         let (mut stream, capabilities) = if relay.implicit_tls {
             let mut stream = BufStream::new(upgrade(tcp, &relay.host).await?);

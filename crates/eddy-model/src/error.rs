@@ -45,6 +45,9 @@ pub enum ApiError {
     /// Over the per-key, per-endpoint limit.
     #[error("API rate limit exceeded")]
     RateLimited,
+    /// Too many wrong admin tokens from one address: refused for the seconds given.
+    #[error("too many wrong admin tokens from this address; try again in {0} s")]
+    TooManyAuthFailures(u64),
     /// Body larger than the configured limit (after decompression).
     #[error("Request Entity Too Large")]
     PayloadTooLarge,
@@ -100,7 +103,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::NotImplemented(_) => 501,
             ApiError::PayloadTooLarge => 413,
-            ApiError::RateLimited => 429,
+            ApiError::RateLimited | ApiError::TooManyAuthFailures(_) => 429,
             ApiError::BadJson(_)
             | ApiError::MaxInputLength
             | ApiError::TooManyIds

@@ -38,6 +38,32 @@ pub fn check_outbound(ip: IpAddr) -> Result<(), Refused> {
     Ok(())
 }
 
+/// The loopback rule for a destination an operator configured as a URL, checked where the
+/// connection is made by a client eddy cannot give its resolver (the object stores): when the
+/// process is restricted to loopback, the URL must name a loopback address or `localhost`.
+/// `None` stands for a service's public default (AWS S3, Azure, Google Cloud Storage).
+pub fn check_operator_url(url: Option<&str>) -> Result<(), Refused> {
+    if !loopback_only() {
+        return Ok(());
+    }
+    let refused = |what: &str| {
+        Refused(format!(
+            "{what} is not on loopback, and this process may only connect to loopback (tests): give a local endpoint"
+        ))
+    };
+    let Some(url) = url else {
+        return Err(refused("the service's public endpoint"));
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|_| refused(url))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(v4)) => v4.is_loopback(),
+        Some(url::Host::Ipv6(v6)) => v6.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    if loopback { Ok(()) } else { Err(refused(url)) }
+}
+
 /// Whom a client may reach: anything an operator configured, or what a workspace's content may
 /// call (public addresses plus its allowed hosts).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -77,6 +77,7 @@ pub async fn serve(
         let service = Tracked {
             inner: TowerToHyperService::new(router.clone()),
             in_flight,
+            peer,
         };
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
@@ -161,6 +162,7 @@ impl RefusalLog {
 struct Tracked<S> {
     inner: S,
     in_flight: Arc<AtomicUsize>,
+    peer: std::net::SocketAddr,
 }
 
 struct InFlight(Arc<AtomicUsize>);
@@ -186,7 +188,9 @@ where
     type Error = std::convert::Infallible;
     type Future = Pin<Box<dyn Future<Output = Answer> + Send>>;
 
-    fn call(&self, req: hyper::Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
+        req.extensions_mut()
+            .insert(crate::throttle::ClientAddr(self.peer.ip()));
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight(self.in_flight.clone());
         let answer = self.inner.call(req);

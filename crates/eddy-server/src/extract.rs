@@ -173,7 +173,11 @@ fn admin(parts: &Parts, state: &SharedState) -> Result<(), HttpError> {
     {
         return Ok(());
     }
-    Ok(authorize_admin(state, &parts.headers)?)
+    let client = parts
+        .extensions
+        .get::<crate::throttle::ClientAddr>()
+        .map(|c| c.0);
+    Ok(authorize_admin(state, &parts.headers, client)?)
 }
 
 /// A request that presented the admin token.

@@ -264,18 +264,27 @@ fn note_use(state: &AppState, key: &ApiKey, hash: String) {
     });
 }
 
-/// Checks the admin token.
-pub fn authorize_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// Checks the admin token; wrong ones count against the client's address, which is refused
+/// for a while once it has too many.
+pub fn authorize_admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: Option<std::net::IpAddr>,
+) -> Result<(), ApiError> {
+    if let Err(wait) = state.auth_throttle.check(client) {
+        return Err(ApiError::TooManyAuthFailures(wait));
+    }
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .ok_or(ApiError::InvalidAdminToken)?;
+        .and_then(bearer_token);
     // Compare hashes so the comparison time does not depend on the secret's prefix.
-    if ids::sha256_hex(presented) == state.admin_token_hash {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidAdminToken)
+    match presented {
+        Some(token) if ids::sha256_hex(token) == state.admin_token_hash => Ok(()),
+        _ => {
+            state.auth_throttle.failed(client);
+            Err(ApiError::InvalidAdminToken)
+        }
     }
 }
 

@@ -52,6 +52,7 @@ pub mod request_log;
 pub mod segment_export;
 pub mod segments;
 pub mod subscriptions;
+pub mod throttle;
 pub mod tracking;
 mod unimplemented;
 pub mod users;
@@ -101,6 +102,8 @@ pub struct AppState {
     pub exports: segment_export::Exports,
     /// Connected Content's HTTP client and cache.
     pub liquid_http: Arc<eddy_liquid::http::HttpClient>,
+    /// Wrong admin tokens per client address (admin API and dashboard sign-in).
+    pub auth_throttle: throttle::AuthThrottle,
     /// Bounds of every render the server runs (`[liquid]`).
     pub liquid_limits: eddy_liquid::Limits,
     /// The delivery engine.
@@ -268,6 +271,7 @@ impl App {
             exports: segment_export::Exports::default(),
             liquid_http,
             liquid_limits: config.liquid.limits(),
+            auth_throttle: throttle::AuthThrottle::default(),
             engine: engine.clone(),
             api_log: api_log::ApiLog::new(
                 config.dashboard.api_log_entries,
@@ -276,6 +280,14 @@ impl App {
             sessions: dashboard::session::Sessions::new(
                 &token,
                 std::time::Duration::from_secs(config.dashboard.session_seconds),
+            )
+            .remembered_in(store.clone())
+            .secure(
+                config
+                    .messaging
+                    .public_url
+                    .as_deref()
+                    .is_some_and(|url| url.starts_with("https://")),
             ),
         });
         Ok(App {

@@ -17,6 +17,7 @@ struct Page {
     status: u16,
     location: Option<String>,
     set_cookie: Option<String>,
+    headers: reqwest::header::HeaderMap,
     text: String,
 }
 
@@ -62,6 +63,7 @@ impl Browser {
             status: response.status().as_u16(),
             location,
             set_cookie,
+            headers: response.headers().clone(),
             text: response.text().await.unwrap(),
         }
     }
@@ -776,4 +778,102 @@ async fn every_user_is_listed_a_page_at_a_time() {
         .await;
     assert!(second.text.contains("page-50") && second.text.contains("page-59"));
     assert!(!second.text.contains("page-49"));
+}
+
+#[tokio::test]
+async fn pages_cannot_be_framed_and_sign_outs_hold_after_a_restart() {
+    let app = spawn_app().await;
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    for path in [
+        "/dashboard/default",
+        "/dashboard/sign-in",
+        "/dashboard/default/keys",
+    ] {
+        let page = browser.get(path).await;
+        assert_eq!(
+            page.headers
+                .get("x-frame-options")
+                .map(|v| v.to_str().unwrap()),
+            Some("DENY"),
+            "{path}"
+        );
+        let csp = page
+            .headers
+            .get("content-security-policy")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+    }
+    let cookie = browser.cookie.clone();
+    let out = browser
+        .post("/dashboard/sign-out", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(out.status, 303);
+    // The signed-out cookie, presented again after a restart, is refused.
+    let dir = app.stop().await;
+    let app = eddy_testkit::start(dir, |_| {}).await;
+    let mut again = Browser::new(&app);
+    again.cookie = cookie;
+    let page = again.get("/dashboard/default").await;
+    assert_eq!(page.status, 303, "a signed-out session came back");
+    assert_eq!(page.location.as_deref(), Some("/dashboard/sign-in"));
+    // A new sign-in works, and its cookie is not marked Secure over plain http.
+    let (fresh, _) = Browser::sign_in(&app).await;
+    assert_eq!(fresh.get("/dashboard/default").await.status, 200);
+}
+
+#[tokio::test]
+async fn wrong_admin_tokens_are_throttled_per_address() {
+    let app = spawn_app().await;
+    let browser = Browser::new(&app);
+    for _ in 0..10 {
+        let page = browser
+            .post("/dashboard/sign-in", &[("token", "not-the-token")])
+            .await;
+        assert_eq!(page.status, 401);
+    }
+    // The eleventh try is refused whatever it holds, from this address.
+    let page = browser
+        .post("/dashboard/sign-in", &[("token", &app.admin_token)])
+        .await;
+    assert_eq!(page.status, 429, "{}", page.text);
+    assert!(page.text.contains("try again"), "{}", page.text);
+    let api = app
+        .client
+        .get(app.url("/eddy/v1/workspaces"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 429);
+
+    // The admin API counts its own wrong tokens the same way.
+    let other = spawn_app().await;
+    for _ in 0..10 {
+        let r = other
+            .client
+            .get(other.url("/eddy/v1/workspaces"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    let r = other
+        .client
+        .get(other.url("/eddy/v1/workspaces"))
+        .bearer_auth(&other.admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("too many wrong admin tokens"),
+        "{body}"
+    );
 }

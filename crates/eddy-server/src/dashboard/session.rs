@@ -26,12 +26,19 @@ pub struct Session {
 }
 
 /// The signing key, the sessions' lifetime, and the sessions signed out before their end.
-#[derive(Debug)]
 pub struct Sessions {
     key: [u8; 32],
     lifetime: Duration,
+    /// Sign-outs this process saw (the store has every node's, across restarts).
     signed_out: Mutex<HashMap<String, i64>>,
+    /// Where sign-outs are kept, so that they hold after a restart and on every node.
+    store: Option<eddy_store::Store>,
+    /// Cookies are `Secure` (eddy's public URL is https).
+    secure: bool,
 }
+
+/// The kind under which sign-outs are stored (process-wide objects), by session nonce.
+const SIGNED_OUT: &str = "dashboard-sign-out";
 
 fn now_seconds() -> i64 {
     eddy_model::time::now_ms() / 1000
@@ -47,7 +54,21 @@ impl Sessions {
             key: hasher.finalize().into(),
             lifetime,
             signed_out: Mutex::new(HashMap::new()),
+            store: None,
+            secure: false,
         }
+    }
+
+    /// Keeps sign-outs in `store`, so that every node and every later start honours them.
+    pub fn remembered_in(mut self, store: eddy_store::Store) -> Sessions {
+        self.store = Some(store);
+        self
+    }
+
+    /// Marks cookies `Secure`, for an eddy reached over https.
+    pub fn secure(mut self, secure: bool) -> Sessions {
+        self.secure = secure;
+        self
     }
 
     fn mac(&self, parts: &[&[u8]]) -> String {
@@ -100,6 +121,18 @@ impl Sessions {
         if signed_out.contains_key(nonce) {
             return None;
         }
+        drop(signed_out);
+        if let Some(store) = &self.store {
+            // A read error is no proof of a sign-out, nor of its absence: the session is refused.
+            match store.object(eddy_store::GLOBAL_OBJECTS, SIGNED_OUT, nonce) {
+                Ok(None) => {}
+                Ok(Some(_)) => return None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read dashboard sign-outs; session refused");
+                    return None;
+                }
+            }
+        }
         Some(Session {
             nonce: nonce.to_string(),
             expires,
@@ -112,15 +145,52 @@ impl Sessions {
         constant_time_eq(session.csrf.as_bytes(), presented.as_bytes())
     }
 
-    /// Ends a session before its time; forgotten once it would have expired anyway.
-    pub fn sign_out(&self, session: &Session) {
+    /// Ends a session before its time, here and in the store; forgotten once it would have
+    /// expired anyway.
+    pub async fn sign_out(&self, session: &Session) -> Result<(), eddy_store::StoreError> {
         let now = now_seconds();
-        let mut signed_out = match self.signed_out.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
+        {
+            let mut signed_out = match self.signed_out.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            signed_out.retain(|_, expires| *expires > now);
+            signed_out.insert(session.nonce.clone(), session.expires);
+        }
+        let Some(store) = &self.store else {
+            return Ok(());
         };
-        signed_out.retain(|_, expires| *expires > now);
-        signed_out.insert(session.nonce.clone(), session.expires);
+        let global = eddy_store::GLOBAL_OBJECTS;
+        for (nonce, record) in store.objects(global, SIGNED_OUT)? {
+            if record["expires"].as_i64().is_none_or(|e| e <= now) {
+                store.delete_object(global, SIGNED_OUT, nonce).await?;
+            }
+        }
+        store
+            .put_object(
+                global,
+                SIGNED_OUT,
+                session.nonce.clone(),
+                serde_json::json!({"expires": session.expires}),
+            )
+            .await
+    }
+
+    /// The `Set-Cookie` value that signs a browser in.
+    pub fn set_cookie(&self, value: &str) -> String {
+        format!(
+            "{COOKIE}={value}; Path=/dashboard; Max-Age={}; HttpOnly; SameSite=Strict{}",
+            self.lifetime.as_secs(),
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+
+    /// The `Set-Cookie` value that signs a browser out.
+    pub fn clear_cookie(&self) -> String {
+        format!(
+            "{COOKIE}=; Path=/dashboard; Max-Age=0; HttpOnly; SameSite=Strict{}",
+            if self.secure { "; Secure" } else { "" }
+        )
     }
 
     /// Whether `token` is the admin token (compared by hash, in constant time).
@@ -161,19 +231,6 @@ pub fn cookie_of(headers: &axum::http::HeaderMap) -> Option<String> {
     None
 }
 
-/// The `Set-Cookie` value that signs a browser in.
-pub fn set_cookie(value: &str, lifetime: Duration) -> String {
-    format!(
-        "{COOKIE}={value}; Path=/dashboard; Max-Age={}; HttpOnly; SameSite=Strict",
-        lifetime.as_secs()
-    )
-}
-
-/// The `Set-Cookie` value that signs a browser out.
-pub fn clear_cookie() -> String {
-    format!("{COOKIE}=; Path=/dashboard; Max-Age=0; HttpOnly; SameSite=Strict")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,8 +253,25 @@ mod tests {
         let later: i64 = expires.parse::<i64>().unwrap() + 3600;
         assert!(sessions.check(&format!("{later}.{rest}")).is_none());
         assert!(sessions.check("garbage").is_none());
-        sessions.sign_out(&back);
+        futures_executor_block_on(sessions.sign_out(&back)).expect("signed out");
         assert!(sessions.check(&cookie).is_none());
+    }
+
+    /// Runs a future that needs no runtime (a sign-out without a store).
+    fn futures_executor_block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(future)
+    }
+
+    #[test]
+    fn cookies_are_secure_behind_https() {
+        let sessions = Sessions::new("token", Duration::from_secs(60)).secure(true);
+        assert!(sessions.set_cookie("v").ends_with("; Secure"));
+        assert!(sessions.clear_cookie().ends_with("; Secure"));
+        let plain = Sessions::new("token", Duration::from_secs(60));
+        assert!(!plain.set_cookie("v").contains("Secure"));
     }
 
     #[test]

@@ -74,8 +74,10 @@ impl AmplitudeTask {
                 settings.region
             ))
         })?;
+        eddy_net::check_operator_url(Some(&url))
+            .map_err(|refused| CurrentsError::Invalid(refused.to_string()))?;
         // Without the configured timeout a hung endpoint would hold deliveries forever.
-        let client = reqwest::Client::builder()
+        let client = eddy_net::client_builder(eddy_net::Policy::Operator)
             .timeout(Duration::from_secs(settings.timeout_seconds.max(1)))
             .build()
             .map_err(|e| CurrentsError::Invalid(format!("cannot build the HTTP client: {e}")))?;

@@ -53,6 +53,13 @@ pub fn s3_store(
 
 /// The object store a file-writing connector writes to.
 pub(crate) fn file_store(sink: &Sink) -> Result<Arc<dyn object_store::ObjectStore>, String> {
+    let endpoint = match sink {
+        Sink::S3(s3) => s3.s3.endpoint.as_deref(),
+        Sink::Azure(azure) => azure.endpoint.as_deref(),
+        Sink::Gcs(gcs) => gcs.endpoint.as_deref(),
+        Sink::Amplitude(_) => None,
+    };
+    eddy_net::check_operator_url(endpoint).map_err(|refused| refused.to_string())?;
     match sink {
         Sink::S3(s3) => s3_store(&s3.s3, s3.server_side_encryption.as_deref())
             .map(|s| Arc::new(s) as Arc<dyn object_store::ObjectStore>)

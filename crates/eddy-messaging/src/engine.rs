@@ -1442,7 +1442,7 @@ impl Engine {
             }
         }
         let own_prefix = format!("{}/eddy/t/", job.base);
-        html = crate::tracking::rewrite_links(&html, |url| {
+        html = crate::tracking::rewrite_marked_links(&html, c.link_marker(), |url| {
             if url.starts_with(&own_prefix) {
                 None
             } else {

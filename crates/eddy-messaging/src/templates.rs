@@ -70,6 +70,8 @@ pub struct Compiled {
     fields: HashMap<String, Template>,
     blocks: HashMap<String, Template>,
     limits: Limits,
+    /// The mark on the links the email body's source wrote (see `tracking::mark_links`).
+    link_marker: String,
 }
 
 impl Compiled {
@@ -79,9 +81,20 @@ impl Compiled {
         blocks: HashMap<String, Template>,
         limits: Limits,
     ) -> Result<Compiled, MessagingError> {
+        let link_marker = eddy_store::ids::secret_hex(16)
+            .map_err(|e| MessagingError::internal(format!("link marker: {e}")))?;
         let mut fields = HashMap::new();
         let mut add = |channel: &str, texts: Vec<(String, &str)>| -> Result<(), MessagingError> {
             for (name, text) in texts {
+                // Links the body's source writes are marked before it is parsed, so that
+                // links arriving with the data are never made into tracked redirects.
+                let marked;
+                let text = if channel == "email" && name == "body" {
+                    marked = crate::tracking::mark_links(text, &link_marker);
+                    marked.as_str()
+                } else {
+                    text
+                };
                 let template = Template::parse(text).map_err(|e| {
                     MessagingError::invalid(format!(
                         "messages.{channel}.{name}: Liquid syntax error on line {}: {}",
@@ -102,7 +115,13 @@ impl Compiled {
             fields,
             blocks,
             limits,
+            link_marker,
         })
+    }
+
+    /// The mark on the links the email body's source wrote.
+    pub fn link_marker(&self) -> &str {
+        &self.link_marker
     }
 
     /// Renders one field (`email.subject`) for one recipient; a missing field renders empty.

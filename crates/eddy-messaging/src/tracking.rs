@@ -82,8 +82,55 @@ impl Signer {
     }
 }
 
+/// The attribute that marks the links a template wrote, before it is rendered. Its value is
+/// unquoted (the marker is hex), so a mark inside a quoted Liquid string leaves it whole.
+const MARK_ATTRIBUTE: &str = " data-eddy-link=";
+
+/// Marks every `<a` of a template's source with `marker`, so that after rendering the links
+/// the template wrote can be told from links that came in with the data (a profile attribute
+/// holding `<a href=…>`): only marked ones become tracked links. The marker is random per send,
+/// so data cannot carry it.
+pub fn mark_links(source: &str, marker: &str) -> String {
+    let lower = source.to_ascii_lowercase();
+    let mut out = String::with_capacity(source.len() + 64);
+    let mut copied = 0;
+    for (at, _) in lower.match_indices("<a") {
+        let next = lower.as_bytes().get(at + 2).copied().unwrap_or(b'>');
+        if !next.is_ascii_whitespace() {
+            continue;
+        }
+        out.push_str(&source[copied..at + 2]);
+        out.push_str(MARK_ATTRIBUTE);
+        out.push_str(marker);
+        copied = at + 2;
+    }
+    out.push_str(&source[copied..]);
+    out
+}
+
+/// Replaces the `href` of every `<a>` marked with `marker` (see [`mark_links`]) whose URL is
+/// http(s) with `rewrite(url)`, and takes the marks out.
+pub fn rewrite_marked_links(
+    html: &str,
+    marker: &str,
+    rewrite: impl FnMut(&str) -> Option<String>,
+) -> String {
+    debug_assert!(marker.bytes().all(|b| b.is_ascii_hexdigit()));
+    let mark = format!("{MARK_ATTRIBUTE}{marker}");
+    let rewritten = rewrite_links_where(html, |tag| tag.contains(&mark), rewrite);
+    rewritten.replace(&mark, "")
+}
+
 /// Replaces the `href` of every `<a>` whose URL is http(s) with `rewrite(url)`.
-pub fn rewrite_links(html: &str, mut rewrite: impl FnMut(&str) -> Option<String>) -> String {
+pub fn rewrite_links(html: &str, rewrite: impl FnMut(&str) -> Option<String>) -> String {
+    rewrite_links_where(html, |_| true, rewrite)
+}
+
+fn rewrite_links_where(
+    html: &str,
+    chosen: impl Fn(&str) -> bool,
+    mut rewrite: impl FnMut(&str) -> Option<String>,
+) -> String {
     let lower = html.to_ascii_lowercase();
     let mut out = String::with_capacity(html.len() + 256);
     let mut copied = 0;
@@ -95,7 +142,7 @@ pub fn rewrite_links(html: &str, mut rewrite: impl FnMut(&str) -> Option<String>
         };
         from = end;
         let next = lower.as_bytes().get(start + 2).copied().unwrap_or(b'>');
-        if !next.is_ascii_whitespace() {
+        if !next.is_ascii_whitespace() || !chosen(&html[start..end]) {
             continue;
         }
         let Some((value_start, value_end)) = href_span(&lower[start..end]) else {
@@ -185,6 +232,30 @@ mod tests {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         );
+    }
+
+    #[test]
+    fn only_links_the_template_wrote_are_rewritten() {
+        let marker = "0123abcd";
+        let source = r#"<p>Hi {{ name }}</p><a href="https://shop.test/{{ id }}">Shop</a> {{ "<a href='https://in-string.test'>x</a>" }}"#;
+        let marked = mark_links(source, marker);
+        // What the render made: the name came from profile data and holds a link.
+        let rendered = marked
+            .replace("{{ name }}", r#"<a href="https://evil.example">win</a>"#)
+            .replace("{{ id }}", "42")
+            .replace(r#"{{ "<a"#, "<a")
+            .replace(r#"</a>" }}"#, "</a>");
+        let out = rewrite_marked_links(&rendered, marker, |url| Some(format!("T({url})")));
+        assert!(
+            out.contains(r#"<a href="https://evil.example">win</a>"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"<a href="T(https://shop.test/42)">Shop</a>"#),
+            "{out}"
+        );
+        assert!(out.contains("T(https://in-string.test)"), "{out}");
+        assert!(!out.contains("data-eddy-link"), "{out}");
     }
 
     #[test]

@@ -280,3 +280,58 @@ async fn a_dispatch_that_keeps_stopping_without_progress_is_parked_as_failed() {
     assert_eq!(again["state"], "failed");
     assert_eq!(receiver.count(), 1);
 }
+
+#[tokio::test]
+async fn mail_says_only_what_the_template_wrote() {
+    let Some(smtp) = eddy_testkit::SmtpServer::start() else {
+        return;
+    };
+    let app = spawn_app().await;
+    let (status, body) = app
+        .admin_put(&format!("{WS}/email"), json!({"smtp_url": smtp.url()}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.track(
+        json!({"attributes": [{"external_id": "u", "email": "u@x.test",
+        "first_name": "<a href=\"https://evil.example\">claim</a>",
+        "reply": "Help <help@shop.test>"}]}),
+    )
+    .await;
+    let sender = app.create_key("default", Some(&["messages.send"])).await;
+    let (status, sent) = send(
+        &app,
+        &sender,
+        json!({"external_user_ids": ["u"], "messages": {"email": {
+            "from": "Shop <news@shop.test>", "reply_to": "{{custom_attribute.${reply}}}",
+            "bcc": "audit@shop.test", "subject": "Hi",
+            "body": "<p>Hi {{${first_name}}}</p><a href=\"https://shop.test/sale\">Sale</a>"}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    let done = ended(&app, sent["dispatch_id"].as_str().expect("id")).await;
+    assert_eq!(done["counts"]["sent"], 1, "{done}");
+    let delivered = smtp.delivered();
+    assert_eq!(delivered.len(), 1);
+    let mail = &delivered[0];
+    assert_eq!(mail.from, "news@shop.test");
+    assert_eq!(mail.to, vec!["u@x.test", "audit@shop.test"]);
+    assert!(
+        mail.data.contains("Reply-To: Help <help@shop.test>"),
+        "{}",
+        mail.data
+    );
+    assert!(
+        !mail.data.to_ascii_lowercase().contains("bcc:"),
+        "{}",
+        mail.data
+    );
+    let html = mail.part("text/html");
+    // The profile's link stays as it was; the template's is tracked.
+    assert!(
+        html.contains("<a href=\"https://evil.example\">claim</a>"),
+        "{html}"
+    );
+    assert!(!html.contains("https://shop.test/sale"), "{html}");
+    assert!(html.contains("/eddy/t/c/"), "{html}");
+    assert!(!html.contains("data-eddy-link"), "{html}");
+}

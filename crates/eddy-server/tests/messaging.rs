@@ -534,8 +534,8 @@ async fn email_goes_through_a_real_smtp_server_with_bounces_tracking_and_unsubsc
             .contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
     );
     assert!(mail.data.contains("multipart/alternative"));
-    let html = decode_part(&mail.data, "text/html");
-    let text = decode_part(&mail.data, "text/plain");
+    let html = mail.part("text/html");
+    let text = mail.part("text/plain");
     assert!(html.contains("Only today"), "{html}");
     assert!(text.contains("Hi ok, shop now"), "{text}");
     assert!(
@@ -645,28 +645,6 @@ async fn email_goes_through_a_real_smtp_server_with_bounces_tracking_and_unsubsc
 }
 
 /// The decoded body of a MIME part.
-fn decode_part(data: &str, content_type: &str) -> String {
-    use base64::Engine as _;
-    let start = data
-        .find(&format!("Content-Type: {content_type}"))
-        .expect("part");
-    let rest = &data[start..];
-    let body_start = rest
-        .find("\r\n\r\n")
-        .or_else(|| rest.find("\n\n"))
-        .expect("body")
-        + 2;
-    let body: String = rest[body_start..]
-        .lines()
-        .take_while(|l| !l.starts_with("--"))
-        .collect::<Vec<_>>()
-        .concat();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(body.trim())
-        .expect("base64");
-    String::from_utf8(bytes).expect("utf-8")
-}
-
 fn attribute_after(html: &str, prefix: &str) -> String {
     let start = html.find(prefix).expect("attribute") + prefix.len();
     html[start..].split('"').next().unwrap().to_string()

@@ -130,6 +130,32 @@ pub struct Delivered {
     pub data: String,
 }
 
+impl Delivered {
+    /// The text of one part of the message (`text/html`, `text/plain`), base64 decoded.
+    pub fn part(&self, content_type: &str) -> String {
+        use base64::Engine as _;
+        let start = self
+            .data
+            .find(&format!("Content-Type: {content_type}"))
+            .expect("part");
+        let rest = &self.data[start..];
+        let body_start = rest
+            .find("\r\n\r\n")
+            .or_else(|| rest.find("\n\n"))
+            .expect("body")
+            + 2;
+        let body: String = rest[body_start..]
+            .lines()
+            .take_while(|l| !l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .concat();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(body.trim())
+            .expect("base64");
+        String::from_utf8(bytes).expect("utf-8")
+    }
+}
+
 /// `aiosmtpd` on a free port; recipients starting with `bounce` get 550, `soft` get 451.
 pub struct SmtpServer {
     /// Its port.

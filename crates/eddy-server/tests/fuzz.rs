@@ -594,3 +594,201 @@ fn the_mutator_is_reproducible() {
     mutate(&mut y, &mut b, 0);
     assert_eq!(x, y);
 }
+
+/// One hostile template: what once took eddy down, in random sizes and combinations.
+fn hostile_template(rng: &mut Rng, cc_base: &str) -> String {
+    let piece = |rng: &mut Rng| -> String {
+        match rng.below(10) {
+            0 => {
+                let depth = rng.below(300);
+                format!(
+                    "{}x{}",
+                    "{% if true %}".repeat(depth),
+                    "{% endif %}".repeat(depth)
+                )
+            }
+            1 => {
+                let end = *rng.pick(&["100000000000", "9223372036854775807", "1000000", "-5"]);
+                let body =
+                    *rng.pick(&["", "{{ i }}", "{% assign j = i %}", "{% cycle 'a', 'b' %}"]);
+                let reversed = if rng.below(2) == 0 { " reversed" } else { "" };
+                format!("{{% for i in (1..{end}){reversed} %}}{body}{{% endfor %}}")
+            }
+            2 => {
+                let (start, grow) = *rng.pick(&[
+                    ("'ab'", "s | append: s"),
+                    ("'ab'", "s | prepend: s"),
+                    ("'a,b' | split: ','", "s | concat: s"),
+                    ("'aa'", "s | replace: 'a', s"),
+                    ("'a b'", "s | split: '' | join: s"),
+                ]);
+                let times = rng.below(45);
+                format!(
+                    "{{% assign s = {start} %}}{{% for i in (1..{times}) %}}{{% assign s = {grow} %}}{{% endfor %}}{{{{ s | size }}}}"
+                )
+            }
+            3 => format!(
+                "{{% if a{} %}}x{{% endif %}}",
+                " and a or b".repeat(rng.below(50_000))
+            ),
+            4 => {
+                let depth = rng.below(5_000);
+                format!(
+                    "{{{{ {}1..2{} | size }}}}",
+                    "(".repeat(depth),
+                    "..3)".repeat(depth)
+                )
+            }
+            5 => {
+                let calls = 1 + rng.below(8);
+                let retry = if rng.below(3) == 0 { " :retry" } else { "" };
+                (0..calls)
+                    .map(|i| {
+                        format!("{{% connected_content {cc_base}/slow?{i} :no_cache{retry} %}}")
+                    })
+                    .collect()
+            }
+            6 => format!("{{{{content_blocks.${{chain{}}}}}}}", rng.below(40)),
+            7 => {
+                let width = *rng.pick(&["5", "1024", "99999999999", "1000000000"]);
+                format!("{{{{ '2024-01-02' | date: '%{width}Y' }}}}")
+            }
+            8 => format!(
+                "{{{{ (1..{}) | join: '{}' }}}}",
+                rng.below(usize::MAX / 2),
+                "x".repeat(rng.below(100))
+            ),
+            _ => format!(
+                "{{{{ '{}' | escape | url_encode | base64_encode | size }}}}",
+                "<&>".repeat(rng.below(100_000))
+            ),
+        }
+    };
+    let count = 1 + rng.below(3);
+    (0..count).map(|_| piece(rng)).collect()
+}
+
+/// The peak memory of this process, from the kernel.
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[tokio::test]
+async fn hostile_templates_end_within_their_limits_and_never_take_eddy_down() {
+    use axum::routing::get;
+    let cases: usize = std::env::var("EDDY_FUZZ_TEMPLATES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let seed: u64 = std::env::var("EDDY_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x7E3A_1A7E);
+    eprintln!("template fuzz: {cases} templates, seed {seed}");
+    let mut rng = Rng(seed | 1);
+    // A Connected Content endpoint that answers slowly, and a webhook receiver.
+    let slow = axum::Router::new().route(
+        "/slow",
+        get(|| async {
+            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            axum::Json(json!({"ok": true}))
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cc_base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, slow).await });
+    let receiver = eddy_testkit::WebhookReceiver::start().await;
+    let app = eddy_testkit::spawn_with(|config| {
+        config.liquid.max_steps = 300_000;
+        config.liquid.max_render_seconds = 2;
+    })
+    .await;
+    app.allow_loopback("default").await;
+    // A chain of content blocks longer than any limit.
+    for i in 0..40 {
+        let (status, body) = app
+            .admin_put(
+                &format!("/eddy/v1/workspaces/default/content-blocks/chain{i}"),
+                json!({"content": format!("{i}{{{{content_blocks.${{chain{}}}}}}}", i + 1)}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    app.track(json!({"attributes": [{"external_id": "t", "first_name": "T"}]}))
+        .await;
+    let mut dispatches = Vec::new();
+    for case in 0..cases {
+        let template = hostile_template(&mut rng, &cc_base);
+        let (status, body) = app
+            .admin_post(
+                "/eddy/v1/workspaces/default/liquid/render",
+                json!({"template": template}),
+            )
+            .await;
+        assert!(
+            status == 200 || status == 400,
+            "case {case} (seed {seed}): render answered {status}: {body}"
+        );
+        if status == 400 {
+            // Over a limit or not Liquid: the answer says which.
+            assert!(body["message"].is_string(), "case {case}: {body}");
+        }
+        if case % 4 == 0 {
+            let (status, sent) = app
+                .post(
+                    "/messages/send",
+                    json!({"external_user_ids": ["t"], "messages": {"webhook": {
+                        "url": receiver.url("/fuzz"), "body": template}}}),
+                )
+                .await;
+            assert!(
+                status == 201 || status == 400,
+                "case {case}: send answered {status}: {sent}"
+            );
+            if let Some(id) = sent["dispatch_id"].as_str() {
+                dispatches.push(id.to_string());
+            }
+        }
+    }
+    // Every send ends (delivered or aborted with its reason), none is left running.
+    for id in &dispatches {
+        let mut state = Value::Null;
+        for _ in 0..1500 {
+            let (_, dispatch) = app
+                .admin_get(&format!("/eddy/v1/workspaces/default/dispatches/{id}"))
+                .await;
+            state = dispatch["state"].clone();
+            if state == "done" {
+                let counts = &dispatch["counts"];
+                assert_eq!(
+                    counts["sent"].as_u64().unwrap_or(0) + counts["aborted"].as_u64().unwrap_or(0),
+                    1,
+                    "{dispatch}"
+                );
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(state, "done", "dispatch {id}");
+    }
+    let peak = peak_rss_bytes();
+    eprintln!("template fuzz: peak memory {} MiB", peak >> 20);
+    assert!(peak < 1536 << 20, "the process grew to {} MiB", peak >> 20);
+    // The same data serves again.
+    let dir = app.stop().await;
+    let again = start(dir.clone(), |_| {}).await;
+    let health = again
+        .client
+        .get(again.url("/health"))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+    again.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -200,7 +200,8 @@ def main():
         if f"{status} {body}" != said:
             raise SystemExit(f"the README says `{said}`, eddy answered `{status} {body}` {out.stderr}")
         # The sending example: a webhook to a receiver on port 9000, rendered for that user.
-        send = next((b for b in blocks if b and b[0].startswith("curl -X POST http://127.0.0.1:8780/messages/send")), None)
+        is_send = lambda l: l.startswith("curl -X POST http://127.0.0.1:8780/messages/send")
+        send = next((b for b in blocks if any(is_send(l) for l in b)), None)
         if send is None:
             raise SystemExit("no /messages/send curl example in the README")
         received = []
@@ -218,7 +219,14 @@ def main():
         receiver = http.server.ThreadingHTTPServer(("127.0.0.1", 9000), Receiver)
         threading.Thread(target=receiver.serve_forever, daemon=True).start()
         try:
-            line = send[0]
+            # The block first lets the workspace reach the receiver on this machine.
+            for line in (l for l in send if l.startswith("curl") and not is_send(l)):
+                print(f"$ {line[:100]}…", flush=True)
+                out = subprocess.run(line + " -sS -w '\\n%{http_code}'", shell=True, cwd=work, env=env, capture_output=True, text=True)
+                body, _, status = out.stdout.rpartition("\n")
+                if out.returncode != 0 or not status.startswith("2"):
+                    raise SystemExit(f"the README's `{line[:60]}…` answered `{status} {body}` {out.stderr}")
+            line = next(l for l in send if is_send(l))
             print(f"$ {line[:100]}…", flush=True)
             out = subprocess.run(line + " -sS -w '\\n%{http_code}'", shell=True, cwd=work, env=env, capture_output=True, text=True)
             body, _, status = out.stdout.rpartition("\n")

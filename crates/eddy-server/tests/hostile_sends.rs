@@ -335,3 +335,49 @@ async fn mail_says_only_what_the_template_wrote() {
     assert!(html.contains("/eddy/t/c/"), "{html}");
     assert!(!html.contains("data-eddy-link"), "{html}");
 }
+
+#[tokio::test]
+async fn connected_content_stops_reading_at_its_cap() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // An endpoint that streams without end, counting what it got out.
+    let streamed = Arc::new(AtomicU64::new(0));
+    let counter = streamed.clone();
+    let endless = axum::Router::new().route(
+        "/endless",
+        axum::routing::get(move || {
+            let counter = counter.clone();
+            async move {
+                let chunk = axum::body::Bytes::from(vec![b'x'; 1 << 20]);
+                let stream = futures_util::stream::repeat_with(move || {
+                    counter.fetch_add(1 << 20, Ordering::Relaxed);
+                    Ok::<_, std::io::Error>(chunk.clone())
+                });
+                axum::body::Body::from_stream(stream)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, endless).await });
+    let app = spawn_app().await;
+    app.allow_loopback("default").await;
+    let (status, body) = app
+        .admin_post(
+            &format!("{WS}/liquid/render"),
+            json!({"template": format!("[{{% connected_content http://{addr}/endless :save r %}}{{{{ r }}}}]")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["output"], "[]",
+        "an answer past the cap renders as unavailable"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = streamed.load(Ordering::Relaxed);
+    assert!(
+        sent < 64 << 20,
+        "eddy read {} MiB of an endless answer",
+        sent >> 20
+    );
+}

@@ -223,7 +223,12 @@ fn dispatch_table(dispatches: &[Value]) -> maud::Markup {
                             td { (cell(&d["created_at"])) }
                             td { (cell(&d["campaign_name"])) }
                             td { (cell(&d["kind"])) }
-                            td { (cell(&d["state"])) }
+                            td {
+                                (cell(&d["state"]))
+                                @if let Some(why) = d["failure"].as_str() {
+                                    br; small { (why) }
+                                }
+                            }
                             td.num { (number(d["audience_size"].as_u64().unwrap_or(0))) }
                             td.num { (count(d, "sent")) }
                             td.num { (count(d, "failed")) }

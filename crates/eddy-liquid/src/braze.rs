@@ -417,8 +417,15 @@ pub fn connected_content(
     };
     let response = match answer {
         Ok(response) => response,
+        // A host eddy refuses is an unavailable URL to the message (empty, or an abort with
+        // `:retry`, as Braze treats one), and the operator is told why.
         Err(FetchError::Refused(reason)) => {
-            return Err(Stop::Error(format!("connected_content: {reason}")));
+            let reason = format!("connected_content: {reason}");
+            ctx.warnings.push(reason.clone());
+            if call.retry {
+                return Err(Stop::Abort(reason));
+            }
+            return Ok(());
         }
         Err(FetchError::Failed(reason)) if call.retry => {
             return Err(Stop::Abort(format!(

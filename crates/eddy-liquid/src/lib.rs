@@ -37,6 +37,17 @@ pub struct Template {
     source_len: usize,
 }
 
+/// A render and what went wrong on the way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// The output, or why the template aborted.
+    pub rendered: Rendered,
+    /// Liquid errors, in order (each was printed in place where Liquid prints it).
+    pub errors: Vec<String>,
+    /// What the operator should know that is not a Liquid error.
+    pub warnings: Vec<String>,
+}
+
 /// What rendering gave.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Rendered {
@@ -73,18 +84,40 @@ impl Template {
         fetch: Option<&dyn Fetch>,
         content_blocks: Option<&std::collections::HashMap<String, Template>>,
     ) -> Result<Rendered, Stop> {
+        self.render_report(variables, limits, fetch, content_blocks)
+            .map(|report| report.rendered)
+    }
+
+    /// Renders, and tells what went wrong on the way: the errors Liquid printed in place (or
+    /// swallowed, in tags that print nothing) and the warnings meant for the operator.
+    pub fn render_report(
+        &self,
+        variables: &Object,
+        limits: Limits,
+        fetch: Option<&dyn Fetch>,
+        content_blocks: Option<&std::collections::HashMap<String, Template>>,
+    ) -> Result<Report, Stop> {
         if let Some(text) = parse::is_plain_text(&self.root) {
-            return Ok(Rendered::Output(text.to_string()));
+            return Ok(Report {
+                rendered: Rendered::Output(text.to_string()),
+                errors: Vec::new(),
+                warnings: Vec::new(),
+            });
         }
         let mut ctx = Context::new(variables, limits);
         ctx.fetch = fetch;
         ctx.content_blocks = content_blocks;
         let mut out = String::with_capacity(self.source_len + self.source_len / 2);
-        match ctx.render_block(&self.root, &mut out) {
-            Ok(()) => Ok(Rendered::Output(out)),
-            Err(Stop::Abort(reason)) => Ok(Rendered::Aborted(reason)),
-            Err(other) => Err(other),
-        }
+        let rendered = match ctx.render_block(&self.root, &mut out) {
+            Ok(()) => Rendered::Output(out),
+            Err(Stop::Abort(reason)) => Rendered::Aborted(reason),
+            Err(other) => return Err(other),
+        };
+        Ok(Report {
+            rendered,
+            errors: ctx.errors,
+            warnings: ctx.warnings,
+        })
     }
 }
 

@@ -84,6 +84,12 @@ pub struct Context<'a> {
     /// Braze content blocks by name (`{{content_blocks.${name}}}`), rendered in place.
     pub content_blocks: Option<&'a HashMap<String, crate::Template>>,
     blocks_rendering: Vec<String>,
+    /// Every error the render met, printed in place or not (Ruby's `template.errors`): a send
+    /// aborts its recipient on the first, a preview lists them.
+    pub errors: Vec<String>,
+    /// What went wrong without being a Liquid error (a Connected Content host eddy refuses):
+    /// the message renders as Braze renders an unavailable URL, the operator is told.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +118,8 @@ impl<'a> Context<'a> {
             fetch: None,
             content_blocks: None,
             blocks_rendering: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -353,6 +361,7 @@ impl<'a> Context<'a> {
                             out.push_str("Liquid error: ");
                             out.push_str(&message);
                         }
+                        self.errors.push(message);
                     }
                     Err(other) => return Err(other),
                 }

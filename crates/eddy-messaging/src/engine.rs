@@ -149,6 +149,13 @@ impl Stats {
     }
 }
 
+/// Braze's subscription links: the variable and the state following it sets.
+const SUBSCRIPTION_LINKS: [(&str, &str); 3] = [
+    ("set_user_to_unsubscribed_url", "unsubscribed"),
+    ("set_user_to_subscribed_url", "subscribed"),
+    ("set_user_to_opted_in_url", "opted_in"),
+];
+
 /// Runs of one dispatch that may end without a committed chunk before it is parked as
 /// failed: enough for a restart or a failover in the middle of a chunk, not for a send that
 /// takes the process down each time.
@@ -1218,7 +1225,7 @@ impl Engine {
             work.counts.control = 1;
             return Ok(work);
         }
-        let variables = self.variables(job, recipient, profile);
+        let variables = self.variables(job, recipient.id, recipient, profile);
         let mut channels = Map::new();
         if let Some(message) = &dispatch.messages.webhook {
             let variation = campaign::variation_id(
@@ -1300,8 +1307,22 @@ impl Engine {
         Ok(work)
     }
 
-    fn variables(&self, job: &Prepare, recipient: &Recipient, profile: &Profile) -> Object {
+    fn variables(
+        &self,
+        job: &Prepare,
+        profile_id: u32,
+        recipient: &Recipient,
+        profile: &Profile,
+    ) -> Object {
         let mut variables = eddy_liquid::user_variables(&profile.export(None));
+        // Braze's subscription links are variables of their own, so that every form reads
+        // them: `{{${set_user_to_unsubscribed_url}}}`, with filters, in any field.
+        if job.compiled.uses_subscription_links() {
+            for (name, state) in SUBSCRIPTION_LINKS {
+                let url = self.link(job, profile_id, 's', None, Some(state));
+                variables.insert(name.to_string(), LValue::Str(url));
+            }
+        }
         // What every recipient shares is built once per pass; values share their contents.
         for (name, value) in &job.shared {
             variables.insert(name.clone(), value.clone());
@@ -1317,6 +1338,33 @@ impl Engine {
             );
         }
         variables
+    }
+
+    /// A signed link of eddy's for one recipient of this send: an open pixel (`o`), a click
+    /// (`c`, to `url`), one-click unsubscribe (`l`) or a subscription change (`s`, to `state`).
+    fn link(
+        &self,
+        job: &Prepare,
+        profile_id: u32,
+        kind: char,
+        url: Option<String>,
+        state: Option<&str>,
+    ) -> String {
+        let token = self.signer.token(&Link {
+            w: job.ws.id,
+            p: profile_id,
+            d: job.dispatch.id.clone(),
+            k: kind,
+            u: url,
+            s: state.map(str::to_string),
+        });
+        let path = match kind {
+            'o' => "o",
+            'c' => "c",
+            'l' => "l",
+            _ => "s",
+        };
+        format!("{}/eddy/t/{path}/{token}", job.base)
     }
 
     /// The address to send to, or why not.
@@ -1415,30 +1463,14 @@ impl Engine {
             headers.push((name.clone(), render(&format!("email.headers.{name}"))?));
         }
         let link = |kind: char, url: Option<String>, state: Option<&str>| {
-            let token = self.signer.token(&Link {
-                w: job.ws.id,
-                p: profile_id,
-                d: job.dispatch.id.clone(),
-                k: kind,
-                u: url,
-                s: state.map(str::to_string),
-            });
-            let path = match kind {
-                'o' => "o",
-                'c' => "c",
-                'l' => "l",
-                _ => "s",
-            };
-            format!("{}/eddy/t/{path}/{token}", job.base)
+            self.link(job, profile_id, kind, url, state)
         };
         let mut html = body;
-        for (placeholder, state) in [
-            ("${set_user_to_unsubscribed_url}", "unsubscribed"),
-            ("${set_user_to_subscribed_url}", "subscribed"),
-            ("${set_user_to_opted_in_url}", "opted_in"),
-        ] {
-            if html.contains(placeholder) {
-                html = html.replace(placeholder, &link('s', None, Some(state)));
+        // The bare `${…}` form, outside Liquid's braces, is Braze's too.
+        for (name, state) in SUBSCRIPTION_LINKS {
+            let placeholder = format!("${{{name}}}");
+            if html.contains(&placeholder) {
+                html = html.replace(&placeholder, &link('s', None, Some(state)));
             }
         }
         let own_prefix = format!("{}/eddy/t/", job.base);
@@ -1459,13 +1491,10 @@ impl Engine {
             Some(_) => render("email.plaintext_body")?,
             None => mime::html_to_text(&html),
         };
-        for (placeholder, state) in [
-            ("${set_user_to_unsubscribed_url}", "unsubscribed"),
-            ("${set_user_to_subscribed_url}", "subscribed"),
-            ("${set_user_to_opted_in_url}", "opted_in"),
-        ] {
-            if text.contains(placeholder) {
-                text = text.replace(placeholder, &link('s', None, Some(state)));
+        for (name, state) in SUBSCRIPTION_LINKS {
+            let placeholder = format!("${{{name}}}");
+            if text.contains(&placeholder) {
+                text = text.replace(&placeholder, &link('s', None, Some(state)));
             }
         }
         let from_address = from.address.clone();

@@ -72,6 +72,11 @@ pub struct Compiled {
     limits: Limits,
     /// The mark on the links the email body's source wrote (see `tracking::mark_links`).
     link_marker: String,
+    /// Whether a warning was logged already: once per send is enough for the operator.
+    warned: std::sync::atomic::AtomicBool,
+    /// Whether any field names Braze's subscription links (their URLs are signed per
+    /// recipient only then).
+    subscription_links: bool,
 }
 
 impl Compiled {
@@ -81,6 +86,12 @@ impl Compiled {
         blocks: HashMap<String, Template>,
         limits: Limits,
     ) -> Result<Compiled, MessagingError> {
+        let subscription_links = messages
+            .email
+            .iter()
+            .flat_map(|e| e.texts())
+            .chain(messages.webhook.iter().flat_map(|w| w.texts()))
+            .any(|(_, text)| text.contains("set_user_to_"));
         let link_marker = eddy_store::ids::secret_hex(16)
             .map_err(|e| MessagingError::internal(format!("link marker: {e}")))?;
         let mut fields = HashMap::new();
@@ -116,7 +127,14 @@ impl Compiled {
             blocks,
             limits,
             link_marker,
+            warned: std::sync::atomic::AtomicBool::new(false),
+            subscription_links,
         })
+    }
+
+    /// Whether any field names Braze's subscription links.
+    pub fn uses_subscription_links(&self) -> bool {
+        self.subscription_links
     }
 
     /// The mark on the links the email body's source wrote.
@@ -134,10 +152,31 @@ impl Compiled {
         let Some(template) = self.fields.get(field) else {
             return Ok(String::new());
         };
-        match template.render_with(variables, self.limits, fetch, Some(&self.blocks)) {
-            Ok(Rendered::Output(text)) => Ok(text),
-            Ok(Rendered::Aborted(reason)) | Err(Stop::Abort(reason)) => Err(Abort::Aborted(reason)),
-            Err(Stop::Error(message)) | Err(Stop::Fatal(message)) => Err(Abort::Error(message)),
+        // A Liquid error aborts the recipient: its text never reaches anyone. Warnings (a
+        // Connected Content host eddy refuses) are logged for the operator.
+        let report = match template.render_report(variables, self.limits, fetch, Some(&self.blocks))
+        {
+            Ok(report) => report,
+            Err(Stop::Abort(reason)) => return Err(Abort::Aborted(reason)),
+            Err(Stop::Error(message)) | Err(Stop::Fatal(message)) => {
+                return Err(Abort::Error(message));
+            }
+        };
+        if let Some(warning) = report.warnings.first()
+            && !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                field,
+                warning,
+                "a send renders without what it asked for (logged once per send)"
+            );
+        }
+        if let Some(first) = report.errors.into_iter().next() {
+            return Err(Abort::Error(format!("{field}: Liquid error: {first}")));
+        }
+        match report.rendered {
+            Rendered::Output(text) => Ok(text),
+            Rendered::Aborted(reason) => Err(Abort::Aborted(reason)),
         }
     }
 }

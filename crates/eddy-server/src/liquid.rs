@@ -85,22 +85,33 @@ pub async fn render(
     let limits = state.liquid_limits;
     let rendered = tokio::task::spawn_blocking(move || {
         let fetch = http.scoped(&scope, &rules);
-        template.render_with(&variables, limits, Some(&fetch), Some(&blocks))
+        template.render_report(&variables, limits, Some(&fetch), Some(&blocks))
     })
     .await
     .map_err(|_| ApiError::Internal)?;
-    let body = match rendered {
-        Ok(Rendered::Output(output)) => json!({"output": output, "aborted": false}),
-        Ok(Rendered::Aborted(reason)) => {
-            json!({"output": null, "aborted": true, "abort_reason": reason})
-        }
+    // A preview keeps Shopify's inline error text, and lists what a send would abort on.
+    let report = match rendered {
+        Ok(report) => report,
         Err(Stop::Fatal(message)) | Err(Stop::Error(message)) => {
             return Err(ApiError::BadRequest(message).into());
         }
         Err(Stop::Abort(reason)) => {
+            let body = json!({"output": null, "aborted": true, "abort_reason": reason});
+            return Ok(json_response(StatusCode::OK, &body));
+        }
+    };
+    let mut body = match report.rendered {
+        Rendered::Output(output) => json!({"output": output, "aborted": false}),
+        Rendered::Aborted(reason) => {
             json!({"output": null, "aborted": true, "abort_reason": reason})
         }
     };
+    if !report.errors.is_empty() {
+        body["errors"] = json!(report.errors);
+    }
+    if !report.warnings.is_empty() {
+        body["warnings"] = json!(report.warnings);
+    }
     Ok(json_response(StatusCode::OK, &body))
 }
 

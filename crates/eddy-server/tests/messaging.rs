@@ -887,3 +887,134 @@ async fn messages_per_minute_spaces_deliveries() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn no_recipient_ever_receives_error_text() {
+    let app = spawn_app().await;
+    let receiver = WebhookReceiver::start().await;
+    app.track(json!({"attributes": [{"external_id": "r", "first_name": "R"}]}))
+        .await;
+    // A host eddy refuses renders as an unavailable URL: empty, and the message goes out.
+    app.admin_put(
+        &format!("{WS}/connected-content"),
+        json!({"allowed_hosts": ["127.0.0.1"]}),
+    )
+    .await;
+    let (status, sent) = app
+        .post(
+            "/messages/send",
+            json!({"external_user_ids": ["r"], "messages": {"webhook": {"url": receiver.url("/cc"),
+                "body": "[{% connected_content http://localhost:9/x %}] hi {{${first_name}}}"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    let done = finished(&app, sent["dispatch_id"].as_str().unwrap()).await;
+    assert_eq!(done["counts"]["sent"], 1, "{done}");
+    let body = receiver.requests()[0].body.clone();
+    assert_eq!(body, "[] hi R");
+    // A Liquid error aborts that recipient, with the error as the reason.
+    let (status, sent) = app
+        .post(
+            "/messages/send",
+            json!({"external_user_ids": ["r"], "messages": {"webhook": {"url": receiver.url("/div"),
+                "body": "total {{ 10 | divided_by: 0 }}"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    let done = finished(&app, sent["dispatch_id"].as_str().unwrap()).await;
+    assert_eq!(done["counts"]["aborted"], 1, "{done}");
+    assert_eq!(receiver.count(), 1, "nothing more was delivered");
+    let (_, history) = app
+        .admin_get(&format!("{WS}/users/messages?external_id=r"))
+        .await;
+    assert!(history.to_string().contains("divided by 0"), "{history}");
+    let aborts = events(&app, "users.messages.webhook.Abort");
+    assert_eq!(aborts.len(), 1);
+    assert_eq!(aborts[0]["abort_type"], "liquid_error");
+    // The preview keeps Liquid's inline text and lists the error.
+    let (status, preview) = app
+        .admin_post(
+            &format!("{WS}/liquid/render"),
+            json!({"template": "total {{ 10 | divided_by: 0 }}"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(preview["output"], "total Liquid error: divided by 0");
+    assert_eq!(preview["errors"], json!(["divided by 0"]));
+}
+
+#[tokio::test]
+async fn every_form_of_brazes_subscription_links_works() {
+    let Some(smtp) = SmtpServer::start() else {
+        return;
+    };
+    let app = spawn_app().await;
+    app.admin_put(&format!("{WS}/email"), json!({"smtp_url": smtp.url()}))
+        .await;
+    let forms = [
+        // As Braze's docs and templates write them.
+        (
+            "braces",
+            "<a href=\"{{${set_user_to_unsubscribed_url}}}\">Unsubscribe</a>",
+            "unsubscribed",
+        ),
+        (
+            "bare",
+            "<a href=\"${set_user_to_unsubscribed_url}\">Unsubscribe</a>",
+            "unsubscribed",
+        ),
+        (
+            "opted",
+            "<a href=\"{{${set_user_to_opted_in_url}}}\">Opt in</a>",
+            "opted_in",
+        ),
+        (
+            "filtered",
+            "<a href=\"{{${set_user_to_subscribed_url} | strip}}\">Resubscribe</a>",
+            "subscribed",
+        ),
+    ];
+    for (id, _, _) in &forms {
+        app.track(
+            json!({"attributes": [{"external_id": id, "email": format!("{id}@x.test"),
+            "email_subscribe": if *id == "filtered" { "unsubscribed" } else { "subscribed" }}]}),
+        )
+        .await;
+    }
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (id, link, state) in forms {
+        let (status, sent) = app
+            .post(
+                "/messages/send",
+                json!({"external_user_ids": [id], "recipient_subscription_state": "all",
+                    "messages": {"email": {"from": "Shop <news@shop.test>", "subject": "s",
+                    "body": format!("<p>News</p>{link}"),
+                    "plaintext_body": "News. Unsubscribe: {{${set_user_to_unsubscribed_url}}}"}}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{sent}");
+        finished(&app, sent["dispatch_id"].as_str().unwrap()).await;
+        let delivered = smtp.delivered();
+        let mail = delivered
+            .iter()
+            .find(|d| d.to[0] == format!("{id}@x.test"))
+            .expect("delivered");
+        let html = mail.part("text/html");
+        let href = hrefs(&html)
+            .into_iter()
+            .find(|h| h.contains("/eddy/t/s/"))
+            .unwrap_or_else(|| panic!("{id}: no subscription link in {html}"));
+        assert!(!mail.part("text/plain").contains("Unsubscribe: \n"), "{id}");
+        assert!(mail.part("text/plain").contains("/eddy/t/s/"), "{id}");
+        let followed = no_redirect.get(&href).send().await.unwrap();
+        assert_eq!(followed.status(), 200, "{id}");
+        assert_eq!(
+            app.user(id).await.unwrap()["email_subscribe"],
+            state,
+            "{id}: {href}"
+        );
+    }
+}

@@ -47,7 +47,8 @@ pub enum State {
     Sending,
     /// Every recipient settled.
     Done,
-    /// Deleted before it was sent.
+    /// Cancelled before every recipient was settled (deleted before it was sent, or stopped
+    /// in flight); never resumed.
     Cancelled,
     /// Given up: its runs kept failing or kept being cut off without progress; `failure`
     /// says why. Never resumed.
@@ -69,6 +70,9 @@ pub struct Counts {
     pub skipped: u64,
     /// Recipients in flight at a crash, sent again after the restart.
     pub resent_after_restart: u64,
+    /// Recipients not sent because the send was cancelled.
+    #[serde(default)]
+    pub cancelled: u64,
 }
 
 /// A send, durable from the request's 2xx.

@@ -570,8 +570,20 @@ impl Engine {
             let Some(dispatch) = self.load(ws.id, id)? else {
                 return Ok(());
             };
+            let open = matches!(dispatch.state, State::Scheduled | State::Sending);
+            if open && self.cancel_requested(ws.id, id)? {
+                return self.finish_cancelled(ws, dispatch).await;
+            }
             match dispatch.state {
-                State::Done | State::Cancelled | State::Failed => return Ok(()),
+                State::Done | State::Cancelled | State::Failed => {
+                    // A schedule deleted before it was due leaves its request behind.
+                    if self.cancel_requested(ws.id, id)? {
+                        self.store
+                            .delete_object(ws.id, kinds::DISPATCH_CANCEL, id.to_string())
+                            .await?;
+                    }
+                    return Ok(());
+                }
                 State::Sending => break dispatch,
                 State::Scheduled => {}
             }
@@ -602,6 +614,7 @@ impl Engine {
             match self.pass(ws, &mut dispatch).await? {
                 PassEnd::Done => break,
                 PassEnd::Stopped => return Ok(()),
+                PassEnd::Cancelled => return self.finish_cancelled(ws, dispatch).await,
                 PassEnd::PendingUntil(due) => {
                     // Recipients in later time zones: sleep until the next one is due, then
                     // visit the audience again (recipients already settled are skipped).
@@ -618,6 +631,9 @@ impl Engine {
                         if self.stopping() {
                             return Ok(());
                         }
+                        if self.cancel_requested(ws.id, id)? {
+                            return self.finish_cancelled(ws, dispatch).await;
+                        }
                     }
                     dispatch.next = 0;
                     dispatch.claimed = 0;
@@ -633,6 +649,54 @@ impl Engine {
             sent = dispatch.counts.sent,
             failed = dispatch.counts.failed,
             "dispatch finished"
+        );
+        Ok(())
+    }
+
+    /// Asks a dispatch to stop: the engine running it stops before its next chunk (or before
+    /// it starts, when it waits for its schedule), counts what was not sent, and marks it
+    /// cancelled; a restart never resumes it. Works from any node: the request is stored.
+    pub async fn request_cancel(&self, ws: u32, id: &str) -> Result<(), MessagingError> {
+        self.store
+            .put_object(
+                ws,
+                kinds::DISPATCH_CANCEL,
+                id.to_string(),
+                json!({"at": eddy_model::time::now_ms()}),
+            )
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
+    fn cancel_requested(&self, ws: u32, id: &str) -> Result<bool, MessagingError> {
+        Ok(self.store.object(ws, kinds::DISPATCH_CANCEL, id)?.is_some())
+    }
+
+    /// Ends a dispatch as cancelled, in one commit with the request's removal.
+    async fn finish_cancelled(
+        &self,
+        ws: &Workspace,
+        mut dispatch: Dispatch,
+    ) -> Result<(), MessagingError> {
+        let c = &dispatch.counts;
+        let settled = c.sent + c.aborted + c.failed + c.control + c.skipped;
+        dispatch.counts.cancelled = dispatch.audience_size()?.saturating_sub(settled);
+        dispatch.state = State::Cancelled;
+        dispatch.finished_at = Some(eddy_model::time::now_ms());
+        let request = ObjectWrite {
+            kind: kinds::DISPATCH_CANCEL.into(),
+            name: dispatch.id.clone(),
+            value: None,
+        };
+        self.save(ws.id, &dispatch, vec![request], Vec::new())
+            .await?;
+        tracing::info!(
+            dispatch_id = dispatch.id,
+            workspace = ws.name,
+            sent = dispatch.counts.sent,
+            not_sent = dispatch.counts.cancelled,
+            "dispatch cancelled"
         );
         Ok(())
     }
@@ -706,7 +770,7 @@ impl Engine {
             self.save(ws.id, dispatch, Vec::new(), Vec::new()).await?;
         }
         let mut committing: Option<tokio::task::JoinHandle<Result<(), MessagingError>>> = None;
-        let mut stopped = false;
+        let mut end = PassEnd::Done;
         let job = Arc::new(Prepare {
             ws: ws.clone(),
             dispatch: dispatch.clone(),
@@ -739,13 +803,19 @@ impl Engine {
             let Some(chunk_end) = chunk_end else {
                 break;
             };
-            if self.stopping() {
-                // What was claimed and not delivered is sent after the restart; the chunk being
-                // prepared is let finish so that nothing holds the store afterwards.
+            let cancelled = self.cancel_requested(ws.id, &dispatch.id)?;
+            if self.stopping() || cancelled {
+                // Stopping: what was claimed and not delivered is sent after the restart.
+                // Cancelled: it is never sent. Either way the chunk being prepared is let
+                // finish so that nothing holds the store afterwards.
                 if let Some(next) = preparing.take() {
                     let _ = next.await;
                 }
-                stopped = true;
+                end = if cancelled {
+                    PassEnd::Cancelled
+                } else {
+                    PassEnd::Stopped
+                };
                 break;
             }
             let mut works = Vec::new();
@@ -805,8 +875,8 @@ impl Engine {
             last.await
                 .map_err(|e| MessagingError::invalid(format!("commit: {e}")))??;
         }
-        if stopped {
-            return Ok(PassEnd::Stopped);
+        if !matches!(end, PassEnd::Done) {
+            return Ok(end);
         }
         Ok(match pending_until {
             Some(due) => PassEnd::PendingUntil(due),
@@ -880,6 +950,8 @@ enum PassEnd {
     PendingUntil(i64),
     /// The engine is shutting down; the dispatch resumes at the next start.
     Stopped,
+    /// A cancellation was asked for: nothing more is sent.
+    Cancelled,
 }
 
 /// A tracked custom event or purchase, checked for conversions.

@@ -39,6 +39,9 @@ pub mod kinds {
     pub const DISPATCH: &str = "dispatch";
     /// Dispatches not finished yet (scheduled or sending), by dispatch id: what a start resumes.
     pub const OPEN_DISPATCH: &str = "dispatch-open";
+    /// Cancellations asked for and not carried out yet, by dispatch id (the engine carries
+    /// them out between chunks, whichever node runs the dispatch).
+    pub const DISPATCH_CANCEL: &str = "dispatch-cancel";
     /// Scheduled sends not sent yet, by schedule id → `{"dispatch_id"}`.
     pub const SCHEDULE: &str = "schedule";
     /// One recipient's outcome of one dispatch: `{profile:010}/{dispatch_id}`.

@@ -632,6 +632,10 @@ fn api_routes(state: SharedState) -> Router {
             get(messaging::get_dispatch),
         )
         .route(
+            "/eddy/v1/workspaces/{ws}/dispatches/{id}/cancel",
+            post(messaging::cancel_dispatch),
+        )
+        .route(
             "/eddy/v1/workspaces/{ws}/email",
             get(messaging::get_email)
                 .put(messaging::put_email)

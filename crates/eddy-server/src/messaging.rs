@@ -539,6 +539,8 @@ async fn delete_schedule(state: &SharedState, ws: &Workspace, change: ScheduleCh
         &change.schedule_id,
         change.campaign_id.as_deref(),
     )?;
+    // The engine carries the request out if the schedule turned due meanwhile.
+    state.engine.request_cancel(ws.id, &dispatch.id).await?;
     dispatch.state = DispatchState::Cancelled;
     save(state, ws.id, &dispatch).await?;
     Ok(json_response(
@@ -1113,6 +1115,56 @@ pub async fn delete_campaign(
         .await?;
     state.engine.campaigns_changed(ws.id)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /eddy/v1/workspaces/{ws}/dispatches/{id}/cancel`: stops a send that is scheduled or
+/// in flight. The engine running it stops before its next chunk and counts what was not sent;
+/// the answer is the cancelled dispatch, or 202 while the node running it has not stopped yet
+/// (it will: the request is stored). A finished send answers 409.
+pub async fn cancel_dispatch(
+    State(state): State<SharedState>,
+    Path((_, id)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    let read = |state: &SharedState| -> Result<Dispatch, HttpError> {
+        let value = state
+            .store
+            .object(ws.id, kinds::DISPATCH, &id)?
+            .ok_or_else(|| HttpError(ApiError::ResourceNotFound(format!("dispatch '{id}'"))))?;
+        serde_json::from_value(value).map_err(|e| {
+            HttpError::from(eddy_messaging::MessagingError::internal(format!(
+                "stored dispatch {id}: {e}"
+            )))
+        })
+    };
+    let dispatch = read(&state)?;
+    match dispatch.state {
+        DispatchState::Cancelled => {}
+        DispatchState::Done | DispatchState::Failed => {
+            return Err(HttpError(ApiError::Conflict(format!(
+                "dispatch '{id}' has ended ({}); nothing is left to cancel",
+                serde_json::to_value(dispatch.state).unwrap_or_default()
+            ))));
+        }
+        DispatchState::Scheduled | DispatchState::Sending => {
+            state.engine.request_cancel(ws.id, &id).await?;
+            // The engine stops within a chunk; wait for it a little, as a caller would.
+            for _ in 0..200 {
+                if read(&state)?.state == DispatchState::Cancelled {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let now = read(&state)?;
+    let status = if now.state == DispatchState::Cancelled {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let value = serde_json::to_value(&now).map_err(|_| HttpError(ApiError::Internal))?;
+    Ok(json_response(status, &dispatch_json(value)?))
 }
 
 /// `GET /eddy/v1/workspaces/{ws}/dispatches/{id}`: where a send is (the audience as its size).

@@ -271,6 +271,11 @@ fn routes() -> Vec<Route> {
         ),
         admin(
             "POST",
+            "/eddy/v1/workspaces/default/dispatches/none/cancel",
+            json!({}),
+        ),
+        admin(
+            "POST",
             "/eddy/v1/workspaces/default/currents/none/flush",
             Value::Null,
         ),

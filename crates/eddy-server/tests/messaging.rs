@@ -1018,3 +1018,94 @@ async fn every_form_of_brazes_subscription_links_works() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_send_in_flight_is_cancelled_within_two_chunks_and_never_resumed() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const USERS: usize = 3_000;
+    const CHUNK: u64 = 100;
+    // A receiver that takes its time, counting what reached it.
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let slow = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            counter.fetch_add(1, Ordering::SeqCst);
+            "ok"
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, slow).await });
+    let app = eddy_testkit::spawn_with(|config| {
+        config.messaging.chunk = CHUNK as usize;
+        config.messaging.concurrency = 20;
+    })
+    .await;
+    app.allow_loopback("default").await;
+    let ids: Vec<String> = (0..USERS).map(|i| format!("c{i}")).collect();
+    for chunk in ids.chunks(75) {
+        let attributes: Vec<Value> = chunk.iter().map(|id| json!({"external_id": id})).collect();
+        let (status, _) = app.track(json!({"attributes": attributes})).await;
+        assert_eq!(status, 201);
+    }
+    let (status, sent) = app
+        .post(
+            "/messages/send",
+            json!({"broadcast": true, "messages": {"webhook": {"url": format!("{receiver}/{{{{${{user_id}}}}}}")}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    let id = sent["dispatch_id"].as_str().unwrap().to_string();
+    while received.load(Ordering::SeqCst) < CHUNK {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let at_request = received.load(Ordering::SeqCst);
+    let (status, cancelled) = app
+        .admin_post(&format!("{WS}/dispatches/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled");
+    let counts = &cancelled["counts"];
+    let sent = counts["sent"].as_u64().unwrap();
+    assert!(
+        sent <= at_request + 2 * CHUNK,
+        "{sent} sent, {at_request} when cancelled"
+    );
+    assert!(sent < USERS as u64);
+    assert_eq!(
+        counts["cancelled"].as_u64().unwrap() + sent,
+        USERS as u64,
+        "{cancelled}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = received.load(Ordering::SeqCst);
+    assert_eq!(after, sent, "nothing arrives after the cancel answered");
+    // Cancelling again answers the same; a finished send has nothing to cancel.
+    let (status, again) = app
+        .admin_post(&format!("{WS}/dispatches/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!((status, &again["state"]), (200, &json!("cancelled")));
+    // A restart never resumes it.
+    let dir = app.stop().await;
+    let app = eddy_testkit::start(dir, |_| {}).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(received.load(Ordering::SeqCst), after);
+    let (_, shown) = app.admin_get(&format!("{WS}/dispatches/{id}")).await;
+    assert_eq!(shown["state"], "cancelled");
+    app.allow_loopback("default").await;
+    let (_, small) = app
+        .post(
+            "/messages/send",
+            json!({"external_user_ids": ["c1"], "messages": {"webhook": {"url": format!("{receiver}/one")}}}),
+        )
+        .await;
+    let small_id = small["dispatch_id"].as_str().unwrap();
+    finished(&app, small_id).await;
+    let (status, _) = app
+        .admin_post(&format!("{WS}/dispatches/{small_id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 409);
+}

@@ -204,6 +204,24 @@ enum AdminCommand {
         #[command(subcommand)]
         command: SegmentsCommand,
     },
+    /// Sends (dispatches).
+    Dispatches {
+        /// Workspace name.
+        #[arg(long, global = true, default_value = "default")]
+        workspace: String,
+        #[command(subcommand)]
+        command: DispatchesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DispatchesCommand {
+    /// The latest sends with their state and counts.
+    List,
+    /// One send's state and counts.
+    Get { id: String },
+    /// Stop a send that is scheduled or in flight; what was not sent is never sent.
+    Cancel { id: String },
 }
 
 #[derive(Subcommand)]
@@ -669,6 +687,18 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 SegmentsCommand::List => (reqwest::Method::GET, base, None),
                 SegmentsCommand::Delete { id } => {
                     (reqwest::Method::DELETE, format!("{base}/{id}"), None)
+                }
+            }
+        }
+        AdminCommand::Dispatches { workspace, command } => {
+            let base = format!("/eddy/v1/workspaces/{workspace}/dispatches");
+            match command {
+                DispatchesCommand::List => (reqwest::Method::GET, base, None),
+                DispatchesCommand::Get { id } => {
+                    (reqwest::Method::GET, format!("{base}/{id}"), None)
+                }
+                DispatchesCommand::Cancel { id } => {
+                    (reqwest::Method::POST, format!("{base}/{id}/cancel"), None)
                 }
             }
         }

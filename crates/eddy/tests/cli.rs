@@ -225,6 +225,25 @@ async fn eddy_admin_covers_users_connectors_keys_and_partners() {
     assert!(admin(&["currents", "list"]).contains("connectors"));
     assert!(admin(&["partners", "list"]).contains("partners"));
     assert!(admin(&["segments", "list"]).contains("segments"));
+    // A scheduled send, listed and cancelled from the command line.
+    let scheduled: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/messages/schedule/create"))
+        .bearer_auth(created["key"].as_str().expect("key"))
+        .json(&serde_json::json!({"external_user_ids": ["ada@home"],
+            "messages": {"webhook": {"url": "https://example.com/later"}},
+            "schedule": {"time": "2099-01-01T00:00:00Z"}}))
+        .send()
+        .await
+        .expect("schedule")
+        .json()
+        .await
+        .expect("json");
+    let dispatch_id = scheduled["dispatch_id"].as_str().expect("dispatch id");
+    assert!(admin(&["dispatches", "list"]).contains(dispatch_id));
+    let cancelled: serde_json::Value =
+        serde_json::from_str(&admin(&["dispatches", "cancel", dispatch_id])).expect("json");
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["counts"]["cancelled"], 1, "{cancelled}");
     admin(&["workspaces", "create", "trial"]);
     assert!(admin(&["workspaces", "rename", "trial", "pilot"]).contains("\"pilot\""));
     assert_eq!(admin(&["workspaces", "delete", "pilot"]).trim(), "ok");

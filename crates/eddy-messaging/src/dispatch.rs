@@ -75,6 +75,16 @@ pub struct Counts {
     pub cancelled: u64,
 }
 
+/// What the sends whose records expired had counted, kept once they are gone.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExpiredTotals {
+    /// Sends removed.
+    pub sends: u64,
+    /// Their counts, added up.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
 /// A send, durable from the request's 2xx.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dispatch {

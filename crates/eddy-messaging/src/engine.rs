@@ -58,6 +58,9 @@ pub struct Settings {
     pub chunk: usize,
     /// Bounds of each render.
     pub liquid: eddy_liquid::Limits,
+    /// How long a finished send's records (its dispatch, each recipient's message record) are
+    /// kept; its counts stay in the workspace's totals.
+    pub history: Duration,
 }
 
 impl Default for Settings {
@@ -72,6 +75,7 @@ impl Default for Settings {
             webhook_timeout: Duration::from_secs(30),
             chunk: 512,
             liquid: eddy_liquid::Limits::default(),
+            history: Duration::from_secs(400 * 86_400),
         }
     }
 }
@@ -290,7 +294,108 @@ impl Engine {
         // A failure to build a client shows at start, not at the first send.
         engine.webhook_client(&eddy_net::AllowedHosts::default())?;
         engine.resume()?;
+        let expiring = engine.clone();
+        engine
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spawn(async move { expiring.expire_history().await });
         Ok(engine)
+    }
+
+    /// Every hour (on the leader), removes the records of sends that ended longer ago than
+    /// `history`: each recipient's message record (found through the send's audience) and the
+    /// dispatch, whose counts are added to the workspace's totals first.
+    async fn expire_history(self: Arc<Self>) {
+        const EVERY: Duration = Duration::from_secs(3600);
+        let mut last = tokio::time::Instant::now() - EVERY + Duration::from_secs(60);
+        while !self.stopping() {
+            let _ = tokio::time::timeout(Duration::from_secs(60), self.wake.notified()).await;
+            if self.stopping() || last.elapsed() < EVERY || !self.leading.load(Ordering::SeqCst) {
+                continue;
+            }
+            last = tokio::time::Instant::now();
+            if let Err(e) = self.expire_once().await {
+                tracing::error!(error = %e, "removing expired message history failed; tried again in an hour");
+            }
+        }
+    }
+
+    /// One pass of [`Engine::expire_history`]; answers how many sends were removed.
+    pub async fn expire_once(&self) -> Result<usize, MessagingError> {
+        let cutoff = eddy_model::time::now_ms() - self.settings.history.as_millis() as i64;
+        let mut removed = 0;
+        for ws in self.store.workspaces()? {
+            for (id, value) in self.store.objects(ws.id, kinds::DISPATCH)? {
+                let Ok(dispatch) = serde_json::from_value::<Dispatch>(value) else {
+                    tracing::warn!(dispatch_id = id, "a stored dispatch does not read; kept");
+                    continue;
+                };
+                let ended = matches!(
+                    dispatch.state,
+                    State::Done | State::Cancelled | State::Failed
+                );
+                if !ended || dispatch.finished_at.is_none_or(|at| at >= cutoff) {
+                    continue;
+                }
+                self.remove_send(&ws, &dispatch).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn remove_send(&self, ws: &Workspace, dispatch: &Dispatch) -> Result<(), MessagingError> {
+        let bitmap = dispatch.bitmap()?;
+        let names: Vec<String> = bitmap
+            .iter()
+            .map(|p| message_name(p, &dispatch.id))
+            .collect();
+        for batch in names.chunks(1000) {
+            let mut objects = Vec::with_capacity(batch.len() * 2);
+            for name in batch {
+                for kind in [kinds::MESSAGE, kinds::CONVERTIBLE] {
+                    objects.push(ObjectWrite {
+                        kind: kind.into(),
+                        name: name.clone(),
+                        value: None,
+                    });
+                }
+            }
+            self.store.record(ws.id, objects, Vec::new()).await?;
+        }
+        // The dispatch goes last, with its counts kept in the totals, in one commit.
+        let mut totals: crate::dispatch::ExpiredTotals =
+            match self.store.object(ws.id, kinds::HISTORY_TOTALS, "expired")? {
+                Some(value) => serde_json::from_value(value)
+                    .map_err(|e| MessagingError::internal(format!("stored history totals: {e}")))?,
+                None => Default::default(),
+            };
+        totals.sends += 1;
+        add_counts(&mut totals.counts, &dispatch.counts);
+        let totals = serde_json::to_value(&totals)
+            .map_err(|e| MessagingError::internal(format!("history totals: {e}")))?;
+        let mut objects = vec![ObjectWrite {
+            kind: kinds::HISTORY_TOTALS.into(),
+            name: "expired".into(),
+            value: Some(totals),
+        }];
+        if let Some(schedule_id) = &dispatch.schedule_id {
+            objects.push(ObjectWrite {
+                kind: kinds::SCHEDULE.into(),
+                name: schedule_id.clone(),
+                value: None,
+            });
+        }
+        for kind in [kinds::DISPATCH, kinds::OPEN_DISPATCH] {
+            objects.push(ObjectWrite {
+                kind: kind.into(),
+                name: dispatch.id.clone(),
+                value: None,
+            });
+        }
+        self.store.record(ws.id, objects, Vec::new()).await?;
+        Ok(())
     }
 
     /// The webhook client for a workspace's allowed hosts.
@@ -486,20 +591,35 @@ impl Engine {
             return Ok(0);
         }
         let mut writes: HashMap<String, Map<String, Value>> = HashMap::new();
+        let mut settled: Vec<String> = Vec::new();
         let mut events = Vec::new();
         for behaviour in behaviours {
             let Some((id, profile)) = self.store.find(ws.id, &behaviour.ident)? else {
                 continue;
             };
+            // Only the messages that may still convert are read, whatever the history's size.
             let prefix = format!("{id:010}/");
-            for (name, value) in
+            for (name, index) in
                 self.store
-                    .objects_page(ws.id, kinds::MESSAGE, &prefix, None, usize::MAX)?
+                    .objects_page(ws.id, kinds::CONVERTIBLE, &prefix, None, usize::MAX)?
             {
-                let Value::Object(stored) = value else {
+                let until = index["until"].as_i64().unwrap_or(i64::MAX);
+                if until < eddy_model::time::now_ms() {
+                    settled.push(name);
                     continue;
+                }
+                let record = match writes.entry(name) {
+                    std::collections::hash_map::Entry::Occupied(found) => found.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        match self.store.object(ws.id, kinds::MESSAGE, slot.key())? {
+                            Some(Value::Object(stored)) => slot.insert(stored),
+                            _ => {
+                                settled.push(slot.key().clone());
+                                continue;
+                            }
+                        }
+                    }
                 };
-                let record = writes.entry(name).or_insert(stored);
                 let Some(found) = conversion_of(record, behaviour) else {
                     continue;
                 };
@@ -530,18 +650,34 @@ impl Engine {
                 ));
             }
         }
-        if events.is_empty() {
-            return Ok(0);
-        }
-        let objects = writes
+        let converted: Vec<(String, Map<String, Value>)> = writes
             .into_iter()
             .filter(|(_, r)| r.contains_key("converted_at"))
-            .map(|(name, record)| ObjectWrite {
+            .collect();
+        if converted.is_empty() && settled.is_empty() {
+            return Ok(0);
+        }
+        // A converted or expired message leaves the index with the conversion's commit.
+        let mut objects = Vec::with_capacity(converted.len() * 2 + settled.len());
+        for name in settled {
+            objects.push(ObjectWrite {
+                kind: kinds::CONVERTIBLE.into(),
+                name,
+                value: None,
+            });
+        }
+        for (name, record) in converted {
+            objects.push(ObjectWrite {
+                kind: kinds::CONVERTIBLE.into(),
+                name: name.clone(),
+                value: None,
+            });
+            objects.push(ObjectWrite {
                 kind: kinds::MESSAGE.into(),
                 name,
                 value: Some(Value::Object(record)),
-            })
-            .collect();
+            });
+        }
         Ok(self.store.record(ws.id, objects, events).await?)
     }
 
@@ -844,11 +980,33 @@ impl Engine {
                 .await;
             let mut objects = Vec::with_capacity(finished.len());
             let mut events = Vec::new();
+            // The longest conversion window of the send: how long a delivered message stays
+            // in the index of those that may convert.
+            let window_ms = dispatch
+                .conversion_events
+                .iter()
+                .map(|c| c.window_seconds.max(0) * 1000)
+                .max();
             for done in finished {
                 add_counts(&mut dispatch.counts, &done.counts);
+                let name = message_name(done.id, &dispatch.id);
+                if let Some(window_ms) = window_ms
+                    && reached(&done.history).is_some()
+                {
+                    let at = done
+                        .history
+                        .get("at_ms")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    objects.push(ObjectWrite {
+                        kind: kinds::CONVERTIBLE.into(),
+                        name: name.clone(),
+                        value: Some(json!({"until": at.saturating_add(window_ms)})),
+                    });
+                }
                 objects.push(ObjectWrite {
                     kind: kinds::MESSAGE.into(),
-                    name: message_name(done.id, &dispatch.id),
+                    name,
                     value: Some(Value::Object(done.history)),
                 });
                 objects.extend(done.extra);
@@ -975,6 +1133,15 @@ struct Found {
     channel: Option<&'static str>,
 }
 
+/// The channel by which a message record reached its recipient, if one did.
+fn reached(record: &Map<String, Value>) -> Option<&'static str> {
+    let channels = record.get("channels")?.as_object()?;
+    ["email", "webhook"].into_iter().find(|c| {
+        let status = channels.get(*c).and_then(|v| v["status"].as_str());
+        matches!(status, Some("sent" | "delivered"))
+    })
+}
+
 /// Whether a behaviour converts a recipient's message record: the message reached them, the
 /// record is not converted yet, and a conversion event matches within its window.
 fn conversion_of(record: &Map<String, Value>, behaviour: &Behaviour) -> Option<Found> {
@@ -982,11 +1149,7 @@ fn conversion_of(record: &Map<String, Value>, behaviour: &Behaviour) -> Option<F
         return None;
     }
     let at = record.get("at_ms")?.as_i64()?;
-    let channels = record.get("channels")?.as_object()?;
-    let channel = ["email", "webhook"].into_iter().find(|c| {
-        let status = channels.get(*c).and_then(|v| v["status"].as_str());
-        matches!(status, Some("sent" | "delivered"))
-    })?;
+    let channel = reached(record)?;
     let conversions: Vec<campaign::ConversionEvent> =
         serde_json::from_value(record.get("conversion_events")?.clone()).ok()?;
     for (index, conversion) in conversions.iter().enumerate() {
@@ -1140,6 +1303,7 @@ fn add_counts(total: &mut crate::dispatch::Counts, add: &crate::dispatch::Counts
     total.control += add.control;
     total.skipped += add.skipped;
     total.resent_after_restart += add.resent_after_restart;
+    total.cancelled += add.cancelled;
 }
 
 /// The id just past the `n` recipients from `from` (none when there are none).

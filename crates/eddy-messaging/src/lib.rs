@@ -44,8 +44,14 @@ pub mod kinds {
     pub const DISPATCH_CANCEL: &str = "dispatch-cancel";
     /// Scheduled sends not sent yet, by schedule id → `{"dispatch_id"}`.
     pub const SCHEDULE: &str = "schedule";
+    /// The counts of sends whose records expired (`expired`): what the history no longer holds.
+    pub const HISTORY_TOTALS: &str = "history-totals";
     /// One recipient's outcome of one dispatch: `{profile:010}/{dispatch_id}`.
     pub const MESSAGE: &str = "message";
+    /// The messages that may still convert (reached their recipient, the send has conversion
+    /// events, not converted yet), by the same name → `{"until": UTC ms}`: what a tracked event
+    /// is checked against, instead of the user's whole history.
+    pub const CONVERTIBLE: &str = "message-convertible";
     /// A workspace's SMTP relay: `settings`.
     pub const EMAIL: &str = "email";
     /// State of an email address apart from any user (bounces, spam, blocklist, status).

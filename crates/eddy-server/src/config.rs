@@ -172,6 +172,9 @@ pub struct Messaging {
     pub webhook_timeout_seconds: u64,
     /// Recipients committed together.
     pub chunk: usize,
+    /// Days a finished send's records (the dispatch, each recipient's message) are kept; their
+    /// counts stay in the workspace's totals.
+    pub history_days: u64,
 }
 
 impl Default for Messaging {
@@ -185,6 +188,7 @@ impl Default for Messaging {
             retry_base_ms: 2_000,
             webhook_timeout_seconds: 30,
             chunk: 512,
+            history_days: 400,
         }
     }
 }

@@ -250,6 +250,7 @@ impl App {
             webhook_timeout: std::time::Duration::from_secs(m.webhook_timeout_seconds),
             chunk: m.chunk,
             liquid: config.liquid.limits(),
+            history: std::time::Duration::from_secs(m.history_days.saturating_mul(86_400)),
         };
         let engine =
             eddy_messaging::engine::Engine::start(store.clone(), settings, liquid_http.clone())

@@ -1109,3 +1109,45 @@ async fn a_send_in_flight_is_cancelled_within_two_chunks_and_never_resumed() {
         .await;
     assert_eq!(status, 409);
 }
+
+#[tokio::test]
+async fn finished_sends_expire_with_their_counts_kept() {
+    let app = eddy_testkit::spawn_with(|config| config.messaging.history_days = 0).await;
+    app.allow_loopback("default").await;
+    let receiver = WebhookReceiver::start().await;
+    app.track(json!({"attributes": [{"external_id": "h1"}, {"external_id": "h2"}]}))
+        .await;
+    let (_, sent) = app
+        .post(
+            "/messages/send",
+            json!({"external_user_ids": ["h1", "h2"], "messages": {"webhook": {"url": receiver.url("/h")}}}),
+        )
+        .await;
+    let id = sent["dispatch_id"].as_str().unwrap().to_string();
+    finished(&app, &id).await;
+    let (_, history) = app
+        .admin_get(&format!("{WS}/users/messages?external_id=h1"))
+        .await;
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(1));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let removed = app.engine.expire_once().await.expect("expire");
+    assert_eq!(removed, 1);
+    let (status, _) = app.admin_get(&format!("{WS}/dispatches/{id}")).await;
+    assert_eq!(status, 404);
+    let (_, history) = app
+        .admin_get(&format!("{WS}/users/messages?external_id=h1"))
+        .await;
+    assert_eq!(
+        history["messages"].as_array().map(Vec::len),
+        Some(0),
+        "{history}"
+    );
+    let ws = app.store.workspace("default").unwrap().unwrap().id;
+    let totals = app
+        .store
+        .object(ws, eddy_messaging::kinds::HISTORY_TOTALS, "expired")
+        .unwrap()
+        .expect("totals");
+    assert_eq!(totals["sends"], 1, "{totals}");
+    assert_eq!(totals["sent"], 2, "{totals}");
+}

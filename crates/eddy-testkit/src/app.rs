@@ -15,6 +15,7 @@ pub struct TestApp {
     pub dir: PathBuf,
     pub store: eddy_store::Store,
     pub currents: std::sync::Arc<eddy_currents::Currents>,
+    pub engine: std::sync::Arc<eddy_messaging::engine::Engine>,
     stop: Option<oneshot::Sender<()>>,
     done: Option<tokio::task::JoinHandle<()>>,
     _tmp: Option<tempfile::TempDir>,
@@ -139,6 +140,7 @@ pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let app = App::build(&config).await.expect("app builds");
     let store = app.store.clone();
     let currents = app.currents.clone();
+    let engine = app.engine.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let done = tokio::spawn(async move {
         app.serve(listener, async move {
@@ -155,6 +157,7 @@ pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
         dir,
         store,
         currents,
+        engine,
         stop: Some(stop),
         done: Some(done),
         _tmp: None,

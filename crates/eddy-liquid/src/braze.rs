@@ -129,7 +129,7 @@ fn json_escape(s: &str) -> String {
 /// `1234567.891` → `1,234,567.891`.
 fn number_with_delimiter(input: &Value) -> Value {
     let text = match input {
-        Value::Int(_) | Value::Float(_) => input.to_string_lossy(),
+        Value::Int(_) | Value::Big(_) | Value::Float(_) => input.to_string_lossy(),
         Value::Str(s)
             if matches!(
                 Number::from_value(input),

@@ -167,32 +167,60 @@ pub fn apply(
             _ => Value::Nil,
         },
         "abs" => match Number::from_value(&input) {
-            Number::Int(i) => Value::Int(i.abs()),
+            _ if matches!(input, Value::Big(_)) => Value::integer(num_traits::Signed::abs(
+                &input.as_integer().unwrap_or_default(),
+            )),
+            Number::Int(i) => match i.checked_abs() {
+                Some(a) => Value::Int(a),
+                None => Value::integer(num_bigint::BigInt::from(i).magnitude().clone().into()),
+            },
             other => Value::Float(other.as_f64().abs()),
         },
-        "plus" => arith(
-            Number::from_value(&input),
-            Number::from_value(&args[0]),
-            '+',
-        )
-        .to_value(),
-        "minus" => arith(
-            Number::from_value(&input),
-            Number::from_value(&args[0]),
-            '-',
-        )
-        .to_value(),
-        "times" => arith(
-            Number::from_value(&input),
-            Number::from_value(&args[0]),
-            '*',
-        )
-        .to_value(),
+        "plus" => match integer_arith(&input, &args[0], '+') {
+            Some(exact) => exact,
+            None => arith(
+                Number::from_value(&input),
+                Number::from_value(&args[0]),
+                '+',
+            )
+            .to_value(),
+        },
+        "minus" => match integer_arith(&input, &args[0], '-') {
+            Some(exact) => exact,
+            None => arith(
+                Number::from_value(&input),
+                Number::from_value(&args[0]),
+                '-',
+            )
+            .to_value(),
+        },
+        "times" => match integer_arith(&input, &args[0], '*') {
+            Some(exact) => exact,
+            None => arith(
+                Number::from_value(&input),
+                Number::from_value(&args[0]),
+                '*',
+            )
+            .to_value(),
+        },
         "divided_by" => divide(&input, &args[0])?,
         "modulo" => modulo(&input, &args[0])?,
         "round" => round(&input, arg(0))?,
+        // An integer past i64 is its own ceiling and floor.
+        "ceil" | "floor" if matches!(input, Value::Big(_)) => input,
         "ceil" => Value::Int(finite(Number::from_value(&input))?.ceil() as i64),
         "floor" => Value::Int(finite(Number::from_value(&input))?.floor() as i64),
+        "at_least" | "at_most"
+            if matches!(input, Value::Big(_)) || matches!(args[0].as_ref(), Value::Big(_)) =>
+        {
+            let bound = args[0].as_ref();
+            let take_bound = match bound.ruby_cmp(&input) {
+                Some(Ordering::Greater) => name == "at_least",
+                Some(Ordering::Less) => name == "at_most",
+                _ => false,
+            };
+            if take_bound { bound.clone() } else { input }
+        }
         "at_least" | "at_most" => {
             let bound = Number::from_value(&args[0]);
             let value = Number::from_value(&input);
@@ -668,7 +696,7 @@ fn property_of(item: &Value, property: &Value) -> Result<Option<Value>, Stop> {
             Value::Str(p) if s.contains(p.as_str()) => Value::Str(p.clone()),
             _ => Value::Nil,
         })),
-        Value::Array(_) | Value::Int(_) => Err(Stop::Error(format!(
+        Value::Array(_) | Value::Int(_) | Value::Big(_) => Err(Stop::Error(format!(
             "cannot select the property '{}'",
             property.to_string_lossy()
         ))),
@@ -754,8 +782,13 @@ fn where_(input: &Value, property: &Value, target: Option<&Value>) -> Result<Val
 fn same_kind(a: &Value, b: &Value) -> bool {
     !matches!(
         (a, b),
-        (Value::Str(_), Value::Int(_) | Value::Float(_))
-            | (Value::Int(_) | Value::Float(_), Value::Str(_))
+        (
+            Value::Str(_),
+            Value::Int(_) | Value::Big(_) | Value::Float(_)
+        ) | (
+            Value::Int(_) | Value::Big(_) | Value::Float(_),
+            Value::Str(_)
+        )
     )
 }
 
@@ -811,7 +844,48 @@ fn compact(input: &Value, property: Option<&Value>) -> Result<Value, Stop> {
     Ok(Value::array(out))
 }
 
+/// `+`, `-`, `*` of two integers (Integers, or strings of digits) as Ruby makes them, of any
+/// size; `None` when an operand is not an integer (the decimal and float rules apply).
+fn integer_arith(a: &Value, b: &Value, op: char) -> Option<Value> {
+    if let (Value::Int(x), Value::Int(y)) = (a, b) {
+        let fits = match op {
+            '+' => x.checked_add(*y),
+            '-' => x.checked_sub(*y),
+            _ => x.checked_mul(*y),
+        };
+        if let Some(r) = fits {
+            return Some(Value::Int(r));
+        }
+    }
+    // Past i64, a big operand, or a string of digits: exact, as Ruby's Integer.
+    let (x, y) = (a.as_integer()?, b.as_integer()?);
+    Some(Value::integer(match op {
+        '+' => x + y,
+        '-' => x - y,
+        _ => x * y,
+    }))
+}
+
+/// `divided_by` and `modulo` of two integers when one is past i64 (floored, as Ruby's).
+fn big_division(a: &Value, b: &Value, modulo: bool) -> Option<Result<Value, Stop>> {
+    if !matches!(a, Value::Big(_)) && !matches!(b, Value::Big(_)) {
+        return None;
+    }
+    let (x, y) = (a.as_integer()?, b.as_integer()?);
+    if num_traits::Zero::is_zero(&y) {
+        return Some(Err(Stop::Error("divided by 0".into())));
+    }
+    Some(Ok(Value::integer(if modulo {
+        num_integer::Integer::mod_floor(&x, &y)
+    } else {
+        num_integer::Integer::div_floor(&x, &y)
+    })))
+}
+
 fn divide(input: &Value, operand: &Value) -> Result<Value, Stop> {
+    if let Some(exact) = big_division(input, operand, false) {
+        return exact;
+    }
     let (a, b) = (Number::from_value(input), Number::from_value(operand));
     // Only integer division by zero raises; BigDecimal's gives Infinity or NaN.
     if matches!((a, b), (Number::Int(_), Number::Int(0))) {
@@ -853,6 +927,9 @@ fn decimal_divide(a: Number, b: Number) -> Option<Number> {
 }
 
 fn modulo(input: &Value, operand: &Value) -> Result<Value, Stop> {
+    if let Some(exact) = big_division(input, operand, true) {
+        return exact;
+    }
     let (a, b) = (Number::from_value(input), Number::from_value(operand));
     if b.as_f64() == 0.0 {
         return Err(Stop::Error("divided by 0".into()));
@@ -911,6 +988,9 @@ fn round(input: &Value, digits: Option<&Value>) -> Result<Value, Stop> {
         None => 0,
     };
     let integer_result = matches!(digits, None | Some(Value::Int(0)));
+    if matches!(input, Value::Big(_)) && places >= 0 {
+        return Ok(input.clone());
+    }
     let n = Number::from_value(input);
     let rounded = match n {
         Number::Int(i) if places >= 0 => Value::Int(i),

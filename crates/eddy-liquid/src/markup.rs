@@ -232,9 +232,14 @@ fn parse_expr_nested(markup: &str, nesting: usize) -> Expr {
         return Expr::Literal(Value::str(&m[1..m.len() - 1]));
     }
     if is_integer(m) {
+        // Ruby's integers have no bound.
         return match m.parse::<i64>() {
             Ok(i) => Expr::Literal(Value::Int(i)),
-            Err(_) => Expr::Literal(Value::Float(m.parse().unwrap_or(0.0))),
+            Err(_) => Expr::Literal(
+                m.parse::<num_bigint::BigInt>()
+                    .map(Value::integer)
+                    .unwrap_or(Value::Nil),
+            ),
         };
     }
     if let Some((a, b)) = range_parts(m) {

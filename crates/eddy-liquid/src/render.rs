@@ -747,7 +747,12 @@ fn contains(left: &Value, right: &Value) -> bool {
 /// `<`, `>`, `<=`, `>=` as Ruby answers them: numbers and strings compare, other pairs raise
 /// "comparison of X with Y failed"; values without the operator (nil, booleans, arrays) give nil.
 fn ordered(left: &Value, op: &str, right: &Value) -> Result<bool, Stop> {
-    let has_operator = |v: &Value| matches!(v, Value::Int(_) | Value::Float(_) | Value::Str(_));
+    let has_operator = |v: &Value| {
+        matches!(
+            v,
+            Value::Int(_) | Value::Big(_) | Value::Float(_) | Value::Str(_)
+        )
+    };
     if !has_operator(left) || !has_operator(right) {
         return Ok(false);
     }

@@ -26,6 +26,8 @@ pub enum Value {
     Bool(bool),
     /// An integer.
     Int(i64),
+    /// An integer outside `i64` (Ruby's integers have no bound); one inside is always `Int`.
+    Big(Arc<num_bigint::BigInt>),
     /// A float.
     Float(f64),
     /// A string.
@@ -42,6 +44,31 @@ impl Value {
     /// Whether Liquid takes the value as true: everything but `nil` and `false`.
     pub fn truthy(&self) -> bool {
         !matches!(self, Value::Nil | Value::Bool(false))
+    }
+
+    /// An integer value: `Int` when it fits, `Big` otherwise.
+    pub fn integer(n: num_bigint::BigInt) -> Value {
+        match i64::try_from(&n) {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::Big(Arc::new(n)),
+        }
+    }
+
+    /// The value as an integer, when Ruby's `Utils.to_number` makes one of it: an Integer, or a
+    /// string of digits (any length).
+    pub fn as_integer(&self) -> Option<num_bigint::BigInt> {
+        match self {
+            Value::Int(i) => Some((*i).into()),
+            Value::Big(b) => Some(b.as_ref().clone()),
+            Value::Str(s) => {
+                let digits = s.strip_prefix('-').unwrap_or(s);
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                s.parse().ok()
+            }
+            _ => None,
+        }
     }
 
     /// A string value.
@@ -79,6 +106,7 @@ impl Value {
                 entries.len() * (VALUE_BYTES + ENTRY_BYTES),
                 |sum, (key, value)| sum.saturating_add(key.len() + value.weight()),
             ),
+            Value::Big(b) => b.bits().div_ceil(8) as usize,
             Value::Nil | Value::Bool(_) | Value::Int(_) | Value::Float(_) | Value::Range(..) => 0,
         }
     }
@@ -102,6 +130,9 @@ impl Value {
             Value::Nil => {}
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
+            Value::Big(b) => {
+                let _ = write!(out, "{b}");
+            }
             Value::Float(f) => format_float(*f, out),
             Value::Str(s) => out.push_str(s),
             // Ruby's Array#to_s is #inspect.
@@ -167,6 +198,7 @@ impl Value {
             Value::Range(a, b) => Some(if b >= a { (b - a + 1) as usize } else { 0 }),
             // Integer#size is its width in bytes.
             Value::Int(_) => Some(8),
+            Value::Big(b) => Some(b.bits().div_ceil(8) as usize),
             _ => None,
         }
     }
@@ -215,6 +247,9 @@ impl Value {
             (Value::Int(a), Value::Float(b)) | (Value::Float(b), Value::Int(a)) => {
                 (*a as f64) == *b
             }
+            (Value::Big(a), Value::Float(b)) | (Value::Float(b), Value::Big(a)) => {
+                big_to_f64(a) == *b
+            }
             (Value::Array(a), Value::Array(b)) => {
                 a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.liquid_eq(y))
             }
@@ -232,6 +267,11 @@ impl Value {
     pub fn ruby_cmp(&self, other: &Value) -> Option<Ordering> {
         match (self, other) {
             (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
+            (Value::Big(_), Value::Int(_) | Value::Big(_)) | (Value::Int(_), Value::Big(_)) => {
+                Some(self.as_integer()?.cmp(&other.as_integer()?))
+            }
+            (Value::Big(a), Value::Float(b)) => big_to_f64(a).partial_cmp(b),
+            (Value::Float(a), Value::Big(b)) => a.partial_cmp(&big_to_f64(b)),
             (Value::Int(a), Value::Float(b)) => (*a as f64).partial_cmp(b),
             (Value::Float(a), Value::Int(b)) => a.partial_cmp(&(*b as f64)),
             (Value::Float(a), Value::Float(b)) => a.partial_cmp(b),
@@ -257,7 +297,7 @@ impl Value {
             Value::Nil => "nil",
             Value::Bool(true) => "true",
             Value::Bool(false) => "false",
-            Value::Int(_) => "Integer",
+            Value::Int(_) | Value::Big(_) => "Integer",
             Value::Float(_) => "Float",
             Value::Str(_) => "String",
             Value::Array(_) => "Array",
@@ -291,6 +331,10 @@ impl Value {
             Value::Nil => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Int(i) => serde_json::Value::from(*i),
+            // JSON numbers here are 64-bit: a big integer is its nearest float.
+            Value::Big(b) => serde_json::Number::from_f64(big_to_f64(b))
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
             Value::Float(f) => serde_json::Number::from_f64(*f)
                 .map(serde_json::Value::Number)
                 .unwrap_or(serde_json::Value::Null),
@@ -430,10 +474,12 @@ pub enum Number {
 }
 
 impl Number {
-    /// `Utils.to_number`.
+    /// `Utils.to_number` (an integer past `i64` reads as the float nearest it: the integer
+    /// filters handle such integers before they get here).
     pub fn from_value(value: &Value) -> Number {
         match value {
             Value::Int(i) => Number::Int(*i),
+            Value::Big(b) => Number::Float(big_to_f64(b)),
             Value::Float(f) => decimal_of_float(*f),
             Value::Str(s) => number_of_str(s),
             _ => Number::Int(0),
@@ -461,6 +507,11 @@ impl Number {
     pub fn is_int(self) -> bool {
         matches!(self, Number::Int(_))
     }
+}
+
+/// The float nearest a big integer.
+pub fn big_to_f64(n: &num_bigint::BigInt) -> f64 {
+    num_traits::ToPrimitive::to_f64(n).unwrap_or(f64::NAN)
 }
 
 fn decimal_to_f64(mantissa: i128, scale: u32) -> f64 {

@@ -30,7 +30,8 @@ pub struct Refused(pub String);
 /// The loopback rule alone, for destinations an operator configured (Currents, SMTP relays,
 /// `eddy sync` targets): any address, unless the process is restricted to loopback.
 pub fn check_outbound(ip: IpAddr) -> Result<(), Refused> {
-    if loopback_only() && !ip.is_loopback() {
+    // `::ffff:127.0.0.1` is loopback too.
+    if loopback_only() && !ip.to_canonical().is_loopback() {
         return Err(Refused(format!(
             "{ip} is outside loopback, and this process may only connect to loopback (tests)"
         )));
@@ -95,14 +96,11 @@ impl Policy {
             url::Host::Domain(_) => None,
         };
         let host_text = url.host_str().unwrap_or_default();
-        if let Some(ip) = literal {
-            check_outbound(ip)?;
-        }
         let Policy::Workspace(allowed) = self else {
-            return Ok(());
+            return literal.map_or(Ok(()), check_outbound);
         };
         if allowed.allows(host_text, port) {
-            return Ok(());
+            return literal.map_or(Ok(()), check_outbound);
         }
         if only_web_ports && port != 80 && port != 443 {
             return Err(Refused(format!(
@@ -116,7 +114,7 @@ impl Policy {
                 "{ip} is a private address (add it to the workspace's allowed_hosts to call it)"
             )));
         }
-        Ok(())
+        literal.map_or(Ok(()), check_outbound)
     }
 
     /// Which of a name's addresses may be connected to.

@@ -418,3 +418,29 @@ async fn amplitude_recommendations_from_the_user_profile_api_with_the_cache_unde
     let (_, answer) = render(&app, wrong).await;
     assert_eq!(answer["aborted"], true, "{answer}");
 }
+
+#[tokio::test]
+async fn connected_content_refuses_private_addresses_in_every_spelling() {
+    let app = spawn_app().await;
+    for url in [
+        "http://localhost/x",
+        "http://127.1/x",
+        "http://0x7f000001/x",
+        "http://2130706433/x",
+        "http://[::ffff:127.0.0.1]/x",
+        "http://[::1]/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[64:ff9b::a9fe:a9fe]/",
+        "http://10.0.0.1/x",
+    ] {
+        let (status, answer) = render(
+            &app,
+            json!({"template": format!("[{{% connected_content {url} %}}]")}),
+        )
+        .await;
+        assert_eq!(status, 200, "{url}: {answer}");
+        assert_eq!(answer["output"], "[]", "{url}: {answer}");
+        let warning = answer["warnings"][0].as_str().unwrap_or_default();
+        assert!(warning.contains("private"), "{url}: {answer}");
+    }
+}

@@ -226,6 +226,8 @@ pub struct Response {
     /// The body read as JSON (an object or array), when it is; cached answers keep it, so a
     /// cache hit is not parsed again.
     pub json: Option<std::sync::Arc<Value>>,
+    /// What `json` weighs toward a render's memory, measured once with it.
+    pub json_weight: usize,
 }
 
 impl Response {
@@ -241,10 +243,12 @@ impl Response {
             }
             _ => None,
         };
+        let json_weight = json.as_ref().map_or(0, |v| v.weight());
         Response {
             status,
             body: body.into(),
             json,
+            json_weight,
         }
     }
 }
@@ -439,7 +443,7 @@ pub fn connected_content(
         Some(json) => {
             let value = Value::clone(json);
             match &call.save {
-                Some(name) => ctx.assign(name, value)?,
+                Some(name) => ctx.assign_weighed(name, value, response.json_weight)?,
                 None => out.push_str(&response.body),
             }
         }

@@ -127,6 +127,11 @@ impl<'a> Context<'a> {
     /// toward the render's memory from now on, in place of what it held before.
     pub fn assign(&mut self, name: &str, value: Value) -> Result<(), Stop> {
         let bytes = value.weight();
+        self.assign_weighed(name, value, bytes)
+    }
+
+    /// [`Context::assign`] of a value whose weight is known already (a cached answer's).
+    pub fn assign_weighed(&mut self, name: &str, value: Value, bytes: usize) -> Result<(), Stop> {
         let before = self.held.get(name).copied().unwrap_or(0);
         let total = self.held_total - before + bytes;
         if total > self.limits.max_memory_bytes {

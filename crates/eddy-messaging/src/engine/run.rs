@@ -1,0 +1,447 @@
+//! One dispatch from start to end: waiting for its schedule, visiting its audience chunk by
+//! chunk (prepared, delivered and committed in a pipeline), cancellation, and parking a send
+//! whose runs keep failing.
+
+use super::conversions::reached;
+use super::deliver::Channels;
+use super::prepare::shared_variables;
+use super::*;
+
+impl Engine {
+    pub(super) fn load(&self, ws: u32, id: &str) -> Result<Option<Dispatch>, MessagingError> {
+        match self.store.object(ws, kinds::DISPATCH, id)? {
+            Some(value) => serde_json::from_value(value)
+                .map(Some)
+                .map_err(|e| MessagingError::invalid(format!("stored dispatch {id}: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn run(
+        self: &Arc<Self>,
+        ws: &Workspace,
+        id: &str,
+    ) -> Result<(), MessagingError> {
+        // Wait for the schedule, re-reading it whenever a schedule changes.
+        let mut dispatch = loop {
+            let Some(dispatch) = self.load(ws.id, id)? else {
+                return Ok(());
+            };
+            let open = matches!(dispatch.state, State::Scheduled | State::Sending);
+            if open && self.cancel_requested(ws.id, id)? {
+                return self.finish_cancelled(ws, dispatch).await;
+            }
+            match dispatch.state {
+                State::Done | State::Cancelled | State::Failed => {
+                    // A schedule deleted before it was due leaves its request behind.
+                    if self.cancel_requested(ws.id, id)? {
+                        self.store
+                            .delete_object(ws.id, kinds::DISPATCH_CANCEL, id.to_string())
+                            .await?;
+                    }
+                    return Ok(());
+                }
+                State::Sending => break dispatch,
+                State::Scheduled => {}
+            }
+            let now = eddy_model::time::now_ms();
+            let first_due = if dispatch.in_local_time {
+                dispatch.send_at - 14 * 3_600_000
+            } else {
+                dispatch.send_at
+            };
+            if first_due <= now {
+                let mut started = dispatch;
+                started.state = State::Sending;
+                self.save(ws.id, &started, Vec::new(), Vec::new()).await?;
+                break started;
+            }
+            let wait = Duration::from_millis((first_due - now).min(60_000) as u64);
+            let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+            if self.stopping() {
+                return Ok(());
+            }
+        };
+        if dispatch.starts_without_progress >= MAX_STARTS_WITHOUT_PROGRESS {
+            return self.park(ws, dispatch).await;
+        }
+        dispatch.starts_without_progress += 1;
+        self.save(ws.id, &dispatch, Vec::new(), Vec::new()).await?;
+        loop {
+            match self.pass(ws, &mut dispatch).await? {
+                PassEnd::Done => break,
+                PassEnd::Stopped => return Ok(()),
+                PassEnd::Cancelled => return self.finish_cancelled(ws, dispatch).await,
+                PassEnd::PendingUntil(due) => {
+                    // Recipients in later time zones: sleep until the next one is due, then
+                    // visit the audience again (recipients already settled are skipped).
+                    loop {
+                        let wait = (due - eddy_model::time::now_ms()).clamp(0, 3_600_000);
+                        if wait == 0 {
+                            break;
+                        }
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(wait as u64),
+                            self.wake.notified(),
+                        )
+                        .await;
+                        if self.stopping() {
+                            return Ok(());
+                        }
+                        if self.cancel_requested(ws.id, id)? {
+                            return self.finish_cancelled(ws, dispatch).await;
+                        }
+                    }
+                    dispatch.next = 0;
+                    dispatch.claimed = 0;
+                }
+            }
+        }
+        dispatch.state = State::Done;
+        dispatch.finished_at = Some(eddy_model::time::now_ms());
+        self.save(ws.id, &dispatch, Vec::new(), Vec::new()).await?;
+        tracing::info!(
+            dispatch_id = id,
+            workspace = ws.name,
+            sent = dispatch.counts.sent,
+            failed = dispatch.counts.failed,
+            "dispatch finished"
+        );
+        Ok(())
+    }
+
+    /// Asks a dispatch to stop: the engine running it stops before its next chunk (or before
+    /// it starts, when it waits for its schedule), counts what was not sent, and marks it
+    /// cancelled; a restart never resumes it. Works from any node: the request is stored.
+    pub async fn request_cancel(&self, ws: u32, id: &str) -> Result<(), MessagingError> {
+        self.store
+            .put_object(
+                ws,
+                kinds::DISPATCH_CANCEL,
+                id.to_string(),
+                json!({"at": eddy_model::time::now_ms()}),
+            )
+            .await?;
+        self.wake();
+        Ok(())
+    }
+
+    pub(super) fn cancel_requested(&self, ws: u32, id: &str) -> Result<bool, MessagingError> {
+        Ok(self.store.object(ws, kinds::DISPATCH_CANCEL, id)?.is_some())
+    }
+
+    /// Ends a dispatch as cancelled, in one commit with the request's removal.
+    pub(super) async fn finish_cancelled(
+        &self,
+        ws: &Workspace,
+        mut dispatch: Dispatch,
+    ) -> Result<(), MessagingError> {
+        let c = &dispatch.counts;
+        let settled = c.sent + c.aborted + c.failed + c.control + c.skipped;
+        dispatch.counts.cancelled = dispatch.audience_size()?.saturating_sub(settled);
+        dispatch.state = State::Cancelled;
+        dispatch.finished_at = Some(eddy_model::time::now_ms());
+        let request = ObjectWrite {
+            kind: kinds::DISPATCH_CANCEL.into(),
+            name: dispatch.id.clone(),
+            value: None,
+        };
+        self.save(ws.id, &dispatch, vec![request], Vec::new())
+            .await?;
+        tracing::info!(
+            dispatch_id = dispatch.id,
+            workspace = ws.name,
+            sent = dispatch.counts.sent,
+            not_sent = dispatch.counts.cancelled,
+            "dispatch cancelled"
+        );
+        Ok(())
+    }
+
+    /// Gives a dispatch up: what was not settled is never sent, and the reason is kept.
+    pub(super) async fn park(
+        &self,
+        ws: &Workspace,
+        mut dispatch: Dispatch,
+    ) -> Result<(), MessagingError> {
+        let reason = format!(
+            "its last {} runs ended without delivering a chunk (an error each time, or the process stopped while sending); it is not tried again",
+            dispatch.starts_without_progress
+        );
+        tracing::error!(
+            dispatch_id = dispatch.id,
+            workspace = ws.name,
+            reason,
+            "dispatch parked as failed"
+        );
+        dispatch.state = State::Failed;
+        dispatch.failure = Some(reason);
+        dispatch.finished_at = Some(eddy_model::time::now_ms());
+        self.save(ws.id, &dispatch, Vec::new(), Vec::new()).await?;
+        self.stats.dispatches_failed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Saves a dispatch with what it settled, in one commit; a dispatch that is no longer
+    /// open leaves the list resumed at start.
+    pub(super) async fn save(
+        &self,
+        ws: u32,
+        dispatch: &Dispatch,
+        mut objects: Vec<ObjectWrite>,
+        events: Vec<OutboxEvent>,
+    ) -> Result<(), MessagingError> {
+        objects.extend(dispatch.writes()?);
+        self.store.record(ws, objects, events).await?;
+        Ok(())
+    }
+
+    /// One visit of the audience from `dispatch.next`; answers the earliest time a recipient
+    /// left for later (local-time sends) is due.
+    pub(super) async fn pass(
+        self: &Arc<Self>,
+        ws: &Workspace,
+        dispatch: &mut Dispatch,
+    ) -> Result<PassEnd, MessagingError> {
+        let bitmap = dispatch.bitmap()?;
+        let blocks = crate::templates::content_blocks(&self.store, ws.id)?;
+        let compiled = Arc::new(Compiled::new(
+            &dispatch.messages,
+            blocks,
+            self.settings.liquid,
+        )?);
+        let rules = Arc::new(crate::templates::rules(&self.store, ws.id)?);
+        let pool = match &dispatch.messages.email {
+            Some(_) => self.pool(ws.id)?,
+            None => None,
+        };
+        let http = self.webhook_client(&rules.allowed_hosts)?;
+        let base = tracking_base(&self.store, ws.id, &self.settings.public_url);
+        let in_doubt_until = dispatch.claimed;
+        let mut pending_until: Option<i64> = None;
+        let pacer = dispatch.messages_per_minute.map(Pacer::new).map(Arc::new);
+        let mut chunk = dispatch.recipients_from(Some(&bitmap), dispatch.next, self.settings.chunk);
+        // A chunk's outcomes commit while the next chunk is delivered, so what is claimed runs
+        // two chunks ahead of what is settled.
+        let ahead = 2 * self.settings.chunk;
+        if let Some(claim) = claim_through(dispatch, &bitmap, dispatch.next, ahead)
+            && dispatch.claimed < claim
+        {
+            dispatch.claimed = claim;
+            self.save(ws.id, dispatch, Vec::new(), Vec::new()).await?;
+        }
+        let mut committing: Option<tokio::task::JoinHandle<Result<(), MessagingError>>> = None;
+        let mut end = PassEnd::Done;
+        let job = Arc::new(Prepare {
+            ws: ws.clone(),
+            dispatch: dispatch.clone(),
+            compiled: compiled.clone(),
+            rules: rules.clone(),
+            base: base.clone(),
+            has_relay: pool.is_some(),
+            // Only recipients claimed before this run (or any, for local-time sends visited
+            // again) can have an outcome already.
+            settled_below: if dispatch.in_local_time {
+                u64::MAX
+            } else {
+                in_doubt_until
+            },
+            shared: shared_variables(dispatch),
+        });
+        // The next chunk is prepared (read, rendered) while the current one is delivered.
+        let mut preparing = Some(self.spawn_prepare(&job, std::mem::take(&mut chunk)));
+        while let Some(current) = preparing.take() {
+            let (chunk_end, prepared) = current
+                .await
+                .map_err(|e| MessagingError::invalid(format!("prepare: {e}")))??;
+            if let Some(upcoming_from) = chunk_end {
+                let next_chunk =
+                    dispatch.recipients_from(Some(&bitmap), upcoming_from, self.settings.chunk);
+                if !next_chunk.is_empty() {
+                    preparing = Some(self.spawn_prepare(&job, next_chunk));
+                }
+            }
+            let Some(chunk_end) = chunk_end else {
+                break;
+            };
+            let cancelled = self.cancel_requested(ws.id, &dispatch.id)?;
+            if self.stopping() || cancelled {
+                // Stopping: what was claimed and not delivered is sent after the restart.
+                // Cancelled: it is never sent. Either way the chunk being prepared is let
+                // finish so that nothing holds the store afterwards.
+                if let Some(next) = preparing.take() {
+                    let _ = next.await;
+                }
+                end = if cancelled {
+                    PassEnd::Cancelled
+                } else {
+                    PassEnd::Stopped
+                };
+                break;
+            }
+            let mut works = Vec::new();
+            for p in prepared {
+                match p {
+                    Prepared::Settled | Prepared::Gone => {}
+                    Prepared::Pending(due) => {
+                        pending_until = Some(pending_until.map_or(due, |d: i64| d.min(due)));
+                    }
+                    Prepared::Ready(work) => works.push(*work),
+                }
+            }
+            let finished: Vec<Finished> =
+                futures_util::stream::iter(works.into_iter().map(|work| {
+                    let engine = self.clone();
+                    let channels = Channels {
+                        http: http.clone(),
+                        pool: pool.clone(),
+                        pacer: pacer.clone(),
+                    };
+                    let in_doubt = u64::from(work.id) < in_doubt_until;
+                    async move { engine.deliver(work, channels, in_doubt).await }
+                }))
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .collect()
+                .await;
+            let mut objects = Vec::with_capacity(finished.len());
+            let mut events = Vec::new();
+            // The longest conversion window of the send: how long a delivered message stays
+            // in the index of those that may convert.
+            let window_ms = dispatch
+                .conversion_events
+                .iter()
+                .map(|c| c.window_seconds.max(0) * 1000)
+                .max();
+            for done in finished {
+                add_counts(&mut dispatch.counts, &done.counts);
+                let name = message_name(done.id, &dispatch.id);
+                if let Some(window_ms) = window_ms
+                    && reached(&done.history).is_some()
+                {
+                    let at = done
+                        .history
+                        .get("at_ms")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0);
+                    objects.push(ObjectWrite {
+                        kind: kinds::CONVERTIBLE.into(),
+                        name: name.clone(),
+                        value: Some(json!({"until": at.saturating_add(window_ms)})),
+                    });
+                }
+                objects.push(ObjectWrite {
+                    kind: kinds::MESSAGE.into(),
+                    name,
+                    value: Some(Value::Object(done.history)),
+                });
+                objects.extend(done.extra);
+                events.extend(done.events);
+            }
+            dispatch.next = chunk_end;
+            dispatch.starts_without_progress = 0;
+            if let Some(claim) = claim_through(dispatch, &bitmap, chunk_end, ahead) {
+                dispatch.claimed = dispatch.claimed.max(claim);
+            }
+            // In order: the previous chunk's commit is durable before this one is sent, so
+            // the next chunk is delivered only under a durable claim.
+            if let Some(previous) = committing.take() {
+                previous
+                    .await
+                    .map_err(|e| MessagingError::invalid(format!("commit: {e}")))??;
+            }
+            let (engine, ws_id, snapshot) = (self.clone(), ws.id, dispatch.clone());
+            committing = Some(tokio::spawn(async move {
+                engine.save(ws_id, &snapshot, objects, events).await
+            }));
+        }
+        if let Some(last) = committing.take() {
+            last.await
+                .map_err(|e| MessagingError::invalid(format!("commit: {e}")))??;
+        }
+        if !matches!(end, PassEnd::Done) {
+            return Ok(end);
+        }
+        Ok(match pending_until {
+            Some(due) => PassEnd::PendingUntil(due),
+            None => PassEnd::Done,
+        })
+    }
+
+    /// Prepares a chunk on a blocking thread; answers where it ends (none when empty).
+    pub(super) fn spawn_prepare(
+        self: &Arc<Self>,
+        job: &Arc<Prepare>,
+        recipients: Vec<Recipient>,
+    ) -> tokio::task::JoinHandle<Result<PreparedChunk, MessagingError>> {
+        let engine = self.clone();
+        let job = job.clone();
+        tokio::task::spawn_blocking(move || {
+            let end = recipients.last().map(|r| u64::from(r.id) + 1);
+            let prepared = engine.prepare_chunk(&job, recipients)?;
+            Ok((end, prepared))
+        })
+    }
+
+    /// The SMTP pool of a workspace's relay (made again when the settings change).
+    pub(super) fn pool(&self, ws: u32) -> Result<Option<Arc<Pool>>, MessagingError> {
+        let Some(relay) = relay_of(&self.store, ws)? else {
+            return Ok(None);
+        };
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((known, pool)) = pools.get(&ws)
+            && *known == relay
+        {
+            return Ok(Some(pool.clone()));
+        }
+        let helo = self
+            .settings
+            .public_url
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .unwrap_or("localhost")
+            .to_string();
+        let pool = Arc::new(Pool::new(
+            relay.clone(),
+            helo,
+            self.settings.smtp_connections,
+        ));
+        pools.insert(ws, (relay, pool.clone()));
+        Ok(Some(pool))
+    }
+}
+
+/// How one visit of a dispatch's audience ended.
+pub(super) enum PassEnd {
+    /// Every recipient is settled.
+    Done,
+    /// Some recipients are due later (local time): at this UTC ms.
+    PendingUntil(i64),
+    /// The engine is shutting down; the dispatch resumes at the next start.
+    Stopped,
+    /// A cancellation was asked for: nothing more is sent.
+    Cancelled,
+}
+
+pub(super) fn add_counts(total: &mut crate::dispatch::Counts, add: &crate::dispatch::Counts) {
+    total.sent += add.sent;
+    total.aborted += add.aborted;
+    total.failed += add.failed;
+    total.control += add.control;
+    total.skipped += add.skipped;
+    total.resent_after_restart += add.resent_after_restart;
+    total.cancelled += add.cancelled;
+}
+
+/// The id just past the `n` recipients from `from` (none when there are none).
+pub(super) fn claim_through(
+    dispatch: &Dispatch,
+    bitmap: &roaring::RoaringBitmap,
+    from: u64,
+    n: usize,
+) -> Option<u64> {
+    dispatch
+        .recipients_from(Some(bitmap), from, n)
+        .last()
+        .map(|r| u64::from(r.id) + 1)
+}

@@ -5,6 +5,7 @@
 //!   query parameter or body field); gives the key's workspace and the raw body.
 //! - [`Admin`]: the admin token. [`AdminWorkspace`]: the admin token and the path's `{ws}`.
 //! - [`JsonBody<T>`]: a JSON body, with the 413 and 400 texts of the error table.
+//! - [`Paging<DEFAULT, MAX>`]: `limit` and `offset` of a list, read one way everywhere.
 
 use std::marker::PhantomData;
 
@@ -223,5 +224,83 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, HttpError> {
         let bytes = body_bytes(Bytes::from_request(req, state).await)?;
         Ok(JsonBody(parse(&bytes)?))
+    }
+}
+
+/// `?limit=&offset=` of a list: `limit` defaults to `DEFAULT` and is capped at `MAX` (Braze
+/// documents its lists' limits as maxima); a value that is not a number, or a limit of 0, is a
+/// 400 that says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paging<const DEFAULT: usize, const MAX: usize> {
+    /// Items at most.
+    pub limit: usize,
+    /// Items skipped first.
+    pub offset: usize,
+}
+
+impl<const DEFAULT: usize, const MAX: usize> Paging<DEFAULT, MAX> {
+    /// Reads a query string.
+    pub fn read(query: Option<&str>) -> Result<Self, HttpError> {
+        let number = |name: &str| -> Result<Option<usize>, HttpError> {
+            match crate::http::query_param(query, name) {
+                None => Ok(None),
+                Some(text) => text.trim().parse::<usize>().map(Some).map_err(|_| {
+                    HttpError(ApiError::BadRequest(format!(
+                        "{name} is a whole number, not '{text}'"
+                    )))
+                }),
+            }
+        };
+        let limit = match number("limit")? {
+            Some(0) => {
+                return Err(HttpError(ApiError::BadRequest(format!(
+                    "limit is 1 to {MAX}"
+                ))));
+            }
+            Some(limit) => limit.min(MAX),
+            None => DEFAULT,
+        };
+        Ok(Paging {
+            limit,
+            offset: number("offset")?.unwrap_or(0),
+        })
+    }
+}
+
+impl<S: Send + Sync, const DEFAULT: usize, const MAX: usize> FromRequestParts<S>
+    for Paging<DEFAULT, MAX>
+{
+    type Rejection = HttpError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, HttpError> {
+        Paging::read(parts.uri.query())
+    }
+}
+
+#[cfg(test)]
+mod paging_tests {
+    use super::Paging;
+
+    #[test]
+    fn limits_default_cap_and_refuse_what_is_not_a_number() {
+        let read = |q: &str| Paging::<100, 500>::read(Some(q)).map_err(|e| e.0);
+        assert_eq!(
+            read("").unwrap(),
+            Paging {
+                limit: 100,
+                offset: 0
+            }
+        );
+        assert_eq!(
+            read("limit=20&offset=40").unwrap(),
+            Paging {
+                limit: 20,
+                offset: 40
+            }
+        );
+        assert_eq!(read("limit=9000").unwrap().limit, 500);
+        assert!(read("limit=0").is_err());
+        assert!(read("limit=ten").is_err());
+        assert!(read("offset=-1").is_err());
     }
 }

@@ -65,8 +65,9 @@ pub struct SendRequest {
     messages: Option<Value>,
     #[serde(default)]
     schedule: Option<Schedule>,
-    #[serde(default)]
-    api_key: Option<String>,
+    /// Braze's old in-body key: accepted, never used (the header decides).
+    #[serde(default, rename = "api_key")]
+    _api_key: serde::de::IgnoredAny,
 }
 
 /// Braze's `schedule` object.
@@ -122,8 +123,9 @@ pub struct TriggerRequest {
     recipients: Option<Vec<TriggerRecipient>>,
     #[serde(default)]
     schedule: Option<Schedule>,
-    #[serde(default)]
-    api_key: Option<String>,
+    /// Braze's old in-body key: accepted, never used (the header decides).
+    #[serde(default, rename = "api_key")]
+    _api_key: serde::de::IgnoredAny,
 }
 
 /// Who a request names, before it becomes a dispatch's audience.
@@ -420,7 +422,6 @@ async fn prepare_send(
     dispatch.recipient_subscription_state =
         subscription_state(req.recipient_subscription_state.as_deref())?;
     let _ = req.override_frequency_capping;
-    let _ = &req.api_key;
     apply_schedule(&mut dispatch, req.schedule.as_ref())?;
     Ok(dispatch)
 }
@@ -459,8 +460,9 @@ pub struct ScheduleChange {
     schedule: Option<Schedule>,
     #[serde(default)]
     messages: Option<Value>,
-    #[serde(default)]
-    api_key: Option<String>,
+    /// Braze's old in-body key: accepted, never used (the header decides).
+    #[serde(default, rename = "api_key")]
+    _api_key: serde::de::IgnoredAny,
 }
 
 fn scheduled(
@@ -524,7 +526,6 @@ async fn update_schedule(state: &SharedState, ws: &Workspace, change: ScheduleCh
         }
         dispatch.messages = Messages::from_json(messages)?;
     }
-    let _ = change.api_key;
     save(state, ws.id, &dispatch).await?;
     Ok(json_response(
         StatusCode::CREATED,
@@ -757,7 +758,6 @@ async fn prepare_trigger(
     dispatch.broadcast = broadcast;
     dispatch.send_id = req.send_id.clone();
     dispatch.trigger_properties = req.trigger_properties.clone().unwrap_or_default();
-    let _ = &req.api_key;
     apply_schedule(&mut dispatch, req.schedule.as_ref())?;
     Ok(dispatch)
 }
@@ -799,8 +799,9 @@ pub struct TransactionalRequest {
     #[serde(default)]
     trigger_properties: Option<Map<String, Value>>,
     recipient: TriggerRecipient,
-    #[serde(default)]
-    api_key: Option<String>,
+    /// Braze's old in-body key: accepted, never used (the header decides).
+    #[serde(default, rename = "api_key")]
+    _api_key: serde::de::IgnoredAny,
 }
 
 /// How long an `external_send_id` is remembered.
@@ -861,7 +862,6 @@ pub async fn transactional_send(
     dispatch.recipient_subscription_state = "all".into();
     dispatch.control_group_percent = 0;
     dispatch.trigger_properties = req.trigger_properties.clone().unwrap_or_default();
-    let _ = &req.api_key;
     let id = dispatch.id.clone();
     if let Some(external) = &req.external_send_id {
         state
@@ -888,8 +888,9 @@ pub struct SendIdRequest {
     campaign_id: String,
     #[serde(default)]
     send_id: Option<String>,
-    #[serde(default)]
-    api_key: Option<String>,
+    /// Braze's old in-body key: accepted, never used (the header decides).
+    #[serde(default, rename = "api_key")]
+    _api_key: serde::de::IgnoredAny,
 }
 
 /// `POST /sends/id/create` → 201 `{"send_id", "message": "success"}`.
@@ -901,7 +902,6 @@ pub async fn sends_id_create(
     campaign_of(&state, rest.workspace.id, &req.campaign_id)?;
     let send_id = req.send_id.clone().unwrap_or_else(|| ids::id_hex(16));
     check_send_id(Some(&send_id), Some(&req.campaign_id))?;
-    let _ = req.api_key;
     state
         .store
         .put_object(
@@ -1213,14 +1213,7 @@ pub async fn list_dispatches(
     RawQuery(query): RawQuery,
 ) -> Answer {
     let campaign = crate::http::query_param(query.as_deref(), "campaign_id");
-    let limit = match crate::http::query_param(query.as_deref(), "limit") {
-        Some(text) => text
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=500).contains(n))
-            .ok_or_else(|| bad("limit must be 1 to 500"))?,
-        None => 50,
-    };
+    let limit = crate::extract::Paging::<50, 500>::read(query.as_deref())?.limit;
     let mut found = Vec::new();
     for (_, value) in state
         .store
@@ -1348,10 +1341,7 @@ pub async fn user_messages(
     } else {
         return Err(bad("name the user: external_id, braze_id or email"));
     };
-    let limit: usize = param("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(100)
-        .clamp(1, 1000);
+    let limit = crate::extract::Paging::<100, 1000>::read(query.as_deref())?.limit;
     let (id, _) = state
         .store
         .find(ws.id, &ident)?

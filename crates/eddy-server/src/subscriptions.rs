@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use crate::SharedState;
 use crate::extract::{
     AdminWorkspace, EmailBlocklist, EmailBounceRemove, EmailHardBounces, EmailSpamRemove,
-    EmailStatus, EmailUnsubscribes, JsonBody, Rest, SubscriptionStatusGet, SubscriptionStatusSet,
-    SubscriptionUserStatus,
+    EmailStatus, EmailUnsubscribes, JsonBody, Paging, Rest, SubscriptionStatusGet,
+    SubscriptionStatusSet, SubscriptionUserStatus,
 };
 use crate::http::{HttpError, bad, json_response, query_params};
 
@@ -341,15 +341,7 @@ pub async fn user_status(
     rest: Rest<SubscriptionUserStatus>,
 ) -> Answer {
     let query = rest.query.as_deref();
-    let limit: usize = rest
-        .query_param("limit")
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(100)
-        .clamp(1, 100);
-    let offset: usize = rest
-        .query_param("offset")
-        .and_then(|o| o.parse().ok())
-        .unwrap_or(0);
+    let Paging { limit, offset } = Paging::<100, 100>::read(query)?;
     let mut idents = Vec::new();
     for id in query_params(query, "external_id") {
         idents.push(Identifier::ExternalId(id));
@@ -622,29 +614,12 @@ fn address_list(
     Ok(out)
 }
 
-fn page(query: Option<&str>) -> Result<(usize, usize), HttpError> {
-    let param = |n: &str| crate::http::query_param(query, n);
-    let limit = match param("limit") {
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=500).contains(l))
-            .ok_or_else(|| bad("limit is 1 to 500"))?,
-        None => 100,
-    };
-    let offset = match param("offset") {
-        Some(o) => o.parse().map_err(|_| bad("offset is a number"))?,
-        None => 0,
-    };
-    Ok((limit, offset))
-}
-
 /// `GET /email/hard_bounces`.
 pub async fn hard_bounces(
     State(state): State<SharedState>,
     rest: Rest<EmailHardBounces>,
 ) -> Answer {
-    let (limit, offset) = page(rest.query.as_deref())?;
+    let Paging { limit, offset } = Paging::<100, 500>::read(rest.query.as_deref())?;
     let mut list = address_list(
         &state,
         rest.workspace.id,
@@ -669,7 +644,7 @@ pub async fn unsubscribes(
     State(state): State<SharedState>,
     rest: Rest<EmailUnsubscribes>,
 ) -> Answer {
-    let (limit, offset) = page(rest.query.as_deref())?;
+    let Paging { limit, offset } = Paging::<100, 500>::read(rest.query.as_deref())?;
     let mut list = address_list(
         &state,
         rest.workspace.id,

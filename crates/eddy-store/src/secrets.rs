@@ -25,6 +25,7 @@ pub const SECRET_FIELDS: &[&str] = &[
     "service_account_key",
     "api_key",
     "password",
+    "signing_key",
 ];
 
 const SEALED_PREFIX: &str = "eddy-sealed:v1:";

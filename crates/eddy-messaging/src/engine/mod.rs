@@ -217,20 +217,19 @@ pub fn relay_of(store: &Store, ws: u32) -> Result<Option<Relay>, MessagingError>
 }
 
 /// The tracking domain of a workspace's email settings, if set.
-fn tracking_base(store: &Store, ws: u32, default: &str) -> String {
+fn tracking_base(store: &Store, ws: u32, default: &str) -> Result<String, MessagingError> {
+    // A read error fails the run (tried again), never sends links to the default domain.
     let configured = store
-        .object(ws, kinds::EMAIL, "settings")
-        .ok()
-        .flatten()
+        .object(ws, kinds::EMAIL, "settings")?
         .and_then(|s| s["tracking_domain"].as_str().map(str::to_string))
         .filter(|s| !s.is_empty());
-    match configured {
+    Ok(match configured {
         Some(domain) if domain.starts_with("http://") || domain.starts_with("https://") => {
             domain.trim_end_matches('/').to_string()
         }
         Some(domain) => format!("https://{}", domain.trim_end_matches('/')),
         None => default.trim_end_matches('/').to_string(),
-    }
+    })
 }
 
 /// The key that signs tracking links, made once and kept in the store: of several processes
@@ -240,14 +239,14 @@ async fn tracking_key(store: &Store) -> Result<Vec<u8>, MessagingError> {
         return Ok(key);
     }
     let secret =
-        eddy_store::ids::secret_hex(32).map_err(|e| MessagingError::invalid(e.to_string()))?;
+        eddy_store::ids::secret_hex(32).map_err(|e| MessagingError::internal(e.to_string()))?;
     let created = store
         .create_object(
             eddy_store::GLOBAL_OBJECTS,
             kinds::TRACKING,
             "key".into(),
-            // Under a credential's name, so that it is sealed at rest like one.
-            json!({"password": secret}),
+            // `signing_key` is a secret field: sealed at rest like a credential.
+            json!({"signing_key": secret}),
         )
         .await;
     match created {
@@ -255,7 +254,7 @@ async fn tracking_key(store: &Store) -> Result<Vec<u8>, MessagingError> {
         Err(e) => return Err(e.into()),
     }
     stored_tracking_key(store)?.ok_or_else(|| {
-        MessagingError::invalid("the stored key that signs tracking links is malformed")
+        MessagingError::internal("the stored key that signs tracking links is malformed")
     })
 }
 
@@ -263,7 +262,12 @@ fn stored_tracking_key(store: &Store) -> Result<Option<Vec<u8>>, MessagingError>
     let Some(value) = store.object(eddy_store::GLOBAL_OBJECTS, kinds::TRACKING, "key")? else {
         return Ok(None);
     };
-    let Some(hex) = value["password"].as_str().filter(|h| h.len() == 64) else {
+    // Stores made before the key had its own field kept it as `password`.
+    let Some(hex) = value["signing_key"]
+        .as_str()
+        .or_else(|| value["password"].as_str())
+        .filter(|h| h.len() == 64)
+    else {
         return Ok(None);
     };
     Ok((0..32)
@@ -376,7 +380,7 @@ impl Engine {
         let engine = self.clone();
         tokio::task::spawn_blocking(move || engine.resume())
             .await
-            .map_err(|e| MessagingError::invalid(e.to_string()))??;
+            .map_err(|e| MessagingError::internal(e.to_string()))??;
         if leading {
             self.wake();
         }

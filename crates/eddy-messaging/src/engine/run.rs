@@ -12,7 +12,7 @@ impl Engine {
         match self.store.object(ws, kinds::DISPATCH, id)? {
             Some(value) => serde_json::from_value(value)
                 .map(Some)
-                .map_err(|e| MessagingError::invalid(format!("stored dispatch {id}: {e}"))),
+                .map_err(|e| MessagingError::internal(format!("stored dispatch {id}: {e}"))),
             None => Ok(None),
         }
     }
@@ -216,7 +216,7 @@ impl Engine {
             None => None,
         };
         let http = self.webhook_client(&rules.allowed_hosts)?;
-        let base = tracking_base(&self.store, ws.id, &self.settings.public_url);
+        let base = tracking_base(&self.store, ws.id, &self.settings.public_url)?;
         let in_doubt_until = dispatch.claimed;
         let mut pending_until: Option<i64> = None;
         let pacer = dispatch.messages_per_minute.map(Pacer::new).map(Arc::new);
@@ -253,7 +253,7 @@ impl Engine {
         while let Some(current) = preparing.take() {
             let (chunk_end, prepared) = current
                 .await
-                .map_err(|e| MessagingError::invalid(format!("prepare: {e}")))??;
+                .map_err(|e| MessagingError::internal(format!("prepare: {e}")))??;
             if let Some(upcoming_from) = chunk_end {
                 let next_chunk =
                     dispatch.recipients_from(Some(&bitmap), upcoming_from, self.settings.chunk);
@@ -347,7 +347,7 @@ impl Engine {
             if let Some(previous) = committing.take() {
                 previous
                     .await
-                    .map_err(|e| MessagingError::invalid(format!("commit: {e}")))??;
+                    .map_err(|e| MessagingError::internal(format!("commit: {e}")))??;
             }
             let (engine, ws_id, snapshot) = (self.clone(), ws.id, dispatch.clone());
             committing = Some(tokio::spawn(async move {
@@ -356,7 +356,7 @@ impl Engine {
         }
         if let Some(last) = committing.take() {
             last.await
-                .map_err(|e| MessagingError::invalid(format!("commit: {e}")))??;
+                .map_err(|e| MessagingError::internal(format!("commit: {e}")))??;
         }
         if !matches!(end, PassEnd::Done) {
             return Ok(end);

@@ -4,20 +4,24 @@ use super::*;
 
 impl Engine {
     /// The address record after a hard bounce (merged with what the store has).
-    pub(super) fn hard_bounce(&self, ws: u32, address: &str) -> ObjectWrite {
-        let mut record = self
-            .store
-            .object(ws, kinds::EMAIL_ADDRESS, address)
-            .ok()
-            .flatten()
-            .filter(Value::is_object)
-            .unwrap_or_else(|| json!({}));
+    /// The address's record with its hard bounce added; none when the record cannot be read
+    /// (a fresh one would erase what it says): the bounce is then only in the recipient's
+    /// message record and Currents, and the error is logged.
+    pub(super) fn hard_bounce(&self, ws: u32, address: &str) -> Option<ObjectWrite> {
+        let found = match self.store.object(ws, kinds::EMAIL_ADDRESS, address) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read an address's record; its hard bounce is not added to it");
+                return None;
+            }
+        };
+        let mut record = found.filter(Value::is_object).unwrap_or_else(|| json!({}));
         record["hard_bounced_at"] = json!(eddy_model::time::now_ms());
-        ObjectWrite {
+        Some(ObjectWrite {
             kind: kinds::EMAIL_ADDRESS.into(),
             name: address.to_string(),
             value: Some(record),
-        }
+        })
     }
 
     /// Answers (status, reason, hard bounced).

@@ -58,7 +58,7 @@ impl Engine {
                 entry.insert("reason".into(), json!(reason));
             }
             if bounced {
-                extra.push(self.hard_bounce(work.ws, &email.to));
+                extra.extend(self.hard_bounce(work.ws, &email.to));
             }
             channels.insert("email".into(), Value::Object(entry));
         }

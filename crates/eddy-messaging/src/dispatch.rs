@@ -159,6 +159,39 @@ pub struct Dispatch {
 }
 
 impl Dispatch {
+    /// A new send of `kind` (`api`, `trigger`, `transactional`) to `audience`, sending now and
+    /// to subscribed or opted-in users unless the caller changes that: a fresh id, nothing
+    /// settled.
+    pub fn new(kind: &str, messages: Messages, audience: Audience, now: i64) -> Dispatch {
+        Dispatch {
+            id: eddy_store::ids::id_hex(24),
+            kind: kind.into(),
+            campaign_id: None,
+            campaign_name: None,
+            send_id: None,
+            messages,
+            trigger_properties: Map::new(),
+            audience,
+            recipient_subscription_state: "subscribed".into(),
+            subscription_group_id: None,
+            control_group_percent: 0,
+            messages_per_minute: None,
+            conversion_events: Vec::new(),
+            send_at: now,
+            in_local_time: false,
+            schedule_id: None,
+            broadcast: false,
+            state: State::Sending,
+            next: 0,
+            claimed: 0,
+            counts: Counts::default(),
+            created_at: now,
+            finished_at: None,
+            starts_without_progress: 0,
+            failure: None,
+        }
+    }
+
     /// The store writes that save this dispatch: the record itself, the entry that finds it
     /// while it is open (resumed at start; removed once done or cancelled), and the one that
     /// finds it by its schedule id. Every save goes through here, so they always agree.

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use eddy_messaging::campaign::{Campaign, CampaignInput, Messages};
 use eddy_messaging::dispatch::{
-    Audience, Counts, Dispatch, Recipient, State as DispatchState, encode_bitmap,
+    Audience, Dispatch, Recipient, State as DispatchState, encode_bitmap,
 };
 use eddy_messaging::engine::message_name;
 use eddy_messaging::kinds;
@@ -176,25 +176,11 @@ async fn audience_bitmap(
     if let Some(audience) = audience {
         filters.push(eddy_messaging::audience::compile(audience)?);
     }
-    let store = state.store.clone();
     let parsed = filters
         .iter()
         .map(crate::segments::parse_filter)
         .collect::<Result<Vec<_>, _>>()?;
-    let now = time::now_ms();
-    tokio::task::spawn_blocking(move || {
-        let index = store.index();
-        let Some(workspace) = index.workspace(ws) else {
-            return RoaringBitmap::new();
-        };
-        let mut members = workspace.all().clone();
-        for filter in &parsed {
-            members &= workspace.eval(filter, now);
-        }
-        members
-    })
-    .await
-    .map_err(|_| HttpError(ApiError::Internal))
+    Ok(state.engine.members(ws, parsed).await?)
 }
 
 fn campaign_of(state: &SharedState, ws: u32, id: &str) -> Result<Campaign, HttpError> {
@@ -261,48 +247,8 @@ async fn accept(state: &SharedState, ws: &Workspace, dispatch: Dispatch) -> Answ
     if let Some(schedule_id) = &dispatch.schedule_id {
         body["schedule_id"] = json!(schedule_id);
     }
-    start(state, ws, dispatch).await?;
+    state.engine.accept(ws, dispatch).await?;
     Ok(json_response(StatusCode::CREATED, &body))
-}
-
-/// Saves a dispatch and hands it to the engine.
-async fn start(state: &SharedState, ws: &Workspace, dispatch: Dispatch) -> Result<(), HttpError> {
-    state
-        .store
-        .record(ws.id, dispatch.writes()?, Vec::new())
-        .await?;
-    state.engine.submit(ws.clone(), dispatch.id);
-    Ok(())
-}
-
-fn new_dispatch(kind: &str, messages: Messages, audience: Audience, now: i64) -> Dispatch {
-    Dispatch {
-        id: ids::id_hex(24),
-        kind: kind.into(),
-        campaign_id: None,
-        campaign_name: None,
-        send_id: None,
-        messages,
-        trigger_properties: Map::new(),
-        audience,
-        recipient_subscription_state: "subscribed".into(),
-        subscription_group_id: None,
-        control_group_percent: 0,
-        messages_per_minute: None,
-        conversion_events: Vec::new(),
-        send_at: now,
-        in_local_time: false,
-        schedule_id: None,
-        broadcast: false,
-        state: DispatchState::Sending,
-        next: 0,
-        claimed: 0,
-        counts: Counts::default(),
-        created_at: now,
-        finished_at: None,
-        starts_without_progress: 0,
-        failure: None,
-    }
 }
 
 fn audience_of(who: Who) -> Result<Audience, HttpError> {
@@ -413,7 +359,7 @@ async fn prepare_send(
     let who = who_of_send(state, ws.id, req).await?;
     let broadcast = who.broadcast;
     let now = time::now_ms();
-    let mut dispatch = new_dispatch("api", messages, audience_of(who)?, now);
+    let mut dispatch = Dispatch::new("api", messages, audience_of(who)?, now);
     if let Some(campaign) = &campaign {
         dispatch.apply_campaign(campaign);
     }
@@ -753,7 +699,7 @@ async fn prepare_trigger(
         ));
     };
     let now = time::now_ms();
-    let mut dispatch = new_dispatch("trigger", campaign.messages.clone(), audience_of(who)?, now);
+    let mut dispatch = Dispatch::new("trigger", campaign.messages.clone(), audience_of(who)?, now);
     dispatch.apply_campaign(&campaign);
     dispatch.broadcast = broadcast;
     dispatch.send_id = req.send_id.clone();
@@ -851,7 +797,7 @@ pub async fn transactional_send(
     }
     let recipients = trigger_recipients(&state, ws, std::slice::from_ref(&req.recipient)).await?;
     let now = time::now_ms();
-    let mut dispatch = new_dispatch(
+    let mut dispatch = Dispatch::new(
         "transactional",
         campaign.messages.clone(),
         Audience::Recipients(recipients),
@@ -874,7 +820,7 @@ pub async fn transactional_send(
             )
             .await?;
     }
-    start(&state, ws, dispatch).await?;
+    state.engine.accept(ws, dispatch).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"dispatch_id": id, "status": "queued", "metadata": metadata}),

@@ -387,6 +387,44 @@ impl Engine {
         Ok(())
     }
 
+    /// Commits a new dispatch and starts it: from here it is durable, and it runs on this node
+    /// or, on a shared store, on the leader.
+    pub async fn accept(
+        self: &Arc<Self>,
+        ws: &Workspace,
+        dispatch: Dispatch,
+    ) -> Result<(), MessagingError> {
+        self.store
+            .record(ws.id, dispatch.writes()?, Vec::new())
+            .await?;
+        self.submit(ws.clone(), dispatch.id);
+        Ok(())
+    }
+
+    /// The members of a send's audience now: everyone, narrowed by each filter (a segment's, a
+    /// connected audience's), evaluated by the segment index off the async workers.
+    pub async fn members(
+        &self,
+        ws: u32,
+        filters: Vec<eddy_segments::Filter>,
+    ) -> Result<roaring::RoaringBitmap, MessagingError> {
+        let store = self.store.clone();
+        let now = eddy_model::time::now_ms();
+        tokio::task::spawn_blocking(move || {
+            let index = store.index();
+            let Some(workspace) = index.workspace(ws) else {
+                return roaring::RoaringBitmap::new();
+            };
+            let mut members = workspace.all().clone();
+            for filter in &filters {
+                members &= workspace.eval(filter, now);
+            }
+            members
+        })
+        .await
+        .map_err(|e| MessagingError::internal(format!("evaluating an audience: {e}")))
+    }
+
     /// The signer of tracking links.
     pub fn signer(&self) -> &Signer {
         &self.signer

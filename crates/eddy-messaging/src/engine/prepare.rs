@@ -69,41 +69,7 @@ impl Engine {
         now: i64,
     ) -> Result<Work, MessagingError> {
         let dispatch = &job.dispatch;
-        let context = Context {
-            send_id: dispatch.send_id.clone(),
-            campaign_id: dispatch.campaign_id.clone(),
-            campaign_name: dispatch.campaign_name.clone(),
-            ..Context::of(profile, &job.ws.app_group_id, dispatch.id.clone())
-        };
-        let mut history = Map::new();
-        history.insert("dispatch_id".into(), json!(dispatch.id));
-        history.insert("at".into(), json!(eddy_model::time::format_iso(now)));
-        if let Some(c) = &dispatch.campaign_id {
-            history.insert("campaign_id".into(), json!(c));
-        }
-        if let Some(c) = &dispatch.campaign_name {
-            history.insert("campaign_name".into(), json!(c));
-        }
-        if let Some(s) = &dispatch.send_id {
-            history.insert("send_id".into(), json!(s));
-        }
-        history.insert("at_ms".into(), json!(now));
-        if !dispatch.conversion_events.is_empty() {
-            history.insert(
-                "conversion_events".into(),
-                json!(dispatch.conversion_events),
-            );
-        }
-        let mut work = Work {
-            ws: job.ws.id,
-            id: recipient.id,
-            context,
-            history,
-            events: Vec::new(),
-            counts: Default::default(),
-            webhook: None,
-            email: None,
-        };
+        let mut work = new_work(job, recipient.id, profile, now);
         let control_key = dispatch.campaign_id.as_deref().unwrap_or(&dispatch.id);
         if in_control(
             control_key,
@@ -123,83 +89,86 @@ impl Engine {
         let variables = self.variables(job, recipient.id, recipient, profile);
         let mut channels = Map::new();
         if let Some(message) = &dispatch.messages.webhook {
-            let variation = campaign::variation_id(
-                dispatch.campaign_id.as_deref(),
-                "webhook",
-                message.message_variation_id.as_deref(),
-            );
-            match render_webhook(
-                &job.compiled,
+            prepare_webhook(
+                job,
                 message,
                 &variables,
                 fetch,
-                &job.rules.allowed_hosts,
-            ) {
-                Ok(request) => {
-                    work.webhook = Some(WebhookWork {
-                        request,
-                        variation,
-                        extras: message.extras.clone(),
-                    })
-                }
-                Err(abort) => {
-                    channels.insert("webhook".into(), aborted(&abort));
-                    work.events.push(abort_event(
-                        &work.context,
-                        "webhook",
-                        variation.as_deref(),
-                        &abort,
-                        now,
-                        None,
-                    ));
-                    work.counts.aborted += 1;
-                }
-            }
+                now,
+                &mut work,
+                &mut channels,
+            );
         }
         if let Some(message) = &dispatch.messages.email {
-            let variation = campaign::variation_id(
-                dispatch.campaign_id.as_deref(),
-                "email",
-                message.message_variation_id.as_deref(),
-            );
-            match self.email_eligibility(job, profile)? {
-                Err(reason) => {
-                    channels.insert(
-                        "email".into(),
-                        json!({"status": "skipped", "reason": reason}),
-                    );
-                    work.counts.skipped += 1;
-                }
-                Ok(to) => {
-                    match self.render_email(job, recipient.id, message, &variables, fetch, &to, now)
-                    {
-                        Ok((email, subject)) => {
-                            channels.insert("email".into(), json!({"to": to, "subject": subject}));
-                            work.email = Some(EmailWork {
-                                variation,
-                                extras: message.extras.clone(),
-                                ..email
-                            });
-                        }
-                        Err(abort) => {
-                            channels.insert("email".into(), aborted(&abort));
-                            work.events.push(abort_event(
-                                &work.context,
-                                "email",
-                                variation.as_deref(),
-                                &abort,
-                                now,
-                                Some(&to),
-                            ));
-                            work.counts.aborted += 1;
-                        }
-                    }
-                }
-            }
+            self.prepare_email(
+                job,
+                profile,
+                message,
+                &variables,
+                fetch,
+                now,
+                &mut work,
+                &mut channels,
+            )?;
         }
         work.history
             .insert("channels".into(), Value::Object(channels));
         Ok(work)
+    }
+
+    /// The email of one recipient: the message to deliver, or why it is skipped, or the abort
+    /// recorded.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_email(
+        &self,
+        job: &Prepare,
+        profile: &Profile,
+        message: &campaign::EmailMessage,
+        variables: &Object,
+        fetch: &dyn eddy_liquid::Fetch,
+        now: i64,
+        work: &mut Work,
+        channels: &mut Map<String, Value>,
+    ) -> Result<(), MessagingError> {
+        let variation = campaign::variation_id(
+            job.dispatch.campaign_id.as_deref(),
+            "email",
+            message.message_variation_id.as_deref(),
+        );
+        let to = match self.email_eligibility(job, profile)? {
+            Ok(to) => to,
+            Err(reason) => {
+                channels.insert(
+                    "email".into(),
+                    json!({"status": "skipped", "reason": reason}),
+                );
+                work.counts.skipped += 1;
+                return Ok(());
+            }
+        };
+        match self.render_email(job, work.id, message, variables, fetch, &to, now) {
+            Ok((email, subject)) => {
+                channels.insert("email".into(), json!({"to": to, "subject": subject}));
+                work.email = Some(EmailWork {
+                    variation,
+                    extras: message.extras.clone(),
+                    ..email
+                });
+            }
+            Err(abort) => {
+                channels.insert("email".into(), aborted(&abort));
+                work.events.push(abort_event(
+                    &work.context,
+                    "email",
+                    variation.as_deref(),
+                    &abort,
+                    now,
+                    Some(&to),
+                ));
+                work.counts.aborted += 1;
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn variables(
@@ -477,6 +446,91 @@ pub fn local_due(naive_ms: i64, time_zone: Option<&str>) -> i64 {
     match civil.to_zoned(tz) {
         Ok(zoned) => zoned.timestamp().as_millisecond(),
         Err(_) => naive_ms,
+    }
+}
+
+/// A recipient's message record and Currents context before any channel: the send it belongs
+/// to, when, and the conversion events it may convert on.
+fn new_work(job: &Prepare, id: u32, profile: &Profile, now: i64) -> Work {
+    let dispatch = &job.dispatch;
+    let context = Context {
+        send_id: dispatch.send_id.clone(),
+        campaign_id: dispatch.campaign_id.clone(),
+        campaign_name: dispatch.campaign_name.clone(),
+        ..Context::of(profile, &job.ws.app_group_id, dispatch.id.clone())
+    };
+    let mut history = Map::new();
+    history.insert("dispatch_id".into(), json!(dispatch.id));
+    history.insert("at".into(), json!(eddy_model::time::format_iso(now)));
+    if let Some(c) = &dispatch.campaign_id {
+        history.insert("campaign_id".into(), json!(c));
+    }
+    if let Some(c) = &dispatch.campaign_name {
+        history.insert("campaign_name".into(), json!(c));
+    }
+    if let Some(s) = &dispatch.send_id {
+        history.insert("send_id".into(), json!(s));
+    }
+    history.insert("at_ms".into(), json!(now));
+    if !dispatch.conversion_events.is_empty() {
+        history.insert(
+            "conversion_events".into(),
+            json!(dispatch.conversion_events),
+        );
+    }
+    Work {
+        ws: job.ws.id,
+        id,
+        context,
+        history,
+        events: Vec::new(),
+        counts: Default::default(),
+        webhook: None,
+        email: None,
+    }
+}
+
+/// The webhook of one recipient: the request to deliver, or the abort recorded.
+fn prepare_webhook(
+    job: &Prepare,
+    message: &campaign::WebhookMessage,
+    variables: &Object,
+    fetch: &dyn eddy_liquid::Fetch,
+    now: i64,
+    work: &mut Work,
+    channels: &mut Map<String, Value>,
+) {
+    let variation = campaign::variation_id(
+        job.dispatch.campaign_id.as_deref(),
+        "webhook",
+        message.message_variation_id.as_deref(),
+    );
+    match render_webhook(
+        &job.compiled,
+        message,
+        variables,
+        fetch,
+        &job.rules.allowed_hosts,
+    ) {
+        Ok(request) => {
+            work.webhook = Some(WebhookWork {
+                request,
+                variation,
+                extras: message.extras.clone(),
+            })
+        }
+        Err(abort) => {
+            channels.insert("webhook".into(), aborted(&abort));
+            work.events.push(abort_event(
+                &work.context,
+                "webhook",
+                variation.as_deref(),
+                &abort,
+                now,
+                None,
+            ));
+            work.counts.aborted += 1;
+        }
     }
 }
 

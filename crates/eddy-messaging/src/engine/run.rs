@@ -204,22 +204,9 @@ impl Engine {
         dispatch: &mut Dispatch,
     ) -> Result<PassEnd, MessagingError> {
         let bitmap = dispatch.bitmap()?;
-        let blocks = crate::templates::content_blocks(&self.store, ws.id)?;
-        let compiled = Arc::new(Compiled::new(
-            &dispatch.messages,
-            blocks,
-            self.settings.liquid,
-        )?);
-        let rules = Arc::new(crate::templates::rules(&self.store, ws.id)?);
-        let pool = match &dispatch.messages.email {
-            Some(_) => self.pool(ws.id)?,
-            None => None,
-        };
-        let http = self.webhook_client(&rules.allowed_hosts)?;
-        let base = tracking_base(&self.store, ws.id, &self.settings.public_url)?;
         let in_doubt_until = dispatch.claimed;
+        let (job, channels) = self.pass_setup(ws, dispatch)?;
         let mut pending_until: Option<i64> = None;
-        let pacer = dispatch.messages_per_minute.map(Pacer::new).map(Arc::new);
         let mut chunk = dispatch.recipients_from(Some(&bitmap), dispatch.next, self.settings.chunk);
         // A chunk's outcomes commit while the next chunk is delivered, so what is claimed runs
         // two chunks ahead of what is settled.
@@ -232,22 +219,6 @@ impl Engine {
         }
         let mut committing: Option<tokio::task::JoinHandle<Result<(), MessagingError>>> = None;
         let mut end = PassEnd::Done;
-        let job = Arc::new(Prepare {
-            ws: ws.clone(),
-            dispatch: dispatch.clone(),
-            compiled: compiled.clone(),
-            rules: rules.clone(),
-            base: base.clone(),
-            has_relay: pool.is_some(),
-            // Only recipients claimed before this run (or any, for local-time sends visited
-            // again) can have an outcome already.
-            settled_below: if dispatch.in_local_time {
-                u64::MAX
-            } else {
-                in_doubt_until
-            },
-            shared: shared_variables(dispatch),
-        });
         // The next chunk is prepared (read, rendered) while the current one is delivered.
         let mut preparing = Some(self.spawn_prepare(&job, std::mem::take(&mut chunk)));
         while let Some(current) = preparing.take() {
@@ -289,54 +260,8 @@ impl Engine {
                     Prepared::Ready(work) => works.push(*work),
                 }
             }
-            let finished: Vec<Finished> =
-                futures_util::stream::iter(works.into_iter().map(|work| {
-                    let engine = self.clone();
-                    let channels = Channels {
-                        http: http.clone(),
-                        pool: pool.clone(),
-                        pacer: pacer.clone(),
-                    };
-                    let in_doubt = u64::from(work.id) < in_doubt_until;
-                    async move { engine.deliver(work, channels, in_doubt).await }
-                }))
-                .buffer_unordered(self.settings.concurrency.max(1))
-                .collect()
-                .await;
-            let mut objects = Vec::with_capacity(finished.len());
-            let mut events = Vec::new();
-            // The longest conversion window of the send: how long a delivered message stays
-            // in the index of those that may convert.
-            let window_ms = dispatch
-                .conversion_events
-                .iter()
-                .map(|c| c.window_seconds.max(0) * 1000)
-                .max();
-            for done in finished {
-                add_counts(&mut dispatch.counts, &done.counts);
-                let name = message_name(done.id, &dispatch.id);
-                if let Some(window_ms) = window_ms
-                    && reached(&done.history).is_some()
-                {
-                    let at = done
-                        .history
-                        .get("at_ms")
-                        .and_then(Value::as_i64)
-                        .unwrap_or(0);
-                    objects.push(ObjectWrite {
-                        kind: kinds::CONVERTIBLE.into(),
-                        name: name.clone(),
-                        value: Some(json!({"until": at.saturating_add(window_ms)})),
-                    });
-                }
-                objects.push(ObjectWrite {
-                    kind: kinds::MESSAGE.into(),
-                    name,
-                    value: Some(Value::Object(done.history)),
-                });
-                objects.extend(done.extra);
-                events.extend(done.events);
-            }
+            let finished = self.deliver_chunk(works, &channels, in_doubt_until).await;
+            let (objects, events) = outcome_writes(dispatch, finished);
             dispatch.next = chunk_end;
             dispatch.starts_without_progress = 0;
             if let Some(claim) = claim_through(dispatch, &bitmap, chunk_end, ahead) {
@@ -365,6 +290,66 @@ impl Engine {
             Some(due) => PassEnd::PendingUntil(due),
             None => PassEnd::Done,
         })
+    }
+
+    /// What a pass needs once: the parsed messages and the workspace's rules for preparing
+    /// recipients, and the channels (webhook client, SMTP pool, pacer) for delivering them.
+    fn pass_setup(
+        &self,
+        ws: &Workspace,
+        dispatch: &Dispatch,
+    ) -> Result<(Arc<Prepare>, Channels), MessagingError> {
+        let blocks = crate::templates::content_blocks(&self.store, ws.id)?;
+        let compiled = Arc::new(Compiled::new(
+            &dispatch.messages,
+            blocks,
+            self.settings.liquid,
+        )?);
+        let rules = Arc::new(crate::templates::rules(&self.store, ws.id)?);
+        let pool = match &dispatch.messages.email {
+            Some(_) => self.pool(ws.id)?,
+            None => None,
+        };
+        let channels = Channels {
+            http: self.webhook_client(&rules.allowed_hosts)?,
+            pool,
+            pacer: dispatch.messages_per_minute.map(Pacer::new).map(Arc::new),
+        };
+        let job = Arc::new(Prepare {
+            ws: ws.clone(),
+            dispatch: dispatch.clone(),
+            compiled,
+            rules,
+            base: tracking_base(&self.store, ws.id, &self.settings.public_url)?,
+            has_relay: channels.pool.is_some(),
+            // Only recipients claimed before this run (or any, for local-time sends visited
+            // again) can have an outcome already.
+            settled_below: if dispatch.in_local_time {
+                u64::MAX
+            } else {
+                dispatch.claimed
+            },
+            shared: shared_variables(dispatch),
+        });
+        Ok((job, channels))
+    }
+
+    /// Delivers a chunk's prepared recipients, `concurrency` at a time.
+    async fn deliver_chunk(
+        self: &Arc<Self>,
+        works: Vec<Work>,
+        channels: &Channels,
+        in_doubt_until: u64,
+    ) -> Vec<Finished> {
+        futures_util::stream::iter(works.into_iter().map(|work| {
+            let engine = self.clone();
+            let via = channels.clone();
+            let in_doubt = u64::from(work.id) < in_doubt_until;
+            async move { engine.deliver(work, via, in_doubt).await }
+        }))
+        .buffer_unordered(self.settings.concurrency.max(1))
+        .collect()
+        .await
     }
 
     /// Prepares a chunk on a blocking thread; answers where it ends (none when empty).
@@ -409,6 +394,50 @@ impl Engine {
         pools.insert(ws, (relay, pool.clone()));
         Ok(Some(pool))
     }
+}
+
+/// What a delivered chunk writes: each recipient's message record (and an entry in the index of
+/// messages that may convert, when the send has conversion events and the message reached them),
+/// what delivery wrote beside, and the Currents events; the dispatch's counts move with it.
+pub(super) fn outcome_writes(
+    dispatch: &mut Dispatch,
+    finished: Vec<Finished>,
+) -> (Vec<ObjectWrite>, Vec<OutboxEvent>) {
+    let mut objects = Vec::with_capacity(finished.len());
+    let mut events = Vec::new();
+    // The longest conversion window of the send: how long a delivered message stays in the
+    // index of those that may convert.
+    let window_ms = dispatch
+        .conversion_events
+        .iter()
+        .map(|c| c.window_seconds.max(0) * 1000)
+        .max();
+    for done in finished {
+        add_counts(&mut dispatch.counts, &done.counts);
+        let name = message_name(done.id, &dispatch.id);
+        if let Some(window_ms) = window_ms
+            && reached(&done.history).is_some()
+        {
+            let at = done
+                .history
+                .get("at_ms")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            objects.push(ObjectWrite {
+                kind: kinds::CONVERTIBLE.into(),
+                name: name.clone(),
+                value: Some(json!({"until": at.saturating_add(window_ms)})),
+            });
+        }
+        objects.push(ObjectWrite {
+            kind: kinds::MESSAGE.into(),
+            name,
+            value: Some(Value::Object(done.history)),
+        });
+        objects.extend(done.extra);
+        events.extend(done.events);
+    }
+    (objects, events)
 }
 
 /// How one visit of a dispatch's audience ended.

@@ -101,6 +101,7 @@ impl Engine {
 
 /// What a recipient's delivery goes through: the dispatch's webhook client, its SMTP pool and
 /// its pacer.
+#[derive(Clone)]
 pub(super) struct Channels {
     pub(super) http: reqwest::Client,
     pub(super) pool: Option<Arc<Pool>>,

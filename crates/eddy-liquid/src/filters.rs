@@ -459,66 +459,32 @@ fn hex(c: u8) -> Option<u8> {
     (c as char).to_digit(16).map(|d| d as u8)
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// Base64 with padding (`strict_encode64`, or `urlsafe_encode64`).
+/// Ruby's `Base64.strict_encode64` and `urlsafe_encode64` (padded, both).
 pub fn base64_encode(bytes: &[u8], url_safe: bool) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (chunk[0] as u32) << 16
-            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
-            | *chunk.get(2).unwrap_or(&0) as u32;
-        for k in 0..4 {
-            if k <= chunk.len() {
-                let mut c = B64[((n >> (18 - 6 * k)) & 63) as usize];
-                if url_safe {
-                    c = match c {
-                        b'+' => b'-',
-                        b'/' => b'_',
-                        c => c,
-                    };
-                }
-                out.push(c as char);
-            } else {
-                out.push('=');
-            }
-        }
+    use base64::Engine as _;
+    if url_safe {
+        base64::engine::general_purpose::URL_SAFE.encode(bytes)
+    } else {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
     }
-    out
 }
 
+/// Ruby's `Base64.strict_decode64` (padding required) and `urlsafe_decode64` (padding
+/// optional); both refuse stray bits in the last character, as Ruby's strict unpacking does.
 fn base64_decode(s: &str, url_safe: bool) -> Option<String> {
-    let mut text: String = s.to_string();
-    if url_safe {
-        text = text.replace('-', "+").replace('_', "/");
-        // urlsafe_decode64 accepts missing padding.
-        while !text.len().is_multiple_of(4) {
-            text.push('=');
-        }
-    }
-    if !text.len().is_multiple_of(4) {
-        return None;
-    }
-    let mut bytes = Vec::with_capacity(text.len() / 4 * 3);
-    let data = text.as_bytes();
-    for (ci, chunk) in data.chunks(4).enumerate() {
-        let last = ci == data.len() / 4 - 1;
-        let mut n = 0u32;
-        let mut pad = 0;
-        for (k, &c) in chunk.iter().enumerate() {
-            let v = match c {
-                b'=' if last && k >= 2 => {
-                    pad += 1;
-                    0
-                }
-                _ if pad > 0 => return None,
-                _ => B64.iter().position(|&x| x == c)? as u32,
-            };
-            n = n << 6 | v;
-        }
-        let out = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        bytes.extend_from_slice(&out[..3 - pad]);
-    }
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    let config = GeneralPurposeConfig::new().with_decode_padding_mode(if url_safe {
+        DecodePaddingMode::Indifferent
+    } else {
+        DecodePaddingMode::RequireCanonical
+    });
+    let alphabet = if url_safe {
+        &base64::alphabet::URL_SAFE
+    } else {
+        &base64::alphabet::STANDARD
+    };
+    let bytes = GeneralPurpose::new(alphabet, config).decode(s).ok()?;
     Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 

@@ -54,6 +54,33 @@ pub fn encode_header(value: &str) -> String {
     words.join("\r\n ")
 }
 
+/// A mailbox as a header writes it: the name quoted or encoded as needed, the address in angle
+/// brackets.
+pub fn mailbox_header(mailbox: &Mailbox) -> String {
+    let Some(name) = &mailbox.name else {
+        return mailbox.address.clone();
+    };
+    let plain =
+        |b: u8| b.is_ascii_alphanumeric() || b == b' ' || crate::address::ATEXT.contains(&b);
+    let name = if !name.is_ascii() {
+        encode_header(name)
+    } else if name.bytes().all(plain) {
+        name.clone()
+    } else {
+        let mut quoted = String::with_capacity(name.len() + 2);
+        quoted.push('"');
+        for c in name.chars() {
+            if c == '"' || c == '\\' {
+                quoted.push('\\');
+            }
+            quoted.push(c);
+        }
+        quoted.push('"');
+        quoted
+    };
+    format!("{name} <{}>", mailbox.address)
+}
+
 fn base64_lines(text: &str, out: &mut String) {
     let encoded = STANDARD.encode(text.as_bytes());
     let bytes = encoded.as_bytes();
@@ -75,10 +102,10 @@ pub fn format(mail: &Mail, boundary: &str) -> String {
         out.push_str(value);
         out.push_str("\r\n");
     };
-    header("From", &mail.from.header_value());
-    header("To", &mail.to.header_value());
+    header("From", &mailbox_header(&mail.from));
+    header("To", &mailbox_header(&mail.to));
     if let Some(reply_to) = &mail.reply_to {
-        header("Reply-To", &reply_to.header_value());
+        header("Reply-To", &mailbox_header(reply_to));
     }
     header("Subject", &encode_header(&mail.subject));
     header("Date", &date);
@@ -275,6 +302,10 @@ mod tests {
             assert!(word.len() <= 75, "{word}");
         }
         assert_eq!(encode_header("a\r\nBcc: x"), "aBcc: x");
+        let quoted = Mailbox::parse(r#""Shop, Inc. \"EU\"" <n@s.test>"#).unwrap();
+        assert_eq!(mailbox_header(&quoted), r#""Shop, Inc. \"EU\"" <n@s.test>"#);
+        let encoded = Mailbox::parse("Grüße <g@x.test>").unwrap();
+        assert!(mailbox_header(&encoded).starts_with("=?UTF-8?B?"));
     }
 
     #[test]

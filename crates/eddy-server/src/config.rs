@@ -1,5 +1,6 @@
 //! The server's typed configuration (TOML). Every option has a default that works.
 
+pub use crate::ratelimit::RateLimit;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -191,16 +192,6 @@ impl Default for Messaging {
             history_days: 400,
         }
     }
-}
-
-/// A fixed-window request limit.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimit {
-    /// Requests allowed per window.
-    pub limit: u64,
-    /// Window length in seconds.
-    pub window_seconds: u64,
 }
 
 impl Default for Config {

@@ -9,7 +9,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use crate::config::RateLimit;
+use serde::{Deserialize, Serialize};
+
+/// A fixed-window request limit.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests allowed per window.
+    pub limit: u64,
+    /// Window length in seconds.
+    pub window_seconds: u64,
+}
 
 /// Endpoint groups and their default limits (Braze's: <https://www.braze.com/docs/api/api_limits/>).
 pub const GROUPS: &[(&str, u64, u64)] = &[

@@ -303,33 +303,7 @@ mod tests {
         let bitmap: RoaringBitmap = [3u32, 7, 9, 100_000].into_iter().collect();
         let encoded = encode_bitmap(&bitmap).unwrap();
         assert_eq!(decode_bitmap(&encoded).unwrap(), bitmap);
-        let dispatch = Dispatch {
-            id: "d".into(),
-            kind: "api".into(),
-            campaign_id: None,
-            campaign_name: None,
-            send_id: None,
-            messages: Messages::default(),
-            trigger_properties: Map::new(),
-            audience: Audience::Bitmap(encoded),
-            recipient_subscription_state: "subscribed".into(),
-            subscription_group_id: None,
-            control_group_percent: 0,
-            messages_per_minute: None,
-            conversion_events: Vec::new(),
-            send_at: 0,
-            in_local_time: false,
-            schedule_id: None,
-            broadcast: false,
-            state: State::Sending,
-            next: 0,
-            claimed: 0,
-            counts: Counts::default(),
-            created_at: 0,
-            finished_at: None,
-            starts_without_progress: 0,
-            failure: None,
-        };
+        let dispatch = Dispatch::new("api", Messages::default(), Audience::Bitmap(encoded), 0);
         let b = dispatch.bitmap().unwrap();
         let ids: Vec<u32> = dispatch
             .recipients_from(Some(&b), 8, 10)

@@ -661,6 +661,11 @@ fn api_routes(state: SharedState) -> Router {
             "/eddy/t/l/{token}",
             get(tracking::list_unsubscribe_page).post(tracking::list_unsubscribe),
         )
+        // A person who opens eddy's address in a browser lands on the dashboard's sign-in.
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/dashboard") }),
+        )
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics_text))
@@ -934,7 +939,12 @@ pub async fn run(
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError::Io(format!("cannot listen on {}: {e}", config.listen)))?;
-    tracing::info!(listen = %config.listen, data_dir = %config.data_dir.display(), "eddy serving");
+    tracing::info!(
+        listen = %config.listen,
+        data_dir = %config.data_dir.display(),
+        dashboard = %format!("http://{}/dashboard", config.listen),
+        "eddy serving"
+    );
     if let Some(path) = &app.admin_token_file {
         tracing::info!(path = %path.display(), "admin token file");
     }

@@ -877,3 +877,12 @@ async fn wrong_admin_tokens_are_throttled_per_address() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn the_root_leads_a_browser_to_the_dashboard() {
+    let app = spawn_app().await;
+    let browser = Browser::new(&app);
+    let page = browser.get("/").await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.location.as_deref(), Some("/dashboard"));
+}

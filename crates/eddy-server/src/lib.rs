@@ -1,61 +1,38 @@
-//! eddy's HTTP surface.
+//! eddy's HTTP surface, a folder per surface; this file only assembles them.
 //!
-//! The seam every handler stands on:
-//! - [`extract`]: extractors that authenticate (REST key with its permission, admin token, the
-//!   admin path's workspace) and parse JSON bodies, once.
-//! - [`http`]: the one table from domain errors (store, Currents, API) to HTTP answers, and the
-//!   authentication checks the extractors call.
+//! - [`http`]: what every surface shares: the accept loop ([`connections`]), extractors that
+//!   authenticate and parse once ([`extract`]), the one table from domain errors to HTTP answers,
+//!   rate limits ([`ratelimit`]), wrong admin tokens throttled ([`throttle`]), the request log
+//!   and the dashboard's API log ([`request_log`], [`api_log`]), `/metrics` ([`metrics`]).
+//! - [`braze`]: Braze's REST surface: [`users`], [`segments`] and [`segment_export`] (written
+//!   by [`export_files`]), [`partners`] (cohort import), [`messaging`] (sends, schedules,
+//!   campaigns and dispatches), [`subscriptions`], [`tracking`] (the links in emails), and the
+//!   endpoints eddy answers 501.
+//! - [`admin`]: `/eddy/v1` workspaces, keys, partners, usage; [`currents`] connectors,
+//!   [`liquid`] rendering and Connected Content, [`profiles`] (stored users).
+//! - [`dashboard`]: the pages under `/dashboard`, which read and act only by calling the admin
+//!   API's routes in process.
 //!
-//! The endpoints, a file per area:
-//! - [`users`]: Braze's `/users/*` (track, identify, alias, delete, merge, export ids).
-//! - [`segments`]: segment definitions with exact sizes, `/segments/list` and `/details`;
-//!   [`segment_export`]: `/users/export/segment`, written by [`export_files`].
-//! - [`partners`]: the partner cohort import API (keys in the body).
-//! - [`profiles`]: the admin view of stored users (search by any identifier, one whole profile).
-//! - [`currents`]: Currents connectors in the admin API and `/currents/events`.
-//! - [`liquid`]: rendering Braze Liquid for a stored user, content blocks, Connected Content's
-//!   allowed hosts and credentials.
-//! - [`messaging`]: Braze's send, trigger, transactional and schedule endpoints, campaign
-//!   definitions, the SMTP relay, dispatch status and message history (delivery itself is
-//!   `eddy_messaging`'s engine); [`subscriptions`]: subscription groups and the email address
-//!   lists; [`tracking`]: the open, click and unsubscribe links in emails.
-//! - [`admin`]: `/eddy/v1` workspaces, API keys, partners, Data Import Keys, usage, export storage.
-//! - [`dashboard`]: the pages under `/dashboard` (sign-in, CSRF), which read and act only by
-//!   calling the admin API's routes in process; [`api_log`]: the last requests of each
-//!   workspace, kept by the edge for the dashboard.
-//!
-//! Around them: [`config`] (typed settings, the store to open: embedded or PostgreSQL), [`connections`] (the accept loop: timeouts and the
-//! connection cap), [`ratelimit`] and [`metrics`] (applied by the edge middleware to every
-//! request; on a shared store the limits hold cluster-wide), [`cluster`] (on a store several
-//! nodes share: the leader lease that connectors and dispatches follow). [`App::build`] opens
-//! the store and prepares the router; [`App::serve`] runs it until
-//! a shutdown signal, finishes in-flight requests and stops the writer after its last commit.
+//! Around them: [`config`] (typed settings, the store to open) and [`cluster`] (on a store
+//! several nodes share: the leader lease that connectors and dispatches follow).
+//! [`App::build`] opens the store and prepares the router; [`App::serve`] runs it until a
+//! shutdown signal, finishes in-flight requests and stops the writer after its last commit.
 
 pub mod admin;
-pub mod api_log;
+pub mod braze;
 pub mod cluster;
 pub mod config;
-pub mod connections;
-pub mod currents;
 pub mod dashboard;
 mod datadir;
-pub mod export_files;
-pub mod extract;
 pub mod http;
-pub mod liquid;
-pub mod messaging;
-pub mod metrics;
-pub mod partners;
-pub mod profiles;
-pub mod ratelimit;
-pub mod request_log;
-pub mod segment_export;
-pub mod segments;
-pub mod subscriptions;
-pub mod throttle;
-pub mod tracking;
-mod unimplemented;
-pub mod users;
+
+// Each surface keeps its files in its folder; their short paths stay what they were.
+pub use admin::{currents, liquid, profiles};
+use braze::unimplemented;
+pub use braze::{
+    export_files, messaging, partners, segment_export, segments, subscriptions, tracking, users,
+};
+pub use http::{api_log, connections, extract, metrics, ratelimit, request_log, throttle};
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;

@@ -1,4 +1,11 @@
-//! The admin API under `/eddy/v1` (admin token): workspaces, API keys, usage.
+//! The admin API under `/eddy/v1` (admin token): workspaces, API keys and usage in this file;
+//! Currents connectors ([`currents`]), Liquid and Connected Content ([`liquid`]), stored
+//! profiles ([`profiles`]). Campaigns, dispatches and segments are with their Braze side
+//! (`crate::braze`).
+
+pub mod currents;
+pub mod liquid;
+pub mod profiles;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

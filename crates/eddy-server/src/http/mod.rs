@@ -1,5 +1,16 @@
-//! Shared HTTP plumbing: the mapping of every domain error to its HTTP answer (store, Currents,
-//! API errors), JSON bodies, key and admin authentication.
+//! What every surface shares between the socket and a handler: the accept loop
+//! ([`connections`]), extractors ([`extract`]), rate limits ([`ratelimit`]), wrong admin tokens
+//! throttled ([`throttle`]), the request log line and the dashboard's API log ([`request_log`],
+//! [`api_log`]), `/metrics` ([`metrics`]); and, in this file, the mapping of every domain error to
+//! its HTTP answer (store, Currents, API errors), JSON bodies, key and admin authentication.
+
+pub mod api_log;
+pub mod connections;
+pub mod extract;
+pub mod metrics;
+pub mod ratelimit;
+pub mod request_log;
+pub mod throttle;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

@@ -77,6 +77,8 @@ pub struct Compiled {
     /// Whether any field names Braze's subscription links (their URLs are signed per
     /// recipient only then).
     subscription_links: bool,
+    /// The workspace's custom footer, when a field inserts it (`{{${email_footer}}}`).
+    footer: Option<Template>,
 }
 
 impl Compiled {
@@ -85,13 +87,26 @@ impl Compiled {
         messages: &Messages,
         blocks: HashMap<String, Template>,
         limits: Limits,
+        custom_footer: Option<&str>,
     ) -> Result<Compiled, MessagingError> {
-        let subscription_links = messages
+        let texts: Vec<&str> = messages
             .email
             .iter()
             .flat_map(|e| e.texts())
             .chain(messages.webhook.iter().flat_map(|w| w.texts()))
-            .any(|(_, text)| text.contains("set_user_to_"));
+            .map(|(_, text)| text)
+            .collect();
+        let uses_footer = texts.iter().any(|t| t.contains("email_footer"));
+        let footer = match custom_footer {
+            Some(source) if uses_footer => Some(Template::parse(source).map_err(|e| {
+                MessagingError::internal(format!("stored custom footer: {}", e.message))
+            })?),
+            _ => None,
+        };
+        let subscription_links = texts
+            .iter()
+            .chain(custom_footer.filter(|_| uses_footer).as_ref())
+            .any(|text| text.contains("set_user_to_"));
         let link_marker = eddy_store::ids::secret_hex(16)
             .map_err(|e| MessagingError::internal(format!("link marker: {e}")))?;
         let mut fields = HashMap::new();
@@ -129,7 +144,18 @@ impl Compiled {
             link_marker,
             warned: std::sync::atomic::AtomicBool::new(false),
             subscription_links,
+            footer,
         })
+    }
+
+    /// The workspace's custom footer rendered for one recipient, when a field inserts it.
+    pub fn footer(
+        &self,
+        variables: &Object,
+        fetch: Option<&dyn Fetch>,
+    ) -> Option<Result<String, Abort>> {
+        let footer = self.footer.as_ref()?;
+        Some(self.render_template("email_footer", footer, variables, fetch))
     }
 
     /// Whether any field names Braze's subscription links.
@@ -152,6 +178,16 @@ impl Compiled {
         let Some(template) = self.fields.get(field) else {
             return Ok(String::new());
         };
+        self.render_template(field, template, variables, fetch)
+    }
+
+    fn render_template(
+        &self,
+        field: &str,
+        template: &Template,
+        variables: &Object,
+        fetch: Option<&dyn Fetch>,
+    ) -> Result<String, Abort> {
         // A Liquid error aborts the recipient: its text never reaches anyone. Warnings (a
         // Connected Content host eddy refuses) are logged for the operator.
         let report = match template.render_report(variables, self.limits, fetch, Some(&self.blocks))

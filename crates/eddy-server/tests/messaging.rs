@@ -1151,3 +1151,56 @@ async fn finished_sends_expire_with_their_counts_kept() {
     assert_eq!(totals["sends"], 1, "{totals}");
     assert_eq!(totals["sent"], 2, "{totals}");
 }
+
+#[tokio::test]
+async fn the_workspaces_custom_footer_is_inserted_with_email_footer() {
+    let Some(smtp) = SmtpServer::start() else {
+        return;
+    };
+    let app = spawn_app().await;
+    // As Braze asks, a custom footer holds an unsubscribe link.
+    let (status, body) = app
+        .admin_put(
+            &format!("{WS}/email"),
+            json!({"smtp_url": smtp.url(), "custom_footer": "<p>Shop Inc, 1 Main St</p>"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let footer = "<p>Shop Inc, 1 Main St, for {{${first_name}}}</p><a href=\"{{${set_user_to_unsubscribed_url}}}\">Unsubscribe</a>";
+    let (status, body) = app
+        .admin_put(
+            &format!("{WS}/email"),
+            json!({"smtp_url": smtp.url(), "custom_footer": footer}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, shown) = app.admin_get(&format!("{WS}/email")).await;
+    assert_eq!(shown["custom_footer"], footer);
+    app.track(
+        json!({"attributes": [{"external_id": "f", "email": "f@x.test", "first_name": "Flo"}]}),
+    )
+    .await;
+    let (status, sent) = app
+        .post(
+            "/messages/send",
+            json!({"external_user_ids": ["f"], "messages": {"email": {
+                "from": "Shop <news@shop.test>", "subject": "s",
+                "body": "<p>News</p>{{${email_footer}}}"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    finished(&app, sent["dispatch_id"].as_str().unwrap()).await;
+    let delivered = smtp.delivered();
+    let html = delivered[0].part("text/html");
+    assert!(html.contains("Shop Inc, 1 Main St, for Flo"), "{html}");
+    let unsubscribe = hrefs(&html)
+        .into_iter()
+        .find(|h| h.contains("/eddy/t/s/"))
+        .expect("the footer's unsubscribe link");
+    let followed = reqwest::get(&unsubscribe).await.unwrap();
+    assert_eq!(followed.status(), 200);
+    assert_eq!(
+        app.user("f").await.unwrap()["email_subscribe"],
+        "unsubscribed"
+    );
+}

@@ -86,8 +86,18 @@ impl Engine {
             work.counts.control = 1;
             return Ok(work);
         }
-        let variables = self.variables(job, recipient.id, recipient, profile);
+        let mut variables = self.variables(job, recipient.id, recipient, profile);
         let mut channels = Map::new();
+        // The workspace's custom footer is rendered for the recipient first, so that the
+        // message inserts it with `{{${email_footer}}}`; a footer that fails aborts the email.
+        let footer_abort = match job.compiled.footer(&variables, Some(fetch)) {
+            Some(Ok(footer)) => {
+                variables.insert("email_footer".into(), LValue::Str(footer));
+                None
+            }
+            Some(Err(abort)) => Some(abort),
+            None => None,
+        };
         if let Some(message) = &dispatch.messages.webhook {
             prepare_webhook(
                 job,
@@ -99,7 +109,23 @@ impl Engine {
                 &mut channels,
             );
         }
-        if let Some(message) = &dispatch.messages.email {
+        if let (Some(abort), Some(message)) = (&footer_abort, &dispatch.messages.email) {
+            let variation = campaign::variation_id(
+                dispatch.campaign_id.as_deref(),
+                "email",
+                message.message_variation_id.as_deref(),
+            );
+            channels.insert("email".into(), aborted(abort));
+            work.events.push(abort_event(
+                &work.context,
+                "email",
+                variation.as_deref(),
+                abort,
+                now,
+                None,
+            ));
+            work.counts.aborted += 1;
+        } else if let Some(message) = &dispatch.messages.email {
             self.prepare_email(
                 job,
                 profile,

@@ -300,10 +300,15 @@ impl Engine {
         dispatch: &Dispatch,
     ) -> Result<(Arc<Prepare>, Channels), MessagingError> {
         let blocks = crate::templates::content_blocks(&self.store, ws.id)?;
+        let email_settings = self.store.object(ws.id, kinds::EMAIL, "settings")?;
+        let custom_footer = email_settings
+            .as_ref()
+            .and_then(|settings| settings["custom_footer"].as_str());
         let compiled = Arc::new(Compiled::new(
             &dispatch.messages,
             blocks,
             self.settings.liquid,
+            custom_footer,
         )?);
         let rules = Arc::new(crate::templates::rules(&self.store, ws.id)?);
         let pool = match &dispatch.messages.email {

@@ -1196,6 +1196,10 @@ pub struct EmailSettings {
     starttls: bool,
     #[serde(default)]
     tracking_domain: Option<String>,
+    /// The workspace's custom footer (Liquid), which emails insert with `{{${email_footer}}}`;
+    /// as Braze asks, it holds an unsubscribe link.
+    #[serde(default)]
+    custom_footer: Option<String>,
     /// Connect and greet the relay before saving (default true).
     #[serde(default = "yes")]
     validate: bool,
@@ -1213,6 +1217,19 @@ pub async fn put_email(
     {
         return Err(bad("tracking_domain is a host name or a base URL"));
     }
+    if let Some(footer) = &settings.custom_footer {
+        eddy_liquid::Template::parse(footer).map_err(|e| {
+            bad(format!(
+                "custom_footer: Liquid syntax error on line {}: {}",
+                e.line, e.message
+            ))
+        })?;
+        if !footer.contains("set_user_to_unsubscribed_url") {
+            return Err(bad(
+                "custom_footer must hold an unsubscribe link (${set_user_to_unsubscribed_url})",
+            ));
+        }
+    }
     if settings.validate {
         match Connection::open(&relay, "eddy").await {
             Ok(connection) => connection.quit().await,
@@ -1226,14 +1243,15 @@ pub async fn put_email(
     }
     let value = json!({"host": relay.host, "port": relay.port, "implicit_tls": relay.implicit_tls,
         "starttls": relay.starttls, "username": relay.username, "password": relay.password,
-        "tracking_domain": settings.tracking_domain});
+        "tracking_domain": settings.tracking_domain, "custom_footer": settings.custom_footer});
     state
         .store
         .put_object(ws.id, kinds::EMAIL, "settings".into(), value)
         .await?;
     Ok(json_response(
         StatusCode::OK,
-        &json!({"smtp_url": relay.redacted(), "starttls": relay.starttls, "tracking_domain": settings.tracking_domain}),
+        &json!({"smtp_url": relay.redacted(), "starttls": relay.starttls,
+                "tracking_domain": settings.tracking_domain, "custom_footer": settings.custom_footer}),
     ))
 }
 
@@ -1244,13 +1262,14 @@ pub async fn get_email(
 ) -> Answer {
     let relay = eddy_messaging::engine::relay_of(&state.store, ws.id)?
         .ok_or_else(|| HttpError(ApiError::ResourceNotFound("email settings".into())))?;
-    let tracking = state
+    let stored = state
         .store
         .object(ws.id, kinds::EMAIL, "settings")?
-        .and_then(|v| v["tracking_domain"].as_str().map(str::to_string));
+        .unwrap_or_default();
     Ok(json_response(
         StatusCode::OK,
-        &json!({"smtp_url": relay.redacted(), "starttls": relay.starttls, "tracking_domain": tracking}),
+        &json!({"smtp_url": relay.redacted(), "starttls": relay.starttls,
+                "tracking_domain": stored["tracking_domain"], "custom_footer": stored["custom_footer"]}),
     ))
 }
 

@@ -177,7 +177,7 @@ pub fn apply(
             other => Value::Float(other.as_f64().abs()),
         },
         "plus" => match integer_arith(&input, &args[0], '+') {
-            Some(exact) => exact,
+            Some(exact) => exact?,
             None => arith(
                 Number::from_value(&input),
                 Number::from_value(&args[0]),
@@ -186,7 +186,7 @@ pub fn apply(
             .to_value(),
         },
         "minus" => match integer_arith(&input, &args[0], '-') {
-            Some(exact) => exact,
+            Some(exact) => exact?,
             None => arith(
                 Number::from_value(&input),
                 Number::from_value(&args[0]),
@@ -195,7 +195,7 @@ pub fn apply(
             .to_value(),
         },
         "times" => match integer_arith(&input, &args[0], '*') {
-            Some(exact) => exact,
+            Some(exact) => exact?,
             None => arith(
                 Number::from_value(&input),
                 Number::from_value(&args[0]),
@@ -812,7 +812,7 @@ fn compact(input: &Value, property: Option<&Value>) -> Result<Value, Stop> {
 
 /// `+`, `-`, `*` of two integers (Integers, or strings of digits) as Ruby makes them, of any
 /// size; `None` when an operand is not an integer (the decimal and float rules apply).
-fn integer_arith(a: &Value, b: &Value, op: char) -> Option<Value> {
+fn integer_arith(a: &Value, b: &Value, op: char) -> Option<Result<Value, Stop>> {
     if let (Value::Int(x), Value::Int(y)) = (a, b) {
         let fits = match op {
             '+' => x.checked_add(*y),
@@ -820,17 +820,26 @@ fn integer_arith(a: &Value, b: &Value, op: char) -> Option<Value> {
             _ => x.checked_mul(*y),
         };
         if let Some(r) = fits {
-            return Some(Value::Int(r));
+            return Some(Ok(Value::Int(r)));
         }
     }
-    // Past i64, a big operand, or a string of digits: exact, as Ruby's Integer.
+    // Past i64, a big operand, or a string of digits: exact, as Ruby's Integer, up to a size
+    // no template needs (past it, a multiplication alone could take the render's time).
     let (x, y) = (a.as_integer()?, b.as_integer()?);
-    Some(Value::integer(match op {
+    if x.bits() + y.bits() > MAX_INTEGER_BITS {
+        return Some(Err(Stop::Fatal(format!(
+            "an integer past {MAX_INTEGER_BITS} bits"
+        ))));
+    }
+    Some(Ok(Value::integer(match op {
         '+' => x + y,
         '-' => x - y,
         _ => x * y,
-    }))
+    })))
 }
+
+/// The largest integer arithmetic makes, in bits (about 20,000 decimal digits).
+pub const MAX_INTEGER_BITS: u64 = 1 << 16;
 
 /// `divided_by` and `modulo` of two integers when one is past i64 (floored, as Ruby's).
 fn big_division(a: &Value, b: &Value, modulo: bool) -> Option<Result<Value, Stop>> {

@@ -235,11 +235,14 @@ fn parse_expr_nested(markup: &str, nesting: usize) -> Expr {
         // Ruby's integers have no bound.
         return match m.parse::<i64>() {
             Ok(i) => Expr::Literal(Value::Int(i)),
-            Err(_) => Expr::Literal(
+            // Up to the size arithmetic allows (20,000 digits); a longer literal reads as the
+            // float nearest it, so that parsing it costs no more than its length.
+            Err(_) if m.len() <= 20_000 => Expr::Literal(
                 m.parse::<num_bigint::BigInt>()
                     .map(Value::integer)
                     .unwrap_or(Value::Nil),
             ),
+            Err(_) => Expr::Literal(Value::Float(m.parse().unwrap_or(f64::INFINITY))),
         };
     }
     if let Some((a, b)) = range_parts(m) {

@@ -133,7 +133,7 @@ impl<'a> Context<'a> {
     /// [`Context::assign`] of a value whose weight is known already (a cached answer's).
     pub fn assign_weighed(&mut self, name: &str, value: Value, bytes: usize) -> Result<(), Stop> {
         let before = self.held.get(name).copied().unwrap_or(0);
-        let total = self.held_total - before + bytes;
+        let total = (self.held_total - before).saturating_add(bytes);
         if total > self.limits.max_memory_bytes {
             return Err(self.over_memory());
         }
@@ -184,7 +184,7 @@ impl<'a> Context<'a> {
 
     fn step(&mut self, n: u64) -> Result<(), Stop> {
         let before = self.steps;
-        self.steps += n;
+        self.steps = self.steps.saturating_add(n);
         if self.steps > self.limits.max_steps {
             return Err(Stop::Fatal(format!(
                 "the template took more than {} steps",

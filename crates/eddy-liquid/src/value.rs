@@ -62,7 +62,12 @@ impl Value {
             Value::Big(b) => Some(b.as_ref().clone()),
             Value::Str(s) => {
                 let digits = s.strip_prefix('-').unwrap_or(s);
-                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                // Longer than arithmetic allows: read as a float, as parsing would cost more
+                // than the text is long.
+                if digits.is_empty()
+                    || digits.len() > 20_000
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
                     return None;
                 }
                 s.parse().ok()

@@ -111,6 +111,17 @@ fn values_that_double_stop_at_the_memory_budget() {
 }
 
 #[test]
+fn integers_stop_growing_at_their_bound() {
+    let squaring = "{% assign x = 3 %}{% for i in (1..40) %}{% assign x = x | times: x %}{% endfor %}{{ x | size }}";
+    assert!(fatal(squaring).contains("bits"), "{squaring}");
+    let literal = format!("{{{{ {} | plus: 1 }}}}", "9".repeat(30_000));
+    assert!(matches!(
+        render_with(&literal, Limits::default()),
+        Ok(Rendered::Output(_))
+    ));
+}
+
+#[test]
 fn long_chains_and_deep_nesting_parse_without_recursion() {
     let chain = format!(
         "{{% if a{} %}}yes{{% else %}}no{{% endif %}}",

@@ -435,6 +435,15 @@ async fn segment_export_writes_braze_shaped_files_and_calls_back() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let callback = format!("http://{}/done", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, receiver).await });
+    // The callback goes to loopback, which a workspace reaches only when it lists it.
+    let (status, refused) = app
+        .post(
+            "/users/export/segment",
+            json!({"segment_id": seg, "callback_endpoint": callback}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    app.allow_loopback("default").await;
     let (status, body) = app
         .post(
             "/users/export/segment",

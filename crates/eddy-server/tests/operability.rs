@@ -499,6 +499,7 @@ async fn segment_exports_have_a_status_and_a_failure_says_why() {
         json!({"type": "s3", "bucket": "exports", "endpoint": s3.endpoint, "access_key_id": "a", "secret_access_key": "s"}),
     )
     .await;
+    app.allow_loopback("default").await;
     let (status, body) = app
         .post(
             "/users/export/segment",

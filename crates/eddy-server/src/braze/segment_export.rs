@@ -122,7 +122,26 @@ async fn start(state: SharedState, ws: eddy_store::Workspace, req: ExportRequest
         custom: req.custom_attributes_to_export,
         gzip,
     };
-    let callback = req.callback_endpoint;
+    // The callback is a request a REST key makes eddy send: it follows the workspace's
+    // destination rule, as webhooks do.
+    let callback = match req.callback_endpoint {
+        Some(endpoint) => {
+            let allowed = eddy_messaging::templates::rules(&state.store, ws.id)?.allowed_hosts;
+            let parsed = reqwest::Url::parse(&endpoint).map_err(|e| {
+                ApiError::BadRequest(format!("callback_endpoint '{endpoint}' is not a URL: {e}"))
+            })?;
+            let policy = eddy_net::Policy::Workspace(allowed);
+            policy
+                .check_url(&parsed, false)
+                .map_err(|refused| ApiError::BadRequest(format!("callback_endpoint: {refused}")))?;
+            let client = eddy_net::client_builder(policy)
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|_| ApiError::Internal)?;
+            Some((endpoint, client))
+        }
+        None => None,
+    };
     let callback_url = url.clone();
     let users = job.members.len();
     state.exports.started(ExportStatus {
@@ -145,7 +164,7 @@ async fn start(state: SharedState, ws: eddy_store::Workspace, req: ExportRequest
         exports
             .exports
             .finished(&export_id, users, result.as_ref().err().cloned());
-        if let Some(endpoint) = callback {
+        if let Some((endpoint, client)) = callback {
             let mut body = json!({"success": result.is_ok()});
             if let Err(reason) = &result {
                 body["error"] = json!(reason);
@@ -153,12 +172,7 @@ async fn start(state: SharedState, ws: eddy_store::Workspace, req: ExportRequest
             if let Some(url) = callback_url {
                 body["url"] = json!(url);
             }
-            if let Err(e) = reqwest::Client::new()
-                .post(&endpoint)
-                .json(&body)
-                .send()
-                .await
-            {
+            if let Err(e) = client.post(&endpoint).json(&body).send().await {
                 tracing::warn!(error = %e, endpoint, "segment export callback failed");
             }
         }

@@ -189,6 +189,8 @@ pub struct Engine {
     running: StdMutex<std::collections::HashSet<(u32, String)>>,
     /// The dispatch tasks, so that shutdown can wait for them (and the store they hold).
     tasks: StdMutex<tokio::task::JoinSet<()>>,
+    /// The task that expires old history (ended at shutdown).
+    history: StdMutex<Option<tokio::task::JoinHandle<()>>>,
     stopping: std::sync::atomic::AtomicBool,
     /// Whether this node runs dispatches (always on a store of one process).
     leading: std::sync::atomic::AtomicBool,
@@ -299,6 +301,7 @@ impl Engine {
             pools: StdMutex::new(HashMap::new()),
             running: StdMutex::new(Default::default()),
             tasks: StdMutex::new(tokio::task::JoinSet::new()),
+            history: StdMutex::new(None),
             stopping: std::sync::atomic::AtomicBool::new(false),
             leading: std::sync::atomic::AtomicBool::new(!store_shared),
             converting: StdMutex::new(Default::default()),
@@ -308,12 +311,11 @@ impl Engine {
         // A failure to build a client shows at start, not at the first send.
         engine.webhook_client(&eddy_net::AllowedHosts::default())?;
         engine.resume()?;
+        // Its own task, not among the dispatches': losing the lease stops dispatches, not this
+        // (it works only while the node leads).
         let expiring = engine.clone();
-        engine
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .spawn(async move { expiring.expire_history().await });
+        let task = tokio::spawn(async move { expiring.expire_history().await });
+        *engine.history.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(engine)
     }
 
@@ -500,6 +502,15 @@ impl Engine {
         // Idle SMTP connections say QUIT rather than vanish.
         for pool in pools {
             pool.close().await;
+        }
+        let history = self
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(task) = history {
+            task.abort();
+            let _ = task.await;
         }
     }
 

@@ -117,7 +117,11 @@ pub fn routes(app: SharedState, api: Router) -> Router {
 
 /// What every dashboard answer says to the browser: never inside a frame, scripts and styles
 /// from eddy only (style attributes allowed: the charts' colours), nothing sent elsewhere.
-async fn security_headers(mut response: Response) -> Response {
+async fn security_headers(response: Response) -> Response {
+    with_security_headers(response)
+}
+
+fn with_security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(
         header::X_FRAME_OPTIONS,
@@ -366,8 +370,9 @@ fn asset(content_type: &'static str, text: &'static str) -> Response {
 /// then a 404 page.
 pub fn unknown(app: &crate::AppState, headers: &HeaderMap) -> Response {
     let session = session::cookie_of(headers).and_then(|cookie| app.sessions.check(&cookie));
-    match session {
+    let page = match session {
         Some(session) => layout::not_found(&session, "no such page"),
         None => to_sign_in(),
-    }
+    };
+    with_security_headers(page)
 }

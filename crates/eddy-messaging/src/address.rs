@@ -2,8 +2,8 @@
 //! reach a header or an SMTP command. Only what parses is ever written, so no address (from a
 //! request, a template or a profile) can carry a line break, a second address or a command.
 //!
-//! Accepted: a dot-atom local part (`first.last+tag`), a domain of dot-separated labels with
-//! at least one dot, or an address literal (`[192.0.2.1]`); a display name in front of `<…>`,
+//! Accepted: a dot-atom local part (`first.last+tag`), a host name as DNS writes it with at
+//! least one dot, or an address literal (`[192.0.2.1]`); a display name in front of `<…>`,
 //! quoted or not. Not accepted: quoted local parts, comments, groups, several addresses, and
 //! any control character anywhere.
 
@@ -90,17 +90,7 @@ fn addr_spec(text: &str) -> Option<String> {
                     .strip_prefix("IPv6:")
                     .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok())
         } else {
-            domain.contains('.')
-                && domain.len() <= 253
-                && domain.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && !label.starts_with('-')
-                        && !label.ends_with('-')
-                        && label
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                })
+            domain.contains('.') && eddy_net::is_host_name(domain)
         };
     domain_ok.then(|| text.to_string())
 }

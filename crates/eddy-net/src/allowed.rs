@@ -105,8 +105,8 @@ fn parse_port(text: &str) -> Option<u16> {
 }
 
 /// A DNS name: labels of letters, digits, `-` and `_`, 1 to 63 bytes, not starting or ending
-/// with `-`.
-fn is_host_name(host: &str) -> bool {
+/// with `-`, 253 bytes in all.
+pub fn is_host_name(host: &str) -> bool {
     !host.is_empty()
         && host.len() <= 253
         && host.split('.').all(|label| {

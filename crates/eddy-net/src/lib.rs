@@ -17,7 +17,7 @@ pub mod allowed;
 pub mod resolve;
 
 pub use address::is_public;
-pub use allowed::{AllowedHosts, InvalidHost};
+pub use allowed::{AllowedHosts, InvalidHost, is_host_name};
 pub use resolve::{
     Policy, PolicyResolver, Refused, check_operator_url, check_outbound, client_builder,
     loopback_only, restrict_to_loopback,

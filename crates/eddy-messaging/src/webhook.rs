@@ -77,9 +77,18 @@ pub async fn send(client: &reqwest::Client, request: &Request, timeout: Duration
         builder = builder.body(body.clone());
     }
     match builder.send().await {
-        Ok(response) => {
+        Ok(mut response) => {
             let status = response.status().as_u16();
-            let mut detail = response.text().await.unwrap_or_default();
+            // Only the start of the answer is kept, so only that much is read: a receiver that
+            // answers without end costs no memory.
+            let mut bytes = Vec::new();
+            while bytes.len() < MAX_DETAIL {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let mut detail = String::from_utf8_lossy(&bytes).into_owned();
             truncate(&mut detail, MAX_DETAIL);
             Attempt {
                 status: Some(status),

@@ -381,3 +381,49 @@ async fn connected_content_stops_reading_at_its_cap() {
         sent >> 20
     );
 }
+
+#[tokio::test]
+async fn a_webhook_receiver_that_answers_without_end_costs_no_memory() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let streamed = Arc::new(AtomicU64::new(0));
+    let counter = streamed.clone();
+    let endless = axum::Router::new().fallback(move || {
+        let counter = counter.clone();
+        async move {
+            let chunk = axum::body::Bytes::from(vec![b'x'; 1 << 20]);
+            let stream = futures_util::stream::repeat_with(move || {
+                counter.fetch_add(1 << 20, Ordering::Relaxed);
+                Ok::<_, std::io::Error>(chunk.clone())
+            });
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                axum::body::Body::from_stream(stream),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, endless).await });
+    let app = spawn_app().await;
+    app.allow_loopback("default").await;
+    app.track(json!({"attributes": [{"external_id": "u"}]}))
+        .await;
+    let sender = app.create_key("default", Some(&["messages.send"])).await;
+    let (status, sent) = send(
+        &app,
+        &sender,
+        json!({"external_user_ids": ["u"], "messages": {"webhook": {"url": format!("http://{addr}/hook")}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    let done = ended(&app, sent["dispatch_id"].as_str().expect("id")).await;
+    assert_eq!(done["counts"]["failed"], 1, "{done}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let read = streamed.load(Ordering::Relaxed);
+    assert!(
+        read < 64 << 20,
+        "eddy read {} MiB of an endless answer",
+        read >> 20
+    );
+}

@@ -4,21 +4,27 @@
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::fmt::Write;
 
-use crate::render::{Stop, to_integer};
-use crate::value::{Number, Object, VALUE_BYTES, Value, arith, flatten};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
+use crate::dialect::Dialect;
+use crate::markup::{Arity, FilterKind};
+use crate::stop::Stop;
+use crate::value::{Number, Object, VALUE_BYTES, Value, arith, flatten, to_integer};
 
 /// Applies the filter `name` to `input`.
 pub fn apply(
     name: &str,
-    arity: Option<(usize, Option<usize>)>,
+    kind: FilterKind,
     input: Value,
     mut args: Vec<Cow<'_, Value>>,
     kwargs: Vec<(String, Value)>,
+    dialect: &dyn Dialect,
 ) -> Result<Value, Stop> {
-    let Some((min, max)) = arity else {
-        return Ok(input);
+    let (core, (min, max)) = match kind {
+        FilterKind::Core(arity) => (true, arity),
+        FilterKind::Dialect(arity) => (false, arity),
+        FilterKind::Unknown => return Ok(input),
     };
     // Ruby passes keyword arguments as one more positional hash.
     if !kwargs.is_empty() {
@@ -34,6 +40,9 @@ pub fn apply(
         return Err(Stop::Error(format!(
             "wrong number of arguments (given {given}, expected {expected})"
         )));
+    }
+    if !core {
+        return dialect.filter(name, input, &args);
     }
     let arg = |i: usize| args.get(i).map(|a| a.as_ref());
     fn s(v: &Value) -> std::borrow::Cow<'_, str> {
@@ -248,12 +257,19 @@ pub fn apply(
                 input
             }
         }
-        _ => crate::braze::filter(name, input, &args)?,
+        _ => {
+            debug_assert!(
+                false,
+                "filter {name} has a core arity but no core implementation"
+            );
+            input
+        }
     })
 }
 
-/// (least, most) arguments counting the input; `None` for an unknown filter.
-pub fn arity(name: &str) -> Option<(usize, Option<usize>)> {
+/// (least, most) arguments of Liquid's standard filters, counting the input; `None` for
+/// another name.
+pub fn arity(name: &str) -> Option<Arity> {
     let one = (1, Some(1));
     let two = (2, Some(2));
     Some(match name {
@@ -290,7 +306,7 @@ pub fn arity(name: &str) -> Option<(usize, Option<usize>)> {
         "join" | "sort" | "sort_natural" | "uniq" | "compact" | "round" => (1, Some(2)),
         "where" | "replace" | "replace_first" => (2, Some(3)),
         "replace_last" => (3, Some(3)),
-        other => return crate::braze::filter_arity(other),
+        _ => return None,
     })
 }
 
@@ -416,47 +432,24 @@ fn escape_once(s: &str) -> String {
 
 /// `CGI.escape`: everything but `a-zA-Z0-9_.-~` percent-encoded, spaces as `+`.
 pub fn cgi_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
-                out.push(b as char)
-            }
-            b' ' => out.push('+'),
-            other => {
-                let _ = write!(out, "%{other:02X}");
-            }
-        }
-    }
-    out
+    const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'_')
+        .remove(b'.')
+        .remove(b'-')
+        .remove(b'~');
+    // A space is encoded as `%20` first; a `%20` in the input itself became `%2520`.
+    utf8_percent_encode(s, ESCAPED)
+        .to_string()
+        .replace("%20", "+")
 }
 
-/// `CGI.unescape`.
+/// `CGI.unescape`: `+` is a space, `%XX` a byte; the bytes must be UTF-8.
 fn cgi_unescape(s: &str) -> Result<String, Stop> {
-    let b = s.as_bytes();
-    let mut bytes = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => bytes.push(b' '),
-            b'%' if i + 2 < b.len()
-                && hex(b[i + 1]).is_some()
-                && b.get(i + 2).and_then(|c| hex(*c)).is_some() =>
-            {
-                let (h, l) = (hex(b[i + 1]).unwrap_or(0), hex(b[i + 2]).unwrap_or(0));
-                bytes.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-            other => bytes.push(other),
-        }
-        i += 1;
-    }
-    String::from_utf8(bytes).map_err(|_| Stop::Error("invalid byte sequence in UTF-8".into()))
-}
-
-fn hex(c: u8) -> Option<u8> {
-    (c as char).to_digit(16).map(|d| d as u8)
+    let spaced = s.replace('+', " ");
+    percent_decode_str(&spaced)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| Stop::Error("invalid byte sequence in UTF-8".into()))
 }
 
 /// Ruby's `Base64.strict_encode64` and `urlsafe_encode64` (padded, both).

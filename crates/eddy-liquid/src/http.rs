@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use eddy_net::{AllowedHosts, Policy};
 
-use crate::braze::{Fetch, FetchError, Method, Request, Response};
+use crate::fetch::{Fetch, FetchError, Method, Request, Response};
 
 /// How long one attempt may take (Braze's).
 pub const TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,38 +1,53 @@
-//! eddy's Liquid: Shopify Liquid 5 as its Ruby engine renders it (lax parsing, Ruby's values),
-//! with Braze's dialect on top (`${…}` tags, Braze's filters, `abort_message`,
-//! `connected_content`).
+//! eddy's Liquid: Shopify Liquid 5 as its Ruby engine renders it (lax parsing, Ruby's values)
+//! as the core, and Braze's dialect as a layer that registers its tags, filters and variables
+//! with the core ([`dialect::Dialect`]).
 //!
 //! A template is parsed once into a tree ([`Template::parse`]) and rendered many times
 //! ([`Template::render`]); nothing is global.
 //!
-//! - [`parse`]: the source cut into tokens, tags read into [`parse::Node`]s, errors with lines.
+//! The core, each file using only those listed before it:
+//! - [`value`]: values with Ruby's semantics (printing, truthiness, comparison, numbers);
+//!   [`stop`]: why a render stops; [`fetch`]: the network a render may be given.
 //! - [`markup`]: how lax Liquid reads expressions, filters and conditions inside tags.
-//! - [`value`]: values with Ruby's semantics (printing, truthiness, comparison, numbers).
-//! - [`render`]: the interpreter: scopes, loops, interrupts, errors printed in place.
+//! - [`tree`]: the parsed tree, and the traits a dialect's tags render through.
+//! - [`dialect`]: what a dialect may add; [`dialect::Shopify`] adds nothing.
 //! - [`filters`]: the standard filters; [`dates`]: `date` and `time_zone`.
-//! - [`braze`]: Braze's filters, `abort_message`, Connected Content, a user's variables.
-//! - [`http`]: Connected Content's HTTP client, cache and host rules.
+//! - [`parse`]: the source cut into tokens, tags read into [`tree::Node`]s, errors with lines.
+//! - [`render`]: the interpreter: scopes, loops, interrupts, errors printed in place.
+//!
+//! On top: [`braze`], Braze's dialect (`${…}` names, its filters, `abort_message`, Connected
+//! Content, content blocks, a user's variables), and [`http`], Connected Content's HTTP client,
+//! cache and host rules.
 
 pub mod braze;
 pub mod dates;
+pub mod dialect;
+pub mod fetch;
 pub mod filters;
 pub mod http;
 pub mod markup;
 pub mod parse;
 pub mod render;
+pub mod stop;
+pub mod tree;
 pub mod value;
 
-pub use braze::{Fetch, FetchError, user_variables};
+pub use braze::{Braze, user_variables};
+pub use dialect::{Dialect, Shopify};
+pub use fetch::{Fetch, FetchError};
 pub use parse::SyntaxError;
-pub use render::{Context, Limits, Stop};
+pub use render::{Context, Limits};
+pub use stop::Stop;
 pub use value::{Object, Value};
 
-use parse::{Block, Node};
+use tree::Block;
 
 /// A parsed template.
 #[derive(Debug, Clone)]
 pub struct Template {
     root: Block,
+    /// What the template's tags, filters and variables beyond the core mean.
+    dialect: &'static dyn Dialect,
     /// The source's length: the output's first capacity.
     source_len: usize,
 }
@@ -58,10 +73,16 @@ pub enum Rendered {
 }
 
 impl Template {
-    /// Parses a template; the error names the line and uses Liquid's wording.
+    /// Parses a Braze template; the error names the line and uses Liquid's wording.
     pub fn parse(source: &str) -> Result<Template, SyntaxError> {
+        Template::parse_in(source, &Braze)
+    }
+
+    /// Parses a template of this dialect.
+    pub fn parse_in(source: &str, dialect: &'static dyn Dialect) -> Result<Template, SyntaxError> {
         Ok(Template {
-            root: parse::parse(source)?,
+            root: parse::parse(source, dialect)?,
+            dialect,
             source_len: source.len(),
         })
     }
@@ -76,7 +97,7 @@ impl Template {
         self.render_with(variables, limits, fetch, None)
     }
 
-    /// Renders with content blocks too (`{{content_blocks.${name}}}`).
+    /// Renders with partials too (Braze's content blocks, `{{content_blocks.${name}}}`).
     pub fn render_with(
         &self,
         variables: &Object,
@@ -97,16 +118,16 @@ impl Template {
         fetch: Option<&dyn Fetch>,
         content_blocks: Option<&std::collections::HashMap<String, Template>>,
     ) -> Result<Report, Stop> {
-        if let Some(text) = parse::is_plain_text(&self.root) {
+        if let Some(text) = self.root.as_plain_text() {
             return Ok(Report {
                 rendered: Rendered::Output(text.to_string()),
                 errors: Vec::new(),
                 warnings: Vec::new(),
             });
         }
-        let mut ctx = Context::new(variables, limits);
+        let mut ctx = Context::new(variables, limits, self.dialect);
         ctx.fetch = fetch;
-        ctx.content_blocks = content_blocks;
+        ctx.partials = content_blocks.map(|blocks| blocks as &dyn tree::Partials);
         let mut out = String::with_capacity(self.source_len + self.source_len / 2);
         let rendered = match ctx.render_block(&self.root, &mut out) {
             Ok(()) => Rendered::Output(out),
@@ -121,17 +142,9 @@ impl Template {
     }
 }
 
-impl Template {
-    /// The parsed tree.
-    pub(crate) fn root(&self) -> &Block {
-        &self.root
-    }
-}
-
-/// Whether a node prints nothing, so that Liquid swallows its errors.
-pub(crate) fn parse_blank(node: &Node) -> bool {
-    match node {
-        Node::Output(..) => false,
-        other => parse::node_blank(other),
+/// Content blocks by name.
+impl tree::Partials for std::collections::HashMap<String, Template> {
+    fn partial(&self, name: &str) -> Option<&Block> {
+        self.get(name).map(|template| &template.root)
     }
 }

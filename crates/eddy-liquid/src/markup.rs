@@ -3,8 +3,7 @@
 //! the filter and argument scanners); the scanners here follow them character for character,
 //! so that odd markup (`{{ a==b }}`, `{{ x | f: 1 2 }}`) means what it means in Shopify's engine.
 //!
-//! Braze's `${name}` is rewritten before any of this (see [`protect_braze_names`]) into a
-//! bracket lookup, which lax Liquid reads as a quoted key.
+//! A dialect may rewrite markup before any of this ([`crate::dialect::Dialect::rewrite_markup`]).
 
 use crate::value::{Value, leading_int};
 
@@ -46,13 +45,26 @@ pub enum Key {
 pub struct Filter {
     /// The filter's name.
     pub name: String,
-    /// Its (least, most) arguments counting the input, looked up once at parse time; `None`
-    /// for a filter Liquid does not know (it leaves its input as it is).
-    pub arity: Option<(usize, Option<usize>)>,
+    /// Who applies it, looked up once at parse time.
+    pub kind: FilterKind,
     /// Positional arguments.
     pub args: Vec<Expr>,
     /// Keyword arguments (`allow_false: true`).
     pub kwargs: Vec<(String, Expr)>,
+}
+
+/// (least, most) arguments of a filter, counting its input.
+pub type Arity = (usize, Option<usize>);
+
+/// Who applies a filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterKind {
+    /// One of Liquid's standard filters.
+    Core(Arity),
+    /// One the template's dialect added.
+    Dialect(Arity),
+    /// None: Liquid leaves the input as it is.
+    Unknown,
 }
 
 /// `expr | filter: args | …`, the content of `{{ }}`, `echo` and `assign`'s right side.
@@ -91,61 +103,6 @@ pub enum Relation {
     And,
     /// Either holds.
     Or,
-}
-
-/// Rewrites each `${…}` into `["…"]`, so that Braze's names (with spaces too) read as one
-/// quoted key: `{{${first_name}}}` → `{{["first_name"]}}`, `custom_attribute.${Shoe Size}` →
-/// `custom_attribute["Shoe Size"]`. Quotes inside strings are left alone.
-pub fn protect_braze_names(markup: &str) -> std::borrow::Cow<'_, str> {
-    if !markup.contains("${") {
-        return std::borrow::Cow::Borrowed(markup);
-    }
-    let mut out = String::with_capacity(markup.len() + 8);
-    let bytes = markup.as_bytes();
-    let mut i = 0;
-    let mut quote: Option<u8> = None;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if let Some(q) = quote {
-            if b == q {
-                quote = None;
-            }
-            out.push(b as char);
-            i += 1;
-            continue;
-        }
-        if b == b'"' || b == b'\'' {
-            // Only a quote that closes later opens a string, as in QuotedString.
-            if markup[i + 1..].contains(b as char) {
-                quote = Some(b);
-            }
-            out.push(b as char);
-            i += 1;
-            continue;
-        }
-        if b == b'$'
-            && bytes.get(i + 1) == Some(&b'{')
-            && let Some(end) = markup[i + 2..].find('}')
-        {
-            let name = &markup[i + 2..i + 2 + end];
-            let q = if name.contains('"') { '\'' } else { '"' };
-            // `a.${b}` reads as `a["b"]`.
-            if out.ends_with('.') {
-                out.pop();
-            }
-            out.push('[');
-            out.push(q);
-            out.push_str(name);
-            out.push(q);
-            out.push(']');
-            i += 2 + end + 1;
-            continue;
-        }
-        let ch = markup[i..].chars().next().unwrap_or(' ');
-        out.push(ch);
-        i += ch.len_utf8();
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 /// The end of a quoted string starting at `i` (`"…"` or `'…'`), if it closes.
@@ -413,7 +370,7 @@ fn is_word_byte(c: u8) -> bool {
 }
 
 /// `Variable#lax_parse`: the first fragment is the expression; after the first `|`, filters.
-pub fn parse_variable(markup: &str) -> Variable {
+pub fn parse_variable(markup: &str, filter_kind: &dyn Fn(&str) -> FilterKind) -> Variable {
     let Some((start, end)) = find_fragment(markup, 0) else {
         return Variable {
             expr: None,
@@ -426,7 +383,7 @@ pub fn parse_variable(markup: &str) -> Variable {
     if let Some(pipe) = rest.find('|') {
         let after = rest[pipe + 1..].trim_start();
         for chunk in filter_chunks(after) {
-            if let Some(filter) = parse_filter(chunk) {
+            if let Some(filter) = parse_filter(chunk, filter_kind) {
                 filters.push(filter);
             }
         }
@@ -467,7 +424,7 @@ fn filter_chunks(s: &str) -> Vec<&str> {
 }
 
 /// One filter chunk: its name is the first `\w+`; its arguments follow `:` and `,`.
-fn parse_filter(chunk: &str) -> Option<Filter> {
+fn parse_filter(chunk: &str, filter_kind: &dyn Fn(&str) -> FilterKind) -> Option<Filter> {
     let b = chunk.as_bytes();
     let name_start = (0..b.len()).find(|&i| is_word_byte(b[i]))?;
     let name_end = (name_start..b.len())
@@ -508,10 +465,9 @@ fn parse_filter(chunk: &str) -> Option<Filter> {
             None => i += 1,
         }
     }
-    let arity = crate::filters::arity(&name);
     Some(Filter {
+        kind: filter_kind(&name),
         name,
-        arity,
         args,
         kwargs,
     })
@@ -721,6 +677,7 @@ mod tests {
 
     #[test]
     fn variables_read_as_lax_liquid_reads_them() {
+        let parse_variable = |markup| parse_variable(markup, &|_| FilterKind::Unknown);
         let v = parse_variable(" name | upcase | truncate: 5, '..' ");
         assert_eq!(v.filters.len(), 2);
         assert_eq!(v.filters[1].name, "truncate");
@@ -729,15 +686,6 @@ mod tests {
         assert_eq!(v.filters[0].kwargs.len(), 1);
         let v = parse_variable("a==b");
         assert!(matches!(v.expr, Some(Expr::Lookup(ref l)) if l.keys.len() == 1));
-    }
-
-    #[test]
-    fn braze_names_become_quoted_keys() {
-        assert_eq!(protect_braze_names("${first_name}"), "[\"first_name\"]");
-        assert_eq!(
-            protect_braze_names("custom_attribute.${Shoe Size} | default: '${x}'"),
-            "custom_attribute[\"Shoe Size\"] | default: '${x}'"
-        );
     }
 
     #[test]

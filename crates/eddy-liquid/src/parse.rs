@@ -3,11 +3,13 @@
 //! `-`, and each tag reads its markup ([`crate::markup`]). Errors name the line and use
 //! Liquid's own wording.
 
-use crate::braze::ConnectedContent;
+use crate::dialect::Dialect;
+use crate::filters;
 use crate::markup::{
-    self, Condition, Expr, Variable, find_fragment, fragment_ends, parse_condition, parse_expr,
-    parse_variable, protect_braze_names, tag_attributes,
+    self, Condition, Expr, FilterKind, Variable, find_fragment, fragment_ends, parse_condition,
+    parse_expr, tag_attributes,
 };
+use crate::tree::{Block, CycleGroup, ForLoop, Node, Offset, TableRow};
 use crate::value::Value;
 
 /// A template that does not parse: Liquid's message and the line it is on (1-based).
@@ -18,139 +20,6 @@ pub struct SyntaxError {
     pub message: String,
     /// The line the error is on.
     pub line: usize,
-}
-
-/// A sequence of nodes; `blank` when it holds only whitespace and tags that print nothing.
-#[derive(Debug, Clone, Default)]
-pub struct Block {
-    /// The nodes, in order.
-    pub nodes: Vec<Node>,
-    /// Liquid's `blank?`: such a block's whitespace is dropped by `if`, `for`, `case`.
-    pub blank: bool,
-}
-
-/// A node of the tree.
-#[derive(Debug, Clone)]
-pub enum Node {
-    /// Text, printed as is.
-    Text(String),
-    /// `{{ … }}`.
-    Output(Variable, usize),
-    /// `{% assign to = … %}`.
-    Assign(String, Variable, usize),
-    /// `{% capture to %}…{% endcapture %}`.
-    Capture(String, Block),
-    /// `if`/`elsif`/`else` (and `unless` when `negate_first`).
-    If {
-        /// Each condition (`None`: `else`) and its block.
-        branches: Vec<(Option<Condition>, Block)>,
-        /// `unless`: the first condition is negated.
-        negate_first: bool,
-        /// The tag's line.
-        line: usize,
-    },
-    /// `case`/`when`/`else`.
-    Case {
-        /// The value compared.
-        left: Expr,
-        /// Each `when` value (`None`: `else`) and the index of its block in `bodies`.
-        arms: Vec<(Option<Expr>, usize)>,
-        /// The bodies (a `when a, b` shares one between two arms).
-        bodies: Vec<Block>,
-        /// The tag's line.
-        line: usize,
-    },
-    /// `for`.
-    For(Box<ForLoop>),
-    /// `tablerow`.
-    TableRow(Box<TableRow>),
-    /// `cycle`.
-    Cycle {
-        /// The group name (evaluated), or the fixed key of an unnamed cycle.
-        group: CycleGroup,
-        /// The values cycled through.
-        values: Vec<Expr>,
-        /// The tag's line.
-        line: usize,
-    },
-    /// `increment` (+1) or `decrement` (-1).
-    Counter(String, i64),
-    /// `echo`.
-    Echo(Variable, usize),
-    /// `raw`.
-    Raw(String),
-    /// `comment` and `#`: nothing.
-    Comment,
-    /// `break`.
-    Break,
-    /// `continue`.
-    Continue,
-    /// `ifchanged`.
-    IfChanged(Block),
-    /// `include` and `render`: eddy has no file system for partials.
-    Include(usize),
-    /// Braze's `abort_message`, with its reason.
-    Abort(Option<Expr>, usize),
-    /// Braze's `connected_content`.
-    ConnectedContent(Box<ConnectedContent>, usize),
-}
-
-/// A `for` loop.
-#[derive(Debug, Clone)]
-pub struct ForLoop {
-    /// The loop variable.
-    pub variable: String,
-    /// The collection.
-    pub collection: Expr,
-    /// `variable-collection markup`: the key `offset: continue` remembers.
-    pub name: String,
-    /// `reversed`.
-    pub reversed: bool,
-    /// `limit:`.
-    pub limit: Option<Expr>,
-    /// `offset:`.
-    pub offset: Offset,
-    /// The body.
-    pub body: Block,
-    /// The `else` block, rendered for an empty collection.
-    pub otherwise: Option<Block>,
-    /// The tag's line.
-    pub line: usize,
-}
-
-/// A `for` loop's start.
-#[derive(Debug, Clone)]
-pub enum Offset {
-    /// From the first element.
-    None,
-    /// `offset: expr`.
-    At(Expr),
-    /// `offset: continue`: where the last loop of the same name stopped.
-    Continue,
-}
-
-/// A `tablerow` loop.
-#[derive(Debug, Clone)]
-pub struct TableRow {
-    /// The loop variable.
-    pub variable: String,
-    /// The collection.
-    pub collection: Expr,
-    /// `cols`, `limit`, `offset`.
-    pub attributes: Vec<(String, Expr)>,
-    /// The body.
-    pub body: Block,
-    /// The tag's line.
-    pub line: usize,
-}
-
-/// What groups a `cycle`'s position.
-#[derive(Debug, Clone)]
-pub enum CycleGroup {
-    /// `cycle name: …`.
-    Named(Expr),
-    /// An unnamed cycle: cycles with the same values share a position.
-    Values(String),
 }
 
 /// A token of the template.
@@ -328,9 +197,10 @@ fn output_token(raw: &str, line: usize) -> Result<Token, SyntaxError> {
 }
 
 /// Parses a whole template.
-pub fn parse(source: &str) -> Result<Block, SyntaxError> {
+pub fn parse(source: &str, dialect: &dyn Dialect) -> Result<Block, SyntaxError> {
     let tokens = tokenize(source);
     let mut parser = Parser {
+        dialect,
         tokens,
         pos: 0,
         trim_next: false,
@@ -359,7 +229,8 @@ struct End {
     line: usize,
 }
 
-struct Parser {
+struct Parser<'d> {
+    dialect: &'d dyn Dialect,
     tokens: Vec<Token>,
     pos: usize,
     /// The previous tag ended with `-`: trim the next text's start.
@@ -397,12 +268,10 @@ fn is_known_tag(name: &str) -> bool {
             | "render"
             | "liquid"
             | "#"
-            | "abort_message"
-            | "connected_content"
     )
 }
 
-impl Parser {
+impl Parser<'_> {
     /// Parses nodes until an unknown tag (returned) or the end of the tokens (`None`).
     fn body(&mut self) -> Result<(Block, Option<End>), SyntaxError> {
         let mut block = Block {
@@ -433,10 +302,9 @@ impl Parser {
                     ..
                 } => {
                     self.trim(&mut block, trim_left, trim_right);
-                    let markup = protect_braze_names(&markup);
-                    block
-                        .nodes
-                        .push(Node::Output(parse_variable(&markup), line));
+                    let markup = self.dialect.rewrite_markup(&markup);
+                    let variable = self.variable(&markup);
+                    block.nodes.push(Node::Output(variable, line));
                     block.blank = false;
                 }
                 Token::Tag {
@@ -452,11 +320,11 @@ impl Parser {
                         self.liquid_tag(&markup, line, &mut block)?;
                         continue;
                     }
-                    if !is_known_tag(&name) {
+                    if !is_known_tag(&name) && !self.dialect.knows_tag(&name) {
                         return Ok((block, Some(End { name, markup, line })));
                     }
                     let node = self.tag(&name, &markup, line)?;
-                    block.blank &= node_is_blank(&node);
+                    block.blank &= node.is_blank();
                     block.nodes.push(node);
                 }
             }
@@ -525,7 +393,7 @@ impl Parser {
             message: message.to_string(),
             line,
         };
-        let markup_owned = protect_braze_names(markup).into_owned();
+        let markup_owned = self.dialect.rewrite_markup(markup).into_owned();
         let markup = markup_owned.as_str();
         match name {
             "assign" => {
@@ -538,11 +406,7 @@ impl Parser {
                 let target = assign_target(&markup[..eq]).ok_or_else(|| {
                     syntax("Syntax Error in 'assign' - Valid syntax: assign [var] = [source]")
                 })?;
-                Ok(Node::Assign(
-                    target,
-                    parse_variable(&markup[eq + 1..]),
-                    line,
-                ))
+                Ok(Node::Assign(target, self.variable(&markup[eq + 1..]), line))
             }
             "capture" => {
                 let target = signature_run(markup).ok_or_else(|| {
@@ -577,18 +441,29 @@ impl Parser {
             }
             "increment" => Ok(Node::Counter(markup.trim().to_string(), 1)),
             "decrement" => Ok(Node::Counter(markup.trim().to_string(), -1)),
-            "echo" => Ok(Node::Echo(parse_variable(markup), line)),
+            "echo" => Ok(Node::Echo(self.variable(markup), line)),
             "break" => Ok(Node::Break),
             "continue" => Ok(Node::Continue),
             "ifchanged" => Ok(Node::IfChanged(self.plain_block("ifchanged", line)?)),
             "include" | "render" => Ok(Node::Include(line)),
-            "abort_message" => Ok(Node::Abort(crate::braze::abort_reason(markup), line)),
-            "connected_content" => {
-                let call = ConnectedContent::parse(markup).map_err(|m| syntax(&m))?;
-                Ok(Node::ConnectedContent(Box::new(call), line))
+            other if self.dialect.knows_tag(other) => {
+                let tag = self.dialect.tag(other, markup).map_err(|m| syntax(&m))?;
+                Ok(Node::Custom(tag, line))
             }
             other => Err(syntax(&format!("Unknown tag '{other}'"))),
         }
+    }
+
+    /// `expr | filters…`, each filter looked up in the core, then in the dialect.
+    fn variable(&self, markup: &str) -> Variable {
+        let kind = |name: &str| match filters::arity(name) {
+            Some(arity) => FilterKind::Core(arity),
+            None => match self.dialect.filter_arity(name) {
+                Some(arity) => FilterKind::Dialect(arity),
+                None => FilterKind::Unknown,
+            },
+        };
+        markup::parse_variable(markup, &kind)
     }
 
     /// The body of a block tag that takes no inner tags of its own (`capture`, `tablerow`…).
@@ -902,6 +777,7 @@ impl Parser {
             });
         }
         let mut inner = Parser {
+            dialect: self.dialect,
             tokens,
             pos: 0,
             trim_next: false,
@@ -940,23 +816,6 @@ fn unknown_in_block(tag: &str, block: &str, line: usize, in_liquid_tag: bool) ->
         format!("Unknown tag '{tag}'")
     };
     SyntaxError { message, line }
-}
-
-pub(crate) fn node_blank(node: &Node) -> bool {
-    node_is_blank(node)
-}
-
-fn node_is_blank(node: &Node) -> bool {
-    match node {
-        Node::Assign(..) | Node::Capture(..) | Node::Comment => true,
-        Node::If { branches, .. } => branches.iter().all(|(_, b)| b.blank),
-        Node::Case { bodies, .. } => bodies.iter().all(|b| b.blank),
-        Node::For(f) => f.body.blank && f.otherwise.as_ref().is_none_or(|b| b.blank),
-        Node::TableRow(t) => t.body.blank,
-        Node::IfChanged(b) => b.blank,
-        Node::Raw(body) => body.is_empty(),
-        _ => false,
-    }
 }
 
 fn remove_blank_strings(block: &mut Block) {
@@ -1062,20 +921,6 @@ fn cycle_values(markup: &str) -> Vec<Expr> {
         .split(',')
         .filter_map(|part| find_fragment(part, 0).map(|(s, e)| parse_expr(&part[s..e])))
         .collect()
-}
-
-/// Whether a parsed template is only text (a fast path for rendering).
-pub fn is_plain_text(block: &Block) -> Option<&str> {
-    match block.nodes.as_slice() {
-        [Node::Text(t)] => Some(t),
-        _ => None,
-    }
-}
-
-impl Default for Node {
-    fn default() -> Self {
-        Node::Text(String::new())
-    }
 }
 
 /// The literal value of an expression, when it has one.

@@ -6,26 +6,13 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::braze::Fetch;
+use crate::dialect::Dialect;
+use crate::fetch::{Fetch, FetchError, Request, Response};
 use crate::filters;
 use crate::markup::{Comparison, Condition, Expr, Key, Lookup, Relation, Variable};
-use crate::parse::{Block, CycleGroup, ForLoop, Node, Offset, TableRow};
-use crate::value::{Number, Object, Value, leading_int};
-
-/// Why a render stopped.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Stop {
-    /// A Liquid error, printed in place where Liquid prints it.
-    #[error("Liquid error: {0}")]
-    Error(String),
-    /// `abort_message`: the message is not sent.
-    #[error("aborted: {0}")]
-    Abort(String),
-    /// The render cannot go on: past its limits (output size, steps), or a content block
-    /// that includes itself.
-    #[error("{0}")]
-    Fatal(String),
-}
+use crate::stop::Stop;
+use crate::tree::{Block, CycleGroup, ForLoop, Node, Offset, Partials, Runtime, TableRow};
+use crate::value::{Number, Object, Value, leading_int, to_integer};
 
 /// Bounds that keep one template from taking the process down: whatever a template does, its
 /// render ends within these, with [`Stop::Fatal`] naming the bound it passed.
@@ -40,7 +27,8 @@ pub struct Limits {
     pub max_memory_bytes: usize,
     /// How long a render may take, Connected Content calls included.
     pub max_duration: std::time::Duration,
-    /// How deep content blocks may include each other (Braze allows two levels).
+    /// How deep partials (Braze's content blocks) may include each other (Braze allows two
+    /// levels).
     pub max_content_block_depth: usize,
 }
 
@@ -79,17 +67,63 @@ pub struct Context<'a> {
     held: HashMap<String, usize>,
     /// Their sum.
     held_total: usize,
-    /// Connected Content's HTTP (none: its calls fail as unreachable).
+    /// The template's dialect: the filters and variables the core does not know.
+    dialect: &'a dyn Dialect,
+    /// The network tags may reach (none: their calls are refused).
     pub fetch: Option<&'a dyn Fetch>,
-    /// Braze content blocks by name (`{{content_blocks.${name}}}`), rendered in place.
-    pub content_blocks: Option<&'a HashMap<String, crate::Template>>,
-    blocks_rendering: Vec<String>,
+    /// Templates a render may include by name (Braze's content blocks).
+    pub partials: Option<&'a dyn Partials>,
+    /// The partials being rendered, outermost first.
+    partials_rendering: Vec<String>,
     /// Every error the render met, printed in place or not (Ruby's `template.errors`): a send
     /// aborts its recipient on the first, a preview lists them.
     pub errors: Vec<String>,
     /// What went wrong without being a Liquid error (a Connected Content host eddy refuses):
     /// the message renders as Braze renders an unavailable URL, the operator is told.
     pub warnings: Vec<String>,
+}
+
+impl Runtime for Context<'_> {
+    fn eval(&mut self, expr: &Expr) -> Result<Value, Stop> {
+        Context::eval(self, expr)
+    }
+
+    fn key(&mut self, key: &Key) -> Result<Value, Stop> {
+        match key {
+            Key::Name(name) => Ok(Value::str(name)),
+            Key::Expr(e) => Context::eval(self, e),
+        }
+    }
+
+    fn render_fragment(&mut self, block: &Block) -> Result<String, Stop> {
+        Context::render_fragment(self, block)
+    }
+
+    fn render_partial(&mut self, name: &str) -> Option<Result<Value, Stop>> {
+        self.partials?;
+        Some(self.partial(name))
+    }
+
+    fn assign_weighed(&mut self, name: &str, value: Value, bytes: usize) -> Result<(), Stop> {
+        Context::assign_weighed(self, name, value, bytes)
+    }
+
+    fn time_left(&self) -> Result<std::time::Duration, Stop> {
+        Context::time_left(self)
+    }
+
+    fn fetch(&self, request: &Request) -> Result<Response, FetchError> {
+        match self.fetch {
+            Some(fetch) => fetch.fetch(request),
+            None => Err(FetchError::Refused(
+                "connected content is not available here".into(),
+            )),
+        }
+    }
+
+    fn warn(&mut self, message: String) {
+        self.warnings.push(message);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,9 +133,10 @@ enum Interrupt {
 }
 
 impl<'a> Context<'a> {
-    /// A context over these variables.
-    pub fn new(environment: &'a Object, limits: Limits) -> Context<'a> {
+    /// A context over these variables, for a template of this dialect.
+    pub fn new(environment: &'a Object, limits: Limits, dialect: &'a dyn Dialect) -> Context<'a> {
         Context {
+            dialect,
             environment,
             counters: HashMap::new(),
             scopes: vec![Object::default()],
@@ -116,8 +151,8 @@ impl<'a> Context<'a> {
             held: HashMap::new(),
             held_total: 0,
             fetch: None,
-            content_blocks: None,
-            blocks_rendering: Vec::new(),
+            partials: None,
+            partials_rendering: Vec::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
         }
@@ -227,15 +262,9 @@ impl<'a> Context<'a> {
                 }
             }
         };
-        if name == "content_blocks"
-            && self.content_blocks.is_some()
-            && let Some(first) = lookup.keys.first()
-        {
-            let block = match first {
-                Key::Name(n) => n.clone(),
-                Key::Expr(e) => self.eval(e)?.to_string_lossy(),
-            };
-            return self.content_block(&block);
+        let dialect = self.dialect;
+        if let Some(value) = dialect.variable(self, name, lookup.keys.first()) {
+            return value;
         }
         // Keys in brackets are evaluated first; then the path is walked by reference, so only
         // the value found is copied.
@@ -288,21 +317,21 @@ impl<'a> Context<'a> {
         Ok(owned.unwrap_or_else(|| object.clone()))
     }
 
-    /// Renders a content block in the current context (its assignments are seen after it).
-    fn content_block(&mut self, name: &str) -> Result<Value, Stop> {
-        let Some(template) = self.content_blocks.and_then(|blocks| blocks.get(name)) else {
+    /// Renders a partial in the current context (its assignments are seen after it).
+    fn partial(&mut self, name: &str) -> Result<Value, Stop> {
+        let Some(partial) = self.partials.and_then(|partials| partials.partial(name)) else {
             return Ok(Value::Nil);
         };
-        if self.blocks_rendering.iter().any(|b| b == name) {
-            let mut chain = self.blocks_rendering.join(" → ");
+        if self.partials_rendering.iter().any(|b| b == name) {
+            let mut chain = self.partials_rendering.join(" → ");
             chain.push_str(" → ");
             chain.push_str(name);
             return Err(Stop::Fatal(format!(
                 "content block '{name}' includes itself ({chain})"
             )));
         }
-        if self.blocks_rendering.len() >= self.limits.max_content_block_depth {
-            let mut chain = self.blocks_rendering.join(" → ");
+        if self.partials_rendering.len() >= self.limits.max_content_block_depth {
+            let mut chain = self.partials_rendering.join(" → ");
             chain.push_str(" → ");
             chain.push_str(name);
             return Err(Stop::Fatal(format!(
@@ -310,10 +339,10 @@ impl<'a> Context<'a> {
                 self.limits.max_content_block_depth
             )));
         }
-        self.blocks_rendering.push(name.to_string());
+        self.partials_rendering.push(name.to_string());
         let mut out = String::new();
-        let rendered = self.render_block(template.root(), &mut out);
-        self.blocks_rendering.pop();
+        let rendered = self.render_block(partial, &mut out);
+        self.partials_rendering.pop();
         rendered?;
         Ok(Value::Str(out))
     }
@@ -346,7 +375,7 @@ impl<'a> Context<'a> {
             if let Some(bound) = filters::output_bound(&filter.name, &value, &args) {
                 self.fits(bound)?;
             }
-            value = filters::apply(&filter.name, filter.arity, value, args, kwargs)?;
+            value = filters::apply(&filter.name, filter.kind, value, args, kwargs, self.dialect)?;
             self.fits(value.weight())?;
         }
         Ok(value)
@@ -362,7 +391,8 @@ impl<'a> Context<'a> {
                 match self.render_node(node, out) {
                     Ok(()) => {}
                     Err(Stop::Error(message)) => {
-                        if !crate::parse_blank(node) {
+                        // Output prints its error; other tags that print nothing swallow theirs.
+                        if matches!(node, Node::Output(..)) || !node.is_blank() {
                             out.push_str("Liquid error: ");
                             out.push_str(&message);
                         }
@@ -500,16 +530,7 @@ impl<'a> Context<'a> {
                     "This liquid context does not allow includes.".into(),
                 ));
             }
-            Node::Abort(reason, _) => {
-                let reason = match reason {
-                    Some(e) => self.eval(e)?.to_string_lossy(),
-                    None => String::new(),
-                };
-                return Err(Stop::Abort(reason));
-            }
-            Node::ConnectedContent(call, _) => {
-                crate::braze::connected_content(self, call, out)?;
-            }
+            Node::Custom(tag, _) => tag.render(self, out)?,
         }
         Ok(())
     }
@@ -856,25 +877,6 @@ fn range_end(v: &Value) -> Result<i64, Stop> {
         Value::Nil => Ok(0),
         Value::Str(s) => Ok(leading_int(s)),
         other => to_integer(other),
-    }
-}
-
-/// `Utils.to_integer`: integers as they are, anything else through `Integer(to_s)`.
-pub fn to_integer(v: &Value) -> Result<i64, Stop> {
-    match v {
-        Value::Int(i) => Ok(*i),
-        other => {
-            let s = other.to_string_lossy();
-            let t = s.trim();
-            let body = t.strip_prefix(['-', '+']).unwrap_or(t);
-            if !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
-                let digits: String = t.chars().filter(|c| *c != '_').collect();
-                return digits
-                    .parse()
-                    .map_err(|_| Stop::Error("invalid integer".into()));
-            }
-            Err(Stop::Error("invalid integer".into()))
-        }
     }
 }
 

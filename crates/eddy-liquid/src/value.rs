@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
+use crate::stop::Stop;
+
 /// The bytes of one value's slot in an array or object.
 pub const VALUE_BYTES: usize = std::mem::size_of::<Value>();
 /// The bytes an object adds per entry beyond its value (the key's `String` and hash slot).
@@ -695,6 +697,25 @@ fn float_op(x: f64, y: f64, op: char) -> f64 {
         '+' => x + y,
         '-' => x - y,
         _ => x * y,
+    }
+}
+
+/// `Utils.to_integer`: integers as they are, anything else through `Integer(to_s)`.
+pub fn to_integer(v: &Value) -> Result<i64, Stop> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        other => {
+            let s = other.to_string_lossy();
+            let t = s.trim();
+            let body = t.strip_prefix(['-', '+']).unwrap_or(t);
+            if !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit() || b == b'_') {
+                let digits: String = t.chars().filter(|c| *c != '_').collect();
+                return digits
+                    .parse()
+                    .map_err(|_| Stop::Error("invalid integer".into()));
+            }
+            Err(Stop::Error("invalid integer".into()))
+        }
     }
 }
 

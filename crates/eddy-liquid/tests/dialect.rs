@@ -63,7 +63,10 @@ impl Dialect for Shouting {
 fn a_dialect_adds_filters_but_cannot_redefine_the_core() {
     static SHOUTING: Shouting = Shouting;
     assert_eq!(
-        output(render_in("{{ 'hi' | upcase }} {{ 'hi' | shout }}", &SHOUTING)),
+        output(render_in(
+            "{{ 'hi' | upcase }} {{ 'hi' | shout }}",
+            &SHOUTING
+        )),
         "HI hi!"
     );
 }

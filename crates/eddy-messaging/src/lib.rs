@@ -4,6 +4,7 @@
 //! - [`campaign`]: campaign definitions and message objects (Braze's `/messages/send` shapes),
 //!   checked once, Liquid parsed once.
 //! - [`audience`]: Braze's connected-audience filter, compiled onto eddy's segment filters.
+//! - [`send`]: the send service: a Braze send request in, a committed dispatch out.
 //! - [`dispatch`]: a send as the store keeps it: who (explicit recipients or a bitmap of the
 //!   audience taken at request time), what, when, and how far delivery got.
 //! - [`engine`]: runs dispatches: reads recipients in id order, decides eligibility, renders,
@@ -22,6 +23,7 @@ pub mod engine;
 mod error;
 pub mod events;
 pub mod mime;
+pub mod send;
 pub mod smtp;
 pub mod templates;
 pub mod tracking;

@@ -427,6 +427,11 @@ impl Engine {
         .map_err(|e| MessagingError::internal(format!("evaluating an audience: {e}")))
     }
 
+    /// The store dispatches and their records live in.
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The signer of tracking links.
     pub fn signer(&self) -> &Signer {
         &self.signer

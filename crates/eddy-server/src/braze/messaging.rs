@@ -2,26 +2,25 @@
 //! transactional send, send ids, schedules, `/campaigns/list` and `/details`; and the admin side:
 //! campaign definitions, a workspace's SMTP relay, dispatch status and a user's message history.
 //!
-//! A send answers 2xx once its dispatch (audience included) is committed; the engine
-//! (`eddy_messaging::engine`) delivers it from there, across restarts.
+//! Handlers parse, call the send service (`eddy_messaging::send`) and answer; a send answers
+//! 2xx once its dispatch (audience included) is committed, and the engine delivers it from
+//! there, across restarts.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use eddy_messaging::campaign::{Campaign, CampaignInput, Messages};
-use eddy_messaging::dispatch::{
-    Audience, Dispatch, Recipient, State as DispatchState, encode_bitmap,
-};
+use eddy_messaging::campaign::{Campaign, CampaignInput};
+use eddy_messaging::dispatch::{Dispatch, State as DispatchState};
 use eddy_messaging::engine::message_name;
 use eddy_messaging::kinds;
+use eddy_messaging::send::{
+    ScheduleChange, SendRequest, TransactionalRequest, TriggerRequest, When, check_send_id,
+};
 use eddy_messaging::smtp::{Connection, Relay};
 use eddy_model::ApiError;
 use eddy_model::time;
-use eddy_model::track::{Identifier, validate_track};
-use eddy_model::wire::TrackRequest;
-use eddy_model::wire::UserAlias;
-use eddy_store::{Workspace, ids};
-use roaring::RoaringBitmap;
+use eddy_model::track::Identifier;
+use eddy_store::ids;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
@@ -36,350 +35,35 @@ use crate::http::{HttpError, bad, json_response};
 
 type Answer = Result<Response, HttpError>;
 
-/// Recipients named in one request, at most (Braze's limit).
-const MAX_RECIPIENTS: usize = 50;
-
-/// The body of `/messages/send` and `/messages/schedule/create`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SendRequest {
-    #[serde(default)]
-    broadcast: Option<bool>,
-    #[serde(default)]
-    external_user_ids: Option<Vec<String>>,
-    #[serde(default)]
-    user_aliases: Option<Vec<UserAlias>>,
-    #[serde(default)]
-    segment_id: Option<String>,
-    #[serde(default)]
-    audience: Option<Value>,
-    #[serde(default)]
-    campaign_id: Option<String>,
-    #[serde(default)]
-    send_id: Option<String>,
-    #[serde(default)]
-    override_frequency_capping: Option<bool>,
-    #[serde(default)]
-    recipient_subscription_state: Option<String>,
-    #[serde(default)]
-    messages: Option<Value>,
-    #[serde(default)]
-    schedule: Option<Schedule>,
-    /// Braze's old in-body key: accepted, never used (the header decides).
-    #[serde(default, rename = "api_key")]
-    _api_key: serde::de::IgnoredAny,
-}
-
-/// Braze's `schedule` object.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Schedule {
-    time: String,
-    #[serde(default)]
-    in_local_time: bool,
-    #[serde(default)]
-    at_optimal_time: bool,
-}
-
-/// One recipient of a trigger send.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TriggerRecipient {
-    #[serde(default)]
-    external_user_id: Option<String>,
-    #[serde(default)]
-    user_alias: Option<UserAlias>,
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    trigger_properties: Option<Map<String, Value>>,
-    #[serde(default)]
-    canvas_entry_properties: Option<Map<String, Value>>,
-    #[serde(default = "yes")]
-    send_to_existing_only: bool,
-    #[serde(default)]
-    attributes: Option<Map<String, Value>>,
+/// Braze's 201 for a send: the `dispatch_id`, and the `schedule_id` of a scheduled one.
+fn accepted(dispatch: &Dispatch) -> Response {
+    let mut body = json!({"dispatch_id": dispatch.id, "message": "success"});
+    if let Some(schedule_id) = &dispatch.schedule_id {
+        body["schedule_id"] = json!(schedule_id);
+    }
+    json_response(StatusCode::CREATED, &body)
 }
 
 fn yes() -> bool {
     true
 }
 
-/// The body of `/campaigns/trigger/send` and its schedule endpoints.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TriggerRequest {
-    #[serde(default)]
-    campaign_id: Option<String>,
-    #[serde(default)]
-    send_id: Option<String>,
-    #[serde(default)]
-    trigger_properties: Option<Map<String, Value>>,
-    #[serde(default)]
-    broadcast: Option<bool>,
-    #[serde(default)]
-    audience: Option<Value>,
-    #[serde(default)]
-    recipients: Option<Vec<TriggerRecipient>>,
-    #[serde(default)]
-    schedule: Option<Schedule>,
-    /// Braze's old in-body key: accepted, never used (the header decides).
-    #[serde(default, rename = "api_key")]
-    _api_key: serde::de::IgnoredAny,
-}
-
-/// Who a request names, before it becomes a dispatch's audience.
-struct Who {
-    explicit: Option<Vec<Recipient>>,
-    bitmap: Option<RoaringBitmap>,
-    broadcast: bool,
-}
-
-fn identifier_of(
-    external_id: Option<&str>,
-    alias: Option<&UserAlias>,
-    email: Option<&str>,
-) -> Result<Identifier, HttpError> {
-    match (external_id, alias, email) {
-        (Some(id), None, None) => Ok(Identifier::ExternalId(id.to_string())),
-        (None, Some(alias), None) => Ok(Identifier::Alias(alias.clone())),
-        (None, None, Some(email)) => eddy_model::track::normalize_email(email)
-            .map(Identifier::Email)
-            .ok_or_else(|| bad(format!("'{email}' is not an email address"))),
-        _ => Err(bad(
-            "each recipient has exactly one of external_user_id, user_alias or email",
-        )),
-    }
-}
-
-/// The profile id an identifier names now, if any.
-fn resolve(state: &SharedState, ws: u32, ident: &Identifier) -> Result<Option<u32>, HttpError> {
-    Ok(state.store.find(ws, ident)?.map(|(id, _)| id))
-}
-
-/// The members of a segment and/or a connected audience (intersected), or everyone.
-async fn audience_bitmap(
-    state: &SharedState,
-    ws: u32,
-    segment_id: Option<&str>,
-    audience: Option<&Value>,
-) -> Result<RoaringBitmap, HttpError> {
-    let mut filters = Vec::new();
-    if let Some(segment_id) = segment_id {
-        let segment = state.store.segment(ws, segment_id)?.ok_or_else(|| {
-            bad(format!(
-                "segment_id '{segment_id}' is not a segment of this workspace"
-            ))
-        })?;
-        filters.push(segment.filter);
-    }
-    if let Some(audience) = audience {
-        filters.push(eddy_messaging::audience::compile(audience)?);
-    }
-    let parsed = filters
-        .iter()
-        .map(crate::segments::parse_filter)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(state.engine.members(ws, parsed).await?)
+fn success() -> Response {
+    json_response(StatusCode::CREATED, &json!({"message": "success"}))
 }
 
 fn campaign_of(state: &SharedState, ws: u32, id: &str) -> Result<Campaign, HttpError> {
-    let value = state
-        .store
-        .object(ws, kinds::CAMPAIGN, id)?
-        .ok_or_else(|| {
-            bad(format!(
-                "campaign_id '{id}' is not a campaign of this workspace"
-            ))
-        })?;
-    serde_json::from_value(value)
-        .map_err(|e| HttpError(ApiError::BadRequest(format!("stored campaign: {e}"))))
-}
-
-fn check_send_id(send_id: Option<&str>, campaign_id: Option<&str>) -> Result<(), HttpError> {
-    let Some(send_id) = send_id else {
-        return Ok(());
-    };
-    if campaign_id.is_none() {
-        return Err(bad("send_id needs a campaign_id"));
-    }
-    if send_id.is_empty()
-        || send_id.len() > 64
-        || !send_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(bad("send_id is 1 to 64 letters, digits, '-' or '_'"));
-    }
-    Ok(())
-}
-
-fn schedule_time(schedule: &Schedule) -> Result<i64, HttpError> {
-    if schedule.at_optimal_time {
-        return Err(bad(
-            "at_optimal_time needs Intelligent Delivery, which eddy does not have; use in_local_time or a time",
-        ));
-    }
-    let ms = if schedule.in_local_time {
-        // A wall-clock time: read without its offset, as if it were UTC.
-        let civil: Option<jiff::civil::DateTime> = schedule
-            .time
-            .get(..19)
-            .and_then(|t| t.replace(' ', "T").parse().ok());
-        civil
-            .and_then(|c| c.to_zoned(jiff::tz::TimeZone::UTC).ok())
-            .map(|z| z.timestamp().as_millisecond())
-    } else {
-        time::parse_time(&schedule.time)
-    };
-    ms.ok_or_else(|| {
-        bad(format!(
-            "schedule.time '{}' is not an ISO 8601 time",
-            schedule.time
-        ))
-    })
-}
-
-/// Commits a dispatch, hands it to the engine, and answers Braze's 201: the `dispatch_id`, and
-/// the `schedule_id` of a scheduled one.
-async fn accept(state: &SharedState, ws: &Workspace, dispatch: Dispatch) -> Answer {
-    let mut body = json!({"dispatch_id": dispatch.id, "message": "success"});
-    if let Some(schedule_id) = &dispatch.schedule_id {
-        body["schedule_id"] = json!(schedule_id);
-    }
-    state.engine.accept(ws, dispatch).await?;
-    Ok(json_response(StatusCode::CREATED, &body))
-}
-
-fn audience_of(who: Who) -> Result<Audience, HttpError> {
-    match (who.explicit, who.bitmap) {
-        (Some(mut list), _) => {
-            list.sort_by_key(|r| r.id);
-            list.dedup_by_key(|r| r.id);
-            Ok(Audience::Recipients(list))
-        }
-        (None, Some(bitmap)) => Ok(Audience::Bitmap(encode_bitmap(&bitmap)?)),
-        (None, None) => Ok(Audience::Recipients(Vec::new())),
-    }
-}
-
-fn apply_schedule(dispatch: &mut Dispatch, schedule: Option<&Schedule>) -> Result<(), HttpError> {
-    let Some(schedule) = schedule else {
-        return Ok(());
-    };
-    dispatch.send_at = schedule_time(schedule)?;
-    dispatch.in_local_time = schedule.in_local_time;
-    dispatch.schedule_id = Some(ids::uuid_v4());
-    dispatch.state = DispatchState::Scheduled;
-    Ok(())
-}
-
-async fn who_of_send(state: &SharedState, ws: u32, req: &SendRequest) -> Result<Who, HttpError> {
-    let ids = req.external_user_ids.as_deref().unwrap_or_default();
-    let aliases = req.user_aliases.as_deref().unwrap_or_default();
-    if ids.len() > MAX_RECIPIENTS || aliases.len() > MAX_RECIPIENTS {
-        return Err(bad(format!(
-            "external_user_ids and user_aliases take at most {MAX_RECIPIENTS} each"
-        )));
-    }
-    let broadcast = req.broadcast.unwrap_or(false);
-    let named = !ids.is_empty() || !aliases.is_empty();
-    if broadcast && named {
-        return Err(bad(
-            "broadcast cannot be combined with external_user_ids or user_aliases",
-        ));
-    }
-    if named {
-        let mut list = Vec::new();
-        for id in ids {
-            if let Some(pid) = resolve(state, ws, &Identifier::ExternalId(id.clone()))? {
-                list.push(Recipient {
-                    id: pid,
-                    trigger_properties: None,
-                });
-            }
-        }
-        for alias in aliases {
-            if let Some(pid) = resolve(state, ws, &Identifier::Alias(alias.clone()))? {
-                list.push(Recipient {
-                    id: pid,
-                    trigger_properties: None,
-                });
-            }
-        }
-        return Ok(Who {
-            explicit: Some(list),
-            bitmap: None,
-            broadcast: false,
-        });
-    }
-    if !broadcast && req.segment_id.is_none() && req.audience.is_none() {
-        return Err(bad(
-            "there are no recipients: name external_user_ids or user_aliases, a segment_id or audience, or set broadcast to true",
-        ));
-    }
-    let bitmap =
-        audience_bitmap(state, ws, req.segment_id.as_deref(), req.audience.as_ref()).await?;
-    Ok(Who {
-        explicit: None,
-        bitmap: Some(bitmap),
-        broadcast,
-    })
-}
-
-fn subscription_state(value: Option<&str>) -> Result<String, HttpError> {
-    match value.unwrap_or("subscribed") {
-        s @ ("opted_in" | "subscribed" | "all") => Ok(s.to_string()),
-        other => Err(bad(format!(
-            "recipient_subscription_state '{other}' is not opted_in, subscribed or all"
-        ))),
-    }
-}
-
-async fn prepare_send(
-    state: &SharedState,
-    ws: &Workspace,
-    req: &SendRequest,
-) -> Result<Dispatch, HttpError> {
-    let Some(messages) = &req.messages else {
-        return Err(bad("'messages' is required"));
-    };
-    let messages = Messages::from_json(messages)?;
-    check_send_id(req.send_id.as_deref(), req.campaign_id.as_deref())?;
-    if messages.email.is_some() && eddy_messaging::engine::relay_of(&state.store, ws.id)?.is_none()
-    {
-        return Err(bad(
-            "this workspace has no SMTP relay: PUT /eddy/v1/workspaces/{ws}/email first",
-        ));
-    }
-    let campaign = match &req.campaign_id {
-        Some(id) => Some(campaign_of(state, ws.id, id)?),
-        None => None,
-    };
-    let who = who_of_send(state, ws.id, req).await?;
-    let broadcast = who.broadcast;
-    let now = time::now_ms();
-    let mut dispatch = Dispatch::new("api", messages, audience_of(who)?, now);
-    if let Some(campaign) = &campaign {
-        dispatch.apply_campaign(campaign);
-    }
-    dispatch.broadcast = broadcast;
-    dispatch.send_id = req.send_id.clone();
-    dispatch.recipient_subscription_state =
-        subscription_state(req.recipient_subscription_state.as_deref())?;
-    let _ = req.override_frequency_capping;
-    apply_schedule(&mut dispatch, req.schedule.as_ref())?;
-    Ok(dispatch)
+    Ok(state.engine.campaign(ws, id)?)
 }
 
 /// `POST /messages/send` → 201 `{"dispatch_id", "message": "success"}`.
 pub async fn messages_send(State(state): State<SharedState>, rest: Rest<MessagesSend>) -> Answer {
     let req: SendRequest = rest.json()?;
-    if req.schedule.is_some() {
-        return Err(bad("'schedule' belongs to /messages/schedule/create"));
-    }
-    let dispatch = prepare_send(&state, &rest.workspace, &req).await?;
-    accept(&state, &rest.workspace, dispatch).await
+    let dispatch = state
+        .engine
+        .send_messages(&rest.workspace, req, When::Now)
+        .await?;
+    Ok(accepted(&dispatch))
 }
 
 /// `POST /messages/schedule/create` → 201 `{"dispatch_id", "schedule_id", "message"}`.
@@ -388,112 +72,11 @@ pub async fn messages_schedule_create(
     rest: Rest<MessagesScheduleCreate>,
 ) -> Answer {
     let req: SendRequest = rest.json()?;
-    if req.schedule.is_none() {
-        return Err(bad("'schedule' is required"));
-    }
-    let dispatch = prepare_send(&state, &rest.workspace, &req).await?;
-    accept(&state, &rest.workspace, dispatch).await
-}
-
-/// The body of the schedule update and delete endpoints.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleChange {
-    schedule_id: String,
-    #[serde(default)]
-    campaign_id: Option<String>,
-    #[serde(default)]
-    schedule: Option<Schedule>,
-    #[serde(default)]
-    messages: Option<Value>,
-    /// Braze's old in-body key: accepted, never used (the header decides).
-    #[serde(default, rename = "api_key")]
-    _api_key: serde::de::IgnoredAny,
-}
-
-fn scheduled(
-    state: &SharedState,
-    ws: u32,
-    schedule_id: &str,
-    campaign_id: Option<&str>,
-) -> Result<Dispatch, HttpError> {
-    let not_found = || {
-        HttpError(ApiError::ResourceNotFound(format!(
-            "schedule '{schedule_id}'"
-        )))
-    };
-    let entry = state
-        .store
-        .object(ws, kinds::SCHEDULE, schedule_id)?
-        .ok_or_else(not_found)?;
-    let dispatch_id = entry["dispatch_id"].as_str().unwrap_or_default();
-    let value = state
-        .store
-        .object(ws, kinds::DISPATCH, dispatch_id)?
-        .ok_or_else(not_found)?;
-    let dispatch: Dispatch =
-        serde_json::from_value(value).map_err(|_| HttpError(ApiError::Internal))?;
-    if campaign_id.is_some() && dispatch.campaign_id.as_deref() != campaign_id {
-        return Err(not_found());
-    }
-    if dispatch.state != DispatchState::Scheduled {
-        return Err(bad(format!(
-            "schedule '{schedule_id}' has already been sent or deleted"
-        )));
-    }
-    Ok(dispatch)
-}
-
-async fn save(state: &SharedState, ws: u32, dispatch: &Dispatch) -> Result<(), HttpError> {
-    state
-        .store
-        .record(ws, dispatch.writes()?, Vec::new())
+    let dispatch = state
+        .engine
+        .send_messages(&rest.workspace, req, When::Scheduled)
         .await?;
-    state.engine.wake();
-    Ok(())
-}
-
-async fn update_schedule(state: &SharedState, ws: &Workspace, change: ScheduleChange) -> Answer {
-    let mut dispatch = scheduled(
-        state,
-        ws.id,
-        &change.schedule_id,
-        change.campaign_id.as_deref(),
-    )?;
-    if let Some(schedule) = &change.schedule {
-        dispatch.send_at = schedule_time(schedule)?;
-        dispatch.in_local_time = schedule.in_local_time;
-    }
-    if let Some(messages) = &change.messages {
-        if dispatch.campaign_id.is_some() && dispatch.kind == "trigger" {
-            return Err(bad(
-                "a campaign's scheduled trigger takes its messages from the campaign",
-            ));
-        }
-        dispatch.messages = Messages::from_json(messages)?;
-    }
-    save(state, ws.id, &dispatch).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"message": "success"}),
-    ))
-}
-
-async fn delete_schedule(state: &SharedState, ws: &Workspace, change: ScheduleChange) -> Answer {
-    let mut dispatch = scheduled(
-        state,
-        ws.id,
-        &change.schedule_id,
-        change.campaign_id.as_deref(),
-    )?;
-    // The engine carries the request out if the schedule turned due meanwhile.
-    state.engine.request_cancel(ws.id, &dispatch.id).await?;
-    dispatch.state = DispatchState::Cancelled;
-    save(state, ws.id, &dispatch).await?;
-    Ok(json_response(
-        StatusCode::CREATED,
-        &json!({"message": "success"}),
-    ))
+    Ok(accepted(&dispatch))
 }
 
 /// `POST /messages/schedule/update` `{"schedule_id", "schedule"?, "messages"?}`.
@@ -501,7 +84,12 @@ pub async fn messages_schedule_update(
     State(state): State<SharedState>,
     rest: Rest<MessagesScheduleUpdate>,
 ) -> Answer {
-    update_schedule(&state, &rest.workspace, rest.json()?).await
+    let change: ScheduleChange = rest.json()?;
+    state
+        .engine
+        .update_schedule(&rest.workspace, change)
+        .await?;
+    Ok(success())
 }
 
 /// `POST /messages/schedule/delete` `{"schedule_id"}`.
@@ -509,7 +97,12 @@ pub async fn messages_schedule_delete(
     State(state): State<SharedState>,
     rest: Rest<MessagesScheduleDelete>,
 ) -> Answer {
-    delete_schedule(&state, &rest.workspace, rest.json()?).await
+    let change: ScheduleChange = rest.json()?;
+    state
+        .engine
+        .delete_schedule(&rest.workspace, change)
+        .await?;
+    Ok(success())
 }
 
 /// `POST /campaigns/trigger/schedule/update` `{"campaign_id", "schedule_id", "schedule"}`.
@@ -517,7 +110,12 @@ pub async fn trigger_schedule_update(
     State(state): State<SharedState>,
     rest: Rest<CampaignsTriggerScheduleUpdate>,
 ) -> Answer {
-    update_schedule(&state, &rest.workspace, rest.json()?).await
+    let change: ScheduleChange = rest.json()?;
+    state
+        .engine
+        .update_schedule(&rest.workspace, change)
+        .await?;
+    Ok(success())
 }
 
 /// `POST /campaigns/trigger/schedule/delete` `{"campaign_id", "schedule_id"}`.
@@ -525,7 +123,12 @@ pub async fn trigger_schedule_delete(
     State(state): State<SharedState>,
     rest: Rest<CampaignsTriggerScheduleDelete>,
 ) -> Answer {
-    delete_schedule(&state, &rest.workspace, rest.json()?).await
+    let change: ScheduleChange = rest.json()?;
+    state
+        .engine
+        .delete_schedule(&rest.workspace, change)
+        .await?;
+    Ok(success())
 }
 
 /// `GET /messages/scheduled_broadcasts?end_time=`: scheduled sends up to `end_time`.
@@ -538,29 +141,11 @@ pub async fn scheduled_broadcasts(
     };
     let end_ms = time::parse_time(&end)
         .ok_or_else(|| bad(format!("end_time '{end}' is not an ISO 8601 time")))?;
-    let mut out = Vec::new();
-    for (_, entry) in state.store.objects(rest.workspace.id, kinds::SCHEDULE)? {
-        let dispatch_id = entry["dispatch_id"].as_str().unwrap_or_default();
-        let Some(value) = state
-            .store
-            .object(rest.workspace.id, kinds::DISPATCH, dispatch_id)?
-        else {
-            continue;
-        };
-        let Ok(dispatch) = serde_json::from_value::<Dispatch>(value) else {
-            continue;
-        };
-        if dispatch.state != DispatchState::Scheduled || dispatch.send_at > end_ms {
-            continue;
-        }
-        let tags = match &dispatch.campaign_id {
-            Some(id) => campaign_of(&state, rest.workspace.id, id)
-                .map(|c| c.tags)
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
-        out.push((
-            dispatch.send_at,
+    let sends = state.engine.scheduled_sends(rest.workspace.id, end_ms)?;
+    let list: Vec<Value> = sends
+        .into_iter()
+        .map(|send| {
+            let dispatch = send.dispatch;
             json!({
                 "name": dispatch.campaign_name.clone().unwrap_or_else(|| "API send".into()),
                 "dispatch_id": dispatch.id,
@@ -569,143 +154,14 @@ pub async fn scheduled_broadcasts(
                 "schedule_id": dispatch.schedule_id,
                 "send_at": time::format_iso(dispatch.send_at),
                 "in_local_time": dispatch.in_local_time,
-                "tags": tags,
-            }),
-        ));
-    }
-    out.sort_by_key(|(at, _)| *at);
-    let list: Vec<Value> = out.into_iter().map(|(_, v)| v).collect();
+                "tags": send.tags,
+            })
+        })
+        .collect();
     Ok(json_response(
         StatusCode::OK,
         &json!({"scheduled_broadcasts": list, "message": "success"}),
     ))
-}
-
-/// Applies recipients' `attributes` (creating users when `send_to_existing_only` is false) and
-/// resolves them to profiles.
-async fn trigger_recipients(
-    state: &SharedState,
-    ws: &Workspace,
-    recipients: &[TriggerRecipient],
-) -> Result<Vec<Recipient>, HttpError> {
-    if recipients.len() > MAX_RECIPIENTS {
-        return Err(bad(format!(
-            "recipients takes at most {MAX_RECIPIENTS} objects"
-        )));
-    }
-    let mut attributes = Vec::new();
-    let mut idents = Vec::new();
-    for r in recipients {
-        let ident = identifier_of(
-            r.external_user_id.as_deref(),
-            r.user_alias.as_ref(),
-            r.email.as_deref(),
-        )?;
-        if !r.send_to_existing_only && r.attributes.is_none() {
-            return Err(bad(
-                "a recipient with send_to_existing_only false needs 'attributes' to create the user with",
-            ));
-        }
-        if let Some(attrs) = &r.attributes {
-            let mut object = attrs.clone();
-            match &ident {
-                Identifier::ExternalId(id) => {
-                    object.insert("external_id".into(), json!(id));
-                }
-                Identifier::Alias(alias) => {
-                    object.insert("user_alias".into(), json!(alias));
-                }
-                Identifier::Email(email) => {
-                    object.insert("email".into(), json!(email));
-                }
-                _ => {}
-            }
-            object.insert(
-                "_update_existing_only".into(),
-                json!(r.send_to_existing_only),
-            );
-            attributes.push(Value::Object(object));
-        }
-        let _ = &r.canvas_entry_properties;
-        idents.push((ident, r.trigger_properties.clone()));
-    }
-    if !attributes.is_empty() {
-        let request = TrackRequest {
-            attributes: Some(attributes),
-            events: None,
-            purchases: None,
-        };
-        let batch = validate_track(&request, time::now_ms()).map_err(HttpError)?;
-        state.store.track(ws.clone(), batch).await?;
-    }
-    let mut list = Vec::new();
-    for (ident, properties) in idents {
-        if let Some(id) = resolve(state, ws.id, &ident)? {
-            list.push(Recipient {
-                id,
-                trigger_properties: properties,
-            });
-        }
-    }
-    Ok(list)
-}
-
-async fn prepare_trigger(
-    state: &SharedState,
-    ws: &Workspace,
-    req: &TriggerRequest,
-) -> Result<Dispatch, HttpError> {
-    let Some(campaign_id) = &req.campaign_id else {
-        return Err(bad("campaign_id is required"));
-    };
-    let campaign = campaign_of(state, ws.id, campaign_id)?;
-    if campaign.archived {
-        return Err(bad(format!("campaign '{campaign_id}' is archived")));
-    }
-    check_send_id(req.send_id.as_deref(), Some(campaign_id))?;
-    if campaign.messages.email.is_some()
-        && eddy_messaging::engine::relay_of(&state.store, ws.id)?.is_none()
-    {
-        return Err(bad(
-            "this workspace has no SMTP relay: PUT /eddy/v1/workspaces/{ws}/email first",
-        ));
-    }
-    let broadcast = req.broadcast.unwrap_or(false);
-    let recipients = req.recipients.as_deref().unwrap_or_default();
-    if broadcast && !recipients.is_empty() {
-        return Err(bad("broadcast cannot be combined with recipients"));
-    }
-    let who = if !recipients.is_empty() {
-        let mut list = trigger_recipients(state, ws, recipients).await?;
-        if let Some(audience) = &req.audience {
-            let members = audience_bitmap(state, ws.id, None, Some(audience)).await?;
-            list.retain(|r| members.contains(r.id));
-        }
-        Who {
-            explicit: Some(list),
-            bitmap: None,
-            broadcast: false,
-        }
-    } else if broadcast || req.audience.is_some() {
-        let bitmap = audience_bitmap(state, ws.id, None, req.audience.as_ref()).await?;
-        Who {
-            explicit: None,
-            bitmap: Some(bitmap),
-            broadcast,
-        }
-    } else {
-        return Err(bad(
-            "there are no recipients: name recipients, an audience, or set broadcast to true",
-        ));
-    };
-    let now = time::now_ms();
-    let mut dispatch = Dispatch::new("trigger", campaign.messages.clone(), audience_of(who)?, now);
-    dispatch.apply_campaign(&campaign);
-    dispatch.broadcast = broadcast;
-    dispatch.send_id = req.send_id.clone();
-    dispatch.trigger_properties = req.trigger_properties.clone().unwrap_or_default();
-    apply_schedule(&mut dispatch, req.schedule.as_ref())?;
-    Ok(dispatch)
 }
 
 /// `POST /campaigns/trigger/send` → 201 `{"dispatch_id", "message": "success"}`.
@@ -714,13 +170,11 @@ pub async fn trigger_send(
     rest: Rest<CampaignsTriggerSend>,
 ) -> Answer {
     let req: TriggerRequest = rest.json()?;
-    if req.schedule.is_some() {
-        return Err(bad(
-            "'schedule' belongs to /campaigns/trigger/schedule/create",
-        ));
-    }
-    let dispatch = prepare_trigger(&state, &rest.workspace, &req).await?;
-    accept(&state, &rest.workspace, dispatch).await
+    let dispatch = state
+        .engine
+        .send_trigger(&rest.workspace, req, When::Now)
+        .await?;
+    Ok(accepted(&dispatch))
 }
 
 /// `POST /campaigns/trigger/schedule/create` → 201 `{"dispatch_id", "schedule_id", "message"}`.
@@ -729,29 +183,12 @@ pub async fn trigger_schedule_create(
     rest: Rest<CampaignsTriggerScheduleCreate>,
 ) -> Answer {
     let req: TriggerRequest = rest.json()?;
-    if req.schedule.is_none() {
-        return Err(bad("'schedule' is required"));
-    }
-    let dispatch = prepare_trigger(&state, &rest.workspace, &req).await?;
-    accept(&state, &rest.workspace, dispatch).await
+    let dispatch = state
+        .engine
+        .send_trigger(&rest.workspace, req, When::Scheduled)
+        .await?;
+    Ok(accepted(&dispatch))
 }
-
-/// The body of `/transactional/v1/campaigns/{id}/send`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TransactionalRequest {
-    #[serde(default)]
-    external_send_id: Option<String>,
-    #[serde(default)]
-    trigger_properties: Option<Map<String, Value>>,
-    recipient: TriggerRecipient,
-    /// Braze's old in-body key: accepted, never used (the header decides).
-    #[serde(default, rename = "api_key")]
-    _api_key: serde::de::IgnoredAny,
-}
-
-/// How long an `external_send_id` is remembered.
-const EXTERNAL_SEND_TTL_MS: i64 = 24 * 3_600_000;
 
 /// `POST /transactional/v1/campaigns/{campaign_id}/send` → 201 `{"dispatch_id", "status":
 /// "queued", "metadata"}`; a repeated `external_send_id` within 24 h answers the first dispatch
@@ -762,68 +199,17 @@ pub async fn transactional_send(
     rest: Rest<TransactionalSend>,
 ) -> Answer {
     let req: TransactionalRequest = rest.json()?;
-    let ws = &rest.workspace;
-    let campaign = campaign_of(&state, ws.id, &campaign_id)?;
+    let sent = state
+        .engine
+        .send_transactional(&rest.workspace, &campaign_id, req)
+        .await?;
     let mut metadata = json!({});
-    if let Some(external) = &req.external_send_id {
-        let valid = !external.is_empty()
-            && external.len() <= 64
-            && external
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_+/=".contains(&b));
-        if !valid {
-            return Err(bad(
-                "external_send_id matches ^[a-zA-Z0-9-_+/=]+$ (at most 64 characters)",
-            ));
-        }
+    if let Some(external) = &sent.external_send_id {
         metadata["external_send_id"] = json!(external);
-        let key = format!("{campaign_id}/{external}");
-        if let Some(seen) = state.store.object(ws.id, kinds::EXTERNAL_SEND, &key)?
-            && time::now_ms() - seen["at"].as_i64().unwrap_or(0) < EXTERNAL_SEND_TTL_MS
-        {
-            return Ok(json_response(
-                StatusCode::CREATED,
-                &json!({
-                "dispatch_id": seen["dispatch_id"], "status": "queued", "metadata": metadata}),
-            ));
-        }
     }
-    if campaign.messages.email.is_some()
-        && eddy_messaging::engine::relay_of(&state.store, ws.id)?.is_none()
-    {
-        return Err(bad(
-            "this workspace has no SMTP relay: PUT /eddy/v1/workspaces/{ws}/email first",
-        ));
-    }
-    let recipients = trigger_recipients(&state, ws, std::slice::from_ref(&req.recipient)).await?;
-    let now = time::now_ms();
-    let mut dispatch = Dispatch::new(
-        "transactional",
-        campaign.messages.clone(),
-        Audience::Recipients(recipients),
-        now,
-    );
-    dispatch.apply_campaign(&campaign);
-    // Transactional email is sent whatever the marketing subscription state (Braze's rule).
-    dispatch.recipient_subscription_state = "all".into();
-    dispatch.control_group_percent = 0;
-    dispatch.trigger_properties = req.trigger_properties.clone().unwrap_or_default();
-    let id = dispatch.id.clone();
-    if let Some(external) = &req.external_send_id {
-        state
-            .store
-            .put_object(
-                ws.id,
-                kinds::EXTERNAL_SEND,
-                format!("{campaign_id}/{external}"),
-                json!({"dispatch_id": id, "at": now}),
-            )
-            .await?;
-    }
-    state.engine.accept(ws, dispatch).await?;
     Ok(json_response(
         StatusCode::CREATED,
-        &json!({"dispatch_id": id, "status": "queued", "metadata": metadata}),
+        &json!({"dispatch_id": sent.dispatch_id, "status": "queued", "metadata": metadata}),
     ))
 }
 
@@ -865,9 +251,15 @@ pub async fn sends_id_create(
 
 fn campaigns(state: &SharedState, ws: u32) -> Result<Vec<Campaign>, HttpError> {
     let mut out = Vec::new();
-    for (_, value) in state.store.objects(ws, kinds::CAMPAIGN)? {
-        if let Ok(c) = serde_json::from_value::<Campaign>(value) {
-            out.push(c);
+    for (id, value) in state.store.objects(ws, kinds::CAMPAIGN)? {
+        match serde_json::from_value::<Campaign>(value) {
+            Ok(c) => out.push(c),
+            Err(e) => {
+                return Err(eddy_messaging::MessagingError::internal(format!(
+                    "stored campaign '{id}': {e}"
+                ))
+                .into());
+            }
         }
     }
     Ok(out)

@@ -1,0 +1,126 @@
+//! The bodies of Braze's send endpoints, read strictly: an unknown field is refused.
+
+use eddy_model::wire::UserAlias;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// The body of `/messages/send` and `/messages/schedule/create`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
+    #[serde(default)]
+    pub(crate) broadcast: Option<bool>,
+    #[serde(default)]
+    pub(crate) external_user_ids: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) user_aliases: Option<Vec<UserAlias>>,
+    #[serde(default)]
+    pub(crate) segment_id: Option<String>,
+    #[serde(default)]
+    pub(crate) audience: Option<Value>,
+    #[serde(default)]
+    pub(crate) campaign_id: Option<String>,
+    #[serde(default)]
+    pub(crate) send_id: Option<String>,
+    /// Accepted as Braze accepts it; eddy has no frequency capping to override.
+    #[serde(default, rename = "override_frequency_capping")]
+    _override_frequency_capping: Option<bool>,
+    #[serde(default)]
+    pub(crate) recipient_subscription_state: Option<String>,
+    #[serde(default)]
+    pub(crate) messages: Option<Value>,
+    #[serde(default)]
+    pub(crate) schedule: Option<Schedule>,
+    /// Braze's old in-body key: accepted, never used (the header decides).
+    #[serde(default, rename = "api_key")]
+    _api_key: serde::de::IgnoredAny,
+}
+
+/// Braze's `schedule` object.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub(crate) time: String,
+    #[serde(default)]
+    pub(crate) in_local_time: bool,
+    #[serde(default)]
+    pub(crate) at_optimal_time: bool,
+}
+
+/// One recipient of a trigger or transactional send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRecipient {
+    #[serde(default)]
+    pub(crate) external_user_id: Option<String>,
+    #[serde(default)]
+    pub(crate) user_alias: Option<UserAlias>,
+    #[serde(default)]
+    pub(crate) email: Option<String>,
+    #[serde(default)]
+    pub(crate) trigger_properties: Option<Map<String, Value>>,
+    /// Accepted as Braze accepts it; eddy has no Canvas yet.
+    #[serde(default, rename = "canvas_entry_properties")]
+    _canvas_entry_properties: Option<Map<String, Value>>,
+    #[serde(default = "yes")]
+    pub(crate) send_to_existing_only: bool,
+    #[serde(default)]
+    pub(crate) attributes: Option<Map<String, Value>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The body of `/campaigns/trigger/send` and `/campaigns/trigger/schedule/create`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    #[serde(default)]
+    pub(crate) campaign_id: Option<String>,
+    #[serde(default)]
+    pub(crate) send_id: Option<String>,
+    #[serde(default)]
+    pub(crate) trigger_properties: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub(crate) broadcast: Option<bool>,
+    #[serde(default)]
+    pub(crate) audience: Option<Value>,
+    #[serde(default)]
+    pub(crate) recipients: Option<Vec<TriggerRecipient>>,
+    #[serde(default)]
+    pub(crate) schedule: Option<Schedule>,
+    /// Braze's old in-body key: accepted, never used (the header decides).
+    #[serde(default, rename = "api_key")]
+    _api_key: serde::de::IgnoredAny,
+}
+
+/// The body of `/transactional/v1/campaigns/{id}/send`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionalRequest {
+    #[serde(default)]
+    pub(crate) external_send_id: Option<String>,
+    #[serde(default)]
+    pub(crate) trigger_properties: Option<Map<String, Value>>,
+    pub(crate) recipient: TriggerRecipient,
+    /// Braze's old in-body key: accepted, never used (the header decides).
+    #[serde(default, rename = "api_key")]
+    _api_key: serde::de::IgnoredAny,
+}
+
+/// The body of the schedule update and delete endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleChange {
+    pub(crate) schedule_id: String,
+    #[serde(default)]
+    pub(crate) campaign_id: Option<String>,
+    #[serde(default)]
+    pub(crate) schedule: Option<Schedule>,
+    #[serde(default)]
+    pub(crate) messages: Option<Value>,
+    /// Braze's old in-body key: accepted, never used (the header decides).
+    #[serde(default, rename = "api_key")]
+    _api_key: serde::de::IgnoredAny,
+}

@@ -20,6 +20,7 @@ mod amplitude;
 mod avro;
 mod cluster;
 mod cohorts;
+mod conversions;
 mod currents_s3;
 mod dashboard;
 mod liquid;
@@ -72,6 +73,9 @@ enum Command {
     /// A webhook broadcast to a segment and an email send: deliveries per second against the
     /// receivers' own ceilings.
     Messaging(messaging::MessagingArgs),
+    /// `/users/track` with a conversion campaign active: users with 1,000 past messages beside
+    /// users with none.
+    Conversions(conversions::ConversionsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -98,6 +102,7 @@ fn main() -> anyhow::Result<()> {
         Command::Dashboard(args) => runtime.block_on(dashboard::run(args)),
         Command::Sync(args) => runtime.block_on(sync::run(args)),
         Command::Messaging(args) => runtime.block_on(messaging::run(args)),
+        Command::Conversions(args) => runtime.block_on(conversions::run(args)),
         Command::Liquid(args) => runtime.block_on(liquid::run(args)),
     }
 }

@@ -39,14 +39,14 @@ pub struct MessagingArgs {
 
 /// A receiver that counts requests per path (so repeats and losses show).
 #[derive(Default)]
-struct Counter {
-    total: AtomicU64,
+pub(crate) struct Counter {
+    pub(crate) total: AtomicU64,
     first_at: Mutex<Option<Instant>>,
     last_at: Mutex<Option<Instant>>,
     paths: Mutex<HashMap<String, u32>>,
 }
 
-async fn start_receiver(counter: Arc<Counter>) -> anyhow::Result<String> {
+pub(crate) async fn start_receiver(counter: Arc<Counter>) -> anyhow::Result<String> {
     let app = axum::Router::new()
         .fallback(
             |axum::extract::State(c): axum::extract::State<Arc<Counter>>,
@@ -117,7 +117,11 @@ async fn load_users(
     Ok(())
 }
 
-async fn wait_done(client: &reqwest::Client, base: &str, dispatch: &str) -> anyhow::Result<Value> {
+pub(crate) async fn wait_done(
+    client: &reqwest::Client,
+    base: &str,
+    dispatch: &str,
+) -> anyhow::Result<Value> {
     loop {
         let status: Value = client
             .get(format!(

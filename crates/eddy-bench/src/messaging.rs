@@ -35,6 +35,9 @@ pub struct MessagingArgs {
     /// Path of the eddy binary [default: next to eddy-bench].
     #[arg(long)]
     eddy: Option<PathBuf>,
+    /// TOML appended to eddy's configuration (e.g. `[messaging]` settings to compare).
+    #[arg(long, default_value = "")]
+    eddy_config: String,
 }
 
 /// A receiver that counts requests per path (so repeats and losses show).
@@ -142,7 +145,9 @@ pub(crate) async fn wait_done(
 /// Runs the benchmark.
 pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
     let eddy = args.eddy.clone().unwrap_or_else(crate::sibling_eddy);
-    let server = EddyServer::start(&eddy, &["users.track", "messages"]).await?;
+    let server =
+        EddyServer::start_with(&eddy, &["users.track", "messages"], None, &args.eddy_config)
+            .await?;
     let (base, key) = (server.url.clone(), server.key.clone());
     let client = reqwest::Client::new();
     let ws = format!("{base}/eddy/v1/workspaces/default");

@@ -152,8 +152,7 @@ impl Fetch for Scoped<'_> {
     fn fetch(&self, request: &Request) -> Result<Response, FetchError> {
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| FetchError::Refused(format!("'{}' is not a URL: {e}", request.url)))?;
-        Policy::Workspace(self.rules.allowed_hosts.clone())
-            .check_url(&url, true)
+        eddy_net::check_url_for(Some(&self.rules.allowed_hosts), &url, true)
             .map_err(|refused| FetchError::Refused(refused.0))?;
         let ttl = cache_lifetime(request);
         let key = ttl.map(|_| cache_key(self.scope, request));

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 pub struct Request {
     /// Method.
     pub method: String,
-    /// URL.
+    /// URL, as rendered.
     pub url: String,
+    /// The URL parsed (and checked) once, handed to the client as it is.
+    pub parsed: reqwest::Url,
     /// Headers.
     pub headers: Vec<(String, String)>,
     /// Body.
@@ -64,7 +66,9 @@ pub async fn send(client: &reqwest::Client, request: &Request, timeout: Duration
     let started = Instant::now();
     let method =
         reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::POST);
-    let mut builder = client.request(method, &request.url).timeout(timeout);
+    let mut builder = client
+        .request(method, request.parsed.clone())
+        .timeout(timeout);
     for (name, value) in &request.headers {
         // The host is the URL's: a header naming another would reach a different site on
         // the address that was checked.

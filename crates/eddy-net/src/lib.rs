@@ -19,6 +19,6 @@ pub mod resolve;
 pub use address::is_public;
 pub use allowed::{AllowedHosts, InvalidHost, is_host_name};
 pub use resolve::{
-    Policy, PolicyResolver, Refused, check_operator_url, check_outbound, client_builder,
-    loopback_only, restrict_to_loopback,
+    Policy, PolicyResolver, Refused, check_operator_url, check_outbound, check_url_for,
+    client_builder, loopback_only, restrict_to_loopback,
 };

@@ -80,41 +80,11 @@ impl Policy {
     /// address (a name is checked by the resolver once resolved). `only_web_ports` adds
     /// Connected Content's rule: ports 80 and 443 unless the host is allowed.
     pub fn check_url(&self, url: &reqwest::Url, only_web_ports: bool) -> Result<(), Refused> {
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Refused(format!(
-                "only http and https URLs are called, not '{}'",
-                url.scheme()
-            )));
-        }
-        let Some(host) = url.host() else {
-            return Err(Refused(format!("'{url}' names no host")));
+        let allowed = match self {
+            Policy::Operator => None,
+            Policy::Workspace(allowed) => Some(allowed),
         };
-        let port = url.port_or_known_default().unwrap_or(80);
-        let literal: Option<IpAddr> = match host {
-            url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
-            url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
-            url::Host::Domain(_) => None,
-        };
-        let host_text = url.host_str().unwrap_or_default();
-        let Policy::Workspace(allowed) = self else {
-            return literal.map_or(Ok(()), check_outbound);
-        };
-        if allowed.allows(host_text, port) {
-            return literal.map_or(Ok(()), check_outbound);
-        }
-        if only_web_ports && port != 80 && port != 443 {
-            return Err(Refused(format!(
-                "port {port} of {host_text} is not allowed (80 and 443 only, unless the host is in the workspace's allowed_hosts)"
-            )));
-        }
-        if let Some(ip) = literal
-            && !is_public(ip)
-        {
-            return Err(Refused(format!(
-                "{ip} is a private address (add it to the workspace's allowed_hosts to call it)"
-            )));
-        }
-        literal.map_or(Ok(()), check_outbound)
+        check_url_for(allowed, url, only_web_ports)
     }
 
     /// Which of a name's addresses may be connected to.
@@ -189,6 +159,50 @@ pub fn client_builder(policy: Policy) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(Arc::new(PolicyResolver::new(policy)))
+}
+
+/// [`Policy::check_url`] with a workspace's allowed hosts borrowed (`None`: an operator's
+/// destination), so that checking a URL per message copies nothing.
+pub fn check_url_for(
+    allowed: Option<&AllowedHosts>,
+    url: &reqwest::Url,
+    only_web_ports: bool,
+) -> Result<(), Refused> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Refused(format!(
+            "only http and https URLs are called, not '{}'",
+            url.scheme()
+        )));
+    }
+    let Some(host) = url.host() else {
+        return Err(Refused(format!("'{url}' names no host")));
+    };
+    let port = url.port_or_known_default().unwrap_or(80);
+    let literal: Option<IpAddr> = match host {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
+    };
+    let host_text = url.host_str().unwrap_or_default();
+    let Some(allowed) = allowed else {
+        return literal.map_or(Ok(()), check_outbound);
+    };
+    if allowed.allows(host_text, port) {
+        return literal.map_or(Ok(()), check_outbound);
+    }
+    if only_web_ports && port != 80 && port != 443 {
+        return Err(Refused(format!(
+            "port {port} of {host_text} is not allowed (80 and 443 only, unless the host is in the workspace's allowed_hosts)"
+        )));
+    }
+    if let Some(ip) = literal
+        && !is_public(ip)
+    {
+        return Err(Refused(format!(
+            "{ip} is a private address (add it to the workspace's allowed_hosts to call it)"
+        )));
+    }
+    literal.map_or(Ok(()), check_outbound)
 }
 
 #[cfg(test)]

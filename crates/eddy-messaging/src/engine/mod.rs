@@ -5,9 +5,11 @@
 //! the control group, renders the messages (Connected Content may wait on HTTP there);
 //! (2) delivers the prepared messages concurrently, bounded per process and per receiving host,
 //! paced by `messages_per_minute`, retrying what is worth retrying; (3) commits every outcome,
-//! its Currents events, the dispatch's counters and its progress (`next`, and `claimed` for the
-//! following chunk) in one store commit. So a crash loses nothing and repeats at most the one
-//! chunk that was claimed and in flight; those repeats are counted.
+//! its Currents events, the dispatch's counters and its progress (`next`, and `claimed` two
+//! chunks further) in one store commit. The three overlap: a chunk is prepared while the one
+//! before is delivered, and starts delivering beside that one's last requests, once the claim
+//! covering it is durable. So a crash loses nothing and repeats at most the two claimed chunks
+//! in flight; those repeats are counted.
 //!
 //! On a store several eddy nodes share, dispatches run on the leader node alone
 //! ([`Engine::set_leading`]): any node stores a dispatch, the leader picks it up within a second,
@@ -184,7 +186,8 @@ pub struct Engine {
     webhook_clients: StdMutex<HashMap<eddy_net::AllowedHosts, reqwest::Client>>,
     liquid_http: Arc<HttpClient>,
     signer: Signer,
-    hosts: StdMutex<HashMap<String, Arc<Semaphore>>>,
+    /// Request permits per host, by port then host name.
+    hosts: StdMutex<HashMap<u16, HashMap<String, Arc<Semaphore>>>>,
     pools: StdMutex<HashMap<u32, (Relay, Arc<Pool>)>>,
     running: StdMutex<std::collections::HashSet<(u32, String)>>,
     /// The dispatch tasks, so that shutdown can wait for them (and the store they hold).

@@ -572,8 +572,7 @@ pub(super) fn render_webhook(
     let parsed = reqwest::Url::parse(&url)
         .map_err(|e| Abort::Error(format!("'{url}' is not an http(s) URL: {e}")))?;
     // A name is checked again once resolved, by the client's resolver.
-    eddy_net::Policy::Workspace(allowed.clone())
-        .check_url(&parsed, false)
+    eddy_net::check_url_for(Some(allowed), &parsed, false)
         .map_err(|refused| Abort::Error(format!("webhook url: {refused}")))?;
     let body = match &message.body {
         Some(_) => Some(compiled.render("webhook.body", variables, Some(fetch))?),
@@ -591,6 +590,7 @@ pub(super) fn render_webhook(
     Ok(webhook::Request {
         method: message.request_method.to_ascii_uppercase(),
         url,
+        parsed,
         headers,
         body,
     })

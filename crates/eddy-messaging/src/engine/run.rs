@@ -218,6 +218,9 @@ impl Engine {
             self.save(ws.id, dispatch, Vec::new(), Vec::new()).await?;
         }
         let mut committing: Option<tokio::task::JoinHandle<Result<(), MessagingError>>> = None;
+        // The chunk being delivered, and where it ends: the next chunk starts delivering beside
+        // its last requests instead of after them.
+        let mut delivering: Option<(tokio::task::JoinHandle<Vec<Finished>>, u64)> = None;
         let mut end = PassEnd::Done;
         // The next chunk is prepared (read, rendered) while the current one is delivered.
         let mut preparing = Some(self.spawn_prepare(&job, std::mem::take(&mut chunk)));
@@ -239,7 +242,8 @@ impl Engine {
             if self.stopping() || cancelled {
                 // Stopping: what was claimed and not delivered is sent after the restart.
                 // Cancelled: it is never sent. Either way the chunk being prepared is let
-                // finish so that nothing holds the store afterwards.
+                // finish so that nothing holds the store afterwards; the chunk being delivered
+                // finishes and is committed below.
                 if let Some(next) = preparing.take() {
                     let _ = next.await;
                 }
@@ -250,34 +254,38 @@ impl Engine {
                 };
                 break;
             }
-            let mut works = Vec::new();
+            let mut works = Vec::with_capacity(prepared.len());
             for p in prepared {
                 match p {
                     Prepared::Settled | Prepared::Gone => {}
                     Prepared::Pending(due) => {
                         pending_until = Some(pending_until.map_or(due, |d: i64| d.min(due)));
                     }
-                    Prepared::Ready(work) => works.push(*work),
+                    Prepared::Ready(work) => works.push(work),
                 }
             }
-            let finished = self.deliver_chunk(works, &channels, in_doubt_until).await;
-            let (objects, events) = outcome_writes(dispatch, finished);
-            dispatch.next = chunk_end;
-            dispatch.starts_without_progress = 0;
-            if let Some(claim) = claim_through(dispatch, &bitmap, chunk_end, ahead) {
-                dispatch.claimed = dispatch.claimed.max(claim);
-            }
-            // In order: the previous chunk's commit is durable before this one is sent, so
-            // the next chunk is delivered only under a durable claim.
+            // This chunk is sent only under a durable claim: the commit before the previous
+            // chunk's claimed through it.
             if let Some(previous) = committing.take() {
                 previous
                     .await
                     .map_err(|e| MessagingError::internal(format!("commit: {e}")))??;
             }
-            let (engine, ws_id, snapshot) = (self.clone(), ws.id, dispatch.clone());
-            committing = Some(tokio::spawn(async move {
-                engine.save(ws_id, &snapshot, objects, events).await
-            }));
+            let started = self.spawn_deliver(works, &channels, in_doubt_until);
+            if let Some((previous, previous_end)) = delivering.replace((started, chunk_end)) {
+                committing = Some(
+                    self.settle(ws, dispatch, &bitmap, previous, previous_end)
+                        .await?,
+                );
+            }
+        }
+        if let Some((last, last_end)) = delivering.take() {
+            if let Some(previous) = committing.take() {
+                previous
+                    .await
+                    .map_err(|e| MessagingError::internal(format!("commit: {e}")))??;
+            }
+            committing = Some(self.settle(ws, dispatch, &bitmap, last, last_end).await?);
         }
         if let Some(last) = committing.take() {
             last.await
@@ -339,22 +347,56 @@ impl Engine {
         Ok((job, channels))
     }
 
-    /// Delivers a chunk's prepared recipients, `concurrency` at a time.
-    async fn deliver_chunk(
+    /// Delivers a chunk's prepared recipients, `concurrency` at a time, in a task of its own.
+    // The work arrives boxed from preparing and stays boxed, so each recipient's future (one
+    // allocation per recipient) holds a pointer rather than 700 bytes.
+    #[allow(clippy::vec_box)]
+    fn spawn_deliver(
         self: &Arc<Self>,
-        works: Vec<Work>,
+        works: Vec<Box<Work>>,
         channels: &Channels,
         in_doubt_until: u64,
-    ) -> Vec<Finished> {
-        futures_util::stream::iter(works.into_iter().map(|work| {
-            let engine = self.clone();
-            let via = channels.clone();
-            let in_doubt = u64::from(work.id) < in_doubt_until;
-            async move { engine.deliver(work, via, in_doubt).await }
+    ) -> tokio::task::JoinHandle<Vec<Finished>> {
+        let engine = self.clone();
+        let channels = channels.clone();
+        let concurrency = self.settings.concurrency.max(1);
+        tokio::spawn(async move {
+            futures_util::stream::iter(works.into_iter().map(|work| {
+                let engine = engine.clone();
+                let via = channels.clone();
+                let in_doubt = u64::from(work.id) < in_doubt_until;
+                async move { engine.deliver(work, via, in_doubt).await }
+            }))
+            .buffer_unordered(concurrency)
+            .collect()
+            .await
+        })
+    }
+
+    /// Once a chunk is delivered: its outcomes and the dispatch's progress, committed in a task
+    /// of its own (the caller awaits the one before first), with the claim moved two chunks
+    /// past it.
+    async fn settle(
+        self: &Arc<Self>,
+        ws: &Workspace,
+        dispatch: &mut Dispatch,
+        bitmap: &roaring::RoaringBitmap,
+        delivered: tokio::task::JoinHandle<Vec<Finished>>,
+        chunk_end: u64,
+    ) -> Result<tokio::task::JoinHandle<Result<(), MessagingError>>, MessagingError> {
+        let finished = delivered
+            .await
+            .map_err(|e| MessagingError::internal(format!("deliver: {e}")))?;
+        let (objects, events) = outcome_writes(dispatch, finished);
+        dispatch.next = chunk_end;
+        dispatch.starts_without_progress = 0;
+        if let Some(claim) = claim_through(dispatch, bitmap, chunk_end, 2 * self.settings.chunk) {
+            dispatch.claimed = dispatch.claimed.max(claim);
+        }
+        let (engine, ws_id, snapshot) = (self.clone(), ws.id, dispatch.clone());
+        Ok(tokio::spawn(async move {
+            engine.save(ws_id, &snapshot, objects, events).await
         }))
-        .buffer_unordered(self.settings.concurrency.max(1))
-        .collect()
-        .await
     }
 
     /// Prepares a chunk on a blocking thread; answers where it ends (none when empty).
@@ -409,7 +451,7 @@ pub(super) fn outcome_writes(
     finished: Vec<Finished>,
 ) -> (Vec<ObjectWrite>, Vec<OutboxEvent>) {
     let mut objects = Vec::with_capacity(finished.len());
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(finished.iter().map(|f| f.events.len()).sum());
     // The longest conversion window of the send: how long a delivered message stays in the
     // index of those that may convert.
     let window_ms = dispatch

@@ -10,7 +10,7 @@ impl Engine {
     /// Delivers one recipient on each channel it has work for, and says how it ended.
     pub(super) async fn deliver(
         self: Arc<Self>,
-        mut work: Work,
+        mut work: Box<Work>,
         via: Channels,
         in_doubt: bool,
     ) -> Finished {
@@ -84,18 +84,19 @@ impl Engine {
         }
     }
 
-    pub(super) fn host_permits(&self, url: &str) -> Arc<Semaphore> {
-        let host = url
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+    /// The permits of a URL's host (its name and port): at most `host_concurrency` requests
+    /// to one host at a time.
+    pub(super) fn host_permits(&self, url: &reqwest::Url) -> Arc<Semaphore> {
+        let host = url.host_str().unwrap_or_default();
+        let port = url.port_or_known_default().unwrap_or(0);
         let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        hosts
-            .entry(host)
-            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.host_concurrency.max(1))))
-            .clone()
+        let of_port = hosts.entry(port).or_default();
+        if let Some(permits) = of_port.get(host) {
+            return permits.clone();
+        }
+        let permits = Arc::new(Semaphore::new(self.settings.host_concurrency.max(1)));
+        of_port.insert(host.to_string(), permits.clone());
+        permits
     }
 }
 

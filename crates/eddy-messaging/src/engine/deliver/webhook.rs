@@ -11,7 +11,7 @@ impl Engine {
         variation: Option<&str>,
         extras: Option<Map<String, Value>>,
     ) -> Value {
-        let permits = self.host_permits(&request.url);
+        let permits = self.host_permits(&request.parsed);
         let attempts = self.settings.attempts.max(1);
         let mut attempt_no = 0;
         loop {

@@ -427,3 +427,52 @@ async fn a_webhook_receiver_that_answers_without_end_costs_no_memory() {
         read >> 20
     );
 }
+
+#[tokio::test]
+async fn records_that_no_longer_read_are_internal_errors_never_bad_requests_or_defaults() {
+    let app = spawn_app().await;
+    let key = app.create_key("default", None).await;
+    let (status, created) = app
+        .admin_post(
+            &format!("{WS}/campaigns"),
+            json!({"name": "kept", "messages": {"webhook": {"url": "https://example.com/h"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("a campaign id").to_string();
+    // The stored definition is damaged (a field of the wrong type), as a bad restore would.
+    let ws = app
+        .store
+        .workspace("default")
+        .expect("reads")
+        .expect("the default workspace");
+    app.store
+        .put_object(ws.id, "campaign", id.clone(), json!({"id": id, "name": 7}))
+        .await
+        .expect("writes");
+    let (status, body) = send(
+        &app,
+        &key,
+        json!({"campaign_id": id, "broadcast": true,
+               "messages": {"webhook": {"url": "https://example.com/h"}}}),
+    )
+    .await;
+    assert_eq!(status, 500, "a damaged campaign is eddy's failure: {body}");
+    let (status, body) = app.admin_get(&format!("{WS}/campaigns/{id}")).await;
+    assert_eq!(status, 500, "{body}");
+    let (status, body) = app.admin_get(&format!("{WS}/campaigns")).await;
+    assert_eq!(status, 500, "the list does not skip it silently: {body}");
+
+    // Email settings whose port no longer fits a port are not read as another port.
+    app.store
+        .put_object(
+            ws.id,
+            "email",
+            "settings".into(),
+            json!({"host": "127.0.0.1", "port": 65_561, "implicit_tls": false, "starttls": false}),
+        )
+        .await
+        .expect("writes");
+    let (status, body) = app.admin_get(&format!("{WS}/email")).await;
+    assert_eq!(status, 500, "{body}");
+}

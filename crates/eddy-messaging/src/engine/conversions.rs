@@ -7,15 +7,9 @@ use super::*;
 impl Engine {
     /// Re-reads whether a workspace has campaigns with conversion events.
     pub fn campaigns_changed(&self, ws: u32) -> Result<(), MessagingError> {
-        let any = self
-            .store
-            .objects(ws, kinds::CAMPAIGN)?
+        let any = crate::records::campaigns(&self.store, ws)?
             .iter()
-            .any(|(_, c)| {
-                c["conversion_events"]
-                    .as_array()
-                    .is_some_and(|a| !a.is_empty())
-            });
+            .any(|campaign| !campaign.conversion_events.is_empty());
         let mut converting = self.converting.lock().unwrap_or_else(|p| p.into_inner());
         if any {
             converting.insert(ws);

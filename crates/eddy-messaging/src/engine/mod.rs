@@ -205,28 +205,16 @@ pub struct Engine {
     pub stats: Stats,
 }
 
-/// The SMTP relay settings of a workspace as stored (`kinds::EMAIL`/`settings`).
+/// The SMTP relay of a workspace, if it has one.
 pub fn relay_of(store: &Store, ws: u32) -> Result<Option<Relay>, MessagingError> {
-    let Some(settings) = store.object(ws, kinds::EMAIL, "settings")? else {
-        return Ok(None);
-    };
-    let relay: Relay = Relay {
-        host: settings["host"].as_str().unwrap_or_default().to_string(),
-        port: settings["port"].as_u64().unwrap_or(25) as u16,
-        implicit_tls: settings["implicit_tls"].as_bool().unwrap_or(false),
-        starttls: settings["starttls"].as_bool().unwrap_or(false),
-        username: settings["username"].as_str().map(str::to_string),
-        password: settings["password"].as_str().map(str::to_string),
-    };
-    Ok(Some(relay))
+    Ok(crate::records::email_settings(store, ws)?.map(|settings| settings.relay()))
 }
 
 /// The tracking domain of a workspace's email settings, if set.
 fn tracking_base(store: &Store, ws: u32, default: &str) -> Result<String, MessagingError> {
     // A read error fails the run (tried again), never sends links to the default domain.
-    let configured = store
-        .object(ws, kinds::EMAIL, "settings")?
-        .and_then(|s| s["tracking_domain"].as_str().map(str::to_string))
+    let configured = crate::records::email_settings(store, ws)?
+        .and_then(|settings| settings.tracking_domain)
         .filter(|s| !s.is_empty());
     Ok(match configured {
         Some(domain) if domain.starts_with("http://") || domain.starts_with("https://") => {

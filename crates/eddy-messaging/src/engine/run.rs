@@ -9,12 +9,7 @@ use super::*;
 
 impl Engine {
     pub(super) fn load(&self, ws: u32, id: &str) -> Result<Option<Dispatch>, MessagingError> {
-        match self.store.object(ws, kinds::DISPATCH, id)? {
-            Some(value) => serde_json::from_value(value)
-                .map(Some)
-                .map_err(|e| MessagingError::internal(format!("stored dispatch {id}: {e}"))),
-            None => Ok(None),
-        }
+        crate::records::dispatch(&self.store, ws, id)
     }
 
     pub(super) async fn run(
@@ -308,10 +303,10 @@ impl Engine {
         dispatch: &Dispatch,
     ) -> Result<(Arc<Prepare>, Channels), MessagingError> {
         let blocks = crate::templates::content_blocks(&self.store, ws.id)?;
-        let email_settings = self.store.object(ws.id, kinds::EMAIL, "settings")?;
+        let email_settings = crate::records::email_settings(&self.store, ws.id)?;
         let custom_footer = email_settings
             .as_ref()
-            .and_then(|settings| settings["custom_footer"].as_str());
+            .and_then(|settings| settings.custom_footer.as_deref());
         let compiled = Arc::new(Compiled::new(
             &dispatch.messages,
             blocks,

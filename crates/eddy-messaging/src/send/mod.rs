@@ -191,16 +191,11 @@ impl Engine {
 
     /// A campaign of the workspace; a stored one that no longer reads is an internal failure.
     pub fn campaign(&self, ws: u32, id: &str) -> Result<Campaign, MessagingError> {
-        let value = self
-            .store()
-            .object(ws, kinds::CAMPAIGN, id)?
-            .ok_or_else(|| {
-                MessagingError::invalid(format!(
-                    "campaign_id '{id}' is not a campaign of this workspace"
-                ))
-            })?;
-        serde_json::from_value(value)
-            .map_err(|e| MessagingError::internal(format!("stored campaign '{id}': {e}")))
+        crate::records::campaign(self.store(), ws, id)?.ok_or_else(|| {
+            MessagingError::invalid(format!(
+                "campaign_id '{id}' is not a campaign of this workspace"
+            ))
+        })
     }
 
     /// Email needs the workspace's SMTP relay.

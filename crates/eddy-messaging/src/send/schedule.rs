@@ -118,10 +118,10 @@ impl Engine {
                 continue;
             }
             let tags = match &dispatch.campaign_id {
-                Some(id) if self.store().object(ws, kinds::CAMPAIGN, id)?.is_some() => {
-                    self.campaign(ws, id)?.tags
-                }
-                _ => Vec::new(),
+                Some(id) => crate::records::campaign(self.store(), ws, id)?
+                    .map(|campaign| campaign.tags)
+                    .unwrap_or_default(),
+                None => Vec::new(),
             };
             out.push(ScheduledSend { dispatch, tags });
         }
@@ -167,12 +167,7 @@ impl Engine {
                 "stored schedule '{schedule_id}' has no dispatch_id"
             )));
         };
-        let Some(value) = self.store().object(ws, kinds::DISPATCH, dispatch_id)? else {
-            return Ok(None);
-        };
-        serde_json::from_value(value)
-            .map(Some)
-            .map_err(|e| MessagingError::internal(format!("stored dispatch '{dispatch_id}': {e}")))
+        crate::records::dispatch(self.store(), ws, dispatch_id)
     }
 
     /// Commits a changed dispatch and wakes the scheduler.

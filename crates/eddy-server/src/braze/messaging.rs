@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use eddy_messaging::campaign::{Campaign, CampaignInput};
 use eddy_messaging::dispatch::{Dispatch, State as DispatchState};
 use eddy_messaging::engine::message_name;
-use eddy_messaging::kinds;
 use eddy_messaging::send::{
     ScheduleChange, SendRequest, TransactionalRequest, TriggerRequest, When, check_send_id,
 };
 use eddy_messaging::smtp::{Connection, Relay};
+use eddy_messaging::{kinds, records};
 use eddy_model::ApiError;
 use eddy_model::time;
 use eddy_model::track::Identifier;
@@ -54,6 +54,12 @@ fn success() -> Response {
 
 fn campaign_of(state: &SharedState, ws: u32, id: &str) -> Result<Campaign, HttpError> {
     Ok(state.engine.campaign(ws, id)?)
+}
+
+/// A campaign the admin API names in its path: 404 when the workspace has none of that id.
+fn admin_campaign(state: &SharedState, ws: u32, id: &str) -> Result<Campaign, HttpError> {
+    records::campaign(&state.store, ws, id)?
+        .ok_or_else(|| HttpError(ApiError::ResourceNotFound(format!("campaign '{id}'"))))
 }
 
 /// `POST /messages/send` → 201 `{"dispatch_id", "message": "success"}`.
@@ -250,19 +256,7 @@ pub async fn sends_id_create(
 }
 
 fn campaigns(state: &SharedState, ws: u32) -> Result<Vec<Campaign>, HttpError> {
-    let mut out = Vec::new();
-    for (id, value) in state.store.objects(ws, kinds::CAMPAIGN)? {
-        match serde_json::from_value::<Campaign>(value) {
-            Ok(c) => out.push(c),
-            Err(e) => {
-                return Err(eddy_messaging::MessagingError::internal(format!(
-                    "stored campaign '{id}': {e}"
-                ))
-                .into());
-            }
-        }
-    }
-    Ok(out)
+    Ok(records::campaigns(&state.store, ws)?)
 }
 
 /// `GET /campaigns/list?page=&include_archived=&sort_direction=&last_edit.time[gt]=`: 100 per
@@ -379,11 +373,7 @@ pub async fn create_campaign(
 ) -> Answer {
     let now = time::now_ms();
     let campaign = input.into_campaign(ids::uuid_v4(), now, now)?;
-    let value = serde_json::to_value(&campaign).map_err(|_| HttpError(ApiError::Internal))?;
-    state
-        .store
-        .put_object(ws.id, kinds::CAMPAIGN, campaign.id.clone(), value)
-        .await?;
+    records::put_campaign(&state.store, ws.id, &campaign).await?;
     state.engine.campaigns_changed(ws.id)?;
     Ok(json_response(
         StatusCode::CREATED,
@@ -398,16 +388,11 @@ pub async fn put_campaign(
     AdminWorkspace(ws): AdminWorkspace,
     JsonBody(input): JsonBody<CampaignInput>,
 ) -> Answer {
-    let existing = campaign_of(&state, ws.id, &id)
-        .map_err(|_| HttpError(ApiError::ResourceNotFound(format!("campaign '{id}'"))))?;
+    let existing = admin_campaign(&state, ws.id, &id)?;
     let mut campaign = input.into_campaign(id.clone(), existing.created_at, time::now_ms())?;
     campaign.first_sent = existing.first_sent;
     campaign.last_sent = existing.last_sent;
-    let value = serde_json::to_value(&campaign).map_err(|_| HttpError(ApiError::Internal))?;
-    state
-        .store
-        .put_object(ws.id, kinds::CAMPAIGN, id, value)
-        .await?;
+    records::put_campaign(&state.store, ws.id, &campaign).await?;
     state.engine.campaigns_changed(ws.id)?;
     Ok(json_response(
         StatusCode::OK,
@@ -433,8 +418,7 @@ pub async fn get_campaign(
     Path((_, id)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    let campaign = campaign_of(&state, ws.id, &id)
-        .map_err(|_| HttpError(ApiError::ResourceNotFound(format!("campaign '{id}'"))))?;
+    let campaign = admin_campaign(&state, ws.id, &id)?;
     Ok(json_response(
         StatusCode::OK,
         &admin_campaign_json(&campaign),
@@ -447,10 +431,7 @@ pub async fn delete_campaign(
     Path((_, id)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    state
-        .store
-        .delete_object(ws.id, kinds::CAMPAIGN, id)
-        .await?;
+    records::delete_campaign(&state.store, ws.id, &id).await?;
     state.engine.campaigns_changed(ws.id)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -465,15 +446,8 @@ pub async fn cancel_dispatch(
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
     let read = |state: &SharedState| -> Result<Dispatch, HttpError> {
-        let value = state
-            .store
-            .object(ws.id, kinds::DISPATCH, &id)?
-            .ok_or_else(|| HttpError(ApiError::ResourceNotFound(format!("dispatch '{id}'"))))?;
-        serde_json::from_value(value).map_err(|e| {
-            HttpError::from(eddy_messaging::MessagingError::internal(format!(
-                "stored dispatch {id}: {e}"
-            )))
-        })
+        records::dispatch(&state.store, ws.id, &id)?
+            .ok_or_else(|| HttpError(ApiError::ResourceNotFound(format!("dispatch '{id}'"))))
     };
     let dispatch = read(&state)?;
     match dispatch.state {
@@ -501,8 +475,7 @@ pub async fn cancel_dispatch(
     } else {
         StatusCode::ACCEPTED
     };
-    let value = serde_json::to_value(&now).map_err(|_| HttpError(ApiError::Internal))?;
-    Ok(json_response(status, &dispatch_json(value)?))
+    Ok(json_response(status, &dispatch_json(&now)?))
 }
 
 /// `GET /eddy/v1/workspaces/{ws}/dispatches/{id}`: where a send is (the audience as its size).
@@ -511,19 +484,15 @@ pub async fn get_dispatch(
     Path((_, id)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    let value = state
-        .store
-        .object(ws.id, kinds::DISPATCH, &id)?
+    let dispatch = records::dispatch(&state.store, ws.id, &id)?
         .ok_or_else(|| HttpError(ApiError::ResourceNotFound(format!("dispatch '{id}'"))))?;
-    Ok(json_response(StatusCode::OK, &dispatch_json(value)?))
+    Ok(json_response(StatusCode::OK, &dispatch_json(&dispatch)?))
 }
 
 /// A stored dispatch as the admin API shows it: the audience as its size, times as ISO 8601.
-fn dispatch_json(value: Value) -> Result<Value, HttpError> {
-    let dispatch: Dispatch =
-        serde_json::from_value(value).map_err(|_| HttpError(ApiError::Internal))?;
+fn dispatch_json(dispatch: &Dispatch) -> Result<Value, HttpError> {
     let size = dispatch.audience_size()?;
-    let mut v = serde_json::to_value(&dispatch).map_err(|_| HttpError(ApiError::Internal))?;
+    let mut v = serde_json::to_value(dispatch).map_err(|_| HttpError(ApiError::Internal))?;
     if let Some(o) = v.as_object_mut() {
         o.remove("audience");
         o.insert("audience_size".into(), json!(size));
@@ -553,18 +522,11 @@ pub async fn list_dispatches(
     let campaign = crate::http::query_param(query.as_deref(), "campaign_id");
     let limit = crate::extract::Paging::<50, 500>::read(query.as_deref())?.limit;
     let mut found = Vec::new();
-    for (_, value) in state
-        .store
-        .objects_page(ws.id, kinds::DISPATCH, "", None, DISPATCH_SCAN)?
-    {
-        let dispatch = dispatch_json(value)?;
-        if campaign
-            .as_deref()
-            .is_some_and(|c| dispatch.get("campaign_id").and_then(Value::as_str) != Some(c))
-        {
+    for dispatch in records::dispatches(&state.store, ws.id, DISPATCH_SCAN)? {
+        if campaign.is_some() && dispatch.campaign_id != campaign {
             continue;
         }
-        found.push(dispatch);
+        found.push(dispatch_json(&dispatch)?);
     }
     // ISO 8601 times of one format sort as the instants they name.
     found.sort_by(|a, b| {
@@ -633,18 +595,17 @@ pub async fn put_email(
             }
         }
     }
-    let value = json!({"host": relay.host, "port": relay.port, "implicit_tls": relay.implicit_tls,
-        "starttls": relay.starttls, "username": relay.username, "password": relay.password,
-        "tracking_domain": settings.tracking_domain, "custom_footer": settings.custom_footer});
-    state
-        .store
-        .put_object(ws.id, kinds::EMAIL, "settings".into(), value)
-        .await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"smtp_url": relay.redacted(), "starttls": relay.starttls,
-                "tracking_domain": settings.tracking_domain, "custom_footer": settings.custom_footer}),
-    ))
+    let stored =
+        records::EmailSettings::new(relay, settings.tracking_domain, settings.custom_footer);
+    records::put_email_settings(&state.store, ws.id, &stored).await?;
+    Ok(json_response(StatusCode::OK, &email_json(&stored)))
+}
+
+/// Email settings as the admin API shows them: the relay's URL without its password.
+fn email_json(settings: &records::EmailSettings) -> Value {
+    let relay = settings.relay();
+    json!({"smtp_url": relay.redacted(), "starttls": relay.starttls,
+           "tracking_domain": settings.tracking_domain, "custom_footer": settings.custom_footer})
 }
 
 /// `GET /eddy/v1/workspaces/{ws}/email`.
@@ -652,17 +613,9 @@ pub async fn get_email(
     State(state): State<SharedState>,
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    let relay = eddy_messaging::engine::relay_of(&state.store, ws.id)?
+    let stored = records::email_settings(&state.store, ws.id)?
         .ok_or_else(|| HttpError(ApiError::ResourceNotFound("email settings".into())))?;
-    let stored = state
-        .store
-        .object(ws.id, kinds::EMAIL, "settings")?
-        .unwrap_or_default();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"smtp_url": relay.redacted(), "starttls": relay.starttls,
-                "tracking_domain": stored["tracking_domain"], "custom_footer": stored["custom_footer"]}),
-    ))
+    Ok(json_response(StatusCode::OK, &email_json(&stored)))
 }
 
 /// `DELETE /eddy/v1/workspaces/{ws}/email`.
@@ -670,10 +623,7 @@ pub async fn delete_email(
     State(state): State<SharedState>,
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
-    state
-        .store
-        .delete_object(ws.id, kinds::EMAIL, "settings".into())
-        .await?;
+    records::delete_email_settings(&state.store, ws.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

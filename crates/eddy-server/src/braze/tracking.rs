@@ -44,10 +44,9 @@ fn subject(state: &SharedState, token: &str, kind: char) -> Result<Subject, Http
     }
     let ws = state.store.workspace_by_id(link.w)?.ok_or_else(not_found)?;
     let profile = state.store.profile(ws.id, link.p)?.ok_or_else(not_found)?;
-    let dispatch: Option<Dispatch> = state
-        .store
-        .object(ws.id, kinds::DISPATCH, &link.d)?
-        .and_then(|v| serde_json::from_value(v).ok());
+    // The dispatch may have expired with the history; the link still works.
+    let dispatch: Option<Dispatch> =
+        eddy_messaging::records::dispatch(&state.store, ws.id, &link.d)?;
     let (campaign_id, campaign_name, send_id, variation) = match &dispatch {
         Some(d) => {
             let own = d

@@ -57,8 +57,9 @@ pub fn apply(name: &str, input: Value, args: &[Cow<'_, Value>]) -> Result<Value,
     })
 }
 
-fn hmac_sha1(key: &str, message: &str) -> Vec<u8> {
-    match <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(key.as_bytes()) {
+/// HMAC of the message under the key (HMAC takes keys of any length, so it cannot fail).
+fn hmac<M: Mac + KeyInit>(key: &str, message: &str) -> Vec<u8> {
+    match <M as KeyInit>::new_from_slice(key.as_bytes()) {
         Ok(mut mac) => {
             mac.update(message.as_bytes());
             mac.finalize().into_bytes().to_vec()
@@ -67,14 +68,12 @@ fn hmac_sha1(key: &str, message: &str) -> Vec<u8> {
     }
 }
 
+fn hmac_sha1(key: &str, message: &str) -> Vec<u8> {
+    hmac::<Hmac<sha1::Sha1>>(key, message)
+}
+
 fn hmac_sha256(key: &str, message: &str) -> Vec<u8> {
-    match <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes()) {
-        Ok(mut mac) => {
-            mac.update(message.as_bytes());
-            mac.finalize().into_bytes().to_vec()
-        }
-        Err(_) => Vec::new(),
-    }
+    hmac::<Hmac<sha2::Sha256>>(key, message)
 }
 
 /// Ruby's `URI::DEFAULT_PARSER.escape`: characters outside the URI's reserved and unreserved

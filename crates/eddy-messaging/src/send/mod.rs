@@ -83,9 +83,7 @@ impl Engine {
         dispatch.send_id = req.send_id.clone();
         dispatch.recipient_subscription_state =
             subscription_state(req.recipient_subscription_state.as_deref())?;
-        schedule::apply(&mut dispatch, req.schedule.as_ref())?;
-        self.accept(ws, dispatch.clone()).await?;
-        Ok(dispatch)
+        self.commit_send(ws, dispatch, req.schedule.as_ref()).await
     }
 
     /// `/campaigns/trigger/send` and `/campaigns/trigger/schedule/create`.
@@ -123,7 +121,17 @@ impl Engine {
         dispatch.broadcast = broadcast;
         dispatch.send_id = req.send_id.clone();
         dispatch.trigger_properties = req.trigger_properties.clone().unwrap_or_default();
-        schedule::apply(&mut dispatch, req.schedule.as_ref())?;
+        self.commit_send(ws, dispatch, req.schedule.as_ref()).await
+    }
+
+    /// Schedules the dispatch when asked, commits it and hands it to delivery.
+    async fn commit_send(
+        self: &Arc<Self>,
+        ws: &Workspace,
+        mut dispatch: Dispatch,
+        schedule: Option<&Schedule>,
+    ) -> Result<Dispatch, MessagingError> {
+        schedule::apply(&mut dispatch, schedule)?;
         self.accept(ws, dispatch.clone()).await?;
         Ok(dispatch)
     }

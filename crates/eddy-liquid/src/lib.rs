@@ -32,7 +32,7 @@ pub mod stop;
 pub mod tree;
 pub mod value;
 
-pub use braze::{Braze, user_variables};
+pub use braze::{Braze, USER_FIELDS, user_variables};
 pub use dialect::{Dialect, Shopify};
 pub use fetch::{Fetch, FetchError};
 pub use parse::SyntaxError;

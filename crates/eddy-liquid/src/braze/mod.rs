@@ -17,7 +17,7 @@ use crate::tree::{Runtime, Tag};
 use crate::value::Value;
 
 pub use connected_content::ConnectedContent;
-pub use variables::{protect_braze_names, user_variables};
+pub use variables::{USER_FIELDS, protect_braze_names, user_variables};
 
 /// Braze's Liquid.
 #[derive(Debug, Clone, Copy, Default)]

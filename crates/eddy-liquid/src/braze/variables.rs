@@ -60,6 +60,29 @@ pub fn protect_braze_names(markup: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The fields of a user's `/users/export/ids` object that [`user_variables`] reads: exporting
+/// only these keeps a user's events and purchases out of every render.
+pub const USER_FIELDS: &[&str] = &[
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "external_id",
+    "braze_id",
+    "home_city",
+    "country",
+    "dob",
+    "gender",
+    "language",
+    "time_zone",
+    "random_bucket",
+    "email_subscribe",
+    "push_subscribe",
+    "custom_attributes",
+    "devices",
+    "subscription_groups",
+];
+
 /// The variables a Braze template sees for a user, from the user's `/users/export/ids` object:
 /// the standard tags (`first_name`, `email_address`, `user_id`…) and `custom_attribute`.
 pub fn user_variables(user: &serde_json::Value) -> Object {

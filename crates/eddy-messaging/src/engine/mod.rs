@@ -535,6 +535,8 @@ struct Prepare {
     has_relay: bool,
     settled_below: u64,
     shared: Vec<(String, LValue)>,
+    /// The profile fields templates read (`eddy_liquid::USER_FIELDS`), exported per recipient.
+    user_fields: Vec<String>,
 }
 
 /// Where a prepared chunk ends (none when it was empty), and its recipients.

@@ -204,7 +204,7 @@ impl Engine {
         recipient: &Recipient,
         profile: &Profile,
     ) -> Object {
-        let mut variables = eddy_liquid::user_variables(&profile.export(None));
+        let mut variables = eddy_liquid::user_variables(&profile.export(Some(&job.user_fields)));
         // Braze's subscription links are variables of their own, so that every form reads
         // them: `{{${set_user_to_unsubscribed_url}}}`, with filters, in any field.
         if job.compiled.uses_subscription_links() {
@@ -630,6 +630,46 @@ pub(super) fn abort_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_fields_templates_read_give_the_same_variables_as_the_whole_export() {
+        use eddy_model::attrs::AttrValue;
+        let mut profile = Profile::new("b-1".into(), 1_700_000_000_000);
+        profile.external_id = Some("u1".into());
+        for (field, value) in [
+            ("first_name", json!("Ada")),
+            ("last_name", json!("Lovelace")),
+            ("email", json!("ada@example.com")),
+            ("phone", json!("+15555550100")),
+            ("home_city", json!("London")),
+            ("country", json!("GB")),
+            ("dob", json!("1815-12-10")),
+            ("gender", json!("F")),
+            ("language", json!("en")),
+            ("time_zone", json!("Europe/London")),
+            ("email_subscribe", json!("opted_in")),
+            ("push_subscribe", json!("subscribed")),
+        ] {
+            profile.fields.insert(field.into(), value);
+        }
+        profile
+            .custom
+            .insert("tier".into(), AttrValue::String("gold".into()));
+        profile.devices.push("device-1".into());
+        profile
+            .subscription_groups
+            .insert("g1".into(), "Subscribed".into());
+        profile.record_event("viewed", 1_700_000_000_000);
+        profile.record_purchase("sku", 9.5, 2, 1_700_000_000_000);
+        let fields: Vec<String> = eddy_liquid::USER_FIELDS
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(
+            eddy_liquid::user_variables(&profile.export(Some(&fields))),
+            eddy_liquid::user_variables(&profile.export(None))
+        );
+    }
 
     #[test]
     fn control_groups_are_stable_and_near_their_share() {

@@ -338,6 +338,10 @@ impl Engine {
                 dispatch.claimed
             },
             shared: shared_variables(dispatch),
+            user_fields: eddy_liquid::USER_FIELDS
+                .iter()
+                .map(|field| field.to_string())
+                .collect(),
         });
         Ok((job, channels))
     }

@@ -36,15 +36,26 @@ last_currents_event = {{ type = "string", column = "name" }}
                          capture_output=True, text=True)
     check(out.stdout.strip(), f"no report: {out.stderr}")
     report = json.loads(out.stdout)
+    # The exit code tells schedulers whether every row went: 0 when the run succeeded, 2 when
+    # some rows failed (they are retried next run).
+    expected_code = 0 if report["status"] == "succeeded" else 2
+    check(report["status"] in ("succeeded", "partial"), f"status {report}")
+    check(out.returncode == expected_code, f"exit code {out.returncode} for {report['status']}")
     # 46 records over six event types; cur-1 and cur-2 appear in several (refused as duplicates).
     check(report["rows_read"] == 46, f"rows read {report}")
-    check(report["sent"] >= 40, f"sent {report}")
+    # Each row ends in one place: sent (confirmed by eddy), unchanged, or failed.
+    check(report["sent"] + report["unchanged"] + report["failed"] == 46, f"rows accounted {report}")
+    check(report["sent"] <= report["added"] + report["changed"], f"sent {report}")
+    check(report["failed"] <= 6, f"only the repeated identifiers fail: {report}")
     r = requests.post(f"{url}/users/export/ids", headers={"Authorization": f"Bearer {key}"},
                       json={"external_ids": ["cur-7"], "fields_to_export": ["external_id", "custom_attributes"]})
     user = r.json()["users"][0]
     check(user["custom_attributes"].get("last_currents_event") == "played", f"user {user}")
-    again = json.loads(subprocess.run([eddy, "sync", "run", "--json", "--config", str(work / "sync.toml")],
-                                      capture_output=True, text=True).stdout)
+    second = subprocess.run([eddy, "sync", "run", "--json", "--config", str(work / "sync.toml")],
+                            capture_output=True, text=True)
+    again = json.loads(second.stdout)
+    check(second.returncode == (0 if again["status"] == "succeeded" else 2),
+          f"second run's exit code {second.returncode} for {again['status']}")
     # Nothing new to send: the run's one request is its credentials check.
     check(again["sent"] == 0 and again["requests"] == 1, f"second run {again}")
     print(f"eddy sync from Currents files on S3 (moto): {report['rows_read']} records read, "

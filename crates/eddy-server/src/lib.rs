@@ -782,6 +782,13 @@ async fn edge(State(state): State<SharedState>, mut req: Request, next: Next) ->
         .then(|| req.uri().query().map(str::to_string))
         .flatten();
     let caller = caller_of(&req);
+    // The key the request presents, so that an answer refused before any handler knew the key
+    // (a 403, 404, 413, 429, 501) is still logged in its workspace, under the key's name.
+    let presented = state
+        .api_log
+        .enabled()
+        .then(|| http::presented_key(req.headers(), req.uri().query(), &[]))
+        .flatten();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -823,6 +830,12 @@ async fn edge(State(state): State<SharedState>, mut req: Request, next: Next) ->
     if state.log_requests {
         log.emit(&method, &path, status, took);
     }
+    if log.workspace().is_none()
+        && status >= 400
+        && let Some(secret) = &presented
+    {
+        attribute_refusal(&state, &log, secret);
+    }
     if let Some(ws) = log.workspace()
         && state.api_log.enabled()
     {
@@ -832,6 +845,21 @@ async fn edge(State(state): State<SharedState>, mut req: Request, next: Next) ->
         .await;
     }
     response
+}
+
+/// Names the key and workspace of a refused request in its log, when the key it presents is
+/// one of eddy's (an unknown key belongs to no workspace, so its 401 is in no API log).
+fn attribute_refusal(state: &AppState, log: &request_log::RequestLog, secret: &str) {
+    match state.store.api_key(&eddy_store::ids::sha256_hex(secret)) {
+        Ok(Some(key)) => {
+            log.set_key(&key.name);
+            log.set_workspace(key.workspace, &axum::body::Bytes::new());
+        }
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "api log: the key of a refused request could not be read");
+        }
+    }
 }
 
 /// Adds a workspace's request to the API log, with its answer when the answer is small and

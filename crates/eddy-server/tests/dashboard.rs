@@ -886,3 +886,79 @@ async fn the_root_leads_a_browser_to_the_dashboard() {
     assert_eq!(page.status, 303);
     assert_eq!(page.location.as_deref(), Some("/dashboard"));
 }
+
+#[tokio::test]
+async fn the_api_log_keeps_refused_requests_under_the_keys_name_with_the_reason() {
+    let app = spawn_with(|c| {
+        c.rate_limits.insert(
+            "users.export.ids".into(),
+            eddy_server::ratelimit::RateLimit {
+                limit: 1,
+                window_seconds: 3600,
+            },
+        );
+    })
+    .await;
+    let (status, created) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/api-keys",
+            json!({"name": "export-only", "permissions": ["users.export.ids"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let reader = created["key"].as_str().unwrap().to_string();
+    // 403: a known key without the permission.
+    let (status, _) = app
+        .post_as(&reader, "/users/track", json!({"attributes": []}))
+        .await;
+    assert_eq!(status, 403);
+    // 501: a Braze endpoint eddy does not have; 404: no such endpoint.
+    let (status, _) = app
+        .post_as(&reader, "/canvas/trigger/send", json!({}))
+        .await;
+    assert_eq!(status, 501);
+    let (status, _) = app.post_as(&reader, "/no/such/endpoint", json!({})).await;
+    assert_eq!(status, 404);
+    // 429: past the group's limit.
+    let export = json!({"external_ids": ["nobody"]});
+    let (first, _) = app
+        .post_as(&reader, "/users/export/ids", export.clone())
+        .await;
+    assert_eq!(first, 201);
+    let (second, _) = app.post_as(&reader, "/users/export/ids", export).await;
+    assert_eq!(second, 429);
+    // 401: an unknown key belongs to no workspace, so no workspace's log shows it.
+    let (status, _) = app
+        .post_as("not-a-key", "/users/track", json!({"attributes": []}))
+        .await;
+    assert_eq!(status, 401);
+
+    let (browser, _) = Browser::sign_in(&app).await;
+    let page = browser.get("/dashboard/default/log?status=4xx").await;
+    let text = html_unescaped(&page.text);
+    for (request, reason) in [
+        (
+            "POST /users/track",
+            "does not have sufficient permissions for users.track",
+        ),
+        ("POST /no/such/endpoint", "Invalid URL"),
+        ("POST /users/export/ids", "API rate limit exceeded"),
+    ] {
+        assert!(text.contains(request), "{request} is logged: {text}");
+        assert!(text.contains(reason), "{request} shows why: {reason}");
+    }
+    assert!(text.contains("export-only"), "under the key's name");
+    let page = browser.get("/dashboard/default/log?status=5xx").await;
+    let text = html_unescaped(&page.text);
+    assert!(text.contains("POST /canvas/trigger/send"), "{text}");
+    assert!(text.contains("eddy does not implement"), "{text}");
+    assert!(!text.contains("not-a-key"));
+}
+
+fn html_unescaped(text: &str) -> String {
+    text.replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}

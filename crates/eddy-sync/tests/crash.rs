@@ -11,8 +11,10 @@ use eddy_testkit::braze::spawn_braze;
 
 const CHILD: &str = "EDDY_SYNC_CRASH_CHILD";
 
-/// Not a test on its own: the process the crash test starts and kills.
+/// Not a test on its own: the process the crash test starts and kills (ignored, so that it is
+/// never counted as a passing test; the crash test runs it with `--ignored`).
 #[test]
+#[ignore = "the child process of the crash test, started by it"]
 fn crash_child() {
     let Ok(config) = std::env::var(CHILD) else {
         return;
@@ -48,7 +50,13 @@ first_name = "string"
     let file = w.config(&config);
 
     let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, w.path("sync.toml"))
         .kill_on_drop(true)
         .spawn()

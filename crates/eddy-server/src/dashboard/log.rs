@@ -68,6 +68,9 @@ pub async fn page(State(dash): State<Dash>, page: WsPage, RawQuery(query): RawQu
                         @if !refused.is_empty() {
                             tr.refusals { td colspan="6" { (refused_markup(&refused)) } }
                         }
+                        @if let Some(reason) = refusal_reason(e) {
+                            tr.refusals { td colspan="6" { "Refused: " (reason) } }
+                        }
                     }
                 }
             }
@@ -94,6 +97,15 @@ fn request_json(entry: &Entry) -> Option<Value> {
     let mut value: Value = serde_json::from_slice(&entry.request).ok()?;
     redact(&mut value);
     Some(value)
+}
+
+/// Why an answer of 400 or more refused the request: the `message` of its JSON answer.
+fn refusal_reason(entry: &Entry) -> Option<String> {
+    if entry.status < 400 {
+        return None;
+    }
+    let answer = answer_json(entry)?;
+    answer.get("message")?.as_str().map(str::to_string)
 }
 
 fn answer_json(entry: &Entry) -> Option<Value> {

@@ -100,20 +100,41 @@ proptest! {
     fn track_validation_never_panics(attributes in prop::collection::vec(json_value(), 0..4),
                                      events in prop::collection::vec(json_value(), 0..4),
                                      purchases in prop::collection::vec(json_value(), 0..4)) {
+        let sizes = [("attributes", attributes.len()), ("events", events.len()), ("purchases", purchases.len())];
         let req = TrackRequest { attributes: Some(attributes), events: Some(events), purchases: Some(purchases) };
-        let _ = validate_track(&req, 1_700_000_000_000);
+        match validate_track(&req, 1_700_000_000_000) {
+            Ok(batch) => {
+                // What is kept is at most what was sent, and each refusal names a real object.
+                prop_assert!(batch.attributes.len() <= sizes[0].1);
+                prop_assert!(batch.events.len() <= sizes[1].1);
+                prop_assert!(batch.purchases.len() <= sizes[2].1);
+                for error in &batch.response.errors {
+                    let size = sizes.iter().find(|(name, _)| *name == error.input_array);
+                    prop_assert!(size.is_some_and(|(_, n)| error.index < *n), "{:?}", error);
+                    prop_assert!(!error.kind.is_empty());
+                }
+            }
+            // A request is refused as the caller's fault, never as eddy's.
+            Err(e) => prop_assert!((400..500).contains(&e.status()), "{:?}", e),
+        }
     }
 
     #[test]
     fn body_validation_never_panics(body in json_value()) {
-        let _ = parse_merge(&body);
+        // Every refusal is the caller's (a 4xx), never an internal failure.
+        let callers = |result: Result<(), eddy_model::ApiError>| match result {
+            Ok(()) => Ok(()),
+            Err(e) if (400..500).contains(&e.status()) => Ok(()),
+            Err(e) => Err(TestCaseError::fail(format!("{e:?} is not a 4xx"))),
+        };
+        callers(parse_merge(&body).map(|_| ()))?;
         let wrapped = json!({"merge_updates": [body.clone()]});
-        let _ = parse_merge(&wrapped);
-        if let Ok(req) = serde_json::from_value(body.clone()) { let _ = validate_identify(&req); }
-        if let Ok(req) = serde_json::from_value(body.clone()) { let _ = validate_alias_new(&req); }
-        if let Ok(req) = serde_json::from_value(body.clone()) { let _ = validate_alias_update(&req); }
-        if let Ok(req) = serde_json::from_value(body.clone()) { let _ = validate_delete(&req); }
-        if let Ok(req) = serde_json::from_value(body) { let _ = validate_export_ids(&req); }
+        callers(parse_merge(&wrapped).map(|_| ()))?;
+        if let Ok(req) = serde_json::from_value(body.clone()) { callers(validate_identify(&req))?; }
+        if let Ok(req) = serde_json::from_value(body.clone()) { callers(validate_alias_new(&req))?; }
+        if let Ok(req) = serde_json::from_value(body.clone()) { callers(validate_alias_update(&req))?; }
+        if let Ok(req) = serde_json::from_value(body.clone()) { callers(validate_delete(&req))?; }
+        if let Ok(req) = serde_json::from_value(body) { callers(validate_export_ids(&req))?; }
     }
 
     #[test]

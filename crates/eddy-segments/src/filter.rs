@@ -646,6 +646,42 @@ mod tests {
             f.cohorts(),
             vec![("amplitude".to_string(), "abcd1234".to_string())]
         );
+        // Every node, with every field read as written.
+        let Filter::And(children) = &f else {
+            panic!("the root is 'and': {f:?}");
+        };
+        assert_eq!(children.len(), 4);
+        assert!(
+            matches!(&children[0], Filter::Cohort { partner, op: Op::IncludesValue, cohort_id: Some(id) }
+            if partner == "amplitude" && id == "abcd1234")
+        );
+        assert!(
+            matches!(&children[1], Filter::Attr { name, op: Op::AtLeast, value: Operand::Num(n) }
+            if name == "score" && *n == 10.0)
+        );
+        let Filter::Not(inner) = &children[2] else {
+            panic!("'not': {:?}", children[2]);
+        };
+        assert!(
+            matches!(inner.as_ref(), Filter::Attr { name, op: Op::Equals, value: Operand::Bool(true) }
+            if name == "vip")
+        );
+        let Filter::Or(either) = &children[3] else {
+            panic!("'or': {:?}", children[3]);
+        };
+        assert!(
+            matches!(&either[0], Filter::Event { name, op: CountOp::AtLeast, count: 2, within_days: Some(7) }
+            if name == "played")
+        );
+        assert!(matches!(
+            &either[1],
+            Filter::Purchase {
+                product: None,
+                op: CountOp::AtMost,
+                count: 0,
+                within_days: None
+            }
+        ));
     }
 
     #[test]

@@ -116,6 +116,8 @@ try {
 
   // Segments: build one in the builder; its live size equals the API's.
   await go("/dashboard/default/segments/new");
+  // Before any condition, the builder asks for one instead of calling the filter invalid.
+  await page.waitForFunction(() => document.getElementById("size").textContent.includes("add a condition"), { timeout: 10000 });
   await page.type("#name", "pro web users");
   await page.click("[data-builder] button.secondary");
   const row = "[data-builder] .builder-row";

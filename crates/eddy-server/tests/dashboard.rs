@@ -962,3 +962,51 @@ fn html_unescaped(text: &str) -> String {
         .replace("&#39;", "'")
         .replace("&amp;", "&")
 }
+
+#[tokio::test]
+async fn a_profile_lists_its_messages_and_says_none_for_what_is_unset() {
+    let app = spawn_app().await;
+    app.allow_loopback("default").await;
+    let receiver = eddy_testkit::WebhookReceiver::start().await;
+    app.track(json!({"attributes": [{"external_id": "ada", "first_name": "Ada"}]}))
+        .await;
+    let (status, sent) = app
+        .post(
+            "/messages/send",
+            json!({"external_user_ids": ["ada"],
+                   "messages": {"webhook": {"url": receiver.url("/hook"), "body": "hi {{${first_name}}}"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    let dispatch = sent["dispatch_id"].as_str().unwrap().to_string();
+    for _ in 0..500 {
+        let (_, state) = app
+            .admin_get(&format!(
+                "/eddy/v1/workspaces/default/dispatches/{dispatch}"
+            ))
+            .await;
+        if state["state"] == "done" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (browser, _) = Browser::sign_in(&app).await;
+    let found = browser.get("/dashboard/default/users?q=ada").await;
+    let profile = browser.get(found.location.as_deref().unwrap()).await;
+    let messages = &profile.text[profile.text.find("id=\"messages\"").unwrap()..];
+    assert!(
+        messages.contains("<th scope=\"col\">Outcome</th>"),
+        "a table, not JSON: {messages}"
+    );
+    assert!(messages.contains(&format!("<code>{dispatch}</code>")));
+    assert!(
+        messages.contains("<td>webhook</td><td>sent</td>"),
+        "{messages}"
+    );
+    // Unset facts say so.
+    let identifiers = &profile.text[profile.text.find("id=\"identifiers\"").unwrap()..];
+    assert!(
+        identifiers.contains("<dt>Phone</dt><dd><span class=\"muted\">none</span></dd>"),
+        "{identifiers}"
+    );
+}

@@ -186,11 +186,11 @@ async fn profile_page(
             h2 #identifiers { "Identifiers" }
             dl.facts {
                 dt { "Braze id" } dd { code { (cell(&profile["braze_id"])) } }
-                dt { "External id" } dd { (cell(&profile["external_id"])) }
+                dt { "External id" } dd { (or_none(cell(&profile["external_id"]))) }
                 dt { "Aliases" } dd { (aliases(&profile["user_aliases"])) }
-                dt { "Email" } dd { (cell(&profile["email"])) }
-                dt { "Phone" } dd { (cell(&profile["phone"])) }
-                dt { "Devices" } dd { (profile["devices"].as_array().map(|d| d.iter().map(|x| cell(&x["device_id"])).collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
+                dt { "Email" } dd { (or_none(cell(&profile["email"]))) }
+                dt { "Phone" } dd { (or_none(cell(&profile["phone"]))) }
+                dt { "Devices" } dd { (or_none(profile["devices"].as_array().map(|d| d.iter().map(|x| cell(&x["device_id"])).collect::<Vec<_>>().join(", ")).unwrap_or_default())) }
             }
         }
         section aria-labelledby="standard" {
@@ -229,8 +229,8 @@ async fn profile_page(
         section aria-labelledby="subscriptions" {
             h2 #subscriptions { "Subscriptions" }
             dl.facts {
-                dt { "Email" } dd { (cell(&profile["email_subscribe"])) }
-                dt { "Push" } dd { (cell(&profile["push_subscribe"])) }
+                dt { "Email" } dd { (or_none(cell(&profile["email_subscribe"]))) }
+                dt { "Push" } dd { (or_none(cell(&profile["push_subscribe"]))) }
                 @for g in user.list("subscription_groups") {
                     dt { "Group " code { (cell(&g["id"])) } } dd { (cell(&g["status"])) }
                 }
@@ -253,7 +253,7 @@ async fn profile_page(
         section aria-labelledby="messages" {
             h2 #messages { "Messages" }
             @if messages.list("messages").is_empty() { p { "No message was sent to this user." } } @else {
-                (json_block(messages.get("messages")))
+                (messages_table(messages.list("messages")))
             }
         }
         section aria-labelledby="actions" {
@@ -280,6 +280,46 @@ async fn profile_page(
         Some(&page.session),
         body,
     )
+}
+
+/// A fact that may be unset: "none" (muted) rather than an empty cell.
+fn or_none(text: String) -> Markup {
+    html! {
+        @if text.is_empty() { span.muted { "none" } } @else { (text) }
+    }
+}
+
+/// What each send did for the user, newest first: one row per channel it used (or its outcome
+/// when it used none, e.g. the control group), with the reason of anything not sent.
+fn messages_table(records: &[Value]) -> Markup {
+    let rows = records.iter().flat_map(|record| {
+        let channels: Vec<(String, Value)> = match record["channels"].as_object() {
+            Some(map) if !map.is_empty() => {
+                map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+            }
+            _ => vec![("-".to_string(), record.clone())],
+        };
+        channels
+            .into_iter()
+            .map(move |(channel, outcome)| (record, channel, outcome))
+    });
+    html! {
+        table {
+            thead { tr { th scope="col" { "When" } th scope="col" { "Campaign" } th scope="col" { "Send" } th scope="col" { "Channel" } th scope="col" { "Outcome" } th scope="col" { "Reason" } } }
+            tbody {
+                @for (record, channel, outcome) in rows {
+                    tr {
+                        td { (cell(&record["at"])) }
+                        td { (or_none(cell(&record["campaign_name"]))) }
+                        td { code { (cell(&record["dispatch_id"])) } }
+                        td { (channel) }
+                        td { (cell(&outcome["status"])) }
+                        td { (cell(&outcome["reason"])) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn occurrences(title: &str, list: &Value) -> Markup {

@@ -222,6 +222,13 @@ function setupBuilder() {
       const question = ++asked;
       let filter;
       try { filter = JSON.parse(textarea.value); } catch (e) { output.textContent = "the filter is not JSON yet"; return; }
+      // A group without conditions is a filter being started, not an invalid one.
+      const group = filter && (filter.and || filter.or);
+      if (Array.isArray(group) && group.length === 0) {
+        output.textContent = "add a condition to see the size";
+        output.dataset.size = "";
+        return;
+      }
       output.textContent = "…";
       try {
         const answer = await fetch(root.dataset.sizeUrl, {

@@ -29,8 +29,10 @@ enum LiquidCommand {
         /// (`{"external_id": "…"}`, `{"user_alias": {…}}`, `{"braze_id": "…"}`, `{"email": "…"}`).
         #[arg(long)]
         user: Option<PathBuf>,
-        /// Render through a running eddy (its Connected Content rules and stored users).
-        #[arg(long, env = "EDDY_URL")]
+        /// Render through the running eddy at this URL (its Connected Content rules and stored
+        /// users). Only given on the command line: `EDDY_URL`, which the admin commands read,
+        /// does not turn an offline render into a remote one.
+        #[arg(long)]
         url: Option<String>,
         /// The admin token of that eddy.
         #[arg(long, env = "EDDY_ADMIN_TOKEN")]
@@ -132,11 +134,27 @@ async fn local(
         };
         let fetch = http.scoped("cli", &rules);
         template
-            .render(&variables, Limits::default(), Some(&fetch))
+            .render_report(&variables, Limits::default(), Some(&fetch), None)
             .map_err(|e| anyhow::anyhow!("{e}"))
     })
     .await??;
-    Ok(print_rendered(rendered))
+    for warning in &rendered.warnings {
+        // Offline, the hosts Connected Content may call are this command's, not a workspace's.
+        let warning = warning.replace(
+            "add it to the workspace's allowed_hosts",
+            "pass --allow-host to allow it",
+        );
+        let warning = warning.replace(
+            "add the host to the workspace's allowed_hosts",
+            "pass --allow-host to allow the host",
+        );
+        let warning = warning.replace(
+            "unless the host is in the workspace's allowed_hosts",
+            "unless the host is given with --allow-host",
+        );
+        eprintln!("warning: {warning}");
+    }
+    Ok(print_rendered(rendered.rendered))
 }
 
 fn print_rendered(rendered: Rendered) -> i32 {

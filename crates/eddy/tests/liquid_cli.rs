@@ -116,3 +116,27 @@ async fn render_through_a_running_eddy_uses_its_stored_user() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello Grace");
 }
+
+#[test]
+fn offline_renders_ignore_eddy_url_and_name_allow_host_for_a_refused_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("t.liquid");
+    std::fs::write(
+        &template,
+        "{% connected_content http://127.0.0.1:9/offers :save offers %}Hi{{ offers.x }}",
+    )
+    .unwrap();
+    // EDDY_URL is what the admin commands read; it does not make this render remote.
+    let out = eddy()
+        .args(["liquid", "render"])
+        .arg(&template)
+        .env("EDDY_URL", "http://127.0.0.1:9")
+        .env_remove("EDDY_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hi");
+    assert!(stderr.contains("--allow-host"), "{stderr}");
+    assert!(!stderr.contains("workspace"), "{stderr}");
+}

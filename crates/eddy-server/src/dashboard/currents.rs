@@ -8,7 +8,7 @@ use maud::html;
 use serde_json::{Map, Value, json};
 
 use super::api::encode;
-use super::layout::{self, cell, csrf, flash, number};
+use super::layout::{self, cell, csrf, flash, long_text, number};
 use super::{Dash, Form, WsForm, WsPage};
 
 /// The settings the creation form has a field for, by connector type; anything else goes in
@@ -78,7 +78,7 @@ async fn render(
                             td.num { (number(c["dropped"].as_u64().unwrap_or(0))) }
                             td.num { (number(c["skipped"].as_u64().unwrap_or(0))) }
                             td.num { (c["lag_seconds"].as_u64().unwrap_or(0)) " s" }
-                            td { (cell(&c["last_error"])) }
+                            td.error { (long_text(&c["last_error"])) }
                             td.actions {
                                 @for (action, label) in actions(&cell(&c["state"])) {
                                     form method="post" action={ "/dashboard/" (ws) "/currents/" (encode(&name)) "/" (action) } {

@@ -180,6 +180,25 @@ pub fn cell(value: &Value) -> String {
     }
 }
 
+/// Characters of a long value shown before it folds.
+const FOLD_AFTER: usize = 120;
+
+/// A value that may be long (an error from a remote service, an id): shown whole when short,
+/// else its beginning, with the whole text one click away; it wraps anywhere, so it never
+/// widens its table past the window.
+pub fn long_text(value: &Value) -> Markup {
+    let text = cell(value);
+    let Some((cut, _)) = text.char_indices().nth(FOLD_AFTER) else {
+        return html! { span.long { (text) } };
+    };
+    html! {
+        details.long {
+            summary { (&text[..cut]) "…" }
+            span { (text) }
+        }
+    }
+}
+
 /// A number with thousands separators.
 pub fn number(n: u64) -> String {
     let digits = n.to_string();

@@ -6,7 +6,7 @@ use axum::response::Response;
 use maud::{Markup, html};
 use serde_json::Value;
 
-use super::layout::{self, json_block, number};
+use super::layout::{self, json_block, long_text, number};
 use super::{Dash, WsPage};
 use crate::api_log::{Entry, LogFilter, redact, refused_objects};
 use crate::http::query_param;
@@ -57,7 +57,7 @@ pub async fn page(State(dash): State<Dash>, page: WsPage, RawQuery(query): RawQu
                 tbody {
                     @for e in &entries {
                         tr class=[e.refused.then_some("refused")] {
-                            td { (eddy_model::time::format_iso(e.at_ms)) }
+                            td.when { (eddy_model::time::format_iso(e.at_ms)) }
                             td { a href={ "/dashboard/" (ws) "/log/" (e.id) } { (e.method) " " (e.path) } }
                             td { (e.key) }
                             td.num { (e.status) }
@@ -69,7 +69,7 @@ pub async fn page(State(dash): State<Dash>, page: WsPage, RawQuery(query): RawQu
                             tr.refusals { td colspan="6" { (refused_markup(&refused)) } }
                         }
                         @if let Some(reason) = refusal_reason(e) {
-                            tr.refusals { td colspan="6" { "Refused: " (reason) } }
+                            tr.refusals { td colspan="6" { "Refused: " (long_text(&Value::String(reason))) } }
                         }
                     }
                 }

@@ -5,7 +5,7 @@ use axum::response::Response;
 use maud::html;
 use serde_json::Value;
 
-use super::layout::{self, bar_chart, cell, number};
+use super::layout::{self, bar_chart, cell, long_text, number};
 use super::{Dash, WsPage};
 use crate::api_log::LogFilter;
 
@@ -79,7 +79,7 @@ pub async fn page(State(dash): State<Dash>, page: WsPage) -> Response {
                             td.num { (number(c["delivered"].as_u64().unwrap_or(0))) }
                             td.num { (number(c["pending"].as_u64().unwrap_or(0))) }
                             td.num { (c["lag_seconds"].as_u64().unwrap_or(0)) " s" }
-                            td { (cell(&c["last_error"])) }
+                            td.error { (long_text(&c["last_error"])) }
                         }
                     }
                 }

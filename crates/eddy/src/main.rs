@@ -212,6 +212,138 @@ enum AdminCommand {
         #[command(subcommand)]
         command: DispatchesCommand,
     },
+    /// Campaign definitions (the bodies `POST …/campaigns` takes, from JSON files).
+    Campaigns {
+        /// Workspace name.
+        #[arg(long, global = true, default_value = "default")]
+        workspace: String,
+        #[command(subcommand)]
+        command: CampaignsCommand,
+    },
+    /// The workspace's SMTP relay, tracking domain and email footer.
+    Email {
+        /// Workspace name.
+        #[arg(long, global = true, default_value = "default")]
+        workspace: String,
+        #[command(subcommand)]
+        command: EmailCommand,
+    },
+    /// Content blocks (`{{content_blocks.${name}}}`).
+    ContentBlocks {
+        /// Workspace name.
+        #[arg(long, global = true, default_value = "default")]
+        workspace: String,
+        #[command(subcommand)]
+        command: ContentBlocksCommand,
+    },
+    /// The hosts Connected Content and webhooks may call beyond public ones.
+    ConnectedContent {
+        /// Workspace name.
+        #[arg(long, global = true, default_value = "default")]
+        workspace: String,
+        #[command(subcommand)]
+        command: ConnectedContentCommand,
+    },
+    /// Subscription groups.
+    SubscriptionGroups {
+        /// Workspace name.
+        #[arg(long, global = true, default_value = "default")]
+        workspace: String,
+        #[command(subcommand)]
+        command: SubscriptionGroupsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CampaignsCommand {
+    /// Every campaign.
+    List,
+    /// One campaign.
+    Get { id: String },
+    /// Create a campaign from a JSON file (`-`: standard input); prints it with its id.
+    Create {
+        /// The campaign, as `POST …/campaigns` takes it.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Replace a campaign's definition from a JSON file.
+    Update {
+        id: String,
+        /// The campaign, as `PUT …/campaigns/{id}` takes it.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Delete a campaign (sends already accepted still finish).
+    Delete { id: String },
+}
+
+#[derive(Subcommand)]
+enum EmailCommand {
+    /// The relay (its password never shown), tracking domain and footer.
+    Get,
+    /// Set them from a JSON file: `{"smtp_url", "starttls"?, "tracking_domain"?,
+    /// "custom_footer"?, "validate"?}`.
+    Set {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Remove them (email sends are refused until set again).
+    Delete,
+}
+
+#[derive(Subcommand)]
+enum ContentBlocksCommand {
+    /// Every content block.
+    List,
+    /// One content block.
+    Get { name: String },
+    /// Save a content block from a Liquid file (refused with its line when it does not parse).
+    Put {
+        name: String,
+        /// The block's Liquid.
+        #[arg(long)]
+        file: PathBuf,
+        /// What it is for.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Delete a content block.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
+enum ConnectedContentCommand {
+    /// The allowed hosts and the credentials' names.
+    Get,
+    /// Replace the allowed hosts (`host` or `host:port`, repeat the flag; none clears them).
+    SetHosts {
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SubscriptionGroupsCommand {
+    /// Every subscription group.
+    List,
+    /// Create or replace a group from a JSON file (`{"name", "channel"}`).
+    Put {
+        id: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Delete a group.
+    Delete { id: String },
+}
+
+/// A JSON file's value (`-`: standard input).
+fn json_file(path: &Path) -> anyhow::Result<Value> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
 }
 
 #[derive(Subcommand)]
@@ -700,6 +832,96 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 DispatchesCommand::Cancel { id } => {
                     (reqwest::Method::POST, format!("{base}/{id}/cancel"), None)
                 }
+            }
+        }
+        AdminCommand::Campaigns { workspace, command } => {
+            let base = format!("/eddy/v1/workspaces/{workspace}/campaigns");
+            match command {
+                CampaignsCommand::List => (reqwest::Method::GET, base, None),
+                CampaignsCommand::Get { id } => {
+                    (reqwest::Method::GET, format!("{base}/{}", encode(id)), None)
+                }
+                CampaignsCommand::Create { file } => {
+                    (reqwest::Method::POST, base, Some(json_file(file)?))
+                }
+                CampaignsCommand::Update { id, file } => (
+                    reqwest::Method::PUT,
+                    format!("{base}/{}", encode(id)),
+                    Some(json_file(file)?),
+                ),
+                CampaignsCommand::Delete { id } => (
+                    reqwest::Method::DELETE,
+                    format!("{base}/{}", encode(id)),
+                    None,
+                ),
+            }
+        }
+        AdminCommand::Email { workspace, command } => {
+            let path = format!("/eddy/v1/workspaces/{workspace}/email");
+            match command {
+                EmailCommand::Get => (reqwest::Method::GET, path, None),
+                EmailCommand::Set { file } => (reqwest::Method::PUT, path, Some(json_file(file)?)),
+                EmailCommand::Delete => (reqwest::Method::DELETE, path, None),
+            }
+        }
+        AdminCommand::ContentBlocks { workspace, command } => {
+            let base = format!("/eddy/v1/workspaces/{workspace}/content-blocks");
+            match command {
+                ContentBlocksCommand::List => (reqwest::Method::GET, base, None),
+                ContentBlocksCommand::Get { name } => (
+                    reqwest::Method::GET,
+                    format!("{base}/{}", encode(name)),
+                    None,
+                ),
+                ContentBlocksCommand::Put {
+                    name,
+                    file,
+                    description,
+                } => {
+                    let content = std::fs::read_to_string(file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    let mut body = json!({"content": content});
+                    if let Some(description) = description {
+                        body["description"] = json!(description);
+                    }
+                    (
+                        reqwest::Method::PUT,
+                        format!("{base}/{}", encode(name)),
+                        Some(body),
+                    )
+                }
+                ContentBlocksCommand::Delete { name } => (
+                    reqwest::Method::DELETE,
+                    format!("{base}/{}", encode(name)),
+                    None,
+                ),
+            }
+        }
+        AdminCommand::ConnectedContent { workspace, command } => {
+            let path = format!("/eddy/v1/workspaces/{workspace}/connected-content");
+            match command {
+                ConnectedContentCommand::Get => (reqwest::Method::GET, path, None),
+                ConnectedContentCommand::SetHosts { hosts } => (
+                    reqwest::Method::PUT,
+                    path,
+                    Some(json!({"allowed_hosts": hosts})),
+                ),
+            }
+        }
+        AdminCommand::SubscriptionGroups { workspace, command } => {
+            let base = format!("/eddy/v1/workspaces/{workspace}/subscription-groups");
+            match command {
+                SubscriptionGroupsCommand::List => (reqwest::Method::GET, base, None),
+                SubscriptionGroupsCommand::Put { id, file } => (
+                    reqwest::Method::PUT,
+                    format!("{base}/{}", encode(id)),
+                    Some(json_file(file)?),
+                ),
+                SubscriptionGroupsCommand::Delete { id } => (
+                    reqwest::Method::DELETE,
+                    format!("{base}/{}", encode(id)),
+                    None,
+                ),
             }
         }
     };

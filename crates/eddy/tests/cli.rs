@@ -255,3 +255,118 @@ async fn eddy_admin_covers_users_connectors_keys_and_partners() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test]
+async fn eddy_admin_manages_campaigns_email_content_blocks_hosts_and_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, base) = serve(dir.path()).await;
+    let run = |args: &[&str]| {
+        eddy()
+            .arg("admin")
+            .args(args)
+            .args(["--url", &base, "--token", "admin"])
+            .output()
+            .expect("run")
+    };
+    let admin = |args: &[&str]| {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let json = |text: String| -> serde_json::Value { serde_json::from_str(&text).expect("json") };
+    let file = |name: &str, content: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+
+    // Campaigns: created from a file, read, replaced, listed, deleted.
+    let campaign = file(
+        "campaign.json",
+        r#"{"name": "welcome", "messages": {"webhook": {"url": "https://example.com/hook", "body": "hi {{${first_name}}}"}}}"#,
+    );
+    let created = json(admin(&["campaigns", "create", "--file", &campaign]));
+    let id = created["id"].as_str().expect("an id").to_string();
+    assert_eq!(json(admin(&["campaigns", "get", &id]))["name"], "welcome");
+    let renamed = file(
+        "renamed.json",
+        r#"{"name": "welcome v2", "messages": {"webhook": {"url": "https://example.com/hook"}}}"#,
+    );
+    assert_eq!(
+        json(admin(&["campaigns", "update", &id, "--file", &renamed]))["name"],
+        "welcome v2"
+    );
+    assert!(admin(&["campaigns", "list"]).contains("welcome v2"));
+    admin(&["campaigns", "delete", &id]);
+    assert!(!run(&["campaigns", "get", &id]).status.success());
+
+    // Email settings: saved without a connection check, shown without the password.
+    let email = file(
+        "email.json",
+        r#"{"smtp_url": "smtp://mailer:s3cret@127.0.0.1:2525", "validate": false, "tracking_domain": "links.example.com"}"#,
+    );
+    admin(&["email", "set", "--file", &email]);
+    let shown = admin(&["email", "get"]);
+    assert!(
+        shown.contains("links.example.com") && !shown.contains("s3cret"),
+        "{shown}"
+    );
+    admin(&["email", "delete"]);
+    assert!(!run(&["email", "get"]).status.success());
+
+    // Content blocks: a Liquid file; one that does not parse is refused with its line.
+    let block = file("footer.liquid", "Bye {{${first_name}}}");
+    admin(&[
+        "content-blocks",
+        "put",
+        "footer",
+        "--file",
+        &block,
+        "--description",
+        "sign-off",
+    ]);
+    assert!(admin(&["content-blocks", "get", "footer"]).contains("Bye"));
+    assert!(admin(&["content-blocks", "list"]).contains("sign-off"));
+    let broken = file("broken.liquid", "{% if %}");
+    let refused = run(&["content-blocks", "put", "broken", "--file", &broken]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("400"));
+    admin(&["content-blocks", "delete", "footer"]);
+
+    // Connected Content hosts.
+    admin(&[
+        "connected-content",
+        "set-hosts",
+        "--host",
+        "offers.internal:8080",
+        "--host",
+        "10.0.0.7",
+    ]);
+    let hosts = admin(&["connected-content", "get"]);
+    assert!(
+        hosts.contains("offers.internal:8080") && hosts.contains("10.0.0.7"),
+        "{hosts}"
+    );
+    assert!(
+        !run(&["connected-content", "set-hosts", "--host", "not a host"])
+            .status
+            .success()
+    );
+
+    // Subscription groups.
+    let group = file(
+        "group.json",
+        r#"{"name": "Newsletter", "channel": "email"}"#,
+    );
+    admin(&["subscription-groups", "put", "newsletter", "--file", &group]);
+    assert!(admin(&["subscription-groups", "list"]).contains("Newsletter"));
+    admin(&["subscription-groups", "delete", "newsletter"]);
+    assert!(!admin(&["subscription-groups", "list"]).contains("Newsletter"));
+
+    let _ = child.kill();
+    let _ = child.wait();
+}

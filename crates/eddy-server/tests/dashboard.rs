@@ -143,6 +143,9 @@ const POST_ACTIONS: &[&str] = &[
     "/dashboard/default/keys",
     "/dashboard/default/keys/abc/revoke",
     "/dashboard/default/templates",
+    "/dashboard/default/campaigns",
+    "/dashboard/default/campaigns/abc/edit",
+    "/dashboard/default/dispatches/abc/cancel",
 ];
 
 #[tokio::test]
@@ -1009,4 +1012,94 @@ async fn a_profile_lists_its_messages_and_says_none_for_what_is_unset() {
         identifiers.contains("<dt>Phone</dt><dd><span class=\"muted\">none</span></dd>"),
         "{identifiers}"
     );
+}
+
+#[tokio::test]
+async fn campaigns_are_created_edited_and_their_sends_cancelled_from_the_dashboard() {
+    let app = spawn_app().await;
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    // A definition that is not JSON, or that the API refuses, stays in the form with the reason.
+    let page = browser
+        .post(
+            "/dashboard/default/campaigns",
+            &[("csrf", &csrf), ("definition", "{not json")],
+        )
+        .await;
+    assert_eq!(page.status, 400);
+    assert!(page.text.contains("not JSON") && page.text.contains("{not json"));
+    let broken = r#"{"name": "bad", "messages": {"webhook": {"url": "https://example.com/h", "body": "{% if %}"}}}"#;
+    let page = browser
+        .post(
+            "/dashboard/default/campaigns",
+            &[("csrf", &csrf), ("definition", broken)],
+        )
+        .await;
+    assert_eq!(page.status, 400, "{}", page.text);
+    assert!(
+        page.text.contains("Liquid"),
+        "the reason is shown: {}",
+        page.text
+    );
+    // A good one: created, then its page.
+    let good = r#"{"name": "Welcome", "messages": {"webhook": {"url": "https://example.com/hook", "body": "hi {{${first_name}}}"}}}"#;
+    let created = browser
+        .post(
+            "/dashboard/default/campaigns",
+            &[("csrf", &csrf), ("definition", good)],
+        )
+        .await;
+    assert_eq!(created.status, 303, "{}", created.text);
+    let location = created.location.clone().unwrap();
+    let id = location.rsplit('/').next().unwrap().to_string();
+    let page = browser.get(&location).await;
+    assert!(page.text.contains("Campaign Welcome"));
+    // Edited in place.
+    let renamed =
+        r#"{"name": "Welcome back", "messages": {"webhook": {"url": "https://example.com/hook"}}}"#;
+    let page = browser
+        .post(
+            &format!("{location}/edit"),
+            &[("csrf", &csrf), ("definition", renamed)],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("campaign saved") && page.text.contains("Campaign Welcome back"));
+    let (_, stored) = app
+        .admin_get(&format!("/eddy/v1/workspaces/default/campaigns/{id}"))
+        .await;
+    assert_eq!(stored["name"], "Welcome back");
+    // A scheduled send of it shows with a Cancel button that cancels it.
+    app.track(json!({"attributes": [{"external_id": "ada", "first_name": "Ada"}]}))
+        .await;
+    let (status, sent) = app
+        .post(
+            "/campaigns/trigger/schedule/create",
+            json!({"campaign_id": id, "recipients": [{"external_user_id": "ada"}],
+                   "schedule": {"time": "2099-01-01T00:00:00Z"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    let dispatch = sent["dispatch_id"].as_str().unwrap().to_string();
+    let page = browser.get(&location).await;
+    let cancel = format!("/dashboard/default/dispatches/{dispatch}/cancel");
+    assert!(page.text.contains(&cancel), "{}", page.text);
+    let page = browser
+        .post(&cancel, &[("csrf", &csrf), ("campaign", &id)])
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(
+        page.text.contains(&format!("send {dispatch} cancelled")),
+        "{}",
+        page.text
+    );
+    assert!(
+        !page.text.contains(&cancel),
+        "a cancelled send has no Cancel button"
+    );
+    let (_, state) = app
+        .admin_get(&format!(
+            "/eddy/v1/workspaces/default/dispatches/{dispatch}"
+        ))
+        .await;
+    assert_eq!(state["state"], "cancelled");
 }

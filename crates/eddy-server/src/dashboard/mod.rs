@@ -6,12 +6,14 @@
 //!   (the same handlers, checks and store operations as `curl` against `/eddy/v1`).
 //! - [`layout`]: the page frame, navigation and shared pieces (tables, charts, messages).
 //! - One file per page: [`overview`], [`log`], [`users`], [`segments`], [`cohorts`],
-//!   [`currents`], [`keys`], [`templates`] (the Liquid playground and campaigns).
+//!   [`currents`], [`keys`], [`templates`] (the Liquid playground), [`campaigns`] (definitions
+//!   and their sends, with cancel).
 //!
 //! Pages answer only to a valid session; everything else under `/dashboard` redirects to the
 //! sign-in page. Forms post `csrf`, and `fetch` calls send `x-csrf-token`.
 
 pub mod api;
+pub mod campaigns;
 pub mod cohorts;
 pub mod currents;
 pub mod keys;
@@ -109,8 +111,16 @@ pub fn routes(app: SharedState, api: Router) -> Router {
             "/dashboard/{ws}/templates",
             get(templates::playground).post(templates::render),
         )
-        .route("/dashboard/{ws}/campaigns", get(templates::campaigns))
-        .route("/dashboard/{ws}/campaigns/{id}", get(templates::campaign))
+        .route(
+            "/dashboard/{ws}/campaigns",
+            get(campaigns::list).post(campaigns::create),
+        )
+        .route("/dashboard/{ws}/campaigns/{id}", get(campaigns::campaign))
+        .route("/dashboard/{ws}/campaigns/{id}/edit", post(campaigns::edit))
+        .route(
+            "/dashboard/{ws}/dispatches/{id}/cancel",
+            post(campaigns::cancel),
+        )
         .layer(axum::middleware::map_response(security_headers))
         .with_state(Dash { app, api })
 }

@@ -1,14 +1,13 @@
-//! Templates and campaigns: a Liquid playground (a template rendered for a stored user with
-//! trigger properties, through the admin API's renderer) and the campaigns with their sends.
+//! The Liquid playground: a template rendered for a stored user with trigger properties,
+//! through the admin API's renderer.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use maud::html;
 use serde_json::{Map, Value, json};
 
-use super::api::encode;
-use super::layout::{self, cell, csrf, json_block, number};
+use super::layout::{self, cell, csrf};
 use super::{Dash, WsForm, WsPage};
 
 /// What the playground shows: the inputs, and the rendering when there is one.
@@ -133,112 +132,4 @@ pub async fn render(State(dash): State<Dash>, WsForm { page, form }: WsForm) -> 
         Err(format!("{}{line}", reply.message()))
     });
     render_page(&page, draft, status)
-}
-
-/// `GET /dashboard/{ws}/campaigns`.
-pub async fn campaigns(State(dash): State<Dash>, page: WsPage) -> Response {
-    let ws = page.ws.name.clone();
-    let list = dash.get(&format!("/workspaces/{ws}/campaigns")).await;
-    let sends = dash
-        .get(&format!("/workspaces/{ws}/dispatches?limit=20"))
-        .await;
-    let body = html! {
-        h1 { "Campaigns" }
-        @if list.list("campaigns").is_empty() {
-            p { "No campaigns. Create them with " code { "POST /eddy/v1/workspaces/" (ws) "/campaigns" } " (see docs/messaging.md)." }
-        } @else {
-            table {
-                thead { tr { th scope="col" { "Name" } th scope="col" { "Channels" } th scope="col" { "Created" } th scope="col" { "Id" } } }
-                tbody {
-                    @for c in list.list("campaigns") {
-                        tr {
-                            td { a href={ "/dashboard/" (ws) "/campaigns/" (encode(&cell(&c["id"]))) } { (cell(&c["name"])) } }
-                            td { (c["messages"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default()) }
-                            td { (cell(&c["created_at"])) }
-                            td { code { (cell(&c["id"])) } }
-                        }
-                    }
-                }
-            }
-        }
-        h2 { "Latest sends" }
-        (dispatch_table(sends.list("dispatches")))
-    };
-    layout::frame(
-        "Campaigns",
-        Some((&page, "/campaigns")),
-        Some(&page.session),
-        body,
-    )
-}
-
-/// `GET /dashboard/{ws}/campaigns/{id}`: the campaign and its sends with their outcomes.
-pub async fn campaign(
-    State(dash): State<Dash>,
-    page: WsPage,
-    Path((_, id)): Path<(String, String)>,
-) -> Response {
-    let ws = page.ws.name.clone();
-    let campaign = dash
-        .get(&format!("/workspaces/{ws}/campaigns/{}", encode(&id)))
-        .await;
-    if !campaign.ok() {
-        return layout::not_found(&page.session, &campaign.message());
-    }
-    let sends = dash
-        .get(&format!(
-            "/workspaces/{ws}/dispatches?campaign_id={}&limit=100",
-            encode(&id)
-        ))
-        .await;
-    let body = html! {
-        h1 { "Campaign " (cell(campaign.get("name"))) }
-        h2 { "Sends" }
-        (dispatch_table(sends.list("dispatches")))
-        h2 { "Definition" }
-        (json_block(&campaign.body))
-    };
-    layout::frame(
-        "Campaign",
-        Some((&page, "/campaigns")),
-        Some(&page.session),
-        body,
-    )
-}
-
-fn dispatch_table(dispatches: &[Value]) -> maud::Markup {
-    let count = |d: &Value, field: &str| number(d["counts"][field].as_u64().unwrap_or(0));
-    html! {
-        @if dispatches.is_empty() {
-            p { "No sends yet." }
-        } @else {
-            table {
-                thead { tr {
-                    th scope="col" { "Created" } th scope="col" { "Campaign" } th scope="col" { "Kind" } th scope="col" { "State" }
-                    th scope="col" { "Audience" } th scope="col" { "Sent" } th scope="col" { "Failed" } th scope="col" { "Aborted" } th scope="col" { "Skipped" } th scope="col" { "Control" }
-                } }
-                tbody {
-                    @for d in dispatches {
-                        tr {
-                            td { (cell(&d["created_at"])) }
-                            td { (cell(&d["campaign_name"])) }
-                            td { (cell(&d["kind"])) }
-                            td {
-                                (cell(&d["state"]))
-                                @if let Some(why) = d["failure"].as_str() {
-                                    br; small { (why) }
-                                }
-                            }
-                            td.num { (number(d["audience_size"].as_u64().unwrap_or(0))) }
-                            td.num { (count(d, "sent")) }
-                            td.num { (count(d, "failed")) }
-                            td.num { (count(d, "aborted")) }
-                            td.num { (count(d, "skipped")) }
-                            td.num { (count(d, "control")) }
-                        }
-                    }
-                }
-            }
-        }
-    }
 }

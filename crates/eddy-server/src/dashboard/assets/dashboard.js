@@ -253,7 +253,14 @@ function setupBuilder() {
   askSize();
 }
 
+// A table of sends refreshes itself while one is going out, so progress shows live.
+function followSends() {
+  if (!document.querySelector("[data-live='sending']")) return;
+  setTimeout(() => { if (!document.querySelector("textarea:focus, input:focus")) location.reload(); else followSends(); }, 2000);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  followSends();
   setupWorkspaceSwitch();
   setupBuilder();
 });

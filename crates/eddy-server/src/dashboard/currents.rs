@@ -64,7 +64,7 @@ async fn render(
                 thead { tr {
                     th scope="col" { "Name" } th scope="col" { "Type" } th scope="col" { "State" }
                     th scope="col" { "Delivered" } th scope="col" { "Pending" } th scope="col" { "Dropped" }
-                    th scope="col" { "Skipped" } th scope="col" { "Lag" } th scope="col" { "Last error" } th scope="col" { "Actions" }
+                    th scope="col" { "Skipped" } th scope="col" { "Lag" } th scope="col" { "Last error" }
                 } }
                 tbody {
                     @for c in reply.list("connectors") {
@@ -79,15 +79,21 @@ async fn render(
                             td.num { (number(c["skipped"].as_u64().unwrap_or(0))) }
                             td.num { (c["lag_seconds"].as_u64().unwrap_or(0)) " s" }
                             td.error { (long_text(&c["last_error"])) }
-                            td.actions {
-                                @for (action, label) in actions(&cell(&c["state"])) {
-                                    form method="post" action={ "/dashboard/" (ws) "/currents/" (encode(&name)) "/" (action) } {
-                                        (csrf(&page.session))
-                                        @if action == "replay" {
-                                            label for={ "from-" (name) } { "Replay from (UTC)" }
-                                            input id={ "from-" (name) } name="from" type="datetime-local" required;
+                        }
+                        // The actions get a row of their own, so that a long error or many
+                        // figures never push them out of the window.
+                        tr.connector-actions data-connector=(name) {
+                            td.actions colspan="9" {
+                                div.action-list {
+                                    @for (action, label) in actions(&cell(&c["state"])) {
+                                        form method="post" action={ "/dashboard/" (ws) "/currents/" (encode(&name)) "/" (action) } {
+                                            (csrf(&page.session))
+                                            @if action == "replay" {
+                                                label for={ "from-" (name) } { "Replay from (UTC)" }
+                                                input id={ "from-" (name) } name="from" type="datetime-local" required;
+                                            }
+                                            button type="submit" class=[(action == "delete").then_some("danger")] { (label) " " span.visually-hidden { (name) } }
                                         }
-                                        button type="submit" class=[(action == "delete").then_some("danger")] { (label) " " span.visually-hidden { (name) } }
                                     }
                                 }
                             }

@@ -547,11 +547,11 @@ fn api_routes(state: SharedState) -> Router {
         )
         .route(
             "/messages/schedule/update",
-            post(messaging::messages_schedule_update),
+            post(messaging::schedule_update::<extract::MessagesScheduleUpdate>),
         )
         .route(
             "/messages/schedule/delete",
-            post(messaging::messages_schedule_delete),
+            post(messaging::schedule_delete::<extract::MessagesScheduleDelete>),
         )
         .route(
             "/messages/scheduled_broadcasts",
@@ -564,11 +564,11 @@ fn api_routes(state: SharedState) -> Router {
         )
         .route(
             "/campaigns/trigger/schedule/update",
-            post(messaging::trigger_schedule_update),
+            post(messaging::schedule_update::<extract::CampaignsTriggerScheduleUpdate>),
         )
         .route(
             "/campaigns/trigger/schedule/delete",
-            post(messaging::trigger_schedule_delete),
+            post(messaging::schedule_delete::<extract::CampaignsTriggerScheduleDelete>),
         )
         .route(
             "/transactional/v1/campaigns/{campaign_id}/send",

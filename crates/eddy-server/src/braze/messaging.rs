@@ -27,9 +27,8 @@ use serde_json::{Map, Value, json};
 use crate::SharedState;
 use crate::extract::{
     AdminWorkspace, CampaignsDetails, CampaignsList, CampaignsTriggerScheduleCreate,
-    CampaignsTriggerScheduleDelete, CampaignsTriggerScheduleUpdate, CampaignsTriggerSend, JsonBody,
-    MessagesScheduleCreate, MessagesScheduleDelete, MessagesScheduleUpdate,
-    MessagesScheduledBroadcasts, MessagesSend, Rest, SendsIdCreate, TransactionalSend,
+    CampaignsTriggerSend, JsonBody, MessagesScheduleCreate, MessagesScheduledBroadcasts,
+    MessagesSend, Permission, Rest, SendsIdCreate, TransactionalSend,
 };
 use crate::http::{HttpError, bad, json_response};
 
@@ -85,10 +84,12 @@ pub async fn messages_schedule_create(
     Ok(accepted(&dispatch))
 }
 
-/// `POST /messages/schedule/update` `{"schedule_id", "schedule"?, "messages"?}`.
-pub async fn messages_schedule_update(
+/// `POST /messages/schedule/update` `{"schedule_id", "schedule"?, "messages"?}` and
+/// `POST /campaigns/trigger/schedule/update` `{"campaign_id", "schedule_id", "schedule"}`: the
+/// same change, under each endpoint's permission.
+pub async fn schedule_update<P: Permission>(
     State(state): State<SharedState>,
-    rest: Rest<MessagesScheduleUpdate>,
+    rest: Rest<P>,
 ) -> Answer {
     let change: ScheduleChange = rest.json()?;
     state
@@ -98,36 +99,11 @@ pub async fn messages_schedule_update(
     Ok(success())
 }
 
-/// `POST /messages/schedule/delete` `{"schedule_id"}`.
-pub async fn messages_schedule_delete(
+/// `POST /messages/schedule/delete` `{"schedule_id"}` and `POST
+/// /campaigns/trigger/schedule/delete` `{"campaign_id", "schedule_id"}`.
+pub async fn schedule_delete<P: Permission>(
     State(state): State<SharedState>,
-    rest: Rest<MessagesScheduleDelete>,
-) -> Answer {
-    let change: ScheduleChange = rest.json()?;
-    state
-        .engine
-        .delete_schedule(&rest.workspace, change)
-        .await?;
-    Ok(success())
-}
-
-/// `POST /campaigns/trigger/schedule/update` `{"campaign_id", "schedule_id", "schedule"}`.
-pub async fn trigger_schedule_update(
-    State(state): State<SharedState>,
-    rest: Rest<CampaignsTriggerScheduleUpdate>,
-) -> Answer {
-    let change: ScheduleChange = rest.json()?;
-    state
-        .engine
-        .update_schedule(&rest.workspace, change)
-        .await?;
-    Ok(success())
-}
-
-/// `POST /campaigns/trigger/schedule/delete` `{"campaign_id", "schedule_id"}`.
-pub async fn trigger_schedule_delete(
-    State(state): State<SharedState>,
-    rest: Rest<CampaignsTriggerScheduleDelete>,
+    rest: Rest<P>,
 ) -> Answer {
     let change: ScheduleChange = rest.json()?;
     state

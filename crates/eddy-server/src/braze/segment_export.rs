@@ -220,7 +220,7 @@ impl ExportJob {
                 .map_err(|e| e.to_string())??;
             let name = part_name(part, job.gzip);
             match destination {
-                Destination::Local(dir) => tokio::fs::write(dir.join(&name), bytes)
+                Destination::Local(dir) => write_whole(dir, &name, bytes)
                     .await
                     .map_err(|e| e.to_string())?,
                 Destination::S3 { store, prefix } => {
@@ -443,4 +443,16 @@ pub async fn status(
                 "started_at": time::format_iso(status.started_at),
                 "finished_at": status.finished_at.map(time::format_iso)}),
     ))
+}
+
+/// Writes a local export file so that it appears whole: written and synced under a temporary
+/// name, then renamed, as an object appears in S3 only once uploaded.
+async fn write_whole(dir: &std::path::Path, name: &str, bytes: Vec<u8>) -> std::io::Result<()> {
+    let partial = dir.join(format!(".{name}.partial"));
+    let file = dir.join(name);
+    let mut out = tokio::fs::File::create(&partial).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut out, &bytes).await?;
+    out.sync_all().await?;
+    drop(out);
+    tokio::fs::rename(&partial, &file).await
 }

@@ -127,6 +127,24 @@ def several_nodes(blocks, work, env):
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"])
 
 
+def run_answered(block, work, env):
+    """Runs each curl of a README block and holds its answer to the `# STATUS [BODY]` line that
+    follows it: the status always, the body too when the README writes one."""
+    lines = list(block)
+    for i, line in enumerate(lines):
+        if not line.startswith("curl"):
+            continue
+        said = lines[i + 1] if i + 1 < len(lines) and re.match(r"# \d{3}\b", lines[i + 1]) else None
+        if said is None:
+            raise SystemExit(f"the README's `{line[:60]}…` says no answer (`# STATUS [BODY]` on the next line)")
+        expected_status, _, expected_body = said[2:].partition(" ")
+        print(f"$ {line[:100]}…", flush=True)
+        out = subprocess.run(line + " -sS -w '\\n%{http_code}'", shell=True, cwd=work, env=env, capture_output=True, text=True)
+        body, _, status = out.stdout.rpartition("\n")
+        if out.returncode != 0 or status != expected_status or (expected_body and body != expected_body.strip()):
+            raise SystemExit(f"the README says `{said}`, eddy answered `{status} {body}` {out.stderr}")
+
+
 def main():
     readme = open(os.path.join(ROOT, "README.md")).read()
     blocks = shell_blocks(readme)
@@ -241,6 +259,16 @@ def main():
                 raise SystemExit(f"the README says the receiver gets POST {path} {text!r}; it got {received}")
         finally:
             receiver.shutdown()
+        # The identity and campaign examples, each answer as the README writes it.
+        examples = {
+            "identities": lambda b: b[0].startswith("curl -X POST http://127.0.0.1:8780/users/track") and "anon-9" in b[0],
+            "campaigns": lambda b: b[0].startswith("curl -X POST http://127.0.0.1:8780/eddy/v1/workspaces/default/campaigns"),
+        }
+        for name, found in examples.items():
+            block = next((b for b in blocks if b and found(b)), None)
+            if block is None:
+                raise SystemExit(f"no {name} example block in the README")
+            run_answered(block, work, env)
         # The PostgreSQL store's migrate command, against the machine's PostgreSQL.
         migrate = [strip_comment(l) for b in blocks for l in b if l.startswith("cargo run") and " migrate --store " in l]
         if len(migrate) != 1:
@@ -259,7 +287,7 @@ def main():
             raise SystemExit(f"the README's migrate command: exit {out.returncode}: {out.stdout} {out.stderr[-2000:]}")
         print(out.stdout.strip())
         several_nodes(blocks, work, env)
-        print("the README's serve, admin, curl, Liquid, sending, migrate and several-node commands work as written")
+        print("the README's serve, admin, curl, Liquid, sending, identity, campaign, migrate and several-node commands work as written")
     finally:
         if server is not None and server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)

@@ -782,12 +782,17 @@ async fn edge(State(state): State<SharedState>, mut req: Request, next: Next) ->
         .then(|| req.uri().query().map(str::to_string))
         .flatten();
     let caller = caller_of(&req);
-    // The key the request presents, so that an answer refused before any handler knew the key
-    // (a 403, 404, 413, 429, 501) is still logged in its workspace, under the key's name.
-    let presented = state
+    // The Authorization header (a reference-counted copy), so that an answer refused before
+    // any handler knew the key (a 403, 404, 413, 429, 501) is still logged in its workspace,
+    // under the key's name; the key itself is read only for such answers.
+    let authorization = state
         .api_log
         .enabled()
-        .then(|| http::presented_key(req.headers(), req.uri().query(), &[]))
+        .then(|| {
+            req.headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .cloned()
+        })
         .flatten();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -830,11 +835,14 @@ async fn edge(State(state): State<SharedState>, mut req: Request, next: Next) ->
     if state.log_requests {
         log.emit(&method, &path, status, took);
     }
-    if log.workspace().is_none()
-        && status >= 400
-        && let Some(secret) = &presented
-    {
-        attribute_refusal(&state, &log, secret);
+    if log.workspace().is_none() && status >= 400 && state.api_log.enabled() {
+        let mut headers = axum::http::HeaderMap::new();
+        if let Some(value) = authorization {
+            headers.insert(axum::http::header::AUTHORIZATION, value);
+        }
+        if let Some(secret) = http::presented_key(&headers, query.as_deref(), &[]) {
+            attribute_refusal(&state, &log, &secret);
+        }
     }
     if let Some(ws) = log.workspace()
         && state.api_log.enabled()

@@ -109,6 +109,9 @@ impl Engine {
         end_ms: i64,
     ) -> Result<Vec<ScheduledSend>, MessagingError> {
         let mut out = Vec::new();
+        // Several sends of one campaign read its tags once.
+        let mut tags_of: std::collections::HashMap<String, Vec<String>> =
+            std::collections::HashMap::new();
         for (schedule_id, entry) in self.store().objects(ws, kinds::SCHEDULE)? {
             let dispatch = self.dispatch_of_schedule(ws, &schedule_id, &entry)?;
             let Some(dispatch) = dispatch else {
@@ -118,9 +121,16 @@ impl Engine {
                 continue;
             }
             let tags = match &dispatch.campaign_id {
-                Some(id) => crate::records::campaign(self.store(), ws, id)?
-                    .map(|campaign| campaign.tags)
-                    .unwrap_or_default(),
+                Some(id) => match tags_of.get(id) {
+                    Some(tags) => tags.clone(),
+                    None => {
+                        let tags = crate::records::campaign(self.store(), ws, id)?
+                            .map(|campaign| campaign.tags)
+                            .unwrap_or_default();
+                        tags_of.insert(id.clone(), tags.clone());
+                        tags
+                    }
+                },
                 None => Vec::new(),
             };
             out.push(ScheduledSend { dispatch, tags });

@@ -163,6 +163,15 @@ impl Messages {
             if webhook.url.trim().is_empty() {
                 return Err(MessagingError::invalid("messages.webhook.url is required"));
             }
+            if let Some(name) = webhook
+                .request_headers
+                .keys()
+                .find(|name| reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err())
+            {
+                return Err(MessagingError::invalid(format!(
+                    "messages.webhook.request_headers: '{name}' is not a valid header name"
+                )));
+            }
             for (field, text) in webhook.texts() {
                 parse_field(&format!("messages.webhook.{field}"), text)?;
             }
@@ -479,6 +488,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("TRACE"));
+        let err = Messages::from_json(
+            &json!({"webhook": {"url": "u", "request_headers": {"X-A\r\nX-B": "v"}}}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("is not a valid header name"), "{err}");
     }
 
     #[test]

@@ -61,42 +61,36 @@ impl Context {
         variation: Option<&str>,
         extra: Vec<(&'static str, Value)>,
     ) -> OutboxEvent {
+        // Fields a type's schema lacks would be dropped by the Avro writer; only known ones are
+        // written, so the outbox holds what Currents will carry.
+        let known = known_fields(&event_type);
         let mut record = Map::new();
-        record.insert("id".into(), json!(eddy_store::ids::event_id()));
-        record.insert("user_id".into(), json!(self.braze_id));
-        if let Some(ext) = &self.external_id {
-            record.insert("external_user_id".into(), json!(ext));
-        }
-        record.insert("time".into(), json!(time_ms.div_euclid(1000)));
-        if let Some(tz) = &self.timezone {
-            record.insert("timezone".into(), json!(tz));
-        }
-        record.insert("app_group_id".into(), json!(self.app_group_id));
-        record.insert("dispatch_id".into(), json!(self.dispatch_id));
-        if let Some(send_id) = &self.send_id {
-            record.insert("send_id".into(), json!(send_id));
-        }
-        if let Some(id) = &self.campaign_id {
-            record.insert("campaign_id".into(), json!(id));
-        }
-        if let Some(name) = &self.campaign_name {
-            record.insert("campaign_name".into(), json!(name));
-        }
-        if let Some(variation) = variation {
-            record.insert("message_variation_id".into(), json!(variation));
-        }
-        for (k, v) in extra {
-            if !v.is_null() {
-                record.insert(k.into(), v);
+        let mut put = |name: &'static str, value: Value| {
+            if !value.is_null() && known.is_none_or(|fields| fields.contains(&name)) {
+                record.insert(name.into(), value);
             }
-        }
-        // Fields a type's schema lacks would be dropped by the Avro writer; keep only known ones
-        // so the outbox holds what Currents will carry.
-        if let Some(schema_fields) = known_fields(&event_type) {
-            record.retain(|k, _| schema_fields.contains(&k.as_str()));
+        };
+        put("id", Value::String(eddy_store::ids::event_id()));
+        put("user_id", Value::String(self.braze_id.clone()));
+        put("external_user_id", text(&self.external_id));
+        put("time", json!(time_ms.div_euclid(1000)));
+        put("timezone", text(&self.timezone));
+        put("app_group_id", Value::String(self.app_group_id.clone()));
+        put("dispatch_id", Value::String(self.dispatch_id.clone()));
+        put("send_id", text(&self.send_id));
+        put("campaign_id", text(&self.campaign_id));
+        put("campaign_name", text(&self.campaign_name));
+        put("message_variation_id", variation.map_or(Value::Null, Value::from));
+        for (name, value) in extra {
+            put(name, value);
         }
         OutboxEvent { event_type, record }
     }
+}
+
+/// An optional text as a JSON value (null when absent).
+fn text(value: &Option<String>) -> Value {
+    value.as_deref().map_or(Value::Null, Value::from)
 }
 
 /// Fields of the message event types eddy writes, from their schemas in `currents-schemas/`

@@ -3,19 +3,20 @@
 
 use std::time::{Duration, Instant};
 
-/// A rendered webhook request.
+/// A rendered webhook request, in the client's own types: what could not be sent is found
+/// while rendering (and aborts that recipient), not at each attempt.
 #[derive(Debug, Clone)]
 pub struct Request {
     /// Method.
-    pub method: String,
+    pub method: reqwest::Method,
     /// URL, as rendered.
     pub url: String,
     /// The URL parsed (and checked) once, handed to the client as it is.
     pub parsed: reqwest::Url,
-    /// Headers.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Option<String>,
+    /// Headers (never `Host`: the host is the URL's).
+    pub headers: reqwest::header::HeaderMap,
+    /// Body; attempts share it.
+    pub body: Option<bytes::Bytes>,
 }
 
 /// The result of one attempt.
@@ -64,19 +65,10 @@ const MAX_DETAIL: usize = 1024;
 /// Sends one request with a timeout.
 pub async fn send(client: &reqwest::Client, request: &Request, timeout: Duration) -> Attempt {
     let started = Instant::now();
-    let method =
-        reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::POST);
     let mut builder = client
-        .request(method, request.parsed.clone())
-        .timeout(timeout);
-    for (name, value) in &request.headers {
-        // The host is the URL's: a header naming another would reach a different site on
-        // the address that was checked.
-        if name.eq_ignore_ascii_case("host") {
-            continue;
-        }
-        builder = builder.header(name, value);
-    }
+        .request(request.method.clone(), request.parsed.clone())
+        .timeout(timeout)
+        .headers(request.headers.clone());
     if let Some(body) = &request.body {
         builder = builder.body(body.clone());
     }

@@ -476,3 +476,46 @@ async fn read_little_of_an_endless_answer(streamed: &std::sync::atomic::AtomicU6
         read >> 20
     );
 }
+
+#[tokio::test]
+async fn a_header_rendered_with_a_line_break_aborts_its_recipient_and_starts_no_header() {
+    let app = spawn_app().await;
+    app.allow_loopback("default").await;
+    let receiver = WebhookReceiver::start().await;
+    app.track(json!({"attributes": [
+        {"external_id": "hostile", "tag": "a\r\nX-Injected: yes"},
+        {"external_id": "plain", "tag": "b"}
+    ]}))
+    .await;
+    let sender = app.create_key("default", Some(&["messages.send"])).await;
+    let (status, sent) = send(
+        &app,
+        &sender,
+        json!({"external_user_ids": ["hostile", "plain"], "messages": {"webhook": {
+            "url": receiver.url("/h"), "body": "x",
+            "request_headers": {"X-Tag": "{{custom_attribute.${tag}}}"}}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{sent}");
+    let done = ended(&app, sent["dispatch_id"].as_str().expect("id")).await;
+    assert_eq!(done["counts"]["sent"], 1, "{done}");
+    assert_eq!(done["counts"]["aborted"], 1, "{done}");
+    let requests = receiver.requests();
+    assert_eq!(
+        requests.len(),
+        1,
+        "only the plain recipient's request arrives"
+    );
+    assert_eq!(
+        requests[0].headers.get("x-tag").map(String::as_str),
+        Some("b")
+    );
+    assert!(!requests[0].headers.contains_key("x-injected"));
+    let (status, history) = app
+        .admin_get(&format!("{WS}/users/messages?external_id=hostile"))
+        .await;
+    assert_eq!(status, 200);
+    let shown = history.to_string();
+    assert!(shown.contains("aborted"), "{shown}");
+    assert!(shown.contains("a value a header cannot hold"), "{shown}");
+}

@@ -25,7 +25,6 @@ use eddy_liquid::{Object, Value as LValue};
 use eddy_model::currents::OutboxEvent;
 use eddy_model::profile::Profile;
 use eddy_store::{ObjectWrite, Store, Workspace};
-use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, Semaphore};
 

@@ -578,21 +578,45 @@ pub(super) fn render_webhook(
         Some(_) => Some(compiled.render("webhook.body", variables, Some(fetch))?),
         None => None,
     };
-    let mut headers = Vec::new();
+    let mut headers = reqwest::header::HeaderMap::with_capacity(message.request_headers.len());
     for name in message.request_headers.keys() {
         let value = compiled.render(
             &format!("webhook.request_headers.{name}"),
             variables,
             Some(fetch),
         )?;
-        headers.push((name.clone(), value));
+        // The host is the URL's: a header naming another would reach a different site on the
+        // address that was checked.
+        if name.eq_ignore_ascii_case("host") {
+            continue;
+        }
+        let header = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            Abort::Error(format!(
+                "webhook header name '{name}' is not a valid header name"
+            ))
+        })?;
+        // A value rendered with a line break would otherwise start a header of its own.
+        let value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+            Abort::Error(format!(
+                "webhook header '{name}' rendered to a value a header cannot hold (a line break or a control character)"
+            ))
+        })?;
+        headers.append(header, value);
     }
+    let method =
+        reqwest::Method::from_bytes(message.request_method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| {
+                Abort::Error(format!(
+                    "webhook method '{}' is not an HTTP method",
+                    message.request_method
+                ))
+            })?;
     Ok(webhook::Request {
-        method: message.request_method.to_ascii_uppercase(),
+        method,
         url,
         parsed,
         headers,
-        body,
+        body: body.map(bytes::Bytes::from),
     })
 }
 

@@ -215,7 +215,7 @@ impl Engine {
         let mut committing: Option<tokio::task::JoinHandle<Result<(), MessagingError>>> = None;
         // The chunk being delivered, and where it ends: the next chunk starts delivering beside
         // its last requests instead of after them.
-        let mut delivering: Option<(tokio::task::JoinHandle<Vec<Finished>>, u64)> = None;
+        let mut delivering: Option<(DeliveryTask, u64)> = None;
         let mut end = PassEnd::Done;
         // The next chunk is prepared (read, rendered) while the current one is delivered.
         let mut preparing = Some(self.spawn_prepare(&job, std::mem::take(&mut chunk)));
@@ -346,7 +346,9 @@ impl Engine {
         Ok((job, channels))
     }
 
-    /// Delivers a chunk's prepared recipients, `concurrency` at a time, in a task of its own.
+    /// Delivers a chunk's prepared recipients, `concurrency` at a time: as many tasks, each
+    /// taking the next recipient when it is done with one, so that the runtime's threads share
+    /// the requests (one task polling every request would keep them to one thread at a time).
     // The work arrives boxed from preparing and stays boxed, so each recipient's future (one
     // allocation per recipient) holds a pointer rather than 700 bytes.
     #[allow(clippy::vec_box)]
@@ -355,20 +357,34 @@ impl Engine {
         works: Vec<Box<Work>>,
         channels: &Channels,
         in_doubt_until: u64,
-    ) -> tokio::task::JoinHandle<Vec<Finished>> {
-        let engine = self.clone();
-        let channels = channels.clone();
-        let concurrency = self.settings.concurrency.max(1);
+    ) -> DeliveryTask {
+        let recipients = works.len();
+        let workers = self.settings.concurrency.clamp(1, recipients.max(1));
+        let queue = Arc::new(std::sync::Mutex::new(works.into_iter()));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..workers {
+            let (engine, via, queue) = (self.clone(), channels.clone(), queue.clone());
+            tasks.spawn(async move {
+                let mut finished = Vec::new();
+                loop {
+                    let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                    let Some(work) = next else {
+                        return finished;
+                    };
+                    let in_doubt = u64::from(work.id) < in_doubt_until;
+                    finished.push(engine.clone().deliver(work, via.clone(), in_doubt).await);
+                }
+            });
+        }
+        // Dropping this task (a dispatch stopped at shutdown) drops the set, which stops them.
         tokio::spawn(async move {
-            futures_util::stream::iter(works.into_iter().map(|work| {
-                let engine = engine.clone();
-                let via = channels.clone();
-                let in_doubt = u64::from(work.id) < in_doubt_until;
-                async move { engine.deliver(work, via, in_doubt).await }
-            }))
-            .buffer_unordered(concurrency)
-            .collect()
-            .await
+            let mut all = Vec::with_capacity(recipients);
+            while let Some(done) = tasks.join_next().await {
+                let finished =
+                    done.map_err(|e| MessagingError::internal(format!("deliver: {e}")))?;
+                all.extend(finished);
+            }
+            Ok(all)
         })
     }
 
@@ -380,12 +396,12 @@ impl Engine {
         ws: &Workspace,
         dispatch: &mut Dispatch,
         bitmap: &roaring::RoaringBitmap,
-        delivered: tokio::task::JoinHandle<Vec<Finished>>,
+        delivered: DeliveryTask,
         chunk_end: u64,
     ) -> Result<tokio::task::JoinHandle<Result<(), MessagingError>>, MessagingError> {
         let finished = delivered
             .await
-            .map_err(|e| MessagingError::internal(format!("deliver: {e}")))?;
+            .map_err(|e| MessagingError::internal(format!("deliver: {e}")))??;
         let (objects, events) = outcome_writes(dispatch, finished);
         dispatch.next = chunk_end;
         dispatch.starts_without_progress = 0;
@@ -485,6 +501,9 @@ pub(super) fn outcome_writes(
     }
     (objects, events)
 }
+
+/// A chunk being delivered: how each recipient's delivery ended, once all have.
+type DeliveryTask = tokio::task::JoinHandle<Result<Vec<Finished>, MessagingError>>;
 
 /// How one visit of a dispatch's audience ended.
 pub(super) enum PassEnd {

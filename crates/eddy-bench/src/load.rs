@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
@@ -44,6 +45,10 @@ pub struct IngestArgs {
     /// best empty) instead of the embedded store.
     #[arg(long)]
     store: Option<String>,
+    /// With `--store`: put the database this many milliseconds away (a round trip, half each
+    /// way, through a delaying proxy), as a database on another machine would be.
+    #[arg(long, requires = "store")]
+    db_delay_ms: Option<f64>,
     /// Drive an already running server at this base URL instead (no baseline); for profiling.
     #[arg(long, requires = "key")]
     url: Option<String>,
@@ -334,11 +339,26 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
 
     // eddy serve, durable, on a fresh data dir, Braze's rate limits lifted.
     let eddy = args.eddy.clone().unwrap_or_else(crate::sibling_eddy);
-    let server = EddyServer::start_with(&eddy, &["users.track"], args.store.as_deref(), "").await?;
+    let (store, _proxy) = match (&args.store, args.db_delay_ms) {
+        (Some(url), Some(ms)) => {
+            let (through, proxy) = delayed(url, Duration::from_secs_f64(ms / 2000.0))?;
+            (Some(through), Some(proxy))
+        }
+        (store, _) => (store.clone(), None),
+    };
+    let server = EddyServer::start_with(
+        &eddy,
+        &["users.track", "users.export.ids"],
+        store.as_deref(),
+        "",
+    )
+    .await?;
     let (url, key) = (server.url.clone(), server.key.clone());
     run_load(&url, &key, &bodies, args.connections, warmup).await;
     let before = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    let probe = tokio::spawn(probe_reads(url.clone(), key.clone(), measured));
     let stats = run_load(&url, &key, &bodies, args.connections, measured).await;
+    let reads = probe.await?;
     let metrics = reqwest::get(format!("{url}/metrics")).await?.text().await?;
     let (peak, now) = rss_mib(server.child.id());
     server.stop();
@@ -366,7 +386,17 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
             rss
         );
     }
+    println!(
+        "| a one-user `/users/export/ids` beside it, one at a time | {:.0} reads/s | | {:.1} | {:.1} | {} | |",
+        reads.requests as f64 / reads.elapsed.as_secs_f64(),
+        reads.percentile_ms(0.50),
+        reads.percentile_ms(0.99),
+        reads.errors,
+    );
     println!();
+    if let Some(ms) = args.db_delay_ms {
+        println!("the database {ms} ms away (round trip) through a delaying proxy");
+    }
     println!("eddy / baseline: {:.0}%", ratio * 100.0);
     println!(
         "writer: busy {:.0}% of the measured time, {:.0} µs per request ({:.2} µs per object); {:.0} group commits of {:.1} requests",
@@ -385,6 +415,54 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<()> {
         args.connections, args.seconds, args.warmup, args.profiles, args.zipf, OBJECTS_PER_REQUEST
     );
     Ok(())
+}
+
+/// `url` reached through a proxy on this machine that delays each direction by `each_way`.
+fn delayed(url: &str, each_way: Duration) -> anyhow::Result<(String, eddy_testkit::TcpProxy)> {
+    let rest = url
+        .strip_prefix("postgres://")
+        .context("--db-delay-ms needs a postgres:// URL")?;
+    let at = rest.rfind('@').map_or(0, |i| i + 1);
+    let end = rest[at..].find('/').map_or(rest.len(), |i| at + i);
+    let host = &rest[at..end];
+    let target = std::net::ToSocketAddrs::to_socket_addrs(host)?
+        .next()
+        .context("the database's host does not resolve")?;
+    let proxy = eddy_testkit::TcpProxy::start(target, each_way);
+    let through = format!("postgres://{}{}{}", &rest[..at], proxy.addr(), &rest[end..]);
+    Ok((through, proxy))
+}
+
+/// Reads one user at a time for `duration` (the cheap request beside the load): its latency
+/// shows whether reads wait behind the ingest.
+async fn probe_reads(url: String, key: String, duration: Duration) -> Stats {
+    let client = reqwest::Client::new();
+    let start = Instant::now();
+    let (mut latencies, mut errors) = (Vec::new(), 0u64);
+    while start.elapsed() < duration {
+        let sent = Instant::now();
+        let answer = client
+            .post(format!("{url}/users/export/ids"))
+            .bearer_auth(&key)
+            .json(&json!({"external_ids": ["user-1"], "fields_to_export": ["external_id"]}))
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status().as_u16() == 201 => {
+                let _ = r.bytes().await;
+                latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+            }
+            _ => errors += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    latencies.sort_unstable();
+    Stats {
+        requests: latencies.len() as u64,
+        errors,
+        elapsed: start.elapsed(),
+        latencies_us: latencies,
+    }
 }
 
 /// Ingests `events` custom events through `/users/track`, 75 per request and 64 requests in

@@ -80,7 +80,10 @@ impl Context {
         put("send_id", text(&self.send_id));
         put("campaign_id", text(&self.campaign_id));
         put("campaign_name", text(&self.campaign_name));
-        put("message_variation_id", variation.map_or(Value::Null, Value::from));
+        put(
+            "message_variation_id",
+            variation.map_or(Value::Null, Value::from),
+        );
         for (name, value) in extra {
             put(name, value);
         }

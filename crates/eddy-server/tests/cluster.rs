@@ -1,10 +1,11 @@
 //! Three eddy nodes sharing one PostgreSQL database, each a whole server on its own port with
 //! its own connections: writes through any node land once and are read by every other at once,
 //! concurrent writes to one profile lose nothing, identifiers stay unique, segment sizes agree,
-//! rate limits hold across nodes, and the Currents connector moves to another node when its
-//! leader stops. Needs the machine's PostgreSQL; skipped without `EDDY_TEST_POSTGRES=1`.
+//! rate limits hold across nodes, the Currents connector moves to another node when its
+//! leader stops, and a stalled database stalls only the requests that read it. Needs the machine's PostgreSQL; skipped without `EDDY_TEST_POSTGRES=1`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use eddy_server::config::RateLimit;
 use eddy_testkit::{AmplitudeEmulator, TestApp, TestDatabase, start};
@@ -336,4 +337,99 @@ async fn wait_for(amp: &AmplitudeEmulator, count: usize) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(amp.distinct(), count);
+}
+
+/// A request that reads waits for the database on a thread where waiting is allowed: with the
+/// database stalled and more reads waiting than the runtime has workers, a request that does
+/// not read is still answered, and the reads finish once the database answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_database_holds_the_reads_not_the_workers() {
+    if !enabled() {
+        return;
+    }
+    let database = TestDatabase::create();
+    let target = "127.0.0.1:5432".parse().expect("address");
+    let proxy = eddy_testkit::TcpProxy::start(target, Duration::ZERO);
+    let url = database
+        .url()
+        .expect("a database")
+        .replace("127.0.0.1:5432", &proxy.addr().to_string());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = start(dir.path().to_path_buf(), move |config| {
+        config.store.kind = "postgres".into();
+        config.store.url = Some(url);
+        config.store.connections = 2;
+        // Allowance for the reads below is taken from the database before it stalls.
+        config.rate_limits = BTreeMap::from([(
+            "users.export.ids".to_string(),
+            RateLimit {
+                limit: 1_000_000,
+                window_seconds: 3600,
+            },
+        )]);
+    })
+    .await;
+    let (status, body) = app
+        .post(
+            "/users/track",
+            json!({"attributes": [{"external_id": "held", "tier": "gold"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let read = app.user("held").await.expect("the user");
+    assert_eq!(read["custom_attributes"]["tier"], "gold");
+
+    proxy.hold();
+    let reads: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url, key) = (
+                app.client.clone(),
+                app.url("/users/export/ids"),
+                app.key.clone(),
+            );
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .bearer_auth(key)
+                    .json(&json!({"external_ids": ["held"]}))
+                    .send()
+                    .await
+                    .expect("answer")
+                    .json::<Value>()
+                    .await
+                    .expect("json")
+            })
+        })
+        .collect();
+    // From here the test waits off its runtime, whose workers a regression would block: it
+    // then fails on the timeout below instead of hanging.
+    let health = app.url("/health");
+    let status = tokio::task::block_in_place(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let (answered, answer) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            let status =
+                runtime.block_on(async { reqwest::get(health).await.map(|r| r.status().as_u16()) });
+            let _ = answered.send(status);
+        });
+        answer.recv_timeout(Duration::from_secs(30))
+    });
+    // Released before asserting, so that a failure does not leave blocked workers behind.
+    proxy.release();
+    assert!(
+        matches!(status, Ok(Ok(200))),
+        "a request that reads nothing waited for the stalled database: {status:?}"
+    );
+    for read in reads {
+        let body = read.await.expect("read task");
+        assert_eq!(
+            body["users"][0]["custom_attributes"]["tier"], "gold",
+            "{body}"
+        );
+    }
+    app.stop().await;
 }

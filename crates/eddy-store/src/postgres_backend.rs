@@ -172,9 +172,23 @@ impl Lane {
             .send(job)
             .map_err(|_| closed())?;
         drop(jobs);
-        result
-            .recv()
+        wait_off_the_runtime(|| result.recv())
             .map_err(|_| StoreError::Backend(format!("the connection to {url} failed")))?
+    }
+}
+
+/// Waits for the database where waiting is allowed. Called from a task on one of the runtime's
+/// workers (a request reading a profile), the worker hands its other tasks to another thread
+/// first, so a slow or unreachable database delays the requests that read, never the requests
+/// queued beside them on that worker. Elsewhere (the writer's thread, blocking tasks, tests on
+/// a single-threaded runtime, where handing over is impossible) it simply waits.
+fn wait_off_the_runtime<T>(wait: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
     }
 }
 

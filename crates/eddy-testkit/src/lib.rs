@@ -7,18 +7,21 @@
 //! - [`amplitude_profile`]: an emulator of Amplitude's User Profile API (for Connected Content).
 //! - [`braze`]: an emulated Braze `/users/track` with scripted faults (for `eddy sync`).
 //! - [`receivers`]: a webhook receiver and a real SMTP server (aiosmtpd) for sending tests.
+//! - [`proxy`]: a TCP proxy that delays or holds traffic (a database far away, or stalled).
 //! - [`read_avro`]: the records of a Currents file, through eddy's own Avro reader.
 
 pub mod amplitude;
 pub mod amplitude_profile;
 pub mod app;
 pub mod braze;
+pub mod proxy;
 pub mod receivers;
 pub mod s3;
 
 pub use amplitude::{AmplitudeEmulator, Fault};
 pub use amplitude_profile::{AmplitudeProfileApi, ProfileUser};
 pub use app::{TestApp, TestDatabase, spawn_app, spawn_with, start};
+pub use proxy::TcpProxy;
 pub use receivers::{SmtpServer, WebhookReceiver};
 pub use s3::TestS3;
 

@@ -37,6 +37,10 @@ pub const GROUPS: &[(&str, u64, u64)] = &[
     ("internal", 1_000_000, 60),
 ];
 
+/// Groups counted by each node alone, even when nodes share a store: liveness probes and
+/// metrics must answer while the database is slow or unreachable, so they never wait on it.
+const PER_NODE: &[&str] = &["internal"];
+
 /// The group a request path belongs to.
 pub fn group_of(path: &str) -> &'static str {
     match path {
@@ -184,7 +188,7 @@ impl RateLimiter {
     /// Counts a request of `caller` in `group` at `now`: in this process, or across the cluster
     /// on a shared store. Should the shared count fail, this node's own count decides (logged).
     pub async fn decide(&self, caller: u64, group: &'static str, now: u64) -> Decision {
-        let Some(shared) = &self.shared else {
+        let Some(shared) = self.shared.as_ref().filter(|_| !PER_NODE.contains(&group)) else {
             return self.check(caller, group, now);
         };
         let limit = self.limit_of(group);

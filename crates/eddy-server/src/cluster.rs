@@ -22,9 +22,11 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts the loop when `store` is shared; `None` otherwise.
+    /// Starts the loop when `store` is shared; `None` otherwise. `advertised` is where other
+    /// nodes reach this one's admin API, recorded while it leads.
     pub fn start(
         store: &Store,
+        advertised: String,
         currents: Arc<eddy_currents::Currents>,
         engine: Arc<eddy_messaging::engine::Engine>,
     ) -> Option<Node> {
@@ -42,8 +44,8 @@ impl Node {
                     _ = every.tick() => {}
                     _ = stopped.changed() => return,
                 }
-                let asking = store.clone();
-                let lead = match tokio::task::spawn_blocking(move || asking.lead()).await {
+                let (asking, url) = (store.clone(), advertised.clone());
+                let lead = match tokio::task::spawn_blocking(move || asking.lead(&url)).await {
                     Ok(Ok(lead)) => lead,
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "cannot renew the leader lease; this node does not lead");

@@ -139,6 +139,20 @@ pub struct StoreConfig {
     /// Decoded profiles the writer keeps in memory between commits (and as many identifier
     /// entries); 0 turns the cache off. Each costs about 1 KiB with 20 attributes.
     pub writer_cache_profiles: usize,
+    /// For `postgres` with several nodes: the base URL other nodes reach this node's admin API
+    /// at, so that a node carries to the leader what only the leader does (connector flush,
+    /// test events, replay) [default: `http://<listen>`].
+    pub advertise_url: Option<String>,
+}
+
+impl StoreConfig {
+    /// Where other nodes reach this node: `advertise_url`, else the listen address.
+    pub fn advertised(&self, listen: std::net::SocketAddr) -> String {
+        match &self.advertise_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{listen}"),
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -148,6 +162,7 @@ impl Default for StoreConfig {
             url: None,
             connections: 8,
             writer_cache_profiles: 200_000,
+            advertise_url: None,
         }
     }
 }
@@ -273,6 +288,11 @@ impl Config {
         }
         if self.store.connections == 0 {
             return Err("store.connections must be at least 1".into());
+        }
+        if let Some(url) = &self.store.advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err("store.advertise_url starts with http:// or https://".into());
         }
         let m = &self.messaging;
         if m.concurrency == 0 || m.host_concurrency == 0 || m.smtp_connections == 0 || m.chunk == 0

@@ -91,6 +91,8 @@ pub struct AppState {
     pub sessions: dashboard::session::Sessions,
     /// On a shared store: whether this node holds the leader lease.
     pub leading: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The client that carries to the leader what only the leader does.
+    pub peers: reqwest::Client,
 }
 
 /// The state as handlers hold it.
@@ -233,9 +235,28 @@ impl App {
             eddy_messaging::engine::Engine::start(store.clone(), settings, liquid_http.clone())
                 .await
                 .map_err(|e| StartError::Config(format!("messaging: {e}")))?;
-        let node = cluster::Node::start(&store, currents.clone(), engine.clone());
+        let node = cluster::Node::start(
+            &store,
+            config.store.advertised(config.listen),
+            currents.clone(),
+            engine.clone(),
+        );
+        if node.is_some()
+            && config.store.advertise_url.is_none()
+            && config.listen.ip().is_unspecified()
+        {
+            tracing::warn!(
+                listen = %config.listen,
+                "other nodes cannot reach this one at its listen address; set [store] advertise_url so that they can carry connector actions to it when it leads"
+            );
+        }
         let state = Arc::new(AppState {
             leading: node.as_ref().map(|n| n.leading.clone()),
+            peers: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .no_proxy()
+                .build()
+                .map_err(|e| StartError::Config(format!("the client for other nodes: {e}")))?,
             store: store.clone(),
             admin_token_hash: ids::sha256_hex(&token),
             limiter: limiter.share_through(&store),

@@ -159,8 +159,11 @@ pub trait Cluster: Send + Sync {
     /// The changes committed after `after`, without the lock.
     fn changes(&self, after: u64) -> Result<GroupStart, StoreError>;
     /// Takes or keeps the leader lease: true while this process holds it. A process that dies
-    /// loses it with its connection.
-    fn lead(&self) -> Result<bool, StoreError>;
+    /// loses it with its connection. On taking it, records `url`, where this process's admin API
+    /// answers.
+    fn lead(&self, url: &str) -> Result<bool, StoreError>;
+    /// Where the leader's admin API answers, as its last holder recorded it.
+    fn leader_url(&self) -> Result<Option<String>, StoreError>;
     /// Gives the leader lease up, if held (at a clean shutdown).
     fn resign(&self);
     /// Counts up to `want` requests of `caller` in a fixed window shared by the cluster, never

@@ -264,11 +264,21 @@ impl Store {
         }
     }
 
-    /// Takes or keeps the cluster's leader lease (always true on a store of one process).
-    pub fn lead(&self) -> Result<bool, StoreError> {
+    /// Takes or keeps the cluster's leader lease (always true on a store of one process),
+    /// recording `url` (this node's admin API) when it takes it.
+    pub fn lead(&self, url: &str) -> Result<bool, StoreError> {
         match self.backend.cluster() {
-            Some(cluster) => cluster.lead(),
+            Some(cluster) => cluster.lead(url),
             None => Ok(true),
+        }
+    }
+
+    /// Where the cluster's leader answers its admin API (none on a store of one process, or
+    /// before any node has led).
+    pub fn leader_url(&self) -> Result<Option<String>, StoreError> {
+        match self.backend.cluster() {
+            Some(cluster) => cluster.leader_url(),
+            None => Ok(None),
         }
     }
 

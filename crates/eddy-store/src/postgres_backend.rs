@@ -26,7 +26,7 @@ use crate::StoreError;
 use crate::backend::{Backend, Change, Cluster, GroupStart, Pair, Table, WriteSet};
 
 /// The schema version this eddy writes; a database at a newer one is refused.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// The advisory lock keys of an eddy database ("eddy" in ASCII, then one per purpose).
 const WRITE_LOCK: i64 = 0x6564_6479;
@@ -275,6 +275,16 @@ pub fn migrate(client: &mut Client) -> Result<i32, StoreError> {
              window_start bigint NOT NULL, used bigint NOT NULL, granted bigint NOT NULL, \
              PRIMARY KEY (caller, grp)); \
              INSERT INTO eddy_schema (version) VALUES (2)",
+        )
+        .map_err(pg)?;
+    }
+    if found < 3 {
+        // Version 3: where the leader's admin API is, so that other nodes carry to it what only
+        // the leader can do.
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS eddy_leader (one boolean PRIMARY KEY CHECK (one), \
+             node bigint NOT NULL, url text NOT NULL, since bigint NOT NULL); \
+             INSERT INTO eddy_schema (version) VALUES (3)",
         )
         .map_err(pg)?;
     }
@@ -821,8 +831,9 @@ impl Cluster for PostgresBackend {
         self.run(move |conn| changes_since(conn, after))
     }
 
-    fn lead(&self) -> Result<bool, StoreError> {
-        self.leader.run(&self.url, |conn| {
+    fn lead(&self, url: &str) -> Result<bool, StoreError> {
+        let (node, url) = (self.node, url.to_string());
+        self.leader.run(&self.url, move |conn| {
             if conn.leading {
                 // Still connected means still holding it.
                 conn.client.batch_execute("SELECT 1").map_err(|e| {
@@ -837,8 +848,39 @@ impl Cluster for PostgresBackend {
                 .query_one(&statement, &[&LEADER_LOCK])
                 .map_err(pg)?
                 .get(0);
-            conn.leading = locked;
-            Ok(locked)
+            if !locked {
+                return Ok(false);
+            }
+            // A lease whose address is not recorded is given back: other nodes could not reach
+            // the leader it makes.
+            let recorded = conn
+                .client
+                .execute(
+                    "INSERT INTO eddy_leader (one, node, url, since) \
+                     VALUES (true, $1, $2, (extract(epoch from clock_timestamp()) * 1000)::bigint) \
+                     ON CONFLICT (one) DO UPDATE SET node = EXCLUDED.node, url = EXCLUDED.url, \
+                     since = EXCLUDED.since",
+                    &[&(node as i64), &url],
+                )
+                .map_err(pg);
+            if let Err(e) = recorded {
+                let _ = conn
+                    .client
+                    .execute("SELECT pg_advisory_unlock($1)", &[&LEADER_LOCK]);
+                return Err(e);
+            }
+            conn.leading = true;
+            Ok(true)
+        })
+    }
+
+    fn leader_url(&self) -> Result<Option<String>, StoreError> {
+        self.run(|conn| {
+            let row = conn
+                .client
+                .query_opt("SELECT url FROM eddy_leader", &[])
+                .map_err(pg)?;
+            Ok(row.map(|row| row.get(0)))
         })
     }
 

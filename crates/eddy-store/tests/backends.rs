@@ -222,20 +222,29 @@ fn processes_sharing_a_database_follow_each_others_commits_and_newer_schemas_are
         Some(b"v".to_vec())
     );
     // One leader at a time; the lease goes with its process.
-    assert!(first.lead().unwrap());
-    assert!(!second.lead().unwrap());
-    assert!(first.lead().unwrap());
+    assert!(first.lead("http://first:8780").unwrap());
+    assert!(!second.lead("http://second:8780").unwrap());
+    assert!(first.lead("http://first:8780").unwrap());
+    // Every node finds where the leader answers.
+    assert_eq!(
+        second.leader_url().unwrap().as_deref(),
+        Some("http://first:8780")
+    );
     drop(first);
     // The server ends the closed session (and its lock) a moment later, as nodes ask each second.
     let mut took_over = false;
     for _ in 0..50 {
-        took_over = second.lead().unwrap();
+        took_over = second.lead("http://second:8780").unwrap();
         if took_over {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(took_over, "the lease did not go with its process");
+    assert_eq!(
+        second.leader_url().unwrap().as_deref(),
+        Some("http://second:8780")
+    );
     // Shared counters never grant past the limit, whoever asks.
     assert_eq!(second.take_tokens(7, "g", 60, 4, 5).unwrap(), (4, 4));
     assert_eq!(second.take_tokens(7, "g", 60, 4, 5).unwrap(), (5, 1));
@@ -261,7 +270,10 @@ fn processes_sharing_a_database_follow_each_others_commits_and_newer_schemas_are
         Ok(_) => panic!("a newer schema was accepted"),
     };
     assert!(
-        refused.contains("version 99, newer than this eddy's 2"),
+        refused.contains(&format!(
+            "version 99, newer than this eddy's {}",
+            eddy_store::postgres_backend::SCHEMA_VERSION
+        )),
         "{refused}"
     );
 }

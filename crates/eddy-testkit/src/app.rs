@@ -127,6 +127,8 @@ pub async fn start(dir: PathBuf, tweak: impl FnOnce(&mut Config)) -> TestApp {
     let addr = listener.local_addr().expect("addr");
     // Links in emails point at the address the test server really listens on.
     config.messaging.public_url = Some(format!("http://{addr}"));
+    // Other nodes on the same database reach this one where it really listens.
+    config.store.advertise_url = Some(format!("http://{addr}"));
     config.messaging.retry_base_ms = 20;
     // Nothing a test starts may connect beyond this machine.
     config.outbound_loopback_only = true;

@@ -2,7 +2,7 @@
 //! (a messaging system routing email, push, SMS, … events through eddy).
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eddy_currents::catalogue;
 use eddy_currents::connector::CreateRequest;
@@ -104,12 +104,70 @@ pub async fn resume(
     Ok(json_response(StatusCode::OK, &status))
 }
 
+/// Marks a request one node carried to the leader: the leader answers it itself, and a node
+/// that no longer leads answers 503 rather than carry it again.
+const CARRIED: &str = "x-eddy-carried";
+
+/// Whether a request for what only the leader does must be carried to another node.
+fn for_the_leader(state: &SharedState, headers: &HeaderMap) -> bool {
+    let leads_here = state
+        .leading
+        .as_ref()
+        .is_none_or(|leading| leading.load(std::sync::atomic::Ordering::SeqCst));
+    !leads_here && !headers.contains_key(CARRIED)
+}
+
+/// Sends an admin API request to the node that leads (where the connector runs) and answers
+/// with its answer as it is; the admin token goes with it, as nodes of one cluster share it.
+async fn carry(
+    state: &SharedState,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    body: Option<&Value>,
+) -> Answer {
+    let leader = state.store.leader_url()?.ok_or_else(|| {
+        ApiError::NotLeader(
+            "no node leads the cluster yet; send the request again in a second".into(),
+        )
+    })?;
+    // The dashboard signs in with a session of this node, which the leader cannot check.
+    let Some(token) = headers.get(header::AUTHORIZATION) else {
+        return Err(ApiError::NotLeader(format!(
+            "the connector runs on the leader node, {leader}; ask it there"
+        ))
+        .into());
+    };
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let mut request = state
+        .peers
+        .post(format!("{leader}{path}"))
+        .header(CARRIED, "1")
+        .header(header::AUTHORIZATION, token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let unreachable = |e: reqwest::Error| {
+        ApiError::NotLeader(format!(
+            "the connector runs on the leader node at {leader}, which did not answer: {e}"
+        ))
+    };
+    let answer = request.send().await.map_err(unreachable)?;
+    let status = answer.status();
+    let bytes = answer.bytes().await.map_err(unreachable)?;
+    Ok((status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
 /// `POST /eddy/v1/workspaces/{ws}/currents/{name}/flush`: writes what is buffered now.
 pub async fn flush(
     State(state): State<SharedState>,
     Path((_, name)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
 ) -> Answer {
+    if for_the_leader(&state, &headers) {
+        return carry(&state, &headers, &uri, None).await;
+    }
     let flushed = tokio::time::timeout(SINK_WAIT, state.currents.flush(ws.id, &name)).await;
     let mut status = state.currents.status(ws.id, &name).unwrap_or_default();
     match flushed {
@@ -130,7 +188,12 @@ pub async fn test(
     State(state): State<SharedState>,
     Path((_, name)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
 ) -> Answer {
+    if for_the_leader(&state, &headers) {
+        return carry(&state, &headers, &uri, None).await;
+    }
     let sent = tokio::time::timeout(SINK_WAIT, state.currents.send_test_events(ws.id, &name)).await;
     match sent {
         Ok(sent) => Ok(json_response(
@@ -151,8 +214,13 @@ pub async fn replay(
     State(state): State<SharedState>,
     Path((_, name)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Answer {
+    if for_the_leader(&state, &headers) {
+        return carry(&state, &headers, &uri, Some(&body)).await;
+    }
     // A date or time as Braze accepts them, or epoch seconds.
     let from = match body.get("from") {
         Some(Value::String(text)) => eddy_model::time::parse_time(text),

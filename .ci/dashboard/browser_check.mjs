@@ -218,6 +218,15 @@ try {
   check((await page.$eval("h1", (h) => h.textContent)).includes("Campaign Welcome"), "the example campaign is created");
   await audit("campaign");
 
+  // Messaging settings: a content block saved from its form is listed with its content.
+  await go("/dashboard/default/messaging");
+  await page.type("#block-name", "browser-block");
+  await page.$eval("#block-content", (t) => { t.value = "Hello {{${first_name}}}"; });
+  await submit("form[action$='/messaging/content-blocks'] button[type=submit]");
+  check((await page.content()).includes("content block browser-block saved"), "a content block is saved from the dashboard");
+  check((await api("GET", "/eddy/v1/workspaces/default/content-blocks/browser-block")).status === 200, "the saved block is in the admin API");
+  await audit("messaging");
+
   // Keyboard: the skip link is the first stop and leads to the content.
   await go("/dashboard/default");
   await page.keyboard.press("Tab");

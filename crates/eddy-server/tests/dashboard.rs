@@ -1103,3 +1103,155 @@ async fn campaigns_are_created_edited_and_their_sends_cancelled_from_the_dashboa
         .await;
     assert_eq!(state["state"], "cancelled");
 }
+
+#[tokio::test]
+async fn messaging_settings_are_managed_from_the_dashboard() {
+    let app = spawn_app().await;
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    let page = browser.get("/dashboard/default/messaging").await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("No relay yet"), "{}", page.text);
+
+    // The relay: refused with the API's reason, then saved (not validated: nothing listens).
+    let refused = browser
+        .post(
+            "/dashboard/default/messaging/email",
+            &[("csrf", &csrf), ("smtp_url", "ftp://nowhere")],
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    let saved = browser
+        .post(
+            "/dashboard/default/messaging/email",
+            &[
+                ("csrf", &csrf),
+                ("smtp_url", "smtp://mailer:s3cret@127.0.0.1:2525"),
+                ("tracking_domain", "links.example.com"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.text);
+    assert!(saved.text.contains("the SMTP relay is saved"));
+    assert!(saved.text.contains("links.example.com"));
+    assert!(
+        !saved.text.contains("s3cret"),
+        "the password is never shown"
+    );
+    let (_, email) = app.admin_get("/eddy/v1/workspaces/default/email").await;
+    assert_eq!(
+        email["starttls"], false,
+        "an unticked box is false: {email}"
+    );
+
+    // A content block with broken Liquid is refused; a good one is listed, then deleted.
+    let broken = browser
+        .post(
+            "/dashboard/default/messaging/content-blocks",
+            &[("csrf", &csrf), ("name", "footer"), ("content", "{% if %}")],
+        )
+        .await;
+    assert_eq!(broken.status, 400, "{}", broken.text);
+    let saved = browser
+        .post(
+            "/dashboard/default/messaging/content-blocks",
+            &[
+                ("csrf", &csrf),
+                ("name", "footer"),
+                ("description", "legal"),
+                ("content", "Sent by Example {{${first_name}}}"),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.text);
+    assert!(saved.text.contains("Sent by Example"));
+    let (_, block) = app
+        .admin_get("/eddy/v1/workspaces/default/content-blocks/footer")
+        .await;
+    assert_eq!(block["description"], "legal");
+    let deleted = browser
+        .post(
+            "/dashboard/default/messaging/content-blocks/footer/delete",
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert!(deleted.text.contains("content block footer deleted"));
+    let (status, _) = app
+        .admin_get("/eddy/v1/workspaces/default/content-blocks/footer")
+        .await;
+    assert_eq!(status, 404);
+
+    // Hosts one per line; credentials never shown; subscription groups.
+    let hosts = browser
+        .post(
+            "/dashboard/default/messaging/hosts",
+            &[
+                ("csrf", &csrf),
+                ("allowed_hosts", "api.internal:8443\n\n10.0.0.5\n"),
+            ],
+        )
+        .await;
+    assert!(
+        hosts.text.contains("2 allowed hosts saved"),
+        "{}",
+        hosts.text
+    );
+    let (_, connected) = app
+        .admin_get("/eddy/v1/workspaces/default/connected-content")
+        .await;
+    assert_eq!(
+        connected["allowed_hosts"],
+        json!(["api.internal:8443", "10.0.0.5"])
+    );
+    let bad_host = browser
+        .post(
+            "/dashboard/default/messaging/hosts",
+            &[("csrf", &csrf), ("allowed_hosts", "http://x")],
+        )
+        .await;
+    assert_eq!(bad_host.status, 400, "{}", bad_host.text);
+    let credential = browser
+        .post(
+            "/dashboard/default/messaging/credentials",
+            &[
+                ("csrf", &csrf),
+                ("name", "crm"),
+                ("username", "svc"),
+                ("password", "pa55word"),
+            ],
+        )
+        .await;
+    assert!(credential.text.contains("credential crm saved"));
+    assert!(!credential.text.contains("pa55word"));
+    let group = browser
+        .post(
+            "/dashboard/default/messaging/subscription-groups",
+            &[
+                ("csrf", &csrf),
+                ("id", "news"),
+                ("name", "Newsletter"),
+                ("channel", "email"),
+            ],
+        )
+        .await;
+    assert!(group.text.contains("Newsletter"), "{}", group.text);
+    let (_, groups) = app
+        .admin_get("/eddy/v1/workspaces/default/subscription-groups")
+        .await;
+    assert_eq!(groups["subscription_groups"][0]["id"], "news");
+
+    // A form without the session's CSRF token changes nothing.
+    let forged = browser
+        .post(
+            "/dashboard/default/messaging/subscription-groups/news/delete",
+            &[("csrf", "forged")],
+        )
+        .await;
+    assert_ne!(forged.status, 200);
+    let (_, groups) = app
+        .admin_get("/eddy/v1/workspaces/default/subscription-groups")
+        .await;
+    assert_eq!(
+        groups["subscription_groups"].as_array().map(Vec::len),
+        Some(1)
+    );
+}

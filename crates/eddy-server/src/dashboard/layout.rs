@@ -9,7 +9,7 @@ use super::WsPage;
 use super::session::Session;
 
 /// The sections of a workspace, as the navigation lists them: (path after the workspace, label).
-const SECTIONS: [(&str, &str); 9] = [
+const SECTIONS: [(&str, &str); 10] = [
     ("", "Overview"),
     ("/log", "API log"),
     ("/users", "Users"),
@@ -19,6 +19,7 @@ const SECTIONS: [(&str, &str); 9] = [
     ("/keys", "API keys"),
     ("/templates", "Templates"),
     ("/campaigns", "Campaigns"),
+    ("/messaging", "Messaging settings"),
 ];
 
 /// A whole page: header, navigation of the workspace (when there is one), and the body.

@@ -7,7 +7,8 @@
 //! - [`layout`]: the page frame, navigation and shared pieces (tables, charts, messages).
 //! - One file per page: [`overview`], [`log`], [`users`], [`segments`], [`cohorts`],
 //!   [`currents`], [`keys`], [`templates`] (the Liquid playground), [`campaigns`] (definitions
-//!   and their sends, with cancel).
+//!   and their sends, with cancel), [`messaging`] (the SMTP relay, content blocks, Connected
+//!   Content hosts and credentials, subscription groups).
 //!
 //! Pages answer only to a valid session; everything else under `/dashboard` redirects to the
 //! sign-in page. Forms post `csrf`, and `fetch` calls send `x-csrf-token`.
@@ -19,6 +20,7 @@ pub mod currents;
 pub mod keys;
 pub mod layout;
 pub mod log;
+pub mod messaging;
 pub mod overview;
 pub mod segments;
 pub mod session;
@@ -120,6 +122,39 @@ pub fn routes(app: SharedState, api: Router) -> Router {
         .route(
             "/dashboard/{ws}/dispatches/{id}/cancel",
             post(campaigns::cancel),
+        )
+        .route("/dashboard/{ws}/messaging", get(messaging::page))
+        .route(
+            "/dashboard/{ws}/messaging/email",
+            post(messaging::save_email),
+        )
+        .route(
+            "/dashboard/{ws}/messaging/content-blocks",
+            post(messaging::save_block),
+        )
+        .route(
+            "/dashboard/{ws}/messaging/content-blocks/{name}/delete",
+            post(messaging::delete_block),
+        )
+        .route(
+            "/dashboard/{ws}/messaging/hosts",
+            post(messaging::save_hosts),
+        )
+        .route(
+            "/dashboard/{ws}/messaging/credentials",
+            post(messaging::save_credential),
+        )
+        .route(
+            "/dashboard/{ws}/messaging/credentials/{name}/delete",
+            post(messaging::delete_credential),
+        )
+        .route(
+            "/dashboard/{ws}/messaging/subscription-groups",
+            post(messaging::save_group),
+        )
+        .route(
+            "/dashboard/{ws}/messaging/subscription-groups/{id}/delete",
+            post(messaging::delete_group),
         )
         .layer(axum::middleware::map_response(security_headers))
         .with_state(Dash { app, api })

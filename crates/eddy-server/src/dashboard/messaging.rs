@@ -217,7 +217,7 @@ pub async fn save_email(State(dash): State<Dash>, WsForm { page, form }: WsForm)
 pub async fn save_block(State(dash): State<Dash>, WsForm { page, form }: WsForm) -> Response {
     let name = form.get("name");
     let description = Some(form.get("description")).filter(|d| !d.trim().is_empty());
-    let request = json!({"content": form.get("content"), "description": description});
+    let request = json!({"content": form.exact("content"), "description": description});
     let path = format!(
         "/workspaces/{}/content-blocks/{}",
         page.ws.name,
@@ -260,7 +260,7 @@ pub async fn save_hosts(State(dash): State<Dash>, WsForm { page, form }: WsForm)
 /// `POST /dashboard/{ws}/messaging/credentials`.
 pub async fn save_credential(State(dash): State<Dash>, WsForm { page, form }: WsForm) -> Response {
     let name = form.get("name");
-    let request = json!({"username": form.get("username"), "password": form.get("password")});
+    let request = json!({"username": form.get("username"), "password": form.exact("password")});
     let path = format!(
         "/workspaces/{}/connected-content/credentials/{}",
         page.ws.name,

@@ -269,6 +269,11 @@ impl Form {
             .to_string()
     }
 
+    /// A field's value exactly as typed (passwords, template text); empty when absent.
+    pub fn exact(&self, name: &str) -> String {
+        crate::http::query_param(Some(&self.text), name).unwrap_or_default()
+    }
+
     /// Every value of a repeated field (checkboxes).
     pub fn all(&self, name: &str) -> Vec<String> {
         crate::http::query_params(Some(&self.text), name)

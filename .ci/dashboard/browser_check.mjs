@@ -217,6 +217,11 @@ try {
   await submit("form[action$='/campaigns'] button[type=submit]");
   check((await page.$eval("h1", (h) => h.textContent)).includes("Campaign Welcome"), "the example campaign is created");
   await audit("campaign");
+  // Its messages previewed for a stored user, as they would be sent.
+  await page.type("#preview-user", "web-3");
+  await submit("form[action$='/preview'] button[type=submit]");
+  check((await page.$$eval("pre.output", (pres) => pres.map((p) => p.textContent).join("\n"))).includes("Web3"), "the campaign is previewed for the user");
+  await audit("campaign-preview");
 
   // Messaging settings: a content block saved from its form is listed with its content.
   await go("/dashboard/default/messaging");

@@ -1255,3 +1255,42 @@ async fn messaging_settings_are_managed_from_the_dashboard() {
         Some(1)
     );
 }
+
+#[tokio::test]
+async fn a_campaign_is_previewed_for_a_chosen_user() {
+    let app = spawn_app().await;
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    app.track(json!({"attributes": [{"external_id": "ada", "first_name": "Ada"}]}))
+        .await;
+    let (status, created) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/campaigns",
+            json!({"name": "Hello", "messages": {"webhook": {
+                "url": "https://example.com/hook/{{${user_id}}}",
+                "body": "hi {{${first_name}}} from {{campaign.${name}}}",
+                "request_headers": {"X-Stop": "{% abort_message('no header today') %}"}}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let preview = format!("/dashboard/default/campaigns/{id}/preview");
+    let page = browser
+        .post(&preview, &[("csrf", &csrf), ("external_id", "ada")])
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("hi Ada from Hello"), "{}", page.text);
+    assert!(
+        page.text.contains("https://example.com/hook/ada"),
+        "{}",
+        page.text
+    );
+    assert!(
+        page.text.contains("aborted: no header today"),
+        "an abort is shown as one: {}",
+        page.text
+    );
+    let missing = browser
+        .post(&preview, &[("csrf", &csrf), ("external_id", "nobody")])
+        .await;
+    assert!(missing.text.contains("not found"), "{}", missing.text);
+}

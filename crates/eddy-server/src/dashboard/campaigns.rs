@@ -1,6 +1,7 @@
 //! Campaigns: the list with a form for a new one (its definition as JSON, checked by the admin
 //! API, Liquid included), a campaign's page with its sends (live while one is going out, each
-//! scheduled or sending one with a Cancel button) and its definition, editable in place.
+//! scheduled or sending one with a Cancel button), a preview of every message field for a
+//! chosen user, and its definition, editable in place.
 
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
@@ -118,7 +119,7 @@ pub async fn campaign(
     page: WsPage,
     Path((_, id)): Path<(String, String)>,
 ) -> Response {
-    render_campaign(&dash, &page, &id, None, None, StatusCode::OK).await
+    render_campaign(&dash, &page, &id, None, None, None, StatusCode::OK).await
 }
 
 async fn render_campaign(
@@ -127,6 +128,7 @@ async fn render_campaign(
     id: &str,
     outcome: Option<Result<String, String>>,
     draft: Option<String>,
+    preview: Option<Preview>,
     status: StatusCode,
 ) -> Response {
     let ws = page.ws.name.clone();
@@ -148,6 +150,24 @@ async fn render_campaign(
         (flash(&outcome))
         h2 { "Sends" }
         (dispatch_table(&ws, page, sends.list("dispatches")))
+        h2 { "Preview" }
+        form method="post" action={ "/dashboard/" (ws) "/campaigns/" (encode(id)) "/preview" } {
+            (csrf(&page.session))
+            div {
+                label for="preview-user" { "External id of the user to render for" }
+                input #preview-user name="external_id" required value=(preview.as_ref().map(|p| p.external_id.as_str()).unwrap_or_default());
+            }
+            button type="submit" { "Preview" }
+        }
+        @if let Some(preview) = &preview {
+            @for (field, rendered) in &preview.fields {
+                h3 { code { (field) } }
+                @match rendered {
+                    Ok(output) => pre.output { (output) },
+                    Err(why) => p.flash.error role="alert" { (why) },
+                }
+            }
+        }
         h2 { "Definition" }
         form method="post" action={ "/dashboard/" (ws) "/campaigns/" (encode(id)) "/edit" } {
             (csrf(&page.session))
@@ -165,6 +185,82 @@ async fn render_campaign(
         Some(&page.session),
         body,
     )
+}
+
+/// Every Liquid field of a campaign's messages rendered for one user: the text as it would be
+/// sent, or why it would not be (an abort, a refused host, a missing user).
+struct Preview {
+    external_id: String,
+    fields: Vec<(String, Result<String, String>)>,
+}
+
+/// `POST /dashboard/{ws}/campaigns/{id}/preview` (`external_id`).
+pub async fn preview(
+    State(dash): State<Dash>,
+    Path((_, id)): Path<(String, String)>,
+    WsForm { page, form }: WsForm,
+) -> Response {
+    let ws = page.ws.name.clone();
+    let external_id = form.get("external_id");
+    let campaign = dash
+        .get(&format!("/workspaces/{ws}/campaigns/{}", encode(&id)))
+        .await;
+    if !campaign.ok() {
+        return layout::not_found(&page.session, &campaign.message());
+    }
+    let messages = match eddy_messaging::campaign::Messages::from_json(campaign.get("messages")) {
+        Ok(messages) => messages,
+        Err(e) => {
+            let why = Err(format!("the stored definition does not read: {e}"));
+            let status = StatusCode::INTERNAL_SERVER_ERROR;
+            return render_campaign(&dash, &page, &id, Some(why), None, None, status).await;
+        }
+    };
+    let mut texts: Vec<(String, String)> = Vec::new();
+    if let Some(webhook) = &messages.webhook {
+        texts.extend(
+            webhook
+                .texts()
+                .into_iter()
+                .map(|(f, t)| (format!("webhook.{f}"), t.to_string())),
+        );
+    }
+    if let Some(email) = &messages.email {
+        texts.extend(
+            email
+                .texts()
+                .into_iter()
+                .map(|(f, t)| (format!("email.{f}"), t.to_string())),
+        );
+    }
+    let mut fields = Vec::with_capacity(texts.len());
+    for (field, template) in texts {
+        let request = serde_json::json!({
+            "template": template,
+            "user": {"external_id": external_id},
+            "campaign": {"api_id": id, "name": campaign.get("name")},
+        });
+        let reply = dash
+            .call(
+                Method::POST,
+                &format!("/workspaces/{ws}/liquid/render"),
+                Some(&request),
+            )
+            .await;
+        let rendered = if !reply.ok() {
+            Err(reply.message())
+        } else if reply.get("aborted").as_bool() == Some(true) {
+            Err(format!("aborted: {}", cell(reply.get("abort_reason"))))
+        } else {
+            Ok(cell(reply.get("output")))
+        };
+        fields.push((field, rendered));
+    }
+    let preview = Preview {
+        external_id,
+        fields,
+    };
+    render_campaign(&dash, &page, &id, None, None, Some(preview), StatusCode::OK).await
 }
 
 /// The part of a stored campaign its definition form edits (not its id or timestamps).
@@ -189,7 +285,8 @@ pub async fn edit(
         Ok(definition) => definition,
         Err(why) => {
             let status = StatusCode::BAD_REQUEST;
-            return render_campaign(&dash, &page, &id, Some(Err(why)), Some(draft), status).await;
+            return render_campaign(&dash, &page, &id, Some(Err(why)), Some(draft), None, status)
+                .await;
         }
     };
     let ws = page.ws.name.clone();
@@ -203,10 +300,10 @@ pub async fn edit(
     if !reply.ok() {
         let status = reply.status;
         let outcome = Some(Err(reply.message()));
-        return render_campaign(&dash, &page, &id, outcome, Some(draft), status).await;
+        return render_campaign(&dash, &page, &id, outcome, Some(draft), None, status).await;
     }
     let outcome = Some(Ok("campaign saved".to_string()));
-    render_campaign(&dash, &page, &id, outcome, None, StatusCode::OK).await
+    render_campaign(&dash, &page, &id, outcome, None, None, StatusCode::OK).await
 }
 
 /// `POST /dashboard/{ws}/dispatches/{id}/cancel`: back to where the button was.
@@ -242,7 +339,16 @@ pub async fn cancel(
         )
         .await;
     }
-    render_campaign(&dash, &page, &campaign, Some(outcome), None, StatusCode::OK).await
+    render_campaign(
+        &dash,
+        &page,
+        &campaign,
+        Some(outcome),
+        None,
+        None,
+        StatusCode::OK,
+    )
+    .await
 }
 
 /// Sends with their state and counts; a scheduled or sending one has a Cancel button, and the

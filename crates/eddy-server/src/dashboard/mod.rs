@@ -120,6 +120,10 @@ pub fn routes(app: SharedState, api: Router) -> Router {
         .route("/dashboard/{ws}/campaigns/{id}", get(campaigns::campaign))
         .route("/dashboard/{ws}/campaigns/{id}/edit", post(campaigns::edit))
         .route(
+            "/dashboard/{ws}/campaigns/{id}/preview",
+            post(campaigns::preview),
+        )
+        .route(
             "/dashboard/{ws}/dispatches/{id}/cancel",
             post(campaigns::cancel),
         )

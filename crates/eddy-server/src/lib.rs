@@ -617,6 +617,10 @@ fn api_routes(state: SharedState) -> Router {
             get(messaging::list_campaigns).post(messaging::create_campaign),
         )
         .route(
+            "/eddy/v1/workspaces/{ws}/campaigns/{id}/test-send",
+            post(messaging::test_send),
+        )
+        .route(
             "/eddy/v1/workspaces/{ws}/campaigns/{id}",
             get(messaging::get_campaign)
                 .put(messaging::put_campaign)

@@ -1294,3 +1294,60 @@ async fn a_campaign_is_previewed_for_a_chosen_user() {
         .await;
     assert!(missing.text.contains("not found"), "{}", missing.text);
 }
+
+#[tokio::test]
+async fn a_test_send_reaches_the_one_user_and_shows_among_the_sends() {
+    let app = spawn_app().await;
+    app.allow_loopback("default").await;
+    let receiver = eddy_testkit::WebhookReceiver::start().await;
+    let (browser, csrf) = Browser::sign_in(&app).await;
+    app.track(json!({"attributes": [
+        {"external_id": "ada", "first_name": "Ada"},
+        {"external_id": "bob", "first_name": "Bob"}
+    ]}))
+    .await;
+    let (status, created) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/campaigns",
+            json!({"name": "Hello", "messages": {"webhook": {
+                "url": receiver.url("/hello"), "body": "hi {{${first_name}}}"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().expect("id").to_string();
+    let page = browser
+        .post(
+            &format!("/dashboard/default/campaigns/{id}/test-send"),
+            &[("csrf", &csrf), ("external_id", "ada")],
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert!(page.text.contains("to ada accepted"), "{}", page.text);
+    for _ in 0..200 {
+        if receiver.count() > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1, "only the chosen user is sent to");
+    assert_eq!(requests[0].body, "hi Ada");
+    // The admin API answers the same for an unknown campaign as for any other send.
+    let (status, body) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/campaigns/none/test-send",
+            json!({"external_user_id": "ada"}),
+        )
+        .await;
+    assert!(status == 400 || status == 404, "{status} {body}");
+    let (status, body) = app
+        .admin_post(
+            &format!("/eddy/v1/workspaces/default/campaigns/{id}/test-send"),
+            json!({"to": "ada"}),
+        )
+        .await;
+    assert_eq!(
+        status, 400,
+        "a body without external_user_id is refused: {body}"
+    );
+}

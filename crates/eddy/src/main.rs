@@ -275,6 +275,13 @@ enum CampaignsCommand {
     },
     /// Delete a campaign (sends already accepted still finish).
     Delete { id: String },
+    /// Send a campaign now to one user, as `/campaigns/trigger/send` would; prints the dispatch.
+    TestSend {
+        id: String,
+        /// The user's external id.
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -853,6 +860,11 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                     reqwest::Method::DELETE,
                     format!("{base}/{}", encode(id)),
                     None,
+                ),
+                CampaignsCommand::TestSend { id, to } => (
+                    reqwest::Method::POST,
+                    format!("{base}/{}/test-send", encode(id)),
+                    Some(serde_json::json!({"external_user_id": to})),
                 ),
             }
         }

@@ -401,6 +401,35 @@ pub async fn get_campaign(
     ))
 }
 
+/// The body of a test send: the one user it goes to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestSend {
+    external_user_id: String,
+    #[serde(default)]
+    trigger_properties: Option<Map<String, Value>>,
+}
+
+/// `POST /eddy/v1/workspaces/{ws}/campaigns/{id}/test-send` `{"external_user_id",
+/// "trigger_properties"?}` → 201 `{"dispatch_id"}`: the campaign sent now to one user, as
+/// `/campaigns/trigger/send` would send it (its subscription group and control group apply).
+pub async fn test_send(
+    State(state): State<SharedState>,
+    Path((_, id)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+    JsonBody(test): JsonBody<TestSend>,
+) -> Answer {
+    let request = json!({
+        "campaign_id": id,
+        "trigger_properties": test.trigger_properties,
+        "recipients": [{"external_user_id": test.external_user_id}],
+    });
+    let request: TriggerRequest = serde_json::from_value(request)
+        .map_err(|e| ApiError::BadRequest(format!("test send: {e}")))?;
+    let dispatch = state.engine.send_trigger(&ws, request, When::Now).await?;
+    Ok(accepted(&dispatch))
+}
+
 /// `DELETE /eddy/v1/workspaces/{ws}/campaigns/{id}`: sends already accepted still finish.
 pub async fn delete_campaign(
     State(state): State<SharedState>,

@@ -1,7 +1,7 @@
 //! Campaigns: the list with a form for a new one (its definition as JSON, checked by the admin
 //! API, Liquid included), a campaign's page with its sends (live while one is going out, each
 //! scheduled or sending one with a Cancel button), a preview of every message field for a
-//! chosen user, and its definition, editable in place.
+//! chosen user, a test send to one user, and its definition, editable in place.
 
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode};
@@ -159,6 +159,14 @@ async fn render_campaign(
             }
             button type="submit" { "Preview" }
         }
+        form method="post" action={ "/dashboard/" (ws) "/campaigns/" (encode(id)) "/test-send" } {
+            (csrf(&page.session))
+            div {
+                label for="test-user" { "External id of the user to send a test to now" }
+                input #test-user name="external_id" required;
+            }
+            button type="submit" { "Send a test" }
+        }
         @if let Some(preview) = &preview {
             @for (field, rendered) in &preview.fields {
                 h3 { code { (field) } }
@@ -261,6 +269,35 @@ pub async fn preview(
         fields,
     };
     render_campaign(&dash, &page, &id, None, None, Some(preview), StatusCode::OK).await
+}
+
+/// `POST /dashboard/{ws}/campaigns/{id}/test-send` (`external_id`): the campaign sent now to
+/// that one user; the send shows in the table with its outcome.
+pub async fn test_send(
+    State(dash): State<Dash>,
+    Path((_, id)): Path<(String, String)>,
+    WsForm { page, form }: WsForm,
+) -> Response {
+    let ws = page.ws.name.clone();
+    let user = form.get("external_id");
+    let request = serde_json::json!({"external_user_id": user});
+    let reply = dash
+        .call(
+            Method::POST,
+            &format!("/workspaces/{ws}/campaigns/{}/test-send", encode(&id)),
+            Some(&request),
+        )
+        .await;
+    let (outcome, status) = if reply.ok() {
+        let dispatch = cell(reply.get("dispatch_id"));
+        (
+            Ok(format!("test send {dispatch} to {user} accepted")),
+            StatusCode::OK,
+        )
+    } else {
+        (Err(reply.message()), reply.status)
+    };
+    render_campaign(&dash, &page, &id, Some(outcome), None, None, status).await
 }
 
 /// The part of a stored campaign its definition form edits (not its id or timestamps).

@@ -124,6 +124,10 @@ pub fn routes(app: SharedState, api: Router) -> Router {
             post(campaigns::preview),
         )
         .route(
+            "/dashboard/{ws}/campaigns/{id}/test-send",
+            post(campaigns::test_send),
+        )
+        .route(
             "/dashboard/{ws}/dispatches/{id}/cancel",
             post(campaigns::cancel),
         )

@@ -369,6 +369,11 @@ fn routes() -> Vec<Route> {
             "conversion_events": [{"type": "custom_event", "custom_event_name": "e"}]}),
         ),
         admin(
+            "POST",
+            "/eddy/v1/workspaces/default/campaigns/none/test-send",
+            json!({"external_user_id": "u1", "trigger_properties": {"a": 1}}),
+        ),
+        admin(
             "PUT",
             "/eddy/v1/workspaces/default/subscription-groups/g",
             json!({"name": "G"}),

@@ -41,6 +41,10 @@ pub enum CurrentsError {
     /// The sink refused or failed (S3, Azure, GCS or Amplitude); the connector retries.
     #[error("{0}")]
     Upstream(String),
+    /// The connector is stored but its task has not started on this node yet (it was made on
+    /// another node a moment ago; the leader starts it at its next tick).
+    #[error("connector '{0}' is starting on this node; send the request again in a second")]
+    Starting(String),
     /// The connector runs on the cluster's leader node, and this node is not it.
     #[error(
         "connector '{0}' runs on the cluster's leader node, not this one; send the request again (to the leader)"
@@ -669,13 +673,16 @@ impl Currents {
             .map_err(CurrentsError::Upstream)
     }
 
-    /// Why a connector has no task here: it runs on the leader node, or it is not running.
+    /// Why a connector has no task here: it runs on the leader node, it is stored but not
+    /// started yet (made on another node a moment ago: the leader starts it at its next tick),
+    /// or there is no such connector.
     fn not_running(&self, ws: u32, name: &str) -> CurrentsError {
         let stored = matches!(self.store.connector(ws, name), Ok(Some(_)));
-        if stored && !self.leading() {
-            return CurrentsError::NotLeader(name.to_string());
+        match (stored, self.leading()) {
+            (true, false) => CurrentsError::NotLeader(name.to_string()),
+            (true, true) => CurrentsError::Starting(name.to_string()),
+            (false, _) => CurrentsError::NotFound(name.to_string()),
         }
-        CurrentsError::NotFound(name.to_string())
     }
 
     /// Flushes every connector and stops them all, in parallel, within `deadline` overall.

@@ -71,7 +71,10 @@ impl From<eddy_currents::CurrentsError> for HttpError {
                 ApiError::Unavailable
             }
             CurrentsError::Upstream(m) => ApiError::Upstream(m),
-            e @ CurrentsError::NotLeader(_) => ApiError::NotLeader(e.to_string()),
+            // Both are a 503 whose text says where or when to ask again.
+            e @ (CurrentsError::NotLeader(_) | CurrentsError::Starting(_)) => {
+                ApiError::NotLeader(e.to_string())
+            }
             CurrentsError::Store(e) => store_error(e),
         })
     }

@@ -376,8 +376,7 @@ impl Engine {
                 }
             });
         }
-        // Dropping this task (a dispatch stopped at shutdown) drops the set, which stops them.
-        tokio::spawn(async move {
+        DeliveryTask(tokio::spawn(async move {
             let mut all = Vec::with_capacity(recipients);
             while let Some(done) = tasks.join_next().await {
                 let finished =
@@ -385,7 +384,7 @@ impl Engine {
                 all.extend(finished);
             }
             Ok(all)
-        })
+        }))
     }
 
     /// Once a chunk is delivered: its outcomes and the dispatch's progress, committed in a task
@@ -399,9 +398,7 @@ impl Engine {
         delivered: DeliveryTask,
         chunk_end: u64,
     ) -> Result<tokio::task::JoinHandle<Result<(), MessagingError>>, MessagingError> {
-        let finished = delivered
-            .await
-            .map_err(|e| MessagingError::internal(format!("deliver: {e}")))??;
+        let finished = delivered.finish().await?;
         let (objects, events) = outcome_writes(dispatch, finished);
         dispatch.next = chunk_end;
         dispatch.starts_without_progress = 0;
@@ -502,8 +499,26 @@ pub(super) fn outcome_writes(
     (objects, events)
 }
 
-/// A chunk being delivered: how each recipient's delivery ended, once all have.
-type DeliveryTask = tokio::task::JoinHandle<Result<Vec<Finished>, MessagingError>>;
+/// A chunk being delivered. Dropped before it finishes (a dispatch stopped at shutdown past its
+/// deadline), it stops its requests: nothing outlives the engine, and what was not settled is
+/// sent again after the restart, as after a crash.
+struct DeliveryTask(tokio::task::JoinHandle<Result<Vec<Finished>, MessagingError>>);
+
+impl DeliveryTask {
+    /// How each recipient's delivery ended, once all have.
+    async fn finish(mut self) -> Result<Vec<Finished>, MessagingError> {
+        (&mut self.0)
+            .await
+            .map_err(|e| MessagingError::internal(format!("deliver: {e}")))?
+    }
+}
+
+impl Drop for DeliveryTask {
+    fn drop(&mut self) {
+        // Aborting a finished task does nothing; its set of request tasks is dropped with it.
+        self.0.abort();
+    }
+}
 
 /// How one visit of a dispatch's audience ended.
 pub(super) enum PassEnd {

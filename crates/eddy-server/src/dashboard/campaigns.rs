@@ -159,14 +159,6 @@ async fn render_campaign(
             }
             button type="submit" { "Preview" }
         }
-        form method="post" action={ "/dashboard/" (ws) "/campaigns/" (encode(id)) "/test-send" } {
-            (csrf(&page.session))
-            div {
-                label for="test-user" { "External id of the user to send a test to now" }
-                input #test-user name="external_id" required;
-            }
-            button type="submit" { "Send a test" }
-        }
         @if let Some(preview) = &preview {
             @for (field, rendered) in &preview.fields {
                 h3 { code { (field) } }
@@ -175,6 +167,15 @@ async fn render_campaign(
                     Err(why) => p.flash.error role="alert" { (why) },
                 }
             }
+        }
+        h2 { "Test send" }
+        form method="post" action={ "/dashboard/" (ws) "/campaigns/" (encode(id)) "/test-send" } {
+            (csrf(&page.session))
+            div {
+                label for="test-user" { "External id of the user to send a test to now" }
+                input #test-user name="external_id" required;
+            }
+            button type="submit" { "Send a test" }
         }
         h2 { "Definition" }
         form method="post" action={ "/dashboard/" (ws) "/campaigns/" (encode(id)) "/edit" } {

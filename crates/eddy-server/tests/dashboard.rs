@@ -1262,12 +1262,27 @@ async fn a_campaign_is_previewed_for_a_chosen_user() {
     let (browser, csrf) = Browser::sign_in(&app).await;
     app.track(json!({"attributes": [{"external_id": "ada", "first_name": "Ada"}]}))
         .await;
+    // A content block saved from the dashboard, included as Braze's docs write it.
+    let saved = browser
+        .post(
+            "/dashboard/default/messaging/content-blocks",
+            &[
+                ("csrf", &csrf),
+                ("name", "legal_footer"),
+                (
+                    "content",
+                    "Unsubscribe: {{${set_user_to_unsubscribed_url}}}",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(saved.status, 200, "{}", saved.text);
     let (status, created) = app
         .admin_post(
             "/eddy/v1/workspaces/default/campaigns",
             json!({"name": "Hello", "messages": {"webhook": {
                 "url": "https://example.com/hook/{{${user_id}}}",
-                "body": "hi {{${first_name}}} from {{campaign.${name}}}",
+                "body": "hi {{${first_name}}} from {{campaign.${name}}} {{content_blocks.${legal_footer}}}",
                 "request_headers": {"X-Stop": "{% abort_message('no header today') %}"}}}}),
         )
         .await;
@@ -1278,7 +1293,11 @@ async fn a_campaign_is_previewed_for_a_chosen_user() {
         .post(&preview, &[("csrf", &csrf), ("external_id", "ada")])
         .await;
     assert_eq!(page.status, 200, "{}", page.text);
-    assert!(page.text.contains("hi Ada from Hello"), "{}", page.text);
+    assert!(
+        page.text.contains("hi Ada from Hello Unsubscribe: "),
+        "{}",
+        page.text
+    );
     assert!(
         page.text.contains("https://example.com/hook/ada"),
         "{}",

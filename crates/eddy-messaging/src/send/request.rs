@@ -95,6 +95,35 @@ pub struct TriggerRequest {
     _api_key: serde::de::IgnoredAny,
 }
 
+impl TriggerRequest {
+    /// A send of `campaign_id` now to the one existing user `external_user_id` (a test send).
+    pub fn to_one(
+        campaign_id: &str,
+        external_user_id: &str,
+        trigger_properties: Option<Map<String, Value>>,
+    ) -> TriggerRequest {
+        let recipient = TriggerRecipient {
+            external_user_id: Some(external_user_id.to_string()),
+            user_alias: None,
+            email: None,
+            trigger_properties: None,
+            _canvas_entry_properties: None,
+            send_to_existing_only: true,
+            attributes: None,
+        };
+        TriggerRequest {
+            campaign_id: Some(campaign_id.to_string()),
+            send_id: None,
+            trigger_properties,
+            broadcast: None,
+            audience: None,
+            recipients: Some(vec![recipient]),
+            schedule: None,
+            _api_key: serde::de::IgnoredAny,
+        }
+    }
+}
+
 /// The body of `/transactional/v1/campaigns/{id}/send`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -419,13 +419,7 @@ pub async fn test_send(
     AdminWorkspace(ws): AdminWorkspace,
     JsonBody(test): JsonBody<TestSend>,
 ) -> Answer {
-    let request = json!({
-        "campaign_id": id,
-        "trigger_properties": test.trigger_properties,
-        "recipients": [{"external_user_id": test.external_user_id}],
-    });
-    let request: TriggerRequest = serde_json::from_value(request)
-        .map_err(|e| ApiError::BadRequest(format!("test send: {e}")))?;
+    let request = TriggerRequest::to_one(&id, &test.external_user_id, test.trigger_properties);
     let dispatch = state.engine.send_trigger(&ws, request, When::Now).await?;
     Ok(accepted(&dispatch))
 }

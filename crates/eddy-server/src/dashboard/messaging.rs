@@ -198,6 +198,13 @@ async fn save(
     }
 }
 
+/// Deletes one object of the workspace's `collection` (its admin API path) and shows the page.
+async fn remove(dash: &Dash, page: &WsPage, collection: &str, label: &str, name: &str) -> Response {
+    let path = format!("/workspaces/{}/{collection}/{}", page.ws.name, encode(name));
+    let done = format!("{label} {name} deleted");
+    save(dash, page, Method::DELETE, &path, None, done).await
+}
+
 /// `POST /dashboard/{ws}/messaging/email`.
 pub async fn save_email(State(dash): State<Dash>, WsForm { page, form }: WsForm) -> Response {
     let optional = |name: &str| Some(form.get(name)).filter(|v| !v.trim().is_empty());
@@ -233,13 +240,7 @@ pub async fn delete_block(
     Path((_, name)): Path<(String, String)>,
     WsForm { page, .. }: WsForm,
 ) -> Response {
-    let path = format!(
-        "/workspaces/{}/content-blocks/{}",
-        page.ws.name,
-        encode(&name)
-    );
-    let done = format!("content block {name} deleted");
-    save(&dash, &page, Method::DELETE, &path, None, done).await
+    remove(&dash, &page, "content-blocks", "content block", &name).await
 }
 
 /// `POST /dashboard/{ws}/messaging/hosts`: the allowed hosts, one per line.
@@ -276,13 +277,14 @@ pub async fn delete_credential(
     Path((_, name)): Path<(String, String)>,
     WsForm { page, .. }: WsForm,
 ) -> Response {
-    let path = format!(
-        "/workspaces/{}/connected-content/credentials/{}",
-        page.ws.name,
-        encode(&name)
-    );
-    let done = format!("credential {name} deleted");
-    save(&dash, &page, Method::DELETE, &path, None, done).await
+    remove(
+        &dash,
+        &page,
+        "connected-content/credentials",
+        "credential",
+        &name,
+    )
+    .await
 }
 
 /// `POST /dashboard/{ws}/messaging/subscription-groups`.
@@ -304,11 +306,12 @@ pub async fn delete_group(
     Path((_, id)): Path<(String, String)>,
     WsForm { page, .. }: WsForm,
 ) -> Response {
-    let path = format!(
-        "/workspaces/{}/subscription-groups/{}",
-        page.ws.name,
-        encode(&id)
-    );
-    let done = format!("subscription group {id} deleted");
-    save(&dash, &page, Method::DELETE, &path, None, done).await
+    remove(
+        &dash,
+        &page,
+        "subscription-groups",
+        "subscription group",
+        &id,
+    )
+    .await
 }

@@ -194,6 +194,7 @@ pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
     *counter.first_at.lock().unwrap_or_else(|p| p.into_inner()) = None;
 
     // eddy: the broadcast, from the request to the last delivery.
+    let cpu_before = crate::load::cpu_seconds(server.child.id());
     let t0 = Instant::now();
     let sent: Value = client
         .post(format!("{base}/messages/send"))
@@ -210,6 +211,7 @@ pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
         .context("dispatch_id")?
         .to_string();
     let status = wait_done(&client, &base, &dispatch).await?;
+    let cpu = crate::load::cpu_seconds(server.child.id()) - cpu_before;
     let first = counter
         .first_at
         .lock()
@@ -238,6 +240,10 @@ pub async fn run(args: MessagingArgs) -> anyhow::Result<()> {
         "eddy webhook broadcast: {total} deliveries in {:.2} s = {eddy_rate:.0}/s; first after {to_first_ms:.0} ms; lost {lost}, repeated {repeated}; dispatch counts {}",
         (last - t0).as_secs_f64(),
         status["counts"]
+    );
+    println!(
+        "eddy's CPU during the broadcast: {cpu:.2} s, {:.1} µs per delivery",
+        cpu * 1e6 / total.max(1) as f64
     );
     if lost > 0 || repeated > 0 {
         bail!("the receiver counted {lost} lost and {repeated} repeated deliveries");

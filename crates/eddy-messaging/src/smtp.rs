@@ -211,16 +211,7 @@ fn expect(reply: (u16, String), code_class: u16, what: &str) -> Result<String, S
 }
 
 fn tls_connector() -> Result<tokio_rustls::TlsConnector, SmtpError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(io_error)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = eddy_net::tls_config().map_err(io_error)?;
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 

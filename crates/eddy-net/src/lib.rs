@@ -10,14 +10,17 @@
 //!
 //! - [`address`]: which addresses are public, in every spelling.
 //! - [`allowed`]: a workspace's `allowed_hosts`, parsed and matched.
+//! - [`connector`]: the connector of the lean HTTP/1 client webhooks are sent with.
 //! - [`resolve`]: the checks at connection time and the resolver that applies them.
 
 pub mod address;
 pub mod allowed;
+pub mod connector;
 pub mod resolve;
 
 pub use address::is_public;
 pub use allowed::{AllowedHosts, InvalidHost, is_host_name};
+pub use connector::{Connector, connector, tls_config};
 pub use resolve::{
     Policy, PolicyResolver, Refused, check_operator_url, check_outbound, check_url_for,
     client_builder, loopback_only, restrict_to_loopback,

@@ -138,16 +138,23 @@ impl PolicyResolver {
             policy: Arc::new(policy),
         }
     }
+
+    /// The addresses of `name` the policy admits (a refusal when it admits none).
+    pub(crate) async fn admitted(
+        &self,
+        name: &str,
+    ) -> Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>> {
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((name, 0)).await?.collect();
+        Ok(self.policy.admit(name, found)?)
+    }
 }
 
 impl reqwest::dns::Resolve for PolicyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        let policy = self.policy.clone();
+        let resolver = self.clone();
         let name = name.as_str().to_string();
         Box::pin(async move {
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            let admitted = policy.admit(&name, found)?;
+            let admitted = resolver.admitted(&name).await?;
             Ok(Box::new(admitted.into_iter()) as reqwest::dns::Addrs)
         })
     }

@@ -182,7 +182,7 @@ pub struct Engine {
     settings: Settings,
     /// Webhook clients, one per set of allowed hosts: each resolver admits public addresses and
     /// those hosts, as Connected Content's does.
-    webhook_clients: StdMutex<HashMap<eddy_net::AllowedHosts, reqwest::Client>>,
+    webhook_clients: StdMutex<HashMap<eddy_net::AllowedHosts, webhook::Client>>,
     liquid_http: Arc<HttpClient>,
     signer: Signer,
     /// Request permits per host, by port then host name.
@@ -313,7 +313,7 @@ impl Engine {
     fn webhook_client(
         &self,
         allowed: &eddy_net::AllowedHosts,
-    ) -> Result<reqwest::Client, MessagingError> {
+    ) -> Result<webhook::Client, MessagingError> {
         let mut clients = self
             .webhook_clients
             .lock()
@@ -321,10 +321,9 @@ impl Engine {
         if let Some(client) = clients.get(allowed) {
             return Ok(client.clone());
         }
-        let client = eddy_net::client_builder(eddy_net::Policy::Workspace(allowed.clone()))
-            .pool_max_idle_per_host(self.settings.host_concurrency)
-            .build()
+        let connector = eddy_net::connector(eddy_net::Policy::Workspace(allowed.clone()))
             .map_err(|e| MessagingError::internal(format!("http client: {e}")))?;
+        let client = webhook::Client::new(connector, self.settings.host_concurrency);
         // Lists that change leave old clients behind; a bound keeps them from piling up.
         if clients.len() > 1024 {
             clients.clear();

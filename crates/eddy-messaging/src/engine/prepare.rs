@@ -574,11 +574,13 @@ pub(super) fn render_webhook(
     // A name is checked again once resolved, by the client's resolver.
     eddy_net::check_url_for(Some(allowed), &parsed, false)
         .map_err(|refused| Abort::Error(format!("webhook url: {refused}")))?;
+    let uri = hyper::Uri::try_from(parsed.as_str())
+        .map_err(|e| Abort::Error(format!("'{url}' is not an http(s) URL: {e}")))?;
     let body = match &message.body {
         Some(_) => Some(compiled.render("webhook.body", variables, Some(fetch))?),
         None => None,
     };
-    let mut headers = reqwest::header::HeaderMap::with_capacity(message.request_headers.len());
+    let mut headers = hyper::HeaderMap::with_capacity(message.request_headers.len());
     for name in message.request_headers.keys() {
         let value = compiled.render(
             &format!("webhook.request_headers.{name}"),
@@ -590,31 +592,31 @@ pub(super) fn render_webhook(
         if name.eq_ignore_ascii_case("host") {
             continue;
         }
-        let header = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        let header = hyper::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
             Abort::Error(format!(
                 "webhook header name '{name}' is not a valid header name"
             ))
         })?;
         // A value rendered with a line break would otherwise start a header of its own.
-        let value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
+        let value = hyper::header::HeaderValue::from_str(&value).map_err(|_| {
             Abort::Error(format!(
                 "webhook header '{name}' rendered to a value a header cannot hold (a line break or a control character)"
             ))
         })?;
         headers.append(header, value);
     }
-    let method =
-        reqwest::Method::from_bytes(message.request_method.to_ascii_uppercase().as_bytes())
-            .map_err(|_| {
-                Abort::Error(format!(
-                    "webhook method '{}' is not an HTTP method",
-                    message.request_method
-                ))
-            })?;
+    let method = hyper::Method::from_bytes(message.request_method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| {
+            Abort::Error(format!(
+                "webhook method '{}' is not an HTTP method",
+                message.request_method
+            ))
+        })?;
     Ok(webhook::Request {
         method,
         url,
         parsed,
+        uri,
         headers,
         body: body.map(bytes::Bytes::from),
     })

@@ -104,7 +104,7 @@ impl Engine {
 /// its pacer.
 #[derive(Clone)]
 pub(super) struct Channels {
-    pub(super) http: reqwest::Client,
+    pub(super) http: crate::webhook::Client,
     pub(super) pool: Option<Arc<Pool>>,
     pub(super) pacer: Option<Arc<Pacer>>,
 }

@@ -5,7 +5,7 @@ use super::*;
 impl Engine {
     pub(super) async fn deliver_webhook(
         &self,
-        http: &reqwest::Client,
+        http: &crate::webhook::Client,
         work: &mut Work,
         request: &crate::webhook::Request,
         variation: Option<&str>,

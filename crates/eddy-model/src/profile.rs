@@ -120,6 +120,9 @@ pub struct Profile {
     /// The customer's id, once identified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// Earlier external ids kept after a rename: they still name the user until removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deprecated_external_ids: Vec<String>,
     /// Aliases, at most one per label.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<UserAlias>,

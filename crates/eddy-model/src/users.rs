@@ -10,8 +10,8 @@ use crate::ApiError;
 use crate::limits::{MAX_IDENTIFIER_BYTES, check_identifier};
 use crate::track::{Identifier, normalize_email, parse_alias};
 use crate::wire::{
-    AliasNewRequest, AliasUpdateRequest, DeleteRequest, ExportIdsRequest, IdentifyRequest,
-    UserAlias,
+    AliasNewRequest, AliasUpdateRequest, DeleteRequest, ExportIdsRequest, ExternalIdRemoveRequest,
+    ExternalIdRenameRequest, IdentifyRequest, UserAlias,
 };
 
 /// Most identifiers per request on identify, alias, delete, merge and export.
@@ -89,6 +89,35 @@ pub fn validate_alias_new(req: &AliasNewRequest) -> Result<(), ApiError> {
         if let Some(external_id) = &alias.external_id {
             check_identifier("external_id", external_id).map_err(bad)?;
         }
+    }
+    Ok(())
+}
+
+/// `/users/external_ids/rename`: 1 to [`MAX_IDS`] renames, every id valid.
+pub fn validate_external_id_rename(req: &ExternalIdRenameRequest) -> Result<(), ApiError> {
+    if req.external_id_renames.is_empty() {
+        return Err(bad("'external_id_renames' must be a non-empty array".into()));
+    }
+    if req.external_id_renames.len() > MAX_IDS {
+        return Err(ApiError::TooManyIds);
+    }
+    for rename in &req.external_id_renames {
+        check_identifier("current_external_id", &rename.current_external_id).map_err(bad)?;
+        check_identifier("new_external_id", &rename.new_external_id).map_err(bad)?;
+    }
+    Ok(())
+}
+
+/// `/users/external_ids/remove`: 1 to [`MAX_IDS`] ids, each valid.
+pub fn validate_external_id_remove(req: &ExternalIdRemoveRequest) -> Result<(), ApiError> {
+    if req.external_ids.is_empty() {
+        return Err(bad("'external_ids' must be a non-empty array".into()));
+    }
+    if req.external_ids.len() > MAX_IDS {
+        return Err(ApiError::TooManyIds);
+    }
+    for id in &req.external_ids {
+        check_identifier("external_ids", id).map_err(bad)?;
     }
     Ok(())
 }

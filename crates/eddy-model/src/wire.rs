@@ -128,6 +128,42 @@ pub struct AliasUpdateRequest {
     pub alias_updates: Vec<AliasUpdate>,
 }
 
+/// One entry of `/users/external_ids/rename`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalIdRename {
+    /// The user's primary external id.
+    pub current_external_id: String,
+    /// The id that becomes primary; the current one stays as a deprecated id.
+    pub new_external_id: String,
+}
+
+/// `POST /users/external_ids/rename`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExternalIdRenameRequest {
+    /// Renames (1 to 50).
+    #[serde(default)]
+    pub external_id_renames: Vec<ExternalIdRename>,
+}
+
+/// `POST /users/external_ids/remove`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExternalIdRemoveRequest {
+    /// Deprecated external ids to remove (1 to 50).
+    #[serde(default)]
+    pub external_ids: Vec<String>,
+}
+
+/// What a rename or a removal did: the ids it handled, and the index of each entry it
+/// refused with the reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExternalIdsOutcome {
+    /// The external ids handled (for a rename, each entry's `current_external_id`).
+    pub done: Vec<String>,
+    /// `(index in the request, reason)` of each refused entry.
+    pub errors: Vec<(usize, String)>,
+}
+
 /// An email or phone with the rule choosing among several profiles that share it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrioritizedEmail {
@@ -190,6 +226,8 @@ pub const PERMISSIONS: &[&str] = &[
     "users.delete",
     "users.alias.new",
     "users.alias.update",
+    "users.external_ids.rename",
+    "users.external_ids.remove",
     "users.identify",
     "users.export.ids",
     "users.export.segment",

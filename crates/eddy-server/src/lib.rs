@@ -422,6 +422,14 @@ fn api_routes(state: SharedState) -> Router {
         .route("/users/identify", post(users::identify))
         .route("/users/alias/new", post(users::alias_new))
         .route("/users/alias/update", post(users::alias_update))
+        .route(
+            "/users/external_ids/rename",
+            post(users::rename_external_ids),
+        )
+        .route(
+            "/users/external_ids/remove",
+            post(users::remove_external_ids),
+        )
         .route("/users/delete", post(users::delete))
         .route("/users/merge", post(users::merge))
         .route("/users/export/ids", post(users::export_ids))

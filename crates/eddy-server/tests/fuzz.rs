@@ -161,6 +161,16 @@ fn routes() -> Vec<Route> {
         ),
         rest(
             "POST",
+            "/users/external_ids/rename",
+            json!({"external_id_renames": [{"current_external_id": "f1", "new_external_id": "f1-v2"}]}),
+        ),
+        rest(
+            "POST",
+            "/users/external_ids/remove",
+            json!({"external_ids": ["f1"]}),
+        ),
+        rest(
+            "POST",
             "/users/delete",
             json!({"external_ids": ["f-none"], "user_aliases": [{"alias_name": "z", "alias_label": "l"}]}),
         ),

@@ -55,7 +55,7 @@ async fn braze_endpoints_eddy_lacks_are_named_and_wrong_methods_answer_405_json(
 #[tokio::test]
 async fn only_permissions_of_real_endpoints_are_offered() {
     let app = spawn_app().await;
-    for permission in ["users.track.sync", "users.external_ids.rename"] {
+    for permission in ["users.track.sync", "sms.invalid_phone_numbers.remove"] {
         let (status, body) = app
             .admin_post(
                 "/eddy/v1/workspaces/default/api-keys",
@@ -73,7 +73,7 @@ async fn only_permissions_of_real_endpoints_are_offered() {
     assert_eq!(status, 201);
     let offered = body["permissions"].to_string();
     assert!(
-        !offered.contains("users.track.sync") && !offered.contains("rename"),
+        !offered.contains("users.track.sync") && !offered.contains("sms."),
         "{offered}"
     );
 }

@@ -215,6 +215,113 @@ async fn delete_removes_profiles_and_identifiers() {
     assert_eq!(status, 400);
 }
 
+/// Braze's migration period: after a rename the user answers to both ids, writes by either
+/// reach the same profile, and only the deprecated one can be removed.
+#[tokio::test]
+async fn external_ids_are_renamed_then_the_deprecated_ones_removed() {
+    let app = spawn_app().await;
+    app.track(json!({"attributes": [
+        {"external_id": "old-1", "plan": "gold"},
+        {"external_id": "taken"}
+    ]}))
+    .await;
+    // Braze's documented request example's shape, with one entry per rule it names.
+    let (status, body) = app
+        .post(
+            "/users/external_ids/rename",
+            json!({"external_id_renames": [
+                {"current_external_id": "old-1", "new_external_id": "new-1"},
+                {"current_external_id": "taken", "new_external_id": "taken"},
+                {"current_external_id": "taken", "new_external_id": "new-1"},
+                {"current_external_id": "nobody", "new_external_id": "x"},
+                {"current_external_id": "old-1", "new_external_id": "newer-1"}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], "success");
+    assert_eq!(body["external_ids"], json!(["old-1"]));
+    let refused: Vec<u64> = body["rename_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(refused, [1, 2, 3, 4], "{body}");
+    assert!(
+        body["rename_errors"][3][1]
+            .as_str()
+            .unwrap()
+            .contains("deprecated"),
+        "a deprecated id cannot be renamed again: {body}"
+    );
+
+    // Both ids name the user, whose primary id is the new one.
+    let by_new = app.user("new-1").await.unwrap();
+    assert_eq!(by_new["external_id"], "new-1");
+    assert_eq!(app.user("old-1").await.unwrap(), by_new);
+    // A write by the old id lands on the same profile.
+    app.track(json!({"attributes": [{"external_id": "old-1", "visits": 3}]}))
+        .await;
+    assert_eq!(
+        app.user("new-1").await.unwrap()["custom_attributes"]["visits"],
+        3
+    );
+
+    let (status, body) = app
+        .post(
+            "/users/external_ids/remove",
+            json!({"external_ids": ["old-1", "new-1", "ghost"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["removed_ids"], json!(["old-1"]));
+    let refused: Vec<u64> = body["removal_errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[0].as_u64().unwrap())
+        .collect();
+    assert_eq!(refused, [1, 2], "a primary id is never removed: {body}");
+    assert!(app.user("old-1").await.is_none());
+    assert_eq!(
+        app.user("new-1").await.unwrap()["custom_attributes"]["plan"],
+        "gold"
+    );
+    // The removed id is free again: it makes a new user.
+    app.track(json!({"attributes": [{"external_id": "old-1", "plan": "free"}]}))
+        .await;
+    assert_ne!(
+        app.user("old-1").await.unwrap()["braze_id"],
+        app.user("new-1").await.unwrap()["braze_id"]
+    );
+
+    // Deleting a renamed user frees its deprecated ids too.
+    app.post(
+        "/users/external_ids/rename",
+        json!({"external_id_renames": [{"current_external_id": "new-1", "new_external_id": "new-2"}]}),
+    )
+    .await;
+    let (status, _) = app
+        .post("/users/delete", json!({"external_ids": ["new-2"]}))
+        .await;
+    assert_eq!(status, 201);
+    assert!(app.user("new-1").await.is_none());
+
+    for body in [
+        json!({"external_id_renames": []}),
+        json!({"external_id_renames": [{"current_external_id": "a"}]}),
+        json!({"external_id_renames": (0..51).map(|i| json!({"current_external_id": format!("a{i}"), "new_external_id": format!("b{i}")})).collect::<Vec<_>>()}),
+    ] {
+        let (status, answer) = app.post("/users/external_ids/rename", body).await;
+        assert_eq!(status, 400, "{answer}");
+    }
+    let (status, answer) = app
+        .post("/users/external_ids/remove", json!({"external_ids": []}))
+        .await;
+    assert_eq!(status, 400, "{answer}");
+}
+
 #[tokio::test]
 async fn merge_folds_profiles_with_braze_texts() {
     let app = spawn_app().await;

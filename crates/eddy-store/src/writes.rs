@@ -6,7 +6,8 @@ use eddy_model::currents::OutboxEvent;
 use eddy_model::track::TrackBatch;
 use eddy_model::users::Lookup;
 use eddy_model::wire::{
-    AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse,
+    AliasNewRequest, AliasUpdateRequest, DeleteRequest, ExternalIdRemoveRequest,
+    ExternalIdRenameRequest, ExternalIdsOutcome, IdentifyRequest, TrackResponse,
 };
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -68,6 +69,36 @@ impl Store {
     ) -> Result<usize, StoreError> {
         self.count("alias_update", Mutation::AliasUpdate { ws, request })
             .await
+    }
+
+    /// `/users/external_ids/rename`: answers what was renamed and what was refused.
+    pub async fn rename_external_ids(
+        &self,
+        ws: Workspace,
+        request: ExternalIdRenameRequest,
+    ) -> Result<ExternalIdsOutcome, StoreError> {
+        match self
+            .run(Mutation::RenameExternalIds { ws, request })
+            .await?
+        {
+            Outcome::ExternalIds(outcome) => Ok(outcome),
+            other => Err(unexpected("rename_external_ids", other)),
+        }
+    }
+
+    /// `/users/external_ids/remove`: answers what was removed and what was refused.
+    pub async fn remove_external_ids(
+        &self,
+        ws: Workspace,
+        request: ExternalIdRemoveRequest,
+    ) -> Result<ExternalIdsOutcome, StoreError> {
+        match self
+            .run(Mutation::RemoveExternalIds { ws, request })
+            .await?
+        {
+            Outcome::ExternalIds(outcome) => Ok(outcome),
+            other => Err(unexpected("remove_external_ids", other)),
+        }
     }
 
     /// `/users/delete`: answers how many users were deleted.

@@ -11,8 +11,6 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/canvas/trigger/schedule/update"),
     ("POST", "/canvas/trigger/schedule/delete"),
     // User data
-    ("POST", "/users/external_ids/rename"),
-    ("POST", "/users/external_ids/remove"),
     ("POST", "/users/track/sync"),
     ("POST", "/users/export/global_control_group"),
     // Subscriptions

@@ -8,18 +8,18 @@ use eddy_model::time;
 use eddy_model::track::{Identifier, validate_track};
 use eddy_model::users::{
     parse_merge, validate_alias_new, validate_alias_update, validate_delete, validate_export_ids,
-    validate_identify,
+    validate_external_id_remove, validate_external_id_rename, validate_identify,
 };
 use eddy_model::wire::{
-    AliasNewRequest, AliasUpdateRequest, DeleteRequest, ExportIdsRequest, IdentifyRequest,
-    TrackRequest,
+    AliasNewRequest, AliasUpdateRequest, DeleteRequest, ExportIdsRequest, ExternalIdRemoveRequest,
+    ExternalIdRenameRequest, ExternalIdsOutcome, IdentifyRequest, TrackRequest,
 };
 use serde_json::{Value, json};
 
 use crate::SharedState;
 use crate::extract::{
-    Rest, UsersAliasNew, UsersAliasUpdate, UsersDelete, UsersExportIds, UsersIdentify, UsersMerge,
-    UsersTrack,
+    Rest, UsersAliasNew, UsersAliasUpdate, UsersDelete, UsersExportIds, UsersExternalIdsRemove,
+    UsersExternalIdsRename, UsersIdentify, UsersMerge, UsersTrack,
 };
 use crate::http::{HttpError, json_response};
 
@@ -111,6 +111,52 @@ pub async fn alias_update(
     validate_alias_update(&req)?;
     let n = state.store.alias_update(ws, req).await?;
     Ok(aliases_processed(n))
+}
+
+/// `POST /users/external_ids/rename`.
+pub async fn rename_external_ids(
+    State(state): State<SharedState>,
+    rest: Rest<UsersExternalIdsRename>,
+) -> Answer {
+    let req: ExternalIdRenameRequest = rest.json()?;
+    let ws = rest.workspace;
+    validate_external_id_rename(&req)?;
+    let outcome = state.store.rename_external_ids(ws, req).await?;
+    Ok(external_ids_answer(
+        outcome,
+        "external_ids",
+        "rename_errors",
+    ))
+}
+
+/// `POST /users/external_ids/remove`.
+pub async fn remove_external_ids(
+    State(state): State<SharedState>,
+    rest: Rest<UsersExternalIdsRemove>,
+) -> Answer {
+    let req: ExternalIdRemoveRequest = rest.json()?;
+    let ws = rest.workspace;
+    validate_external_id_remove(&req)?;
+    let outcome = state.store.remove_external_ids(ws, req).await?;
+    Ok(external_ids_answer(
+        outcome,
+        "removed_ids",
+        "removal_errors",
+    ))
+}
+
+/// Braze's answer to a rename or a removal: what was done, and each refused entry as
+/// `[index in the request, reason]`.
+fn external_ids_answer(outcome: ExternalIdsOutcome, done: &str, errors: &str) -> Response {
+    let refused: Vec<Value> = outcome
+        .errors
+        .into_iter()
+        .map(|(index, reason)| json!([index, reason]))
+        .collect();
+    json_response(
+        StatusCode::OK,
+        &json!({"message": "success", done: outcome.done, errors: refused}),
+    )
 }
 
 /// `POST /users/delete`.

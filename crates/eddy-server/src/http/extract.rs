@@ -47,6 +47,10 @@ permissions! {
     UsersAliasNew = "users.alias.new";
     /// `users.alias.update`.
     UsersAliasUpdate = "users.alias.update";
+    /// `users.external_ids.rename`.
+    UsersExternalIdsRename = "users.external_ids.rename";
+    /// `users.external_ids.remove`.
+    UsersExternalIdsRemove = "users.external_ids.remove";
     /// `users.delete`.
     UsersDelete = "users.delete";
     /// `users.merge`.

@@ -26,6 +26,7 @@ pub const GROUPS: &[(&str, u64, u64)] = &[
     ("users.track", 3_000, 3),
     ("users.write", 20_000, 60),
     ("users.export.ids", 250, 60),
+    ("users.external_ids", 1_000, 60),
     ("segments", 250_000, 3_600),
     ("partners", 250_000, 3_600),
     ("messages", 250_000, 3_600),
@@ -51,6 +52,7 @@ pub fn group_of(path: &str) -> &'static str {
         | "/users/identify"
         | "/users/merge" => "users.write",
         "/users/export/ids" => "users.export.ids",
+        "/users/external_ids/rename" | "/users/external_ids/remove" => "users.external_ids",
         "/users/export/segment" | "/segments/list" | "/segments/details" => "segments",
         p if p.starts_with("/partners/") => "partners",
         "/currents/events" => "users.track",

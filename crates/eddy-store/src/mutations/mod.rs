@@ -14,7 +14,8 @@ use eddy_model::profile::Limits;
 use eddy_model::track::TrackBatch;
 use eddy_model::users::Lookup;
 use eddy_model::wire::{
-    AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse,
+    AliasNewRequest, AliasUpdateRequest, DeleteRequest, ExternalIdRemoveRequest,
+    ExternalIdRenameRequest, ExternalIdsOutcome, IdentifyRequest, TrackResponse,
 };
 use serde_json::Value;
 
@@ -44,6 +45,14 @@ pub(crate) enum Mutation {
     AliasUpdate {
         ws: Workspace,
         request: AliasUpdateRequest,
+    },
+    RenameExternalIds {
+        ws: Workspace,
+        request: ExternalIdRenameRequest,
+    },
+    RemoveExternalIds {
+        ws: Workspace,
+        request: ExternalIdRemoveRequest,
     },
     Delete {
         ws: Workspace,
@@ -181,6 +190,7 @@ pub struct ObjectWrite {
 pub(crate) enum Outcome {
     Track(TrackResponse),
     Count(usize),
+    ExternalIds(ExternalIdsOutcome),
     Workspace(Workspace),
     Done,
 }
@@ -234,6 +244,12 @@ pub(crate) fn apply(
         Mutation::AliasUpdate { ws, request } => {
             txn.alias_update(&ws, &request).map(Outcome::Count)
         }
+        Mutation::RenameExternalIds { ws, request } => txn
+            .rename_external_ids(&ws, &request)
+            .map(Outcome::ExternalIds),
+        Mutation::RemoveExternalIds { ws, request } => txn
+            .remove_external_ids(&ws, &request)
+            .map(Outcome::ExternalIds),
         Mutation::Delete { ws, request } => txn.delete_users(&ws, &request).map(Outcome::Count),
         Mutation::Merge { ws, pairs } => txn.merge_users(&ws, &pairs).map(Outcome::Count),
         Mutation::CreateWorkspace { name } => txn.create_workspace(&name).map(Outcome::Workspace),

@@ -8,7 +8,8 @@ use eddy_model::track::{Identifier, Target, TrackBatch};
 use eddy_model::usage::{Activity, Points};
 use eddy_model::users::Lookup;
 use eddy_model::wire::{
-    AliasNewRequest, AliasUpdateRequest, DeleteRequest, IdentifyRequest, TrackResponse, UserAlias,
+    AliasNewRequest, AliasUpdateRequest, DeleteRequest, ExternalIdRemoveRequest,
+    ExternalIdRenameRequest, ExternalIdsOutcome, IdentifyRequest, TrackResponse, UserAlias,
 };
 
 use crate::identity::Read;
@@ -310,6 +311,9 @@ impl Txn<'_> {
         if let Some(ext) = &profile.external_id {
             self.unlink(ws, kind::EXTERNAL, ext.as_bytes());
         }
+        for deprecated in &profile.deprecated_external_ids {
+            self.unlink(ws, kind::EXTERNAL, deprecated.as_bytes());
+        }
         for alias in &profile.aliases {
             if !heir.aliases.contains(alias) {
                 self.unlink(
@@ -528,6 +532,99 @@ impl Txn<'_> {
             self.save(ws.id, id, profile);
         }
         Ok(processed)
+    }
+
+    /// `/users/external_ids/rename`: each entry in order, so a later one sees an earlier one's
+    /// result. The current id stays linked to the user as a deprecated id.
+    pub(crate) fn rename_external_ids(
+        &mut self,
+        ws: &Workspace,
+        req: &ExternalIdRenameRequest,
+    ) -> Result<ExternalIdsOutcome, StoreError> {
+        let mut outcome = ExternalIdsOutcome::default();
+        for (index, rename) in req.external_id_renames.iter().enumerate() {
+            let (current, new) = (&rename.current_external_id, &rename.new_external_id);
+            if current == new {
+                outcome.errors.push((
+                    index,
+                    "current_external_id and new_external_id are the same".into(),
+                ));
+                continue;
+            }
+            let Some(id) = self.ident(ws.id, kind::EXTERNAL, current.as_bytes())? else {
+                outcome
+                    .errors
+                    .push((index, format!("no user has the external id '{current}'")));
+                continue;
+            };
+            if self.ident(ws.id, kind::EXTERNAL, new.as_bytes())?.is_some() {
+                outcome
+                    .errors
+                    .push((index, format!("the external id '{new}' is already in use")));
+                continue;
+            }
+            let Some(mut profile) = self.load(ws.id, id)? else {
+                outcome
+                    .errors
+                    .push((index, format!("no user has the external id '{current}'")));
+                continue;
+            };
+            if profile.external_id.as_deref() != Some(current.as_str()) {
+                outcome.errors.push((
+                    index,
+                    format!("'{current}' is a deprecated external id, not the user's primary one"),
+                ));
+                continue;
+            }
+            profile.deprecated_external_ids.push(current.clone());
+            profile.external_id = Some(new.clone());
+            profile.updated_at = self.now_ms;
+            self.link(ws.id, kind::EXTERNAL, new.as_bytes(), id);
+            self.save(ws.id, id, profile);
+            outcome.done.push(current.clone());
+        }
+        Ok(outcome)
+    }
+
+    /// `/users/external_ids/remove`: only deprecated ids are removed; a primary one is refused.
+    pub(crate) fn remove_external_ids(
+        &mut self,
+        ws: &Workspace,
+        req: &ExternalIdRemoveRequest,
+    ) -> Result<ExternalIdsOutcome, StoreError> {
+        let mut outcome = ExternalIdsOutcome::default();
+        for (index, external_id) in req.external_ids.iter().enumerate() {
+            let profile = match self.ident(ws.id, kind::EXTERNAL, external_id.as_bytes())? {
+                Some(id) => self.load(ws.id, id)?.map(|p| (id, p)),
+                None => None,
+            };
+            let Some((id, mut profile)) = profile else {
+                outcome.errors.push((
+                    index,
+                    format!("no user has the external id '{external_id}'"),
+                ));
+                continue;
+            };
+            let Some(at) = profile
+                .deprecated_external_ids
+                .iter()
+                .position(|d| d == external_id)
+            else {
+                outcome.errors.push((
+                    index,
+                    format!(
+                        "'{external_id}' is a primary external id; only deprecated ones are removed"
+                    ),
+                ));
+                continue;
+            };
+            profile.deprecated_external_ids.remove(at);
+            profile.updated_at = self.now_ms;
+            self.unlink(ws.id, kind::EXTERNAL, external_id.as_bytes());
+            self.save(ws.id, id, profile);
+            outcome.done.push(external_id.clone());
+        }
+        Ok(outcome)
     }
 
     /// `/users/delete`: returns how many profiles were deleted.

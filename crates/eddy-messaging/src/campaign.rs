@@ -117,7 +117,7 @@ impl Messages {
                     messages.webhook = Some(webhook);
                 }
                 "email" => {
-                    if let Some(bad) = ["attachments", "email_template_id", "amp_body"]
+                    if let Some(bad) = ["attachments", "amp_body"]
                         .iter()
                         .find(|k| object.get(**k).is_some())
                     {

@@ -13,6 +13,7 @@
 //! - [`events`]: the Currents records of message events.
 //! - [`tracking`]: signed open, click and subscription links served by eddy.
 //! - [`templates`]: a workspace's content blocks and Connected Content rules.
+//! - [`library`]: content blocks and email templates as Braze's template endpoints keep them.
 //! - [`records`]: campaigns, dispatches and email settings as typed records in the store.
 //! - [`kinds`]: the names under which all of this lives in the store.
 
@@ -23,6 +24,7 @@ pub mod dispatch;
 pub mod engine;
 mod error;
 pub mod events;
+pub mod library;
 pub mod mime;
 pub mod records;
 pub mod send;

@@ -17,10 +17,14 @@ pub const CONNECTED_CONTENT: &str = "connected-content";
 /// Store kind of Connected Content credentials.
 pub const CREDENTIAL: &str = "credential";
 
-/// The workspace's content blocks, parsed (a block that does not parse is named).
+/// The workspace's active content blocks, parsed (a block that does not parse is named).
 pub fn content_blocks(store: &Store, ws: u32) -> Result<HashMap<String, Template>, MessagingError> {
     let mut blocks = HashMap::new();
     for (name, value) in store.objects(ws, CONTENT_BLOCK)? {
+        // A draft is not used in messages until it is made active.
+        if value["state"] == "draft" {
+            continue;
+        }
         let content = value["content"].as_str().unwrap_or_default();
         let template = Template::parse(content).map_err(|e| {
             MessagingError::invalid(format!(

@@ -30,7 +30,8 @@ pub mod http;
 pub use admin::{currents, liquid, profiles};
 use braze::unimplemented;
 pub use braze::{
-    export_files, messaging, partners, segment_export, segments, subscriptions, tracking, users,
+    export_files, messaging, partners, segment_export, segments, subscriptions, templates,
+    tracking, users,
 };
 pub use http::{api_log, connections, extract, metrics, ratelimit, request_log, throttle};
 
@@ -431,6 +432,23 @@ fn api_routes(state: SharedState) -> Router {
             post(users::remove_external_ids),
         )
         .route("/users/delete", post(users::delete))
+        .route("/content_blocks/create", post(templates::create_block))
+        .route("/content_blocks/update", post(templates::update_block))
+        .route("/content_blocks/list", get(templates::list_blocks))
+        .route("/content_blocks/info", get(templates::block_info))
+        .route(
+            "/templates/email/create",
+            post(templates::create_email_template),
+        )
+        .route(
+            "/templates/email/update",
+            post(templates::update_email_template),
+        )
+        .route(
+            "/templates/email/list",
+            get(templates::list_email_templates),
+        )
+        .route("/templates/email/info", get(templates::email_template_info))
         .route("/users/merge", post(users::merge))
         .route("/users/export/ids", post(users::export_ids))
         .route("/users/export/segment", post(segment_export::export))

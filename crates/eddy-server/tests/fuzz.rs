@@ -171,6 +171,38 @@ fn routes() -> Vec<Route> {
         ),
         rest(
             "POST",
+            "/content_blocks/create",
+            json!({"name": "fuzz_block", "content": "<p>{{${first_name}}}</p>", "state": "draft", "tags": ["t"]}),
+        ),
+        rest(
+            "POST",
+            "/content_blocks/update",
+            json!({"content_block_id": "x", "content": "c"}),
+        ),
+        rest("GET", "/content_blocks/list?limit=5&offset=0", Value::Null),
+        rest(
+            "GET",
+            "/content_blocks/info?content_block_id=x",
+            Value::Null,
+        ),
+        rest(
+            "POST",
+            "/templates/email/create",
+            json!({"template_name": "t", "subject": "s", "body": "b", "tags": ["a"]}),
+        ),
+        rest(
+            "POST",
+            "/templates/email/update",
+            json!({"email_template_id": "x", "subject": "s"}),
+        ),
+        rest("GET", "/templates/email/list", Value::Null),
+        rest(
+            "GET",
+            "/templates/email/info?email_template_id=x",
+            Value::Null,
+        ),
+        rest(
+            "POST",
             "/users/delete",
             json!({"external_ids": ["f-none"], "user_aliases": [{"alias_name": "z", "alias_label": "l"}]}),
         ),

@@ -21,7 +21,7 @@ use crate::MessagingError;
 use crate::campaign::{Campaign, Messages};
 use crate::dispatch::{Audience, Dispatch};
 use crate::engine::{Engine, relay_of};
-use crate::kinds;
+use crate::{kinds, library};
 use recipients::Who;
 
 pub use request::{
@@ -66,7 +66,11 @@ impl Engine {
         let Some(messages) = &req.messages else {
             return Err(MessagingError::invalid("'messages' is required"));
         };
-        let messages = Messages::from_json(messages)?;
+        let messages = Messages::from_json(&library::with_email_template(
+            self.store(),
+            ws.id,
+            messages,
+        )?)?;
         check_send_id(req.send_id.as_deref(), req.campaign_id.as_deref())?;
         self.check_relay(ws.id, &messages)?;
         let campaign = match &req.campaign_id {

@@ -11,7 +11,7 @@ use crate::MessagingError;
 use crate::campaign::Messages;
 use crate::dispatch::{Dispatch, State};
 use crate::engine::Engine;
-use crate::kinds;
+use crate::{kinds, library};
 
 /// A send waiting for its time, with its campaign's tags.
 #[derive(Debug, Clone)]
@@ -83,7 +83,11 @@ impl Engine {
                     "a campaign's scheduled trigger takes its messages from the campaign",
                 ));
             }
-            dispatch.messages = Messages::from_json(messages)?;
+            dispatch.messages = Messages::from_json(&library::with_email_template(
+                self.store(),
+                ws.id,
+                messages,
+            )?)?;
         }
         self.save_schedule(ws.id, &dispatch).await
     }

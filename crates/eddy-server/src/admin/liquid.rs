@@ -23,6 +23,7 @@ use crate::http::{HttpError, json_response};
 
 type Answer = Result<Response, HttpError>;
 
+use eddy_messaging::library;
 use eddy_messaging::templates::{CONNECTED_CONTENT, CONTENT_BLOCK, CREDENTIAL};
 
 /// The body of `POST /eddy/v1/workspaces/{ws}/liquid/render`.
@@ -206,8 +207,27 @@ pub async fn put_content_block(
             &json!({"message": e.message, "line": e.line}),
         ));
     }
-    let value = json!({"content": block.content, "description": block.description,
-                       "updated_at": eddy_model::time::format_iso(eddy_model::time::now_ms())});
+    let now = eddy_model::time::format_iso(eddy_model::time::now_ms());
+    // A block saved again keeps its id, state, tags and creation time.
+    let saved = match state.store.object(ws.id, CONTENT_BLOCK, &name)? {
+        Some(stored) => {
+            let mut saved = library::ContentBlock::from_stored(&name, stored)?;
+            saved.content = block.content;
+            saved.description = block.description;
+            saved.updated_at = now;
+            saved
+        }
+        None => library::ContentBlock {
+            id: eddy_store::ids::uuid_v4(),
+            content: block.content,
+            description: block.description,
+            state: library::BlockState::Active,
+            tags: Vec::new(),
+            created_at: Some(now.clone()),
+            updated_at: now,
+        },
+    };
+    let value = saved.to_stored()?;
     state
         .store
         .put_object(ws.id, CONTENT_BLOCK, name.clone(), value.clone())

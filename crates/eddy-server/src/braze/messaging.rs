@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use eddy_messaging::campaign::{Campaign, CampaignInput};
 use eddy_messaging::dispatch::{Dispatch, State as DispatchState};
 use eddy_messaging::engine::message_name;
+use eddy_messaging::library;
 use eddy_messaging::send::{
     ScheduleChange, SendRequest, TransactionalRequest, TriggerRequest, When, check_send_id,
 };
@@ -345,9 +346,10 @@ fn admin_campaign_json(c: &Campaign) -> Value {
 pub async fn create_campaign(
     State(state): State<SharedState>,
     AdminWorkspace(ws): AdminWorkspace,
-    JsonBody(input): JsonBody<CampaignInput>,
+    JsonBody(mut input): JsonBody<CampaignInput>,
 ) -> Answer {
     let now = time::now_ms();
+    input.messages = library::with_email_template(&state.store, ws.id, &input.messages)?;
     let campaign = input.into_campaign(ids::uuid_v4(), now, now)?;
     records::put_campaign(&state.store, ws.id, &campaign).await?;
     state.engine.campaigns_changed(ws.id)?;
@@ -362,9 +364,10 @@ pub async fn put_campaign(
     State(state): State<SharedState>,
     Path((_, id)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
-    JsonBody(input): JsonBody<CampaignInput>,
+    JsonBody(mut input): JsonBody<CampaignInput>,
 ) -> Answer {
     let existing = admin_campaign(&state, ws.id, &id)?;
+    input.messages = library::with_email_template(&state.store, ws.id, &input.messages)?;
     let mut campaign = input.into_campaign(id.clone(), existing.created_at, time::now_ms())?;
     campaign.first_sent = existing.first_sent;
     campaign.last_sent = existing.last_sent;

@@ -53,6 +53,22 @@ permissions! {
     UsersExternalIdsRemove = "users.external_ids.remove";
     /// `users.delete`.
     UsersDelete = "users.delete";
+    /// `content_blocks.create`.
+    ContentBlocksCreate = "content_blocks.create";
+    /// `content_blocks.update`.
+    ContentBlocksUpdate = "content_blocks.update";
+    /// `content_blocks.list`.
+    ContentBlocksList = "content_blocks.list";
+    /// `content_blocks.info`.
+    ContentBlocksInfo = "content_blocks.info";
+    /// `templates.email.create`.
+    TemplatesEmailCreate = "templates.email.create";
+    /// `templates.email.update`.
+    TemplatesEmailUpdate = "templates.email.update";
+    /// `templates.email.list`.
+    TemplatesEmailList = "templates.email.list";
+    /// `templates.email.info`.
+    TemplatesEmailInfo = "templates.email.info";
     /// `users.merge`.
     UsersMerge = "users.merge";
     /// `users.export.ids`.

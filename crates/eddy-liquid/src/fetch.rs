@@ -83,8 +83,28 @@ pub enum FetchError {
     Failed(String),
 }
 
-/// How Connected Content reaches the network (and its cache); eddy's is `crate::http`.
+/// How Connected Content reaches the network (and its cache), and `catalog_items` the
+/// workspace's catalogs; eddy's is `crate::http`.
 pub trait Fetch: Sync {
     /// Makes the request (with the retries it asks for).
     fn fetch(&self, request: &Request) -> Result<Response, FetchError>;
+
+    /// The items of a catalog with these ids (see [`Catalogs::items`]); a host that keeps no
+    /// catalogs refuses.
+    fn catalog_items(
+        &self,
+        _catalog: &str,
+        _ids: &[String],
+    ) -> Result<Vec<serde_json::Value>, FetchError> {
+        Err(FetchError::Refused(
+            "catalogs are not available here".into(),
+        ))
+    }
+}
+
+/// A workspace's catalogs, as `{% catalog_items %}` reads them.
+pub trait Catalogs: Sync {
+    /// The items of `catalog` with these ids, in the order asked, leaving out ids it does not
+    /// hold (an unknown catalog holds none); the error is a failure to read them.
+    fn items(&self, catalog: &str, ids: &[String]) -> Result<Vec<serde_json::Value>, String>;
 }

@@ -100,6 +100,7 @@ impl HttpClient {
             http: self,
             scope,
             rules,
+            catalogs: None,
         }
     }
 
@@ -146,9 +147,31 @@ pub struct Scoped<'a> {
     http: &'a HttpClient,
     scope: &'a str,
     rules: &'a Rules,
+    catalogs: Option<&'a dyn crate::fetch::Catalogs>,
+}
+
+impl<'a> Scoped<'a> {
+    /// The same view, with the workspace's catalogs for `{% catalog_items %}`.
+    pub fn with_catalogs(mut self, catalogs: &'a dyn crate::fetch::Catalogs) -> Scoped<'a> {
+        self.catalogs = Some(catalogs);
+        self
+    }
 }
 
 impl Fetch for Scoped<'_> {
+    fn catalog_items(
+        &self,
+        catalog: &str,
+        ids: &[String],
+    ) -> Result<Vec<serde_json::Value>, FetchError> {
+        match self.catalogs {
+            Some(catalogs) => catalogs.items(catalog, ids).map_err(FetchError::Failed),
+            None => Err(FetchError::Refused(
+                "catalogs are not available here".into(),
+            )),
+        }
+    }
+
     fn fetch(&self, request: &Request) -> Result<Response, FetchError> {
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| FetchError::Refused(format!("'{}' is not a URL: {e}", request.url)))?;

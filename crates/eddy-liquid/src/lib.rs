@@ -34,7 +34,7 @@ pub mod value;
 
 pub use braze::{Braze, USER_FIELDS, user_variables};
 pub use dialect::{Dialect, Shopify};
-pub use fetch::{Fetch, FetchError};
+pub use fetch::{Catalogs, Fetch, FetchError};
 pub use parse::SyntaxError;
 pub use render::{Context, Limits};
 pub use stop::Stop;

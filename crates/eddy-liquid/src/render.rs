@@ -121,6 +121,19 @@ impl Runtime for Context<'_> {
         }
     }
 
+    fn catalog_items(
+        &self,
+        catalog: &str,
+        ids: &[String],
+    ) -> Result<Vec<serde_json::Value>, FetchError> {
+        match self.fetch {
+            Some(fetch) => fetch.catalog_items(catalog, ids),
+            None => Err(FetchError::Refused(
+                "catalogs are not available here".into(),
+            )),
+        }
+    }
+
     fn warn(&mut self, message: String) {
         self.warnings.push(message);
     }

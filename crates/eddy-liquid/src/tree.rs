@@ -215,6 +215,13 @@ pub trait Runtime {
     /// Makes a request through the network the render was given.
     fn fetch(&self, request: &Request) -> Result<Response, FetchError>;
 
+    /// Reads catalog items through what the render was given.
+    fn catalog_items(
+        &self,
+        catalog: &str,
+        ids: &[String],
+    ) -> Result<Vec<serde_json::Value>, FetchError>;
+
     /// Tells the operator something that is not a Liquid error.
     fn warn(&mut self, message: String);
 }

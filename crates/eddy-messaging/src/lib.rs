@@ -14,12 +14,14 @@
 //! - [`tracking`]: signed open, click and subscription links served by eddy.
 //! - [`templates`]: a workspace's content blocks and Connected Content rules.
 //! - [`library`]: content blocks and email templates as Braze's template endpoints keep them.
+//! - [`catalogs`]: catalogs of non-user data, their items, and what `catalog_items` reads.
 //! - [`records`]: campaigns, dispatches and email settings as typed records in the store.
 //! - [`kinds`]: the names under which all of this lives in the store.
 
 pub mod address;
 pub mod audience;
 pub mod campaign;
+pub mod catalogs;
 pub mod dispatch;
 pub mod engine;
 mod error;

@@ -30,8 +30,8 @@ pub mod http;
 pub use admin::{currents, liquid, profiles};
 use braze::unimplemented;
 pub use braze::{
-    export_files, messaging, partners, segment_export, segments, subscriptions, templates,
-    tracking, users,
+    catalogs, export_files, messaging, partners, segment_export, segments, subscriptions,
+    templates, tracking, users,
 };
 pub use http::{api_log, connections, extract, metrics, ratelimit, request_log, throttle};
 
@@ -432,6 +432,29 @@ fn api_routes(state: SharedState) -> Router {
             post(users::remove_external_ids),
         )
         .route("/users/delete", post(users::delete))
+        .route("/catalogs", get(catalogs::list).post(catalogs::create))
+        .route("/catalogs/{catalog}", delete(catalogs::delete))
+        .route("/catalogs/{catalog}/fields", post(catalogs::add_fields))
+        .route(
+            "/catalogs/{catalog}/fields/{field}",
+            delete(catalogs::delete_field),
+        )
+        .route(
+            "/catalogs/{catalog}/items",
+            get(catalogs::list_items)
+                .post(catalogs::add_items)
+                .put(catalogs::replace_items)
+                .patch(catalogs::update_items)
+                .delete(catalogs::delete_items),
+        )
+        .route(
+            "/catalogs/{catalog}/items/{item}",
+            get(catalogs::get_item)
+                .post(catalogs::create_item)
+                .put(catalogs::replace_item)
+                .patch(catalogs::update_item)
+                .delete(catalogs::delete_item),
+        )
         .route("/content_blocks/create", post(templates::create_block))
         .route("/content_blocks/update", post(templates::update_block))
         .route("/content_blocks/list", get(templates::list_blocks))

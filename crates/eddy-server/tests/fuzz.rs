@@ -171,6 +171,33 @@ fn routes() -> Vec<Route> {
         ),
         rest(
             "POST",
+            "/catalogs",
+            json!({"catalogs": [{"name": "fuzz_catalog", "description": "d", "fields": [
+                {"name": "id", "type": "string"}, {"name": "n", "type": "number"},
+                {"name": "o", "type": "object"}, {"name": "a", "type": "array"}]}]}),
+        ),
+        rest(
+            "PUT",
+            "/catalogs/fuzz_catalog/items",
+            json!({"items": [{"id": "i1", "n": 1, "o": {"k": "v"}, "a": ["x"]}]}),
+        ),
+        rest(
+            "PATCH",
+            "/catalogs/fuzz_catalog/items/i1",
+            json!({"items": [{"a": {"$add": ["y"], "$remove": ["x"]}}]}),
+        ),
+        rest(
+            "GET",
+            "/catalogs/fuzz_catalog/items?cursor=c2tpcDow",
+            Value::Null,
+        ),
+        rest(
+            "POST",
+            "/catalogs/fuzz_catalog/fields",
+            json!({"fields": [{"name": "t", "type": "time"}]}),
+        ),
+        rest(
+            "POST",
             "/content_blocks/create",
             json!({"name": "fuzz_block", "content": "<p>{{${first_name}}}</p>", "state": "draft", "tags": ["t"]}),
         ),

@@ -1,8 +1,10 @@
 //! Braze's dialect, a layer on Shopify Liquid that registers with the core through
-//! [`Dialect`]: `${name}` markup, `abort_message`, `connected_content`, Braze's filters and
+//! [`Dialect`]: `${name}` markup, `abort_message`, `connected_content`, `catalog_items`, Braze's
+//! filters and
 //! `content_blocks.${name}`, plus the variables a user's profile gives a template.
 //! What is implemented, with the pages it follows, is listed in `docs/liquid.md`.
 
+mod catalog_items;
 mod connected_content;
 mod filters;
 mod variables;
@@ -29,13 +31,17 @@ impl Dialect for Braze {
     }
 
     fn knows_tag(&self, name: &str) -> bool {
-        matches!(name, "abort_message" | "connected_content")
+        matches!(
+            name,
+            "abort_message" | "connected_content" | "catalog_items"
+        )
     }
 
     fn tag(&self, name: &str, markup: &str) -> Result<Arc<dyn Tag>, String> {
         match name {
             "abort_message" => Ok(Arc::new(AbortMessage::parse(markup))),
             "connected_content" => Ok(Arc::new(ConnectedContent::parse(markup)?)),
+            "catalog_items" => Ok(Arc::new(catalog_items::CatalogItems::parse(markup)?)),
             other => Err(format!("Unknown tag '{other}'")),
         }
     }

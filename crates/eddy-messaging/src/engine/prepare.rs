@@ -10,7 +10,14 @@ impl Engine {
         recipients: Vec<Recipient>,
     ) -> Result<Vec<Prepared>, MessagingError> {
         let scope = job.ws.id.to_string();
-        let fetch = self.liquid_http.scoped(&scope, &job.rules);
+        let catalogs = crate::catalogs::StoreCatalogs {
+            store: &self.store,
+            ws: job.ws.id,
+        };
+        let fetch = self
+            .liquid_http
+            .scoped(&scope, &job.rules)
+            .with_catalogs(&catalogs);
         let mut out = Vec::with_capacity(recipients.len());
         let now = eddy_model::time::now_ms();
         for recipient in recipients {

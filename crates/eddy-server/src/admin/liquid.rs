@@ -84,8 +84,14 @@ pub async fn render(
     let http = state.liquid_http.clone();
     let scope = ws.id.to_string();
     let limits = state.liquid_limits;
+    let store = state.store.clone();
+    let ws_id = ws.id;
     let rendered = tokio::task::spawn_blocking(move || {
-        let fetch = http.scoped(&scope, &rules);
+        let catalogs = eddy_messaging::catalogs::StoreCatalogs {
+            store: &store,
+            ws: ws_id,
+        };
+        let fetch = http.scoped(&scope, &rules).with_catalogs(&catalogs);
         template.render_report(&variables, limits, Some(&fetch), Some(&blocks))
     })
     .await

@@ -40,19 +40,6 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/feed/details"),
     ("GET", "/feed/data_series"),
     // Catalogs, content blocks, templates, preference centers
-    ("GET", "/catalogs"),
-    ("POST", "/catalogs"),
-    ("DELETE", "/catalogs/{}"),
-    ("GET", "/catalogs/{}/items"),
-    ("POST", "/catalogs/{}/items"),
-    ("PATCH", "/catalogs/{}/items"),
-    ("PUT", "/catalogs/{}/items"),
-    ("DELETE", "/catalogs/{}/items"),
-    ("GET", "/catalogs/{}/items/{}"),
-    ("POST", "/catalogs/{}/items/{}"),
-    ("PATCH", "/catalogs/{}/items/{}"),
-    ("PUT", "/catalogs/{}/items/{}"),
-    ("DELETE", "/catalogs/{}/items/{}"),
     ("GET", "/preference_center/v1/list"),
     ("GET", "/preference_center/v1/{}"),
     ("POST", "/preference_center/v1"),
@@ -96,14 +83,17 @@ mod tests {
             Some("POST /canvas/trigger/send")
         );
         assert_eq!(
-            braze_endpoint("GET", "/catalogs/shoes/items").as_deref(),
-            Some("GET /catalogs/shoes/items")
+            braze_endpoint("GET", "/preference_center/v1/pc1").as_deref(),
+            Some("GET /preference_center/v1/pc1")
         );
         assert_eq!(
-            braze_endpoint("DELETE", "/catalogs/shoes/items/1").as_deref(),
-            Some("DELETE /catalogs/shoes/items/1")
+            braze_endpoint("GET", "/preference_center/v1/pc1/url/u1").as_deref(),
+            Some("GET /preference_center/v1/pc1/url/u1")
         );
         assert_eq!(braze_endpoint("POST", "/nothing/here"), None);
-        assert_eq!(braze_endpoint("POST", "/catalogs/a/b/c/d"), None);
+        assert_eq!(
+            braze_endpoint("POST", "/preference_center/v1/a/b/c/d"),
+            None
+        );
     }
 }

@@ -69,6 +69,36 @@ permissions! {
     TemplatesEmailList = "templates.email.list";
     /// `templates.email.info`.
     TemplatesEmailInfo = "templates.email.info";
+    /// `catalogs.get`.
+    CatalogsGet = "catalogs.get";
+    /// `catalogs.create`.
+    CatalogsCreate = "catalogs.create";
+    /// `catalogs.delete`.
+    CatalogsDelete = "catalogs.delete";
+    /// `catalogs.create_fields`.
+    CatalogsCreateFields = "catalogs.create_fields";
+    /// `catalogs.delete_fields`.
+    CatalogsDeleteFields = "catalogs.delete_fields";
+    /// `catalogs.get_items`.
+    CatalogsGetItems = "catalogs.get_items";
+    /// `catalogs.add_items`.
+    CatalogsAddItems = "catalogs.add_items";
+    /// `catalogs.replace_items`.
+    CatalogsReplaceItems = "catalogs.replace_items";
+    /// `catalogs.update_items`.
+    CatalogsUpdateItems = "catalogs.update_items";
+    /// `catalogs.delete_items`.
+    CatalogsDeleteItems = "catalogs.delete_items";
+    /// `catalogs.get_item`.
+    CatalogsGetItem = "catalogs.get_item";
+    /// `catalogs.create_item`.
+    CatalogsCreateItem = "catalogs.create_item";
+    /// `catalogs.replace_item`.
+    CatalogsReplaceItem = "catalogs.replace_item";
+    /// `catalogs.update_item`.
+    CatalogsUpdateItem = "catalogs.update_item";
+    /// `catalogs.delete_item`.
+    CatalogsDeleteItem = "catalogs.delete_item";
     /// `users.merge`.
     UsersMerge = "users.merge";
     /// `users.export.ids`.

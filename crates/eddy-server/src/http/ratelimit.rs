@@ -28,6 +28,9 @@ pub const GROUPS: &[(&str, u64, u64)] = &[
     ("users.export.ids", 250, 60),
     ("users.external_ids", 1_000, 60),
     ("templates", 250_000, 3_600),
+    ("catalogs", 5, 60),
+    ("catalogs.items", 50, 60),
+    ("catalogs.items.bulk", 100, 60),
     ("segments", 250_000, 3_600),
     ("partners", 250_000, 3_600),
     ("messages", 250_000, 3_600),
@@ -54,6 +57,7 @@ pub fn group_of(path: &str) -> &'static str {
         | "/users/merge" => "users.write",
         "/users/export/ids" => "users.export.ids",
         "/users/external_ids/rename" | "/users/external_ids/remove" => "users.external_ids",
+        p if p == "/catalogs" || p.starts_with("/catalogs/") => catalog_group(p),
         p if p.starts_with("/content_blocks/") || p.starts_with("/templates/email/") => "templates",
         "/users/export/segment" | "/segments/list" | "/segments/details" => "segments",
         p if p.starts_with("/partners/") => "partners",
@@ -77,6 +81,16 @@ pub fn group_of(path: &str) -> &'static str {
         p if p.starts_with("/eddy/") => "admin",
         p if p.starts_with("/dashboard") => "dashboard",
         _ => "internal",
+    }
+}
+
+/// Braze's three catalog groups: catalogs and fields, one item at a time, items in bulk.
+fn catalog_group(path: &str) -> &'static str {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["", "catalogs", _, "items"] => "catalogs.items.bulk",
+        ["", "catalogs", _, "items", _] => "catalogs.items",
+        _ => "catalogs",
     }
 }
 

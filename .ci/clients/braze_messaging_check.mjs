@@ -1,5 +1,5 @@
-// Drives eddy's sending with the third-party `braze-api` (npm): messages.send,
-// campaigns.trigger.send, transactional sends, send ids, schedules, campaign lists, and the
+// Drives eddy's sending with the third-party `braze-api` (npm): messages.send (with an email
+// template), campaigns.trigger.send, transactional sends, send ids, schedules, campaign lists, and the
 // subscription and email endpoints; messages are checked where they land (a webhook receiver
 // started here, and aiosmtpd writing what it accepts to SMTP_LOG).
 // Usage: node braze_messaging_check.mjs BASE_URL ADMIN_TOKEN REST_KEY SMTP_PORT SMTP_LOG
@@ -98,6 +98,22 @@ const mail = mails().find((m) => m.to.includes('cy@ci.test'))
 check(mail.data.includes('Subject: Receipt 42') && mail.data.includes('List-Unsubscribe:'), `email ${mail.data}`)
 await sleep(300)
 check(mails().filter((m) => m.to.includes('cy@ci.test')).length === 1, 'one receipt email')
+
+// An email template that includes a content block, both made over REST, named by a send.
+await braze.templates.content_blocks.create({ name: 'ci_signoff', content: 'Cheers, the CI shop' })
+const template = await braze.templates.email_templates.create({
+  template_name: 'ci_news', subject: 'News for {{${first_name}}}', body: '<p>{{content_blocks.${ci_signoff}}}</p>',
+})
+const templated = await braze.messages.send({
+  external_user_ids: ['m-1'],
+  messages: { email: { from: 'CI Shop <shop@ci.test>', email_template_id: template.email_template_id } },
+})
+check(templated.message === 'success', `send with an email template ${show(templated)}`)
+await waitFor('the templated email', () => mails().some((m) => m.to.includes('ann@ci.test') && m.data.includes('News for Ann')))
+const news = mails().find((m) => m.data.includes('News for Ann'))
+// The text part is the block alone, base64-encoded as eddy sends every part.
+const signoff = Buffer.from('Cheers, the CI shop').toString('base64')
+check(news.data.includes(signoff), `the content block in the templated email ${news.data}`)
 
 const sendId = await braze.sends.id.create({ campaign_id: webhookCampaign.id, send_id: 'ci-send' })
 check(sendId.send_id === 'ci-send', `sends.id.create ${show(sendId)}`)

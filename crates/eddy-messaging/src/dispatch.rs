@@ -156,6 +156,23 @@ pub struct Dispatch {
     /// Why the dispatch failed (state `failed`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// The canvas step that made this send (kind `canvas`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canvas: Option<CanvasStep>,
+}
+
+/// The canvas and step a canvas send comes from: its events carry them, and its Liquid sees
+/// `canvas.${name}`, `canvas.${id}`, `canvas.${step_name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanvasStep {
+    /// `canvas_id`.
+    pub canvas_id: String,
+    /// The canvas's name at send time.
+    pub canvas_name: String,
+    /// `canvas_step_id`.
+    pub step_id: String,
+    /// The step's name.
+    pub step_name: String,
 }
 
 impl Dispatch {
@@ -189,6 +206,7 @@ impl Dispatch {
             finished_at: None,
             starts_without_progress: 0,
             failure: None,
+            canvas: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub struct Context {
     pub campaign_id: Option<String>,
     /// `campaign_name`.
     pub campaign_name: Option<String>,
+    /// The canvas step of a canvas send.
+    pub canvas: Option<crate::dispatch::CanvasStep>,
 }
 
 /// A Currents event type of a channel (`email`, `webhook`) and name (`Send`).
@@ -50,6 +52,7 @@ impl Context {
             send_id: None,
             campaign_id: None,
             campaign_name: None,
+            canvas: None,
         }
     }
 
@@ -80,6 +83,12 @@ impl Context {
         put("send_id", text(&self.send_id));
         put("campaign_id", text(&self.campaign_id));
         put("campaign_name", text(&self.campaign_name));
+        if let Some(canvas) = &self.canvas {
+            put("canvas_id", Value::String(canvas.canvas_id.clone()));
+            put("canvas_name", Value::String(canvas.canvas_name.clone()));
+            put("canvas_step_id", Value::String(canvas.step_id.clone()));
+            put("canvas_step_name", Value::String(canvas.step_name.clone()));
+        }
         put(
             "message_variation_id",
             variation.map_or(Value::Null, Value::from),
@@ -110,6 +119,10 @@ fn known_fields(event_type: &str) -> Option<&'static [&'static str]> {
         "send_id",
         "campaign_id",
         "campaign_name",
+        "canvas_id",
+        "canvas_name",
+        "canvas_step_id",
+        "canvas_step_name",
         "message_variation_id",
         "email_address",
         "message_extras",
@@ -180,6 +193,7 @@ mod tests {
             send_id: None,
             campaign_id: Some("c".into()),
             campaign_name: Some("Welcome".into()),
+            canvas: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! eddy's sending: what Braze calls API-triggered campaigns and API sends, over webhook and email.
 //!
 //! The flow, a file per concern:
+//! - [`canvas`]: canvases: their steps, the users in them, and the leader moving them.
 //! - [`campaign`]: campaign definitions and message objects (Braze's `/messages/send` shapes),
 //!   checked once, Liquid parsed once.
 //! - [`audience`]: Braze's connected-audience filter, compiled onto eddy's segment filters.
@@ -21,6 +22,7 @@
 pub mod address;
 pub mod audience;
 pub mod campaign;
+pub mod canvas;
 pub mod catalogs;
 pub mod dispatch;
 pub mod engine;
@@ -70,4 +72,12 @@ pub mod kinds {
     pub const EXTERNAL_SEND: &str = "external-send";
     /// The key that signs tracking links: `key`.
     pub const TRACKING: &str = "tracking";
+    /// Canvas definitions, by canvas id.
+    pub const CANVAS: &str = "canvas";
+    /// Users in canvases, by entry id.
+    pub const CANVAS_ENTRY: &str = "canvas-entry";
+    /// When canvas entries are due: `{wake_at:016}/{entry id}`.
+    pub const CANVAS_DUE: &str = "canvas-due";
+    /// Who a canvas send id entered: `{canvas_id}/{send_id}/{profile}`.
+    pub const CANVAS_SENT: &str = "canvas-sent";
 }

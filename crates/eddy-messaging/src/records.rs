@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::MessagingError;
 use crate::campaign::Campaign;
+use crate::canvas::Canvas;
 use crate::dispatch::Dispatch;
 use crate::kinds;
 use crate::smtp::Relay;
@@ -107,6 +108,33 @@ pub fn campaigns(store: &Store, ws: u32) -> Result<Vec<Campaign>, MessagingError
         out.push(decode(kinds::CAMPAIGN, &id, value)?);
     }
     Ok(out)
+}
+
+/// A canvas, if the workspace has it.
+pub fn canvas(store: &Store, ws: u32, id: &str) -> Result<Option<Canvas>, MessagingError> {
+    read(store, ws, kinds::CANVAS, id)
+}
+
+/// Every canvas of the workspace.
+pub fn canvases(store: &Store, ws: u32) -> Result<Vec<Canvas>, MessagingError> {
+    let mut out = Vec::new();
+    for (id, value) in store.objects(ws, kinds::CANVAS)? {
+        out.push(decode(kinds::CANVAS, &id, value)?);
+    }
+    Ok(out)
+}
+
+/// Saves a canvas under its id.
+pub async fn put_canvas(store: &Store, ws: u32, canvas: &Canvas) -> Result<(), MessagingError> {
+    write(store, ws, kinds::CANVAS, &canvas.id, canvas).await
+}
+
+/// Removes a canvas; its users leave it when they are next due.
+pub async fn delete_canvas(store: &Store, ws: u32, id: &str) -> Result<(), MessagingError> {
+    store
+        .delete_object(ws, kinds::CANVAS, id.to_string())
+        .await?;
+    Ok(())
 }
 
 /// Saves a campaign under its id.

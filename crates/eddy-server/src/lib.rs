@@ -30,7 +30,7 @@ pub mod http;
 pub use admin::{currents, liquid, profiles};
 use braze::unimplemented;
 pub use braze::{
-    catalogs, export_files, messaging, partners, segment_export, segments, subscriptions,
+    canvas, catalogs, export_files, messaging, partners, segment_export, segments, subscriptions,
     templates, tracking, users,
 };
 pub use http::{api_log, connections, extract, metrics, ratelimit, request_log, throttle};
@@ -432,6 +432,9 @@ fn api_routes(state: SharedState) -> Router {
             post(users::remove_external_ids),
         )
         .route("/users/delete", post(users::delete))
+        .route("/canvas/trigger/send", post(canvas::trigger_send))
+        .route("/canvas/list", get(canvas::list))
+        .route("/canvas/details", get(canvas::details))
         .route("/catalogs", get(catalogs::list).post(catalogs::create))
         .route("/catalogs/{catalog}", delete(catalogs::delete))
         .route("/catalogs/{catalog}/fields", post(catalogs::add_fields))
@@ -664,6 +667,16 @@ fn api_routes(state: SharedState) -> Router {
         .route(
             "/eddy/v1/workspaces/{ws}/campaigns",
             get(messaging::list_campaigns).post(messaging::create_campaign),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/canvases",
+            get(canvas::list_canvases).post(canvas::create_canvas),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/canvases/{id}",
+            get(canvas::get_canvas)
+                .put(canvas::put_canvas)
+                .delete(canvas::delete_canvas),
         )
         .route(
             "/eddy/v1/workspaces/{ws}/campaigns/{id}/test-send",

@@ -171,6 +171,13 @@ fn routes() -> Vec<Route> {
         ),
         rest(
             "POST",
+            "/canvas/trigger/send",
+            json!({"canvas_id": "none", "context": {"a": 1}, "recipients": [{"external_user_id": "f1", "context": {"b": 2}}]}),
+        ),
+        rest("GET", "/canvas/list?page=0", Value::Null),
+        rest("GET", "/canvas/details?canvas_id=none", Value::Null),
+        rest(
+            "POST",
             "/catalogs",
             json!({"catalogs": [{"name": "fuzz_catalog", "description": "d", "fields": [
                 {"name": "id", "type": "string"}, {"name": "n", "type": "number"},
@@ -273,6 +280,14 @@ fn routes() -> Vec<Route> {
         },
         admin("POST", "/eddy/v1/workspaces", json!({"name": "fuzzws"})),
         admin("GET", "/eddy/v1/workspaces", Value::Null),
+        admin(
+            "POST",
+            "/eddy/v1/workspaces/default/canvases",
+            json!({"name": "fuzz", "steps": [
+                {"type": "message", "messages": {"webhook": {"url": "https://example.com/{{${user_id}}}"}}},
+                {"type": "delay", "seconds": 60},
+                {"type": "split", "filter": {"attribute": "plan", "op": "equals", "value": "gold"}}]}),
+        ),
         admin(
             "POST",
             "/eddy/v1/workspaces/default/api-keys",

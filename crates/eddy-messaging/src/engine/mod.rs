@@ -193,6 +193,8 @@ pub struct Engine {
     tasks: StdMutex<tokio::task::JoinSet<()>>,
     /// The task that expires old history (ended at shutdown).
     history: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The task that moves canvas users (ended at shutdown).
+    canvases: StdMutex<Option<tokio::task::JoinHandle<()>>>,
     stopping: std::sync::atomic::AtomicBool,
     /// Whether this node runs dispatches (always on a store of one process).
     leading: std::sync::atomic::AtomicBool,
@@ -292,6 +294,7 @@ impl Engine {
             running: StdMutex::new(Default::default()),
             tasks: StdMutex::new(tokio::task::JoinSet::new()),
             history: StdMutex::new(None),
+            canvases: StdMutex::new(None),
             stopping: std::sync::atomic::AtomicBool::new(false),
             leading: std::sync::atomic::AtomicBool::new(!store_shared),
             converting: StdMutex::new(Default::default()),
@@ -306,6 +309,9 @@ impl Engine {
         let expiring = engine.clone();
         let task = tokio::spawn(async move { expiring.expire_history().await });
         *engine.history.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+        let moving = engine.clone();
+        let task = tokio::spawn(async move { moving.run_canvases().await });
+        *engine.canvases.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
         Ok(engine)
     }
 
@@ -497,19 +503,32 @@ impl Engine {
         for pool in pools {
             pool.close().await;
         }
-        let history = self
-            .history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(task) = history {
-            task.abort();
-            let _ = task.await;
+        for background in [&self.history, &self.canvases] {
+            let task = background.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(task) = task {
+                task.abort();
+                let _ = task.await;
+            }
         }
     }
 
     fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Whether the engine is shutting down.
+    pub(crate) fn stopping_now(&self) -> bool {
+        self.stopping()
+    }
+
+    /// Whether this node runs dispatches and moves canvas users.
+    pub(crate) fn leading_now(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the engine is woken (a new send, a new canvas entry, shutdown).
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await
     }
 
     /// Dispatches running or waiting for their schedule in this process.

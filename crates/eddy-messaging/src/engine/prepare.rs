@@ -229,10 +229,16 @@ impl Engine {
             for (k, v) in own {
                 properties.insert(k.clone(), v.clone());
             }
-            variables.insert(
-                "api_trigger_properties".into(),
-                LValue::from_json(&Value::Object(properties)),
-            );
+            let properties = LValue::from_json(&Value::Object(properties));
+            // A canvas user's entry properties are read under both of Braze's names.
+            let names: &[&str] = if job.dispatch.canvas.is_some() {
+                &["canvas_entry_properties", "context"]
+            } else {
+                &["api_trigger_properties"]
+            };
+            for name in names {
+                variables.insert(name.to_string(), properties.clone());
+            }
         }
         variables
     }
@@ -453,8 +459,20 @@ pub(super) fn shared_variables(dispatch: &Dispatch) -> Vec<(String, LValue)> {
             "canvas_entry_properties".into(),
             LValue::from_json(&json!({})),
         ),
+        ("context".into(), LValue::from_json(&json!({}))),
+        ("canvas".into(), LValue::from_json(&canvas_object(dispatch))),
         ("event_properties".into(), LValue::from_json(&json!({}))),
     ]
+}
+
+/// `canvas.${name}`, `canvas.${id}` (and Braze's `api_id`), `canvas.${step_name}` of a canvas
+/// send; empty for other sends.
+fn canvas_object(dispatch: &Dispatch) -> Value {
+    match &dispatch.canvas {
+        Some(c) => json!({"id": c.canvas_id, "api_id": c.canvas_id, "name": c.canvas_name,
+                          "step_id": c.step_id, "step_name": c.step_name}),
+        None => json!({}),
+    }
 }
 
 /// Whether a recipient falls in the control group: a stable hash of the campaign (or dispatch)
@@ -490,6 +508,7 @@ fn new_work(job: &Prepare, id: u32, profile: &Profile, now: i64) -> Work {
         send_id: dispatch.send_id.clone(),
         campaign_id: dispatch.campaign_id.clone(),
         campaign_name: dispatch.campaign_name.clone(),
+        canvas: dispatch.canvas.clone(),
         ..Context::of(profile, &job.ws.app_group_id, dispatch.id.clone())
     };
     let mut history = Map::new();

@@ -16,13 +16,13 @@ use crate::dispatch::Recipient;
 use crate::engine::Engine;
 
 /// Who a request names, before it becomes a dispatch's audience.
-pub(super) struct Who {
+pub(crate) struct Who {
     /// Named profiles (those that exist).
-    pub(super) explicit: Option<Vec<Recipient>>,
+    pub(crate) explicit: Option<Vec<Recipient>>,
     /// The members of the audience now.
-    pub(super) bitmap: Option<RoaringBitmap>,
+    pub(crate) bitmap: Option<RoaringBitmap>,
     /// `broadcast: true`.
-    pub(super) broadcast: bool,
+    pub(crate) broadcast: bool,
 }
 
 impl Engine {
@@ -83,7 +83,7 @@ impl Engine {
 
     /// `/campaigns/trigger/send`: recipients (narrowed by an audience), or an audience, or
     /// everyone.
-    pub(super) async fn who_of_trigger(
+    pub(crate) async fn who_of_trigger(
         self: &Arc<Self>,
         ws: &Workspace,
         req: &TriggerRequest,

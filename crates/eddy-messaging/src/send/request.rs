@@ -59,9 +59,12 @@ pub struct TriggerRecipient {
     pub(crate) email: Option<String>,
     #[serde(default)]
     pub(crate) trigger_properties: Option<Map<String, Value>>,
-    /// Accepted as Braze accepts it; eddy has no Canvas yet.
-    #[serde(default, rename = "canvas_entry_properties")]
-    _canvas_entry_properties: Option<Map<String, Value>>,
+    /// A canvas entry's own properties (`/canvas/trigger/send`).
+    #[serde(default)]
+    pub(crate) canvas_entry_properties: Option<Map<String, Value>>,
+    /// Braze's newer name for them.
+    #[serde(default)]
+    pub(crate) context: Option<Map<String, Value>>,
     #[serde(default = "yes")]
     pub(crate) send_to_existing_only: bool,
     #[serde(default)]
@@ -96,6 +99,24 @@ pub struct TriggerRequest {
 }
 
 impl TriggerRequest {
+    /// Who a canvas trigger names, as a campaign trigger would name them.
+    pub(crate) fn for_canvas(
+        broadcast: Option<bool>,
+        audience: Option<Value>,
+        recipients: Option<Vec<TriggerRecipient>>,
+    ) -> TriggerRequest {
+        TriggerRequest {
+            campaign_id: None,
+            send_id: None,
+            trigger_properties: None,
+            broadcast,
+            audience,
+            recipients,
+            schedule: None,
+            _api_key: serde::de::IgnoredAny,
+        }
+    }
+
     /// A send of `campaign_id` now to the one existing user `external_user_id` (a test send).
     pub fn to_one(
         campaign_id: &str,
@@ -107,7 +128,8 @@ impl TriggerRequest {
             user_alias: None,
             email: None,
             trigger_properties: None,
-            _canvas_entry_properties: None,
+            canvas_entry_properties: None,
+            context: None,
             send_to_existing_only: true,
             attributes: None,
         };

@@ -6,7 +6,6 @@ const ENDPOINTS: &[(&str, &str)] = &[
     // Messaging
     ("POST", "/messages/live_activity/update"),
     ("GET", "/sends/data_series"),
-    ("POST", "/canvas/trigger/send"),
     ("POST", "/canvas/trigger/schedule/create"),
     ("POST", "/canvas/trigger/schedule/update"),
     ("POST", "/canvas/trigger/schedule/delete"),
@@ -19,8 +18,6 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/sms/invalid_phone_numbers/remove"),
     // Export and analytics
     ("GET", "/campaigns/data_series"),
-    ("GET", "/canvas/list"),
-    ("GET", "/canvas/details"),
     ("GET", "/canvas/data_series"),
     ("GET", "/canvas/data_summary"),
     ("GET", "/events/list"),
@@ -79,8 +76,8 @@ mod tests {
     #[test]
     fn names_the_endpoint() {
         assert_eq!(
-            braze_endpoint("POST", "/canvas/trigger/send").as_deref(),
-            Some("POST /canvas/trigger/send")
+            braze_endpoint("POST", "/canvas/trigger/schedule/create").as_deref(),
+            Some("POST /canvas/trigger/schedule/create")
         );
         assert_eq!(
             braze_endpoint("GET", "/preference_center/v1/pc1").as_deref(),

@@ -69,6 +69,12 @@ permissions! {
     TemplatesEmailList = "templates.email.list";
     /// `templates.email.info`.
     TemplatesEmailInfo = "templates.email.info";
+    /// `canvas.trigger.send`.
+    CanvasTriggerSend = "canvas.trigger.send";
+    /// `canvas.list`.
+    CanvasList = "canvas.list";
+    /// `canvas.details`.
+    CanvasDetails = "canvas.details";
     /// `catalogs.get`.
     CatalogsGet = "catalogs.get";
     /// `catalogs.create`.

@@ -71,7 +71,8 @@ pub fn group_of(path: &str) -> &'static str {
         | "/campaigns/trigger/schedule/update"
         | "/campaigns/trigger/schedule/delete"
         | "/messages/scheduled_broadcasts"
-        | "/sends/id/create" => "messages",
+        | "/sends/id/create"
+        | "/canvas/trigger/send" => "messages",
         p if p.starts_with("/transactional/") => "messages",
         p if p.starts_with("/subscription/") || p.starts_with("/v2/subscription/") => {
             "subscription"

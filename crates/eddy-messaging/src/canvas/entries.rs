@@ -1,0 +1,329 @@
+//! Where each user of a canvas is: an entry (`canvas-entry`, by entry id) and beside it a due
+//! index (`canvas-due`, by `{wake_at:016}/{entry id}`) written and removed in the same commits,
+//! so that who is due is a range scan, never a scan of every waiting user. Entering is a
+//! commit like any send's: the 2xx means the users are in the canvas.
+
+use std::sync::Arc;
+
+use eddy_model::currents::OutboxEvent;
+use eddy_model::profile::Profile;
+use eddy_model::time;
+use eddy_store::{ObjectWrite, Workspace};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::{Canvas, StepKind, entry_properties, time_of_day};
+use crate::engine::Engine;
+use crate::send::{TriggerRecipient, TriggerRequest};
+use crate::{MessagingError, kinds, records};
+
+/// Entries written per commit when a broadcast enters a canvas.
+const ENTER_CHUNK: usize = 512;
+
+/// One user in one canvas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Braze's `canvas_entry_id`.
+    pub id: String,
+    /// The canvas.
+    pub canvas_id: String,
+    /// The user's internal id.
+    pub profile: u32,
+    /// The step the user is at.
+    pub step_id: String,
+    /// When the step is due, UTC ms.
+    pub wake_at: i64,
+    /// `canvas_entry_properties` (and `context`).
+    #[serde(default)]
+    pub properties: Map<String, Value>,
+    /// When the user entered, UTC ms.
+    pub entered_at: i64,
+}
+
+fn due_name(wake_at: i64, entry_id: &str) -> String {
+    format!("{:016}/{entry_id}", wake_at.max(0))
+}
+
+/// The entry id a due-index name points at, and when it is due.
+pub(crate) fn parse_due(name: &str) -> Option<(i64, &str)> {
+    let (wake, id) = name.split_once('/')?;
+    Some((wake.parse().ok()?, id))
+}
+
+impl Entry {
+    /// The writes that put the entry where it now is (and take its old due mark away).
+    pub(crate) fn writes(
+        &self,
+        previous_wake: Option<i64>,
+    ) -> Result<Vec<ObjectWrite>, MessagingError> {
+        let value = serde_json::to_value(self)
+            .map_err(|e| MessagingError::internal(format!("canvas entry {}: {e}", self.id)))?;
+        let mut writes = Vec::with_capacity(3);
+        if let Some(previous) = previous_wake
+            && previous != self.wake_at
+        {
+            writes.push(due_write(previous, &self.id, false));
+        }
+        writes.push(ObjectWrite {
+            kind: kinds::CANVAS_ENTRY.into(),
+            name: self.id.clone(),
+            value: Some(value),
+        });
+        writes.push(due_write(self.wake_at, &self.id, true));
+        Ok(writes)
+    }
+
+    /// The writes that take the entry out of its canvas.
+    pub(crate) fn exit_writes(&self) -> Vec<ObjectWrite> {
+        vec![
+            ObjectWrite {
+                kind: kinds::CANVAS_ENTRY.into(),
+                name: self.id.clone(),
+                value: None,
+            },
+            due_write(self.wake_at, &self.id, false),
+        ]
+    }
+}
+
+fn due_write(wake_at: i64, entry_id: &str, present: bool) -> ObjectWrite {
+    ObjectWrite {
+        kind: kinds::CANVAS_DUE.into(),
+        name: due_name(wake_at, entry_id),
+        value: present.then(|| json!({})),
+    }
+}
+
+/// When a user arriving at step `index` at `now` is due there: a delay's end (its `until` in
+/// the user's time zone), or at once.
+pub(crate) fn due_at(canvas: &Canvas, index: usize, now: i64, profile: Option<&Profile>) -> i64 {
+    let Some(step) = canvas.steps.get(index) else {
+        return now;
+    };
+    match &step.kind {
+        StepKind::Delay {
+            seconds: Some(seconds),
+            ..
+        } => now.saturating_add((*seconds as i64).saturating_mul(1000)),
+        StepKind::Delay {
+            until: Some(until), ..
+        } => next_time_of_day(now, until, profile),
+        _ => now,
+    }
+}
+
+/// The next moment after `now` when the user's clock shows `until` (UTC without a time zone).
+fn next_time_of_day(now: i64, until: &str, profile: Option<&Profile>) -> i64 {
+    let Some(minutes) = time_of_day(until) else {
+        return now;
+    };
+    let tz = profile
+        .and_then(|p| p.fields.get("time_zone"))
+        .and_then(Value::as_str)
+        .and_then(|name| jiff::tz::TimeZone::get(name).ok())
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let Ok(at) = jiff::Timestamp::from_millisecond(now) else {
+        return now;
+    };
+    let local = at.to_zoned(tz.clone());
+    let target = jiff::civil::Time::new((minutes / 60) as i8, (minutes % 60) as i8, 0, 0);
+    let Ok(target) = target else {
+        return now;
+    };
+    for days in 0..2 {
+        let Ok(date) = local.date().checked_add(jiff::Span::new().days(days)) else {
+            continue;
+        };
+        if let Ok(zoned) = date.to_datetime(target).to_zoned(tz.clone()) {
+            let ms = zoned.timestamp().as_millisecond();
+            if ms > now {
+                return ms;
+            }
+        }
+    }
+    now
+}
+
+/// A canvas event for one user (`users.canvas.Entry`, `users.canvasstep.Progression`, …).
+pub(crate) fn canvas_event(
+    event_type: &str,
+    canvas: &Canvas,
+    step_index: usize,
+    profile: &Profile,
+    app_group_id: &str,
+    now: i64,
+    extra: Vec<(&'static str, Value)>,
+) -> OutboxEvent {
+    let mut record = Map::new();
+    record.insert("id".into(), json!(eddy_store::ids::event_id()));
+    record.insert("user_id".into(), json!(profile.braze_id));
+    if let Some(external) = &profile.external_id {
+        record.insert("external_user_id".into(), json!(external));
+    }
+    record.insert("time".into(), json!(now.div_euclid(1000)));
+    record.insert("app_group_id".into(), json!(app_group_id));
+    record.insert("canvas_id".into(), json!(canvas.id));
+    record.insert("canvas_name".into(), json!(canvas.name));
+    if let Some(step) = canvas.steps.get(step_index) {
+        record.insert("canvas_step_id".into(), json!(step.id));
+        record.insert("canvas_step_name".into(), json!(step.name));
+    }
+    for (name, value) in extra {
+        if !value.is_null() {
+            record.insert(name.into(), value);
+        }
+    }
+    OutboxEvent {
+        event_type: event_type.to_string(),
+        record,
+    }
+}
+
+/// The body of `/canvas/trigger/send`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanvasTriggerRequest {
+    #[serde(default)]
+    pub(crate) canvas_id: Option<String>,
+    #[serde(default)]
+    pub(crate) send_id: Option<String>,
+    #[serde(default)]
+    pub(crate) canvas_entry_properties: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub(crate) context: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub(crate) broadcast: Option<bool>,
+    #[serde(default)]
+    pub(crate) audience: Option<Value>,
+    #[serde(default)]
+    pub(crate) recipients: Option<Vec<TriggerRecipient>>,
+    /// Braze's old in-body key: accepted, never used (the header decides).
+    #[serde(default, rename = "api_key")]
+    _api_key: serde::de::IgnoredAny,
+}
+
+impl Engine {
+    /// `/canvas/trigger/send`: the users enter the canvas at its first step, committed (with
+    /// their `users.canvas.Entry` events) before the answer; answers the send's dispatch id.
+    /// A repeated `send_id` enters nobody twice.
+    pub async fn trigger_canvas(
+        self: &Arc<Self>,
+        ws: &Workspace,
+        req: CanvasTriggerRequest,
+    ) -> Result<String, MessagingError> {
+        let Some(canvas_id) = &req.canvas_id else {
+            return Err(MessagingError::invalid("canvas_id is required"));
+        };
+        let canvas = records::canvas(self.store(), ws.id, canvas_id)?.ok_or_else(|| {
+            MessagingError::invalid(format!(
+                "canvas_id '{canvas_id}' is not a canvas of this workspace"
+            ))
+        })?;
+        if canvas.archived {
+            return Err(MessagingError::invalid(format!(
+                "canvas '{canvas_id}' is archived"
+            )));
+        }
+        if let Some(send_id) = &req.send_id {
+            crate::send::check_send_id(Some(send_id), Some(canvas_id))?;
+        }
+        if canvas.sends_email() && crate::engine::relay_of(self.store(), ws.id)?.is_none() {
+            return Err(MessagingError::invalid(
+                "this canvas sends email and the workspace has no SMTP relay: PUT /eddy/v1/workspaces/{ws}/email first",
+            ));
+        }
+        let shared = entry_properties(req.canvas_entry_properties.as_ref(), req.context.as_ref())
+            .unwrap_or_default();
+        // Each recipient's own properties travel as trigger properties through the shared
+        // resolution of recipients (attributes applied first, users created if asked).
+        let recipients = req.recipients.map(|list| {
+            list.into_iter()
+                .map(|mut r| {
+                    r.trigger_properties =
+                        entry_properties(r.canvas_entry_properties.as_ref(), r.context.as_ref());
+                    r
+                })
+                .collect()
+        });
+        let trigger = TriggerRequest::for_canvas(req.broadcast, req.audience, recipients);
+        let who = self.who_of_trigger(ws, &trigger).await?;
+        let members: Vec<(u32, Map<String, Value>)> = match (who.explicit, who.bitmap) {
+            (Some(list), _) => list
+                .into_iter()
+                .map(|r| {
+                    let mut properties = shared.clone();
+                    for (k, v) in r.trigger_properties.into_iter().flatten() {
+                        properties.insert(k, v);
+                    }
+                    (r.id, properties)
+                })
+                .collect(),
+            (None, Some(bitmap)) => bitmap.iter().map(|id| (id, shared.clone())).collect(),
+            (None, None) => Vec::new(),
+        };
+        let dispatch_id = eddy_store::ids::id_hex(24);
+        for chunk in members.chunks(ENTER_CHUNK) {
+            self.enter(ws, &canvas, req.send_id.as_deref(), chunk)
+                .await?;
+        }
+        self.wake();
+        Ok(dispatch_id)
+    }
+
+    /// Writes one chunk of entries at the canvas's first step, in one commit.
+    async fn enter(
+        &self,
+        ws: &Workspace,
+        canvas: &Canvas,
+        send_id: Option<&str>,
+        members: &[(u32, Map<String, Value>)],
+    ) -> Result<(), MessagingError> {
+        let now = time::now_ms();
+        let mut writes = Vec::with_capacity(members.len() * 3);
+        let mut events = Vec::with_capacity(members.len());
+        for (profile_id, properties) in members {
+            if let Some(send_id) = send_id {
+                let sent = format!("{}/{send_id}/{profile_id}", canvas.id);
+                if self
+                    .store()
+                    .object(ws.id, kinds::CANVAS_SENT, &sent)?
+                    .is_some()
+                {
+                    continue;
+                }
+                writes.push(ObjectWrite {
+                    kind: kinds::CANVAS_SENT.into(),
+                    name: sent,
+                    value: Some(json!({"at": now})),
+                });
+            }
+            let Some(profile) = self.store().profile(ws.id, *profile_id)? else {
+                continue;
+            };
+            let entry = Entry {
+                id: eddy_store::ids::uuid_v4(),
+                canvas_id: canvas.id.clone(),
+                profile: *profile_id,
+                step_id: canvas.steps[0].id.clone(),
+                wake_at: due_at(canvas, 0, now, Some(&profile)),
+                properties: properties.clone(),
+                entered_at: now,
+            };
+            events.push(canvas_event(
+                "users.canvas.Entry",
+                canvas,
+                0,
+                &profile,
+                &ws.app_group_id,
+                now,
+                vec![("in_control_group", json!(false))],
+            ));
+            writes.extend(entry.writes(None)?);
+        }
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.store().record(ws.id, writes, events).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,233 @@
+//! Canvas through HTTP: a canvas defined in the admin API, entered through Braze's
+//! `/canvas/trigger/send` with each user's context, moving through message → delay → split →
+//! message into a real webhook receiver, across a restart during the delay; its Currents events;
+//! `/canvas/list` and `/canvas/details`.
+
+use std::time::{Duration, Instant};
+
+use eddy_testkit::{TestApp, WebhookReceiver, spawn_app, start};
+use serde_json::{Value, json};
+
+const WS: &str = "/eddy/v1/workspaces/default";
+
+/// Welcome everyone at once; after `delay` seconds, gold members only get the offer.
+async fn onboarding(app: &TestApp, receiver: &WebhookReceiver, delay: u64) -> Value {
+    let (status, canvas) = app
+        .admin_post(
+            &format!("{WS}/canvases"),
+            json!({"name": "Onboarding", "tags": ["ci"], "steps": [
+                {"type": "message", "name": "Welcome", "messages": {"webhook": {
+                    "url": receiver.url("/welcome/{{${user_id}}}"),
+                    "body": "{{canvas.${name}}}/{{canvas.${step_name}}}: hi {{${first_name}}}, {{context.${coupon}}} {{canvas_entry_properties.${source}}}"}}},
+                {"type": "delay", "name": "Wait", "seconds": delay},
+                {"type": "split", "name": "Gold only", "filter": {"attribute": "plan", "op": "equals", "value": "gold"}},
+                {"type": "message", "name": "Offer", "messages": {"webhook": {
+                    "url": receiver.url("/offer/{{${user_id}}}"), "body": "offer {{context.${coupon}}}"}}}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{canvas}");
+    canvas
+}
+
+async fn users(app: &TestApp) {
+    let (status, _) = app
+        .track(json!({"attributes": [
+            {"external_id": "ann", "first_name": "Ann", "plan": "gold"},
+            {"external_id": "ben", "first_name": "Ben", "plan": "silver"},
+            {"external_id": "cy", "first_name": "Cy", "plan": "gold"}]}))
+        .await;
+    assert_eq!(status, 201);
+}
+
+async fn trigger(app: &TestApp, canvas_id: &str, send_id: Option<&str>) -> (u16, Value) {
+    let mut body = json!({"canvas_id": canvas_id, "canvas_entry_properties": {"source": "api"},
+        "recipients": [
+            {"external_user_id": "ann", "context": {"coupon": "ANN10"}},
+            {"external_user_id": "ben", "canvas_entry_properties": {"coupon": "BEN10"}},
+            {"external_user_id": "cy", "context": {"coupon": "CY10"}}]});
+    if let Some(send_id) = send_id {
+        body["send_id"] = json!(send_id);
+    }
+    app.post("/canvas/trigger/send", body).await
+}
+
+/// The receiver's requests under a path prefix, as (path, body), sorted.
+fn got(receiver: &WebhookReceiver, prefix: &str) -> Vec<(String, String)> {
+    let mut got: Vec<(String, String)> = receiver
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with(prefix))
+        .map(|r| (r.path, r.body))
+        .collect();
+    got.sort();
+    got
+}
+
+async fn wait_for(receiver: &WebhookReceiver, prefix: &str, n: usize) -> Duration {
+    let started = Instant::now();
+    while got(receiver, prefix).len() < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "waited for {n} requests under {prefix}: {:?}",
+            receiver
+                .requests()
+                .iter()
+                .map(|r| r.path.clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    started.elapsed()
+}
+
+fn events(app: &TestApp, event_type: &str) -> Vec<Value> {
+    app.store
+        .outbox(0, 1_000_000)
+        .expect("outbox")
+        .into_iter()
+        .filter(|(_, e)| e["type"] == event_type)
+        .map(|(_, e)| e["record"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn users_move_through_message_delay_split_and_message_with_their_context() {
+    let app = spawn_app().await;
+    app.allow_loopback("default").await;
+    let receiver = WebhookReceiver::start().await;
+    users(&app).await;
+    let canvas = onboarding(&app, &receiver, 2).await;
+    let canvas_id = canvas["id"].as_str().unwrap();
+    let entered = Instant::now();
+    let (status, sent) = trigger(&app, canvas_id, Some("launch")).await;
+    assert_eq!(status, 201, "{sent}");
+    assert_eq!(sent["message"], "success");
+    assert!(sent["dispatch_id"].is_string(), "{sent}");
+
+    wait_for(&receiver, "/welcome/", 3).await;
+    assert_eq!(
+        got(&receiver, "/welcome/"),
+        [
+            (
+                "/welcome/ann".to_string(),
+                "Onboarding/Welcome: hi Ann, ANN10 api".to_string()
+            ),
+            (
+                "/welcome/ben".to_string(),
+                "Onboarding/Welcome: hi Ben, BEN10 api".to_string()
+            ),
+            (
+                "/welcome/cy".to_string(),
+                "Onboarding/Welcome: hi Cy, CY10 api".to_string()
+            ),
+        ]
+    );
+    wait_for(&receiver, "/offer/", 2).await;
+    assert!(
+        entered.elapsed() >= Duration::from_secs(2),
+        "the offer waited for the delay"
+    );
+    assert_eq!(
+        got(&receiver, "/offer/"),
+        [
+            ("/offer/ann".to_string(), "offer ANN10".to_string()),
+            ("/offer/cy".to_string(), "offer CY10".to_string()),
+        ],
+        "the split let gold members through only"
+    );
+
+    // The same send id enters nobody again.
+    let (status, _) = trigger(&app, canvas_id, Some("launch")).await;
+    assert_eq!(status, 201);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        got(&receiver, "/welcome/").len(),
+        3,
+        "a repeated send_id sends nothing"
+    );
+
+    // Currents: entries, progressions, the exit, and message events that name the canvas.
+    let entries = events(&app, "users.canvas.Entry");
+    assert_eq!(entries.len(), 3);
+    assert_eq!(entries[0]["canvas_id"], canvas_id);
+    assert_eq!(entries[0]["canvas_step_name"], "Welcome");
+    let exits = events(&app, "users.canvas.exit.MatchedAudience");
+    assert_eq!(exits.len(), 1);
+    assert_eq!(exits[0]["external_user_id"], "ben");
+    assert_eq!(exits[0]["canvas_step_name"], "Gold only");
+    assert!(events(&app, "users.canvasstep.Progression").len() >= 3 + 3 + 2);
+    let sends = events(&app, "users.messages.webhook.Send");
+    assert_eq!(sends.len(), 5);
+    assert!(
+        sends.iter().all(|s| s["canvas_id"] == canvas_id),
+        "{sends:?}"
+    );
+    assert!(sends.iter().any(|s| s["canvas_step_name"] == "Offer"));
+
+    // Braze's read endpoints.
+    let (status, list) = app.get("/canvas/list").await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["canvases"][0]["id"], canvas_id);
+    assert_eq!(list["canvases"][0]["name"], "Onboarding");
+    let (status, details) = app
+        .get(&format!("/canvas/details?canvas_id={canvas_id}"))
+        .await;
+    assert_eq!(status, 200, "{details}");
+    assert_eq!(details["steps"].as_array().unwrap().len(), 4);
+    assert_eq!(details["channels"], json!(["webhook"]));
+    assert_eq!(
+        details["steps"][0]["next_step_ids"][0],
+        details["steps"][1]["id"]
+    );
+}
+
+#[tokio::test]
+async fn users_waiting_in_a_delay_go_on_after_a_restart() {
+    let app = spawn_app().await;
+    app.allow_loopback("default").await;
+    let receiver = WebhookReceiver::start().await;
+    users(&app).await;
+    let canvas = onboarding(&app, &receiver, 3).await;
+    let (status, _) = trigger(&app, canvas["id"].as_str().unwrap(), None).await;
+    assert_eq!(status, 201);
+    wait_for(&receiver, "/welcome/", 3).await;
+    // Stopped while everyone waits in the delay.
+    let key = app.key.clone();
+    let dir = app.stop().await;
+    assert!(got(&receiver, "/offer/").is_empty());
+    let mut again = start(dir.clone(), |_| {}).await;
+    again.key = key;
+    wait_for(&receiver, "/offer/", 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        got(&receiver, "/offer/").len(),
+        2,
+        "each offer once, after the restart"
+    );
+    assert_eq!(got(&receiver, "/welcome/").len(), 3, "nothing sent twice");
+    again.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn canvases_are_checked_when_saved_and_triggers_name_real_ones() {
+    let app = spawn_app().await;
+    let (status, answer) = app
+        .admin_post(
+            &format!("{WS}/canvases"),
+            json!({"name": "Bad", "steps": [{"type": "delay"}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = app
+        .post(
+            "/canvas/trigger/send",
+            json!({"canvas_id": "nope", "broadcast": true}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("nope"));
+    let (status, answer) = app.get("/canvas/details").await;
+    assert_eq!(status, 400, "{answer}");
+}

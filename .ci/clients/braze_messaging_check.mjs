@@ -1,5 +1,5 @@
 // Drives eddy's sending with the third-party `braze-api` (npm): messages.send (with an email
-// template), campaigns.trigger.send, transactional sends, send ids, schedules, campaign lists, and the
+// template), canvas.trigger.send, campaigns.trigger.send, transactional sends, send ids, schedules, campaign lists, and the
 // subscription and email endpoints; messages are checked where they land (a webhook receiver
 // started here, and aiosmtpd writing what it accepts to SMTP_LOG).
 // Usage: node braze_messaging_check.mjs BASE_URL ADMIN_TOKEN REST_KEY SMTP_PORT SMTP_LOG
@@ -98,6 +98,29 @@ const mail = mails().find((m) => m.to.includes('cy@ci.test'))
 check(mail.data.includes('Subject: Receipt 42') && mail.data.includes('List-Unsubscribe:'), `email ${mail.data}`)
 await sleep(300)
 check(mails().filter((m) => m.to.includes('cy@ci.test')).length === 1, 'one receipt email')
+
+// A canvas: a message, a one-second delay, a split on the plan, a message; entered through
+// canvas.trigger.send with each user's context.
+await braze.users.track({ attributes: [{ external_id: 'm-1', plan: 'gold' }, { external_id: 'm-3', plan: 'free' }] })
+const canvas = await adminCall('POST', '/canvases', {
+  name: 'CI journey', steps: [
+    { type: 'message', messages: { webhook: { url: `${hook}/canvas/hi/{{\${user_id}}}`, body: '{{context.${code}}}' } } },
+    { type: 'delay', seconds: 1 },
+    { type: 'split', filter: { attribute: 'plan', op: 'equals', value: 'gold' } },
+    { type: 'message', messages: { webhook: { url: `${hook}/canvas/gold/{{\${user_id}}}` } } },
+  ],
+})
+const entered = await braze.canvas.trigger.send({
+  canvas_id: canvas.id,
+  recipients: [{ external_user_id: 'm-1', context: { code: 'G1' } }, { external_user_id: 'm-3', context: { code: 'F3' } }],
+})
+check(entered.message === 'success' && entered.dispatch_id, `canvas.trigger.send ${show(entered)}`)
+await waitFor('the canvas messages', () => received.filter((r) => r.path.startsWith('/canvas/')).length >= 3)
+await sleep(300)
+const journey = received.filter((r) => r.path.startsWith('/canvas/')).map((r) => `${r.path}=${r.body}`).sort()
+check(show(journey) === show(['/canvas/gold/m-1=', '/canvas/hi/m-1=G1', '/canvas/hi/m-3=F3']), `canvas journey ${show(journey)}`)
+const listed = await braze.canvas.list()
+check(listed.canvases.some((c) => c.id === canvas.id && c.name === 'CI journey'), `canvas.list ${show(listed)}`)
 
 // An email template that includes a content block, both made over REST, named by a send.
 await braze.templates.content_blocks.create({ name: 'ci_signoff', content: 'Cheers, the CI shop' })

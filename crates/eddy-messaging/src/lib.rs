@@ -74,9 +74,9 @@ pub mod kinds {
     pub const TRACKING: &str = "tracking";
     /// Canvas definitions, by canvas id.
     pub const CANVAS: &str = "canvas";
-    /// Users in canvases, by entry id.
+    /// Users in canvases: `{canvas_id}/{entry id}`.
     pub const CANVAS_ENTRY: &str = "canvas-entry";
-    /// When canvas entries are due: `{wake_at:016}/{entry id}`.
+    /// When canvas entries are due: `{wake_at:016}/{canvas_id}/{entry id}`.
     pub const CANVAS_DUE: &str = "canvas-due";
     /// Who a canvas send id entered: `{canvas_id}/{send_id}/{profile}`.
     pub const CANVAS_SENT: &str = "canvas-sent";

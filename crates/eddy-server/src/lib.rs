@@ -669,6 +669,14 @@ fn api_routes(state: SharedState) -> Router {
             get(messaging::list_campaigns).post(messaging::create_campaign),
         )
         .route(
+            "/eddy/v1/workspaces/{ws}/catalogs",
+            get(catalogs::admin_list),
+        )
+        .route(
+            "/eddy/v1/workspaces/{ws}/catalogs/{name}/items",
+            get(catalogs::admin_items),
+        )
+        .route(
             "/eddy/v1/workspaces/{ws}/canvases",
             get(canvas::list_canvases).post(canvas::create_canvas),
         )

@@ -192,6 +192,10 @@ async fn users_waiting_in_a_delay_go_on_after_a_restart() {
     let (status, _) = trigger(&app, canvas["id"].as_str().unwrap(), None).await;
     assert_eq!(status, 201);
     wait_for(&receiver, "/welcome/", 3).await;
+    let canvas_id = canvas["id"].as_str().unwrap();
+    let (_, now) = app.admin_get(&format!("{WS}/canvases/{canvas_id}")).await;
+    let delay_step = now["steps"][1]["id"].as_str().unwrap();
+    assert_eq!(now["waiting"], json!({delay_step: 3}), "{now}");
     // Stopped while everyone waits in the delay.
     let key = app.key.clone();
     let dir = app.stop().await;

@@ -123,6 +123,10 @@ const GET_PAGES: &[&str] = &[
     "/dashboard/default/templates",
     "/dashboard/default/campaigns",
     "/dashboard/default/campaigns/abc",
+    "/dashboard/default/canvases",
+    "/dashboard/default/canvases/abc",
+    "/dashboard/default/catalogs",
+    "/dashboard/default/catalogs/abc",
     "/dashboard/nope",
     "/dashboard/default/no-such-page",
 ];
@@ -917,7 +921,7 @@ async fn the_api_log_keeps_refused_requests_under_the_keys_name_with_the_reason(
     assert_eq!(status, 403);
     // 501: a Braze endpoint eddy does not have; 404: no such endpoint.
     let (status, _) = app
-        .post_as(&reader, "/canvas/trigger/send", json!({}))
+        .post_as(&reader, "/canvas/trigger/schedule/create", json!({}))
         .await;
     assert_eq!(status, 501);
     let (status, _) = app.post_as(&reader, "/no/such/endpoint", json!({})).await;
@@ -953,7 +957,10 @@ async fn the_api_log_keeps_refused_requests_under_the_keys_name_with_the_reason(
     assert!(text.contains("export-only"), "under the key's name");
     let page = browser.get("/dashboard/default/log?status=5xx").await;
     let text = html_unescaped(&page.text);
-    assert!(text.contains("POST /canvas/trigger/send"), "{text}");
+    assert!(
+        text.contains("POST /canvas/trigger/schedule/create"),
+        "{text}"
+    );
     assert!(text.contains("eddy does not implement"), "{text}");
     assert!(!text.contains("not-a-key"));
 }
@@ -1369,4 +1376,86 @@ async fn a_test_send_reaches_the_one_user_and_shows_among_the_sends() {
         status, 400,
         "a body without external_user_id is refused: {body}"
     );
+}
+
+#[tokio::test]
+async fn canvases_show_who_waits_where_and_catalogs_their_items() {
+    let app = spawn_app().await;
+    let (browser, _) = Browser::sign_in(&app).await;
+    app.track(json!({"attributes": [{"external_id": "w1"}, {"external_id": "w2"}]}))
+        .await;
+    let (status, canvas) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/canvases",
+            json!({"name": "Slow journey", "steps": [
+                {"type": "delay", "name": "Long wait", "seconds": 3600},
+                {"type": "message", "name": "Hello", "messages": {"webhook": {"url": "https://example.com/h"}}}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{canvas}");
+    let id = canvas["id"].as_str().unwrap();
+    let (status, _) = app
+        .post(
+            "/canvas/trigger/send",
+            json!({"canvas_id": id, "recipients": [{"external_user_id": "w1"}, {"external_user_id": "w2"}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let list = browser.get("/dashboard/default/canvases").await;
+    assert_eq!(list.status, 200);
+    assert!(list.text.contains("Slow journey"), "{}", list.text);
+    let page = browser
+        .get(&format!("/dashboard/default/canvases/{id}"))
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.text.contains("Long wait") && page.text.contains("waits 3600 s"));
+    let waiting_row = page.text.split("Long wait").nth(1).unwrap();
+    let waiting = waiting_row.split("<td class=\"num\">").nth(1).unwrap();
+    assert!(
+        waiting.starts_with('2'),
+        "two users wait in the delay: {waiting_row}"
+    );
+
+    let shop = json!({"catalogs": [{"name": "shop", "description": "Things", "fields": [
+        {"name": "id", "type": "string"}, {"name": "title", "type": "string"}]}]});
+    let created = app
+        .client
+        .post(app.url("/catalogs"))
+        .bearer_auth(&app.key)
+        .json(&shop)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let items: Vec<_> = (0..60)
+        .map(|i| json!({"id": format!("p{i:02}"), "title": format!("Thing {i}")}))
+        .collect();
+    for chunk in items.chunks(50) {
+        let written = app
+            .client
+            .put(app.url("/catalogs/shop/items"))
+            .bearer_auth(&app.key)
+            .json(&json!({"items": chunk}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(written.status(), 202);
+    }
+    let list = browser.get("/dashboard/default/catalogs").await;
+    assert!(
+        list.text.contains("shop") && list.text.contains(">60<"),
+        "{}",
+        list.text
+    );
+    let first = browser.get("/dashboard/default/catalogs/shop").await;
+    assert!(first.text.contains("Thing 0") && !first.text.contains("Thing 55"));
+    assert!(first.text.contains("Next page"));
+    let next = first
+        .text
+        .split("href=\"")
+        .find(|s| s.contains("cursor="))
+        .unwrap();
+    let next = next.split('"').next().unwrap().replace("&amp;", "&");
+    let second = browser.get(&next).await;
+    assert!(second.text.contains("Thing 55"), "{}", second.text);
 }

@@ -7,13 +7,15 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn braze_endpoints_eddy_lacks_are_named_and_wrong_methods_answer_405_json() {
     let app = spawn_app().await;
-    let (status, body) = app.post("/canvas/trigger/send", json!({})).await;
+    let (status, body) = app.post("/canvas/trigger/schedule/create", json!({})).await;
     assert_eq!(status, 501);
     assert_eq!(
         body["message"],
-        "eddy does not implement POST /canvas/trigger/send"
+        "eddy does not implement POST /canvas/trigger/schedule/create"
     );
-    let (status, body) = app.post("/catalogs/shoes/items/1", json!({})).await;
+    let (status, body) = app
+        .post("/sms/invalid_phone_numbers/remove", json!({}))
+        .await;
     assert_eq!(status, 501, "{body}");
     // An unknown path is still Braze's 404.
     let (status, body) = app.post("/no/such/path", json!({})).await;

@@ -1,6 +1,7 @@
-//! Where each user of a canvas is: an entry (`canvas-entry`, by entry id) and beside it a due
-//! index (`canvas-due`, by `{wake_at:016}/{entry id}`) written and removed in the same commits,
-//! so that who is due is a range scan, never a scan of every waiting user. Entering is a
+//! Where each user of a canvas is: an entry (`canvas-entry`, by `{canvas_id}/{entry id}`, so a
+//! canvas's users are one prefix) and beside it a due index (`canvas-due`, by
+//! `{wake_at:016}/{canvas_id}/{entry id}`) written and removed in the same commits, so that who
+//! is due is a range scan, never a scan of every waiting user. Entering is a
 //! commit like any send's: the 2xx means the users are in the canvas.
 
 use std::sync::Arc;
@@ -40,17 +41,22 @@ pub struct Entry {
     pub entered_at: i64,
 }
 
-fn due_name(wake_at: i64, entry_id: &str) -> String {
-    format!("{:016}/{entry_id}", wake_at.max(0))
+fn due_name(wake_at: i64, entry: &str) -> String {
+    format!("{:016}/{entry}", wake_at.max(0))
 }
 
-/// The entry id a due-index name points at, and when it is due.
+/// When a due-index name is due, and the entry (its store name) it points at.
 pub(crate) fn parse_due(name: &str) -> Option<(i64, &str)> {
-    let (wake, id) = name.split_once('/')?;
-    Some((wake.parse().ok()?, id))
+    let (wake, entry) = name.split_once('/')?;
+    Some((wake.parse().ok()?, entry))
 }
 
 impl Entry {
+    /// The entry's name in the store: under its canvas.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.canvas_id, self.id)
+    }
+
     /// The writes that put the entry where it now is (and take its old due mark away).
     pub(crate) fn writes(
         &self,
@@ -59,37 +65,39 @@ impl Entry {
         let value = serde_json::to_value(self)
             .map_err(|e| MessagingError::internal(format!("canvas entry {}: {e}", self.id)))?;
         let mut writes = Vec::with_capacity(3);
+        let name = self.name();
         if let Some(previous) = previous_wake
             && previous != self.wake_at
         {
-            writes.push(due_write(previous, &self.id, false));
+            writes.push(due_write(previous, &name, false));
         }
+        writes.push(due_write(self.wake_at, &name, true));
         writes.push(ObjectWrite {
             kind: kinds::CANVAS_ENTRY.into(),
-            name: self.id.clone(),
+            name,
             value: Some(value),
         });
-        writes.push(due_write(self.wake_at, &self.id, true));
         Ok(writes)
     }
 
     /// The writes that take the entry out of its canvas.
     pub(crate) fn exit_writes(&self) -> Vec<ObjectWrite> {
+        let name = self.name();
         vec![
+            due_write(self.wake_at, &name, false),
             ObjectWrite {
                 kind: kinds::CANVAS_ENTRY.into(),
-                name: self.id.clone(),
+                name,
                 value: None,
             },
-            due_write(self.wake_at, &self.id, false),
         ]
     }
 }
 
-fn due_write(wake_at: i64, entry_id: &str, present: bool) -> ObjectWrite {
+fn due_write(wake_at: i64, entry: &str, present: bool) -> ObjectWrite {
     ObjectWrite {
         kind: kinds::CANVAS_DUE.into(),
-        name: due_name(wake_at, entry_id),
+        name: due_name(wake_at, entry),
         value: present.then(|| json!({})),
     }
 }
@@ -176,6 +184,30 @@ pub(crate) fn canvas_event(
     OutboxEvent {
         event_type: event_type.to_string(),
         record,
+    }
+}
+
+/// How many users wait at each step of a canvas, by step id (a scan of the canvas's entries,
+/// a page at a time).
+pub fn waiting(
+    store: &eddy_store::Store,
+    ws: u32,
+    canvas_id: &str,
+) -> Result<std::collections::BTreeMap<String, u64>, MessagingError> {
+    let prefix = format!("{canvas_id}/");
+    let mut counts = std::collections::BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.objects_page(ws, kinds::CANVAS_ENTRY, &prefix, after.as_deref(), 1_000)?;
+        let Some((last, _)) = page.last() else {
+            return Ok(counts);
+        };
+        after = Some(last.clone());
+        for (_, value) in page {
+            if let Some(step) = value.get("step_id").and_then(Value::as_str) {
+                *counts.entry(step.to_string()).or_insert(0) += 1;
+            }
+        }
     }
 }
 

@@ -71,7 +71,7 @@ impl Engine {
             .store()
             .objects_page(ws.id, kinds::CANVAS_DUE, "", None, BATCH)?
         {
-            let Some((wake_at, id)) = parse_due(&name) else {
+            let Some((wake_at, entry)) = parse_due(&name) else {
                 return Err(MessagingError::internal(format!(
                     "canvas due mark '{name}' does not read"
                 )));
@@ -79,9 +79,9 @@ impl Engine {
             if wake_at > now {
                 break;
             }
-            match self.store().object(ws.id, kinds::CANVAS_ENTRY, id)? {
+            match self.store().object(ws.id, kinds::CANVAS_ENTRY, entry)? {
                 Some(value) => entries.push(serde_json::from_value(value).map_err(|e| {
-                    MessagingError::internal(format!("stored canvas entry '{id}': {e}"))
+                    MessagingError::internal(format!("stored canvas entry '{entry}': {e}"))
                 })?),
                 // Marks and entries are written together, so a mark without its entry is
                 // damage: it is removed rather than read again every second.

@@ -5,7 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use eddy_messaging::canvas::entries::CanvasTriggerRequest;
+use eddy_messaging::canvas::entries::{self, CanvasTriggerRequest};
 use eddy_messaging::canvas::{Canvas, CanvasInput, StepKind};
 use eddy_messaging::records;
 use eddy_model::{ApiError, time};
@@ -86,14 +86,17 @@ pub async fn list_canvases(
     Ok(json_response(StatusCode::OK, &json!({"canvases": list})))
 }
 
-/// `GET /eddy/v1/workspaces/{ws}/canvases/{id}`.
+/// `GET /eddy/v1/workspaces/{ws}/canvases/{id}`: the definition, and how many users wait at
+/// each step (`waiting`, by step id).
 pub async fn get_canvas(
     State(state): State<SharedState>,
     Path((_, id)): Path<(String, String)>,
     AdminWorkspace(ws): AdminWorkspace,
 ) -> Answer {
     let canvas = admin_canvas(&state, ws.id, &id)?;
-    Ok(json_response(StatusCode::OK, &admin_json(&canvas)?))
+    let mut answer = admin_json(&canvas)?;
+    answer["waiting"] = json!(entries::waiting(&state.store, ws.id, &id)?);
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// `DELETE /eddy/v1/workspaces/{ws}/canvases/{id}`: users still in it leave when next due;

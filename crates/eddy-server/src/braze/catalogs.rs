@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 
 use crate::SharedState;
 use crate::extract::{
-    CatalogsAddItems, CatalogsCreate, CatalogsCreateFields, CatalogsCreateItem, CatalogsDelete,
-    CatalogsDeleteFields, CatalogsDeleteItem, CatalogsDeleteItems, CatalogsGet, CatalogsGetItem,
-    CatalogsGetItems, CatalogsReplaceItem, CatalogsReplaceItems, CatalogsUpdateItem,
-    CatalogsUpdateItems, Rest,
+    AdminWorkspace, CatalogsAddItems, CatalogsCreate, CatalogsCreateFields, CatalogsCreateItem,
+    CatalogsDelete, CatalogsDeleteFields, CatalogsDeleteItem, CatalogsDeleteItems, CatalogsGet,
+    CatalogsGetItem, CatalogsGetItems, CatalogsReplaceItem, CatalogsReplaceItems,
+    CatalogsUpdateItem, CatalogsUpdateItems, Rest,
 };
 use crate::http::{HttpError, json_response, query_param};
 
@@ -51,6 +51,38 @@ pub async fn list(State(state): State<SharedState>, rest: Rest<CatalogsGet>) -> 
         catalogs::list(&state.store, rest.workspace.id),
         StatusCode::OK,
     )
+}
+
+/// `GET /eddy/v1/workspaces/{ws}/catalogs`: Braze's list, with the admin token.
+pub async fn admin_list(
+    State(state): State<SharedState>,
+    AdminWorkspace(ws): AdminWorkspace,
+) -> Answer {
+    answer(catalogs::list(&state.store, ws.id), StatusCode::OK)
+}
+
+/// `GET /eddy/v1/workspaces/{ws}/catalogs/{name}/items[?cursor=…]`: a page of items with the
+/// catalog's fields and the cursors of the pages beside it (for the dashboard).
+pub async fn admin_items(
+    State(state): State<SharedState>,
+    Path((_, name)): Path<(String, String)>,
+    AdminWorkspace(ws): AdminWorkspace,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Answer {
+    let cursor = query_param(query.as_deref(), "cursor");
+    let page = match catalogs::items_page(&state.store, ws.id, &name, cursor.as_deref()) {
+        Ok(page) => page,
+        Err(failure) => return answer(Err(failure), StatusCode::OK),
+    };
+    let fields = match catalogs::catalog(&state.store, ws.id, &name) {
+        Ok(catalog) => catalog.fields,
+        Err(failure) => return answer(Err(failure), StatusCode::OK),
+    };
+    let mut body = page.body;
+    body["fields"] = json!(fields);
+    body["prev"] = json!(page.prev);
+    body["next"] = json!(page.next);
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `POST /catalogs`.

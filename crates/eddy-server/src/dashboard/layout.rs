@@ -9,7 +9,7 @@ use super::WsPage;
 use super::session::Session;
 
 /// The sections of a workspace, as the navigation lists them: (path after the workspace, label).
-const SECTIONS: [(&str, &str); 10] = [
+const SECTIONS: [(&str, &str); 12] = [
     ("", "Overview"),
     ("/log", "API log"),
     ("/users", "Users"),
@@ -19,6 +19,8 @@ const SECTIONS: [(&str, &str); 10] = [
     ("/keys", "API keys"),
     ("/templates", "Templates"),
     ("/campaigns", "Campaigns"),
+    ("/canvases", "Canvases"),
+    ("/catalogs", "Catalogs"),
     ("/messaging", "Messaging settings"),
 ];
 

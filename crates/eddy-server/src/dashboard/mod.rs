@@ -7,14 +7,17 @@
 //! - [`layout`]: the page frame, navigation and shared pieces (tables, charts, messages).
 //! - One file per page: [`overview`], [`log`], [`users`], [`segments`], [`cohorts`],
 //!   [`currents`], [`keys`], [`templates`] (the Liquid playground), [`campaigns`] (definitions
-//!   and their sends, with cancel), [`messaging`] (the SMTP relay, content blocks, Connected
-//!   Content hosts and credentials, subscription groups).
+//!   and their sends, with cancel), [`canvases`] (steps and who waits where), [`catalogs`]
+//!   (fields, sizes, items), [`messaging`] (the SMTP relay, content blocks, Connected Content
+//!   hosts and credentials, subscription groups).
 //!
 //! Pages answer only to a valid session; everything else under `/dashboard` redirects to the
 //! sign-in page. Forms post `csrf`, and `fetch` calls send `x-csrf-token`.
 
 pub mod api;
 pub mod campaigns;
+pub mod canvases;
+pub mod catalogs;
 pub mod cohorts;
 pub mod currents;
 pub mod keys;
@@ -131,6 +134,10 @@ pub fn routes(app: SharedState, api: Router) -> Router {
             "/dashboard/{ws}/dispatches/{id}/cancel",
             post(campaigns::cancel),
         )
+        .route("/dashboard/{ws}/canvases", get(canvases::list))
+        .route("/dashboard/{ws}/canvases/{id}", get(canvases::canvas))
+        .route("/dashboard/{ws}/catalogs", get(catalogs::list))
+        .route("/dashboard/{ws}/catalogs/{name}", get(catalogs::catalog))
         .route("/dashboard/{ws}/messaging", get(messaging::page))
         .route(
             "/dashboard/{ws}/messaging/email",

@@ -78,6 +78,8 @@ pub mod kinds {
     pub const CANVAS_ENTRY: &str = "canvas-entry";
     /// When canvas entries are due: `{wake_at:016}/{canvas_id}/{entry id}`.
     pub const CANVAS_DUE: &str = "canvas-due";
+    /// Scheduled canvas triggers, by schedule id.
+    pub const CANVAS_SCHEDULE: &str = "canvas-schedule";
     /// Who a canvas send id entered: `{canvas_id}/{send_id}/{profile}`.
     pub const CANVAS_SENT: &str = "canvas-sent";
 }

@@ -433,6 +433,18 @@ fn api_routes(state: SharedState) -> Router {
         )
         .route("/users/delete", post(users::delete))
         .route("/canvas/trigger/send", post(canvas::trigger_send))
+        .route(
+            "/canvas/trigger/schedule/create",
+            post(canvas::schedule_create),
+        )
+        .route(
+            "/canvas/trigger/schedule/update",
+            post(canvas::schedule_update),
+        )
+        .route(
+            "/canvas/trigger/schedule/delete",
+            post(canvas::schedule_delete),
+        )
         .route("/canvas/list", get(canvas::list))
         .route("/canvas/details", get(canvas::details))
         .route("/catalogs", get(catalogs::list).post(catalogs::create))

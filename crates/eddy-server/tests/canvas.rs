@@ -235,3 +235,91 @@ async fn canvases_are_checked_when_saved_and_triggers_name_real_ones() {
     let (status, answer) = app.get("/canvas/details").await;
     assert_eq!(status, 400, "{answer}");
 }
+
+/// A time `seconds` from now, as Braze's schedules write it.
+fn at(seconds: i64) -> String {
+    let ts = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(seconds);
+    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+#[tokio::test]
+async fn scheduled_triggers_enter_when_due_moved_dropped_or_in_each_users_time_zone() {
+    let app = spawn_app().await;
+    app.allow_loopback("default").await;
+    let receiver = WebhookReceiver::start().await;
+    app.track(json!({"attributes": [
+        {"external_id": "kiri", "time_zone": "Pacific/Kiritimati"},
+        {"external_id": "utc", "time_zone": "UTC"}]}))
+        .await;
+    let (status, canvas) = app
+        .admin_post(
+            &format!("{WS}/canvases"),
+            json!({"name": "Scheduled", "steps": [{"type": "message", "messages": {"webhook": {
+                "url": receiver.url("/s/{{${user_id}}}/{{context.${n}}}")}}}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{canvas}");
+    let id = canvas["id"].as_str().unwrap();
+    let recipients = |n: u32| json!([{"external_user_id": "kiri", "context": {"n": n}}, {"external_user_id": "utc", "context": {"n": n}}]);
+
+    // Moved from an hour away to now: entered at once.
+    let (status, created) = app
+        .post(
+            "/canvas/trigger/schedule/create",
+            json!({"canvas_id": id, "recipients": recipients(1), "schedule": {"time": at(3600)}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert!(created["dispatch_id"].is_string());
+    let schedule_id = created["schedule_id"].as_str().unwrap().to_string();
+    let (status, _) = app
+        .post(
+            "/canvas/trigger/schedule/update",
+            json!({"canvas_id": id, "schedule_id": schedule_id, "schedule": {"time": at(-1)}}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    wait_for(&receiver, "/s/", 2).await;
+
+    // Dropped: nobody enters, and the schedule is gone.
+    let (_, created) = app
+        .post(
+            "/canvas/trigger/schedule/create",
+            json!({"canvas_id": id, "recipients": recipients(2), "schedule": {"time": at(30)}}),
+        )
+        .await;
+    let dropped = created["schedule_id"].as_str().unwrap().to_string();
+    let (status, _) = app
+        .post(
+            "/canvas/trigger/schedule/delete",
+            json!({"canvas_id": id, "schedule_id": dropped}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = app
+        .post(
+            "/canvas/trigger/schedule/delete",
+            json!({"canvas_id": id, "schedule_id": dropped}),
+        )
+        .await;
+    assert_eq!(status, 400, "a deleted schedule is gone");
+
+    // In local time, an hour from now on the clock: already past in Kiritimati (UTC+14), an
+    // hour away in UTC.
+    let (status, created) = app
+        .post(
+            "/canvas/trigger/schedule/create",
+            json!({"canvas_id": id, "recipients": recipients(3),
+                   "schedule": {"time": at(3600).trim_end_matches('Z'), "in_local_time": true}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    wait_for(&receiver, "/s/kiri/3", 1).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let paths: Vec<String> = got(&receiver, "/s/").into_iter().map(|(p, _)| p).collect();
+    assert_eq!(
+        paths,
+        ["/s/kiri/1", "/s/kiri/3", "/s/utc/1"],
+        "the dropped schedule sent nothing; UTC's local hour has not come"
+    );
+}

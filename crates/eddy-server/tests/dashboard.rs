@@ -921,7 +921,7 @@ async fn the_api_log_keeps_refused_requests_under_the_keys_name_with_the_reason(
     assert_eq!(status, 403);
     // 501: a Braze endpoint eddy does not have; 404: no such endpoint.
     let (status, _) = app
-        .post_as(&reader, "/canvas/trigger/schedule/create", json!({}))
+        .post_as(&reader, "/preference_center/v1", json!({}))
         .await;
     assert_eq!(status, 501);
     let (status, _) = app.post_as(&reader, "/no/such/endpoint", json!({})).await;
@@ -957,10 +957,7 @@ async fn the_api_log_keeps_refused_requests_under_the_keys_name_with_the_reason(
     assert!(text.contains("export-only"), "under the key's name");
     let page = browser.get("/dashboard/default/log?status=5xx").await;
     let text = html_unescaped(&page.text);
-    assert!(
-        text.contains("POST /canvas/trigger/schedule/create"),
-        "{text}"
-    );
+    assert!(text.contains("POST /preference_center/v1"), "{text}");
     assert!(text.contains("eddy does not implement"), "{text}");
     assert!(!text.contains("not-a-key"));
 }

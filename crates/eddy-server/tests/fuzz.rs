@@ -174,6 +174,16 @@ fn routes() -> Vec<Route> {
             "/canvas/trigger/send",
             json!({"canvas_id": "none", "context": {"a": 1}, "recipients": [{"external_user_id": "f1", "context": {"b": 2}}]}),
         ),
+        rest(
+            "POST",
+            "/canvas/trigger/schedule/create",
+            json!({"canvas_id": "none", "broadcast": true, "schedule": {"time": "2030-01-01T00:00:00Z", "in_local_time": true}}),
+        ),
+        rest(
+            "POST",
+            "/canvas/trigger/schedule/update",
+            json!({"canvas_id": "none", "schedule_id": "s", "schedule": {"time": "2030-01-01T00:00:00Z"}}),
+        ),
         rest("GET", "/canvas/list?page=0", Value::Null),
         rest("GET", "/canvas/details?canvas_id=none", Value::Null),
         rest(

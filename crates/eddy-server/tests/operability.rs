@@ -7,11 +7,11 @@ use serde_json::{Value, json};
 #[tokio::test]
 async fn braze_endpoints_eddy_lacks_are_named_and_wrong_methods_answer_405_json() {
     let app = spawn_app().await;
-    let (status, body) = app.post("/canvas/trigger/schedule/create", json!({})).await;
+    let (status, body) = app.post("/preference_center/v1", json!({})).await;
     assert_eq!(status, 501);
     assert_eq!(
         body["message"],
-        "eddy does not implement POST /canvas/trigger/schedule/create"
+        "eddy does not implement POST /preference_center/v1"
     );
     let (status, body) = app
         .post("/sms/invalid_phone_numbers/remove", json!({}))

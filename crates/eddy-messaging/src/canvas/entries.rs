@@ -211,6 +211,16 @@ pub fn waiting(
     }
 }
 
+/// When a user arrives at a canvas's first step: now, or for a schedule in local time, that
+/// wall-clock time in the user's time zone (now if it has passed).
+fn arrival(now: i64, local: Option<i64>, profile: &Profile) -> i64 {
+    let Some(naive) = local else {
+        return now;
+    };
+    let zone = profile.fields.get("time_zone").and_then(Value::as_str);
+    crate::engine::local_due(naive, zone).max(now)
+}
+
 /// The body of `/canvas/trigger/send`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +253,16 @@ impl Engine {
         ws: &Workspace,
         req: CanvasTriggerRequest,
     ) -> Result<String, MessagingError> {
+        self.enter_canvas(ws, req, None).await
+    }
+
+    /// The canvas a trigger names, checked as a send is: it exists, is not archived, has a
+    /// relay for its email, and the send id is valid.
+    pub(crate) fn entered_canvas(
+        &self,
+        ws: &Workspace,
+        req: &CanvasTriggerRequest,
+    ) -> Result<Canvas, MessagingError> {
         let Some(canvas_id) = &req.canvas_id else {
             return Err(MessagingError::invalid("canvas_id is required"));
         };
@@ -264,6 +284,18 @@ impl Engine {
                 "this canvas sends email and the workspace has no SMTP relay: PUT /eddy/v1/workspaces/{ws}/email first",
             ));
         }
+        Ok(canvas)
+    }
+
+    /// Enters the users a trigger names; with `local`, a wall-clock time read as UTC, each
+    /// user arrives at the first step at that time in their own time zone.
+    pub(crate) async fn enter_canvas(
+        self: &Arc<Self>,
+        ws: &Workspace,
+        req: CanvasTriggerRequest,
+        local: Option<i64>,
+    ) -> Result<String, MessagingError> {
+        let canvas = self.entered_canvas(ws, &req)?;
         let shared = entry_properties(req.canvas_entry_properties.as_ref(), req.context.as_ref())
             .unwrap_or_default();
         // Each recipient's own properties travel as trigger properties through the shared
@@ -295,7 +327,7 @@ impl Engine {
         };
         let dispatch_id = eddy_store::ids::id_hex(24);
         for chunk in members.chunks(ENTER_CHUNK) {
-            self.enter(ws, &canvas, req.send_id.as_deref(), chunk)
+            self.enter(ws, &canvas, req.send_id.as_deref(), chunk, local)
                 .await?;
         }
         self.wake();
@@ -309,6 +341,7 @@ impl Engine {
         canvas: &Canvas,
         send_id: Option<&str>,
         members: &[(u32, Map<String, Value>)],
+        local: Option<i64>,
     ) -> Result<(), MessagingError> {
         let now = time::now_ms();
         let mut writes = Vec::with_capacity(members.len() * 3);
@@ -337,7 +370,7 @@ impl Engine {
                 canvas_id: canvas.id.clone(),
                 profile: *profile_id,
                 step_id: canvas.steps[0].id.clone(),
-                wake_at: due_at(canvas, 0, now, Some(&profile)),
+                wake_at: due_at(canvas, 0, arrival(now, local, &profile), Some(&profile)),
                 properties: properties.clone(),
                 entered_at: now,
             };

@@ -6,9 +6,11 @@
 //! - this file: the definition and its checks;
 //! - [`entries`]: where each user is (an entry, and a due index by wake time) and entering;
 //! - [`run`]: the leader moving due users, a step at a time, each move one commit.
+//! - [`schedule`]: scheduled triggers, entered by the leader when due.
 
 pub mod entries;
 pub mod run;
+pub mod schedule;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

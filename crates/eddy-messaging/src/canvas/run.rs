@@ -43,6 +43,7 @@ impl Engine {
         let now = time::now_ms();
         let mut moved = 0;
         for ws in self.store().workspaces()? {
+            self.enter_due_schedules(&ws).await?;
             for _ in 0..MAX_BATCHES_PER_PASS {
                 let due = self.due_entries(&ws, now).await?;
                 if due.is_empty() {

@@ -28,6 +28,7 @@ pub use request::{
     Schedule, ScheduleChange, SendRequest, TransactionalRequest, TriggerRecipient, TriggerRequest,
 };
 pub use schedule::ScheduledSend;
+pub(crate) use schedule::send_at;
 
 /// Recipients named in one request, at most (Braze's limit).
 const MAX_RECIPIENTS: usize = 50;

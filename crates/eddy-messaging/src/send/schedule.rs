@@ -39,7 +39,7 @@ pub(super) fn apply(
 
 /// The UTC ms a schedule names; for `in_local_time`, the wall-clock time read as UTC (each
 /// recipient's zone shifts it when sent).
-fn send_at(schedule: &Schedule) -> Result<i64, MessagingError> {
+pub(crate) fn send_at(schedule: &Schedule) -> Result<i64, MessagingError> {
     if schedule.at_optimal_time {
         return Err(MessagingError::invalid(
             "at_optimal_time needs Intelligent Delivery, which eddy does not have; use in_local_time or a time",

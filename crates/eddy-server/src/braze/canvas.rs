@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use eddy_messaging::canvas::entries::{self, CanvasTriggerRequest};
+use eddy_messaging::canvas::schedule::CanvasScheduleChange;
 use eddy_messaging::canvas::{Canvas, CanvasInput, StepKind};
 use eddy_messaging::records;
 use eddy_model::{ApiError, time};
@@ -14,7 +15,8 @@ use serde_json::{Value, json};
 
 use crate::SharedState;
 use crate::extract::{
-    AdminWorkspace, CanvasDetails, CanvasList, CanvasTriggerSend, JsonBody, Rest,
+    AdminWorkspace, CanvasDetails, CanvasList, CanvasTriggerScheduleCreate,
+    CanvasTriggerScheduleDelete, CanvasTriggerScheduleUpdate, CanvasTriggerSend, JsonBody, Rest,
 };
 use crate::http::{HttpError, bad, json_response};
 
@@ -121,6 +123,51 @@ pub async fn trigger_send(
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"dispatch_id": dispatch_id, "message": "success"}),
+    ))
+}
+
+/// `POST /canvas/trigger/schedule/create` → 201 `{"dispatch_id", "schedule_id", "message"}`.
+pub async fn schedule_create(
+    State(state): State<SharedState>,
+    rest: Rest<CanvasTriggerScheduleCreate>,
+) -> Answer {
+    let body: Value = rest.json()?;
+    let (dispatch_id, schedule_id) = state.engine.schedule_canvas(&rest.workspace, body).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"dispatch_id": dispatch_id, "schedule_id": schedule_id, "message": "success"}),
+    ))
+}
+
+/// `POST /canvas/trigger/schedule/update`.
+pub async fn schedule_update(
+    State(state): State<SharedState>,
+    rest: Rest<CanvasTriggerScheduleUpdate>,
+) -> Answer {
+    let change: CanvasScheduleChange = rest.json()?;
+    state
+        .engine
+        .reschedule_canvas(&rest.workspace, change)
+        .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"message": "success"}),
+    ))
+}
+
+/// `POST /canvas/trigger/schedule/delete`.
+pub async fn schedule_delete(
+    State(state): State<SharedState>,
+    rest: Rest<CanvasTriggerScheduleDelete>,
+) -> Answer {
+    let change: CanvasScheduleChange = rest.json()?;
+    state
+        .engine
+        .unschedule_canvas(&rest.workspace, change)
+        .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"message": "success"}),
     ))
 }
 

@@ -6,9 +6,6 @@ const ENDPOINTS: &[(&str, &str)] = &[
     // Messaging
     ("POST", "/messages/live_activity/update"),
     ("GET", "/sends/data_series"),
-    ("POST", "/canvas/trigger/schedule/create"),
-    ("POST", "/canvas/trigger/schedule/update"),
-    ("POST", "/canvas/trigger/schedule/delete"),
     // User data
     ("POST", "/users/track/sync"),
     ("POST", "/users/export/global_control_group"),
@@ -76,8 +73,8 @@ mod tests {
     #[test]
     fn names_the_endpoint() {
         assert_eq!(
-            braze_endpoint("POST", "/canvas/trigger/schedule/create").as_deref(),
-            Some("POST /canvas/trigger/schedule/create")
+            braze_endpoint("GET", "/canvas/data_series").as_deref(),
+            Some("GET /canvas/data_series")
         );
         assert_eq!(
             braze_endpoint("GET", "/preference_center/v1/pc1").as_deref(),

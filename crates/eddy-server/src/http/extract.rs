@@ -71,6 +71,12 @@ permissions! {
     TemplatesEmailInfo = "templates.email.info";
     /// `canvas.trigger.send`.
     CanvasTriggerSend = "canvas.trigger.send";
+    /// `canvas.trigger.schedule.create`.
+    CanvasTriggerScheduleCreate = "canvas.trigger.schedule.create";
+    /// `canvas.trigger.schedule.update`.
+    CanvasTriggerScheduleUpdate = "canvas.trigger.schedule.update";
+    /// `canvas.trigger.schedule.delete`.
+    CanvasTriggerScheduleDelete = "canvas.trigger.schedule.delete";
     /// `canvas.list`.
     CanvasList = "canvas.list";
     /// `canvas.details`.

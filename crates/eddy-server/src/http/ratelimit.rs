@@ -72,7 +72,10 @@ pub fn group_of(path: &str) -> &'static str {
         | "/campaigns/trigger/schedule/delete"
         | "/messages/scheduled_broadcasts"
         | "/sends/id/create"
-        | "/canvas/trigger/send" => "messages",
+        | "/canvas/trigger/send"
+        | "/canvas/trigger/schedule/create"
+        | "/canvas/trigger/schedule/update"
+        | "/canvas/trigger/schedule/delete" => "messages",
         p if p.starts_with("/transactional/") => "messages",
         p if p.starts_with("/subscription/") || p.starts_with("/v2/subscription/") => {
             "subscription"

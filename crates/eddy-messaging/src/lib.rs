@@ -78,6 +78,8 @@ pub mod kinds {
     pub const CANVAS_ENTRY: &str = "canvas-entry";
     /// When canvas entries are due: `{wake_at:016}/{canvas_id}/{entry id}`.
     pub const CANVAS_DUE: &str = "canvas-due";
+    /// A canvas's figures of a UTC day: `{canvas_id}/{YYYY-MM-DD}` → `{"entries"}`.
+    pub const CANVAS_STATS: &str = "canvas-stats";
     /// Scheduled canvas triggers, by schedule id.
     pub const CANVAS_SCHEDULE: &str = "canvas-schedule";
     /// Who a canvas send id entered: `{canvas_id}/{send_id}/{profile}`.

@@ -263,6 +263,8 @@ pub const PERMISSIONS: &[&str] = &[
     "canvas.trigger.schedule.create",
     "canvas.trigger.schedule.update",
     "canvas.trigger.schedule.delete",
+    "canvas.data_series",
+    "canvas.data_summary",
     "canvas.list",
     "canvas.details",
     "catalogs.get",

@@ -447,6 +447,8 @@ fn api_routes(state: SharedState) -> Router {
         )
         .route("/canvas/list", get(canvas::list))
         .route("/canvas/details", get(canvas::details))
+        .route("/canvas/data_series", get(canvas::data_series))
+        .route("/canvas/data_summary", get(canvas::data_summary))
         .route("/catalogs", get(catalogs::list).post(catalogs::create))
         .route("/catalogs/{catalog}", delete(catalogs::delete))
         .route("/catalogs/{catalog}/fields", post(catalogs::add_fields))

@@ -165,6 +165,45 @@ async fn users_move_through_message_delay_split_and_message_with_their_context()
     );
     assert!(sends.iter().any(|s| s["canvas_step_name"] == "Offer"));
 
+    // Braze's analytics: today's entries, and what each message step sent.
+    let (status, series) = app
+        .get(&format!(
+            "/canvas/data_series?canvas_id={canvas_id}&length=2&include_step_breakdown=true"
+        ))
+        .await;
+    assert_eq!(status, 200, "{series}");
+    let days = series["data"]["stats"].as_array().unwrap();
+    assert_eq!(days.len(), 2);
+    // Added over both days, so that a run across midnight UTC reads the same.
+    let total = |pick: &dyn Fn(&Value) -> &Value| -> u64 {
+        days.iter().map(|d| pick(d).as_u64().unwrap_or(0)).sum()
+    };
+    let welcome = canvas["steps"][0]["id"].as_str().unwrap();
+    let offer = canvas["steps"][3]["id"].as_str().unwrap();
+    assert_eq!(total(&|d| &d["total_stats"]["entries"]), 3, "{series}");
+    assert_eq!(
+        total(&|d| &d["step_stats"][welcome]["messages"]["webhook"][0]["sent"]),
+        3
+    );
+    assert_eq!(
+        total(&|d| &d["step_stats"][offer]["messages"]["webhook"][0]["sent"]),
+        2
+    );
+    let (status, summary) = app
+        .get(&format!(
+            "/canvas/data_summary?canvas_id={canvas_id}&length=14&include_step_breakdown=true"
+        ))
+        .await;
+    assert_eq!(status, 200, "{summary}");
+    assert_eq!(summary["data"]["total_stats"]["entries"], 3);
+    assert_eq!(summary["data"]["step_stats"][offer]["name"], "Offer");
+    let (status, _) = app
+        .get(&format!(
+            "/canvas/data_series?canvas_id={canvas_id}&length=15"
+        ))
+        .await;
+    assert_eq!(status, 400, "Braze's series are 1 to 14 days");
+
     // Braze's read endpoints.
     let (status, list) = app.get("/canvas/list").await;
     assert_eq!(status, 200, "{list}");
@@ -322,4 +361,37 @@ async fn scheduled_triggers_enter_when_due_moved_dropped_or_in_each_users_time_z
         ["/s/kiri/1", "/s/kiri/3", "/s/utc/1"],
         "the dropped schedule sent nothing; UTC's local hour has not come"
     );
+}
+
+#[tokio::test]
+async fn entries_counted_by_triggers_at_once_lose_nothing() {
+    let app = spawn_app().await;
+    let users: Vec<Value> = (0..20)
+        .map(|i| json!({"external_id": format!("c{i}")}))
+        .collect();
+    app.track(json!({"attributes": users})).await;
+    let (_, canvas) = app
+        .admin_post(
+            &format!("{WS}/canvases"),
+            json!({"name": "Counted", "steps": [{"type": "delay", "seconds": 3600}]}),
+        )
+        .await;
+    let id = canvas["id"].as_str().unwrap().to_string();
+    let triggers = (0..20).map(|i| {
+        let (app, id) = (&app, id.clone());
+        async move {
+            app.post(
+                "/canvas/trigger/send",
+                json!({"canvas_id": id, "recipients": [{"external_user_id": format!("c{i}")}]}),
+            )
+            .await
+        }
+    });
+    for (status, body) in futures_util::future::join_all(triggers).await {
+        assert_eq!(status, 201, "{body}");
+    }
+    let (_, summary) = app
+        .get(&format!("/canvas/data_summary?canvas_id={id}&length=2"))
+        .await;
+    assert_eq!(summary["data"]["total_stats"]["entries"], 20, "{summary}");
 }

@@ -185,6 +185,11 @@ fn routes() -> Vec<Route> {
             json!({"canvas_id": "none", "schedule_id": "s", "schedule": {"time": "2030-01-01T00:00:00Z"}}),
         ),
         rest("GET", "/canvas/list?page=0", Value::Null),
+        rest(
+            "GET",
+            "/canvas/data_series?canvas_id=none&length=3&include_step_breakdown=true",
+            Value::Null,
+        ),
         rest("GET", "/canvas/details?canvas_id=none", Value::Null),
         rest(
             "POST",

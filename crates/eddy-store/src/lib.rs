@@ -55,8 +55,8 @@ use tokio::sync::mpsc;
 
 pub use error::StoreError;
 pub use meta::{ApiKey, Workspace};
-pub use mutations::ObjectWrite;
 pub use mutations::cohorts::{CohortMember, MemberChange};
+pub use mutations::{CountWrite, ObjectWrite};
 pub use writer::WriterStats;
 
 use backend::{Backend, Table};

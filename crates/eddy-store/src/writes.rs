@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use crate::backend::Table;
 use crate::meta::{ApiKey, ExportStorage, Partner, Segment, Workspace};
 use crate::mutations::cohorts::MemberChange;
-use crate::mutations::{Mutation, ObjectWrite, Outcome};
+use crate::mutations::{CountWrite, Mutation, ObjectWrite, Outcome};
 
 /// Keys a deleted workspace's purge removes per group commit: small enough that other writes
 /// wait one short group, large enough to purge a million profiles in a few hundred groups.
@@ -384,10 +384,23 @@ impl Store {
         objects: Vec<ObjectWrite>,
         events: Vec<OutboxEvent>,
     ) -> Result<usize, StoreError> {
+        self.record_counted(ws, objects, events, Vec::new()).await
+    }
+
+    /// [`Store::record`], with numbers added to fields of objects in the same commit (counters
+    /// kept per day, say) without a read by the caller that another commit could race.
+    pub async fn record_counted(
+        &self,
+        ws: u32,
+        objects: Vec<ObjectWrite>,
+        events: Vec<OutboxEvent>,
+        counts: Vec<CountWrite>,
+    ) -> Result<usize, StoreError> {
         let mutation = Mutation::Record {
             ws,
             objects,
             events,
+            counts,
         };
         self.count("record", mutation).await
     }
@@ -476,6 +489,7 @@ impl Store {
                 ws,
                 mut objects,
                 events,
+                counts,
             } => {
                 for write in &mut objects {
                     if let Some(value) = &mut write.value {
@@ -486,6 +500,7 @@ impl Store {
                     ws,
                     objects,
                     events,
+                    counts,
                 })
             }
             Mutation::SetExportStorage { ws, storage } => {

@@ -385,10 +385,18 @@ impl Engine {
             ));
             writes.extend(entry.writes(None)?);
         }
-        if writes.is_empty() {
+        if events.is_empty() {
+            // Nobody entered (all already had, or are gone); what marks exist are kept.
+            if !writes.is_empty() {
+                self.store().record(ws.id, writes, events).await?;
+            }
             return Ok(());
         }
-        self.store().record(ws.id, writes, events).await?;
+        let day = time::utc_day(now);
+        let counts = vec![super::stats::entries_count(&canvas.id, &day, events.len())];
+        self.store()
+            .record_counted(ws.id, writes, events, counts)
+            .await?;
         Ok(())
     }
 }

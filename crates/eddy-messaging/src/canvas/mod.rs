@@ -7,10 +7,12 @@
 //! - [`entries`]: where each user is (an entry, and a due index by wake time) and entering;
 //! - [`run`]: the leader moving due users, a step at a time, each move one commit.
 //! - [`schedule`]: scheduled triggers, entered by the leader when due.
+//! - [`stats`]: entries and sends per day, for Braze's canvas analytics.
 
 pub mod entries;
 pub mod run;
 pub mod schedule;
+pub mod stats;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

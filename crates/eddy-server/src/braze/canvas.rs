@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use eddy_messaging::canvas::entries::{self, CanvasTriggerRequest};
 use eddy_messaging::canvas::schedule::CanvasScheduleChange;
-use eddy_messaging::canvas::{Canvas, CanvasInput, StepKind};
+use eddy_messaging::canvas::{Canvas, CanvasInput, StepKind, stats};
 use eddy_messaging::records;
 use eddy_model::{ApiError, time};
 use eddy_store::ids;
@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 
 use crate::SharedState;
 use crate::extract::{
-    AdminWorkspace, CanvasDetails, CanvasList, CanvasTriggerScheduleCreate,
-    CanvasTriggerScheduleDelete, CanvasTriggerScheduleUpdate, CanvasTriggerSend, JsonBody, Rest,
+    AdminWorkspace, CanvasDataSeries, CanvasDataSummary, CanvasDetails, CanvasList,
+    CanvasTriggerScheduleCreate, CanvasTriggerScheduleDelete, CanvasTriggerScheduleUpdate,
+    CanvasTriggerSend, JsonBody, Rest,
 };
 use crate::http::{HttpError, bad, json_response};
 
@@ -207,6 +208,59 @@ pub async fn list(State(state): State<SharedState>, rest: Rest<CanvasList>) -> A
         StatusCode::OK,
         &json!({"canvases": items, "message": "success"}),
     ))
+}
+
+/// The canvas and the days a data endpoint asks for (Braze's `canvas_id`, `ending_at`,
+/// `starting_at` or `length`), and whether it wants each step's figures.
+fn data_request<P>(
+    state: &SharedState,
+    rest: &Rest<P>,
+) -> Result<(Canvas, Vec<String>, bool), HttpError> {
+    let Some(id) = rest.query_param("canvas_id") else {
+        return Err(bad("canvas_id is required"));
+    };
+    let Some(canvas) = records::canvas(&state.store, rest.workspace.id, &id)? else {
+        return Err(bad(format!(
+            "canvas_id '{id}' is not a canvas of this workspace"
+        )));
+    };
+    let when = |name: &str| -> Result<Option<i64>, HttpError> {
+        match rest.query_param(name) {
+            None => Ok(None),
+            Some(t) => time::parse_time(&t)
+                .map(Some)
+                .ok_or_else(|| bad(format!("{name} '{t}' is not an ISO 8601 time"))),
+        }
+    };
+    let ending_at = when("ending_at")?.unwrap_or_else(time::now_ms);
+    let length = match rest.query_param("length") {
+        None => None,
+        Some(l) => Some(
+            l.parse::<i64>()
+                .map_err(|_| bad(format!("length '{l}' is not a number of days")))?,
+        ),
+    };
+    let days = stats::days(ending_at, when("starting_at")?, length)?;
+    let steps = rest.query_param("include_step_breakdown").as_deref() == Some("true");
+    Ok((canvas, days, steps))
+}
+
+/// `GET /canvas/data_series`: entries (and with `include_step_breakdown`, what each message
+/// step sent) per UTC day.
+pub async fn data_series(State(state): State<SharedState>, rest: Rest<CanvasDataSeries>) -> Answer {
+    let (canvas, days, steps) = data_request(&state, &rest)?;
+    let body = stats::series(&state.store, rest.workspace.id, &canvas, &days, steps)?;
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// `GET /canvas/data_summary`: the same figures added up over the days.
+pub async fn data_summary(
+    State(state): State<SharedState>,
+    rest: Rest<CanvasDataSummary>,
+) -> Answer {
+    let (canvas, days, steps) = data_request(&state, &rest)?;
+    let body = stats::summary(&state.store, rest.workspace.id, &canvas, &days, steps)?;
+    Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `GET /canvas/details?canvas_id=`.

@@ -15,8 +15,6 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("POST", "/sms/invalid_phone_numbers/remove"),
     // Export and analytics
     ("GET", "/campaigns/data_series"),
-    ("GET", "/canvas/data_series"),
-    ("GET", "/canvas/data_summary"),
     ("GET", "/events/list"),
     ("GET", "/events"),
     ("GET", "/events/data_series"),
@@ -73,8 +71,8 @@ mod tests {
     #[test]
     fn names_the_endpoint() {
         assert_eq!(
-            braze_endpoint("GET", "/canvas/data_series").as_deref(),
-            Some("GET /canvas/data_series")
+            braze_endpoint("GET", "/kpi/dau/data_series").as_deref(),
+            Some("GET /kpi/dau/data_series")
         );
         assert_eq!(
             braze_endpoint("GET", "/preference_center/v1/pc1").as_deref(),

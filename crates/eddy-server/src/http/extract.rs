@@ -77,6 +77,10 @@ permissions! {
     CanvasTriggerScheduleUpdate = "canvas.trigger.schedule.update";
     /// `canvas.trigger.schedule.delete`.
     CanvasTriggerScheduleDelete = "canvas.trigger.schedule.delete";
+    /// `canvas.data_series`.
+    CanvasDataSeries = "canvas.data_series";
+    /// `canvas.data_summary`.
+    CanvasDataSummary = "canvas.data_summary";
     /// `canvas.list`.
     CanvasList = "canvas.list";
     /// `canvas.details`.

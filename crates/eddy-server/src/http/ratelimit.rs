@@ -81,7 +81,12 @@ pub fn group_of(path: &str) -> &'static str {
             "subscription"
         }
         p if p.starts_with("/email/") => "email",
-        "/campaigns/list" | "/campaigns/details" => "campaigns.export",
+        "/campaigns/list"
+        | "/campaigns/details"
+        | "/canvas/list"
+        | "/canvas/details"
+        | "/canvas/data_series"
+        | "/canvas/data_summary" => "campaigns.export",
         p if p.starts_with("/eddy/") => "admin",
         p if p.starts_with("/dashboard") => "dashboard",
         _ => "internal",

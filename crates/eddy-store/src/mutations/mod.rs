@@ -169,6 +169,7 @@ pub(crate) enum Mutation {
         ws: u32,
         objects: Vec<ObjectWrite>,
         events: Vec<OutboxEvent>,
+        counts: Vec<CountWrite>,
     },
     /// One 64 KiB record, to learn whether commits succeed (readiness).
     Probe,
@@ -183,6 +184,21 @@ pub struct ObjectWrite {
     pub name: String,
     /// The new value, or `None` to remove it (absent is not an error).
     pub value: Option<Value>,
+}
+
+/// A number added to a field of a settings object (created when absent) in a
+/// [`crate::Store::record_counted`] commit. Applied by the writer, in the order of commits, so
+/// counts kept this way lose no addition however many requests add at once.
+#[derive(Debug, Clone)]
+pub struct CountWrite {
+    /// The object's kind.
+    pub kind: String,
+    /// Its name within the kind.
+    pub name: String,
+    /// The field counted.
+    pub field: String,
+    /// What is added.
+    pub delta: i64,
 }
 
 /// What a mutation answers once durable.
@@ -348,6 +364,7 @@ pub(crate) fn apply(
             ws,
             objects,
             events,
+            counts,
         } => {
             let n = events.len();
             for write in objects {
@@ -356,6 +373,34 @@ pub(crate) fn apply(
                     Some(value) => txn.put(Table::Meta, key, value.to_string().into_bytes()),
                     None => txn.delete(Table::Meta, key),
                 }
+            }
+            for count in counts {
+                let key = meta::object_key(ws, &count.kind, &count.name);
+                let mut object = match txn.get(Table::Meta, &key)? {
+                    Some(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                        Ok(Value::Object(map)) => map,
+                        _ => {
+                            return Err(StoreError::Corrupt {
+                                table: "meta",
+                                reason: format!(
+                                    "counted object {}/{} is not a JSON object",
+                                    count.kind, count.name
+                                ),
+                            });
+                        }
+                    },
+                    None => serde_json::Map::new(),
+                };
+                let now = object
+                    .get(&count.field)
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                object.insert(count.field, Value::from(now.saturating_add(count.delta)));
+                txn.put(
+                    Table::Meta,
+                    key,
+                    Value::Object(object).to_string().into_bytes(),
+                );
             }
             for event in events {
                 txn.emit(ws, event);

@@ -285,6 +285,35 @@ fn default_window() -> i64 {
     3 * 24 * 3600
 }
 
+/// Braze's rules for conversion events (of a campaign or a canvas): at most 4, each a custom
+/// event by name or a purchase, with a positive window.
+pub fn check_conversion_events(
+    conversions: &[ConversionEvent],
+    of: &str,
+) -> Result<(), MessagingError> {
+    if conversions.len() > 4 {
+        return Err(MessagingError::invalid(format!(
+            "a {of} has at most 4 conversion events"
+        )));
+    }
+    for conversion in conversions {
+        let valid = match conversion.kind.as_str() {
+            "custom_event" => conversion
+                .custom_event_name
+                .as_deref()
+                .is_some_and(|n| !n.is_empty()),
+            "purchase" => true,
+            _ => false,
+        };
+        if !valid || conversion.window_seconds <= 0 {
+            return Err(MessagingError::invalid(
+                "a conversion event is {\"type\": \"custom_event\", \"custom_event_name\"} or {\"type\": \"purchase\", \"product\"?}, with a positive 'window_seconds'",
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl ConversionEvent {
     /// Whether a tracked custom event (`Some(name)`, product `None`) or purchase (`None`,
     /// `Some(product)`) matches this behaviour.
@@ -402,26 +431,7 @@ impl CampaignInput {
                 "'messages_per_minute' is at least 1",
             ));
         }
-        if self.conversion_events.len() > 4 {
-            return Err(MessagingError::invalid(
-                "a campaign has at most 4 conversion events",
-            ));
-        }
-        for conversion in &self.conversion_events {
-            let valid = match conversion.kind.as_str() {
-                "custom_event" => conversion
-                    .custom_event_name
-                    .as_deref()
-                    .is_some_and(|n| !n.is_empty()),
-                "purchase" => true,
-                _ => false,
-            };
-            if !valid || conversion.window_seconds <= 0 {
-                return Err(MessagingError::invalid(
-                    "a conversion event is {\"type\": \"custom_event\", \"custom_event_name\"} or {\"type\": \"purchase\", \"product\"?}, with a positive 'window_seconds'",
-                ));
-            }
-        }
+        check_conversion_events(&self.conversion_events, "campaign")?;
         let messages = Messages::from_json(&self.messages)?;
         Ok(Campaign {
             id,

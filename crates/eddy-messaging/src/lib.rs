@@ -80,6 +80,9 @@ pub mod kinds {
     pub const CANVAS_DUE: &str = "canvas-due";
     /// A canvas's figures of a UTC day: `{canvas_id}/{YYYY-MM-DD}` → `{"entries"}`.
     pub const CANVAS_STATS: &str = "canvas-stats";
+    /// Canvas entries that may still convert: `{profile:010}/{canvas_id}/{entry id}` →
+    /// `{"at", "until"}` (what a tracked event is checked against).
+    pub const CANVAS_CONVERTIBLE: &str = "canvas-convertible";
     /// Scheduled canvas triggers, by schedule id.
     pub const CANVAS_SCHEDULE: &str = "canvas-schedule";
     /// Who a canvas send id entered: `{canvas_id}/{send_id}/{profile}`.

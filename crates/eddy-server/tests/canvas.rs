@@ -395,3 +395,60 @@ async fn entries_counted_by_triggers_at_once_lose_nothing() {
         .await;
     assert_eq!(summary["data"]["total_stats"]["entries"], 20, "{summary}");
 }
+
+#[tokio::test]
+async fn a_conversion_event_after_entry_converts_once_and_is_counted() {
+    let app = spawn_app().await;
+    app.track(json!({"attributes": [{"external_id": "buyer"}, {"external_id": "browser"}]}))
+        .await;
+    let (status, canvas) = app
+        .admin_post(
+            &format!("{WS}/canvases"),
+            json!({"name": "Converting", "steps": [{"type": "delay", "seconds": 3600}],
+                   "conversion_events": [{"type": "custom_event", "custom_event_name": "upgraded", "window_seconds": 3600}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{canvas}");
+    let id = canvas["id"].as_str().unwrap();
+    let (status, _) = app
+        .post(
+            "/canvas/trigger/send",
+            json!({"canvas_id": id, "recipients": [{"external_user_id": "buyer"}, {"external_user_id": "browser"}]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let now = jiff::Timestamp::now().to_string();
+    for _ in 0..2 {
+        app.track(json!({"events": [
+            {"external_id": "buyer", "name": "upgraded", "time": now},
+            {"external_id": "browser", "name": "looked", "time": now}]}))
+            .await;
+    }
+    let conversions = events(&app, "users.canvas.Conversion");
+    assert_eq!(
+        conversions.len(),
+        1,
+        "once, for the user who converted: {conversions:?}"
+    );
+    assert_eq!(conversions[0]["external_user_id"], "buyer");
+    assert_eq!(conversions[0]["canvas_id"], id);
+    let (_, summary) = app
+        .get(&format!("/canvas/data_summary?canvas_id={id}&length=2"))
+        .await;
+    assert_eq!(
+        summary["data"]["total_stats"]["conversions"], 1,
+        "{summary}"
+    );
+    assert_eq!(
+        summary["data"]["total_stats"]["conversions_by_entry_time"],
+        1
+    );
+    let (status, _) = app
+        .admin_post(
+            &format!("{WS}/canvases"),
+            json!({"name": "Bad", "steps": [{"type": "delay", "seconds": 1}],
+                   "conversion_events": [{"type": "custom_event"}]}),
+        )
+        .await;
+    assert_eq!(status, 400);
+}

@@ -374,6 +374,18 @@ impl Engine {
                 properties: properties.clone(),
                 entered_at: now,
             };
+            if let Some(longest) = canvas
+                .conversion_events
+                .iter()
+                .map(|c| c.window_seconds)
+                .max()
+            {
+                writes.push(ObjectWrite {
+                    kind: kinds::CANVAS_CONVERTIBLE.into(),
+                    name: format!("{profile_id:010}/{}/{}", canvas.id, entry.id),
+                    value: Some(json!({"at": now, "until": now.saturating_add(longest.saturating_mul(1000))})),
+                });
+            }
             events.push(canvas_event(
                 "users.canvas.Entry",
                 canvas,

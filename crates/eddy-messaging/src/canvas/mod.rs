@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::MessagingError;
-use crate::campaign::Messages;
+use crate::campaign::{ConversionEvent, Messages, check_conversion_events};
 
 /// Steps a canvas may have.
 const MAX_STEPS: usize = 50;
@@ -81,6 +81,9 @@ pub struct Canvas {
     /// Email only to members of this group.
     #[serde(default)]
     pub subscription_group_id: Option<String>,
+    /// What counts as converting after entry (as a campaign's conversion events).
+    #[serde(default)]
+    pub conversion_events: Vec<ConversionEvent>,
     /// Archived canvases take no new entries.
     #[serde(default)]
     pub archived: bool,
@@ -121,6 +124,9 @@ pub struct CanvasInput {
     /// Subscription group of its email.
     #[serde(default)]
     pub subscription_group_id: Option<String>,
+    /// Conversion events, as campaigns take them.
+    #[serde(default)]
+    pub conversion_events: Vec<ConversionEvent>,
     /// Archived.
     #[serde(default)]
     pub archived: bool,
@@ -143,6 +149,7 @@ impl CanvasInput {
                 "'steps' holds 1 to {MAX_STEPS} steps"
             )));
         }
+        check_conversion_events(&self.conversion_events, "canvas")?;
         let mut steps = Vec::with_capacity(self.steps.len());
         for (index, value) in self.steps.iter().enumerate() {
             let step = read_step(index, value, existing)?;
@@ -161,6 +168,7 @@ impl CanvasInput {
             tags: self.tags,
             steps,
             subscription_group_id: self.subscription_group_id,
+            conversion_events: self.conversion_events,
             archived: self.archived,
             created_at: existing.map_or(now, |c| c.created_at),
             updated_at: now,

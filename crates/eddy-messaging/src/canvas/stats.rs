@@ -1,8 +1,8 @@
 //! A canvas's figures per UTC day, as Braze's `/canvas/data_series` and `/data_summary` report
 //! them: entries are counted in the commits that enter users (`canvas-stats`,
 //! `{canvas_id}/{day}`, added by the writer so concurrent triggers lose nothing); what each
-//! message step sent comes from its dispatches' counts. eddy keeps no conversions or revenue
-//! for canvases yet: they are reported as 0.
+//! message step sent comes from its dispatches' counts; conversions are counted in the commits
+//! that record them. eddy keeps no revenue for canvases: it is reported as 0.
 
 use std::collections::BTreeMap;
 
@@ -30,10 +30,30 @@ pub(crate) fn entries_count(canvas_id: &str, day: &str, n: usize) -> CountWrite 
     }
 }
 
+/// The counts of one conversion: on the day it happened and on the day of the entry that
+/// converted (Braze's `conversions_by_entry_time`).
+pub(crate) fn conversion_counts(canvas_id: &str, at: i64, entered_at: i64) -> Vec<CountWrite> {
+    let count = |day: String, field: &str| CountWrite {
+        kind: kinds::CANVAS_STATS.into(),
+        name: stats_name(canvas_id, &day),
+        field: field.into(),
+        delta: 1,
+    };
+    vec![
+        count(eddy_model::time::utc_day(at), "conversions"),
+        count(
+            eddy_model::time::utc_day(entered_at),
+            "conversions_by_entry_time",
+        ),
+    ]
+}
+
 /// One day's figures.
 #[derive(Debug, Default, Clone)]
 struct Day {
     entries: u64,
+    conversions: u64,
+    conversions_by_entry_time: u64,
     /// Per step id: per channel, what its dispatches counted.
     steps: BTreeMap<String, Counted>,
 }
@@ -55,9 +75,11 @@ fn gather(
     let mut out: BTreeMap<String, Day> = days.iter().map(|d| (d.clone(), Day::default())).collect();
     for day in days {
         if let Some(stats) = store.object(ws, kinds::CANVAS_STATS, &stats_name(&canvas.id, day))? {
-            let entries = stats.get("entries").and_then(Value::as_u64).unwrap_or(0);
+            let field = |name: &str| stats.get(name).and_then(Value::as_u64).unwrap_or(0);
             if let Some(d) = out.get_mut(day) {
-                d.entries = entries;
+                d.entries = field("entries");
+                d.conversions = field("conversions");
+                d.conversions_by_entry_time = field("conversions_by_entry_time");
             }
         }
     }
@@ -83,8 +105,10 @@ fn gather(
     Ok(out)
 }
 
-fn total_stats(entries: u64) -> Value {
-    json!({"revenue": 0.0, "conversions": 0, "conversions_by_entry_time": 0, "entries": entries})
+fn total_stats(figures: &Day) -> Value {
+    json!({"revenue": 0.0, "conversions": figures.conversions,
+           "conversions_by_entry_time": figures.conversions_by_entry_time,
+           "entries": figures.entries})
 }
 
 /// Braze's `step_stats`: each message step with what it sent, per channel.
@@ -124,7 +148,7 @@ pub fn series(
     let stats: Vec<Value> = gathered
         .iter()
         .map(|(day, figures)| {
-            let mut one = json!({"time": day, "total_stats": total_stats(figures.entries)});
+            let mut one = json!({"time": day, "total_stats": total_stats(figures)});
             if with_steps {
                 one["step_stats"] = step_stats(canvas, &figures.steps);
             }
@@ -143,7 +167,12 @@ pub fn summary(
     with_steps: bool,
 ) -> Result<Value, MessagingError> {
     let gathered = gather(store, ws, canvas, days)?;
-    let entries = gathered.values().map(|d| d.entries).sum();
+    let total = Day {
+        entries: gathered.values().map(|d| d.entries).sum(),
+        conversions: gathered.values().map(|d| d.conversions).sum(),
+        conversions_by_entry_time: gathered.values().map(|d| d.conversions_by_entry_time).sum(),
+        steps: BTreeMap::new(),
+    };
     let mut steps: BTreeMap<String, Counted> = BTreeMap::new();
     for day in gathered.values() {
         for (step, c) in &day.steps {
@@ -153,7 +182,7 @@ pub fn summary(
             total.aborted += c.aborted;
         }
     }
-    let mut data = json!({"name": canvas.name, "total_stats": total_stats(entries)});
+    let mut data = json!({"name": canvas.name, "total_stats": total_stats(&total)});
     if with_steps {
         data["step_stats"] = step_stats(canvas, &steps);
     }

@@ -5,11 +5,14 @@
 use super::*;
 
 impl Engine {
-    /// Re-reads whether a workspace has campaigns with conversion events.
+    /// Re-reads whether a workspace has campaigns or canvases with conversion events.
     pub fn campaigns_changed(&self, ws: u32) -> Result<(), MessagingError> {
         let any = crate::records::campaigns(&self.store, ws)?
             .iter()
-            .any(|campaign| !campaign.conversion_events.is_empty());
+            .any(|campaign| !campaign.conversion_events.is_empty())
+            || crate::records::canvases(&self.store, ws)?
+                .iter()
+                .any(|canvas| !canvas.conversion_events.is_empty());
         let mut converting = self.converting.lock().unwrap_or_else(|p| p.into_inner());
         if any {
             converting.insert(ws);
@@ -99,15 +102,18 @@ impl Engine {
                 ));
             }
         }
+        let (canvas_marks, canvas_events, counts) = self.canvas_conversions(ws, behaviours)?;
+        events.extend(canvas_events);
         let converted: Vec<(String, Map<String, Value>)> = writes
             .into_iter()
             .filter(|(_, r)| r.contains_key("converted_at"))
             .collect();
-        if converted.is_empty() && settled.is_empty() {
+        if converted.is_empty() && settled.is_empty() && canvas_marks.is_empty() {
             return Ok(0);
         }
         // A converted or expired message leaves the index with the conversion's commit.
         let mut objects = Vec::with_capacity(converted.len() * 2 + settled.len());
+        objects.extend(canvas_marks);
         for name in settled {
             objects.push(ObjectWrite {
                 kind: kinds::CONVERTIBLE.into(),
@@ -127,9 +133,107 @@ impl Engine {
                 value: Some(Value::Object(record)),
             });
         }
-        Ok(self.store.record(ws.id, objects, events).await?)
+        Ok(self
+            .store
+            .record_counted(ws.id, objects, events, counts)
+            .await?)
+    }
+
+    /// Canvas conversions of tracked behaviours: each entry that may still convert and whose
+    /// canvas has a matching conversion event within its window after entry gets one
+    /// `users.canvas.Conversion`, counted on the day it happened and the day of entry. Answers
+    /// the marks that leave the index (converted or expired), the events and the counts.
+    fn canvas_conversions(
+        &self,
+        ws: &Workspace,
+        behaviours: &[Behaviour],
+    ) -> Result<CanvasConversions, MessagingError> {
+        let mut marks = Vec::new();
+        let mut events = Vec::new();
+        let mut counts = Vec::new();
+        let mut done: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut canvases: HashMap<String, Option<crate::canvas::Canvas>> = HashMap::new();
+        let now = eddy_model::time::now_ms();
+        for behaviour in behaviours {
+            let Some((id, profile)) = self.store.find(ws.id, &behaviour.ident)? else {
+                continue;
+            };
+            let prefix = format!("{id:010}/");
+            for (name, mark) in self.store.objects_page(
+                ws.id,
+                kinds::CANVAS_CONVERTIBLE,
+                &prefix,
+                None,
+                usize::MAX,
+            )? {
+                if done.contains(&name) {
+                    continue;
+                }
+                let until = mark["until"].as_i64().unwrap_or(i64::MAX);
+                let at = mark["at"].as_i64().unwrap_or(0);
+                let canvas_id = name.split('/').nth(1).unwrap_or_default().to_string();
+                let canvas = match canvases.entry(canvas_id.clone()) {
+                    std::collections::hash_map::Entry::Occupied(found) => found.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(crate::records::canvas(&self.store, ws.id, &canvas_id)?)
+                    }
+                };
+                let Some(canvas) = canvas.as_ref().filter(|_| until >= now) else {
+                    done.insert(name.clone());
+                    marks.push(ObjectWrite {
+                        kind: kinds::CANVAS_CONVERTIBLE.into(),
+                        name,
+                        value: None,
+                    });
+                    continue;
+                };
+                let found = canvas.conversion_events.iter().enumerate().find(|(_, c)| {
+                    behaviour.time_ms >= at
+                        && behaviour.time_ms - at <= c.window_seconds * 1000
+                        && c.matches(behaviour.event.as_deref(), behaviour.product.as_deref())
+                });
+                let Some((index, conversion)) = found else {
+                    continue;
+                };
+                done.insert(name.clone());
+                marks.push(ObjectWrite {
+                    kind: kinds::CANVAS_CONVERTIBLE.into(),
+                    name,
+                    value: None,
+                });
+                events.push(crate::canvas::entries::canvas_event(
+                    "users.canvas.Conversion",
+                    canvas,
+                    usize::MAX,
+                    &profile,
+                    &ws.app_group_id,
+                    behaviour.time_ms,
+                    vec![
+                        ("conversion_behavior_index", json!(index)),
+                        (
+                            "conversion_behavior",
+                            json!(json!({"type": conversion.braze_type(), "window": conversion.window_seconds}).to_string()),
+                        ),
+                    ],
+                ));
+                counts.extend(crate::canvas::stats::conversion_counts(
+                    &canvas.id,
+                    behaviour.time_ms,
+                    at,
+                ));
+            }
+        }
+        Ok((marks, events, counts))
     }
 }
+
+/// What canvas conversions leave to commit: the marks that leave the index, the events, the
+/// counts.
+type CanvasConversions = (
+    Vec<ObjectWrite>,
+    Vec<OutboxEvent>,
+    Vec<eddy_store::CountWrite>,
+);
 
 /// A tracked custom event or purchase, checked for conversions.
 #[derive(Debug, Clone)]

@@ -60,6 +60,7 @@ pub async fn create_canvas(
 ) -> Answer {
     let canvas = input.into_canvas(ids::uuid_v4(), None, time::now_ms())?;
     records::put_canvas(&state.store, ws.id, &canvas).await?;
+    state.engine.campaigns_changed(ws.id)?;
     Ok(json_response(StatusCode::CREATED, &admin_json(&canvas)?))
 }
 
@@ -74,6 +75,7 @@ pub async fn put_canvas(
     let existing = admin_canvas(&state, ws.id, &id)?;
     let canvas = input.into_canvas(id, Some(&existing), time::now_ms())?;
     records::put_canvas(&state.store, ws.id, &canvas).await?;
+    state.engine.campaigns_changed(ws.id)?;
     Ok(json_response(StatusCode::OK, &admin_json(&canvas)?))
 }
 
@@ -111,6 +113,7 @@ pub async fn delete_canvas(
 ) -> Answer {
     admin_canvas(&state, ws.id, &id)?;
     records::delete_canvas(&state.store, ws.id, &id).await?;
+    state.engine.campaigns_changed(ws.id)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

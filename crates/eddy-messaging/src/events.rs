@@ -86,6 +86,14 @@ impl Context {
         if let Some(canvas) = &self.canvas {
             put("canvas_id", Value::String(canvas.canvas_id.clone()));
             put("canvas_name", Value::String(canvas.canvas_name.clone()));
+            put(
+                "canvas_variation_id",
+                Value::String(canvas.canvas_id.clone()),
+            );
+            put(
+                "canvas_variation_name",
+                Value::String(crate::canvas::entries::VARIANT_NAME.into()),
+            );
             put("canvas_step_id", Value::String(canvas.step_id.clone()));
             put("canvas_step_name", Value::String(canvas.step_name.clone()));
         }
@@ -121,6 +129,8 @@ fn known_fields(event_type: &str) -> Option<&'static [&'static str]> {
         "campaign_name",
         "canvas_id",
         "canvas_name",
+        "canvas_variation_id",
+        "canvas_variation_name",
         "canvas_step_id",
         "canvas_step_name",
         "message_variation_id",

@@ -163,6 +163,8 @@ async fn users_move_through_message_delay_split_and_message_with_their_context()
         sends.iter().all(|s| s["canvas_id"] == canvas_id),
         "{sends:?}"
     );
+    assert!(sends.iter().all(|s| s["canvas_variation_id"] == canvas_id));
+    assert_eq!(entries[0]["canvas_variation_name"], "Variant 1");
     assert!(sends.iter().any(|s| s["canvas_step_name"] == "Offer"));
 
     // Braze's analytics: today's entries, and what each message step sent.

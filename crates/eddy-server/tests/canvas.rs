@@ -81,16 +81,6 @@ async fn wait_for(receiver: &WebhookReceiver, prefix: &str, n: usize) -> Duratio
     started.elapsed()
 }
 
-fn events(app: &TestApp, event_type: &str) -> Vec<Value> {
-    app.store
-        .outbox(0, 1_000_000)
-        .expect("outbox")
-        .into_iter()
-        .filter(|(_, e)| e["type"] == event_type)
-        .map(|(_, e)| e["record"].clone())
-        .collect()
-}
-
 #[tokio::test]
 async fn users_move_through_message_delay_split_and_message_with_their_context() {
     let app = spawn_app().await;
@@ -148,16 +138,16 @@ async fn users_move_through_message_delay_split_and_message_with_their_context()
     );
 
     // Currents: entries, progressions, the exit, and message events that name the canvas.
-    let entries = events(&app, "users.canvas.Entry");
+    let entries = app.outbox_events("users.canvas.Entry");
     assert_eq!(entries.len(), 3);
     assert_eq!(entries[0]["canvas_id"], canvas_id);
     assert_eq!(entries[0]["canvas_step_name"], "Welcome");
-    let exits = events(&app, "users.canvas.exit.MatchedAudience");
+    let exits = app.outbox_events("users.canvas.exit.MatchedAudience");
     assert_eq!(exits.len(), 1);
     assert_eq!(exits[0]["external_user_id"], "ben");
     assert_eq!(exits[0]["canvas_step_name"], "Gold only");
-    assert!(events(&app, "users.canvasstep.Progression").len() >= 3 + 3 + 2);
-    let sends = events(&app, "users.messages.webhook.Send");
+    assert!(app.outbox_events("users.canvasstep.Progression").len() >= 3 + 3 + 2);
+    let sends = app.outbox_events("users.messages.webhook.Send");
     assert_eq!(sends.len(), 5);
     assert!(
         sends.iter().all(|s| s["canvas_id"] == canvas_id),
@@ -426,7 +416,7 @@ async fn a_conversion_event_after_entry_converts_once_and_is_counted() {
             {"external_id": "browser", "name": "looked", "time": now}]}))
             .await;
     }
-    let conversions = events(&app, "users.canvas.Conversion");
+    let conversions = app.outbox_events("users.canvas.Conversion");
     assert_eq!(
         conversions.len(),
         1,

@@ -32,17 +32,6 @@ async fn finished(app: &TestApp, dispatch_id: &str) -> Value {
     panic!("dispatch {dispatch_id} did not finish");
 }
 
-/// Currents events of a type in the outbox.
-fn events(app: &TestApp, event_type: &str) -> Vec<Value> {
-    app.store
-        .outbox(0, 1_000_000)
-        .expect("outbox")
-        .into_iter()
-        .filter(|(_, e)| e["type"] == event_type)
-        .map(|(_, e)| e["record"].clone())
-        .collect()
-}
-
 async fn campaign(app: &TestApp, body: Value) -> String {
     let (status, created) = app.admin_post(&format!("{WS}/campaigns"), body).await;
     assert_eq!(status, 201, "{created}");
@@ -103,7 +92,7 @@ async fn a_webhook_campaign_reaches_each_recipient_rendered_for_them() {
             ),
         ]
     );
-    let sends = events(&app, "users.messages.webhook.Send");
+    let sends = app.outbox_events("users.messages.webhook.Send");
     assert_eq!(sends.len(), 2);
     for send in &sends {
         assert_eq!(send["campaign_id"], campaign_id.as_str());
@@ -166,10 +155,10 @@ async fn webhooks_retry_5xx_and_fail_on_4xx_and_liquid_can_abort() {
     assert_eq!(done["counts"]["sent"], 1, "{done}");
     assert_eq!(done["counts"]["failed"], 1, "{done}");
     assert_eq!(done["counts"]["aborted"], 1, "{done}");
-    let retries = events(&app, "users.messages.webhook.Retry");
+    let retries = app.outbox_events("users.messages.webhook.Retry");
     assert_eq!(retries.len(), 2, "{retries:?}");
     assert_eq!(retries[0]["retry_type"], "http_503");
-    let failures = events(&app, "users.messages.webhook.Failure");
+    let failures = app.outbox_events("users.messages.webhook.Failure");
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0]["http_status_code"], 404);
     assert_eq!(failures[0]["is_terminal"], true);
@@ -182,7 +171,7 @@ async fn webhooks_retry_5xx_and_fail_on_4xx_and_liquid_can_abort() {
             .count(),
         1
     );
-    let aborts = events(&app, "users.messages.webhook.Abort");
+    let aborts = app.outbox_events("users.messages.webhook.Abort");
     assert_eq!(aborts.len(), 1);
     assert_eq!(aborts[0]["abort_log"], "no route");
     assert_eq!(aborts[0]["external_user_id"], "u3");
@@ -283,7 +272,7 @@ async fn control_groups_get_nothing_and_are_enrolled() {
     assert_eq!(done["counts"]["sent"].as_u64().unwrap() + control, 200);
     assert_eq!(receiver.count() + control, 200);
     assert_eq!(
-        events(&app, "users.campaigns.EnrollInControl").len() as u64,
+        app.outbox_events("users.campaigns.EnrollInControl").len() as u64,
         control
     );
 }
@@ -429,7 +418,7 @@ async fn subscription_groups_and_email_lists_answer_as_braze() {
         users["users"][0]["subscription_groups"][0]["channel"],
         "Email"
     );
-    let changes = events(&app, "users.behaviors.subscriptiongroup.StateChange");
+    let changes = app.outbox_events("users.behaviors.subscriptiongroup.StateChange");
     assert_eq!(changes.len(), 2, "{changes:?}");
     // Unknown groups and mixed identifiers are refused.
     let (status, _) = app.post("/subscription/status/set", json!({"subscription_group_id": "nope", "subscription_state": "subscribed", "external_id": "a"})).await;
@@ -543,9 +532,9 @@ async fn email_goes_through_a_real_smtp_server_with_bounces_tracking_and_unsubsc
         "links are rewritten: {html}"
     );
     // Every outcome is in Currents.
-    assert_eq!(events(&app, "users.messages.email.Send").len(), 4);
-    assert_eq!(events(&app, "users.messages.email.Delivery").len(), 2);
-    let bounces = events(&app, "users.messages.email.Bounce");
+    assert_eq!(app.outbox_events("users.messages.email.Send").len(), 4);
+    assert_eq!(app.outbox_events("users.messages.email.Delivery").len(), 2);
+    let bounces = app.outbox_events("users.messages.email.Bounce");
     assert_eq!(bounces.len(), 1);
     assert_eq!(bounces[0]["email_address"], "bounce@x.test");
     assert!(
@@ -554,9 +543,12 @@ async fn email_goes_through_a_real_smtp_server_with_bounces_tracking_and_unsubsc
             .unwrap()
             .starts_with("550")
     );
-    assert_eq!(events(&app, "users.messages.email.SoftBounce").len(), 1);
-    assert_eq!(events(&app, "users.messages.email.Deferral").len(), 5);
-    assert_eq!(events(&app, "users.messages.email.Retry").len(), 4);
+    assert_eq!(
+        app.outbox_events("users.messages.email.SoftBounce").len(),
+        1
+    );
+    assert_eq!(app.outbox_events("users.messages.email.Deferral").len(), 5);
+    assert_eq!(app.outbox_events("users.messages.email.Retry").len(), 4);
     let (status, bounced) = app.get("/email/hard_bounces?email=bounce@x.test").await;
     assert_eq!(status, 200);
     assert_eq!(bounced["emails"][0]["email"], "bounce@x.test");
@@ -569,7 +561,7 @@ async fn email_goes_through_a_real_smtp_server_with_bounces_tracking_and_unsubsc
     let r = no_redirect.get(&pixel).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "image/gif");
-    assert_eq!(events(&app, "users.messages.email.Open").len(), 1);
+    assert_eq!(app.outbox_events("users.messages.email.Open").len(), 1);
     let hrefs = hrefs(&html);
     let click = no_redirect.get(&hrefs[0]).send().await.unwrap();
     assert_eq!(click.status(), 302);
@@ -577,7 +569,7 @@ async fn email_goes_through_a_real_smtp_server_with_bounces_tracking_and_unsubsc
         click.headers()["location"],
         "https://shop.test/sale?a=1&b=2"
     );
-    let clicks = events(&app, "users.messages.email.Click");
+    let clicks = app.outbox_events("users.messages.email.Click");
     assert_eq!(clicks[0]["url"], "https://shop.test/sale?a=1&b=2");
     let tampered = hrefs[0].replace("/eddy/t/c/", "/eddy/t/c/x");
     assert_eq!(
@@ -590,7 +582,10 @@ async fn email_goes_through_a_real_smtp_server_with_bounces_tracking_and_unsubsc
         app.user("ok").await.unwrap()["email_subscribe"],
         "unsubscribed"
     );
-    assert_eq!(events(&app, "users.messages.email.Unsubscribe").len(), 1);
+    assert_eq!(
+        app.outbox_events("users.messages.email.Unsubscribe").len(),
+        1
+    );
     let (_, list) = app.get("/email/unsubscribes?email=ok@x.test").await;
     assert_eq!(list["emails"][0]["email"], "ok@x.test");
     // A second send skips the hard-bounced and the newly unsubscribed.
@@ -686,7 +681,7 @@ async fn a_conversion_event_after_a_send_is_recorded_once() {
             .await;
         assert_eq!(status, 201);
     }
-    let conversions = events(&app, "users.campaigns.Conversion");
+    let conversions = app.outbox_events("users.campaigns.Conversion");
     let (_, history) = app
         .admin_get(&format!("{WS}/users/messages?external_id=buyer"))
         .await;
@@ -928,7 +923,7 @@ async fn no_recipient_ever_receives_error_text() {
         .admin_get(&format!("{WS}/users/messages?external_id=r"))
         .await;
     assert!(history.to_string().contains("divided by 0"), "{history}");
-    let aborts = events(&app, "users.messages.webhook.Abort");
+    let aborts = app.outbox_events("users.messages.webhook.Abort");
     assert_eq!(aborts.len(), 1);
     assert_eq!(aborts[0]["abort_type"], "liquid_error");
     // The preview keeps Liquid's inline text and lists the error.

@@ -267,6 +267,17 @@ impl TestApp {
     }
 
     /// The exported profile of an external id, or `None`.
+    /// The records of the Currents events of one type in the outbox, oldest first.
+    pub fn outbox_events(&self, event_type: &str) -> Vec<Value> {
+        self.store
+            .outbox(0, 1_000_000)
+            .expect("outbox")
+            .into_iter()
+            .filter(|(_, e)| e["type"] == event_type)
+            .map(|(_, e)| e["record"].clone())
+            .collect()
+    }
+
     pub async fn user(&self, external_id: &str) -> Option<Value> {
         let (status, body) = self
             .post("/users/export/ids", json!({"external_ids": [external_id]}))

@@ -5,32 +5,13 @@
 
 mod binary;
 
-use std::process::Child;
 use std::time::{Duration, Instant};
 
-use binary::{ADMIN, free_port, spawn_server, wait_healthy};
+use binary::{ADMIN, Running, free_port, is_leader, leader_of, spawn_server, wait_healthy};
 use eddy_testkit::{TestDatabase, WebhookReceiver};
 use serde_json::{Value, json};
 
 const USERS: usize = 30;
-
-/// A node's process, killed when the test ends however it ends.
-struct Running(Option<Child>);
-
-impl Running {
-    fn kill(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 async fn call(
     client: &reqwest::Client,
@@ -50,16 +31,6 @@ async fn call(
     let text = response.text().await.expect("body");
     assert!(status.is_success(), "{url}: {status} {text}");
     serde_json::from_str(&text).expect("json")
-}
-
-async fn is_leader(client: &reqwest::Client, base: &str) -> bool {
-    match client.get(format!("{base}/metrics")).send().await {
-        Ok(r) => r
-            .text()
-            .await
-            .is_ok_and(|t| t.contains("\neddy_cluster_leader 1\n")),
-        Err(_) => false,
-    }
 }
 
 fn count(receiver: &WebhookReceiver, prefix: &str) -> Vec<String> {
@@ -148,19 +119,7 @@ async fn users_waiting_in_a_canvas_delay_go_on_after_kill_9_of_the_leader() {
         json!({"attributes": attributes}),
     )
     .await;
-    let mut leader = None;
-    for _ in 0..100 {
-        for (i, base) in bases.iter().enumerate() {
-            if is_leader(&client, base).await {
-                leader = Some(i);
-            }
-        }
-        if leader.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let leader = leader.expect("a leader");
+    let leader = leader_of(&client, &bases).await;
     let survivor = bases[1 - leader].clone();
     // Entered through the node that does not lead: the entries are in the database.
     let recipients: Vec<Value> = (0..USERS)

@@ -7,12 +7,14 @@
 
 mod binary;
 
-use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use binary::{ADMIN, free_port, spawn_server, track_until_stopped, wait_healthy};
+use binary::{
+    ADMIN, Running, free_port, is_leader, leader_of, spawn_server, track_until_stopped,
+    wait_healthy,
+};
 use eddy_testkit::{AmplitudeEmulator, TestDatabase, TestS3, read_avro};
 use serde_json::{Value, json};
 
@@ -28,34 +30,6 @@ fn request_body(worker: usize, n: usize) -> Value {
         ],
         "events": [{"external_id": id, "name": "crash_event", "time": "2024-01-01T00:00:00Z"}]
     })
-}
-
-/// A node's process, killed when the test ends however it ends.
-struct Running(Option<Child>);
-
-impl Running {
-    fn kill(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn is_leader(client: &reqwest::Client, base: &str) -> bool {
-    match client.get(format!("{base}/metrics")).send().await {
-        Ok(r) => r
-            .text()
-            .await
-            .is_ok_and(|t| t.contains("\neddy_cluster_leader 1\n")),
-        Err(_) => false,
-    }
 }
 
 async fn post(client: &reqwest::Client, url: String, key: &str, body: Value) -> Value {
@@ -127,19 +101,7 @@ async fn kill_9_of_the_leader_loses_nothing_and_its_connector_moves() {
     )
     .await;
     assert_eq!(connector["name"], "s3", "{connector:?}");
-    let mut leader = None;
-    for _ in 0..100 {
-        for (i, base) in bases.iter().enumerate() {
-            if is_leader(&client, base).await {
-                leader = Some(i);
-            }
-        }
-        if leader.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let leader = leader.expect("a leader");
+    let leader = leader_of(&client, &bases).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();

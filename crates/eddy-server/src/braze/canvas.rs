@@ -17,7 +17,7 @@ use crate::SharedState;
 use crate::extract::{
     AdminWorkspace, CanvasDataSeries, CanvasDataSummary, CanvasDetails, CanvasList,
     CanvasTriggerScheduleCreate, CanvasTriggerScheduleDelete, CanvasTriggerScheduleUpdate,
-    CanvasTriggerSend, JsonBody, Rest,
+    CanvasTriggerSend, JsonBody, ListQuery, Rest,
 };
 use crate::http::{HttpError, bad, json_response};
 
@@ -177,31 +177,13 @@ pub async fn schedule_delete(
 
 /// `GET /canvas/list`: 100 a page, Braze's filters and order.
 pub async fn list(State(state): State<SharedState>, rest: Rest<CanvasList>) -> Answer {
-    let page: usize = match rest.query_param("page") {
-        Some(p) => p.parse().map_err(|_| bad("page is a number from 0"))?,
-        None => 0,
-    };
-    let include_archived = rest.query_param("include_archived").as_deref() == Some("true");
-    let descending = rest.query_param("sort_direction").as_deref() == Some("desc");
-    let edited_after = match rest.query_param("last_edit.time[gt]") {
-        Some(t) => Some(
-            time::parse_time(&t)
-                .ok_or_else(|| bad(format!("last_edit.time[gt] '{t}' is not a time")))?,
-        ),
-        None => None,
-    };
+    let query = ListQuery::read(&rest)?;
     let mut canvases = records::canvases(&state.store, rest.workspace.id)?;
-    canvases.retain(|c| {
-        (include_archived || !c.archived) && edited_after.is_none_or(|t| c.updated_at > t)
-    });
+    canvases.retain(|c| query.keeps(c.archived, c.updated_at));
     canvases.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-    if descending {
-        canvases.reverse();
-    }
-    let items: Vec<Value> = canvases
+    let items: Vec<Value> = query
+        .page_of(canvases)
         .iter()
-        .skip(page * 100)
-        .take(100)
         .map(|c| {
             json!({"id": c.id, "last_edited": time::format_iso(c.updated_at), "name": c.name,
                    "tags": c.tags})

@@ -28,7 +28,7 @@ use serde_json::{Map, Value, json};
 use crate::SharedState;
 use crate::extract::{
     AdminWorkspace, CampaignsDetails, CampaignsList, CampaignsTriggerScheduleCreate,
-    CampaignsTriggerSend, JsonBody, MessagesScheduleCreate, MessagesScheduledBroadcasts,
+    CampaignsTriggerSend, JsonBody, ListQuery, MessagesScheduleCreate, MessagesScheduledBroadcasts,
     MessagesSend, Permission, Rest, SendsIdCreate, TransactionalSend,
 };
 use crate::http::{HttpError, bad, json_response};
@@ -239,31 +239,13 @@ fn campaigns(state: &SharedState, ws: u32) -> Result<Vec<Campaign>, HttpError> {
 /// `GET /campaigns/list?page=&include_archived=&sort_direction=&last_edit.time[gt]=`: 100 per
 /// page, oldest first unless `sort_direction=desc`.
 pub async fn campaigns_list(State(state): State<SharedState>, rest: Rest<CampaignsList>) -> Answer {
-    let page: usize = match rest.query_param("page") {
-        Some(p) => p.parse().map_err(|_| bad("page is a number from 0"))?,
-        None => 0,
-    };
-    let include_archived = rest.query_param("include_archived").as_deref() == Some("true");
-    let descending = rest.query_param("sort_direction").as_deref() == Some("desc");
-    let edited_after = match rest.query_param("last_edit.time[gt]") {
-        Some(t) => Some(
-            time::parse_time(&t)
-                .ok_or_else(|| bad(format!("last_edit.time[gt] '{t}' is not a time")))?,
-        ),
-        None => None,
-    };
+    let query = ListQuery::read(&rest)?;
     let mut list = campaigns(&state, rest.workspace.id)?;
-    list.retain(|c| {
-        (include_archived || !c.archived) && edited_after.is_none_or(|t| c.updated_at > t)
-    });
+    list.retain(|c| query.keeps(c.archived, c.updated_at));
     list.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-    if descending {
-        list.reverse();
-    }
-    let items: Vec<Value> = list
+    let items: Vec<Value> = query
+        .page_of(list)
         .iter()
-        .skip(page * 100)
-        .take(100)
         .map(|c| {
             json!({"id": c.id, "last_edited": time::format_iso(c.updated_at), "name": c.name,
                         "is_api_campaign": true, "tags": c.tags})

@@ -293,6 +293,59 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Braze's parameters of `/campaigns/list` and `/canvas/list`: `page` (100 a page),
+/// `include_archived`, `sort_direction=desc`, `last_edit.time[gt]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListQuery {
+    /// The page, from 0.
+    pub page: usize,
+    /// Archived ones too.
+    pub include_archived: bool,
+    /// Newest first.
+    pub descending: bool,
+    /// Only those edited after this, UTC ms.
+    pub edited_after: Option<i64>,
+}
+
+impl ListQuery {
+    /// Reads a request's query.
+    pub fn read<P>(rest: &Rest<P>) -> Result<ListQuery, HttpError> {
+        let bad = |m: String| HttpError(ApiError::BadRequest(m));
+        let page = match rest.query_param("page") {
+            Some(p) => p
+                .parse()
+                .map_err(|_| bad("page is a number from 0".into()))?,
+            None => 0,
+        };
+        let edited_after = match rest.query_param("last_edit.time[gt]") {
+            Some(t) => Some(
+                eddy_model::time::parse_time(&t)
+                    .ok_or_else(|| bad(format!("last_edit.time[gt] '{t}' is not a time")))?,
+            ),
+            None => None,
+        };
+        Ok(ListQuery {
+            page,
+            include_archived: rest.query_param("include_archived").as_deref() == Some("true"),
+            descending: rest.query_param("sort_direction").as_deref() == Some("desc"),
+            edited_after,
+        })
+    }
+
+    /// Whether an item with these flags is listed.
+    pub fn keeps(&self, archived: bool, updated_at: i64) -> bool {
+        (self.include_archived || !archived) && self.edited_after.is_none_or(|t| updated_at > t)
+    }
+
+    /// The page asked for, of items sorted oldest first.
+    pub fn page_of<T>(&self, mut items: Vec<T>) -> Vec<T> {
+        if self.descending {
+            items.reverse();
+        }
+        items.into_iter().skip(self.page * 100).take(100).collect()
+    }
+}
+
 /// `?limit=&offset=` of a list: `limit` defaults to `DEFAULT` and is capped at `MAX` (Braze
 /// documents its lists' limits as maxima); a value that is not a number, or a limit of 0, is a
 /// 400 that says so.

@@ -92,3 +92,53 @@ pub fn track_until_stopped(
         (acked, sent)
     })
 }
+
+/// A node's process, killed when the test ends however it ends.
+#[allow(dead_code)]
+pub struct Running(pub Option<Child>);
+
+#[allow(dead_code)]
+impl Running {
+    /// `kill -9`, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Whether the node at `base` holds the leader lease (its metrics say so).
+#[allow(dead_code)]
+pub async fn is_leader(client: &reqwest::Client, base: &str) -> bool {
+    match client.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r
+            .text()
+            .await
+            .is_ok_and(|t| t.contains("\neddy_cluster_leader 1\n")),
+        Err(_) => false,
+    }
+}
+
+/// Which of the nodes at `bases` leads, once one does (within 10 s).
+#[allow(dead_code)]
+pub async fn leader_of(client: &reqwest::Client, bases: &[String]) -> usize {
+    for _ in 0..100 {
+        for (i, base) in bases.iter().enumerate() {
+            if is_leader(client, base).await {
+                return i;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no node took the leader lease");
+}

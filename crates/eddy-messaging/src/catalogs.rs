@@ -20,6 +20,9 @@ use crate::MessagingError;
 /// Store kind of catalog definitions, by name.
 pub const CATALOG: &str = "catalog";
 
+/// When a catalog's items last changed, by the catalog's uid: `{"at"}`.
+pub const CATALOG_TOUCHED: &str = "catalog-touched";
+
 /// Items per page of `GET /catalogs/{name}/items`, as Braze pages them.
 pub const PAGE: usize = 50;
 
@@ -239,14 +242,23 @@ fn count_items(store: &Store, ws: u32, catalog: &Catalog) -> Result<usize> {
     Ok(store.objects(ws, &catalog.item_kind())?.len())
 }
 
-/// A catalog as Braze lists it.
+/// A catalog as Braze lists it; `updated_at` is the later of its definition's and its items'
+/// last change.
 fn listed(store: &Store, ws: u32, name: &str, catalog: &Catalog) -> Result<Value> {
+    let touched = store
+        .object(ws, CATALOG_TOUCHED, &catalog.uid)?
+        .and_then(|t| t["at"].as_str().map(str::to_string));
+    // Both are `format_iso` times, which sort as text.
+    let updated_at = match touched {
+        Some(at) if at > catalog.updated_at => at,
+        _ => catalog.updated_at.clone(),
+    };
     Ok(json!({
         "description": catalog.description,
         "fields": catalog.fields,
         "name": name,
         "num_items": count_items(store, ws, catalog)?,
-        "updated_at": catalog.updated_at,
+        "updated_at": updated_at,
     }))
 }
 
@@ -358,7 +370,19 @@ pub fn list(store: &Store, ws: u32) -> Result<Value> {
 /// from then on), then the items in commits of [`DELETE_CHUNK`].
 pub async fn delete(store: &Store, ws: u32, name: &str) -> Result<()> {
     let catalog = catalog(store, ws, name)?;
-    store.delete_object(ws, CATALOG, name.to_string()).await?;
+    let gone = vec![
+        ObjectWrite {
+            kind: CATALOG.into(),
+            name: name.to_string(),
+            value: None,
+        },
+        ObjectWrite {
+            kind: CATALOG_TOUCHED.into(),
+            name: catalog.uid.clone(),
+            value: None,
+        },
+    ];
+    store.record(ws, gone, Vec::new()).await?;
     let kind = catalog.item_kind();
     loop {
         let ids: Vec<String> = store
@@ -711,22 +735,14 @@ pub async fn write_item(
         _ => None,
     };
     let item = typed_values(&catalog, id, &given, base.as_ref())?;
-    write(
-        store,
-        ws,
-        name,
-        catalog,
-        vec![(id.to_string(), Some(item))],
-        now,
-    )
-    .await
+    write(store, ws, catalog, vec![(id.to_string(), Some(item))], now).await
 }
 
 /// `DELETE /catalogs/{name}/items/{id}`.
 pub async fn delete_item(store: &Store, ws: u32, name: &str, id: &str, now: &str) -> Result<()> {
     let catalog = catalog(store, ws, name)?;
     stored_item(store, ws, &catalog, id)?;
-    write(store, ws, name, catalog, vec![(id.to_string(), None)], now).await
+    write(store, ws, catalog, vec![(id.to_string(), None)], now).await
 }
 
 /// The bulk endpoints: `POST|PUT|PATCH|DELETE /catalogs/{name}/items` with up to
@@ -785,15 +801,15 @@ pub async fn write_items(
         };
         writes.push((id.clone(), item));
     }
-    write(store, ws, name, catalog, writes, now).await
+    write(store, ws, catalog, writes, now).await
 }
 
-/// Writes items and the catalog's new `updated_at` in one commit.
+/// Writes items and when the catalog's items last changed, in one commit. The definition is
+/// not written again: a field added meanwhile would be lost under it.
 async fn write(
     store: &Store,
     ws: u32,
-    name: &str,
-    mut catalog: Catalog,
+    catalog: Catalog,
     items: Vec<(String, Option<Map<String, Value>>)>,
     now: &str,
 ) -> Result<()> {
@@ -806,11 +822,10 @@ async fn write(
             value: item.map(Value::Object),
         })
         .collect();
-    catalog.updated_at = now.to_string();
     writes.push(ObjectWrite {
-        kind: CATALOG.into(),
-        name: name.to_string(),
-        value: Some(stored(&catalog)?),
+        kind: CATALOG_TOUCHED.into(),
+        name: catalog.uid.clone(),
+        value: Some(json!({"at": now})),
     });
     store.record(ws, writes, Vec::new()).await?;
     Ok(())

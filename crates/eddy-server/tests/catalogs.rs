@@ -272,6 +272,14 @@ async fn catalogs_are_created_filled_paged_and_deleted_as_braze_documents() {
     assert_eq!((status, error_id(&body)), (400, "invalid-cursor"));
     let (_, list, _) = send(&app, reqwest::Method::GET, "/catalogs", None).await;
     assert_eq!(list["catalogs"][0]["num_items"], 123);
+    assert!(
+        list["catalogs"][0]["updated_at"].as_str() > created["catalogs"][0]["updated_at"].as_str(),
+        "item writes move the catalog's updated_at: {list}"
+    );
+    assert_eq!(
+        list["catalogs"][0]["fields"],
+        created["catalogs"][0]["fields"]
+    );
 
     // A field removed leaves every item; the catalog deleted takes its items with it.
     let (status, _, _) = send(

@@ -161,6 +161,9 @@ pub struct Dispatch {
     pub canvas: Option<CanvasStep>,
 }
 
+/// The name of a canvas's one variant (`canvas_variation_name`, `/canvas/details`).
+pub const VARIANT_NAME: &str = "Variant 1";
+
 /// The canvas and step a canvas send comes from: its events carry them, and its Liquid sees
 /// `canvas.${name}`, `canvas.${id}`, `canvas.${step_name}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

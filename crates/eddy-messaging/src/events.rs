@@ -92,7 +92,7 @@ impl Context {
             );
             put(
                 "canvas_variation_name",
-                Value::String(crate::canvas::entries::VARIANT_NAME.into()),
+                Value::String(crate::dispatch::VARIANT_NAME.into()),
             );
             put("canvas_step_id", Value::String(canvas.step_id.clone()));
             put("canvas_step_name", Value::String(canvas.step_name.clone()));

@@ -308,6 +308,32 @@ async fn external_ids_are_renamed_then_the_deprecated_ones_removed() {
     assert_eq!(status, 201);
     assert!(app.user("new-1").await.is_none());
 
+    // Braze's documented examples, as written.
+    app.track(json!({"attributes": [{"external_id": "existing_external_id"}]}))
+        .await;
+    let (status, body) = app
+        .post(
+            "/users/external_ids/rename",
+            json!({"external_id_renames" :[{"current_external_id": "existing_external_id", "new_external_id" : "new_external_id"}]}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["external_ids"]),
+        (200, &json!(["existing_external_id"])),
+        "{body}"
+    );
+    let (status, body) = app
+        .post(
+            "/users/external_ids/remove",
+            json!({"external_ids" :["existing_deprecated_external_id_string"]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["removal_errors"][0][0], 0,
+        "an id nobody has is refused by index: {body}"
+    );
+
     for body in [
         json!({"external_id_renames": []}),
         json!({"external_id_renames": [{"current_external_id": "a"}]}),

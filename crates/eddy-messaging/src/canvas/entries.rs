@@ -18,9 +18,6 @@ use crate::engine::Engine;
 use crate::send::{TriggerRecipient, TriggerRequest};
 use crate::{MessagingError, kinds, records};
 
-/// The name of a canvas's one variant (`canvas_variation_name`, `/canvas/details`).
-pub const VARIANT_NAME: &str = "Variant 1";
-
 /// Entries written per commit when a broadcast enters a canvas.
 const ENTER_CHUNK: usize = 512;
 
@@ -177,7 +174,10 @@ pub(crate) fn canvas_event(
     record.insert("canvas_name".into(), json!(canvas.name));
     // A canvas has one variant, named as Braze names a canvas's first.
     record.insert("canvas_variation_id".into(), json!(canvas.id));
-    record.insert("canvas_variation_name".into(), json!(VARIANT_NAME));
+    record.insert(
+        "canvas_variation_name".into(),
+        json!(crate::dispatch::VARIANT_NAME),
+    );
     if let Some(step) = canvas.steps.get(step_index) {
         record.insert("canvas_step_id".into(), json!(step.id));
         record.insert("canvas_step_name".into(), json!(step.name));

@@ -287,7 +287,7 @@ pub async fn details(State(state): State<SharedState>, rest: Rest<CanvasDetails>
             "schedule_type": "api_triggered",
             "channels": all_channels,
             "tags": canvas.tags,
-            "variants": [{"name": entries::VARIANT_NAME, "id": canvas.id, "first_step_ids": canvas.steps.first().map(|s| vec![s.id.clone()]).unwrap_or_default()}],
+            "variants": [{"name": eddy_messaging::dispatch::VARIANT_NAME, "id": canvas.id, "first_step_ids": canvas.steps.first().map(|s| vec![s.id.clone()]).unwrap_or_default()}],
             "steps": steps,
             "message": "success",
         }),

@@ -239,7 +239,38 @@ pub fn catalog(store: &Store, ws: u32, name: &str) -> Result<Catalog> {
 
 /// How many items a catalog holds.
 fn count_items(store: &Store, ws: u32, catalog: &Catalog) -> Result<usize> {
-    Ok(store.objects(ws, &catalog.item_kind())?.len())
+    let mut count = 0;
+    visit_items(store, ws, catalog, None, |_, _| {
+        count += 1;
+        true
+    })?;
+    Ok(count)
+}
+
+/// Calls `visit` with the catalog's items in id order, from after `after`, a thousand read at a
+/// time (so a large catalog is never held whole), until it answers `false`.
+fn visit_items(
+    store: &Store,
+    ws: u32,
+    catalog: &Catalog,
+    after: Option<String>,
+    mut visit: impl FnMut(String, Value) -> bool,
+) -> Result<()> {
+    let kind = catalog.item_kind();
+    let mut after = after;
+    loop {
+        let page = store.objects_page(ws, &kind, "", after.as_deref(), 1_000)?;
+        let full = page.len() == 1_000;
+        for (id, item) in page {
+            after = Some(id.clone());
+            if !visit(id, item) {
+                return Ok(());
+            }
+        }
+        if !full {
+            return Ok(());
+        }
+    }
 }
 
 /// A catalog as Braze lists it; `updated_at` is the later of its definition's and its items'
@@ -842,37 +873,59 @@ pub struct ItemsPage {
     pub next: Option<String>,
 }
 
-fn cursor_for(skip: usize) -> String {
-    base64::engine::general_purpose::STANDARD.encode(format!("skip:{skip}"))
+/// A cursor: how many items come before the page, and (when known) the id of the last of them,
+/// so that following `next` links reads from there instead of from the start.
+fn cursor_for(skip: usize, after: Option<&str>) -> String {
+    let text = match after {
+        Some(id) => format!("skip:{skip}/after:{id}"),
+        None => format!("skip:{skip}"),
+    };
+    base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-fn skip_of(cursor: &str) -> Option<usize> {
+fn skip_of(cursor: &str) -> Option<(usize, Option<String>)> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(cursor.trim())
         .ok()?;
     let text = String::from_utf8(bytes).ok()?;
-    text.strip_prefix("skip:")?.parse().ok()
+    let rest = text.strip_prefix("skip:")?;
+    match rest.split_once("/after:") {
+        Some((skip, id)) => Some((skip.parse().ok()?, Some(id.to_string()))),
+        None => Some((rest.parse().ok()?, None)),
+    }
 }
 
 /// `GET /catalogs/{name}/items[?cursor=…]`: [`PAGE`] items in id order.
 pub fn items_page(store: &Store, ws: u32, name: &str, cursor: Option<&str>) -> Result<ItemsPage> {
     let catalog = catalog(store, ws, name)?;
-    let skip = match cursor {
-        None => 0,
+    let (skip, after) = match cursor {
+        None => (0, None),
         Some(c) => skip_of(c).ok_or_else(|| {
             CatalogError::new("invalid-cursor", "'cursor' is not valid").at("cursor", c)
         })?,
     };
-    let all = store.objects(ws, &catalog.item_kind())?;
-    let total = all.len();
-    let items: Vec<Value> = all
-        .into_iter()
-        .skip(skip)
-        .take(PAGE)
-        .filter_map(|(_, item)| item.as_object().map(|i| shown(&catalog, i)))
-        .collect();
-    let prev = (skip > 0).then(|| cursor_for(skip.saturating_sub(PAGE)));
-    let next = (skip + PAGE < total).then(|| cursor_for(skip + PAGE));
+    // With the id the page starts after, nothing before it is read; without, `skip` items are.
+    let mut to_skip = if after.is_some() { 0 } else { skip };
+    let mut items = Vec::with_capacity(PAGE);
+    let mut last = None;
+    let mut more = false;
+    visit_items(store, ws, &catalog, after, |id, item| {
+        if to_skip > 0 {
+            to_skip -= 1;
+            return true;
+        }
+        if items.len() == PAGE {
+            more = true;
+            return false;
+        }
+        if let Some(i) = item.as_object() {
+            items.push(shown(&catalog, i));
+        }
+        last = Some(id);
+        true
+    })?;
+    let prev = (skip > 0).then(|| cursor_for(skip.saturating_sub(PAGE), None));
+    let next = more.then(|| cursor_for(skip + PAGE, last.as_deref()));
     Ok(ItemsPage {
         body: json!({"items": items, "message": "success"}),
         prev,
@@ -1026,8 +1079,16 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_others_are_refused() {
-        assert_eq!(cursor_for(0), "c2tpcDow", "Braze's own first-page cursor");
-        assert_eq!(skip_of(&cursor_for(150)), Some(150));
+        assert_eq!(
+            cursor_for(0, None),
+            "c2tpcDow",
+            "Braze's own first-page cursor"
+        );
+        assert_eq!(skip_of(&cursor_for(150, None)), Some((150, None)));
+        assert_eq!(
+            skip_of(&cursor_for(50, Some("item-49"))),
+            Some((50, Some("item-49".to_string())))
+        );
         assert_eq!(skip_of("bad-cursor"), None);
     }
 }

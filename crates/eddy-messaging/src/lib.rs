@@ -85,6 +85,8 @@ pub mod kinds {
     pub const CANVAS_CONVERTIBLE: &str = "canvas-convertible";
     /// Scheduled canvas triggers, by schedule id.
     pub const CANVAS_SCHEDULE: &str = "canvas-schedule";
+    /// When scheduled canvas triggers are entered: `{enter_at:016}/{schedule id}`.
+    pub const CANVAS_SCHEDULE_DUE: &str = "canvas-schedule-due";
     /// Who a canvas send id entered: `{canvas_id}/{send_id}/{profile}`.
     pub const CANVAS_SENT: &str = "canvas-sent";
 }

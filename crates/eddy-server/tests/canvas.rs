@@ -265,6 +265,22 @@ async fn canvases_are_checked_when_saved_and_triggers_name_real_ones() {
     assert!(answer["message"].as_str().unwrap().contains("nope"));
     let (status, answer) = app.get("/canvas/details").await;
     assert_eq!(status, 400, "{answer}");
+    // Braze's 50 KB bound on entry properties.
+    let (_, canvas) = app
+        .admin_post(
+            &format!("{WS}/canvases"),
+            json!({"name": "Bounded", "steps": [{"type": "delay", "seconds": 60}]}),
+        )
+        .await;
+    let (status, answer) = app
+        .post(
+            "/canvas/trigger/send",
+            json!({"canvas_id": canvas["id"], "broadcast": true,
+                   "context": {"blob": "x".repeat(51 * 1024)}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("50 KB"));
 }
 
 /// A time `seconds` from now, as Braze's schedules write it.

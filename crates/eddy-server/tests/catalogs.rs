@@ -412,6 +412,18 @@ async fn catalog_items_are_read_by_liquid_as_braze_documents() {
             "Welcome, {{${first_name}}}!",
         ),
     ];
+    // A tag reads at most 100 ids: a template naming ids without end stops with an error.
+    let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
+    let (_, rendered) = app
+        .admin_post(
+            "/eddy/v1/workspaces/default/liquid/render",
+            render(&format!(
+                "{{% catalog_items games {} %}}{{{{ items.size }}}}",
+                many.join(" ")
+            )),
+        )
+        .await;
+    assert!(rendered.to_string().contains("at most 100"), "{rendered}");
     for (template, expected) in cases {
         let (status, rendered) = app
             .admin_post(

@@ -11,6 +11,9 @@ use crate::value::{Object, Value};
 
 use super::Braze;
 
+/// Items one tag may read.
+const MAX_IDS: usize = 100;
+
 /// A `{% catalog_items … %}` tag as written.
 #[derive(Debug, Clone)]
 pub struct CatalogItems {
@@ -43,6 +46,14 @@ impl Tag for CatalogItems {
             return runtime.assign_weighed("items", Value::Array(Default::default()), 0);
         };
         let ids: Vec<String> = words.map(str::to_string).collect();
+        // Each id is a read: a template that names ids without end (from a long array) stops
+        // with a Liquid error, and a render past its time reads nothing more.
+        if ids.len() > MAX_IDS {
+            return Err(Stop::Error(format!(
+                "catalog_items reads at most {MAX_IDS} items at a time"
+            )));
+        }
+        runtime.time_left()?;
         let found = match runtime.catalog_items(catalog, &ids) {
             Ok(found) => found,
             Err(FetchError::Refused(reason)) => {

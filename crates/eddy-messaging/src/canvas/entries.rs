@@ -217,6 +217,20 @@ pub fn waiting(
     }
 }
 
+/// Braze's bound on canvas entry properties.
+const MAX_PROPERTIES_BYTES: usize = 50 * 1024;
+
+/// Entry properties past Braze's 50 KB are refused (each entry keeps its own).
+fn check_size(properties: &Map<String, Value>) -> Result<(), MessagingError> {
+    let bytes = serde_json::to_vec(properties).map_or(usize::MAX, |b| b.len());
+    if bytes > MAX_PROPERTIES_BYTES {
+        return Err(MessagingError::invalid(
+            "canvas_entry_properties (with context) are at most 50 KB",
+        ));
+    }
+    Ok(())
+}
+
 /// When a user arrives at a canvas's first step: now, or for a schedule in local time, that
 /// wall-clock time in the user's time zone (now if it has passed).
 fn arrival(now: i64, local: Option<i64>, profile: &Profile) -> i64 {
@@ -317,7 +331,9 @@ impl Engine {
         });
         let trigger = TriggerRequest::for_canvas(req.broadcast, req.audience, recipients);
         let who = self.who_of_trigger(ws, &trigger).await?;
-        let members: Vec<(u32, Map<String, Value>)> = match (who.explicit, who.bitmap) {
+        // Named recipients carry their own properties; an audience's members share the
+        // request's (`None`), so a broadcast holds ids, not a copy of them per user.
+        let members: Vec<(u32, Option<Map<String, Value>>)> = match (who.explicit, who.bitmap) {
             (Some(list), _) => list
                 .into_iter()
                 .map(|r| {
@@ -325,15 +341,19 @@ impl Engine {
                     for (k, v) in r.trigger_properties.into_iter().flatten() {
                         properties.insert(k, v);
                     }
-                    (r.id, properties)
+                    (r.id, Some(properties))
                 })
                 .collect(),
-            (None, Some(bitmap)) => bitmap.iter().map(|id| (id, shared.clone())).collect(),
+            (None, Some(bitmap)) => bitmap.iter().map(|id| (id, None)).collect(),
             (None, None) => Vec::new(),
         };
+        check_size(&shared)?;
+        for properties in members.iter().filter_map(|(_, p)| p.as_ref()) {
+            check_size(properties)?;
+        }
         let dispatch_id = eddy_store::ids::id_hex(24);
         for chunk in members.chunks(ENTER_CHUNK) {
-            self.enter(ws, &canvas, req.send_id.as_deref(), chunk, local)
+            self.enter(ws, &canvas, req.send_id.as_deref(), chunk, &shared, local)
                 .await?;
         }
         self.wake();
@@ -346,7 +366,8 @@ impl Engine {
         ws: &Workspace,
         canvas: &Canvas,
         send_id: Option<&str>,
-        members: &[(u32, Map<String, Value>)],
+        members: &[(u32, Option<Map<String, Value>>)],
+        shared: &Map<String, Value>,
         local: Option<i64>,
     ) -> Result<(), MessagingError> {
         let now = time::now_ms();
@@ -377,7 +398,7 @@ impl Engine {
                 profile: *profile_id,
                 step_id: canvas.steps[0].id.clone(),
                 wake_at: due_at(canvas, 0, arrival(now, local, &profile), Some(&profile)),
-                properties: properties.clone(),
+                properties: properties.clone().unwrap_or_else(|| shared.clone()),
                 entered_at: now,
             };
             if let Some(longest) = canvas

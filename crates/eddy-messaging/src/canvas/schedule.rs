@@ -1,5 +1,6 @@
 //! Scheduled canvas triggers (`/canvas/trigger/schedule/create|update|delete`): the trigger is
-//! kept as it was asked (`canvas-schedule`, by schedule id) and entered when due by the leader,
+//! kept as it was asked (`canvas-schedule`, by schedule id, with a mark in a due index by time)
+//! and entered when due by the leader,
 //! under the schedule id as its send id, so a pass cut short by a crash enters nobody twice.
 //! With `in_local_time` the users are entered up to a day early, each waiting at the first step
 //! until the schedule's time in their own time zone.
@@ -7,7 +8,7 @@
 use std::sync::Arc;
 
 use eddy_model::time;
-use eddy_store::Workspace;
+use eddy_store::{ObjectWrite, Workspace};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -91,7 +92,7 @@ impl Engine {
             in_local_time: schedule.in_local_time,
             request: body,
         };
-        put(self, ws.id, &scheduled).await?;
+        put(self, ws.id, &scheduled, None).await?;
         Ok((scheduled.dispatch_id, scheduled.id))
     }
 
@@ -101,13 +102,14 @@ impl Engine {
         ws: &Workspace,
         change: CanvasScheduleChange,
     ) -> Result<(), MessagingError> {
-        let mut scheduled = self.canvas_schedule(ws.id, &change)?;
+        let previous = self.canvas_schedule(ws.id, &change)?;
         let Some(schedule) = change.schedule else {
             return Err(MessagingError::invalid("schedule is required"));
         };
+        let mut scheduled = previous.clone();
         scheduled.send_at = crate::send::send_at(&schedule)?;
         scheduled.in_local_time = schedule.in_local_time;
-        put(self, ws.id, &scheduled).await
+        put(self, ws.id, &scheduled, Some(&previous)).await
     }
 
     /// `/canvas/trigger/schedule/delete`: the schedule is dropped; nobody enters.
@@ -118,7 +120,7 @@ impl Engine {
     ) -> Result<(), MessagingError> {
         let scheduled = self.canvas_schedule(ws.id, &change)?;
         self.store()
-            .delete_object(ws.id, kinds::CANVAS_SCHEDULE, scheduled.id)
+            .record(ws.id, removal(&scheduled), Vec::new())
             .await?;
         Ok(())
     }
@@ -161,13 +163,31 @@ impl Engine {
     ) -> Result<usize, MessagingError> {
         let now = time::now_ms();
         let mut ran = 0;
-        for (id, value) in self.store().objects(ws.id, kinds::CANVAS_SCHEDULE)? {
+        // The due index, earliest first: a second's look reads the schedules that are due, not
+        // every schedule kept.
+        let due = self
+            .store()
+            .objects_page(ws.id, kinds::CANVAS_SCHEDULE_DUE, "", None, 100)?;
+        for (mark, _) in due {
+            let Some((enter_at, id)) = super::entries::parse_due(&mark) else {
+                return Err(MessagingError::internal(format!(
+                    "canvas schedule mark '{mark}' does not read"
+                )));
+            };
+            if enter_at > now {
+                break;
+            }
+            let id = id.to_string();
+            let Some(value) = self.store().object(ws.id, kinds::CANVAS_SCHEDULE, &id)? else {
+                // Marks and schedules are written together; a lone mark is removed.
+                self.store()
+                    .record(ws.id, vec![due_mark(enter_at, &id, false)], Vec::new())
+                    .await?;
+                continue;
+            };
             let scheduled: CanvasSchedule = serde_json::from_value(value).map_err(|e| {
                 MessagingError::internal(format!("stored canvas schedule '{id}': {e}"))
             })?;
-            if scheduled.enter_at() > now {
-                continue;
-            }
             let mut req: CanvasTriggerRequest = serde_json::from_value(scheduled.request.clone())
                 .map_err(|e| {
                 MessagingError::internal(format!("stored canvas schedule '{id}': {e}"))
@@ -188,7 +208,7 @@ impl Engine {
                 Err(other) => return Err(other),
             }
             self.store()
-                .delete_object(ws.id, kinds::CANVAS_SCHEDULE, id)
+                .record(ws.id, removal(&scheduled), Vec::new())
                 .await?;
             ran += 1;
         }
@@ -196,12 +216,46 @@ impl Engine {
     }
 }
 
-async fn put(engine: &Engine, ws: u32, scheduled: &CanvasSchedule) -> Result<(), MessagingError> {
+/// The mark of a schedule in the due index: `{enter_at:016}/{schedule id}`.
+fn due_mark(enter_at: i64, id: &str, present: bool) -> ObjectWrite {
+    ObjectWrite {
+        kind: kinds::CANVAS_SCHEDULE_DUE.into(),
+        name: format!("{:016}/{id}", enter_at.max(0)),
+        value: present.then(|| serde_json::json!({})),
+    }
+}
+
+/// Saves a schedule and its due mark (moving the mark of its earlier time) in one commit.
+async fn put(
+    engine: &Engine,
+    ws: u32,
+    scheduled: &CanvasSchedule,
+    previous: Option<&CanvasSchedule>,
+) -> Result<(), MessagingError> {
     let value = serde_json::to_value(scheduled)
         .map_err(|e| MessagingError::internal(format!("canvas schedule: {e}")))?;
-    engine
-        .store()
-        .put_object(ws, kinds::CANVAS_SCHEDULE, scheduled.id.clone(), value)
-        .await?;
+    let mut writes = Vec::with_capacity(3);
+    if let Some(previous) = previous {
+        writes.push(due_mark(previous.enter_at(), &previous.id, false));
+    }
+    writes.push(due_mark(scheduled.enter_at(), &scheduled.id, true));
+    writes.push(ObjectWrite {
+        kind: kinds::CANVAS_SCHEDULE.into(),
+        name: scheduled.id.clone(),
+        value: Some(value),
+    });
+    engine.store().record(ws, writes, Vec::new()).await?;
     Ok(())
+}
+
+/// The writes that drop a schedule and its mark.
+fn removal(scheduled: &CanvasSchedule) -> Vec<ObjectWrite> {
+    vec![
+        due_mark(scheduled.enter_at(), &scheduled.id, false),
+        ObjectWrite {
+            kind: kinds::CANVAS_SCHEDULE.into(),
+            name: scheduled.id.clone(),
+            value: None,
+        },
+    ]
 }
